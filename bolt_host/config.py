@@ -1,0 +1,128 @@
+"""One Settings object for the host: flags > environment (``BOLT_*``) > defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+BUNDLED_LOCAL_REPO = PACKAGE_ROOT.parent / "node_modules_sample"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "bolt-host"
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _parse_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _parse_port_range(value: str) -> tuple[int, int]:
+    low, _, high = value.partition("-")
+    start, end = int(low), int(high or low)
+    if not (1024 <= start <= end <= 65535):
+        raise ValueError(f"port range must be within 1024-65535 and ordered: {value!r}")
+    return start, end
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the host can be told.  Each field has an env twin ``BOLT_<NAME>``."""
+
+    host: str = "127.0.0.1"
+    port: int = 4000
+    data_dir: Path = field(default_factory=default_data_dir)
+    local_repo: Path = BUNDLED_LOCAL_REPO
+    registry: str | None = None
+    plugins_dir: Path | None = None
+    plugins: tuple[str, ...] | None = None  # allow-list; None means all
+    disable_plugins: tuple[str, ...] = ()
+    admin_password: str | None = None
+    port_range: tuple[int, int] = (20000, 29999)
+    public_url: str | None = None
+    max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 100 * 1_048_576
+    max_download_bytes: int = 200 * 1_048_576
+    stop_grace_seconds: float = 10.0
+    ready_timeout_seconds: float = 30.0
+    stats_interval_seconds: float = 2.0
+    autostart: bool = True
+    pinned_packages: tuple[str, ...] = ()
+    trust_proxy: bool = False
+    log_level: str = "info"
+
+    @property
+    def url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        shown = "127.0.0.1" if self.host in {"0.0.0.0", "::"} else self.host
+        return f"http://{shown}:{self.port}"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_PARSERS: dict[str, Any] = {
+    "port": int,
+    "data_dir": lambda v: Path(v).expanduser(),
+    "local_repo": lambda v: Path(v).expanduser(),
+    "plugins_dir": lambda v: Path(v).expanduser(),
+    "plugins": _parse_list,
+    "disable_plugins": _parse_list,
+    "port_range": _parse_port_range,
+    "max_body_bytes": int,
+    "max_upload_bytes": int,
+    "max_download_bytes": int,
+    "stop_grace_seconds": float,
+    "ready_timeout_seconds": float,
+    "stats_interval_seconds": float,
+    "autostart": _parse_bool,
+    "pinned_packages": _parse_list,
+    "trust_proxy": _parse_bool,
+}
+
+# Env names that differ from BOLT_<FIELD>.
+_ENV_NAMES = {"registry": "BOLT_REGISTRY_URL", "disable_plugins": "BOLT_DISABLE_PLUGINS"}
+
+
+def env_name(field_name: str) -> str:
+    return _ENV_NAMES.get(field_name, f"BOLT_{field_name.upper()}")
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+    """Build Settings from ``environ`` (default ``os.environ``), then apply non-None flags."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = environ.get(env_name(f.name))
+        if raw is None:
+            continue
+        parser = _PARSERS.get(f.name, str)
+        try:
+            values[f.name] = parser(raw)
+        except ValueError as exc:
+            raise ValueError(f"{env_name(f.name)}: {exc}") from exc
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return Settings(**values)
+
+
+def parse_setting(name: str, raw: str) -> Any:
+    """Parse a raw string (a CLI flag, say) the way the env twin would be parsed."""
+    return _PARSERS.get(name, str)(raw)

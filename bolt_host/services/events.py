@@ -1,0 +1,109 @@
+"""The host's event bus: one publish, many listeners with bounded queues.
+
+Listeners are the plugin hook ``on_event`` (wired by the Host), server-sent
+event streams (one bounded queue each; a slow reader gets an overflow marker
+instead of slowing the publisher) and any in-process callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Listener = Callable[["Event"], Awaitable[None] | None]
+
+STREAM_QUEUE_SIZE = 256
+
+
+@dataclass
+class Event:
+    """Something that happened: ``name`` like ``app-started``; ``body`` is JSON-able."""
+
+    name: str
+    body: Any = None
+    publisher: str = "bolt"
+    time: float = field(default_factory=time.time)
+    id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "body": self.body,
+            "publisher": self.publisher,
+            "time": self.time,
+        }
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._streams: set[asyncio.Queue[Event | None]] = set()
+        self._ids = itertools.count(1)
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    async def publish(self, name: str, body: Any = None, publisher: str = "bolt") -> Event:
+        """Deliver to streams at once and to listeners concurrently; never raises."""
+        event = Event(name=name, body=body, publisher=publisher, id=next(self._ids))
+        for queue in list(self._streams):
+            _offer(queue, event)
+        for listener in list(self._listeners):
+            task = asyncio.ensure_future(_call_listener(listener, event))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        return event
+
+    async def drain(self) -> None:
+        """Wait for listener deliveries started so far (tests and shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def stream(self) -> AsyncIterator[asyncio.Queue[Event | None]]:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=STREAM_QUEUE_SIZE)
+        self._streams.add(queue)
+        try:
+            yield queue
+        finally:
+            self._streams.discard(queue)
+
+    def close_streams(self) -> None:
+        for queue in list(self._streams):
+            _offer(queue, None)
+
+
+def _offer(queue: asyncio.Queue[Event | None], event: Event | None) -> None:
+    if queue.full():
+        # Drop the oldest and mark the gap, so a slow reader never blocks publishers.
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+        overflow = Event(name="stream-overflow", body={"dropped": 1})
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(overflow)
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(event)
+
+
+async def _call_listener(listener: Listener, event: Event) -> None:
+    import logging
+
+    try:
+        result = listener(event)
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            await result
+    except Exception:  # a broken listener must not break the publisher
+        logging.getLogger("bolt_host.events").exception("event listener failed for %s", event.name)

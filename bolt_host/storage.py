@@ -1,0 +1,158 @@
+"""Crash-safe TinyDB storage and the database handle every service shares.
+
+Every write goes to a temp file in the same folder, is fsynced, renamed over
+the old file and the folder is fsynced, so ``kill -9`` at any instant leaves
+either the previous or the next state on disk, never a torn file.  The last
+good state is cached in memory; a failed write (disk full, say) leaves both
+the cache and the file at the previous state.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Table
+
+META_TABLE = "_meta"
+
+
+class CorruptDatabaseError(RuntimeError):
+    """The database file exists but cannot be parsed; it is left untouched."""
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` through temp file, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def remove_stale_temp_files(folder: Path, name: str) -> None:
+    """Delete temp files a killed writer may have left next to ``name``."""
+    for leftover in folder.glob(f".{name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that writes atomically and caches the last good state."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.path.parent, self.path.name)
+        self._state: dict[str, Any] | None = self._load()
+
+    def _load(self) -> dict[str, Any] | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if not raw.strip():
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise CorruptDatabaseError(
+                f"{self.path} is not valid JSON ({exc}); it was left as it is. "
+                "Restore it from a backup or move it away to start empty."
+            ) from exc
+        if not isinstance(data, dict):
+            raise CorruptDatabaseError(f"{self.path} does not hold a JSON object; it was left as it is.")
+        return data
+
+    def read(self) -> dict[str, Any] | None:
+        # TinyDB mutates what read() returns before calling write(); hand out a
+        # copy so a failed write cannot leave unsaved changes in the cache.
+        return copy.deepcopy(self._state)
+
+    def write(self, data: dict[str, Any]) -> None:
+        encoded = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+        atomic_write_bytes(self.path, encoded)
+        self._state = copy.deepcopy(data)
+
+    def close(self) -> None:
+        self._state = None
+
+
+Migration = Callable[[Table], None]
+
+
+class Database:
+    """One TinyDB file with one re-entrant lock around every read-modify-write.
+
+    Tables carry a schema version in the ``_meta`` table; :meth:`migrate` runs
+    the registered migrations up to the wanted version at boot.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock = threading.RLock()
+        self._db = TinyDB(self.path, storage=AtomicJSONStorage)
+
+    def table(self, name: str) -> Table:
+        return self._db.table(name, cache_size=0)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """Hold the lock for a read-modify-write spanning several calls."""
+        with self.lock:
+            yield self
+
+    def schema_version(self, table: str) -> int:
+        with self.lock:
+            row = self.table(META_TABLE).get(doc_id=_table_doc_id(table))
+            return int(row["version"]) if row else 0
+
+    def migrate(self, table: str, migrations: dict[int, Migration]) -> int:
+        """Run ``migrations[v]`` for each version above the stored one, in order."""
+        from tinydb.table import Document
+
+        with self.lock:
+            current = self.schema_version(table)
+            for version in sorted(v for v in migrations if v > current):
+                migrations[version](self.table(table))
+                self.table(META_TABLE).upsert(
+                    Document({"table": table, "version": version}, doc_id=_table_doc_id(table))
+                )
+                current = version
+            return current
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+
+
+def _table_doc_id(table: str) -> int:
+    # Stable small integer per table name so the meta row can be upserted by id.
+    import zlib
+
+    return zlib.crc32(table.encode()) or 1
