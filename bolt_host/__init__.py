@@ -1,0 +1,11 @@
+"""bolt-host: install, supervise and serve apps; app-store APIs as plugins."""
+
+from __future__ import annotations
+
+import pluggy
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("bolt_host")
+
+__all__ = ["__version__", "hookimpl"]

@@ -28,6 +28,7 @@ ROLE_EXISTS = 301
 ROLE_NOT_FOUND = 303
 NO_START_RIGHT = 334
 NO_ADMIN_RIGHT = 337
+CSRF_FAILED = 339  # bolt-host extension
 PERMISSION_NAME_MISSING = 350
 APP_NAME_MISSING = 400
 APP_NAME_TAKEN = 401
@@ -70,6 +71,7 @@ MESSAGES: dict[int, str] = {
     ROLE_NOT_FOUND: "Could not retrieve role",
     NO_START_RIGHT: "User has no right to start this app",
     NO_ADMIN_RIGHT: "User has no admin right",
+    CSRF_FAILED: "CSRF token missing or wrong",
     PERMISSION_NAME_MISSING: "Permission name missing",
     APP_NAME_MISSING: "App name missing",
     APP_NAME_TAKEN: "An app with the same name already exists",
@@ -107,6 +109,7 @@ HTTP_STATUS: dict[int, int] = {
     ROLE_NOT_FOUND: 404,
     NO_START_RIGHT: 403,
     NO_ADMIN_RIGHT: 403,
+    CSRF_FAILED: 403,
     NOT_SYSTEM_APP: 403,
     APP_NAME_TAKEN: 409,
     APP_NOT_FOUND: 404,

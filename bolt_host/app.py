@@ -1,0 +1,95 @@
+"""``create_app(settings)``: the Starlette app; its lifespan starts and stops the Host."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from bolt_host.config import Settings
+from bolt_host.errors import BoltError
+from bolt_host.host import Host
+from bolt_host.plugins import PluginLoadError
+from bolt_host.web import meta, users
+from bolt_host.web.envelope import bolt_error_handler, http_error_handler
+from bolt_host.web.meta import iter_endpoints
+from bolt_host.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
+
+CORE = "bolt_host"
+
+
+def core_routes() -> list[BaseRoute]:
+    """The host's own routes, grouped by web module."""
+    from bolt_host.web import core_route_modules
+
+    found: list[BaseRoute] = []
+    for module in core_route_modules():
+        found.extend(module.routes)
+    return found
+
+
+def create_app(
+    settings: Settings,
+    plugins: Iterable[object] = (),
+    host: Host | None = None,
+    on_ready: Callable[[Host], None] | None = None,
+) -> Starlette:
+    """Build the host, collect core and plugin routes, and wrap them in the middleware."""
+    host = host or Host(settings, plugins=plugins)
+    routes = collect_routes(host)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await host.start()
+        if on_ready is not None:
+            on_ready(host)
+        try:
+            yield
+        finally:
+            await host.stop()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(BodyLimitMiddleware, limit_for=host.body_limit_for),
+        ],
+        exception_handlers={BoltError: bolt_error_handler, HTTPException: http_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.host = host
+    host.app = app
+    return app
+
+
+def collect_routes(host: Host) -> list[BaseRoute]:
+    """Core routes first, then each plugin's; a path+method claimed twice is an error."""
+    owners: dict[tuple[str, str], str] = {}
+    routes: list[BaseRoute] = []
+    _claim(owners, core_routes(), CORE)
+    routes.extend(core_routes())
+    for impl in host.pm.hook.register_routes.get_hookimpls():
+        contributed = impl.function(host=host)
+        if inspect.isawaitable(contributed):
+            raise PluginLoadError(f"plugin {impl.plugin_name!r}: register_routes must return a list, not a coroutine")
+        contributed = list(contributed or [])
+        _claim(owners, contributed, impl.plugin_name)
+        routes.extend(contributed)
+    return routes
+
+
+def _claim(owners: dict[tuple[str, str], str], routes: list[Any], owner: str) -> None:
+    for path, method, _endpoint in iter_endpoints(routes):
+        key = (path, method)
+        if key in owners and owners[key] != owner:
+            raise PluginLoadError(f"route {method} {path} is registered by both {owners[key]!r} and {owner!r}")
+        owners[key] = owner
+
+
+__all__ = ["create_app", "meta", "users"]

@@ -1,0 +1,126 @@
+"""Every hook a bolt-host plugin can implement.
+
+Plugins implement hooks with ``@bolt_host.hookimpl``.  A hook may return its
+value directly or an awaitable; the host always awaits what it gets (see
+:func:`bolt_host.plugins.await_maybe`).  pluggy calls implementations
+last-registered-first; where order matters the docstring says so.
+
+Families:
+- ``register_*``: return a list; the host merges all lists.  Two plugins
+  registering the same route path or name is a start-up error naming both.
+- ``on_*`` / ``startup`` / ``shutdown``: notifications; return values ignored.
+- ``firstresult`` hooks: decisions; the first non-None answer wins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from bolt_host.host import Host
+    from bolt_host.services.events import Event
+
+hookspec = pluggy.HookspecMarker("bolt_host")
+
+
+@hookspec
+def startup(host: Host) -> Any:
+    """Called once when the host has opened its storage and services, before serving.
+
+    Use it to create tables, start background tasks or check configuration.
+    Return None or an awaitable.  All implementations are called; an exception
+    aborts start-up with the plugin's name in the message.
+    """
+
+
+@hookspec
+def shutdown(host: Host) -> Any:
+    """Called once when the host stops, before its services close.
+
+    Stop background tasks here.  Return None or an awaitable.  Every
+    implementation is called even if an earlier one fails.
+    """
+
+
+@hookspec
+def register_routes(host: Host) -> Any:
+    """Return a list of Starlette ``Route``/``Mount`` objects to mount on the host.
+
+    Called once at start-up.  Paths must be unique across plugins: a path
+    (with its methods) registered twice fails start-up naming both plugins.
+    Handlers should use only ``host``'s public services.
+    """
+
+
+@hookspec
+def register_sources(host: Host) -> Any:
+    """Return a list of package sources (objects with ``name`` and the
+    :class:`bolt_host.services.catalog.Source` methods) to add to the catalog.
+
+    Called once at start-up.  Source names must be unique across plugins.
+    """
+
+
+@hookspec
+def register_permissions(host: Host) -> Any:
+    """Return a list of ``(route_path_prefix, rule)`` pairs documenting who may call
+    the plugin's routes (``"public"``, ``"user"``, ``"admin"``).  Used by the
+    auth-matrix tests and ``/-/plugins``; enforcement stays in the handlers.
+    """
+
+
+@hookspec
+def on_event(host: Host, event: Event) -> Any:
+    """Called for every event the host publishes (``app-installed``,
+    ``app-started``, ``user-created``, ...).
+
+    Runs concurrently with other listeners; return None or an awaitable.
+    Failures are logged and never reach the publisher.
+    """
+
+
+@hookspec(firstresult=True)
+def permission_allowed(host: Host, actor: dict | None, action: str, resource: str | None) -> Any:
+    """Decide whether ``actor`` (``{"user": ..., "app": ..., "isAdmin": ...}`` or
+    None for anonymous) may perform ``action`` on ``resource``.
+
+    firstresult: the first implementation returning True or False decides;
+    return None to abstain.  The host's built-in rules run last (trylast).
+    """
+
+
+@hookspec
+def app_environment(host: Host, app: dict) -> Any:
+    """Return a dict of extra environment variables for ``app`` before it starts.
+
+    All implementations are called and their dicts merged (later plugins do not
+    override keys set by earlier ones; the core's own variables always win).
+    """
+
+
+@hookspec(firstresult=True)
+def verify_payment(host: Host, source: str, app: dict, user: str, receipt: Any) -> Any:
+    """Verify a purchase receipt for ``app`` bought by ``user`` from ``source``.
+
+    firstresult: return a dict describing the verified purchase, or False to
+    refuse; None abstains.  Used by the market backend.
+    """
+
+
+@hookspec(firstresult=True)
+def install_on_device(host: Host, device_id: str, package: dict, actor: dict) -> Any:
+    """Ask a fleet backend to install ``package`` on device ``device_id``.
+
+    firstresult: return a dict describing the started operation; None means
+    no loaded plugin manages devices.  Used by the enterprise backend so it
+    never imports the device backend.
+    """
+
+
+@hookspec(firstresult=True)
+def list_devices(host: Host, actor: dict) -> Any:
+    """Return the devices ``actor`` may manage (list of dicts), or None when no
+    loaded plugin manages devices.
+    """

@@ -1,0 +1,103 @@
+"""The Host: owns the storage, the plugin manager and every service.
+
+It is handed to every hook.  Plugins use its public attributes (``settings``,
+``db``, ``events``, ``users``, ``sessions``, ``tokens`` and the services the
+later layers add) and never reach into private state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+
+from bolt_host import __version__
+from bolt_host.config import Settings
+from bolt_host.plugins import call_all, make_plugin_manager
+from bolt_host.services.events import Event, EventBus
+from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
+from bolt_host.services.tokens import AppTokens
+from bolt_host.services.users import Users
+from bolt_host.storage import Database
+
+log = logging.getLogger("bolt_host")
+
+HOST_SCHEMA = {1: lambda table: None}
+
+
+class Host:
+    def __init__(self, settings: Settings, plugins: Iterable[object] = ()) -> None:
+        self.settings = settings
+        self.version = __version__
+        self.pm: pluggy.PluginManager = make_plugin_manager(settings, extra=plugins)
+        self.events = EventBus()
+        self.started = False
+        self.started_at: float | None = None
+        self.generated_admin_password: str | None = None
+        self.state: dict[str, Any] = {}  # per-plugin scratch space, keyed by plugin name
+        self.large_body_prefixes: list[str] = []  # upload routes allowed up to max_upload_bytes
+        self.app: Any = None
+
+    # lifecycle -------------------------------------------------------------
+    async def start(self) -> None:
+        if self.started:
+            return
+        data_dir = self.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("apps", "public", "databases", "logs/apps", "logs/tasks", "cache", "uploads"):
+            (data_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.db = Database(data_dir / "db.json")
+        self.db.migrate("host", HOST_SCHEMA)
+        self.users = Users(self.db)
+        self.sessions = Sessions(self.db, load_secret_key(data_dir))
+        self.login_throttle = LoginThrottle()
+        self.tokens = AppTokens(self.db)
+        self.generated_admin_password = self.users.bootstrap_admin(data_dir, self.settings.admin_password)
+        self.events.subscribe(self._forward_event_to_plugins)
+        await self._start_services()
+        await call_all(self.pm.hook.startup, host=self)
+        self.started = True
+        self.started_at = time.time()
+        await self.events.publish("system-started", {"version": self.version})
+
+    async def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        for impl in self.pm.hook.shutdown.get_hookimpls():
+            try:
+                result = impl.function(host=self)
+                if hasattr(result, "__await__"):
+                    await result
+            except Exception:
+                log.exception("plugin %s failed during shutdown", impl.plugin_name)
+        await self._stop_services()
+        self.events.close_streams()
+        await self.events.drain()
+        self.db.close()
+
+    async def _start_services(self) -> None:
+        """Start the services of the later layers (apps, supervisor, tasks)."""
+
+    async def _stop_services(self) -> None:
+        """Stop what :meth:`_start_services` started, newest first."""
+
+    async def _forward_event_to_plugins(self, event: Event) -> None:
+        await call_all(self.pm.hook.on_event, host=self, event=event)
+
+    # helpers for hooks and handlers -----------------------------------------
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started_at if self.started_at else 0.0
+
+    def body_limit_for(self, path: str) -> int:
+        """The request-body cap for ``path``: uploads get the larger one."""
+        if any(path.startswith(prefix) for prefix in self.large_body_prefixes):
+            return self.settings.max_upload_bytes
+        return self.settings.max_body_bytes
+
+    async def publish(self, name: str, body: Any = None, publisher: str = "bolt") -> Event:
+        return await self.events.publish(name, body, publisher)

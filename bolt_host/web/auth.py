@@ -1,0 +1,222 @@
+"""Who is calling: the request's user and app, and the checks handlers make.
+
+A request's user comes from the session cookie, HTTP Basic or
+``X-Bolt-User-Token``; its app from ``X-Bolt-App-Token``.  A credential that
+is presented but wrong fails the request at once (401); it never falls back
+to anonymous.  Cookie-authenticated writes need the session's CSRF token in
+``X-CSRF-Token``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+
+from bolt_host import errors
+from bolt_host.errors import BoltError
+
+if TYPE_CHECKING:
+    from bolt_host.host import Host
+
+SESSION_COOKIE = "bolt_session"
+CSRF_COOKIE = "bolt_csrf"
+CSRF_HEADER = "x-csrf-token"
+APP_TOKEN_HEADER = "x-bolt-app-token"
+USER_TOKEN_HEADER = "x-bolt-user-token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass
+class Actor:
+    """The caller of one request."""
+
+    user: dict[str, Any] | None = None
+    is_admin: bool = False
+    app: str | None = None
+    app_system: bool = False
+    via: str | None = None  # "session", "basic", "token"
+    session_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user_name(self) -> str | None:
+        return self.user["name"] if self.user else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"user": self.user_name, "isAdmin": self.is_admin, "app": self.app, "system": self.app_system}
+
+
+def host_of(request: Request) -> Host:
+    return request.app.state.host
+
+
+def client_key(request: Request) -> str:
+    return f"client:{request.client.host if request.client else 'unknown'}"
+
+
+def actor(request: Request) -> Actor:
+    """Resolve (once per request) and return the caller; raises on bad credentials."""
+    cached = request.scope.get("bolt_actor")
+    if cached is not None:
+        return cached
+    host = host_of(request)
+    found = Actor()
+    _resolve_user(request, host, found)
+    _resolve_app(request, host, found)
+    request.scope["bolt_actor"] = found
+    return found
+
+
+def _resolve_user(request: Request, host: Host, found: Actor) -> None:
+    header = request.headers.get("authorization", "")
+    user_token = request.headers.get(USER_TOKEN_HEADER)
+    if header.lower().startswith("basic "):
+        name, password = _basic_credentials(header)
+        found.user = check_login(request, host, name, password)
+        found.via = "basic"
+    elif user_token:
+        name = host.sessions.user_for_token(user_token)
+        user = host.users.get(name) if name else None
+        if user is None or user.get("isBlocked"):
+            raise BoltError(errors.NOT_LOGGED_IN, "The user token is invalid or has expired")
+        found.user, found.via = user, "token"
+    elif request.cookies.get(SESSION_COOKIE):
+        session = host.sessions.get(request.cookies[SESSION_COOKIE])
+        user = host.users.get(session.user) if session else None
+        if session is None or user is None or user.get("isBlocked"):
+            raise BoltError(errors.NOT_LOGGED_IN, "The session has ended; log in again")
+        if request.method not in SAFE_METHODS and not _csrf_ok(request, session.csrf):
+            raise BoltError(
+                errors.CSRF_FAILED,
+                "Cookie-authenticated writes need the X-CSRF-Token header from login",
+                user_title="Request refused",
+            )
+        found.user, found.via, found.session_id = user, "session", session.id
+    if found.user is not None:
+        found.is_admin = host.users.is_admin(found.user)
+
+
+def _csrf_ok(request: Request, expected: str) -> bool:
+    import hmac
+
+    supplied = request.headers.get(CSRF_HEADER, "")
+    return bool(supplied) and hmac.compare_digest(supplied, expected)
+
+
+def _basic_credentials(header: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(header.split(" ", 1)[1], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, IndexError) as exc:
+        raise BoltError(errors.CREDENTIALS_MISSING, "Malformed HTTP Basic credentials") from exc
+    name, sep, password = decoded.partition(":")
+    if not sep or not name:
+        raise BoltError(errors.CREDENTIALS_MISSING, "Malformed HTTP Basic credentials")
+    return name, password
+
+
+def check_login(request: Request, host: Host, name: Any, password: Any) -> dict[str, Any]:
+    """Verify a name and password with throttling; one message for every failure."""
+    if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
+        raise BoltError(errors.CREDENTIALS_MISSING)
+    keys = (f"user:{name}", client_key(request))
+    wait = host.login_throttle.retry_after(*keys)
+    if wait > 0:
+        raise BoltError(
+            errors.RATE_LIMITED,
+            f"Too many failed logins; try again in {int(wait) + 1} s",
+            details={"retryAfter": int(wait) + 1},
+        )
+    user = host.users.check_password(name, password)
+    if user is None:
+        host.login_throttle.failed(*keys)
+        raise BoltError(errors.LOGIN_FAILED, "Invalid user name or password")
+    host.login_throttle.succeeded(*keys)
+    return user
+
+
+def _resolve_app(request: Request, host: Host, found: Actor) -> None:
+    token = request.headers.get(APP_TOKEN_HEADER)
+    if token is None:
+        return
+    name = host.tokens.app_for(token)
+    if name is None:
+        raise BoltError(errors.APP_TOKEN_UNKNOWN)
+    found.app = name
+    found.app_system = app_is_system(host, name)
+
+
+def app_is_system(host: Host, name: str) -> bool:
+    apps = getattr(host, "apps", None)
+    record = apps.get(name) if apps is not None else None
+    return bool(record and record.get("system"))
+
+
+# checks a handler makes ---------------------------------------------------------
+async def _decided_by_plugins(request: Request, action: str, resource: str | None) -> bool | None:
+    from bolt_host.plugins import call_first
+
+    host = host_of(request)
+    who = actor(request)
+    answer = await call_first(
+        host.pm.hook.permission_allowed, host=host, actor=who.as_dict(), action=action, resource=resource
+    )
+    return answer if isinstance(answer, bool) else None
+
+
+async def require_user(request: Request, action: str = "read", resource: str | None = None) -> Actor:
+    """Any authenticated caller: a user, or an app with a valid token."""
+    who = actor(request)
+    if who.user is None and who.app is None:
+        raise BoltError(errors.NOT_LOGGED_IN, "Log in, or send a user or app token")
+    if await _decided_by_plugins(request, action, resource) is False:
+        raise BoltError(errors.NO_ADMIN_RIGHT, f"Not allowed to {action}")
+    return who
+
+
+async def require_admin(request: Request, action: str = "admin", resource: str | None = None) -> Actor:
+    """An admin user (any app token present must belong to a system app)."""
+    who = actor(request)
+    decided = await _decided_by_plugins(request, action, resource)
+    if decided is True:
+        return who
+    if who.user is None:
+        raise BoltError(errors.NOT_LOGGED_IN, "Log in as an admin")
+    if who.app is not None and not who.app_system:
+        raise BoltError(errors.NOT_SYSTEM_APP)
+    if decided is False or not who.is_admin:
+        raise BoltError(errors.NO_ADMIN_RIGHT)
+    return who
+
+
+async def require_installer(request: Request, action: str = "install", resource: str | None = None) -> Actor:
+    """Install/delete/update apps: an admin user, with no app token or a system app's."""
+    return await require_admin(request, action, resource)
+
+
+async def require_operator(request: Request, action: str = "operate", resource: str | None = None) -> Actor:
+    """Start/stop apps: an admin user, or a system app's token."""
+    who = actor(request)
+    decided = await _decided_by_plugins(request, action, resource)
+    if decided is True:
+        return who
+    if decided is not False and who.app is not None and who.app_system:
+        return who
+    if who.app is not None and not who.app_system:
+        raise BoltError(errors.NOT_SYSTEM_APP)
+    if who.user is None:
+        raise BoltError(errors.NOT_LOGGED_IN, "Log in as an admin or use a system app's token")
+    if decided is False or not who.is_admin:
+        raise BoltError(errors.NO_ADMIN_RIGHT)
+    return who
+
+
+def require_app(request: Request) -> Actor:
+    """A request made by an app with its X-Bolt-App-Token (per-app db, events)."""
+    who = actor(request)
+    if request.headers.get(APP_TOKEN_HEADER) is None:
+        raise BoltError(errors.APP_TOKEN_MISSING)
+    return who

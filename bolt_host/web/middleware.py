@@ -1,0 +1,130 @@
+"""Pure ASGI middleware: trace ids and access log, body caps, safety net, headers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bolt_host import errors
+from bolt_host.errors import BoltError
+from bolt_host.web.envelope import error_content, new_trace_id, trace_id_var
+
+log = logging.getLogger("bolt_host.web")
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+HTML_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        b"script-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    ),
+]
+
+
+class RequestContextMiddleware:
+    """Gives each request a trace id, logs one line per request and turns any
+    unexpected exception into a code-1000 envelope (never a bare 500 page)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace_id = new_trace_id()
+        token = trace_id_var.set(trace_id)
+        started = time.perf_counter()
+        status = {"code": 0, "sent": False}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["sent"] = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-trace-id", trace_id.encode()))
+                headers.extend(SECURITY_HEADERS)
+                if any(k == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                    headers.extend(HTML_HEADERS)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("trace=%s unhandled error on %s %s", trace_id, scope["method"], scope["path"])
+            if not status["sent"]:
+                await _send_envelope(send_wrapper, BoltError(errors.UNKNOWN, "Internal error"), trace_id, 500)
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            log.info(
+                "trace=%s %s %s -> %s (%.1f ms)",
+                trace_id,
+                scope["method"],
+                scope["path"],
+                status["code"],
+                elapsed,
+            )
+            trace_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over a cap (413 in the envelope) before reading them."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            err = BoltError(errors.PAYLOAD_TOO_LARGE, f"Request body is over the limit of {limit} bytes")
+            await _send_envelope(send, err, trace_id_var.get(), 413)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BoltError(errors.PAYLOAD_TOO_LARGE, f"Request body is over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_envelope(send: Send, err: BoltError, trace_id: str, status: int) -> None:
+    import json
+
+    body = json.dumps(error_content(err, trace_id)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from bolt_host import errors
+from bolt_host.testing import RunningHost, running_host
+
+
+async def _make_user(bolt: RunningHost, name: str = "bob", password: str = "bob-password-1", roles=None) -> None:
+    response = await bolt.admin.post(
+        "/api/users", json={"name": name, "password": password, "roles": roles or ["guest"]}
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_anonymous_is_refused_on_reads(bolt: RunningHost) -> None:
+    response = await bolt.client.get("/api/users")
+    assert response.status_code == 401
+    assert response.json()["code"] == errors.NOT_LOGGED_IN
+
+
+async def test_basic_auth_admin_can_create_and_list_users(bolt: RunningHost) -> None:
+    await _make_user(bolt)
+    names = [u["name"] for u in (await bolt.admin.get("/api/users")).json()["body"]]
+    assert names == ["admin", "bob"]
+    assert all("passwordHash" not in u for u in (await bolt.admin.get("/api/users")).json()["body"])
+
+
+async def test_bad_basic_password_fails_closed(bolt: RunningHost) -> None:
+    async with bolt.client_as("admin", "wrong-password") as wrong:
+        response = await wrong.get("/api/users/@current")
+    assert response.status_code == 401
+    assert response.json()["code"] == errors.LOGIN_FAILED
+
+
+async def test_no_admin_right_is_337_and_changes_nothing(bolt: RunningHost) -> None:
+    await _make_user(bolt)
+    async with bolt.client_as("bob", "bob-password-1") as bob:
+        response = await bob.post("/api/users", json={"name": "eve", "password": "eve-password-1"})
+        assert response.status_code == 403
+        assert response.json()["code"] == errors.NO_ADMIN_RIGHT
+        assert (await bob.delete("/api/users/admin")).json()["code"] == errors.NO_ADMIN_RIGHT
+    assert bolt.host.users.get("eve") is None
+    assert bolt.host.users.get("admin") is not None
+
+
+async def test_cookie_session_needs_csrf_token_for_writes(bolt: RunningHost) -> None:
+    login = await bolt.client.post("/api/users/login", json={"name": "admin", "password": bolt.admin_password})
+    assert login.status_code == 200
+    body = login.json()["body"]
+    assert "bolt_session" in login.cookies
+    me = await bolt.client.get("/api/users/@current")
+    assert me.json()["body"]["name"] == "admin"
+    refused = await bolt.client.post("/api/users", json={"name": "carl", "password": "carl-password"})
+    assert refused.status_code == 403 and refused.json()["code"] == errors.CSRF_FAILED
+    assert bolt.host.users.get("carl") is None
+    allowed = await bolt.client.post(
+        "/api/users", json={"name": "carl", "password": "carl-password"}, headers={"X-CSRF-Token": body["csrfToken"]}
+    )
+    assert allowed.status_code == 201
+
+
+async def test_login_issues_a_new_session_id_each_time(bolt: RunningHost) -> None:
+    first = await bolt.client.post("/api/users/login", json={"name": "admin", "password": bolt.admin_password})
+    old_cookie = first.cookies["bolt_session"]
+    second = await bolt.client.post("/api/users/login", json={"name": "admin", "password": bolt.admin_password})
+    assert second.cookies["bolt_session"] != old_cookie
+    assert bolt.host.sessions.get(old_cookie) is None
+
+
+async def test_user_token_works_and_logout_revokes_it(bolt: RunningHost) -> None:
+    login = await bolt.client.post("/api/users/login", json={"name": "admin", "password": bolt.admin_password})
+    token = login.json()["body"]["token"]
+    async with bolt.client_with(**{"X-Bolt-User-Token": token}) as tokened:
+        assert (await tokened.get("/api/users/@current")).json()["body"]["name"] == "admin"
+        assert (await tokened.post("/api/users/logout")).json()["code"] == 0
+        after = await tokened.get("/api/users/@current")
+    assert after.status_code == 401
+
+
+async def test_forged_user_token_is_refused(bolt: RunningHost) -> None:
+    login = await bolt.client.post("/api/users/login", json={"name": "admin", "password": bolt.admin_password})
+    token = login.json()["body"]["token"]
+    forged = token[:-4] + ("0000" if not token.endswith("0000") else "1111")
+    async with bolt.client_with(**{"X-Bolt-User-Token": forged}) as client:
+        response = await client.get("/api/users/@current")
+    assert response.status_code == 401
+
+
+async def test_bare_user_name_header_is_not_trusted(bolt: RunningHost) -> None:
+    async with bolt.client_with(**{"X-Bolt-User-Name": "admin"}) as client:
+        response = await client.get("/api/users")
+    assert response.status_code == 401
+
+
+async def test_unknown_app_token_is_113(bolt: RunningHost) -> None:
+    async with bolt.client_with(**{"X-Bolt-App-Token": "nope"}) as client:
+        response = await client.get("/api/users")
+    assert response.json()["code"] == errors.APP_TOKEN_UNKNOWN
+
+
+async def test_login_errors_do_not_reveal_which_names_exist(bolt: RunningHost) -> None:
+    unknown = await bolt.client.post("/api/users/login", json={"name": "ghost", "password": "whatever-1"})
+    wrong = await bolt.client.post("/api/users/login", json={"name": "admin", "password": "whatever-1"})
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json()["error"] == wrong.json()["error"]
+    assert unknown.json()["errorUserMessage"] == wrong.json()["errorUserMessage"]
+
+
+async def test_repeated_failed_logins_lock_the_name_out(bolt: RunningHost) -> None:
+    for _ in range(5):
+        await bolt.client.post("/api/users/login", json={"name": "admin", "password": "bad-password"})
+    locked = await bolt.client.post("/api/users/login", json={"name": "admin", "password": bolt.admin_password})
+    assert locked.status_code == 429
+    assert locked.json()["code"] == errors.RATE_LIMITED
+    assert int(locked.headers["retry-after"]) > 0
+
+
+async def test_change_password_ends_old_sessions(bolt: RunningHost) -> None:
+    await _make_user(bolt)
+    async with bolt.client_as("bob", "bob-password-1") as bob:
+        bad = await bob.post("/api/users/change-password", json={"password": "bob-password-1", "newPassword": "short"})
+        assert bad.status_code == 400
+        done = await bob.post(
+            "/api/users/change-password", json={"password": "bob-password-1", "newPassword": "bob-password-2"}
+        )
+        assert done.json()["code"] == 0
+        assert (await bob.get("/api/users/@current")).status_code == 401
+    async with bolt.client_as("bob", "bob-password-2") as bob:
+        assert (await bob.get("/api/users/@current")).json()["body"]["name"] == "bob"
+
+
+async def test_roles_and_last_admin_protection(bolt: RunningHost) -> None:
+    roles = (await bolt.admin.get("/api/roles")).json()["body"]
+    assert {r["name"]: r["isAdmin"] for r in roles} == {"admin": True, "guest": False}
+    refused = await bolt.admin.delete("/api/users/admin")
+    assert refused.status_code == 400
+    missing = await bolt.admin.delete("/api/users/nobody")
+    assert missing.json()["code"] == errors.USER_NOT_FOUND
+
+
+async def test_generated_admin_password_is_private_and_works(tmp_path: Path) -> None:
+    async with running_host(tmp_path, admin_password="") as bolt:
+        secret_file = tmp_path / "initial-admin-password"
+        password = secret_file.read_text().strip()
+        assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o600
+        assert password == bolt.host.generated_admin_password
+        async with bolt.client_as("admin", password) as admin:
+            assert (await admin.get("/api/users/@current")).json()["body"]["isAdmin"] is True
+        stored = bolt.host.users.get("admin")["passwordHash"]
+        assert password not in stored and stored.startswith("scrypt$")
