@@ -1,0 +1,251 @@
+"""Per-app log files: size rotation, character-range reads, follow.
+
+An app's stdout and stderr are one file descriptor on ``logs/apps/<name>.log``
+opened ``O_APPEND``: the app writes straight to disk, never blocks on a pipe
+the host must drain, and keeps writing if the host dies.
+
+Rotation, honestly: the host cannot make a running app reopen its stdout, so
+a log is rotated (renamed to ``.1``, older ones shifted, ``keep`` kept) only
+when nothing writes to it: right before each spawn, and by
+:func:`rotate_if_needed` for apps that are not running.  A running app's log
+may grow past the cap until its next restart.  No copy-truncate (it loses the
+lines written between the copy and the truncate).
+
+Character ranges: ``read_range`` counts characters of the file decoded as
+UTF-8, an undecodable byte counting as one character (shown as U+FFFD), an
+incomplete multibyte sequence at the very end (a write in progress) not yet
+counted.  Ranges are over the current file only; rotated files are not part
+of it.  A sparse index of (byte, character) checkpoints per file, extended as
+the file grows, keeps reads proportional to the range asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import codecs
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_KEEP = 3
+CHUNK = 64 * 1024
+MAX_INDEXED_FILES = 128
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def open_for_append(path: Path) -> int:
+    """A write-only O_APPEND descriptor for an app's stdout and stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+
+def rotate_if_needed(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> bool:
+    """Rename ``path`` to ``path.1`` (shifting older ones) when it passed ``max_bytes``.
+
+    Call only while no process writes to ``path``.
+    """
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    if keep < 1:
+        path.unlink(missing_ok=True)
+        return True
+    for number in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{number}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{number + 1}"))
+    os.replace(path, path.with_name(f"{path.name}.1"))
+    return True
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def tail_lines(path: Path, count: int = 20, from_byte: int = 0, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last ``count`` lines written after byte ``from_byte`` (at most ``max_bytes`` read)."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            start = max(from_byte, size - max_bytes, 0)
+            handle.seek(start)
+            data = handle.read(size - start)
+    except FileNotFoundError:
+        return []
+    return data.decode("utf-8", errors="replace").splitlines()[-count:]
+
+
+@dataclass
+class _CharIndex:
+    """(byte, char) checkpoints at clean UTF-8 boundaries of one append-only file."""
+
+    device: int
+    inode: int
+    byte_marks: list[int] = field(default_factory=lambda: [0])
+    char_marks: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def scanned_bytes(self) -> int:
+        return self.byte_marks[-1]
+
+    @property
+    def chars(self) -> int:
+        return self.char_marks[-1]
+
+    def extend(self, handle: BinaryIO, size: int) -> None:
+        """Count characters from the last checkpoint up to ``size`` bytes."""
+        position, chars = self.byte_marks[-1], self.char_marks[-1]
+        decoder = _decoder()
+        handle.seek(position)
+        while position < size:
+            data = handle.read(min(CHUNK, size - position))
+            if not data:
+                break
+            chars += len(decoder.decode(data))
+            position += len(data)
+            # A checkpoint must sit where a fresh decoder can start: before the
+            # bytes of a multibyte sequence still waiting for its end.
+            self.byte_marks.append(position - len(decoder.getstate()[0]))
+            self.char_marks.append(chars)
+
+    def locate(self, handle: BinaryIO, char_offset: int) -> int:
+        """The byte offset where character ``char_offset`` starts."""
+        slot = bisect.bisect_right(self.char_marks, char_offset) - 1
+        position, chars = self.byte_marks[slot], self.char_marks[slot]
+        handle.seek(position)
+        decoder = _decoder()
+        while chars < char_offset:
+            data = handle.read(CHUNK)
+            text = decoder.decode(data, final=not data)
+            if chars + len(text) >= char_offset or not data:
+                text = text[: char_offset - chars]
+            # surrogateescape round-trips, so the encoded length is the bytes consumed.
+            position += len(text.encode("utf-8", "surrogateescape"))
+            chars += len(text)
+            if not data:
+                break
+        return position
+
+
+def _decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")("surrogateescape")
+
+
+_index_lock = threading.Lock()
+_indexes: OrderedDict[str, _CharIndex] = OrderedDict()
+
+
+def _index_for(path: Path, stat: os.stat_result) -> _CharIndex:
+    """The cached index of ``path``; call with ``_index_lock`` held."""
+    key = str(path)
+    index = _indexes.get(key)
+    if index is None or (index.device, index.inode) != (stat.st_dev, stat.st_ino) or stat.st_size < index.scanned_bytes:
+        index = _indexes[key] = _CharIndex(stat.st_dev, stat.st_ino)
+    _indexes.move_to_end(key)
+    while len(_indexes) > MAX_INDEXED_FILES:
+        _indexes.popitem(last=False)
+    return index
+
+
+def read_range(path: Path, start: int, end: int | None = None) -> tuple[str, bool, int]:
+    """Characters ``[start, end)`` of the log: ``(text, more, total_chars)``.
+
+    ``end=None`` reads to the current end.  ``more`` is True when the file
+    holds characters beyond ``end``.  Blocking file I/O: call it through
+    ``asyncio.to_thread`` for large ranges.
+    """
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return "", False, 0
+    with handle:
+        stat = os.fstat(handle.fileno())
+        with _index_lock:
+            index = _index_for(path, stat)
+            index.extend(handle, stat.st_size)
+            total = index.chars
+            start = max(0, min(start, total))
+            stop = total if end is None else max(start, min(end, total))
+            if start == stop:
+                return "", stop < total, total
+            first_byte = index.locate(handle, start)
+        text = _read_chars(handle, first_byte, stop - start)
+    return text, stop < total, total
+
+
+def _read_chars(handle: BinaryIO, first_byte: int, count: int) -> str:
+    handle.seek(first_byte)
+    decoder = _decoder()
+    parts: list[str] = []
+    remaining = count
+    while remaining > 0:
+        data = handle.read(max(CHUNK, remaining))
+        text = decoder.decode(data, final=not data)
+        parts.append(text[:remaining])
+        remaining -= len(parts[-1])
+        if not data:
+            break
+    return _ESCAPED_BYTE.sub("\ufffd", "".join(parts))
+
+
+async def follow(path: Path, from_offset: int = 0, poll_interval: float = 0.25) -> AsyncIterator[str]:
+    """Yield the log's text from character ``from_offset`` on, then new text as it is written.
+
+    Polls the file size every ``poll_interval`` while idle; a rotation (the
+    path now names another file) is followed by draining the old file and
+    continuing at the start of the new one.  Ends only when cancelled or closed.
+    """
+    handle = None
+    try:
+        while handle is None:
+            try:
+                handle = path.open("rb")
+            except FileNotFoundError:
+                await asyncio.sleep(poll_interval)
+        with _index_lock:
+            stat = os.fstat(handle.fileno())
+            index = _index_for(path, stat)
+            index.extend(handle, stat.st_size)
+            handle.seek(index.locate(handle, min(max(from_offset, 0), index.chars)))
+        decoder = _decoder()
+        while True:
+            data = handle.read(CHUNK)
+            if data:
+                text = decoder.decode(data)
+                if text:
+                    yield _ESCAPED_BYTE.sub("\ufffd", text)
+                continue
+            replacement = _reopen_if_rotated(path, handle)
+            if replacement is not None:
+                handle.close()
+                handle, decoder = replacement, _decoder()
+                continue
+            await asyncio.sleep(poll_interval)
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _reopen_if_rotated(path: Path, handle: BinaryIO) -> BinaryIO | None:
+    try:
+        current = path.stat()
+    except FileNotFoundError:
+        return None
+    opened = os.fstat(handle.fileno())
+    if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+        return path.open("rb")
+    if current.st_size < handle.tell():  # truncated in place: start over
+        handle.seek(0)
+    return None

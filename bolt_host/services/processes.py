@@ -1,0 +1,459 @@
+"""Processes of supervised apps: spawn, exit watch, whole-tree kill, adoption checks.
+
+Linux only (pidfds, ``PR_SET_CHILD_SUBREAPER``).  The rules, and why:
+
+* Spawn with ``subprocess.Popen(start_new_session=True)`` and no ``preexec_fn``:
+  CPython then uses vfork with signals blocked and resets handlers before exec,
+  so a signal sent right after spawn is never lost or delivered to the host.
+  Each app leads its own session and process group (pgid == pid).
+* Exits are seen through ``os.pidfd_open`` + ``loop.add_reader``: no polling and
+  no thread per child (Python 3.11's default child watcher starts one each).
+  The exit status is read with ``WNOWAIT`` and the child is reaped only after
+  its tree was swept, so the process-group id stays pinned (cannot be reused)
+  while we may still ``killpg`` it.
+* Signals to single processes go through pidfds, so a recycled pid is never hit.
+* The host makes itself a child subreaper, so grandchildren whose parent died
+  (double forks, ``setsid`` escapers) re-parent to the host, where the tree
+  sweep and :class:`OrphanReaper` find and reap them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import select
+import shlex
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bolt_host.errors import APP_START_FAILED, BoltError
+
+MARKER_VARIABLE = "BOLT_SUPERVISOR_ID"
+SAFE_BASE_VARIABLES = ("PATH", "LANG", "HOME", "TZ")
+PR_SET_CHILD_SUBREAPER = 36
+CREATE_TIME_TOLERANCE = 0.05  # psutil derives create_time from clock ticks since boot
+KILL_ROUNDS = 5
+
+# Pids this host spawned as app main processes (any Supervisor in this process);
+# a re-parented orphan is never one of them.
+_main_pids: set[int] = set()
+# Popen objects of detached processes, kept so their __del__ neither warns nor
+# reaps behind the back of the Supervisor that adopts them (tests only).
+_detached: list[subprocess.Popen[bytes]] = []
+
+
+def enable_child_subreaper() -> bool:
+    """Make orphaned descendants re-parent to this process instead of init."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def build_command(app: Mapping[str, Any]) -> list[str]:
+    """The argv for ``app``: its ``start`` command, else derived from ``main``."""
+    start = app.get("start")
+    if isinstance(start, str) and start.strip():
+        return shlex.split(start)
+    if isinstance(start, list) and start:
+        return [str(part) for part in start]
+    main = app.get("main")
+    if main:
+        suffix = Path(str(main)).suffix.lower()
+        if suffix == ".py":
+            return [sys.executable, str(main)]
+        if suffix in (".js", ".mjs", ".cjs"):
+            return ["node", str(main)]
+        raise BoltError(APP_START_FAILED, f"{app.get('name')}: no known way to run main {main!r}; set 'start'")
+    raise BoltError(APP_START_FAILED, f"{app.get('name')}: neither 'start' nor 'main' is set")
+
+
+def base_environment(source: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The only variables of the host's environment an app inherits."""
+    source = os.environ if source is None else source
+    env = {key: source[key] for key in SAFE_BASE_VARIABLES if key in source}
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exited (adopted)"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _marker_entry(marker: str) -> bytes:
+    return f"{MARKER_VARIABLE}={marker}".encode()
+
+
+def read_marker(pid: int) -> str | None:
+    """The ``BOLT_SUPERVISOR_ID`` in ``pid``'s environment, or None."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = _marker_entry("")
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def create_time_of(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def identity_matches(pid: int, create_time: float, marker: str) -> bool:
+    """Is ``pid`` still the process we recorded (same start time, same marker)?"""
+    actual = create_time_of(pid)
+    if actual is None or abs(actual - create_time) > CREATE_TIME_TOLERANCE:
+        return False
+    return read_marker(pid) == marker
+
+
+def is_main_pid(pid: int) -> bool:
+    return pid in _main_pids
+
+
+def _pidfd_exited(pidfd: int) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _open_verified_pidfd(pid: int, create_time: float) -> int | None:
+    """A pidfd for ``pid`` only if it is still the process that started at ``create_time``."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    # Checked after opening: the pidfd now pins the process we compare.
+    actual = create_time_of(pid)
+    if actual is None or abs(actual - create_time) > CREATE_TIME_TOLERANCE:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _exit_code_from(result: Any) -> int | None:
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return -result.si_status
+
+
+class AppProcess:
+    """One app's main process, spawned by us or adopted after a host restart.
+
+    ``exited`` resolves with the exit code (negative: killed by that signal;
+    None: unknown, e.g. an adopted process that is not our child) as soon as the
+    process dies.  It stays a zombie until :meth:`reap`.
+    """
+
+    def __init__(self, pid: int, create_time: float, pidfd: int, popen: subprocess.Popen[bytes] | None) -> None:
+        self.pid = pid
+        self.create_time = create_time
+        self.popen = popen
+        self.adopted = popen is None
+        self.pgid = _pgid_or(pid, pid)
+        self._pidfd: int | None = pidfd
+        self._loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int | None] = self._loop.create_future()
+        self._reaped = False
+        self._loop.add_reader(pidfd, self._on_pidfd_readable)
+
+    @classmethod
+    def spawn(cls, argv: list[str], *, cwd: str | Path | None, env: dict[str, str], log_fd: int) -> AppProcess:
+        popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,
+        )
+        # Popen returns after a successful exec; the child is unreaped, so its pid is ours.
+        pidfd = os.pidfd_open(popen.pid)
+        create_time = create_time_of(popen.pid) or psutil.boot_time()
+        _main_pids.add(popen.pid)
+        return cls(popen.pid, create_time, pidfd, popen)
+
+    @classmethod
+    def adopt(cls, pid: int, create_time: float, marker: str) -> AppProcess | None:
+        """Watch a recorded process again, or None when it is gone or its pid was reused."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return None
+        if not identity_matches(pid, create_time, marker) or _pidfd_exited(pidfd):
+            os.close(pidfd)
+            return None
+        return cls(pid, create_time, pidfd, popen=None)
+
+    def _on_pidfd_readable(self) -> None:
+        if self._pidfd is None:
+            return
+        self._loop.remove_reader(self._pidfd)
+        code: int | None = None
+        with contextlib.suppress(ChildProcessError):
+            # WNOWAIT: read the status but leave the zombie, pinning pid and pgid.
+            code = _exit_code_from(os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT))
+        if self.adopted:
+            code = None
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    def check_exited(self) -> None:
+        """Resolve ``exited`` now if the process is dead but the loop has not told us yet."""
+        if self._pidfd is not None and not self.exited.done() and _pidfd_exited(self._pidfd):
+            self._on_pidfd_readable()
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    def send(self, sig: int) -> None:
+        """Signal the main process through its pidfd (never a recycled pid)."""
+        if self._pidfd is None or self._reaped:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self._pidfd, sig)
+
+    def signal_group(self, sig: int) -> None:
+        """``killpg`` the app's process group while its id cannot have been reused."""
+        pinned = self.popen.returncode is None if self.popen is not None else self.alive
+        if not pinned or self._reaped:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    def reap(self) -> None:
+        """Collect the zombie once the tree is swept (no-op for non-children)."""
+        if self._reaped or self.alive:
+            return
+        if self.popen is not None:
+            self.popen.poll()
+        elif self._pidfd is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        self._reaped = True
+        _main_pids.discard(self.pid)
+
+    def close(self) -> None:
+        """Stop watching; the process itself is left alone."""
+        if self._pidfd is None:
+            return
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+
+    def detach(self) -> None:
+        """Forget the process without touching it (simulated host crash, tests only)."""
+        self.close()
+        if self.popen is not None:
+            _detached.append(self.popen)
+        self.exited.cancel()
+
+
+def _pgid_or(pid: int, default: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return default
+
+
+@dataclass(frozen=True)
+class TreeMember:
+    pid: int
+    create_time: float
+
+
+@dataclass
+class ProcessTable:
+    """One pass over the process table: start times and a ppid -> children map."""
+
+    create_times: dict[int, float]
+    children: dict[int, list[int]]
+
+    @classmethod
+    def snapshot(cls) -> ProcessTable:
+        create_times: dict[int, float] = {}
+        children: dict[int, list[int]] = defaultdict(list)
+        for proc in psutil.process_iter(["pid", "ppid", "create_time"]):
+            info = proc.info
+            if info.get("create_time") is None:
+                continue
+            create_times[info["pid"]] = info["create_time"]
+            children[info["ppid"]].append(info["pid"])
+        return cls(create_times, children)
+
+    def descendants(self, starts: Iterable[int]) -> set[int]:
+        """``starts`` and everything below them; never init or this process."""
+        excluded = (0, 1, os.getpid())
+        members: set[int] = set()
+        pending = list(starts)
+        while pending:
+            pid = pending.pop()
+            if pid in members or pid in excluded or pid not in self.create_times:
+                continue
+            members.add(pid)
+            pending.extend(self.children.get(pid, ()))
+        return members
+
+
+def find_tree(root_pid: int, pgid: int, marker: str, since: float) -> list[TreeMember]:
+    """Every process of one app, from ONE process-table snapshot.
+
+    Members: the main process, everything in its process group, host children
+    carrying the app's marker (descendants re-parented to the host after their
+    parent died, e.g. ``setsid`` escapers), and all their descendants by ppid.
+    """
+    table = ProcessTable.snapshot()
+    roots = {root_pid}
+    roots.update(pid for pid in table.create_times if _pgid_or(pid, -1) == pgid)
+    for pid in table.children.get(os.getpid(), ()):
+        if pid not in _main_pids and table.create_times[pid] >= since - 1 and read_marker(pid) == marker:
+            roots.add(pid)
+    return [TreeMember(pid, table.create_times[pid]) for pid in table.descendants(roots)]
+
+
+class _WatchedTree:
+    """Pidfds for the members of one tree, so signals and exit waits are race-free."""
+
+    def __init__(self) -> None:
+        self._pidfds: dict[int, int] = {}
+
+    def add(self, members: Iterable[TreeMember]) -> None:
+        for member in members:
+            if member.pid in self._pidfds:
+                continue
+            pidfd = _open_verified_pidfd(member.pid, member.create_time)
+            if pidfd is not None:
+                self._pidfds[member.pid] = pidfd
+
+    def alive(self) -> list[int]:
+        return [pid for pid, pidfd in self._pidfds.items() if not _pidfd_exited(pidfd)]
+
+    def send(self, pids: Iterable[int], sig: int) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfds[pid], sig)
+
+    async def wait_exited(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        waiting = {pid: self._pidfds[pid] for pid in self.alive()}
+        if not waiting:
+            return True
+        all_gone = loop.create_future()
+
+        def on_exit(pid: int) -> None:
+            loop.remove_reader(waiting.pop(pid))
+            if not waiting and not all_gone.done():
+                all_gone.set_result(None)
+
+        for pid, pidfd in waiting.items():
+            loop.add_reader(pidfd, on_exit, pid)
+        try:
+            await asyncio.wait({all_gone}, timeout=timeout)
+        finally:
+            for pidfd in waiting.values():
+                loop.remove_reader(pidfd)
+        return all_gone.done()
+
+    def reap(self, skip_pid: int) -> None:
+        """Reap dead members that are our children (re-parented orphans)."""
+        for pid, pidfd in self._pidfds.items():
+            if pid != skip_pid and _pidfd_exited(pidfd):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+
+    def close(self) -> None:
+        for pidfd in self._pidfds.values():
+            os.close(pidfd)
+        self._pidfds.clear()
+
+
+async def terminate_tree(
+    process: AppProcess, *, marker: str, since: float, grace: float, kill_wait: float = 5.0
+) -> list[int]:
+    """SIGTERM the whole tree, wait up to ``grace``, then SIGKILL whatever is left.
+
+    Repeats the snapshot + SIGKILL until a snapshot finds nothing alive, so
+    processes forked during the grace period are caught too.  Returns the pids
+    still alive at the end (normally none; a process stuck in the kernel may
+    linger).  The main process is left as a zombie for :meth:`AppProcess.reap`.
+    """
+    tree = _WatchedTree()
+    try:
+        tree.add(await asyncio.to_thread(find_tree, process.pid, process.pgid, marker, since))
+        process.signal_group(signal.SIGTERM)
+        tree.send(tree.alive(), signal.SIGTERM)
+        await tree.wait_exited(grace)
+        for _ in range(KILL_ROUNDS):
+            tree.add(await asyncio.to_thread(find_tree, process.pid, process.pgid, marker, since))
+            survivors = tree.alive()
+            if not survivors:
+                break
+            process.signal_group(signal.SIGKILL)
+            tree.send(survivors, signal.SIGKILL)
+            await tree.wait_exited(kill_wait)
+        tree.reap(skip_pid=process.pid)
+        return tree.alive()
+    finally:
+        tree.close()
+
+
+class OrphanReaper:
+    """Reaps app descendants that re-parented to the host when they exit.
+
+    Fed by the stats sampler, which notices host children carrying an app
+    marker.  Only those are reaped: ``waitpid(-1)`` would steal exit statuses
+    from other code in the host that runs subprocesses.
+    """
+
+    def __init__(self) -> None:
+        self._pidfds: dict[int, int] = {}
+
+    def watch(self, pid: int, create_time: float) -> None:
+        if pid in self._pidfds or pid in _main_pids:
+            return
+        pidfd = _open_verified_pidfd(pid, create_time)
+        if pidfd is None:
+            return
+        self._pidfds[pid] = pidfd
+        asyncio.get_running_loop().add_reader(pidfd, self._reap, pid)
+
+    def _reap(self, pid: int) -> None:
+        pidfd = self._pidfds.pop(pid)
+        asyncio.get_running_loop().remove_reader(pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        os.close(pidfd)
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for pidfd in self._pidfds.values():
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._pidfds.clear()

@@ -1,0 +1,157 @@
+"""CPU and memory of each app's whole process tree, sampled in one pass.
+
+One background task wakes every ``interval`` seconds and, in a worker thread
+(psutil reads /proc with blocking I/O), walks the process table ONCE to build
+a ppid map, then sums CPU% and RSS over each app's tree.  Reads (contexts,
+``GET /api/apps/@live``) come from the cache and never touch /proc.  Calling
+``Process.children(recursive=True)`` per app instead scans all of /proc per
+call: O(apps x processes) per tick.
+
+The same pass notices app processes that re-parented to the host (their
+parent died; the host is a child subreaper): host children that carry an
+app's marker and are not an app's main process.  They count towards that
+app's tree and are handed to ``on_orphans`` so the host can reap them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import psutil
+
+from bolt_host.services import processes
+
+log = logging.getLogger("bolt_host.stats")
+
+
+@dataclass(frozen=True)
+class TreeUsage:
+    pid: int  # the main process the tree was measured from
+    cpu: float  # percent of one CPU, summed over the tree
+    memory: int  # resident bytes, summed over the tree
+    processes: int
+
+
+@dataclass(frozen=True)
+class Orphan:
+    pid: int
+    create_time: float
+    marker: str
+
+
+class TreeSampler:
+    """The synchronous sampling pass; keeps psutil objects between passes for CPU%."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, psutil.Process] = {}
+        self._markers: dict[tuple[int, float], str | None] = {}
+
+    def sample(self, roots: Mapping[str, int], markers: Mapping[str, str]) -> tuple[dict[str, TreeUsage], list[Orphan]]:
+        """``roots``: app -> main pid; ``markers``: marker -> app.  Returns usage and orphans."""
+        table = processes.ProcessTable.snapshot()
+        create_times = table.create_times
+        main_pids = set(roots.values())
+        orphans = [
+            Orphan(pid, create_times[pid], marker)
+            for pid in table.children.get(os.getpid(), ())
+            if pid not in main_pids
+            and not processes.is_main_pid(pid)
+            and (marker := self._marker_of(pid, create_times[pid])) is not None
+        ]
+        self._markers = {key: value for key, value in self._markers.items() if key[0] in create_times}
+
+        tree_roots: dict[str, list[int]] = {name: [pid] for name, pid in roots.items() if pid in create_times}
+        for orphan in orphans:
+            owner = markers.get(orphan.marker)
+            if owner in tree_roots:
+                tree_roots[owner].append(orphan.pid)
+
+        usage = {
+            name: self._measure(roots[name], table.descendants(start), create_times)
+            for name, start in tree_roots.items()
+        }
+        self._known = {pid: proc for pid, proc in self._known.items() if pid in create_times}
+        return usage, orphans
+
+    def _marker_of(self, pid: int, create_time: float) -> str | None:
+        key = (pid, create_time)
+        if key not in self._markers:
+            self._markers[key] = processes.read_marker(pid)
+        return self._markers[key]
+
+    def _measure(self, main_pid: int, members: set[int], create_times: Mapping[int, float]) -> TreeUsage:
+        cpu = 0.0
+        memory = 0
+        counted = 0
+        for pid in members:
+            proc = self._known.get(pid)
+            if proc is None or abs(proc.create_time() - create_times[pid]) > processes.CREATE_TIME_TOLERANCE:
+                try:
+                    proc = psutil.Process(pid)
+                    proc.cpu_percent(None)  # prime: a first reading is always 0
+                except psutil.Error:
+                    continue
+                self._known[pid] = proc
+            try:
+                with proc.oneshot():
+                    cpu += proc.cpu_percent(None)
+                    memory += proc.memory_info().rss
+                counted += 1
+            except psutil.Error:
+                continue
+        return TreeUsage(pid=main_pid, cpu=round(cpu, 1), memory=memory, processes=counted)
+
+
+class StatsSampler:
+    """Runs :class:`TreeSampler` every ``interval`` seconds and caches the result."""
+
+    def __init__(
+        self,
+        interval: float,
+        roots: Callable[[], dict[str, int]],
+        markers: Callable[[], dict[str, str]],
+        on_orphans: Callable[[list[Orphan]], None] | None = None,
+    ) -> None:
+        self.interval = interval
+        self._roots = roots
+        self._markers = markers
+        self._on_orphans = on_orphans
+        self._sampler = TreeSampler()
+        self._latest: dict[str, TreeUsage] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="bolt-stats-sampler")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def latest(self, name: str, pid: int | None) -> TreeUsage | None:
+        """The last sample of ``name``'s tree, if it was taken from main process ``pid``."""
+        usage = self._latest.get(name)
+        return usage if usage is not None and usage.pid == pid else None
+
+    async def refresh(self) -> None:
+        roots, markers = self._roots(), self._markers()
+        usage, orphans = await asyncio.to_thread(self._sampler.sample, roots, markers)
+        self._latest = usage
+        if orphans and self._on_orphans is not None:
+            self._on_orphans(orphans)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # a failed tick must not end sampling
+                log.exception("stats sampling failed")
+            await asyncio.sleep(self.interval)

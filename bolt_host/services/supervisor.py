@@ -1,0 +1,649 @@
+"""Supervision of app processes: one state machine per app.
+
+::
+
+    stopped/failed/crashed --start--> starting --ready--> running --exit--> crashed
+         ^                              |                   |                 |
+         |                         exit/timeout           stop          restart policy
+         |                              v                   v                 v
+         +------------------------- failed   stopping --> stopped   backoff -> starting
+                                                                     (or failed: crash loop)
+
+Every command on an app (start, stop, restart, a crash being handled, a
+backoff timer firing) runs under that app's lock, so they serialise.  A start
+reserves ``starting`` and creates its start task under the lock, then waits
+for it outside the lock: a concurrent start joins the same task (one process,
+never two), a stop cancels it and kills what it spawned.  Each start bumps
+the app's generation; an exit event of an older generation is ignored.
+
+The process mechanics (spawn, pidfd exit watch, tree kill, adoption checks)
+are in :mod:`processes`; the restart arithmetic in :mod:`restarts`; readiness
+probes in :mod:`readiness`; log files in :mod:`applogs`; the port pool in
+:mod:`ports`; CPU/memory sampling in :mod:`stats`.
+
+Persistence: table ``supervisor`` holds per app ``{name, pid, create_time,
+port, generation, desired, startedAt, restarts}``, written at start, exit and
+stop.  ``boot()`` adopts a recorded process only when its pid, start time and
+``BOLT_SUPERVISOR_ID`` marker all match; otherwise it never signals that pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import functools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tinydb import Query
+
+from bolt_host.errors import APP_NAME_INVALID, APP_NAME_MISSING, APP_NOT_RUNNING, APP_START_FAILED, BoltError
+from bolt_host.services import applogs
+from bolt_host.services.ports import LOOPBACK, PortPool, wait_port_free
+from bolt_host.services.processes import (
+    MARKER_VARIABLE,
+    AppProcess,
+    OrphanReaper,
+    base_environment,
+    build_command,
+    describe_exit,
+    enable_child_subreaper,
+    terminate_tree,
+)
+from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
+from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
+from bolt_host.services.stats import Orphan, StatsSampler
+from bolt_host.services.tokens import AppTokens
+from bolt_host.storage import Database
+
+log = logging.getLogger("bolt_host.supervisor")
+
+STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
+CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
+LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
+DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
+TABLE = "supervisor"
+LOG_TAIL_LINES = 20
+PORT_FREE_TIMEOUT = 5.0
+
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+ExtraEnv = Callable[[dict[str, Any]], Awaitable[dict[str, str]]]
+LoadApp = Callable[[str], dict[str, Any] | None]
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+@dataclass(eq=False)
+class AppRuntime:
+    """Everything the supervisor knows about one app."""
+
+    name: str
+    app: dict[str, Any]
+    crashes: CrashHistory
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    status: str = STOPPED
+    desired: str = DESIRED_STOPPED
+    generation: int = 0
+    process: AppProcess | None = None
+    port: int | None = None
+    started_at: float | None = None  # wall clock, for startedAt
+    started_monotonic: float | None = None  # for uptime
+    restarts: int = 0
+    exit_code: int | None = None
+    reason: str | None = None
+    next_restart_at: float | None = None
+    log_offset: int = 0  # log size at spawn: the current run's lines start here
+    start_task: asyncio.Task[dict[str, Any]] | None = None
+    restart_task: asyncio.Task[None] | None = None
+
+    @property
+    def marker(self) -> str:
+        return f"{self.name}:{self.generation}"
+
+    @property
+    def is_server(self) -> bool:
+        return self.app.get("server", True) is not False
+
+    @property
+    def uptime(self) -> float | None:
+        if self.started_monotonic is None or self.process is None or not self.process.alive:
+            return None
+        return time.monotonic() - self.started_monotonic
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        data_dir: Path,
+        tokens: AppTokens,
+        host_url: str,
+        port_range: tuple[int, int] = (20000, 29999),
+        grace_seconds: float = 10.0,
+        ready_timeout: float = 30.0,
+        stats_interval: float = 2.0,
+        publish: Publish | None = None,
+        extra_env: ExtraEnv | None = None,
+        load_app: LoadApp | None = None,
+        autostart: bool = True,
+        restart_policy: RestartPolicy | None = None,
+        log_max_bytes: int = applogs.DEFAULT_MAX_BYTES,
+        log_keep: int = applogs.DEFAULT_KEEP,
+    ) -> None:
+        self._db = db
+        self._logs_dir = Path(data_dir) / "logs" / "apps"
+        self._tokens = tokens
+        self._host_url = host_url
+        self._ports = PortPool(port_range)
+        self._grace = grace_seconds
+        self._ready_timeout = ready_timeout
+        self._publish = publish
+        self._extra_env = extra_env
+        self._load_app = load_app
+        self._autostart = autostart
+        self._policy = restart_policy or RestartPolicy()
+        self._log_max_bytes = log_max_bytes
+        self._log_keep = log_keep
+        self._apps: dict[str, AppRuntime] = {}
+        self._reaper = OrphanReaper()
+        self._stats = StatsSampler(stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans)
+        self._http: httpx.AsyncClient | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    # public API ----------------------------------------------------------------
+    async def boot(self) -> None:
+        """Adopt recorded processes that are still ours; autostart apps meant to run.
+
+        Returns once every autostarted app is ready or has failed.
+        """
+        self._closing = False
+        enable_child_subreaper()
+        to_start: list[dict[str, Any]] = []
+        for record in self._table().all():
+            name = record["name"]
+            app = self._load_app(name) if self._load_app is not None else None
+            runtime = self._runtime(name, app or {"name": name})
+            runtime.generation = int(record.get("generation") or 0)
+            runtime.restarts = int(record.get("restarts") or 0)
+            runtime.desired = record.get("desired") or DESIRED_STOPPED
+            process = None
+            if record.get("pid") and record.get("create_time"):
+                process = AppProcess.adopt(int(record["pid"]), float(record["create_time"]), runtime.marker)
+            if process is not None:
+                await self._adopt(runtime, process, record)
+                if self._load_app is not None and app is None:  # uninstalled while the host was down
+                    async with runtime.lock:
+                        await self._stop_locked(runtime, desired_after=DESIRED_STOPPED)
+                continue
+            if record.get("pid"):
+                self._persist(runtime)  # gone or pid reused: forget it, never signal it
+            if runtime.desired == DESIRED_RUNNING and self._autostart and app is not None:
+                to_start.append(app)
+        self._stats.start()
+        results = await asyncio.gather(*(self.start_app(app) for app in to_start), return_exceptions=True)
+        for app, result in zip(to_start, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("autostart of %s failed: %s", app["name"], result)
+
+    async def shutdown(self) -> None:
+        """Stop every app gracefully; their desired state is kept for the next boot."""
+        self._closing = True
+        await self._stats.stop()
+
+        async def stop_one(runtime: AppRuntime) -> None:
+            async with runtime.lock:
+                if runtime.process is not None or runtime.status in (STARTING, BACKOFF):
+                    await self._stop_locked(runtime, desired_after=runtime.desired)
+
+        await asyncio.gather(*(stop_one(rt) for rt in list(self._apps.values())), return_exceptions=True)
+        await self._cancel_background()
+        self._reaper.close()
+        await self._close_http()
+
+    async def detach(self) -> None:
+        """Forget every process without stopping it or writing records (simulates a host crash)."""
+        self._closing = True
+        await self._stats.stop()
+        tasks = [t for rt in self._apps.values() for t in (rt.start_task, rt.restart_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cancel_background()
+        for runtime in self._apps.values():
+            if runtime.process is not None:
+                runtime.process.detach()
+        self._apps.clear()
+        self._reaper.close()
+        await self._close_http()
+
+    async def start_app(self, app: dict[str, Any]) -> dict[str, Any]:
+        """Start ``app`` and return its context once ready (idempotent)."""
+        runtime = self._runtime(_app_name(app), app)
+        async with runtime.lock:
+            if runtime.status == RUNNING:
+                return self._context(runtime)
+            if runtime.status == STARTING and runtime.start_task is not None:
+                task = runtime.start_task
+            else:
+                await self._discard_leftovers(runtime)
+                runtime.crashes.reset()
+                runtime.desired = DESIRED_RUNNING
+                task = self._begin_start(runtime, app, automatic=False)
+        return await self._join_start(task)
+
+    async def stop_app(self, name: str) -> dict[str, Any]:
+        """Stop ``name`` and return its final context once its whole tree is gone."""
+        runtime = self._apps.get(name)
+        if runtime is None:
+            raise BoltError(APP_NOT_RUNNING, f"App {name!r} is not running")
+        async with runtime.lock:
+            return await self._stop_locked(runtime, desired_after=DESIRED_STOPPED)
+
+    async def restart_app(self, app: dict[str, Any]) -> dict[str, Any]:
+        runtime = self._runtime(_app_name(app), app)
+        async with runtime.lock:
+            if runtime.status == STARTING and runtime.start_task is not None:
+                task = runtime.start_task  # a start in flight is already a fresh process
+            else:
+                was_live = runtime.process is not None or runtime.status in (STARTING, BACKOFF)
+                if was_live:
+                    await self._stop_locked(runtime, desired_after=DESIRED_RUNNING)
+                    runtime.restarts += 1
+                runtime.crashes.reset()
+                runtime.desired = DESIRED_RUNNING
+                task = self._begin_start(runtime, app, automatic=False)
+        return await self._join_start(task)
+
+    def context(self, name: str) -> dict[str, Any] | None:
+        runtime = self._apps.get(name)
+        return self._context(runtime) if runtime is not None else None
+
+    def contexts(self) -> list[dict[str, Any]]:
+        """Contexts of apps that are running or about to (for ``GET /api/apps/@live``)."""
+        return [self._context(rt) for rt in self._apps.values() if rt.status in LIVE_STATUSES]
+
+    def log_path(self, name: str) -> Path:
+        if not name or "/" in name or "\0" in name or name in (".", ".."):
+            raise BoltError(APP_NAME_INVALID, f"Invalid app name {name!r}")
+        return self._logs_dir / f"{name}.log"
+
+    def is_active(self, name: str) -> bool:
+        runtime = self._apps.get(name)
+        return runtime is not None and runtime.status in LIVE_STATUSES
+
+    def rotate_idle_logs(self) -> list[str]:
+        """Rotate over-size logs of apps that are not running (nothing writes to them)."""
+        rotated = []
+        for path in self._logs_dir.glob("*.log"):
+            runtime = self._apps.get(path.stem)
+            if runtime is not None and runtime.process is not None:
+                continue
+            if applogs.rotate_if_needed(path, self._log_max_bytes, self._log_keep):
+                rotated.append(path.stem)
+        return rotated
+
+    # starting ------------------------------------------------------------------
+    def _begin_start(self, runtime: AppRuntime, app: dict[str, Any], *, automatic: bool) -> asyncio.Task[Any]:
+        """Reserve ``starting`` and create the start task; call with the app's lock held."""
+        runtime.app = dict(app)
+        runtime.generation += 1
+        runtime.status = STARTING
+        runtime.exit_code = runtime.reason = runtime.next_restart_at = None
+        if automatic:
+            runtime.restarts += 1
+        task = asyncio.create_task(self._run_start(runtime, automatic), name=f"start {runtime.name}")
+        task.add_done_callback(_retrieve_exception)
+        runtime.start_task = task
+        return task
+
+    async def _join_start(self, task: asyncio.Task[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                raise BoltError(APP_START_FAILED, "The start was cancelled by a stop") from None
+            raise
+
+    async def _run_start(self, runtime: AppRuntime, automatic: bool) -> dict[str, Any]:
+        await self._emit("app-starting", runtime)
+        try:
+            process = await self._spawn(runtime)
+            await wait_until_ready(
+                exited=process.exited,
+                port=runtime.port if runtime.is_server else None,
+                health=runtime.app.get("health") if runtime.is_server else None,
+                timeout=self._ready_timeout,
+                client=self._http_client(),
+            )
+        except asyncio.CancelledError:
+            raise  # a stop cancelled us; it kills what we spawned
+        except Exception as exc:
+            return await self._start_failed(runtime, exc, automatic)
+        runtime.status = RUNNING
+        self._persist(runtime)
+        await self._emit("app-started", runtime)
+        return self._context(runtime)
+
+    async def _spawn(self, runtime: AppRuntime) -> AppProcess:
+        app, name = runtime.app, runtime.name
+        argv = build_command(app)
+        folder = app.get("path")
+        if not folder or not Path(folder).is_dir():
+            raise BoltError(APP_START_FAILED, f"The folder of app {name!r} is missing: {folder!r}")
+        if runtime.is_server:
+            runtime.port = self._ports.acquire(name)
+        env = base_environment()
+        env.update({str(key): str(value) for key, value in (app.get("env") or {}).items()})
+        if self._extra_env is not None:
+            env.update({str(key): str(value) for key, value in (await self._extra_env(app)).items()})
+        if runtime.port is not None:
+            env["PORT"] = str(runtime.port)
+        env["HOST"] = LOOPBACK
+        env["BOLT_APP_NAME"] = name
+        env["BOLT_APP_TOKEN"] = self._tokens.issue(name)
+        env["BOLT_HOST_URL"] = self._host_url
+        env[MARKER_VARIABLE] = runtime.marker
+        log_path = self.log_path(name)
+        applogs.rotate_if_needed(log_path, self._log_max_bytes, self._log_keep)
+        log_fd = applogs.open_for_append(log_path)
+        try:
+            runtime.log_offset = os.fstat(log_fd).st_size
+            process = AppProcess.spawn(argv, cwd=folder, env=env, log_fd=log_fd)
+        except OSError as exc:
+            raise BoltError(APP_START_FAILED, f"Could not run {argv[0]!r}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(log_fd)
+        runtime.process = process
+        runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
+        process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
+        self._persist(runtime)
+        return process
+
+    async def _start_failed(self, runtime: AppRuntime, exc: Exception, automatic: bool) -> dict[str, Any]:
+        exit_code = exc.exit_code if isinstance(exc, ExitedDuringStart) else None
+        if isinstance(exc, ExitedDuringStart):
+            summary = f"{describe_exit(exit_code)} during start"
+        elif isinstance(exc, NeverReady | BoltError):
+            summary = exc.message if isinstance(exc, BoltError) else str(exc)
+        else:
+            log.exception("unexpected error starting %s", runtime.name)
+            summary = f"{type(exc).__name__}: {exc}"
+        reason = self._with_log_tail(runtime, summary)
+        await self._cleanup(runtime)
+        if automatic:
+            await self._after_exit(runtime, exit_code, reason, uptime=0.0)
+        else:
+            runtime.status, runtime.exit_code, runtime.reason = FAILED, exit_code, reason
+            self._persist(runtime)
+            await self._emit("app-failed", runtime)
+        raise BoltError(APP_START_FAILED, reason)
+
+    # exits, crashes and restarts -------------------------------------------------
+    def _on_exit(self, runtime: AppRuntime, generation: int, exited: asyncio.Future[int | None]) -> None:
+        """pidfd callback: only an unexpected exit of the current, running process matters."""
+        if exited.cancelled() or self._closing:
+            return
+        if generation != runtime.generation or runtime.status != RUNNING:
+            return  # a stale event, or a start/stop that is already waiting for this exit
+        runtime.status = CRASHED
+        self._in_background(self._handle_crash(runtime, generation, exited.result()))
+
+    async def _handle_crash(self, runtime: AppRuntime, generation: int, exit_code: int | None) -> None:
+        async with runtime.lock:
+            if generation != runtime.generation or runtime.status != CRASHED or runtime.process is None:
+                return
+            adopted = runtime.process.adopted
+            uptime = time.monotonic() - (runtime.started_monotonic or time.monotonic())
+            await self._cleanup(runtime)
+            reason = "exited (adopted)" if adopted else describe_exit(exit_code)
+            await self._after_exit(runtime, exit_code, reason, uptime)
+
+    async def _after_exit(self, runtime: AppRuntime, exit_code: int | None, reason: str, uptime: float) -> None:
+        """The process is gone (tree swept): stop, restart later, or give up."""
+        runtime.exit_code, runtime.reason = exit_code, reason
+        restart = wants_restart(runtime.app.get("restart"), exit_code)
+        if exit_code == 0 and not restart:
+            runtime.status = STOPPED
+            self._persist(runtime)
+            await self._emit("app-stopped", runtime)
+            return
+        runtime.status = CRASHED
+        self._persist(runtime)
+        await self._emit("app-crashed", runtime)
+        if not restart:
+            return
+        runtime.crashes.record(time.monotonic(), uptime)
+        if runtime.crashes.over_limit:
+            policy = self._policy
+            runtime.status = FAILED
+            runtime.reason = self._with_log_tail(
+                runtime,
+                f"crash loop: {len(runtime.crashes.recent)} crashes within {policy.window_seconds:g} s, "
+                f"not restarted again (last: {reason})",
+            )
+            self._persist(runtime)
+            await self._emit("app-failed", runtime)
+            return
+        delay = runtime.crashes.next_delay()
+        runtime.status = BACKOFF
+        runtime.next_restart_at = time.time() + delay
+        self._persist(runtime)
+        await self._emit("app-backoff", runtime)
+        runtime.restart_task = asyncio.create_task(
+            self._restart_later(runtime, runtime.generation, delay), name=f"restart {runtime.name}"
+        )
+
+    async def _restart_later(self, runtime: AppRuntime, generation: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with runtime.lock:
+            if generation != runtime.generation or runtime.status != BACKOFF or self._closing:
+                return
+            runtime.restart_task = None
+            self._begin_start(runtime, runtime.app, automatic=True)
+
+    # stopping ------------------------------------------------------------------
+    async def _stop_locked(self, runtime: AppRuntime, *, desired_after: str) -> dict[str, Any]:
+        was_pending = runtime.status in (STARTING, BACKOFF)
+        start_task = runtime.start_task
+        if start_task is not None and not start_task.done():
+            start_task.cancel()
+            await asyncio.wait({start_task})
+        self._cancel_restart_timer(runtime)
+        runtime.desired = desired_after
+        if runtime.process is None and runtime.port is None and not was_pending:
+            self._persist(runtime)
+            raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
+        runtime.status = STOPPING
+        await self._emit("app-stopping", runtime)
+        exit_code = await self._cleanup(runtime)
+        runtime.status, runtime.exit_code, runtime.reason = STOPPED, exit_code, None
+        runtime.next_restart_at = None
+        runtime.crashes.reset()
+        self._persist(runtime)
+        await self._emit("app-stopped", runtime)
+        return self._context(runtime)
+
+    async def _cleanup(self, runtime: AppRuntime) -> int | None:
+        """Kill what is left of the app's tree, reap it, free its port, revoke its token."""
+        exit_code = None
+        process = runtime.process
+        if process is not None:
+            grace = runtime.app.get("stopGraceSeconds")
+            survivors = await terminate_tree(
+                process,
+                marker=runtime.marker,
+                since=process.create_time,
+                grace=self._grace if grace is None else float(grace),
+            )
+            if survivors:
+                log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", runtime.name, survivors)
+            process.check_exited()
+            if process.exited.done() and not process.exited.cancelled() and not process.adopted:
+                exit_code = process.exited.result()
+            process.reap()
+            process.close()
+            runtime.process = None
+        if runtime.port is not None:
+            if not await wait_port_free(runtime.port, PORT_FREE_TIMEOUT):
+                log.warning("%s: port %s still busy after its tree is gone", runtime.name, runtime.port)
+            self._ports.release(runtime.port)
+            runtime.port = None
+        self._tokens.revoke(runtime.name)
+        return exit_code
+
+    async def _discard_leftovers(self, runtime: AppRuntime) -> None:
+        """Before a new start: cancel a pending restart, sweep a crashed tree not yet swept."""
+        self._cancel_restart_timer(runtime)
+        if runtime.process is not None or runtime.port is not None:
+            await self._cleanup(runtime)
+
+    def _cancel_restart_timer(self, runtime: AppRuntime) -> None:
+        if runtime.restart_task is not None:
+            runtime.restart_task.cancel()
+            runtime.restart_task = None
+        runtime.next_restart_at = None
+
+    # adoption ------------------------------------------------------------------
+    async def _adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:
+        runtime.process = process
+        if runtime.is_server and record.get("port"):
+            runtime.port = int(record["port"])
+            self._ports.hold(runtime.port, runtime.name)
+        runtime.started_at = _parse_iso(record.get("startedAt")) or process.create_time
+        runtime.started_monotonic = time.monotonic() - max(0.0, time.time() - runtime.started_at)
+        runtime.status = RUNNING
+        process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
+        self._persist(runtime)
+        log.info("adopted %s (pid %s) after a host restart", runtime.name, process.pid)
+        await self._emit("app-started", runtime)
+
+    # helpers -------------------------------------------------------------------
+    def _runtime(self, name: str, app: dict[str, Any]) -> AppRuntime:
+        runtime = self._apps.get(name)
+        if runtime is None:
+            runtime = self._apps[name] = AppRuntime(name=name, app=dict(app), crashes=CrashHistory(self._policy))
+        return runtime
+
+    def _context(self, runtime: AppRuntime) -> dict[str, Any]:
+        process = runtime.process
+        usage = self._stats.latest(runtime.name, process.pid) if process is not None else None
+        uptime = runtime.uptime
+        context: dict[str, Any] = {
+            "name": runtime.name,
+            "path": runtime.app.get("path"),
+            "app": copy.deepcopy({key: value for key, value in runtime.app.items() if key != "env"}),
+            "pid": process.pid if process is not None else None,
+            "protocol": "http",
+            "host": LOOPBACK,
+            "status": runtime.status,
+            "startedAt": _iso(runtime.started_at),
+            "restarts": runtime.restarts,
+            "exitCode": runtime.exit_code,
+            "reason": runtime.reason,
+            "cpu": usage.cpu if usage else 0.0,
+            "memory": usage.memory if usage else 0,
+            "uptime": round(uptime, 3) if uptime is not None else 0.0,
+            "nextRestartAt": _iso(runtime.next_restart_at) if runtime.status == BACKOFF else None,
+        }
+        if runtime.is_server:
+            context["port"] = runtime.port
+        return context
+
+    def _with_log_tail(self, runtime: AppRuntime, summary: str) -> str:
+        lines = applogs.tail_lines(self.log_path(runtime.name), LOG_TAIL_LINES, runtime.log_offset)
+        return f"{summary}; last log lines:\n" + "\n".join(lines) if lines else summary
+
+    def _table(self) -> Any:
+        return self._db.table(TABLE)
+
+    def _persist(self, runtime: AppRuntime) -> None:
+        process = runtime.process
+        record = {
+            "name": runtime.name,
+            "pid": process.pid if process is not None else None,
+            "create_time": process.create_time if process is not None else None,
+            "port": runtime.port,
+            "generation": runtime.generation,
+            "desired": runtime.desired,
+            "startedAt": _iso(runtime.started_at),
+            "restarts": runtime.restarts,
+        }
+        with self._db.transaction():
+            self._table().upsert(record, Query().name == runtime.name)
+
+    async def _emit(self, event: str, runtime: AppRuntime) -> None:
+        if self._publish is None:
+            return
+        try:
+            await self._publish(event, self._context(runtime))
+        except Exception:  # a broken listener must not break supervision
+            log.exception("publishing %s for %s failed", event, runtime.name)
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_retrieve_exception)
+
+    async def _cancel_background(self) -> None:
+        tasks = list(self._background)
+        tasks += [rt.restart_task for rt in self._apps.values() if rt.restart_task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        return self._http
+
+    async def _close_http(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def _stat_roots(self) -> dict[str, int]:
+        return {rt.name: rt.process.pid for rt in self._apps.values() if rt.process is not None}
+
+    def _stat_markers(self) -> dict[str, str]:
+        return {rt.marker: rt.name for rt in self._apps.values() if rt.process is not None}
+
+    def _watch_orphans(self, orphans: list[Orphan]) -> None:
+        for orphan in orphans:
+            self._reaper.watch(orphan.pid, orphan.create_time)
+
+
+def _app_name(app: dict[str, Any]) -> str:
+    name = app.get("name")
+    if not isinstance(name, str) or not name:
+        raise BoltError(APP_NAME_MISSING, "The app has no name")
+    return name
+
+
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+    # Start tasks nobody awaits (automatic restarts) must not log "exception never retrieved".
+    if not task.cancelled():
+        task.exception()
