@@ -1,0 +1,299 @@
+"""Supervisor lifecycle with real processes: start, readiness, stop, trees, env, logs, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bolt_host.errors import APP_NOT_RUNNING, APP_START_FAILED, BoltError
+from bolt_host.services.applogs import read_range
+from bolt_host.services.ports import is_port_free
+from tests.helpers import async_wait_until
+from tests.test_supervisor_harness import (
+    Harness,
+    marked_pids,
+    process_gone,
+    read_pid_file,
+    supervisor_harness,
+    wait_file,
+)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with supervisor_harness(tmp_path) as running:
+        yield running
+
+
+async def get_json(port: int, path: str) -> dict:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await client.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+
+async def test_start_waits_for_health_then_stop_frees_the_port(harness: Harness) -> None:
+    app = harness.app("web", "http_server.py", health="/health", env={"SECRET_SETTING": "s3cr3t"})
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+
+    context = await supervisor.start_app(app)
+
+    assert context["status"] == "running"
+    assert harness.port_range[0] <= context["port"] <= harness.port_range[1]
+    assert (await get_json(context["port"], "/whoami"))["pid"] == context["pid"]
+    assert context["startedAt"].endswith("Z") and context["host"] == "127.0.0.1"
+    assert "env" not in context["app"] and "s3cr3t" not in json.dumps(context)
+    assert "BOLT_APP_TOKEN" not in json.dumps(context)
+    assert supervisor.is_active("web") and [c["name"] for c in supervisor.contexts()] == ["web"]
+
+    final = await supervisor.stop_app("web")
+
+    assert final["status"] == "stopped" and final["pid"] is None
+    assert process_gone(context["pid"])
+    assert is_port_free(context["port"])
+    assert not supervisor.is_active("web") and supervisor.contexts() == []
+    assert harness.event_names("web") == ["app-starting", "app-started", "app-stopping", "app-stopped"]
+    record = harness.db.table("supervisor").get(lambda row: row["name"] == "web")
+    assert record["desired"] == "stopped" and record["pid"] is None
+    assert harness.db.table("app_tokens").search(lambda row: row["app"] == "web") == []
+
+
+async def test_concurrent_starts_make_exactly_one_process(harness: Harness) -> None:
+    app = harness.app("twin", "http_server.py")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+
+    contexts = await asyncio.gather(*(supervisor.start_app(app) for _ in range(5)))
+
+    assert len({context["pid"] for context in contexts}) == 1
+    assert marked_pids("twin") == [contexts[0]["pid"]]
+    assert harness.event_names("twin").count("app-started") == 1
+
+
+async def test_mixed_concurrent_commands_end_consistent(harness: Harness) -> None:
+    app = harness.app("mixed", "http_server.py", health="/health")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+
+    results = await asyncio.gather(
+        supervisor.start_app(app),
+        supervisor.restart_app(app),
+        supervisor.stop_app("mixed"),
+        supervisor.start_app(app),
+        supervisor.restart_app(app),
+        return_exceptions=True,
+    )
+
+    for result in results:
+        assert isinstance(result, dict) or (isinstance(result, BoltError) and result.code == APP_START_FAILED)
+    context = supervisor.context("mixed")
+    assert context is not None and context["status"] == "running"
+    assert marked_pids("mixed") == [context["pid"]]
+    assert (await get_json(context["port"], "/whoami"))["pid"] == context["pid"]
+
+
+async def test_stop_during_starting_cancels_the_start_and_kills(harness: Harness) -> None:
+    app = harness.app("slow", "never_listens.py")
+    supervisor = harness.supervisor(ready_timeout=60)
+    await supervisor.boot()
+    start = asyncio.create_task(supervisor.start_app(app))
+    starting = await async_wait_until(
+        lambda: (c := supervisor.context("slow")) and c["status"] == "starting" and c["pid"] and c,
+        what="slow to be spawned",
+    )
+
+    final = await supervisor.stop_app("slow")
+
+    assert final["status"] == "stopped"
+    with pytest.raises(BoltError) as failure:
+        await start
+    assert failure.value.code == APP_START_FAILED
+    assert process_gone(starting["pid"])
+    assert is_port_free(starting["port"])
+
+
+async def test_stop_right_after_start_leaves_nothing_behind(harness: Harness) -> None:
+    app = harness.app("blink", "http_server.py")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+
+    start, stop = await asyncio.gather(supervisor.start_app(app), supervisor.stop_app("blink"), return_exceptions=True)
+
+    assert isinstance(start, BoltError) and start.code == APP_START_FAILED
+    assert isinstance(stop, dict) and stop["status"] == "stopped"
+    assert marked_pids("blink") == []
+
+
+async def test_stop_of_an_app_that_is_not_running_is_420(harness: Harness) -> None:
+    app = harness.app("idle", "http_server.py")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+
+    with pytest.raises(BoltError) as never_started:
+        await supervisor.stop_app("idle")
+    await supervisor.start_app(app)
+    await supervisor.stop_app("idle")
+    with pytest.raises(BoltError) as already_stopped:
+        await supervisor.stop_app("idle")
+
+    assert never_started.value.code == APP_NOT_RUNNING
+    assert already_stopped.value.code == APP_NOT_RUNNING
+
+
+async def test_stop_kills_a_term_ignoring_tree_including_a_setsid_escaper(harness: Harness) -> None:
+    pid_file = harness.tmp_path / "tree.pids"
+    app = harness.app("tree", "term_ignoring_tree.py", str(pid_file), stopGraceSeconds=0.3)
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    context = await supervisor.start_app(app)
+    main, child, grandchild = read_pid_file(await wait_file(pid_file))
+    harness.track(main, child, grandchild)
+    assert main == context["pid"]
+    assert os.getsid(grandchild) != os.getsid(main)  # it really left the session
+
+    final = await supervisor.stop_app("tree")
+
+    assert final["status"] == "stopped"
+    assert all(process_gone(pid) for pid in (main, child, grandchild))
+    assert is_port_free(context["port"])
+
+
+async def test_app_exiting_at_once_fails_with_its_last_log_lines(harness: Harness) -> None:
+    app = harness.app("quitter", "exit_code.py", "3")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+
+    with pytest.raises(BoltError) as failure:
+        await supervisor.start_app(app)
+
+    assert failure.value.code == APP_START_FAILED
+    assert "exited with code 3" in failure.value.message
+    assert "fatal: cannot go on" in failure.value.message
+    context = supervisor.context("quitter")
+    assert context["status"] == "failed" and context["exitCode"] == 3
+    assert "boot line 29" in context["reason"] and "boot line 5\n" not in context["reason"]
+    assert "app-failed" in harness.event_names("quitter")
+    assert context["port"] is None and not supervisor.is_active("quitter")
+    with pytest.raises(BoltError) as stop_failed:
+        await supervisor.stop_app("quitter")
+    assert stop_failed.value.code == APP_NOT_RUNNING
+
+
+async def test_app_never_ready_fails_and_its_tree_is_killed(harness: Harness) -> None:
+    pid_file = harness.tmp_path / "tree.pids"
+    app = harness.app("deaf", "term_ignoring_tree.py", str(pid_file), stopGraceSeconds=0.2, health="/health")
+    supervisor = harness.supervisor(ready_timeout=1.0)
+    await supervisor.boot()
+
+    with pytest.raises(BoltError) as failure:
+        await supervisor.start_app(app)
+
+    assert "not ready within 1 s" in failure.value.message and "tree up" in failure.value.message
+    pids = read_pid_file(pid_file)
+    harness.track(*pids)
+    assert all(process_gone(pid) for pid in pids)
+    assert supervisor.context("deaf")["status"] == "failed"
+
+
+async def test_environment_holds_only_what_is_allowed(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOLT_ADMIN_PASSWORD", "host-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.setenv("HOME", "/root")
+    dump = harness.tmp_path / "env.json"
+
+    async def plugin_env(app: dict) -> dict[str, str]:
+        return {"PLUGIN_VALUE": f"for-{app['name']}", "BOLT_APP_NAME": "spoofed"}
+
+    app = harness.app("envy", "env_dump.py", str(dump), server=False, env={"APP_SETTING": "x", "HOST": "0.0.0.0"})
+    supervisor = harness.supervisor(extra_env=plugin_env)
+    await supervisor.boot()
+    context = await supervisor.start_app(app)
+
+    env = json.loads((await wait_file(dump)).read_text())
+
+    assert set(env) == {
+        "PATH", "LANG", "HOME", "TZ", "APP_SETTING", "PLUGIN_VALUE", "HOST",
+        "BOLT_APP_NAME", "BOLT_APP_TOKEN", "BOLT_HOST_URL", "BOLT_SUPERVISOR_ID",
+    }  # fmt: skip
+    assert env["HOST"] == "127.0.0.1" and env["BOLT_APP_NAME"] == "envy"
+    assert env["PLUGIN_VALUE"] == "for-envy" and env["APP_SETTING"] == "x"
+    assert env["BOLT_SUPERVISOR_ID"] == "envy:1"
+    assert env["BOLT_HOST_URL"] == "http://127.0.0.1:4000"
+    assert harness.tokens.app_for(env["BOLT_APP_TOKEN"]) == "envy"
+    assert "port" not in context
+    await supervisor.stop_app("envy")
+    assert harness.tokens.app_for(env["BOLT_APP_TOKEN"]) is None
+
+
+async def test_stats_report_memory_of_the_running_tree(harness: Harness) -> None:
+    app = harness.app("measured", "http_server.py")
+    supervisor = harness.supervisor(stats_interval=0.05)
+    await supervisor.boot()
+    await supervisor.start_app(app)
+
+    context = await async_wait_until(
+        lambda: (c := supervisor.context("measured")) and c["memory"] > 0 and c, what="a stats sample"
+    )
+
+    assert context["memory"] > 1_000_000  # a Python interpreter's RSS
+    assert isinstance(context["cpu"], float) and context["uptime"] > 0
+    assert supervisor.contexts()[0]["memory"] > 0
+
+
+async def test_a_1mb_output_burst_does_not_block_the_app(harness: Harness) -> None:
+    done = harness.tmp_path / "done"
+    app = harness.app("chatty", "chatty.py", str(1024 * 1024), str(done), server=False)
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    await supervisor.start_app(app)
+
+    await wait_file(done, timeout=30)
+
+    log_path = supervisor.log_path("chatty")
+    assert log_path.stat().st_size > 1024 * 1024
+    text, more, total = read_range(log_path, 1024 * 1024, None)
+    assert text.endswith("multibyte tail \u20ac\n") and more is False and total > 1024 * 1024
+    assert supervisor.context("chatty")["status"] == "running"
+
+
+async def test_log_is_rotated_when_the_app_restarts(harness: Harness) -> None:
+    done = harness.tmp_path / "done"
+    app = harness.app("rotating", "chatty.py", "5000", str(done), server=False)
+    supervisor = harness.supervisor(log_max_bytes=1000, log_keep=2)
+    await supervisor.boot()
+    await supervisor.start_app(app)
+    await wait_file(done)
+    done.unlink()
+
+    await supervisor.restart_app(app)
+    await wait_file(done)
+
+    log_path = supervisor.log_path("rotating")
+    rotated = log_path.with_name("rotating.log.1")
+    assert rotated.stat().st_size > 5000
+    assert log_path.stat().st_size > 5000
+    assert not log_path.with_name("rotating.log.3").exists()
+    assert supervisor.context("rotating")["restarts"] == 1
+
+
+async def test_missing_command_or_folder_fails_cleanly(harness: Harness) -> None:
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    no_command = harness.app("nocmd", "http_server.py", start=None, main=None)
+    no_binary = harness.app("nobin", "http_server.py", start=["/nonexistent/binary"])
+
+    for app in (no_command, no_binary):
+        with pytest.raises(BoltError) as failure:
+            await supervisor.start_app(app)
+        assert failure.value.code == APP_START_FAILED
+        assert supervisor.context(app["name"])["status"] == "failed"
+        assert supervisor.context(app["name"])["port"] is None
