@@ -202,11 +202,10 @@ class RegistryClient:
         return self._base
 
     def _redact(self, text: str) -> str:
-        secrets = [self._token] if self._token else []
-        if self._basic:
-            secrets += [s for s in self._basic if s]
+        secrets = [self._token, self._basic[1] if self._basic else None]
         for secret in secrets:
-            text = text.replace(secret, "***")
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
         return text
 
     def _error(self, kind: str, message: str) -> RegistryError:
