@@ -1,0 +1,133 @@
+"""Who calls the store, and whether a write may go ahead.
+
+Callers prove who they are with HTTP Basic (every route) or with the store's
+session cookie ``JSESSIONID`` (the ``/store`` routes; the cookie is scoped to
+``Path=/store``, HttpOnly, SameSite=Strict).  A presented credential that is
+wrong fails the request; it never falls back to anonymous.
+
+Writes (any method but GET/HEAD/OPTIONS) that come from a browser page, which
+browsers mark with ``Origin`` or ``Sec-Fetch-Site``, must be same-origin and,
+when the session cookie authenticates them, carry the session's CSRF token in
+``X-CSRF-Token`` (returned by login).  Clients that are not browsers (curl, the
+seed's examples, scripts) send neither header and need no token: no browser
+can be tricked into sending a request without them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+from bolt_enterprise.replies import EnterpriseError
+from bolt_host.plugins import call_first
+from bolt_host.web.auth import SAFE_METHODS, Actor, check_login, host_of
+
+if TYPE_CHECKING:
+    from bolt_host.host import Host
+
+STORE_COOKIE = "JSESSIONID"
+STORE_COOKIE_PATH = "/store"
+CSRF_HEADER = "x-csrf-token"
+_CALLER_KEY = "enterprise_caller"
+
+
+def basic_credentials(header: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(header.split(" ", 1)[1], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, IndexError) as exc:
+        raise EnterpriseError(401, "Malformed HTTP Basic credentials") from exc
+    name, sep, password = decoded.partition(":")
+    if not sep or not name:
+        raise EnterpriseError(401, "Malformed HTTP Basic credentials")
+    return name, password
+
+
+def caller(request: Request, *, allow_session: bool = True) -> Actor | None:
+    """The authenticated caller, None when anonymous; raises on wrong credentials or a refused write."""
+    if _CALLER_KEY in request.scope:
+        return request.scope[_CALLER_KEY]
+    host = host_of(request)
+    who = _resolve(request, host, allow_session)
+    if request.method not in SAFE_METHODS:
+        check_write(request, who)
+    request.scope[_CALLER_KEY] = who
+    return who
+
+
+def _resolve(request: Request, host: Host, allow_session: bool) -> Actor | None:
+    header = request.headers.get("authorization", "")
+    cookie = request.cookies.get(STORE_COOKIE) if allow_session else None
+    if header.lower().startswith("basic "):
+        name, password = basic_credentials(header)
+        who = Actor(user=check_login(request, host, name, password), via="basic")
+    elif cookie:
+        session = host.sessions.get(cookie)
+        user = host.users.get(session.user) if session else None
+        if session is None or user is None or user.get("isBlocked"):
+            raise EnterpriseError(401, "The store session has ended; log in again")
+        who = Actor(user=user, via="session", session_id=session.id, extra={"csrf": session.csrf})
+    else:
+        return None
+    who.is_admin = host.users.is_admin(who.user)
+    return who
+
+
+def from_browser(request: Request) -> bool:
+    return "origin" in request.headers or "sec-fetch-site" in request.headers
+
+
+def same_origin(request: Request) -> bool:
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in {"same-origin", "none"}
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    return origin in {own, host_of(request).settings.url}
+
+
+def check_write(request: Request, who: Actor | None) -> None:
+    """Refuse cross-origin browser writes, and cookie writes from a browser without the CSRF token."""
+    if not from_browser(request):
+        return
+    if not same_origin(request):
+        raise EnterpriseError(403, "Cross-origin writes to the store are refused")
+    if who is not None and who.via == "session":
+        supplied = request.headers.get(CSRF_HEADER, "")
+        if not supplied or not hmac.compare_digest(supplied, who.extra["csrf"]):
+            raise EnterpriseError(403, "Store writes from a browser need the X-CSRF-Token header from login")
+
+
+def require_login(request: Request) -> Actor:
+    who = caller(request)
+    if who is None:
+        raise EnterpriseError(401, "Log in to the store first (or use HTTP Basic)")
+    return who
+
+
+async def require_admin(
+    request: Request, action: str, resource: str | None = None, *, basic_only: bool = False
+) -> Actor:
+    """An authenticated admin; a ``permission_allowed`` plugin may decide instead of the admin role.
+
+    Fails closed: the handler goes no further when this raises.
+    """
+    who = caller(request, allow_session=not basic_only)
+    if who is None:
+        how = "HTTP Basic credentials of an admin" if basic_only else "Log in as an admin (or use HTTP Basic)"
+        raise EnterpriseError(401, f"{how} required")
+    host = host_of(request)
+    decided = await call_first(
+        host.pm.hook.permission_allowed, host=host, actor=who.as_dict(), action=action, resource=resource
+    )
+    if decided is True:
+        return who
+    if decided is False or not who.is_admin:
+        raise EnterpriseError(403, "Only an admin may do this")
+    return who
+
