@@ -283,6 +283,10 @@ async def test_log_is_rotated_when_the_app_restarts(harness: Harness) -> None:
     assert log_path.stat().st_size > 5000
     assert not log_path.with_name("rotating.log.3").exists()
     assert supervisor.context("rotating")["restarts"] == 1
+    assert supervisor.rotate_idle_logs() == []  # never under a running app's feet
+    await supervisor.stop_app("rotating")
+    assert supervisor.rotate_idle_logs() == ["rotating"]
+    assert not log_path.exists() and log_path.with_name("rotating.log.2").exists()
 
 
 async def test_missing_command_or_folder_fails_cleanly(harness: Harness) -> None:

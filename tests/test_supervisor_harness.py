@@ -69,7 +69,7 @@ class Harness:
         self.apps: dict[str, dict[str, Any]] = {}
         self.supervisors: list[Supervisor] = []
         self.tracked: dict[int, float | None] = {}
-        low = random.randrange(30000, 39900, 100)
+        low = random.randrange(10000, 19900, 100)  # below the ephemeral range
         self.port_range = (low, low + 99)
 
     def app(self, name: str, script: str, *args: str, **fields: Any) -> dict[str, Any]:

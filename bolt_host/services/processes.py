@@ -28,6 +28,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -97,21 +98,22 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def _marker_entry(marker: str) -> bytes:
-    return f"{MARKER_VARIABLE}={marker}".encode()
-
-
-def read_marker(pid: int) -> str | None:
-    """The ``BOLT_SUPERVISOR_ID`` in ``pid``'s environment, or None."""
+def read_environ_value(pid: int, key: str) -> str | None:
+    """The value of ``key`` in ``pid``'s environment (as it was at exec), or None."""
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return None
-    prefix = _marker_entry("")
+    prefix = f"{key}=".encode()
     for entry in environ.split(b"\0"):
         if entry.startswith(prefix):
             return entry[len(prefix) :].decode(errors="replace")
     return None
+
+
+def read_marker(pid: int) -> str | None:
+    """The ``BOLT_SUPERVISOR_ID`` in ``pid``'s environment, or None."""
+    return read_environ_value(pid, MARKER_VARIABLE)
 
 
 def create_time_of(pid: int) -> float | None:
@@ -195,7 +197,8 @@ class AppProcess:
         )
         # Popen returns after a successful exec; the child is unreaped, so its pid is ours.
         pidfd = os.pidfd_open(popen.pid)
-        create_time = create_time_of(popen.pid) or psutil.boot_time()
+        # The unreaped child's /proc entry exists even if it already exited.
+        create_time = create_time_of(popen.pid) or time.time()
         _main_pids.add(popen.pid)
         return cls(popen.pid, create_time, pidfd, popen)
 
@@ -240,13 +243,18 @@ class AppProcess:
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(self._pidfd, sig)
 
+    @property
+    def group_pinned(self) -> bool:
+        """True while the process-group id cannot have been reused: our unreaped child, or alive."""
+        if self._reaped:
+            return False
+        return self.popen.returncode is None if self.popen is not None else self.alive
+
     def signal_group(self, sig: int) -> None:
-        """``killpg`` the app's process group while its id cannot have been reused."""
-        pinned = self.popen.returncode is None if self.popen is not None else self.alive
-        if not pinned or self._reaped:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pgid, sig)
+        """``killpg`` the app's process group, only while its id is pinned."""
+        if self.group_pinned:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, sig)
 
     def reap(self) -> None:
         """Collect the zombie once the tree is swept (no-op for non-children)."""
@@ -322,19 +330,23 @@ class ProcessTable:
         return members
 
 
-def find_tree(root_pid: int, pgid: int, marker: str, since: float) -> list[TreeMember]:
+def find_tree(root_pid: int, pgid: int, marker: str, since: float, *, group_pinned: bool) -> list[TreeMember]:
     """Every process of one app, from ONE process-table snapshot.
 
     Members: the main process, everything in its process group, host children
     carrying the app's marker (descendants re-parented to the host after their
     parent died, e.g. ``setsid`` escapers), and all their descendants by ppid.
+    Once the group id is no longer pinned by our unreaped main process it could
+    name someone else's group, so then group members must carry the marker too.
     """
     table = ProcessTable.snapshot()
+
+    def ours(pid: int) -> bool:
+        return table.create_times[pid] >= since - 1 and read_marker(pid) == marker
+
     roots = {root_pid}
-    roots.update(pid for pid in table.create_times if _pgid_or(pid, -1) == pgid)
-    for pid in table.children.get(os.getpid(), ()):
-        if pid not in _main_pids and table.create_times[pid] >= since - 1 and read_marker(pid) == marker:
-            roots.add(pid)
+    roots.update(pid for pid in table.create_times if _pgid_or(pid, -1) == pgid and (group_pinned or ours(pid)))
+    roots.update(pid for pid in table.children.get(os.getpid(), ()) if pid not in _main_pids and ours(pid))
     return [TreeMember(pid, table.create_times[pid]) for pid in table.descendants(roots)]
 
 
@@ -406,12 +418,12 @@ async def terminate_tree(
     """
     tree = _WatchedTree()
     try:
-        tree.add(await asyncio.to_thread(find_tree, process.pid, process.pgid, marker, since))
+        tree.add(await asyncio.to_thread(_find_process_tree, process, marker, since))
         process.signal_group(signal.SIGTERM)
         tree.send(tree.alive(), signal.SIGTERM)
         await tree.wait_exited(grace)
         for _ in range(KILL_ROUNDS):
-            tree.add(await asyncio.to_thread(find_tree, process.pid, process.pgid, marker, since))
+            tree.add(await asyncio.to_thread(_find_process_tree, process, marker, since))
             survivors = tree.alive()
             if not survivors:
                 break
@@ -422,6 +434,10 @@ async def terminate_tree(
         return tree.alive()
     finally:
         tree.close()
+
+
+def _find_process_tree(process: AppProcess, marker: str, since: float) -> list[TreeMember]:
+    return find_tree(process.pid, process.pgid, marker, since, group_pinned=process.group_pinned)
 
 
 class OrphanReaper:

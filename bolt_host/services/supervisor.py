@@ -30,15 +30,11 @@ stop.  ``boot()`` adopts a recorded process only when its pid, start time and
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import functools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +43,20 @@ from tinydb import Query
 
 from bolt_host.errors import APP_NAME_INVALID, APP_NAME_MISSING, APP_NOT_RUNNING, APP_START_FAILED, BoltError
 from bolt_host.services import applogs
+from bolt_host.services.app_runtime import (
+    BACKOFF,
+    CRASHED,
+    DESIRED_RUNNING,
+    DESIRED_STOPPED,
+    FAILED,
+    LIVE_STATUSES,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    AppRuntime,
+    parse_iso,
+)
 from bolt_host.services.ports import LOOPBACK, PortPool, wait_port_free
 from bolt_host.services.processes import (
     MARKER_VARIABLE,
@@ -56,6 +66,7 @@ from bolt_host.services.processes import (
     build_command,
     describe_exit,
     enable_child_subreaper,
+    read_environ_value,
     terminate_tree,
 )
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
@@ -66,69 +77,14 @@ from bolt_host.storage import Database
 
 log = logging.getLogger("bolt_host.supervisor")
 
-STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
-CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
-LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
-DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
 TABLE = "supervisor"
 LOG_TAIL_LINES = 20
 PORT_FREE_TIMEOUT = 5.0
+LOG_CHECK_SECONDS = 60.0
 
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 ExtraEnv = Callable[[dict[str, Any]], Awaitable[dict[str, str]]]
 LoadApp = Callable[[str], dict[str, Any] | None]
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_iso(value: str | None) -> float | None:
-    if not value:
-        return None
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    return None
-
-
-@dataclass(eq=False)
-class AppRuntime:
-    """Everything the supervisor knows about one app."""
-
-    name: str
-    app: dict[str, Any]
-    crashes: CrashHistory
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    status: str = STOPPED
-    desired: str = DESIRED_STOPPED
-    generation: int = 0
-    process: AppProcess | None = None
-    port: int | None = None
-    started_at: float | None = None  # wall clock, for startedAt
-    started_monotonic: float | None = None  # for uptime
-    restarts: int = 0
-    exit_code: int | None = None
-    reason: str | None = None
-    next_restart_at: float | None = None
-    log_offset: int = 0  # log size at spawn: the current run's lines start here
-    start_task: asyncio.Task[dict[str, Any]] | None = None
-    restart_task: asyncio.Task[None] | None = None
-
-    @property
-    def marker(self) -> str:
-        return f"{self.name}:{self.generation}"
-
-    @property
-    def is_server(self) -> bool:
-        return self.app.get("server", True) is not False
-
-    @property
-    def uptime(self) -> float | None:
-        if self.started_monotonic is None or self.process is None or not self.process.alive:
-            return None
-        return time.monotonic() - self.started_monotonic
 
 
 class Supervisor:
@@ -185,9 +141,7 @@ class Supervisor:
             name = record["name"]
             app = self._load_app(name) if self._load_app is not None else None
             runtime = self._runtime(name, app or {"name": name})
-            runtime.generation = int(record.get("generation") or 0)
-            runtime.restarts = int(record.get("restarts") or 0)
-            runtime.desired = record.get("desired") or DESIRED_STOPPED
+            runtime.load_record(record)
             process = None
             if record.get("pid") and record.get("create_time"):
                 process = AppProcess.adopt(int(record["pid"]), float(record["create_time"]), runtime.marker)
@@ -202,6 +156,7 @@ class Supervisor:
             if runtime.desired == DESIRED_RUNNING and self._autostart and app is not None:
                 to_start.append(app)
         self._stats.start()
+        self._in_background(self._rotate_idle_logs_periodically())
         results = await asyncio.gather(*(self.start_app(app) for app in to_start), return_exceptions=True)
         for app, result in zip(to_start, results, strict=True):
             if isinstance(result, BaseException):
@@ -304,6 +259,14 @@ class Supervisor:
                 rotated.append(path.stem)
         return rotated
 
+    async def _rotate_idle_logs_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_CHECK_SECONDS)
+            try:
+                self.rotate_idle_logs()
+            except OSError:
+                log.exception("rotating idle app logs failed")
+
     # starting ------------------------------------------------------------------
     def _begin_start(self, runtime: AppRuntime, app: dict[str, Any], *, automatic: bool) -> asyncio.Task[Any]:
         """Reserve ``starting`` and create the start task; call with the app's lock held."""
@@ -344,6 +307,8 @@ class Supervisor:
             return await self._start_failed(runtime, exc, automatic)
         runtime.status = RUNNING
         self._persist(runtime)
+        if process.exited.done():  # died while the last probe was answering: a crash, not a start
+            self._on_exit(runtime, runtime.generation, process.exited)
         await self._emit("app-started", runtime)
         return self._context(runtime)
 
@@ -408,18 +373,19 @@ class Supervisor:
             return
         if generation != runtime.generation or runtime.status != RUNNING:
             return  # a stale event, or a start/stop that is already waiting for this exit
+        adopted = runtime.process is not None and runtime.process.adopted
         runtime.status = CRASHED
-        self._in_background(self._handle_crash(runtime, generation, exited.result()))
+        runtime.exit_code = exited.result()
+        runtime.reason = "exited (adopted)" if adopted else describe_exit(runtime.exit_code)
+        self._in_background(self._handle_crash(runtime, generation))
 
-    async def _handle_crash(self, runtime: AppRuntime, generation: int, exit_code: int | None) -> None:
+    async def _handle_crash(self, runtime: AppRuntime, generation: int) -> None:
         async with runtime.lock:
             if generation != runtime.generation or runtime.status != CRASHED or runtime.process is None:
                 return
-            adopted = runtime.process.adopted
             uptime = time.monotonic() - (runtime.started_monotonic or time.monotonic())
             await self._cleanup(runtime)
-            reason = "exited (adopted)" if adopted else describe_exit(exit_code)
-            await self._after_exit(runtime, exit_code, reason, uptime)
+            await self._after_exit(runtime, runtime.exit_code, runtime.reason or "", uptime)
 
     async def _after_exit(self, runtime: AppRuntime, exit_code: int | None, reason: str, uptime: float) -> None:
         """The process is gone (tree swept): stop, restart later, or give up."""
@@ -532,10 +498,14 @@ class Supervisor:
         if runtime.is_server and record.get("port"):
             runtime.port = int(record["port"])
             self._ports.hold(runtime.port, runtime.name)
-        runtime.started_at = _parse_iso(record.get("startedAt")) or process.create_time
+        runtime.started_at = parse_iso(record.get("startedAt")) or process.create_time
         runtime.started_monotonic = time.monotonic() - max(0.0, time.time() - runtime.started_at)
         runtime.status = RUNNING
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
+        token = read_environ_value(process.pid, "BOLT_APP_TOKEN")
+        remember = getattr(self._tokens, "remember", None)  # lets the host sign events sent to the app
+        if token and remember is not None:
+            remember(runtime.name, token)
         self._persist(runtime)
         log.info("adopted %s (pid %s) after a host restart", runtime.name, process.pid)
         await self._emit("app-started", runtime)
@@ -549,28 +519,7 @@ class Supervisor:
 
     def _context(self, runtime: AppRuntime) -> dict[str, Any]:
         process = runtime.process
-        usage = self._stats.latest(runtime.name, process.pid) if process is not None else None
-        uptime = runtime.uptime
-        context: dict[str, Any] = {
-            "name": runtime.name,
-            "path": runtime.app.get("path"),
-            "app": copy.deepcopy({key: value for key, value in runtime.app.items() if key != "env"}),
-            "pid": process.pid if process is not None else None,
-            "protocol": "http",
-            "host": LOOPBACK,
-            "status": runtime.status,
-            "startedAt": _iso(runtime.started_at),
-            "restarts": runtime.restarts,
-            "exitCode": runtime.exit_code,
-            "reason": runtime.reason,
-            "cpu": usage.cpu if usage else 0.0,
-            "memory": usage.memory if usage else 0,
-            "uptime": round(uptime, 3) if uptime is not None else 0.0,
-            "nextRestartAt": _iso(runtime.next_restart_at) if runtime.status == BACKOFF else None,
-        }
-        if runtime.is_server:
-            context["port"] = runtime.port
-        return context
+        return runtime.context(self._stats.latest(runtime.name, process.pid) if process is not None else None)
 
     def _with_log_tail(self, runtime: AppRuntime, summary: str) -> str:
         lines = applogs.tail_lines(self.log_path(runtime.name), LOG_TAIL_LINES, runtime.log_offset)
@@ -580,19 +529,8 @@ class Supervisor:
         return self._db.table(TABLE)
 
     def _persist(self, runtime: AppRuntime) -> None:
-        process = runtime.process
-        record = {
-            "name": runtime.name,
-            "pid": process.pid if process is not None else None,
-            "create_time": process.create_time if process is not None else None,
-            "port": runtime.port,
-            "generation": runtime.generation,
-            "desired": runtime.desired,
-            "startedAt": _iso(runtime.started_at),
-            "restarts": runtime.restarts,
-        }
         with self._db.transaction():
-            self._table().upsert(record, Query().name == runtime.name)
+            self._table().upsert(runtime.record(), Query().name == runtime.name)
 
     async def _emit(self, event: str, runtime: AppRuntime) -> None:
         if self._publish is None:

@@ -1,0 +1,121 @@
+"""One supervised app's state: status, process, port, counters, and how it is shown and stored.
+
+The :class:`~bolt_host.services.supervisor.Supervisor` owns one
+:class:`AppRuntime` per app and changes it only under ``runtime.lock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bolt_host.services.ports import LOOPBACK
+from bolt_host.services.processes import AppProcess
+from bolt_host.services.restarts import CrashHistory
+from bolt_host.services.stats import TreeUsage
+
+STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
+CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
+LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
+DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
+
+
+def iso_utc(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+@dataclass(eq=False)
+class AppRuntime:
+    """Everything the supervisor knows about one app."""
+
+    name: str
+    app: dict[str, Any]
+    crashes: CrashHistory
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    status: str = STOPPED
+    desired: str = DESIRED_STOPPED
+    generation: int = 0
+    process: AppProcess | None = None
+    port: int | None = None
+    started_at: float | None = None  # wall clock, for startedAt
+    started_monotonic: float | None = None  # for uptime
+    restarts: int = 0
+    exit_code: int | None = None
+    reason: str | None = None
+    next_restart_at: float | None = None
+    log_offset: int = 0  # log size at spawn: the current run's lines start here
+    start_task: asyncio.Task[dict[str, Any]] | None = None
+    restart_task: asyncio.Task[None] | None = None
+
+    @property
+    def marker(self) -> str:
+        """The ``BOLT_SUPERVISOR_ID`` of the current generation."""
+        return f"{self.name}:{self.generation}"
+
+    @property
+    def is_server(self) -> bool:
+        return self.app.get("server", True) is not False
+
+    @property
+    def uptime(self) -> float | None:
+        if self.started_monotonic is None or self.process is None or not self.process.alive:
+            return None
+        return time.monotonic() - self.started_monotonic
+
+    def context(self, usage: TreeUsage | None) -> dict[str, Any]:
+        """The public view: never the app's token or environment."""
+        uptime = self.uptime
+        context: dict[str, Any] = {
+            "name": self.name,
+            "path": self.app.get("path"),
+            "app": copy.deepcopy({key: value for key, value in self.app.items() if key != "env"}),
+            "pid": self.process.pid if self.process is not None else None,
+            "protocol": "http",
+            "host": LOOPBACK,
+            "status": self.status,
+            "startedAt": iso_utc(self.started_at),
+            "restarts": self.restarts,
+            "exitCode": self.exit_code,
+            "reason": self.reason,
+            "cpu": usage.cpu if usage else 0.0,
+            "memory": usage.memory if usage else 0,
+            "uptime": round(uptime, 3) if uptime is not None else 0.0,
+            "nextRestartAt": iso_utc(self.next_restart_at) if self.status == BACKOFF else None,
+        }
+        if self.is_server:
+            context["port"] = self.port
+        return context
+
+    def record(self) -> dict[str, Any]:
+        """What is persisted for adoption after a host restart."""
+        process = self.process
+        return {
+            "name": self.name,
+            "pid": process.pid if process is not None else None,
+            "create_time": process.create_time if process is not None else None,
+            "port": self.port,
+            "generation": self.generation,
+            "desired": self.desired,
+            "startedAt": iso_utc(self.started_at),
+            "restarts": self.restarts,
+        }
+
+    def load_record(self, record: dict[str, Any]) -> None:
+        self.generation = int(record.get("generation") or 0)
+        self.restarts = int(record.get("restarts") or 0)
+        self.desired = record.get("desired") or DESIRED_STOPPED

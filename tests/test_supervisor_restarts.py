@@ -1,0 +1,175 @@
+"""Crashes and restarts: kill -9 replacement, crash loops, backoff, restart policies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bolt_host.errors import APP_NOT_RUNNING, BoltError
+from bolt_host.services.ports import is_port_free
+from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
+from tests.helpers import async_wait_until
+from tests.test_supervisor_harness import Harness, marked_pids, process_gone, supervisor_harness
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with supervisor_harness(tmp_path) as running:
+        yield running
+
+
+async def test_kill_9_of_a_running_app_is_replaced_quickly(harness: Harness) -> None:
+    app = harness.app("phoenix", "http_server.py", health="/health")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    first = await supervisor.start_app(app)
+
+    os.kill(first["pid"], signal.SIGKILL)
+    second = await async_wait_until(
+        lambda: (c := supervisor.context("phoenix")) and c["status"] == "running" and c["pid"] != first["pid"] and c,
+        timeout=10,
+        what="a replacement process",
+    )
+
+    async with httpx.AsyncClient(trust_env=False) as client:
+        answer = (await client.get(f"http://127.0.0.1:{second['port']}/whoami")).json()
+    assert answer["pid"] == second["pid"]
+    assert second["restarts"] == 1
+    assert process_gone(first["pid"])
+    crashed = next(body for name, body in harness.events if name == "app-crashed")
+    assert crashed["exitCode"] == -9 and crashed["reason"] == "killed by SIGKILL"
+    backoff = next(body for name, body in harness.events if name == "app-backoff")
+    assert backoff["status"] == "backoff" and backoff["nextRestartAt"].endswith("Z")
+    assert harness.event_names("phoenix")[-3:] == ["app-backoff", "app-starting", "app-started"]
+    assert marked_pids("phoenix") == [second["pid"]]
+
+
+async def test_crash_loop_backs_off_then_fails(harness: Harness) -> None:
+    app = harness.app("looper", "crash_later.py", env={"CRASH_AFTER": "0.2"})
+    supervisor = harness.supervisor(restart_policy=RestartPolicy(burst=4, window_seconds=60))
+    await supervisor.boot()
+    await supervisor.start_app(app)
+
+    context = await harness.wait_status(supervisor, "looper", "failed", timeout=30)
+
+    names = harness.event_names("looper")
+    assert names.count("app-crashed") == 4
+    assert names.count("app-backoff") == 3 and names[-1] == "app-failed"
+    assert "backoff" in harness.statuses("looper")
+    assert "crash loop: 4 crashes within 60 s" in context["reason"]
+    assert "crash_later: crashing now" in context["reason"]
+    assert context["restarts"] == 3 and context["pid"] is None
+    assert marked_pids("looper") == []
+    assert not supervisor.is_active("looper")
+
+
+async def test_stop_cancels_a_pending_restart(harness: Harness) -> None:
+    app = harness.app("patient", "http_server.py")
+    supervisor = harness.supervisor(restart_policy=RestartPolicy(base_seconds=60))
+    await supervisor.boot()
+    first = await supervisor.start_app(app)
+    os.kill(first["pid"], signal.SIGKILL)
+    waiting = await harness.wait_status(supervisor, "patient", "backoff")
+    timer = supervisor._apps["patient"].restart_task
+    assert waiting["nextRestartAt"] is not None and timer is not None
+
+    final = await supervisor.stop_app("patient")
+
+    assert final["status"] == "stopped" and final["nextRestartAt"] is None
+    await asyncio.wait({timer}, timeout=5)
+    assert timer.cancelled()
+    assert marked_pids("patient") == []
+    assert harness.event_names("patient")[-2:] == ["app-stopping", "app-stopped"]
+
+
+async def test_start_during_backoff_starts_at_once(harness: Harness) -> None:
+    app = harness.app("eager", "http_server.py")
+    supervisor = harness.supervisor(restart_policy=RestartPolicy(base_seconds=60))
+    await supervisor.boot()
+    first = await supervisor.start_app(app)
+    os.kill(first["pid"], signal.SIGKILL)
+    await harness.wait_status(supervisor, "eager", "backoff")
+
+    second = await supervisor.start_app(app)
+
+    assert second["status"] == "running" and second["pid"] != first["pid"]
+    assert marked_pids("eager") == [second["pid"]]
+
+
+async def test_restart_never_leaves_a_crashed_app_down(harness: Harness) -> None:
+    crash_file = harness.tmp_path / "crash-now"
+    app = harness.app("once", "crash_later.py", restart="never", env={"CRASH_FILE": str(crash_file)})
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    context = await supervisor.start_app(app)
+
+    crash_file.touch()
+    crashed = await harness.wait_status(supervisor, "once", "crashed")
+    await async_wait_until(lambda: supervisor.context("once")["pid"] is None, what="the tree to be swept")
+
+    assert crashed["exitCode"] == 1
+    assert "backoff" not in harness.statuses("once")
+    assert process_gone(context["pid"]) and is_port_free(context["port"])
+    with pytest.raises(BoltError) as failure:
+        await supervisor.stop_app("once")
+    assert failure.value.code == APP_NOT_RUNNING
+
+
+async def test_clean_exit_under_on_failure_is_a_stop(harness: Harness) -> None:
+    app = harness.app("job", "exit_code.py", "0", server=False)
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    await supervisor.start_app(app)
+
+    context = await harness.wait_status(supervisor, "job", "stopped")
+
+    assert context["exitCode"] == 0
+    assert "app-crashed" not in harness.event_names("job")
+
+
+async def test_restart_always_restarts_after_a_clean_exit(harness: Harness) -> None:
+    app = harness.app("again", "exit_code.py", "0", server=False, restart="always")
+    supervisor = harness.supervisor(restart_policy=RestartPolicy(burst=3))
+    await supervisor.boot()
+    await supervisor.start_app(app)
+
+    context = await harness.wait_status(supervisor, "again", "failed")
+
+    assert harness.event_names("again").count("app-crashed") == 3
+    assert "crash loop" in context["reason"]
+
+
+def test_backoff_delay_grows_with_jitter_and_a_cap() -> None:
+    policy = RestartPolicy(base_seconds=0.1, factor=2, max_seconds=30, jitter=0.1)
+
+    assert policy.delay(0, rand=lambda: 0.5) == pytest.approx(0.1)
+    assert policy.delay(3, rand=lambda: 0.5) == pytest.approx(0.8)
+    assert policy.delay(0, rand=lambda: 0.0) == pytest.approx(0.09)
+    assert policy.delay(0, rand=lambda: 1.0) == pytest.approx(0.11)
+    assert policy.delay(20, rand=lambda: 0.5) == pytest.approx(30)
+
+
+def test_crash_history_resets_after_stable_uptime_and_limits_the_rate() -> None:
+    history = CrashHistory(RestartPolicy(stable_seconds=30, burst=3, window_seconds=60))
+
+    history.record(now=0, uptime=1)
+    history.record(now=1, uptime=1)
+    assert history.attempt == 2 and not history.over_limit
+    history.record(now=40, uptime=35)  # a stable run: backoff starts over
+    assert history.attempt == 1 and history.over_limit  # but 3 crashes within 60 s
+
+    history.record(now=200, uptime=1)  # the old crashes left the window
+    assert not history.over_limit and len(history.recent) == 1
+
+
+def test_restart_modes() -> None:
+    assert wants_restart("on-failure", 1) and wants_restart("on-failure", -9) and wants_restart(None, None)
+    assert not wants_restart("on-failure", 0)
+    assert wants_restart("always", 0)
+    assert not wants_restart("never", 1)
