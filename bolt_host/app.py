@@ -16,22 +16,12 @@ from bolt_host.config import Settings
 from bolt_host.errors import BoltError
 from bolt_host.host import Host
 from bolt_host.plugins import PluginLoadError
-from bolt_host.web import meta, users
+from bolt_host.web import core_routes
 from bolt_host.web.envelope import bolt_error_handler, http_error_handler
 from bolt_host.web.meta import iter_endpoints
 from bolt_host.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
 CORE = "bolt_host"
-
-
-def core_routes() -> list[BaseRoute]:
-    """The host's own routes, grouped by web module."""
-    from bolt_host.web import core_route_modules
-
-    found: list[BaseRoute] = []
-    for module in core_route_modules():
-        found.extend(module.routes)
-    return found
 
 
 def create_app(
@@ -71,9 +61,8 @@ def create_app(
 def collect_routes(host: Host) -> list[BaseRoute]:
     """Core routes first, then each plugin's; a path+method claimed twice is an error."""
     owners: dict[tuple[str, str], str] = {}
-    routes: list[BaseRoute] = []
-    _claim(owners, core_routes(), CORE)
-    routes.extend(core_routes())
+    routes: list[BaseRoute] = core_routes()
+    _claim(owners, routes, CORE)
     for impl in host.pm.hook.register_routes.get_hookimpls():
         contributed = impl.function(host=host)
         if inspect.isawaitable(contributed):
@@ -91,5 +80,3 @@ def _claim(owners: dict[tuple[str, str], str], routes: list[Any], owner: str) ->
             raise PluginLoadError(f"route {method} {path} is registered by both {owners[key]!r} and {owner!r}")
         owners[key] = owner
 
-
-__all__ = ["create_app", "meta", "users"]

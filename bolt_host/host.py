@@ -38,7 +38,8 @@ class Host:
         self.started_at: float | None = None
         self.generated_admin_password: str | None = None
         self.state: dict[str, Any] = {}  # per-plugin scratch space, keyed by plugin name
-        self.large_body_prefixes: list[str] = []  # upload routes allowed up to max_upload_bytes
+        # Routes allowed bodies up to max_upload_bytes: uploads, and the app proxy.
+        self.large_body_prefixes: list[str] = ["/x/"]
         self.app: Any = None
 
     # lifecycle -------------------------------------------------------------
@@ -80,10 +81,81 @@ class Host:
         self.db.close()
 
     async def _start_services(self) -> None:
-        """Start the services of the later layers (apps, supervisor, tasks)."""
+        """Apps, per-app data, visibility, supervision and event delivery to apps."""
+        import httpx
+
+        from bolt_host.services.app_hooks import AppHookDelivery
+        from bolt_host.services.appdb import AppDatabases
+        from bolt_host.services.apps import Apps
+        from bolt_host.services.supervisor import Supervisor
+        from bolt_host.services.visibility import Visibility
+
+        settings = self.settings
+        data_dir = settings.data_dir
+        self.apps = Apps(self.db, data_dir, settings.local_repo, self.publish)
+        self.apps.clean_staging()
+        self.appdb = AppDatabases(data_dir / "databases")
+        self.apps.appdb = self.appdb
+        self.visibility = Visibility(self.db, self.users, self.apps)
+        self.apps.visibility = self.visibility
+        self.apps.registry = self._registry_client()
+        self.supervisor = Supervisor(
+            db=self.db,
+            data_dir=data_dir,
+            tokens=self.tokens,
+            host_url=settings.url,
+            port_range=settings.port_range,
+            grace_seconds=settings.stop_grace_seconds,
+            ready_timeout=settings.ready_timeout_seconds,
+            stats_interval=settings.stats_interval_seconds,
+            publish=self._publish_supervision,
+            extra_env=self._plugin_environment,
+            load_app=self.apps.get,
+            autostart=settings.autostart,
+        )
+        self.apps.supervisor = self.supervisor
+        self.proxy_client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+        self.app_hooks = AppHookDelivery(self.apps, self.supervisor, self.tokens)
+        self.events.subscribe(self.app_hooks)
+        await self.supervisor.boot()
+        from bolt_host.services.catalog import build_catalog
+        from bolt_host.services.tasks import Tasks
+
+        self.tasks = Tasks(self.db, data_dir / "logs" / "tasks", self.publish)
+        await self.tasks.start()
+        self.catalog = await build_catalog(self)
 
     async def _stop_services(self) -> None:
         """Stop what :meth:`_start_services` started, newest first."""
+        await self.tasks.shutdown()
+        await self.catalog.close()
+        await self.supervisor.shutdown()
+        self.events.unsubscribe(self.app_hooks)
+        await self.app_hooks.aclose()
+        await self.proxy_client.aclose()
+        if self.apps.registry is not None:
+            await self.apps.registry.aclose()
+        self.appdb.close()
+
+    def _registry_client(self) -> Any:
+        if not self.settings.registry:
+            return None
+        from bolt_host.services.registry import RegistryClient
+
+        return RegistryClient(
+            self.settings.registry, self.settings.data_dir / "cache", max_bytes=self.settings.max_download_bytes
+        )
+
+    async def _publish_supervision(self, name: str, body: dict[str, Any]) -> None:
+        await self.publish(name, body)
+
+    async def _plugin_environment(self, app: dict[str, Any]) -> dict[str, str]:
+        """Environment that plugins add to ``app``; earlier plugins keep their keys."""
+        merged: dict[str, str] = {}
+        for extra in await call_all(self.pm.hook.app_environment, host=self, app=app):
+            for key, value in (extra or {}).items():
+                merged.setdefault(str(key), str(value))
+        return merged
 
     async def _forward_event_to_plugins(self, event: Event) -> None:
         await call_all(self.pm.hook.on_event, host=self, event=event)

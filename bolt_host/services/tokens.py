@@ -23,6 +23,18 @@ def _digest(token: str) -> str:
 class AppTokens:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._plain: dict[str, str] = {}  # in memory only: for signing events sent to the app
+
+    def remember(self, app_name: str, token: str) -> bool:
+        """Keep an adopted app's token (read back from its environment) if it is the current one."""
+        if self.app_for(token) != app_name:
+            return False
+        self._plain[app_name] = token
+        return True
+
+    def token_of(self, app_name: str) -> str | None:
+        """The live token of a running app, if this host process issued or adopted it."""
+        return self._plain.get(app_name)
 
     def issue(self, app_name: str) -> str:
         """A new token for ``app_name``; any earlier one is revoked."""
@@ -31,9 +43,11 @@ class AppTokens:
             table = self._db.table(TABLE)
             table.remove(lambda row: row["app"] == app_name)
             table.insert({"app": app_name, "digest": _digest(token)})
+        self._plain[app_name] = token
         return token
 
     def revoke(self, app_name: str) -> None:
+        self._plain.pop(app_name, None)
         with self._db.transaction():
             self._db.table(TABLE).remove(lambda row: row["app"] == app_name)
 

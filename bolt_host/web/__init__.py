@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from types import ModuleType
+from starlette.routing import BaseRoute
 
 
-def core_route_modules() -> list[ModuleType]:
-    """Every web module whose ``routes`` list the host mounts, in order."""
-    from bolt_host.web import meta, users
+def core_routes() -> list[BaseRoute]:
+    """The host's own routes in matching order (fixed paths before ``/api/apps/{name}``)."""
+    from bolt_host.web import appdata, apps, meta, processes, users
 
-    return [meta, users]
+    return [
+        *meta.routes,
+        *users.routes,
+        *processes.routes,
+        *apps.routes,
+        *appdata.routes,
+        *apps.item_routes,
+    ]

@@ -58,20 +58,24 @@ def client_key(request: Request) -> str:
     return f"client:{request.client.host if request.client else 'unknown'}"
 
 
-def actor(request: Request) -> Actor:
-    """Resolve (once per request) and return the caller; raises on bad credentials."""
+def actor(request: Request, check_csrf: bool = True) -> Actor:
+    """Resolve (once per request) and return the caller; raises on bad credentials.
+
+    ``check_csrf=False`` is only for the app proxy, whose cookie is SameSite=Strict
+    and whose apps receive no host credentials.
+    """
     cached = request.scope.get("bolt_actor")
     if cached is not None:
         return cached
     host = host_of(request)
     found = Actor()
-    _resolve_user(request, host, found)
+    _resolve_user(request, host, found, check_csrf)
     _resolve_app(request, host, found)
     request.scope["bolt_actor"] = found
     return found
 
 
-def _resolve_user(request: Request, host: Host, found: Actor) -> None:
+def _resolve_user(request: Request, host: Host, found: Actor, check_csrf: bool) -> None:
     header = request.headers.get("authorization", "")
     user_token = request.headers.get(USER_TOKEN_HEADER)
     if header.lower().startswith("basic "):
@@ -89,7 +93,7 @@ def _resolve_user(request: Request, host: Host, found: Actor) -> None:
         user = host.users.get(session.user) if session else None
         if session is None or user is None or user.get("isBlocked"):
             raise BoltError(errors.NOT_LOGGED_IN, "The session has ended; log in again")
-        if request.method not in SAFE_METHODS and not _csrf_ok(request, session.csrf):
+        if check_csrf and request.method not in SAFE_METHODS and not _csrf_ok(request, session.csrf):
             raise BoltError(
                 errors.CSRF_FAILED,
                 "Cookie-authenticated writes need the X-CSRF-Token header from login",

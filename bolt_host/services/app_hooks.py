@@ -1,0 +1,64 @@
+"""Delivers events to the apps that asked for them in ``bolt.hooks``.
+
+A hook key is an event name (``app-started``) or ``publisher/event``
+(``bolt/app-started``); its value is the route on the app (or ``{route}``).
+Each delivery is a POST of ``{name, body, publisher, time, token}`` to the
+running app, where ``token`` is the receiving app's own token so it can trust
+the sender.  Apps that are not running are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from bolt_host.services.events import Event
+
+log = logging.getLogger("bolt_host.app_hooks")
+DELIVERY_TIMEOUT = 5.0
+
+
+def hook_route(hooks: dict[str, Any], event: Event) -> str | None:
+    for key in (event.name, f"{event.publisher}/{event.name}"):
+        target = hooks.get(key)
+        if isinstance(target, dict):
+            target = target.get("route")
+        if isinstance(target, str) and target:
+            return "/" + target.lstrip("/")
+    return None
+
+
+class AppHookDelivery:
+    def __init__(self, apps: Any, supervisor: Any, tokens: Any) -> None:
+        self._apps = apps
+        self._supervisor = supervisor
+        self._tokens = tokens
+        self._client = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT)
+        self.delivered = 0
+
+    async def __call__(self, event: Event) -> None:
+        for app in self._apps.list():
+            route = hook_route(app.get("hooks") or {}, event)
+            if route is None:
+                continue
+            context = self._supervisor.context(app["name"]) if self._supervisor else None
+            token = self._tokens.token_of(app["name"])
+            if not context or context.get("status") != "running" or not context.get("port") or not token:
+                continue
+            await self._deliver(app["name"], context, route, event, token)
+
+    async def _deliver(self, name: str, context: dict[str, Any], route: str, event: Event, token: str) -> None:
+        url = f"http://127.0.0.1:{context['port']}{route}"
+        payload = {**event.to_dict(), "token": token}
+        try:
+            response = await self._client.post(url, json=payload)
+            self.delivered += 1
+            if response.status_code >= 400:
+                log.warning("app %s answered %s to event %s", name, response.status_code, event.name)
+        except httpx.HTTPError as exc:
+            log.warning("could not deliver %s to app %s: %s", event.name, name, type(exc).__name__)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

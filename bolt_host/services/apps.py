@@ -1,0 +1,342 @@
+"""Installed apps: install from a folder, a registry or a tarball; upgrade; update; delete.
+
+Every install stages the new tree next to its final place, validates it, then
+swaps it in with renames; any failure leaves the previous version (files,
+record, running process) as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query
+
+from bolt_host import errors
+from bolt_host.errors import BoltError
+from bolt_host.services.manifest import UPDATABLE_FIELDS, build_app, inside, read_manifest, validate_app_name
+from bolt_host.services.users import now_iso
+from bolt_host.storage import Database
+
+TABLE = "apps"
+Publish = Callable[[str, Any], Awaitable[Any]]
+
+
+class Apps:
+    def __init__(self, db: Database, data_dir: Path, local_repo: Path, publish: Publish) -> None:
+        self._db = db
+        self.apps_dir = data_dir / "apps"
+        self.public_dir = data_dir / "public"
+        self.databases_dir = data_dir / "databases"
+        self.local_repo = local_repo
+        self._publish = publish
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.supervisor: Any = None  # set by the Host once supervision is running
+        self.registry: Any = None  # set by the Host when a registry is configured
+        self.appdb: Any = None
+        self.visibility: Any = None
+
+    # reads -------------------------------------------------------------------
+    def get(self, name: str) -> dict[str, Any] | None:
+        row = self._db.table(TABLE).get(Query().name == name)
+        return dict(row) if row else None
+
+    def require(self, name: str) -> dict[str, Any]:
+        app = self.get(name)
+        if app is None:
+            raise BoltError(errors.APP_NOT_FOUND, f"No app named {name!r} is installed")
+        return app
+
+    def list(self, criteria: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        found = [dict(row) for row in self._db.table(TABLE).all()]
+        for key, wanted in (criteria or {}).items():
+            found = [app for app in found if _matches(app.get(key), wanted)]
+        return sorted(found, key=lambda app: (app.get("order", 0), app["name"]))
+
+    def lock_for(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # previews ----------------------------------------------------------------
+    def local_folder(self, relative: Any, code: int = errors.LOCAL_PACKAGE_FAILED) -> Path:
+        """The app folder ``relative`` names inside the local repository."""
+        if relative is None or relative == "":
+            raise BoltError(errors.APP_PATH_MISSING)
+        folder = inside(self.local_repo, relative, code)
+        if not folder.is_dir():
+            raise BoltError(code, f"No app folder {relative!r} in the local repository")
+        return folder
+
+    def local_package(self, relative: Any) -> dict[str, Any]:
+        return read_manifest(self.local_folder(relative))
+
+    def local_readme(self, relative: Any) -> str:
+        folder = self.local_folder(relative, errors.LOCAL_README_FAILED)
+        for candidate in sorted(folder.iterdir()):
+            if candidate.is_file() and candidate.name.lower() in {"readme.md", "readme.markdown", "readme"}:
+                inside(folder, candidate.name, errors.LOCAL_README_FAILED)
+                return candidate.read_text(encoding="utf-8", errors="replace")
+        raise BoltError(errors.LOCAL_README_FAILED, f"No README.md in {relative!r}")
+
+    def local_catalog(self) -> list[dict[str, Any]]:
+        """package.json of every app folder in the local repository."""
+        found = []
+        if not self.local_repo.is_dir():
+            return found
+        for folder in sorted(self.local_repo.iterdir()):
+            if folder.is_dir() and (folder / "package.json").is_file():
+                with contextlib.suppress(BoltError):
+                    found.append({"path": folder.name, "package": read_manifest(folder)})
+        return found
+
+    # installs ----------------------------------------------------------------
+    async def install_local(self, relative: Any, system: bool | None = None, upgrade: bool = False) -> dict[str, Any]:
+        folder = self.local_folder(relative)
+        staging = self._staging_dir()
+        try:
+            root = staging / "package"
+            await asyncio.to_thread(_copy_tree, folder, root)
+            return await self.install_tree(root, {"type": "local", "path": str(relative)}, system, upgrade)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def install_tarball(
+        self,
+        tarball: Path,
+        source: dict[str, Any],
+        system: bool | None = None,
+        upgrade: bool = False,
+        expect_name: str | None = None,
+    ) -> dict[str, Any]:
+        from bolt_host.services.extract import ExtractError, safe_extract
+
+        staging = self._staging_dir()
+        try:
+            try:
+                root = await asyncio.to_thread(safe_extract, tarball, staging)
+            except ExtractError as exc:
+                raise BoltError(errors.DOWNLOAD_FAILED, f"Unsafe or broken package: {exc.reason}") from exc
+            return await self.install_tree(root, source, system, upgrade, expect_name=expect_name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def install_registry(
+        self,
+        package: Any,
+        version: Any = None,
+        system: bool | None = None,
+        upgrade: bool = False,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> dict[str, Any]:
+        registry = self.require_registry()
+        if not isinstance(package, str) or not package:
+            raise BoltError(errors.APP_NAME_MISSING)
+        if version is not None and not isinstance(version, str):
+            raise BoltError(errors.BAD_REQUEST, "'version' must be a string")
+        from bolt_host.services.manifest import app_name_for
+
+        app_name = app_name_for(package)
+        if not upgrade and self.get(app_name):
+            raise BoltError(errors.APP_NAME_TAKEN)
+        meta = await registry_call(registry.manifest(package, version), errors.REGISTRY_PACKAGE_FAILED)
+        tarball = await registry_call(
+            registry.download(package, meta["version"], progress=progress), errors.DOWNLOAD_FAILED
+        )
+        await self._publish("app-downloaded", {"name": app_name, "version": meta["version"]})
+        source = {"type": "registry", "registry": registry.base_url, "package": package, "version": meta["version"]}
+        return await self.install_tarball(tarball, source, system, upgrade, expect_name=package)
+
+    def require_registry(self) -> Any:
+        if self.registry is None:
+            raise BoltError(
+                errors.DOWNLOAD_FAILED,
+                "No registry is configured; start the host with --registry URL (env BOLT_REGISTRY_URL)",
+            )
+        return self.registry
+
+    async def install_tree(
+        self,
+        root: Path,
+        source: dict[str, Any],
+        system: bool | None,
+        upgrade: bool,
+        expect_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Validate the staged tree at ``root`` and swap it into place."""
+        manifest = read_manifest(root)
+        if expect_name is not None and manifest.get("name") != expect_name:
+            raise BoltError(
+                errors.REGISTRY_PACKAGE_FAILED,
+                f"The package names itself {manifest.get('name')!r}, expected {expect_name!r}",
+            )
+        final = self.apps_dir / "pending"  # replaced below once the name is known
+        probe = build_app(manifest, final, source, system, now_iso())
+        name = probe["name"]
+        async with self.lock_for(name):
+            previous = self.get(name)
+            if previous and not upgrade:
+                raise BoltError(errors.APP_NAME_TAKEN)
+            created = previous["dateCreated"] if previous else now_iso()
+            if previous and system is None:
+                system = previous.get("system")
+            app = build_app(manifest, self.apps_dir / name, source, system, created)
+            if previous:
+                app.update({k: previous[k] for k in ("order",) if k in previous})
+            await asyncio.to_thread(self._swap_in, root, app)
+            with self._db.transaction():
+                self._db.table(TABLE).upsert(app, Query().name == name)
+        await self._after_install(app, previous)
+        return app
+
+    def _swap_in(self, root: Path, app: dict[str, Any]) -> None:
+        name = app["name"]
+        public_stage = root.parent / "public"
+        for entry in app["public"]:
+            src = inside(root, entry, errors.LOCAL_PACKAGE_FAILED)
+            if src.is_dir():
+                _copy_tree(src, public_stage, merge=True)
+            elif src.is_file():
+                public_stage.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, public_stage / src.name)
+        _replace_dir(root, self.apps_dir / name)
+        if public_stage.exists():
+            _replace_dir(public_stage, self.public_dir / name)
+
+    async def _after_install(self, app: dict[str, Any], previous: dict[str, Any] | None) -> None:
+        event = "app-updated" if previous else "app-installed"
+        await self._publish(event, {"app": app, "previousVersion": previous["version"] if previous else None})
+        if previous and self.supervisor is not None and self.supervisor.is_active(app["name"]):
+            await self.supervisor.restart_app(app)
+
+    # changes -----------------------------------------------------------------
+    async def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(changes) - UPDATABLE_FIELDS
+        if unknown:
+            raise BoltError(errors.BAD_REQUEST, f"Cannot change: {', '.join(sorted(unknown))}")
+        checked = _checked_changes(changes)
+        async with self.lock_for(name):
+            app = self.require(name)
+            app.update(checked)
+            with self._db.transaction():
+                self._db.table(TABLE).update(checked, Query().name == name)
+        await self._publish("app-updated", {"app": app, "changed": sorted(checked)})
+        return app
+
+    async def delete(
+        self, name: str, delete_database: bool = False, delete_public: bool = False, delete_source: bool = False
+    ) -> dict[str, Any]:
+        async with self.lock_for(name):
+            app = self.require(name)
+            await self._publish("app-uninstalling", {"app": app})
+            if self.supervisor is not None and self.supervisor.is_active(name):
+                with contextlib.suppress(BoltError):
+                    await self.supervisor.stop_app(name)
+            with self._db.transaction():
+                self._db.table(TABLE).remove(Query().name == name)
+            if delete_source:
+                await asyncio.to_thread(shutil.rmtree, self.apps_dir / name, True)
+            if delete_public:
+                await asyncio.to_thread(shutil.rmtree, self.public_dir / name, True)
+            if delete_database and self.appdb is not None:
+                self.appdb.drop_app(name)
+            if self.visibility is not None:
+                self.visibility.forget_app(name)
+        await self._publish("app-uninstalled", {"app": app})
+        return app
+
+    def _staging_dir(self) -> Path:
+        self.apps_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.apps_dir))
+
+    def clean_staging(self) -> None:
+        """Remove staging and swap leftovers of an install cut off by a crash."""
+        if not self.apps_dir.is_dir():
+            return
+        for leftover in self.apps_dir.glob(".staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in [*self.apps_dir.glob(".old-*"), *self.public_dir.glob(".old-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+async def registry_call(awaitable: Awaitable[Any], code: int) -> Any:
+    """Await a registry client call, mapping its errors to Bolt codes."""
+    from bolt_host.services.registry import RegistryError
+
+    try:
+        return await awaitable
+    except RegistryError as exc:
+        if exc.kind == "readme":
+            code = errors.REGISTRY_README_FAILED
+        elif exc.kind in {"download", "integrity"}:
+            code = errors.DOWNLOAD_FAILED
+        raise BoltError(code, str(exc)) from exc
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move ``new`` to ``final``; an existing ``final`` is moved aside first and removed after."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
+        old.rmdir()
+        final.rename(old)
+    try:
+        new.rename(final)
+    except BaseException:
+        if old is not None:
+            old.rename(final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:
+    """Copy a folder without following links that leave it and without VCS/cache folders."""
+    base = src.resolve()
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        skipped = []
+        for entry in names:
+            path = Path(folder) / entry
+            if entry in {".git", "__pycache__", "node_modules"} or (
+                path.is_symlink() and not path.resolve().is_relative_to(base)
+            ):
+                skipped.append(entry)
+        return skipped
+
+    shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=merge, symlinks=False)
+
+
+def _checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in {"system", "controlledVisibility"}:
+            if not isinstance(value, bool):
+                raise BoltError(errors.BAD_REQUEST, f"'{key}' must be true or false")
+        elif key == "order":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise BoltError(errors.BAD_REQUEST, "'order' must be an integer")
+        elif key == "tags":
+            if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                raise BoltError(errors.BAD_REQUEST, "'tags' must be a list of strings")
+        elif not isinstance(value, str):
+            raise BoltError(errors.BAD_REQUEST, f"'{key}' must be a string")
+        checked[key] = value
+    return checked
+
+
+def _matches(actual: Any, wanted: str) -> bool:
+    if isinstance(actual, list):
+        return wanted in [str(a) for a in actual]
+    if isinstance(actual, bool):
+        return str(actual).lower() == wanted.lower()
+    if isinstance(actual, dict):
+        return False
+    return str(actual) == wanted
+
+
+__all__ = ["Apps", "validate_app_name"]

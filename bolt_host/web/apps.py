@@ -1,0 +1,165 @@
+"""Bolt's apps API: list, install (registry, local), preview, update, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bolt_host import errors
+from bolt_host.errors import BoltError
+from bolt_host.services.apps import registry_call
+from bolt_host.services.manifest import app_name_for
+from bolt_host.web.auth import host_of, require_admin, require_installer, require_user
+from bolt_host.web.envelope import flag, ok, read_body
+
+INSTALL_FIELDS = {"name", "version", "system", "upgrade"}
+LOCAL_FIELDS = {"path", "system", "upgrade"}
+
+
+def _optional_system(body: dict[str, Any]) -> bool | None:
+    return flag(body, "system") if "system" in body else None
+
+
+def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(body) - allowed
+    if unknown:
+        raise BoltError(errors.BAD_REQUEST, f"Unknown fields: {', '.join(sorted(unknown))}")
+
+
+async def list_apps(request: Request) -> Response:
+    """Installed apps matching the query criteria (``?tags=demo&system=false``)."""
+    await require_user(request, "apps.read")
+    return ok(host_of(request).apps.list(dict(request.query_params)))
+
+
+async def get_app(request: Request) -> Response:
+    """One installed app (403 when not installed)."""
+    await require_user(request, "apps.read")
+    return ok(host_of(request).apps.require(request.path_params["name"]))
+
+
+async def install(request: Request) -> Response:
+    """Install from the configured registry: ``{name, version?, system?, upgrade?}``."""
+    body = await read_body(request)
+    await require_installer(request, "apps.install", body.get("name"))
+    _check_fields(body, INSTALL_FIELDS)
+    app = await host_of(request).apps.install_registry(
+        body.get("name"), body.get("version"), _optional_system(body), flag(body, "upgrade")
+    )
+    return ok(app, status=201)
+
+
+async def registry_package(request: Request) -> Response:
+    """A registry package's package.json (``{name, version?}``), to preview before installing."""
+    await require_admin(request, "apps.preview")
+    body = await read_body(request)
+    name = body.get("name")
+    app_name_for(name)
+    registry = host_of(request).apps.require_registry()
+    meta = await registry_call(registry.manifest(name, body.get("version")), errors.REGISTRY_PACKAGE_FAILED)
+    return ok({k: v for k, v in meta.items() if k not in {"readme", "_npmUser"}})
+
+
+async def registry_readme(request: Request) -> Response:
+    """A registry package's README (markdown), to preview before installing."""
+    await require_admin(request, "apps.preview")
+    body = await read_body(request)
+    name = body.get("name")
+    app_name_for(name)
+    registry = host_of(request).apps.require_registry()
+    return ok(await registry_call(registry.readme(name, body.get("version")), errors.REGISTRY_README_FAILED))
+
+
+async def install_local(request: Request) -> Response:
+    """Install from the local repository: ``{path, system?, upgrade?}`` (path relative to it)."""
+    body = await read_body(request)
+    await require_installer(request, "apps.install", body.get("path"))
+    _check_fields(body, LOCAL_FIELDS)
+    app = await host_of(request).apps.install_local(body.get("path"), _optional_system(body), flag(body, "upgrade"))
+    return ok(app, status=201)
+
+
+async def local_package(request: Request) -> Response:
+    """A local app's package.json: ``{path}``."""
+    await require_admin(request, "apps.preview")
+    body = await read_body(request)
+    return ok(host_of(request).apps.local_package(body.get("path")))
+
+
+async def local_readme(request: Request) -> Response:
+    """A local app's README.md: ``{path}``."""
+    await require_admin(request, "apps.preview")
+    body = await read_body(request)
+    return ok(host_of(request).apps.local_readme(body.get("path")))
+
+
+async def local_catalog(request: Request) -> Response:
+    """Every app folder in the local repository, with its package.json."""
+    await require_admin(request, "apps.preview")
+    return ok(host_of(request).apps.local_catalog())
+
+
+async def update_app(request: Request) -> Response:
+    """Change ``displayName, description, order, system, tags, controlledVisibility``."""
+    name = request.path_params["name"]
+    await require_installer(request, "apps.update", name)
+    body = await read_body(request)
+    if not body:
+        raise BoltError(errors.BAD_REQUEST, "Nothing to change")
+    return ok(await host_of(request).apps.update(name, body))
+
+
+def _delete_flags(body: dict[str, Any]) -> dict[str, bool]:
+    return {
+        "delete_database": flag(body, "deleteDatabase"),
+        "delete_public": flag(body, "deletePublicFolder"),
+        "delete_source": flag(body, "deleteSourceFolder"),
+    }
+
+
+async def delete_app(request: Request) -> Response:
+    """Delete one app; body flags ``deleteDatabase, deletePublicFolder, deleteSourceFolder``."""
+    name = request.path_params["name"]
+    await require_installer(request, "apps.delete", name)
+    body = await read_body(request)
+    host = host_of(request)
+    flags = _delete_flags(body)
+    return ok(await host.apps.delete(name, **flags))
+
+
+async def delete_apps(request: Request) -> Response:
+    """Delete every app matching the query criteria (120 without criteria)."""
+    await require_installer(request, "apps.delete")
+    criteria = dict(request.query_params)
+    if not criteria:
+        raise BoltError(errors.BULK_DELETE_CRITERIA)
+    body = await read_body(request)
+    flags = _delete_flags(body)
+    host = host_of(request)
+    deleted = []
+    for app in host.apps.list(criteria):
+        deleted.append(await host.apps.delete(app["name"], **flags))
+    return ok(deleted)
+
+
+routes = [
+    Route("/api/apps", list_apps, methods=["GET"]),
+    Route("/api/apps", install, methods=["POST"]),
+    Route("/api/apps", delete_apps, methods=["DELETE"]),
+    Route("/api/apps/package", registry_package, methods=["POST"]),
+    Route("/api/apps/readme", registry_readme, methods=["POST"]),
+    Route("/api/apps/local", install_local, methods=["POST"]),
+    Route("/api/apps/local", local_catalog, methods=["GET"]),
+    Route("/api/apps/local-package", local_package, methods=["POST"]),
+    Route("/api/apps/local-readme", local_readme, methods=["POST"]),
+]
+
+# After the fixed paths, so "@live", "local" and friends are not taken for app names.
+item_routes = [
+    Route("/api/apps/{name}", get_app, methods=["GET"]),
+    Route("/api/apps/{name}", update_app, methods=["PUT"]),
+    Route("/api/apps/{name}", delete_app, methods=["DELETE"]),
+]

@@ -1,0 +1,193 @@
+"""Running apps: start, stop, restart, live contexts, logs, and the ``/x/<app>`` proxy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from bolt_host import errors
+from bolt_host.errors import BoltError
+from bolt_host.web.auth import actor, host_of, require_operator, require_user
+from bolt_host.web.envelope import ok, read_body
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+}
+# Credentials meant for the host never reach an app through the proxy.
+STRIPPED_REQUEST_HEADERS = {"cookie", "authorization", "x-bolt-app-token", "x-bolt-user-token", "x-csrf-token"}
+
+
+async def _app_name(request: Request) -> str:
+    body = await read_body(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise BoltError(errors.APP_NAME_MISSING)
+    return name
+
+
+async def start(request: Request) -> Response:
+    """Start an app: ``{name}``; returns its context once ready (idempotent)."""
+    name = await _app_name(request)
+    await require_operator(request, "apps.start", name)
+    host = host_of(request)
+    app = host.apps.require(name)
+    return ok(await host.supervisor.start_app(app))
+
+
+async def stop(request: Request) -> Response:
+    """Stop an app: ``{name}``; returns its context once its process tree is gone (420 if not running)."""
+    name = await _app_name(request)
+    await require_operator(request, "apps.stop", name)
+    host = host_of(request)
+    host.apps.require(name)
+    return ok(await host.supervisor.stop_app(name))
+
+
+async def restart(request: Request) -> Response:
+    """Restart an app: ``{name}``."""
+    name = await _app_name(request)
+    await require_operator(request, "apps.restart", name)
+    host = host_of(request)
+    app = host.apps.require(name)
+    return ok(await host.supervisor.restart_app(app))
+
+
+async def live(request: Request) -> Response:
+    """Contexts of running apps, with cpu, memory and uptime of the whole tree."""
+    await require_user(request, "apps.read")
+    return ok(host_of(request).supervisor.contexts())
+
+
+def _int_param(request: Request, key: str) -> int | None:
+    raw = request.query_params.get(key)
+    if raw in (None, ""):
+        return None
+    if not raw.isdigit():
+        raise BoltError(errors.BAD_REQUEST, f"'{key}' must be a non-negative integer")
+    return int(raw)
+
+
+async def logs(request: Request) -> Response:
+    """An app's log by character range (``?start=&end=``), or followed as server-sent events."""
+    from bolt_host.services.applogs import follow, read_range
+
+    name = request.path_params["name"]
+    await require_operator(request, "apps.logs", name)
+    host = host_of(request)
+    host.apps.require(name)
+    path = host.supervisor.log_path(name)
+    start_at = _int_param(request, "start") or 0
+    if request.query_params.get("follow") == "true":
+
+        async def events() -> Any:
+            async for chunk in follow(path, start_at):
+                yield f"data: {json.dumps(chunk)}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    text, more, total = read_range(path, start_at, _int_param(request, "end"))
+    return PlainTextResponse(
+        text,
+        headers={"X-MORE-DATA": "true" if more else "false", "X-TEXT-SIZE": str(total)},
+        media_type="text/plain; charset=utf-8",
+    )
+
+
+async def proxy(request: Request) -> Response:
+    """Forward a request to a running app's own server, streaming both ways.
+
+    Callers must be authenticated and allowed to see the app.  Host credentials
+    (session cookies, Basic, tokens) are stripped before the request reaches the app.
+    """
+    host = host_of(request)
+    name = request.path_params["name"]
+    _check_proxy_access(request, name)
+    context = host.supervisor.context(name)
+    if not context or context.get("status") != "running" or not context.get("port"):
+        raise BoltError(errors.APP_NOT_RUNNING, f"App {name!r} is not running a server")
+    path = request.path_params.get("path", "")
+    url = f"http://127.0.0.1:{context['port']}/{path}"
+    if request.url.query:
+        url += "?" + request.url.query
+    headers = [
+        (k, v)
+        for k, v in request.headers.items()
+        if k.lower() not in HOP_BY_HOP and k.lower() not in STRIPPED_REQUEST_HEADERS
+    ]
+    app_cookies = _app_cookies(request.headers.get("cookie", ""))
+    if app_cookies:
+        headers.append(("cookie", app_cookies))
+    headers.append(("x-forwarded-prefix", f"/x/{name}"))
+    user_token = _user_token_for_system_app(request, host, name)
+    if user_token:
+        headers.append(("x-bolt-user-token", user_token))
+    client: httpx.AsyncClient = host.proxy_client
+    upstream_request = client.build_request(request.method, url, headers=headers, content=request.stream())
+    try:
+        upstream = await client.send(upstream_request, stream=True)
+    except httpx.HTTPError as exc:
+        raise BoltError(errors.APP_NOT_RUNNING, f"App {name!r} did not answer: {type(exc).__name__}") from exc
+    response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+    return StreamingResponse(
+        upstream.aiter_raw(),
+        status_code=upstream.status_code,
+        headers=response_headers,
+        background=BackgroundTask(upstream.aclose),
+    )
+
+
+def _check_proxy_access(request: Request, name: str) -> None:
+    who = actor(request, check_csrf=False)
+    if who.user is None and who.app is None:
+        raise BoltError(errors.NOT_LOGGED_IN, "Log in to use apps through the host")
+    if who.is_admin or who.app_system or who.app == name:
+        return
+    host = host_of(request)
+    if who.user is None or name not in {a["name"] for a in host.visibility.visible_apps(who.user["name"])}:
+        raise BoltError(errors.NO_START_RIGHT, f"You may not use app {name!r}")
+
+
+def _user_token_for_system_app(request: Request, host: Any, name: str) -> str | None:
+    """System apps act for the logged-in user, so they get a user token (never a password)."""
+    app = host.apps.get(name)
+    who = actor(request, check_csrf=False)
+    if not app or not app.get("system") or who.user is None:
+        return None
+    if who.via == "token":
+        return request.headers.get("x-bolt-user-token")
+    if who.via == "session" and who.session_id:
+        session = host.sessions.get(who.session_id)
+        return host.sessions.issue_token(session) if session else None
+    return None
+
+
+def _app_cookies(header: str) -> str:
+    """The cookie header without the host's own cookies."""
+    kept = [part.strip() for part in header.split(";") if part.strip() and not part.strip().startswith("bolt_")]
+    return "; ".join(kept)
+
+
+PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+routes = [
+    Route("/api/apps/@live", live, methods=["GET"]),
+    Route("/api/apps/start", start, methods=["POST"]),
+    Route("/api/apps/stop", stop, methods=["POST"]),
+    Route("/api/apps/restart", restart, methods=["POST"]),
+    Route("/api/apps/{name}/logs", logs, methods=["GET"]),
+    Route("/x/{name}/{path:path}", proxy, methods=PROXY_METHODS),
+    Route("/x/{name}", proxy, methods=PROXY_METHODS),
+]

@@ -1,0 +1,64 @@
+"""Run a real uvicorn server on 127.0.0.1 (ephemeral port) in a background thread."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from bolt_host.app import create_app
+from bolt_host.host import Host
+from bolt_host.testing import ADMIN_PASSWORD, settings_for_tests
+from tests.helpers import free_port, wait_until
+
+
+@dataclass
+class LiveServer:
+    app: Starlette
+    url: str
+    server: uvicorn.Server
+
+    @property
+    def host(self) -> Host:
+        return self.app.state.host
+
+    @property
+    def admin_auth(self) -> tuple[str, str]:
+        return ("admin", ADMIN_PASSWORD)
+
+
+@contextlib.contextmanager
+def serve(app: Starlette, port: int = 0, timeout: float = 30.0) -> Iterator[LiveServer]:
+    """Serve ``app`` until the block ends; the lifespan (host start/stop) runs as in production."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), timeout=timeout, what="uvicorn start")
+        if not server.started:
+            raise RuntimeError("uvicorn did not start (see the log above)")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield LiveServer(app=app, url=f"http://127.0.0.1:{port}", server=server)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def live_host(data_dir: Path, plugins: Any = (), **overrides: Any) -> Iterator[LiveServer]:
+    """A full host (test settings) behind a real uvicorn server."""
+    port = overrides.pop("port", None) or free_port()
+    settings = settings_for_tests(data_dir, port=port, **overrides)
+    app = create_app(settings, plugins=plugins)
+    with serve(app, port=port) as live:
+        yield live

@@ -1,0 +1,172 @@
+"""Apps running under a real host behind a real uvicorn server: start/stop API, proxy,
+logs, event delivery, per-app data from a real app, the SSE stream."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from bolt_host import errors
+from bolt_host.config import BUNDLED_LOCAL_REPO
+from tests.helpers import wait_until
+from tests.servers import LiveServer, live_host
+
+FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    repo = tmp_path / "repo"
+    shutil.copytree(BUNDLED_LOCAL_REPO, repo)
+    shutil.copytree(FIXTURE_APPS / "echo", repo / "echo")
+    monkeypatch.setenv("BOLT_TEST_SECRET", "must-not-leak")
+    with live_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=5.0) as server:
+        pids: list[int] = []
+        server.started_pids = pids  # type: ignore[attr-defined]
+        try:
+            yield server
+        finally:
+            for pid in pids:  # anything a failed test left behind, by pid
+                if psutil.pid_exists(pid):
+                    os.kill(pid, 9)
+
+
+def _admin(live: LiveServer, **headers: str) -> httpx.Client:
+    return httpx.Client(base_url=live.url, auth=live.admin_auth, headers=headers, timeout=60)
+
+
+def _install_and_start(client: httpx.Client, live: LiveServer, path: str) -> dict:
+    assert client.post("/api/apps/local", json={"path": path}).status_code == 201
+    started = client.post("/api/apps/start", json={"name": path})
+    assert started.status_code == 200, started.text
+    context = started.json()["body"]
+    live.started_pids.append(context["pid"])  # type: ignore[attr-defined]
+    return context
+
+
+def test_start_is_idempotent_and_stop_frees_everything(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        context = _install_and_start(admin, live, "echo")
+        assert context["status"] == "running" and context["port"] and context["pid"]
+        assert "token" not in json.dumps(context).lower().replace("bolt_app_token", "")
+        again = admin.post("/api/apps/start", json={"name": "echo"}).json()["body"]
+        assert again["pid"] == context["pid"]
+        live_list = admin.get("/api/apps/@live").json()["body"]
+        assert [c["name"] for c in live_list] == ["echo"]
+        assert {"cpu", "memory", "uptime"} <= set(live_list[0])
+        stopped = admin.post("/api/apps/stop", json={"name": "echo"})
+        assert stopped.json()["body"]["status"] == "stopped"
+        assert not psutil.pid_exists(context["pid"]) or psutil.Process(context["pid"]).status() == "zombie"
+        again = admin.post("/api/apps/stop", json={"name": "echo"})
+        assert again.json()["code"] == errors.APP_NOT_RUNNING
+        assert admin.get("/api/apps/@live").json()["body"] == []
+
+
+def test_start_unknown_app_and_missing_name(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        assert admin.post("/api/apps/start", json={"name": "ghost"}).json()["code"] == errors.APP_NOT_FOUND
+        assert admin.post("/api/apps/start", json={}).json()["code"] == errors.APP_NAME_MISSING
+        assert admin.post("/api/apps/stop", json={"name": "ghost"}).json()["code"] == errors.APP_NOT_FOUND
+
+
+def test_app_environment_has_its_token_and_no_host_secrets(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "echo")
+        env = admin.get("/x/echo/env").json()
+    assert env["BOLT_APP_NAME"] == "echo"
+    assert env["ECHO_GREETING"] == "hi"
+    assert env["BOLT_HOST_URL"] == live.url
+    assert live.host.tokens.app_for(env["BOLT_APP_TOKEN"]) == "echo"
+    assert "BOLT_TEST_SECRET" not in env and "BOLT_ADMIN_PASSWORD" not in env
+    assert "must-not-leak" not in json.dumps(env)
+
+
+def test_proxy_strips_host_credentials_and_streams_large_bodies(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "echo")
+        headers = admin.get("/x/echo/headers").json()
+        assert "authorization" not in {k.lower() for k in headers}
+        assert {k.lower(): v for k, v in headers.items()}.get("x-forwarded-prefix") == "/x/echo"
+        size = 8 * 1024 * 1024
+        body = os.urandom(size)
+        echoed = admin.post("/x/echo/upload", content=body).json()
+        assert echoed["received"] == size
+        received = 0
+        with admin.stream("GET", "/x/echo/big?mb=24") as response:
+            assert response.status_code == 200
+            for chunk in response.iter_bytes():
+                received += len(chunk)
+        assert received == 24 * 1024 * 1024
+    anonymous = httpx.get(live.url + "/x/echo/health")
+    assert anonymous.status_code == 401
+
+
+def test_logs_by_range_with_headers(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "echo")
+        admin.get("/x/echo/health")
+        whole = admin.get("/api/apps/echo/logs")
+        assert whole.headers["content-type"].startswith("text/plain")
+        assert "echo ready" in whole.text
+        total = int(whole.headers["X-TEXT-SIZE"])
+        first = admin.get("/api/apps/echo/logs?start=0&end=4")
+        assert first.text == whole.text[:4] and first.headers["X-MORE-DATA"] == "true"
+        assert admin.get(f"/api/apps/echo/logs?start={total}").text == ""
+        assert admin.get("/api/apps/echo/logs?start=-1").status_code == 400
+
+
+def test_events_reach_subscribed_apps_with_their_token(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "hello-web")
+        events = wait_until(
+            lambda: [e for e in admin.get("/x/hello-web/api/events").json() if e.get("name") == "app-started"],
+            timeout=20,
+            what="app-started delivered to hello-web",
+        )
+    assert events[0]["body"]["name"] == "hello-web"
+
+
+def test_notes_app_stores_data_through_the_host(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "notes")
+        created = admin.post("/x/notes/notes", json={"text": "buy milk"})
+        assert created.status_code in (200, 201), created.text
+        listed = admin.get("/x/notes/notes").json()
+    texts = [n["text"] for n in (listed if isinstance(listed, list) else listed.get("notes", []))]
+    assert "buy milk" in texts
+    stored = live.host.appdb.find("notes", "notes", {})
+    assert [d["text"] for d in stored] == ["buy milk"]
+
+
+def test_system_app_acts_for_an_admin(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "app-admin")
+        token = admin.post("/api/users/login", json={"name": "admin", "password": live.admin_auth[1]}).json()["body"][
+            "token"
+        ]
+    with httpx.Client(base_url=live.url, headers={"X-Bolt-User-Token": token}) as browser:
+        apps = browser.get("/x/app-admin/api/apps")
+    assert apps.status_code == 200, apps.text
+    assert "app-admin" in json.dumps(apps.json())
+
+
+def test_event_stream_shows_installs(live: LiveServer) -> None:
+    with _admin(live) as admin, admin.stream("GET", "/api/events/stream") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == ": connected"
+        with _admin(live) as other:
+            other.post("/api/apps/local", json={"path": "ticker"})
+        for line in lines:
+            if line.startswith("event: app-installed"):
+                break
+    anonymous = httpx.get(live.url + "/api/events/stream")
+    assert anonymous.status_code == 401
