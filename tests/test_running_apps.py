@@ -170,3 +170,17 @@ def test_event_stream_shows_installs(live: LiveServer) -> None:
                 break
     anonymous = httpx.get(live.url + "/api/events/stream")
     assert anonymous.status_code == 401
+
+
+def test_upgrade_restarts_a_running_app_and_delete_stops_it(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        first = _install_and_start(admin, live, "echo")
+        upgraded = admin.post("/api/apps/local", json={"path": "echo", "upgrade": True})
+        assert upgraded.status_code == 201
+        context = admin.get("/api/apps/@live").json()["body"][0]
+        live.started_pids.append(context["pid"])  # type: ignore[attr-defined]
+        assert context["status"] == "running" and context["pid"] != first["pid"]
+        assert not psutil.pid_exists(first["pid"]) or psutil.Process(first["pid"]).status() == "zombie"
+        admin.request("DELETE", "/api/apps/echo", json={"deleteSourceFolder": True})
+        assert admin.get("/api/apps/@live").json()["body"] == []
+        assert not psutil.pid_exists(context["pid"]) or psutil.Process(context["pid"]).status() == "zombie"

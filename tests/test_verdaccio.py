@@ -290,3 +290,32 @@ async def test_tampered_storage_is_caught(verdaccio: Verdaccio, client: Registry
         await client.download("bolt-verdaccio-tamper", "1.0.0")
     assert caught.value.kind == "integrity"
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+async def test_sample_apps_published_with_npm_install_through_the_api(
+    verdaccio: Verdaccio, tmp_path: Path
+) -> None:
+    """Two sample apps go through `npm publish` into Verdaccio and come back through POST /api/apps."""
+    import shutil
+
+    from bolt_host.config import BUNDLED_LOCAL_REPO
+    from bolt_host.testing import running_host
+
+    home = tmp_path / "npm-home"
+    home.mkdir()
+    for sample in ("hello-web", "notes"):
+        folder = tmp_path / "src" / sample
+        shutil.copytree(BUNDLED_LOCAL_REPO / sample, folder)
+        manifest = json.loads((folder / "package.json").read_text())
+        manifest["name"] = f"bolt-sample-{sample}"
+        (folder / "package.json").write_text(json.dumps(manifest))
+        publish(home, verdaccio.url, verdaccio.token, folder)
+    async with running_host(tmp_path / "data", registry=verdaccio.url) as bolt:
+        for sample in ("hello-web", "notes"):
+            response = await bolt.admin.post("/api/apps", json={"name": f"bolt-sample-{sample}"})
+            assert response.status_code == 201, response.text
+            app = response.json()["body"]
+            assert app["source"]["type"] == "registry" and app["version"] == "1.0.0"
+            assert (bolt.host.settings.data_dir / "apps" / app["name"] / "server.py").is_file()
+        preview = await bolt.admin.post("/api/apps/package", json={"name": "bolt-sample-notes"})
+        assert preview.json()["body"]["bolt"]["displayName"] == "Notes"

@@ -133,13 +133,12 @@ class Apps:
         progress: Callable[[int, int | None], None] | None = None,
     ) -> dict[str, Any]:
         registry = self.require_registry()
-        if not isinstance(package, str) or not package:
-            raise BoltError(errors.APP_NAME_MISSING)
         if version is not None and not isinstance(version, str):
             raise BoltError(errors.BAD_REQUEST, "'version' must be a string")
         from bolt_host.services.manifest import app_name_for
 
         app_name = app_name_for(package)
+        assert isinstance(package, str)
         if not upgrade and self.get(app_name):
             raise BoltError(errors.APP_NAME_TAKEN)
         meta = await registry_call(registry.manifest(package, version), errors.REGISTRY_PACKAGE_FAILED)
