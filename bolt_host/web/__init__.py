@@ -7,7 +7,7 @@ from starlette.routing import BaseRoute
 
 def core_routes() -> list[BaseRoute]:
     """The host's own routes in matching order (fixed paths before ``/api/apps/{name}``)."""
-    from bolt_host.web import appdata, apps, meta, processes, users
+    from bolt_host.web import appdata, apps, catalog, dashboard, meta, processes, tasks, users
 
     return [
         *meta.routes,
@@ -15,5 +15,8 @@ def core_routes() -> list[BaseRoute]:
         *processes.routes,
         *apps.routes,
         *appdata.routes,
+        *tasks.routes,
+        *catalog.routes,
+        *dashboard.routes,
         *apps.item_routes,
     ]
