@@ -105,13 +105,14 @@ def _changer(action: str, target: str) -> Handler:
                 enterprise.subscriptions.subscribe(app["name"], target, subject, who.user_name)
             else:
                 enterprise.subscriptions.unsubscribe(app["name"], target, subject)
-        await enterprise.host.publish(
-            f"enterprise-{action}d", {"apps": [a["name"] for a in chosen], target: [subject]}, publisher="enterprise"
-        )
+            await enterprise.host.publish(
+                f"enterprise-{action}d", {"app": app["name"], target: [subject]}, publisher="enterprise"
+            )
         return reply(_summaries(enterprise, [app["name"] for app in chosen]))
 
     change.__name__ = f"{action}_{target}"
-    change.__doc__ = f"{action.capitalize()} a {target} to apps: JSON body ``[\"<app id>\", ...]``."
+    preposition = "to" if action == "subscribe" else "from"
+    change.__doc__ = f"{action.capitalize()} a {target} {preposition} apps: JSON body ``[\"<app id>\", ...]``."
     return store_endpoint(change)
 
 
