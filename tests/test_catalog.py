@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from bolt_host.services.extract import pack_directory, safe_extract
 from bolt_host.services.registry import RegistryClient
 from bolt_host.storage import Database
 from bolt_host.testing import running_host
+from tests.helpers import async_wait_until
 from tests.registry_server import RegistryServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -220,6 +222,29 @@ async def test_refresh_soon_and_ready() -> None:
     assert catalog.refresh_soon() is task  # joined, not started twice
     assert await catalog.ready(timeout=5)
     assert [e["name"] for e in catalog.entries()] == ["a"] and catalog.last_refresh is not None
+
+
+async def test_a_refresh_asked_for_during_a_refresh_runs_one_more_round() -> None:
+    gate = asyncio.Event()
+
+    class Slow(FakeSource):
+        calls = 0
+
+        async def list_packages(self) -> list[dict[str, Any]]:
+            self.calls += 1
+            await gate.wait()
+            return self.entries
+
+    source = Slow("slow", [entry("old", "1")])
+    catalog = Catalog()
+    catalog.add_source(source)
+    first = catalog.refresh_soon()
+    await async_wait_until(lambda: source.calls == 1)
+    source.entries = [entry("new", "1")]  # changed after the running round listed it
+    assert catalog.refresh_soon() is first
+    gate.set()
+    await first
+    assert source.calls == 2 and [e["name"] for e in catalog.entries()] == ["new"]
 
 
 class SourcePlugin:
