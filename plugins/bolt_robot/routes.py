@@ -1,0 +1,287 @@
+"""HTTP routes of the robot App Store API (``/app_store/...``), in the robot's own format.
+
+Answers are plain JSON (no Bolt envelope); errors that are not per-package are
+``{"detail": "..."}`` as FastAPI writes them, which robot clients already parse.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bolt_host.errors import BoltError
+from bolt_host.web.auth import host_of, require_admin, require_user
+
+from .firmware import queue_firmware
+from .jobs import Outcome, queue_downloads, queue_installs, queue_uninstalls
+from .packages import list_firmware, list_packages
+from .state import Robot
+from .uploads import UploadError, install_local_file, receive_upload
+
+PREFIX = "/app_store"
+UPLOAD_PATH = f"{PREFIX}/services/upload_local_file"
+JOB_GROUPS = {"download": ("download",), "install": ("install", "uninstall", "firmware")}
+CATALOG_WAIT = 10.0  # seconds a first package listing waits for the first catalog refresh
+TASK_FIELDS = ("id", "status", "module", "version", "create_time", "start_time", "end_time")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def robot_of(request: Request) -> Robot:
+    return host_of(request).state["robot"]
+
+
+def detail(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+async def authorize(request: Request, write: bool) -> Response | None:
+    """None if the caller may go on, else the refusal.
+
+    A ``Secret`` header is checked (in constant time) when ``BOLT_ROBOT_SECRET``
+    is set; a wrong one is refused at once.  Otherwise the host's own
+    credentials apply: reads need any authenticated caller, writes an admin.
+    """
+    robot = robot_of(request)
+    supplied = request.headers.get("secret")
+    if robot.secret is not None and supplied is not None:
+        if hmac.compare_digest(supplied.encode(), robot.secret.encode()):
+            return None
+        return detail("invalid Secret", 401)
+    try:
+        if write:
+            await require_admin(request, "robot.write", request.url.path)
+        else:
+            await require_user(request, "robot.read", request.url.path)
+    except BoltError as exc:
+        return detail(exc.message, exc.http_status if exc.http_status in (401, 403) else 401)
+    return None
+
+
+def guarded(write: bool) -> Callable[[Handler], Handler]:
+    """Check access first (failing closed), and turn request errors into ``{"detail"}`` answers."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            refusal = await authorize(request, write)
+            if refusal is not None:
+                return refusal
+            try:
+                return await handler(request)
+            except BadRequest as exc:
+                return detail(exc.message, 400)
+            except UploadError as exc:
+                return detail(exc.message, exc.status)
+
+        endpoint.__name__ = handler.__name__
+        endpoint.__doc__ = handler.__doc__
+        return endpoint
+
+    return wrap
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+async def package_names(request: Request) -> list[Any]:
+    packages = (await json_body(request)).get("packages")
+    if not isinstance(packages, list) or not packages:
+        raise BadRequest("'packages' must be a non-empty list of module names")
+    return packages
+
+
+def outcome(result: Outcome) -> JSONResponse:
+    """201 with what was queued (and what was skipped, same shape as a 400), or 400 if nothing was."""
+    queued, skipped = result
+    if not queued:
+        return JSONResponse(skipped, status_code=400)
+    return JSONResponse({**queued, **skipped}, status_code=201)
+
+
+# ---------------------------------------------------------------- packages
+
+
+@guarded(write=False)
+async def get_packages(request: Request) -> Response:
+    """Every package the catalog knows plus every installed app, with its status."""
+    robot = robot_of(request)
+    await robot.host.catalog.ready(timeout=CATALOG_WAIT)
+    return JSONResponse(list_packages(robot))
+
+
+@guarded(write=True)
+async def refresh_store(request: Request) -> Response:
+    """Refresh the catalog in the background; poll the package list to see the result."""
+    robot_of(request).host.catalog.refresh_soon()
+    return JSONResponse({"status": 200})
+
+
+@guarded(write=True)
+async def download_packages(request: Request) -> Response:
+    return outcome(queue_downloads(robot_of(request), await package_names(request)))
+
+
+@guarded(write=True)
+async def install_packages(request: Request) -> Response:
+    return outcome(queue_installs(robot_of(request), await package_names(request)))
+
+
+@guarded(write=True)
+async def uninstall_packages(request: Request) -> Response:
+    return outcome(queue_uninstalls(robot_of(request), await package_names(request)))
+
+
+@guarded(write=True)
+async def install_local(request: Request) -> Response:
+    """Install a tarball from the upload staging folder: ``{"filename": ...}``."""
+    filename = (await json_body(request)).get("filename")
+    status, body = await install_local_file(robot_of(request), filename)
+    return JSONResponse(body, status_code=status)
+
+
+@guarded(write=True)
+async def upload_local(request: Request) -> Response:
+    """Put a tarball into the staging folder (multipart field ``file``, or a raw body)."""
+    robot = robot_of(request)
+    stored = await receive_upload(robot, request)
+    robot.host.catalog.refresh_soon()
+    return JSONResponse(stored, status_code=201)
+
+
+# ---------------------------------------------------------------- firmware
+
+
+@guarded(write=False)
+async def get_firmware(request: Request) -> Response:
+    robot = robot_of(request)
+    await robot.host.catalog.ready(timeout=CATALOG_WAIT)
+    return JSONResponse(list_firmware(robot))
+
+
+@guarded(write=True)
+async def install_firmware(request: Request) -> Response:
+    return outcome(queue_firmware(robot_of(request), await package_names(request)))
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def _group(request: Request) -> str:
+    group = request.path_params["group"]
+    if group not in JOB_GROUPS:
+        raise BadRequest(f"unknown job type {group!r}; use download or install")
+    return group
+
+
+def _base_url(request: Request) -> str:
+    public = host_of(request).settings.public_url
+    return public.rstrip("/") if public else str(request.base_url).rstrip("/")
+
+
+@guarded(write=False)
+async def list_tasks(request: Request) -> Response:
+    """Tasks of the group, newest first, each with the URL of its log."""
+    group = _group(request)
+    tasks = robot_of(request).host.tasks
+    records = sorted(
+        (r for kind in JOB_GROUPS[group] for r in tasks.list(kind=kind)), key=lambda r: r["id"], reverse=True
+    )
+    base = _base_url(request)
+    return JSONResponse(
+        [
+            {**{key: r[key] for key in TASK_FIELDS}, "url": f"{base}{PREFIX}/jobs/{group}/tasks/{r['id']}/log"}
+            for r in records
+        ]
+    )
+
+
+def _task(request: Request) -> dict[str, Any] | None:
+    group = _group(request)
+    try:
+        task_id = int(request.path_params["task_id"])
+    except ValueError:
+        return None
+    record = robot_of(request).host.tasks.get(task_id)
+    return record if record is not None and record["kind"] in JOB_GROUPS[group] else None
+
+
+def _position(value: Any, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"'{name}' must be a character index") from None
+    if number < 0:
+        raise BadRequest(f"'{name}' must not be negative")
+    return number
+
+
+async def _log_range(request: Request) -> tuple[int, int | None]:
+    """``start``/``end`` from the query, a POST body (older clients) or a ``Range: a-b`` header."""
+    source: dict[str, Any] = dict(request.query_params)
+    if request.method == "POST" and await request.body():
+        source = await json_body(request)
+    elif "start" not in source and "end" not in source and request.headers.get("range"):
+        first, _, last = request.headers["range"].removeprefix("bytes=").partition("-")
+        source = {"start": first.strip(), "end": last.strip()}
+    start = _position(source.get("start"), "start") or 0
+    end = _position(source.get("end"), "end")
+    return start, (None if end == 0 else end)  # end=0 meant "to the end" in older docs
+
+
+@guarded(write=False)
+async def task_log(request: Request) -> Response:
+    """Characters [start, end) of a task log, with X-MORE-DATA and X-TEXT-SIZE."""
+    record = _task(request)
+    if record is None:
+        return detail("task not found", 404)
+    start, end = await _log_range(request)
+    text, more, total = robot_of(request).host.tasks.read_log(record["id"], start, end)
+    headers = {"X-MORE-DATA": "true" if more else "false", "X-TEXT-SIZE": str(total)}
+    return PlainTextResponse(text, headers=headers, media_type="text/plain; charset=utf-8")
+
+
+@guarded(write=True)
+async def cancel_task(request: Request) -> Response:
+    """bolt-host extension: cancel a queued task, or ask a running one to stop."""
+    record = _task(request)
+    if record is None:
+        return detail("task not found", 404)
+    after = robot_of(request).host.tasks.cancel(record["id"])
+    return JSONResponse({key: after[key] for key in TASK_FIELDS}, status_code=201)
+
+
+def routes() -> list[Route]:
+    jobs = f"{PREFIX}/jobs/{{group}}/tasks"
+    return [
+        Route(f"{PREFIX}/packages", get_packages, methods=["GET"]),
+        Route(f"{PREFIX}/services/refresh_store", refresh_store, methods=["POST"]),
+        Route(f"{PREFIX}/services/download_packages", download_packages, methods=["POST"]),
+        Route(f"{PREFIX}/services/install_packages", install_packages, methods=["POST"]),
+        Route(f"{PREFIX}/services/install_local_file", install_local, methods=["POST"]),
+        Route(UPLOAD_PATH, upload_local, methods=["POST"]),
+        Route(f"{PREFIX}/services/uninstall_packages", uninstall_packages, methods=["POST"]),
+        Route(jobs, list_tasks, methods=["GET"]),
+        Route(f"{jobs}/{{task_id}}/log", task_log, methods=["GET", "POST"]),
+        Route(f"{jobs}/{{task_id}}/cancel", cancel_task, methods=["POST"]),
+        Route(f"{PREFIX}/firmware/packages", get_firmware, methods=["GET"]),
+        Route(f"{PREFIX}/firmware/install_packages", install_firmware, methods=["POST"]),
+    ]
