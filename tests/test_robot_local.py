@@ -1,0 +1,128 @@
+"""Uploads into the staging folder, installs from it, and firmware packages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.robot_support import SAMPLES, make_package, packed, robot_host
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_upload_then_install_local_file(tmp_path: Path) -> None:
+    data, _ = packed(make_package(tmp_path, "ax", "2.6.4"))
+    with robot_host(tmp_path / "data") as robot:
+        client = robot.client
+        uploaded = client.app_store_upload_local_file(data, "ax.2.6.4.pi64.tar.gz")
+        assert uploaded.status_code == 201, uploaded.text
+        stored = uploaded.json()
+        staging = (tmp_path / "data" / "uploads").resolve()
+        assert Path(stored["filename"]).parent == staging and stored["filename"].endswith("ax.2.6.4.pi64.tar.gz")
+        assert (stored["module_name"], stored["version"]) == ("ax", "2.6.4")
+        assert Path(stored["filename"]).read_bytes() == data
+
+        installed = client.app_store_install_local_file(stored["filename"])
+        assert installed.status_code == 201, installed.text
+        assert installed.json() == {"module_name": "ax", "version": "2.6.4"}
+        assert client.package("ax")["status"] == "up_to_date"
+        app = robot.bolt("GET", "/api/apps/ax").json()["body"]
+        assert app["source"]["type"] == "upload" and app["version"] == "2.6.4"
+        task = client.list_install_tasks().json()[0]
+        assert (task["module"], task["version"], task["status"]) == ("ax", "2.6.4", "succeeded")
+        assert "from the local file ax.2.6.4.pi64.tar.gz" in client.log_text("install", task["id"])
+
+        # a bare name is looked up in the staging folder; a second upload with the same name gets a new one
+        newer, _ = packed(make_package(tmp_path, "ax", "2.7.0"))
+        second = client.app_store_upload_local_file(newer, "ax.2.6.4.pi64.tar.gz").json()
+        assert second["filename"] != stored["filename"] and second["version"] == "2.7.0"
+        assert client.app_store_install_local_file(Path(second["filename"]).name).json()["version"] == "2.7.0"
+
+
+def test_install_local_file_refuses_files_outside_the_staging_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "ax.tgz"
+    outside.write_bytes(packed(make_package(tmp_path, "ax", "1.0.0"))[0])
+    with robot_host(tmp_path / "data") as robot:
+        client = robot.client
+        staging = tmp_path / "data" / "uploads"
+        (staging / "link.tgz").symlink_to(outside)
+        (staging / "notes.txt").write_text("not a package")
+        for name in (str(outside), "/etc/passwd", "../ax.tgz", "link.tgz", "", str(staging), "missing.tgz"):
+            refused = client.app_store_install_local_file(name)
+            assert refused.status_code == 400, name
+            assert "upload staging folder" in refused.json()["detail"]
+        assert client.http.post("/app_store/services/install_local_file", json={"filename": 7}).status_code == 400
+        not_a_package = client.app_store_install_local_file("notes.txt")
+        assert not_a_package.status_code == 400 and "not a package tarball" in not_a_package.json()["detail"]
+        assert client.package("ax") is None
+
+
+def test_uploads_are_checked_and_capped(tmp_path: Path) -> None:
+    with robot_host(tmp_path / "data", max_upload_bytes=64 * 1024) as robot:
+        client = robot.client
+        junk = client.app_store_upload_local_file(b"\x1f\x8b not really gzip", "junk.tgz")
+        assert junk.status_code == 400 and "not a package tarball" in junk.json()["detail"]
+        too_big = client.app_store_upload_local_file(b"\0" * (200 * 1024), "big.tgz")
+        assert too_big.status_code == 413
+        empty_form = client.http.post("/app_store/services/upload_local_file", files={"other": ("x", b"")}, data={})
+        assert empty_form.status_code == 400
+        raw = client.http.post(
+            "/app_store/services/upload_local_file?filename=../../evil.tgz",
+            content=packed(make_package(tmp_path, "rawpkg", "1.0.0"))[0],
+            headers={"Content-Type": "application/gzip"},
+        )
+        assert raw.status_code == 201, raw.text
+        assert Path(raw.json()["filename"]).name == "evil.tgz"
+        staging = tmp_path / "data" / "uploads"
+        assert sorted(p.name for p in staging.iterdir()) == ["evil.tgz"]  # nothing half-written is left
+        client.refresh_app_store()
+        assert client.wait_status("rawpkg", "not_installed")["latest_version"] == "1.0.0"  # uploads are in the store
+
+
+def test_firmware_is_downloaded_and_flashed_in_one_task(tmp_path: Path) -> None:
+    with robot_host(tmp_path / "data") as robot:
+        client = robot.client
+        listed = client.list_firmware_packages().json()
+        assert listed == [
+            {"name": "demo-firmware", "latest_version": "1.0.0", "current_version": "", "status": "not_installed"}
+        ]
+        assert client.package("demo-firmware") is None  # firmware is not an app package
+        wrong = client.app_store_download_packages(["demo-firmware"])
+        assert wrong.status_code == 400 and "invalid module" in wrong.json()["demo-firmware"]
+        not_firmware = client.install_firmware_packages(["notes"])
+        assert not_firmware.json() == {"notes": {"error": "invalid module notes, skip..."}}
+
+        started = client.install_firmware_packages(["demo-firmware"])
+        assert started.status_code == 201
+        task_id = started.json()["demo-firmware"]["task_id"]
+        assert started.json()["demo-firmware"]["version"] == "1.0.0"
+        done = client.wait_status("demo-firmware", "up_to_date", firmware=True)
+        assert done["current_version"] == "1.0.0"
+        target = tmp_path / "data" / "firmware" / "demo-firmware"
+        assert (target / "version.txt").read_text() == "1.0.0\n"
+        assert (target / "firmware.bin").read_bytes() == (SAMPLES / "demo-firmware" / "image.bin").read_bytes()
+        log = client.log_text("install", task_id)
+        assert "=== checking checksum" in log and "flash: installed demo-firmware 1.0.0" in log
+        assert any(t["id"] == task_id for t in client.list_install_tasks().json())
+        again = client.install_firmware_packages(["demo-firmware"])
+        assert again.status_code == 400 and "already up to date" in again.json()["demo-firmware"]["error"]
+
+
+def test_a_failing_flash_is_install_failed_with_its_reason(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLES / "demo-firmware", repo / "bad-firmware")
+    manifest = json.loads((repo / "bad-firmware" / "package.json").read_text())
+    (repo / "bad-firmware" / "package.json").write_text(json.dumps({**manifest, "name": "bad-firmware"}))
+    (repo / "bad-firmware" / "image.bin").write_bytes(b"corrupted image")
+    with robot_host(tmp_path / "data", local_repo=repo) as robot:
+        client = robot.client
+        task_id = client.install_firmware_packages(["bad-firmware"]).json()["bad-firmware"]["task_id"]
+        failed = client.wait_status("bad-firmware", "install_failed", firmware=True)
+        assert failed["install_task_id"] == task_id
+        assert failed["install_failed_reason"] == "flash command exited with code 1"
+        assert failed["current_version"] == ""
+        assert "sha256 mismatch" in client.log_text("install", task_id)
+        assert not (tmp_path / "data" / "firmware" / "bad-firmware" / "firmware.bin").exists()
