@@ -166,3 +166,16 @@ def plugins_command(plugins_dir: Path | None, as_json: bool) -> None:
     for info in infos:
         hooks = ", ".join(info["hooks"]) or "(no hooks)"
         click.echo(f"{info['name']:<14} {info['version'] or '-':<8} {info['origin']:<12} {hooks}")
+
+
+def _add_remote_commands() -> None:
+    """Commands that talk to a running host over HTTP (cli_*.py; see docs/cli.md)."""
+    from bolt_host.cli_apps import apps
+    from bolt_host.cli_tasks import tasks
+    from bolt_host.cli_users import login, logout, remote_users, whoami
+
+    for command in (apps, tasks, remote_users, login, logout, whoami):
+        main.add_command(command)
+
+
+_add_remote_commands()

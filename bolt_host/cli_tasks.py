@@ -1,0 +1,139 @@
+"""``bolt-host tasks list|show|log|cancel``, and the progress bar that follows a task."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from bolt_host.cli_client import ApiError, Client, json_option, print_json, print_table, remote, stderr_console
+
+ACTIVE = {"queued", "running"}
+
+
+def follow_task(client: Client, task_id: int, label: str, timeout: float | None = None, quiet: bool = False) -> dict:
+    """Poll a task until it finishes, drawing a progress bar on stderr; return its final record."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    console = stderr_console()
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        bar = progress.add_task(label, total=1.0)
+        while True:
+            record = client.get(f"/api/tasks/{task_id}")
+            status = record["status"]
+            progress.update(bar, completed=float(record.get("progress") or 0), description=f"{label} [{status}]")
+            if status not in ACTIVE:
+                return record
+            if deadline is not None and time.monotonic() > deadline:
+                raise ApiError(f"task {task_id} is still {status} after {timeout:g} s")
+            time.sleep(0.2)  # polling interval between status requests
+
+
+def raise_unless_succeeded(record: dict[str, Any]) -> None:
+    if record["status"] != "succeeded":
+        reason = record.get("error") or record["status"]
+        raise ApiError(f"task {record['id']} ({record['kind']} {record['module']}) {record['status']}: {reason}")
+
+
+@click.group("tasks")
+def tasks() -> None:
+    """Background tasks on a running host: installs, downloads, firmware."""
+
+
+@tasks.command("list")
+@click.option("--kind", default=None, help="Only this kind (install, download, ...).")
+@click.option("--status", default=None, help="Only this status (queued, running, succeeded, failed, canceled).")
+@click.option("--module", default=None, help="Only tasks about this app.")
+@json_option
+@remote
+def tasks_list(client: Client, kind: str | None, status: str | None, module: str | None, as_json: bool) -> None:
+    """List tasks, newest first."""
+    params = {k: v for k, v in {"kind": kind, "status": status, "module": module}.items() if v}
+    found = client.get("/api/tasks", params=params)
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        [
+            t["id"],
+            t["kind"],
+            t["module"],
+            t.get("version") or "",
+            t["status"],
+            f"{round(float(t.get('progress') or 0) * 100)}%",
+            t.get("create_time") or "",
+            t.get("error") or "",
+        ]
+        for t in found
+    ]
+    print_table(["id", "kind", "module", "version", "status", "progress", "created", "error"], rows, title="Tasks")
+
+
+@tasks.command("show")
+@click.argument("task_id", type=int)
+@click.option("--wait", is_flag=True, help="Wait until the task has finished, with a progress bar.")
+@json_option
+@remote
+def tasks_show(client: Client, task_id: int, wait: bool, as_json: bool) -> None:
+    """Show one task (exit 1 with --wait if it did not succeed)."""
+    record = client.get(f"/api/tasks/{task_id}")
+    if wait and record["status"] in ACTIVE:
+        record = follow_task(client, task_id, f"task {task_id}", quiet=as_json)
+    if as_json:
+        print_json(record)
+    else:
+        for key in (
+            "id",
+            "kind",
+            "module",
+            "version",
+            "status",
+            "progress",
+            "create_time",
+            "start_time",
+            "end_time",
+            "error",
+            "result",
+        ):
+            value = record.get(key)
+            click.echo(f"{key:<12} {json.dumps(value) if isinstance(value, dict | list) else value}")
+    if wait:
+        raise_unless_succeeded(record)
+
+
+@tasks.command("log")
+@click.argument("task_id", type=int)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the task has finished.")
+@click.option("--start", type=int, default=0, show_default=True, help="First character to print.")
+@remote
+def tasks_log(client: Client, task_id: int, follow: bool, start: int) -> None:
+    """Print a task's log."""
+    import time
+
+    offset = start
+    while True:
+        response = client.request("GET", f"/api/tasks/{task_id}/log", params={"start": offset})
+        if response.text:
+            click.echo(response.text, nl=False)
+        offset = max(offset, int(response.headers.get("X-TEXT-SIZE", offset)))
+        if not follow or response.headers.get("X-MORE-DATA") != "true":
+            return
+        time.sleep(0.25)  # polling interval while the task runs
+
+
+@tasks.command("cancel")
+@click.argument("task_id", type=int)
+@json_option
+@remote
+def tasks_cancel(client: Client, task_id: int, as_json: bool) -> None:
+    """Cancel a queued task, or ask a running one to stop."""
+    record = client.post(f"/api/tasks/{task_id}/cancel")
+    if as_json:
+        print_json(record)
+    else:
+        click.echo(f"task {task_id} {record['status']}")

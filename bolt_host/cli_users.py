@@ -1,0 +1,161 @@
+"""``bolt-host login|logout|whoami`` and ``bolt-host remote-users ...``, over HTTP.
+
+``bolt-host users ...`` (in cli.py) works on a data dir while the host is
+stopped; ``remote-users`` manages the users of a running host through its API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from bolt_host.cli_client import (
+    Client,
+    Target,
+    json_option,
+    load_config,
+    print_json,
+    print_table,
+    remote,
+    resolve_url,
+    save_config,
+)
+
+
+@click.command("login")
+@click.option("--url", default=None, help="Host URL [env BOLT_URL; default: the configured one].")
+@click.option("--user", "-u", default=None, help="User name [env BOLT_USER; prompted].")
+@click.option("--password", "-p", default=None, help="Password [env BOLT_PASSWORD; prompted].")
+def login(url: str | None, user: str | None, password: str | None) -> None:
+    """Log in and keep a user token in the config file (mode 0600) for later commands."""
+    import os
+
+    target = Target(resolve_url(url))
+    name = user or os.environ.get("BOLT_USER") or click.prompt("User")
+    secret = password or os.environ.get("BOLT_PASSWORD") or click.prompt(f"Password for {name}", hide_input=True)
+    client = Client(Target(target.url))
+    try:
+        answer = client.post("/api/users/login", {"name": name, "password": secret})
+    finally:
+        client.close()
+    config = load_config()
+    hosts = config.setdefault("hosts", {})
+    hosts[target.url] = {"user": answer["user"]["name"], "token": answer["token"], "expires": answer.get("expires")}
+    config["url"] = target.url
+    path = save_config(config)
+    click.echo(f"logged in to {target.url} as {answer['user']['name']} (token kept in {path})")
+
+
+@click.command("logout")
+@click.option("--url", default=None, help="Host URL [env BOLT_URL; default: the configured one].")
+def logout(url: str | None) -> None:
+    """End the stored session on the host and forget its token."""
+    config = load_config()
+    chosen = resolve_url(url)
+    saved = (config.get("hosts") or {}).pop(chosen, None)
+    if saved and saved.get("token"):
+        client = Client(Target(chosen, token=saved["token"]))
+        try:
+            client.post("/api/users/logout")
+        except click.ClickException:
+            pass  # the token may have expired already; forgetting it is what matters
+        finally:
+            client.close()
+    save_config(config)
+    click.echo(f"logged out of {chosen}" if saved else f"no stored login for {chosen}")
+
+
+@click.command("whoami")
+@json_option
+@remote
+def whoami(client: Client, as_json: bool) -> None:
+    """Show the user the host sees for these credentials."""
+    me = client.get("/api/users/@current")
+    if as_json:
+        print_json(me)
+    else:
+        click.echo(f"{me['name']} on {client.target.url}" + (" (admin)" if me.get("isAdmin") else ""))
+
+
+@click.group("remote-users")
+def remote_users() -> None:
+    """Users of a running host (for the data dir of a stopped host, see `bolt-host users`)."""
+
+
+@remote_users.command("list")
+@json_option
+@remote
+def remote_users_list(client: Client, as_json: bool) -> None:
+    """List users."""
+    found = client.get("/api/users")
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        [u["name"], ",".join(u.get("roles") or []), u.get("displayName") or "", u.get("dateCreated", "")] for u in found
+    ]
+    print_table(["name", "roles", "display name", "created"], rows, title="Users")
+
+
+@remote_users.command("add")
+@click.argument("name")
+@click.option(
+    "--new-password",
+    prompt="Password for the new user",
+    hide_input=True,
+    confirmation_prompt=True,
+    help="The new user's password (prompted if missing).",
+)
+@click.option("--role", "roles", multiple=True, help="A role (repeatable); default: none.")
+@click.option("--display-name", default=None)
+@click.option("--email", default=None)
+@json_option
+@remote
+def remote_users_add(
+    client: Client,
+    name: str,
+    new_password: str,
+    roles: tuple[str, ...],
+    display_name: str | None,
+    email: str | None,
+    as_json: bool,
+) -> None:
+    """Create a user."""
+    body: dict[str, Any] = {"name": name, "password": new_password, "roles": list(roles)}
+    if display_name:
+        body["displayName"] = display_name
+    if email:
+        body["email"] = email
+    user = client.post("/api/users", body)
+    if as_json:
+        print_json(user)
+    else:
+        click.echo(f"created user {user['name']} with roles {', '.join(user.get('roles') or []) or '(none)'}")
+
+
+@remote_users.command("remove")
+@click.argument("name")
+@json_option
+@remote
+def remote_users_remove(client: Client, name: str, as_json: bool) -> None:
+    """Delete a user (the last admin cannot be deleted)."""
+    user = client.call("DELETE", f"/api/users/{name}")
+    if as_json:
+        print_json(user)
+    else:
+        click.echo(f"removed user {user['name']}")
+
+
+@remote_users.command("roles")
+@click.argument("name")
+@click.argument("roles", nargs=-1)
+@json_option
+@remote
+def remote_users_roles(client: Client, name: str, roles: tuple[str, ...], as_json: bool) -> None:
+    """Replace a user's roles (none given: no roles)."""
+    user = client.call("PUT", f"/api/users/{name}/roles", json={"roles": list(roles)})
+    if as_json:
+        print_json(user)
+    else:
+        click.echo(f"{user['name']} now has roles {', '.join(user.get('roles') or []) or '(none)'}")

@@ -1,0 +1,298 @@
+"""The remote CLI (apps, tasks, remote-users, login) against a real host on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from click.testing import CliRunner, Result
+
+from bolt_host import errors
+from bolt_host.cli import main
+from bolt_host.cli_apps import split_spec
+from bolt_host.config import BUNDLED_LOCAL_REPO
+from bolt_host.testing import ADMIN_PASSWORD
+from tests.helpers import free_port
+from tests.registry_server import RegistryServer
+from tests.servers import LiveServer, live_host
+
+FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No BOLT_* from the outside, and a private config dir."""
+    for key in list(os.environ):
+        if key.startswith("BOLT_"):
+            monkeypatch.delenv(key)
+    config_home = tmp_path / "config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    return config_home
+
+
+@pytest.fixture
+def live(tmp_path: Path, clean_env: Path) -> Iterator[LiveServer]:
+    repo = tmp_path / "repo"
+    shutil.copytree(BUNDLED_LOCAL_REPO, repo)
+    shutil.copytree(FIXTURE_APPS / "echo", repo / "echo")
+    with live_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=5.0) as server:
+        try:
+            yield server
+        finally:
+            _kill_leftovers(server)
+
+
+def _kill_leftovers(server: LiveServer) -> None:
+    """Anything a failed test left running, by pid."""
+    for context in server.host.supervisor.contexts():
+        pid = context.get("pid")
+        if pid and psutil.pid_exists(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+
+def admin_env(live: LiveServer) -> dict[str, str]:
+    return {"BOLT_URL": live.url, "BOLT_USER": "admin", "BOLT_PASSWORD": ADMIN_PASSWORD}
+
+
+def ok_json(result: Result) -> Any:
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def test_split_spec() -> None:
+    assert split_spec("notes") == ("notes", None)
+    assert split_spec("notes@1.2.0") == ("notes", "1.2.0")
+    assert split_spec("@acme/notes") == ("@acme/notes", None)
+    assert split_spec("@acme/notes@2.0.0-beta.1") == ("@acme/notes", "2.0.0-beta.1")
+
+
+def test_login_keeps_a_private_token_that_later_commands_use(live: LiveServer, clean_env: Path) -> None:
+    result = run("login", "--url", live.url + "/", "--user", "admin", "--password", ADMIN_PASSWORD)
+    assert result.exit_code == 0, result.output
+    config_file = clean_env / "bolt-host" / "config.json"
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+    config = json.loads(config_file.read_text())
+    assert config["url"] == live.url and config["hosts"][live.url]["user"] == "admin"
+    assert ADMIN_PASSWORD not in config_file.read_text()
+    me = ok_json(run("whoami", "--json"))  # no flags, no env: the config file
+    assert me["name"] == "admin" and me["isAdmin"] is True
+    assert run("logout").exit_code == 0
+    assert live.url not in json.loads(config_file.read_text())["hosts"]
+    refused = run("whoami", "--url", live.url)
+    assert refused.exit_code == 1
+    assert f"error {errors.NOT_LOGGED_IN}" in refused.stderr
+
+
+def test_login_with_a_wrong_password_fails_with_the_api_message(live: LiveServer, clean_env: Path) -> None:
+    result = run("login", "--url", live.url, "--user", "admin", "--password", "wrong-password")
+    assert result.exit_code == 1
+    assert f"error {errors.LOGIN_FAILED}: Invalid user name or password" in result.stderr
+    assert not (clean_env / "bolt-host" / "config.json").exists()
+
+
+def test_flags_win_over_env_which_wins_over_the_config(live: LiveServer) -> None:
+    assert run("login", "--url", live.url, "-u", "admin", "-p", ADMIN_PASSWORD).exit_code == 0
+    dead = f"http://127.0.0.1:{free_port()}"
+    # env URL is dead, the flag's is live
+    flagged = run("whoami", "--url", live.url, "--user", "admin", "--password", ADMIN_PASSWORD, env={"BOLT_URL": dead})
+    assert flagged.exit_code == 0, flagged.output
+    # env credentials (wrong) beat the stored token
+    env_wrong = run("whoami", env={"BOLT_USER": "admin", "BOLT_PASSWORD": "not-the-password"})
+    assert env_wrong.exit_code == 1 and f"error {errors.LOGIN_FAILED}" in env_wrong.stderr
+    # a bad env token loses to flag credentials
+    env_token = run("whoami", "-u", "admin", "-p", ADMIN_PASSWORD, env={"BOLT_TOKEN": "bogus"})
+    assert env_token.exit_code == 0, env_token.output
+    # ... and is used when no flag says otherwise
+    assert run("whoami", env={"BOLT_TOKEN": "bogus"}).exit_code == 1
+    # a dead host is exit code 3
+    unreachable = run("apps", "list", "--url", dead)
+    assert unreachable.exit_code == 3 and "cannot connect" in unreachable.stderr
+
+
+def test_usage_errors_exit_2(live: LiveServer) -> None:
+    env = admin_env(live)
+    assert run("apps", "start", env=env).exit_code == 2  # missing NAME
+    assert run("apps", "list", "--url", "ftp://nope", env=env).exit_code == 2
+    no_password = run("apps", "list", "--url", live.url, "--user", "admin", env={"BOLT_URL": live.url})
+    assert no_password.exit_code == 2 and "no password" in no_password.stderr
+    unconfirmed = run("apps", "remove", "echo", env=env)
+    assert unconfirmed.exit_code == 2 and "--yes" in unconfirmed.stderr
+
+
+def test_app_lifecycle_from_install_to_remove(live: LiveServer) -> None:
+    env = admin_env(live)
+    installed = ok_json(run("apps", "install-local", "echo", "--json", env=env))
+    assert installed["name"] == "echo" and installed["source"]["type"] == "local"
+    again = run("apps", "install-local", "echo", env=env)
+    assert again.exit_code == 1 and f"error {errors.APP_NAME_TAKEN}" in again.stderr
+
+    started = ok_json(run("apps", "start", "echo", "--json", env=env))
+    assert started["status"] == "running" and started["port"]
+    listed = ok_json(run("apps", "list", "--json", env=env))
+    assert [(a["name"], a["context"]["status"]) for a in listed] == [("echo", "running")]
+    table = run("apps", "list", env=env)
+    assert table.exit_code == 0
+    header, row = table.stdout.splitlines()[:2]
+    assert header.split("\t")[:4] == ["NAME", "VERSION", "STATUS", "PORT"]
+    assert row.split("\t")[:4] == ["echo", "1.0.0", "running", str(started["port"])]
+    shown = run("apps", "show", "echo", env=env)
+    assert shown.exit_code == 0 and "running" in shown.stdout
+
+    logs = run("apps", "logs", "echo", env=env)
+    assert logs.exit_code == 0 and "echo ready" in logs.stdout
+    _follow_log_in_a_subprocess(live, env)
+
+    restarted = ok_json(run("apps", "restart", "echo", "--json", env=env))
+    assert restarted["status"] == "running" and restarted["pid"] != started["pid"]
+    stopped = run("apps", "stop", "echo", env=env)
+    assert stopped.exit_code == 0 and "echo stopped" in stopped.stdout
+    not_running = run("apps", "stop", "echo", env=env)
+    assert not_running.exit_code == 1 and f"error {errors.APP_NOT_RUNNING}" in not_running.stderr
+
+    removed = run("apps", "remove", "echo", "--yes", env=env)
+    assert removed.exit_code == 0 and "removed echo" in removed.stdout
+    assert ok_json(run("apps", "list", "--json", env=env)) == []
+    missing = run("apps", "show", "echo", env=env)
+    assert missing.exit_code == 1 and f"error {errors.APP_NOT_FOUND}" in missing.stderr
+    assert "trace " in missing.stderr
+
+
+def _follow_log_in_a_subprocess(live: LiveServer, env: dict[str, str]) -> None:
+    """``apps logs -f`` prints what is there, then what comes; SIGINT ends it."""
+    environ = {**os.environ, **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bolt_host", "apps", "logs", "echo", "-f"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _read_until(proc, b"echo ready", timeout=20)
+        with _admin_http(live) as client:
+            client.get("/x/echo/health?marker=followed-line")
+        _read_until(proc, b"followed-line", timeout=20)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 130
+
+
+def _admin_http(live: LiveServer) -> Any:
+    import httpx
+
+    return httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=30)
+
+
+def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while needle not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or (proc.poll() is not None and not selector.select(0)):
+                raise AssertionError(f"no {needle!r} in {seen[-500:]!r} (exit {proc.poll()})")
+            if selector.select(left):
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise AssertionError(f"output ended without {needle!r}: {seen[-500:]!r}")
+                seen += chunk
+    return seen
+
+
+def test_remote_users(live: LiveServer) -> None:
+    env = admin_env(live)
+    added = run("remote-users", "add", "carol", "--new-password", "carol-password", "--role", "admin", env=env)
+    assert added.exit_code == 0, added.output
+    users = ok_json(run("remote-users", "list", "--json", env=env))
+    assert {"admin", "carol"} <= {u["name"] for u in users}
+    carol = run("whoami", "--json", env={**env, "BOLT_USER": "carol", "BOLT_PASSWORD": "carol-password"})
+    assert ok_json(carol)["isAdmin"] is True
+    demoted = ok_json(run("remote-users", "roles", "carol", "--json", env=env))
+    assert demoted["roles"] == []
+    refused = run("apps", "start", "x", env={**env, "BOLT_USER": "carol", "BOLT_PASSWORD": "carol-password"})
+    assert refused.exit_code == 1 and f"error {errors.NO_ADMIN_RIGHT}" in refused.stderr
+    dup = run("remote-users", "add", "carol", "--new-password", "carol-password", env=env)
+    assert dup.exit_code == 1 and f"error {errors.USER_EXISTS}" in dup.stderr
+    assert run("remote-users", "remove", "carol", env=env).exit_code == 0
+    assert "carol" not in {u["name"] for u in ok_json(run("remote-users", "list", "--json", env=env))}
+
+
+@pytest.fixture
+def registry() -> Iterator[RegistryServer]:
+    with RegistryServer() as server:
+        server.publish_tree(BUNDLED_LOCAL_REPO)
+        yield server
+
+
+@pytest.fixture
+def live_r(tmp_path: Path, clean_env: Path, registry: RegistryServer) -> Iterator[LiveServer]:
+    with live_host(tmp_path / "data", registry=registry.url) as server:
+        try:
+            yield server
+        finally:
+            _kill_leftovers(server)
+
+
+def test_install_from_the_registry_follows_the_task(live_r: LiveServer, registry: RegistryServer) -> None:
+    env = admin_env(live_r)
+    registry.publish_dir(BUNDLED_LOCAL_REPO / "notes", version="1.1.0")
+    result = run("apps", "install", "notes@1.0.0", env=env)
+    assert result.exit_code == 0, result.output
+    assert "installed notes 1.0.0" in result.stdout
+    assert "install notes@1.0.0" in result.stderr  # the progress bar's label
+    upgraded = ok_json(run("apps", "install", "notes", "--upgrade", "--json", env=env))
+    assert upgraded["version"] == "1.1.0" and upgraded["source"]["type"] == "registry"
+
+    tasks = ok_json(run("tasks", "list", "--kind", "install", "--json", env=env))
+    assert [(t["module"], t["status"]) for t in tasks] == [("notes", "succeeded"), ("notes", "succeeded")]
+    shown = ok_json(run("tasks", "show", str(tasks[0]["id"]), "--wait", "--json", env=env))
+    assert shown["progress"] == 1.0
+    log = run("tasks", "log", str(tasks[0]["id"]), "-f", env=env)
+    assert log.exit_code == 0 and "=== downloaded" in log.stdout and "succeeded" in log.stdout
+    table = run("tasks", "list", env=env)
+    assert table.exit_code == 0 and "succeeded" in table.stdout
+
+    queued = ok_json(run("apps", "install", "ticker", "--no-wait", "--json", env=env))
+    assert queued["kind"] == "install" and queued["module"] == "ticker"
+    waited = run("tasks", "show", str(queued["id"]), "--wait", env=env)
+    assert waited.exit_code == 0 and "succeeded" in waited.stdout
+
+    missing = run("tasks", "show", "9999", env=env)
+    assert missing.exit_code == 1 and "No task 9999" in missing.stderr
+    assert run("tasks", "cancel", "9999", env=env).exit_code == 1
+
+
+def test_failed_installs_exit_1_with_the_reason(live_r: LiveServer, registry: RegistryServer) -> None:
+    env = admin_env(live_r)
+    registry.publish_dir(BUNDLED_LOCAL_REPO / "ticker", version="9.0.0", tamper=True)
+    tampered = run("apps", "install", "ticker@9.0.0", env=env)
+    assert tampered.exit_code == 1
+    assert "failed" in tampered.stderr and "integrity" in tampered.stderr
+    ghost = run("apps", "install", "ghost-package", env=env)
+    assert ghost.exit_code == 1 and "ghost-package" in ghost.stderr
+    bad = run("apps", "install", "Bad Name!", env=env)
+    assert bad.exit_code == 1 and f"error {errors.APP_NAME_INVALID}" in bad.stderr
+    assert ok_json(run("apps", "list", "--json", env=env)) == []
