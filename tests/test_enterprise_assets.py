@@ -78,7 +78,7 @@ PAGES = {
     "?count=0": [],
     "?start=0&count=1000": ["app-admin", "hello-node", "hello-web", "notes"],
 }
-BAD_PAGES = ["?start=-1", "?count=-5", "?start=abc", "?count=1.5", "?start=0&count=-1"]
+BAD_PAGES = ["?start=-1", "?count=-5", "?start=abc", "?count=1.5", "?start=0&count=-1", "?count=1_0", "?start=%2B1"]
 
 
 async def test_asset_paging_edges(catalog: ServedHost) -> None:

@@ -139,13 +139,12 @@ def non_negative(raw: str | None, field: str, default: int) -> int:
     """A paging number from the query string; anything but a whole number >= 0 is a 400."""
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise EnterpriseError(400, f"'{field}' must be a whole number, not {raw[:40]!r}") from None
-    if value < 0:
+    text = raw.strip()
+    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
         raise EnterpriseError(400, f"'{field}' must not be negative")
-    return value
+    if not (text.isascii() and text.isdigit()):
+        raise EnterpriseError(400, f"'{field}' must be a whole number, not {raw[:40]!r}")
+    return int(text)
 
 
 def page(items: list[Any], start: int, count: int | None) -> list[Any]:
