@@ -24,6 +24,7 @@ from bolt_host.services.processes import (
     read_marker,
     terminate_tree,
 )
+from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import PROCS, process_gone, read_pid_file, wait_file
 
 
@@ -152,7 +153,8 @@ async def test_terminate_tree_finds_orphans_reparented_to_the_host(tmp_path: Pat
 async def test_adoption_requires_pid_start_time_and_marker(tmp_path: Path) -> None:
     process = spawn(tmp_path, "never_listens.py", marker="adoptee:4")
     try:
-        assert read_marker(process.pid) == "adoptee:4"
+        # environ is filled in late in execve, possibly after Popen returned
+        await async_wait_until(lambda: read_marker(process.pid) == "adoptee:4", what="the marker")
         assert identity_matches(process.pid, process.create_time, "adoptee:4")
         assert not identity_matches(process.pid, process.create_time, "adoptee:5")
         assert not identity_matches(process.pid, process.create_time - 10, "adoptee:4")

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -80,9 +81,13 @@ class TreeSampler:
 
     def _marker_of(self, pid: int, create_time: float) -> str | None:
         key = (pid, create_time)
-        if key not in self._markers:
-            self._markers[key] = processes.read_marker(pid)
-        return self._markers[key]
+        if key in self._markers:
+            return self._markers[key]
+        marker = processes.read_marker(pid)
+        # A process in the middle of execve shows an empty environ: decide later.
+        if marker is not None or time.time() - create_time > 1:
+            self._markers[key] = marker
+        return marker
 
     def _measure(self, main_pid: int, members: set[int], create_times: Mapping[int, float]) -> TreeUsage:
         cpu = 0.0

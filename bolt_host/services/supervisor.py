@@ -301,14 +301,15 @@ class Supervisor:
                 timeout=self._ready_timeout,
                 client=self._http_client(),
             )
+            if process.exited.done():  # seen dying while the last probe was answering
+                raise ExitedDuringStart(process.exited.result())
         except asyncio.CancelledError:
             raise  # a stop cancelled us; it kills what we spawned
         except Exception as exc:
             return await self._start_failed(runtime, exc, automatic)
+        # No await since the check above: any later exit finds RUNNING and goes through _on_exit.
         runtime.status = RUNNING
         self._persist(runtime)
-        if process.exited.done():  # died while the last probe was answering: a crash, not a start
-            self._on_exit(runtime, runtime.generation, process.exited)
         await self._emit("app-started", runtime)
         return self._context(runtime)
 
