@@ -1,0 +1,319 @@
+"""Install, clone, upgrade, uninstall and cancel as host Tasks, driving the state machine.
+
+Each operation is checked against the instance's state when it is requested
+(400 naming the state otherwise), recorded as ``pending`` with its task id,
+and run by a job on ``host.tasks`` (kind ``install`` for install/clone/upgrade,
+``uninstall``, ``market-cancel``) whose phases move the state forward.  A job
+watches the instance's cancel event while it downloads or starts the app, so a
+cancel takes effect at once; cancelling a pending, downloading or installing
+operation removes everything it made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bolt_host.services.tasks import TaskCancelled, TaskHandle
+
+from . import lifecycle as lc
+from .envelope import MarketError
+from .identity import MarketUser
+from .market import BACKEND, Market
+from .packages import declared_defaults, missing_required_envs, put_on_host
+
+CANCEL_WAIT_SECONDS = 120.0
+
+
+@dataclass
+class Plan:
+    op: str
+    user: str
+    name: str
+    package: str
+    source: str
+    version: str
+    title: str | None = None
+    envs: list[dict[str, str]] = field(default_factory=list)
+    entrances: list[dict[str, Any]] = field(default_factory=list)
+    clone_of: str | None = None
+    delete_data: bool = False
+
+
+# ---------------------------------------------------------------- planning
+
+
+def refuse_state(name: str, state: str | None, op: str) -> MarketError:
+    allowed = sorted(lc.allowed_ops(state))
+    shown = state or "not installed"
+    return MarketError(
+        400, f"Cannot {op} {name}: the app is {shown} (allowed now: {', '.join(allowed) or 'nothing, wait'})"
+    )
+
+
+async def catalog_entry(market: Market, source_id: str, package: str, version: str | None) -> dict[str, Any]:
+    handle = market.sources.get(source_id)
+    entry = await handle.find(package)
+    if entry is None:
+        raise MarketError(404, f"App not found: {package} in source {source_id}")
+    if version is not None and version not in (entry.get("versions") or [entry["version"]]):
+        raise MarketError(404, f"App not found: {package} has no version {version} in source {source_id}")
+    return entry
+
+
+async def check_new_instance(market: Market, user: MarketUser, plan: Plan, entry: dict[str, Any]) -> None:
+    """May ``user`` put ``plan.name`` on the host now?  Raises the Market's answer if not."""
+    row = market.store.instance(plan.name)
+    if row is not None and row["user"] != user.name:
+        raise MarketError(400, f"The app name {plan.name} is taken on this host by another user; clone the app instead")
+    state = market.view(row)["state"] if row else None
+    if not lc.can(state, lc.INSTALL):
+        raise refuse_state(plan.name, state, plan.op)
+    if market.host.apps.get(plan.name) is not None and state not in ("installFailed",):
+        raise MarketError(400, f"An app named {plan.name} is already installed on this host outside the Market")
+    bolt = entry.get("bolt") or {}
+    missing = missing_required_envs(bolt, plan.envs)
+    if missing:
+        raise MarketError(
+            422, f"Missing required envs: {', '.join(missing)}",
+            {"type": "appenv", "missing": missing},
+        )
+    await market.payments.require_purchase(user, plan.source, entry)
+
+
+def submit(market: Market, user: MarketUser, plan: Plan, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record the instance as ``pending`` (or ``upgrading``) and queue its job."""
+    market.clear_cancel(plan.name)
+    if plan.op == lc.UPGRADE:
+        record = _queue(market, user, plan, "install", _upgrade_job(market, plan, previous or {}))
+        market.set_state(plan.name, lc.UPGRADING, opType=lc.UPGRADE, taskId=record["id"], progress=0.0,
+                         message=f"upgrade to {plan.version} queued", reason=None,
+                         **({"envs": plan.envs} if plan.envs else {}))
+    else:
+        record = _queue(market, user, plan, "install", _install_job(market, plan))
+        existing = market.store.instance(plan.name) or {}
+        market.store.save_instance({
+            "name": plan.name, "user": plan.user, "rawAppName": plan.package, "source": plan.source,
+            "version": plan.version, "title": plan.title, "state": lc.PENDING, "opType": lc.INSTALL,
+            "progress": 0.0, "message": "queued", "reason": None, "envs": plan.envs,
+            "entrances": plan.entrances, "cloneOf": plan.clone_of, "taskId": record["id"],
+            "createdAt": existing.get("createdAt"),
+        })
+    market.store.log(plan.op, user.name, plan.name, source=plan.source, version=plan.version,
+                     task_id=record["id"], status="accepted", message=f"{plan.op} {plan.package} {plan.version}")
+    return record
+
+
+def _queue(market: Market, user: MarketUser, plan: Plan, kind: str, job: Any) -> dict[str, Any]:
+    meta = {"backend": BACKEND, "op": plan.op, "user": user.name, "instance": plan.name, "source": plan.source}
+    return market.host.tasks.submit(kind, plan.name, plan.version, job, dedupe_key=f"market:{plan.name}", meta=meta)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def _progress(market: Market, task: TaskHandle, name: str, share: float):
+    def report(received: int, total: int | None) -> None:
+        if total:
+            fraction = share * min(received / total, 1.0)
+            task.progress(fraction)
+            market.store.update_instance(name, progress=round(fraction, 4)) if received == total else None
+
+    return report
+
+
+def _advance(market: Market, plan: Plan, phase: str, message: str) -> None:
+    if market.cancel_event(plan.name).is_set():
+        raise TaskCancelled("canceled by the user")
+    market.set_state(plan.name, phase, message=message)
+
+
+def _install_job(market: Market, plan: Plan):
+    host = market.host
+
+    async def run(task: TaskHandle) -> dict[str, Any]:
+        phase = lc.DOWNLOADING
+        try:
+            _advance(market, plan, phase, f"downloading {plan.package} {plan.version}")
+            task.log(f"=== downloading {plan.package} {plan.version} from {plan.source}")
+            handle = market.sources.get(plan.source)
+            progress = _progress(market, task, plan.name, 0.6)
+            fetching = handle.fetch(plan.package, plan.version, progress)
+            path, app_source = await market.until_cancelled(plan.name, fetching)
+            phase = lc.INSTALLING
+            _advance(market, plan, phase, "installing")
+            task.log(f"=== installing as {plan.name}")
+            app_source = {**app_source, "user": plan.user}
+            app = await put_on_host(host, path, app_source, plan.name, plan.package, plan.title,
+                                    upgrade=host.apps.get(plan.name) is not None)
+            task.progress(0.8)
+            phase = lc.INITIALIZING
+            _advance(market, plan, phase, "starting")
+            task.log(f"=== starting {plan.name}")
+            try:
+                context = await market.until_cancelled(plan.name, host.supervisor.start_app(app))
+            except TaskCancelled:
+                raise
+            except Exception as exc:
+                reason = getattr(exc, "message", None) or str(exc)
+                market.set_state(plan.name, lc.STOPPED, message="installed, but the app did not start", reason=reason)
+                _log_outcome(market, plan, "failed", reason, task.id)
+                raise MarketError(500, f"the app did not start: {reason}") from None
+            market.set_state(plan.name, lc.RUNNING, progress=1.0, version=app["version"], message="running",
+                             reason=None)
+            _log_outcome(market, plan, "succeeded", f"{plan.name} {app['version']} running", task.id)
+            task.log(f"=== {plan.name} {app['version']} running on port {context.get('port')}")
+            return {"name": plan.name, "version": app["version"], "state": lc.RUNNING}
+        except TaskCancelled:
+            await _undo_install(market, plan, phase)
+            market.set_state(plan.name, lc.cancel_outcome(phase), message="canceled by the user", progress=0.0)
+            _log_outcome(market, plan, "canceled", f"canceled while {phase}", task.id)
+            raise
+        except MarketError:
+            raise
+        except Exception as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            market.set_state(plan.name, lc.failed(phase), message=reason, reason=reason)
+            _log_outcome(market, plan, "failed", reason, task.id)
+            raise
+
+    return run
+
+
+async def _undo_install(market: Market, plan: Plan, phase: str) -> None:
+    """Cancelling before the app runs leaves nothing behind; later it only stops the app."""
+    host = market.host
+    if phase in lc.TEAR_DOWN_ON_CANCEL or phase == lc.INITIALIZING:
+        with contextlib.suppress(Exception):
+            if host.supervisor.is_active(plan.name):
+                await host.supervisor.stop_app(plan.name)
+    if phase in lc.TEAR_DOWN_ON_CANCEL and host.apps.get(plan.name) is not None:
+        await host.apps.delete(plan.name, delete_database=True, delete_public=True, delete_source=True)
+
+
+def _upgrade_job(market: Market, plan: Plan, previous: dict[str, Any]):
+    host = market.host
+    stable = lc.RUNNING if previous.get("state") == lc.RUNNING else lc.STOPPED
+
+    async def run(task: TaskHandle) -> dict[str, Any]:
+        try:
+            task.log(f"=== downloading {plan.package} {plan.version} from {plan.source}")
+            handle = market.sources.get(plan.source)
+            progress = _progress(market, task, plan.name, 0.6)
+            fetching = handle.fetch(plan.package, plan.version, progress)
+            path, app_source = await market.until_cancelled(plan.name, fetching)
+            if market.cancel_event(plan.name).is_set():
+                raise TaskCancelled("canceled by the user")
+            task.log(f"=== upgrading {plan.name} to {plan.version}")
+            app_source = {**app_source, "user": plan.user}
+            app = await put_on_host(host, path, app_source, plan.name, plan.package, previous.get("title"),
+                                    upgrade=True)
+        except TaskCancelled:
+            market.set_state(plan.name, stable, message="upgrade canceled", reason="upgradeCancelByUser")
+            _log_outcome(market, plan, "canceled", "upgrade canceled", task.id)
+            raise
+        except Exception as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            market.set_state(plan.name, "upgradeFailed", message=reason, reason=reason)
+            _log_outcome(market, plan, "failed", reason, task.id)
+            raise
+        state = lc.RUNNING if host.supervisor.is_active(plan.name) else lc.STOPPED
+        market.set_state(plan.name, state, version=app["version"], progress=1.0, source=plan.source,
+                         message=f"upgraded to {app['version']}", reason=None)
+        _log_outcome(market, plan, "succeeded", f"upgraded to {app['version']}", task.id)
+        return {"name": plan.name, "version": app["version"], "state": state}
+
+    return run
+
+
+def submit_uninstall(market: Market, user: MarketUser, names: list[str], delete_data: bool) -> dict[str, Any]:
+    first = market.store.instance(names[0]) or {}
+    plan = Plan(lc.UNINSTALL, user.name, names[0], first.get("rawAppName") or names[0], first.get("source") or "",
+                first.get("version") or "", delete_data=delete_data)
+    for name in names:
+        market.clear_cancel(name)
+        market.set_state(name, lc.UNINSTALLING, opType=lc.UNINSTALL, message="uninstall queued")
+
+    async def run(task: TaskHandle) -> dict[str, Any]:
+        removed = []
+        for name in names:
+            task.log(f"=== uninstalling {name}")
+            try:
+                if market.host.apps.get(name) is not None:
+                    await market.host.apps.delete(name, delete_database=delete_data, delete_public=True,
+                                                  delete_source=True)
+            except Exception as exc:
+                reason = getattr(exc, "message", None) or str(exc)
+                market.set_state(name, "uninstallFailed", message=reason, reason=reason)
+                _log_outcome(market, plan, "failed", f"{name}: {reason}", task.id)
+                raise
+            market.set_state(name, lc.UNINSTALLED, message="uninstalled", reason=None, progress=0.0)
+            removed.append(name)
+        _log_outcome(market, plan, "succeeded", f"uninstalled {', '.join(removed)}", task.id)
+        return {"uninstalled": removed}
+
+    meta = {"backend": BACKEND, "op": lc.UNINSTALL, "user": user.name, "instance": names[0], "all": names}
+    record = market.host.tasks.submit("uninstall", names[0], plan.version or None, run,
+                                      dedupe_key=f"market:uninstall:{names[0]}", meta=meta)
+    for name in names:
+        market.store.update_instance(name, taskId=record["id"])
+    market.store.log(lc.UNINSTALL, user.name, names[0], task_id=record["id"], status="accepted",
+                     message=f"uninstall {', '.join(names)}")
+    return record
+
+
+def submit_cancel(market: Market, user: MarketUser, row: dict[str, Any]) -> dict[str, Any]:
+    name, target = row["name"], row.get("taskId")
+    phase = row["state"]
+    market.set_state(name, f"{phase}Canceling", message="cancel requested")
+
+    async def run(task: TaskHandle) -> dict[str, Any]:
+        tasks = market.host.tasks
+        record = tasks.get(target) if target is not None else None
+        if record is None or record["status"] not in ("queued", "running"):
+            market.set_state(name, f"{phase}CancelFailed", message="nothing to cancel")
+            raise MarketError(400, f"{name} has no operation in progress")
+        if record["status"] == "queued":
+            tasks.cancel(target)
+            market.set_state(name, lc.cancel_outcome(phase), message="canceled by the user", progress=0.0)
+            _log_outcome(market, _cancel_plan(user, row), "succeeded", f"canceled while {phase}", task.id)
+            return {"name": name, "state": lc.cancel_outcome(phase)}
+        market.cancel_event(name).set()
+        tasks.cancel(target)
+        final = await tasks.wait(target, timeout=CANCEL_WAIT_SECONDS)
+        if final["status"] != "canceled":
+            current = market.view(market.store.instance(name) or {"name": name, "state": phase})["state"]
+            _log_outcome(market, _cancel_plan(user, row), "failed", "the operation finished first", task.id)
+            raise MarketError(400, f"{name} finished its operation before it could be canceled (now {current})")
+        _log_outcome(market, _cancel_plan(user, row), "succeeded", f"canceled while {phase}", task.id)
+        state = (market.store.instance(name) or {}).get("state")
+        return {"name": name, "state": state}
+
+    meta = {"backend": BACKEND, "op": lc.CANCEL, "user": user.name, "instance": name, "target": target}
+    record = market.host.tasks.submit("market-cancel", name, None, run, dedupe_key=f"market:cancel:{name}", meta=meta)
+    market.store.log(lc.CANCEL, user.name, name, task_id=record["id"], status="accepted",
+                     message=f"cancel task {target}")
+    return record
+
+
+def _cancel_plan(user: MarketUser, row: dict[str, Any]) -> Plan:
+    return Plan(lc.CANCEL, user.name, row["name"], row.get("rawAppName") or row["name"], row.get("source") or "",
+                row.get("version") or "")
+
+
+def _log_outcome(market: Market, plan: Plan, status: str, message: str, task_id: int) -> None:
+    market.store.log(plan.op, plan.user, plan.name, source=plan.source, version=plan.version,
+                     task_id=task_id, status=status, message=message)
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    return asdict(plan)
+
+
+def default_envs(entry: dict[str, Any], envs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The request's envs plus the manifest's declared defaults for the rest."""
+    given = {e["envName"] for e in envs}
+    defaults = declared_defaults(entry.get("bolt") or {})
+    extra = [{"envName": k, "value": v} for k, v in defaults.items() if k not in given]
+    return [*envs, *extra]

@@ -1,0 +1,158 @@
+"""Market data, app information, uploads and the upload source's deletions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bolt_host.web.auth import host_of
+
+from .envelope import MarketError, market_route, read_json, reply, text_field
+from .identity import require_market_admin, require_market_user
+from .market import market_of
+from .sources import UPLOAD_SOURCE
+from .uploads import find_uploaded, publish, receive_chart, upload_limit, validate_in_thread
+from .views import app_info, user_sources
+
+
+@market_route
+async def market_hash(request: Request) -> Response:
+    await require_market_user(request, "market.read")
+    market = market_of(host_of(request))
+    return reply({"hash": await market.sources.fingerprint()}, "Market hash retrieved successfully")
+
+
+async def _user_data(request: Request, with_info: bool) -> dict[str, Any]:
+    user = await require_market_user(request, "market.read")
+    market = market_of(host_of(request))
+    rows = market.visible_instances(user)
+    return {
+        "user_data": {
+            "sources": await user_sources(market, rows, with_info),
+            "hash": await market.sources.fingerprint(),
+        },
+        "user_id": user.name,
+        "timestamp": int(time.time()),
+    }
+
+
+@market_route
+async def market_data(request: Request) -> Response:
+    return reply(await _user_data(request, True), "Market data retrieved successfully")
+
+
+@market_route
+async def market_state(request: Request) -> Response:
+    return reply(await _user_data(request, False), "Market state retrieved successfully")
+
+
+@market_route
+async def apps_info(request: Request) -> Response:
+    body = await read_json(request, required=True)
+    await require_market_user(request, "market.read")
+    market = market_of(host_of(request))
+    wanted = body.get("apps")
+    if not isinstance(wanted, list) or not wanted or len(wanted) > 500:
+        raise MarketError(400, "'apps' must be a non-empty list of {appid, sourceDataName} (at most 500)")
+    found, missing = [], []
+    for item in wanted:
+        if not isinstance(item, dict):
+            raise MarketError(400, "Each entry of 'apps' must be an object {appid, sourceDataName}")
+        app_id = text_field(item, "appid", "app_id", "id")
+        source_id = text_field(item, "sourceDataName", "source", required=False)
+        handles = [market.sources.get(source_id)] if source_id else market.sources.all()
+        hit = None
+        for handle in handles:
+            entry = await handle.find(app_id)
+            if entry is not None:
+                hit = app_info(entry, handle.id)
+                break
+        if hit is None:
+            missing.append({"appid": app_id, "sourceDataName": source_id})
+        else:
+            found.append(hit)
+    return reply({"apps": found, "total_count": len(found), "not_found": missing},
+                 "Apps information retrieved successfully")
+
+
+@market_route
+async def version_history(request: Request) -> Response:
+    body = await read_json(request, required=True)
+    await require_market_user(request, "market.read")
+    market = market_of(host_of(request))
+    name = text_field(body, "appName", "app_name")
+    source_id = text_field(body, "source", required=False)
+    handles = [market.sources.get(source_id)] if source_id else market.sources.all()
+    for handle in handles:
+        entry = await handle.find(name)
+        if entry is None:
+            continue
+        times = await handle.release_times(name)
+        bolt = entry.get("bolt") or {}
+        rows = [
+            {
+                "appName": name,
+                "version": version,
+                "versionName": version,
+                "mergedAt": times.get(version, ""),
+                "upgradeDescription": (bolt.get("releaseNotes") or entry.get("description") or "")
+                if version == entry["version"] else "",
+                "source": handle.id,
+            }
+            for version in reversed(entry.get("versions") or [entry["version"]])
+        ]
+        return reply({"data": rows}, "Version history retrieved successfully")
+    raise MarketError(404, f"App not found: {name}")
+
+
+@market_route
+async def upload(request: Request) -> Response:
+    host = host_of(request)
+    user = await require_market_admin(request, "market.upload")
+    market = market_of(host)
+    source_id = request.query_params.get("source") or UPLOAD_SOURCE
+    handle = market.sources.local(source_id)
+    part, filename, fields = await receive_chart(request, handle.folder, upload_limit(host))
+    if fields.get("source") and fields["source"] != source_id:
+        try:
+            handle = market.sources.local(fields["source"])
+        except MarketError:
+            part.unlink(missing_ok=True)
+            raise
+        moved = handle.folder / part.name
+        handle.folder.mkdir(parents=True, exist_ok=True)
+        part.replace(moved)
+        part = moved
+    manifest = await validate_in_thread(part, Path(host.settings.data_dir) / "cache" / "market")
+    final = publish(part, handle.folder, manifest)
+    entry = await handle.find(manifest["name"])
+    market.store.log("upload", user.name, manifest["name"], source=handle.id, version=manifest["version"],
+                     status="succeeded", message=f"uploaded {final.name}")
+    info = app_info(entry, handle.id) if entry else {"name": manifest["name"], "version": manifest["version"]}
+    data = {"filename": filename, "stored_as": final.name, "source": handle.id, "user_id": user.name,
+            "app_info": info}
+    return reply(data, "App package uploaded and processed successfully")
+
+
+@market_route
+async def delete_local_app(request: Request) -> Response:
+    body = await read_json(request, required=True)
+    user = await require_market_admin(request, "market.upload.delete")
+    market = market_of(host_of(request))
+    name = text_field(body, "app_name", "appName")
+    version = text_field(body, "app_version", "version")
+    handle = market.sources.local(text_field(body, "source", required=False) or UPLOAD_SOURCE)
+    path = find_uploaded(handle.folder, name, version)
+    if path is None:
+        raise MarketError(404, f"App not found: no uploaded {name} {version} in source {handle.id}")
+    path.unlink()
+    await handle.entries(refresh=True)
+    market.store.log("delete-upload", user.name, name, source=handle.id, version=version, status="succeeded",
+                     message=f"deleted {path.name}")
+    data = {"app_name": name, "app_version": version, "user_id": user.name, "source": handle.id,
+            "deleted_at": int(time.time())}
+    return reply(data, f"App deleted successfully from {handle.id} source")
