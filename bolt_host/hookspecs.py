@@ -120,6 +120,15 @@ def install_on_device(host: Host, device_id: str, package: dict, actor: dict) ->
 
 
 @hookspec(firstresult=True)
+def uninstall_from_device(host: Host, device_id: str, package: dict, actor: dict) -> Any:
+    """Ask a fleet backend to remove ``package`` from device ``device_id``.
+
+    firstresult: return a dict describing the started operation; None means
+    no loaded plugin manages devices.
+    """
+
+
+@hookspec(firstresult=True)
 def list_devices(host: Host, actor: dict) -> Any:
     """Return the devices ``actor`` may manage (list of dicts), or None when no
     loaded plugin manages devices.

@@ -79,7 +79,7 @@ def _resolve_user(request: Request, host: Host, found: Actor, check_csrf: bool) 
     header = request.headers.get("authorization", "")
     user_token = request.headers.get(USER_TOKEN_HEADER)
     if header.lower().startswith("basic "):
-        name, password = _basic_credentials(header)
+        name, password = basic_credentials(header)
         found.user = check_login(request, host, name, password)
         found.via = "basic"
     elif user_token:
@@ -111,7 +111,8 @@ def _csrf_ok(request: Request, expected: str) -> bool:
     return bool(supplied) and hmac.compare_digest(supplied, expected)
 
 
-def _basic_credentials(header: str) -> tuple[str, str]:
+def basic_credentials(header: str) -> tuple[str, str]:
+    """Name and password from an ``Authorization: Basic`` header; a clear error if malformed."""
     try:
         decoded = base64.b64decode(header.split(" ", 1)[1], validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, IndexError) as exc:

@@ -28,6 +28,7 @@ HOP_BY_HOP = {
     "host",
 }
 # Credentials meant for the host never reach an app through the proxy.
+HOST_COOKIE_PREFIXES = ("bolt_", "JSESSIONID=")
 STRIPPED_REQUEST_HEADERS = {"cookie", "authorization", "x-bolt-app-token", "x-bolt-user-token", "x-csrf-token"}
 
 
@@ -175,8 +176,12 @@ def _user_token_for_system_app(request: Request, host: Any, name: str) -> str | 
 
 
 def _app_cookies(header: str) -> str:
-    """The cookie header without the host's own cookies."""
-    kept = [part.strip() for part in header.split(";") if part.strip() and not part.strip().startswith("bolt_")]
+    """The cookie header without the host's own session cookies (core and store backends)."""
+    kept = [
+        part.strip()
+        for part in header.split(";")
+        if part.strip() and not part.strip().startswith(HOST_COOKIE_PREFIXES)
+    ]
     return "; ".join(kept)
 
 

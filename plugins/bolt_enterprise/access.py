@@ -15,16 +15,16 @@ can be tricked into sending a request without them.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from bolt_enterprise.replies import EnterpriseError
+from bolt_host.errors import BoltError
 from bolt_host.plugins import call_first
 from bolt_host.web.auth import SAFE_METHODS, Actor, check_login, host_of
+from bolt_host.web.auth import basic_credentials as core_basic_credentials
 
 if TYPE_CHECKING:
     from bolt_host.host import Host
@@ -36,14 +36,11 @@ _CALLER_KEY = "enterprise_caller"
 
 
 def basic_credentials(header: str) -> tuple[str, str]:
+    """The core's Basic parser, answering in the store's error format."""
     try:
-        decoded = base64.b64decode(header.split(" ", 1)[1], validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, IndexError) as exc:
-        raise EnterpriseError(401, "Malformed HTTP Basic credentials") from exc
-    name, sep, password = decoded.partition(":")
-    if not sep or not name:
-        raise EnterpriseError(401, "Malformed HTTP Basic credentials")
-    return name, password
+        return core_basic_credentials(header)
+    except BoltError as exc:
+        raise EnterpriseError(401, exc.message) from exc
 
 
 def caller(request: Request, *, allow_session: bool = True) -> Actor | None:
