@@ -196,7 +196,12 @@ class AppProcess:
             start_new_session=True,
         )
         # Popen returns after a successful exec; the child is unreaped, so its pid is ours.
-        pidfd = os.pidfd_open(popen.pid)
+        try:
+            pidfd = os.pidfd_open(popen.pid)
+        except OSError:  # e.g. out of file descriptors: do not leave an unwatched child behind
+            os.killpg(popen.pid, signal.SIGKILL)  # its own group, pinned while unreaped
+            popen.wait()
+            raise
         # The unreaped child's /proc entry exists even if it already exited.
         create_time = create_time_of(popen.pid) or time.time()
         _main_pids.add(popen.pid)
