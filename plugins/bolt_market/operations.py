@@ -21,7 +21,7 @@ from . import lifecycle as lc
 from .envelope import MarketError
 from .identity import MarketUser
 from .market import BACKEND, Market
-from .packages import declared_defaults, missing_required_envs, put_on_host
+from .packages import declared_defaults, missing_required_envs, put_on_host, restrict_to_owner
 
 CANCEL_WAIT_SECONDS = 120.0
 
@@ -147,6 +147,7 @@ def _install_job(market: Market, plan: Plan):
             app_source = {**app_source, "user": plan.user}
             app = await put_on_host(host, path, app_source, plan.name, plan.package, plan.title,
                                     upgrade=host.apps.get(plan.name) is not None)
+            await restrict_to_owner(host, plan.name, plan.user)
             task.progress(0.8)
             phase = lc.INITIALIZING
             _advance(market, plan, phase, "starting")
@@ -209,6 +210,7 @@ def _upgrade_job(market: Market, plan: Plan, previous: dict[str, Any]):
             app_source = {**app_source, "user": plan.user}
             app = await put_on_host(host, path, app_source, plan.name, plan.package, previous.get("title"),
                                     upgrade=True)
+            await restrict_to_owner(host, plan.name, plan.user)
         except TaskCancelled:
             market.set_state(plan.name, stable, message="upgrade canceled", reason="upgradeCancelByUser")
             _log_outcome(market, plan, "canceled", "upgrade canceled", task.id)

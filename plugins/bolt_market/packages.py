@@ -138,6 +138,12 @@ async def put_on_host(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+async def restrict_to_owner(host: Any, name: str, user: str) -> None:
+    """Only the owner (and admins) may use the instance through the host's ``/x`` proxy."""
+    await host.apps.update(name, {"controlledVisibility": True})
+    host.visibility.grant_user(name, user, by="market")
+
+
 def _rename_package(root: Path, package: str, name: str, title: str | None) -> None:
     manifest_path = root / "package.json"
     if manifest_path.is_symlink() or not manifest_path.is_file():
