@@ -47,6 +47,17 @@ def test_ranges_across_chunks_and_a_growing_file(tmp_path: Path, monkeypatch: py
     assert read_range(log, len(text), None) == (more, False, len(text) + len(more))
 
 
+def test_polling_a_slowly_growing_log_keeps_the_index_small(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("")
+    for number in range(300):
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write(f"line {number} \u20ac\n")
+        text, more, total = read_range(log, 0, None)
+    assert text.endswith("line 299 \u20ac\n") and total == len(text) and not more
+    assert len(applogs._indexes[str(log)].byte_marks) == 1  # checkpoints stay CHUNK bytes apart
+
+
 def test_an_incomplete_trailing_character_is_not_counted_yet(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     euro = "\u20ac".encode()

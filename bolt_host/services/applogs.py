@@ -89,24 +89,22 @@ def tail_lines(path: Path, count: int = 20, from_byte: int = 0, max_bytes: int =
 
 @dataclass
 class _CharIndex:
-    """(byte, char) checkpoints at clean UTF-8 boundaries of one append-only file."""
+    """Sparse (byte, char) checkpoints, at least CHUNK bytes apart, of one append-only file.
+
+    Checkpoints sit at clean UTF-8 boundaries, where a fresh decoder can start.
+    ``scanned_bytes``/``chars`` say how far the file has been counted.
+    """
 
     device: int
     inode: int
     byte_marks: list[int] = field(default_factory=lambda: [0])
     char_marks: list[int] = field(default_factory=lambda: [0])
-
-    @property
-    def scanned_bytes(self) -> int:
-        return self.byte_marks[-1]
-
-    @property
-    def chars(self) -> int:
-        return self.char_marks[-1]
+    scanned_bytes: int = 0
+    chars: int = 0
 
     def extend(self, handle: BinaryIO, size: int) -> None:
-        """Count characters from the last checkpoint up to ``size`` bytes."""
-        position, chars = self.byte_marks[-1], self.char_marks[-1]
+        """Count characters from where the last scan stopped up to ``size`` bytes."""
+        position, chars = self.scanned_bytes, self.chars
         decoder = _decoder()
         handle.seek(position)
         while position < size:
@@ -115,10 +113,11 @@ class _CharIndex:
                 break
             chars += len(decoder.decode(data))
             position += len(data)
-            # A checkpoint must sit where a fresh decoder can start: before the
-            # bytes of a multibyte sequence still waiting for its end.
-            self.byte_marks.append(position - len(decoder.getstate()[0]))
-            self.char_marks.append(chars)
+            # Bytes of a multibyte sequence still waiting for its end are not counted yet.
+            self.scanned_bytes, self.chars = position - len(decoder.getstate()[0]), chars
+            if self.scanned_bytes - self.byte_marks[-1] >= CHUNK:
+                self.byte_marks.append(self.scanned_bytes)
+                self.char_marks.append(chars)
 
     def locate(self, handle: BinaryIO, char_offset: int) -> int:
         """The byte offset where character ``char_offset`` starts."""
