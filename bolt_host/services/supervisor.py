@@ -504,9 +504,8 @@ class Supervisor:
         runtime.status = RUNNING
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
         token = read_environ_value(process.pid, "BOLT_APP_TOKEN")
-        remember = getattr(self._tokens, "remember", None)  # lets the host sign events sent to the app
-        if token and remember is not None:
-            remember(runtime.name, token)
+        if token:  # lets the host sign the events it sends to the adopted app
+            self._tokens.remember(runtime.name, token)
         self._persist(runtime)
         log.info("adopted %s (pid %s) after a host restart", runtime.name, process.pid)
         await self._emit("app-started", runtime)
