@@ -87,7 +87,9 @@ def permission_allowed(host: Host, actor: dict | None, action: str, resource: st
     None for anonymous) may perform ``action`` on ``resource``.
 
     firstresult: the first implementation returning True or False decides;
-    return None to abstain.  The host's built-in rules run last (trylast).
+    return None to abstain.  When every plugin abstains, the host's built-in
+    rules decide (see ``bolt_host.web.auth``).  ``action`` names what is asked,
+    e.g. ``apps.install``, ``apps.start``, ``users.create``.
     """
 
 
