@@ -29,13 +29,17 @@ async def market_hash(request: Request) -> Response:
 async def _user_data(request: Request, with_info: bool) -> dict[str, Any]:
     user = await require_market_user(request, "market.read")
     market = market_of(host_of(request))
-    rows = market.visible_instances(user)
+    wanted = request.query_params.get("user_id") or user.name
+    everyone = request.query_params.get("all") == "true"
+    if (wanted != user.name or everyone) and not user.is_admin:
+        raise MarketError(403, "Only admins can see other users' apps")
+    rows = [market.view(r) for r in market.store.instances(None if everyone else wanted)]
     return {
         "user_data": {
             "sources": await user_sources(market, rows, with_info),
             "hash": await market.sources.fingerprint(),
         },
-        "user_id": user.name,
+        "user_id": "*" if everyone else wanted,
         "timestamp": int(time.time()),
     }
 
