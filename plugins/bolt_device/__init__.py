@@ -1,9 +1,139 @@
-"""The `device` store backend (a bolt-host plugin).
+"""The `device` store backend: a fleet of bolt hosts managed through Eclipse
+Kapua's device-packages REST API, with Kura's DEPLOY-V2 protocol over MQTT.
 
-Registered through the `bolt_host` entry-point group like any third-party
-plugin.  Its routes arrive with the issue that implements the store API.
+One host runs it as the **manager** (``BOLT_DEVICE_MODE=manager``: Kapua's REST
+under ``/v1``), every other host as an **agent** (``BOLT_DEVICE_MODE=agent``).
+Without ``BOLT_DEVICE_MODE`` the plugin is inert: no routes, no broker, no
+network.  See docs/device.md.
+
+Modules: ``config`` (env), ``backend`` (what runs per mode), ``wire`` (topics
+and payloads), ``transport`` (MQTT link), ``manager`` / ``agent`` (the two
+sides), ``jobs`` / ``downloads`` / ``reboot`` (what an agent does),
+``accounts`` / ``tokens`` / ``devices`` / ``operations`` (manager state),
+``fleet`` (manager actions), ``web`` / ``auth_routes`` / ``device_routes``
+(REST), ``kapua`` (ids, error bodies), ``broker`` (embedded broker).
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import Any
+
+from bolt_host import hookimpl
+
+__version__ = "0.2.0"
+
+CONFIG_KEY = "device-config"
+
+
+class DevicePlugin:
+    """The plugin; ``config=None`` reads ``BOLT_DEVICE_*`` from the environment.
+
+    Tests and embedders that run several hosts in one process pass an explicit
+    :class:`bolt_device.config.DeviceConfig` per host (and disable the
+    entry-point copy with ``disable_plugins=("device",)``).
+    """
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+        self.__name__ = "device" if config is None else f"device-{id(self):x}"
+
+    def _config(self, host: Any) -> Any:
+        from bolt_device.config import DeviceConfig
+
+        if self.config is not None:
+            return self.config
+        if CONFIG_KEY not in host.state:
+            host.state[CONFIG_KEY] = DeviceConfig.from_env()
+        return host.state[CONFIG_KEY]
+
+    @hookimpl
+    def register_routes(self, host: Any) -> list[Any]:
+        if self._config(host).mode != "manager":
+            return []
+        from bolt_device import auth_routes, device_routes
+
+        return [*auth_routes.routes(), *device_routes.routes()]
+
+    @hookimpl
+    def register_permissions(self, host: Any) -> list[tuple[str, str]]:
+        if self._config(host).mode != "manager":
+            return []
+        return [("/v1/authentication/user", "public"), ("/v1/authentication/refresh", "public"), ("/v1/", "user")]
+
+    @hookimpl
+    async def startup(self, host: Any) -> None:
+        config = self._config(host)
+        if not config.active:
+            return
+        from bolt_device.backend import STATE_KEY, DeviceBackend
+
+        backend = DeviceBackend(host, config)
+        host.state[STATE_KEY] = backend
+        await backend.start()
+
+    @hookimpl
+    async def shutdown(self, host: Any) -> None:
+        from bolt_device.backend import STATE_KEY
+
+        backend = host.state.pop(STATE_KEY, None)
+        if backend is not None:
+            await backend.stop()
+
+    @hookimpl
+    def list_devices(self, host: Any, actor: dict[str, Any]) -> Any:
+        backend = _manager(host)
+        return None if backend is None else backend.devices_for(actor)
+
+    @hookimpl
+    async def install_on_device(self, host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
+        backend = _manager(host)
+        if backend is None:
+            return None
+        from bolt_device import fleet
+        from bolt_device.operations import public_operation
+
+        scope = backend.scope_of(actor)
+        device = fleet.require_device(backend, scope or "", device_id)
+        request = await fleet.registry_download_request(backend, package)
+        operation = await fleet.start_download(backend, device, request, scope or "", 30_000)
+        return public_operation(operation)
+
+
+def _manager(host: Any) -> Any:
+    from bolt_device.backend import STATE_KEY
+
+    backend = host.state.get(STATE_KEY)
+    return backend if backend is not None and backend.manager is not None else None
+
+
+_FROM_ENV = DevicePlugin()
+
+
+@hookimpl
+def register_routes(host: Any) -> list[Any]:
+    return _FROM_ENV.register_routes(host)
+
+
+@hookimpl
+def register_permissions(host: Any) -> list[tuple[str, str]]:
+    return _FROM_ENV.register_permissions(host)
+
+
+@hookimpl
+async def startup(host: Any) -> None:
+    await _FROM_ENV.startup(host)
+
+
+@hookimpl
+async def shutdown(host: Any) -> None:
+    await _FROM_ENV.shutdown(host)
+
+
+@hookimpl
+def list_devices(host: Any, actor: dict[str, Any]) -> Any:
+    return _FROM_ENV.list_devices(host, actor)
+
+
+@hookimpl
+async def install_on_device(host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
+    return await _FROM_ENV.install_on_device(host, device_id, package, actor)

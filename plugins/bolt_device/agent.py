@@ -1,0 +1,212 @@
+"""The device agent: a bolt host that answers DEPLOY-V2 requests over MQTT.
+
+It announces itself (BIRTH, with a per-connection ``session`` that its will
+also carries), answers ``GET/packages``, ``EXEC/download`` and
+``EXEC/uninstall`` with its own apps and Tasks services, and publishes
+Kura-style notifications.  Notifications go through the link's outbox, so the
+ones published while the broker is away are sent after the reconnect; the
+last notification of each recent job is sent again whenever the manager
+announces itself, so an operation still ends if the manager missed them.
+A second request for a package that is already in flight is refused (500
+"already in progress"), as Kura does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from bolt_device import wire
+from bolt_device.config import DeviceConfig
+from bolt_device.jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
+from bolt_device.transport import MqttLink, Outgoing
+
+log = logging.getLogger("bolt_device.agent")
+
+REPLAY_SECONDS = 15 * 60
+
+
+@dataclass
+class Job:
+    id: str
+    package: str
+    requester: str
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    last: dict[str, dict[str, Any]] = field(default_factory=dict)  # resource -> last metrics
+
+
+class Agent:
+    def __init__(self, host: Any, config: DeviceConfig) -> None:
+        assert config.broker is not None
+        self.host = host
+        self.config = config
+        self.account = config.account
+        self.client_id = config.client_id
+        self.jobs: dict[str, Job] = {}
+        self.in_flight: dict[str, str] = {}  # package name -> job id
+        self._session = ""
+        self._manager_session: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.runner = JobRunner(host, self)
+        self.link = MqttLink(
+            config.broker,
+            config.client_id,
+            [
+                wire.request_topic(self.account, self.client_id, "+", "+"),
+                wire.MANAGER_STATUS_FILTER,
+            ],
+            self._on_message,
+            will=self._will,
+            on_connect=self._on_connect,
+        )
+
+    async def start(self) -> None:
+        self.link.start()
+
+    async def stop(self) -> None:
+        goodbye = Outgoing(
+            wire.presence_topic(self.account, self.client_id, "DC"), wire.Payload({"session": self._session}).encode()
+        )
+        await self.link.stop(last_words=goodbye)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # presence -----------------------------------------------------------------
+    def _will(self) -> Outgoing:
+        self._session = uuid.uuid4().hex
+        payload = wire.Payload({"session": self._session})
+        return Outgoing(wire.presence_topic(self.account, self.client_id, "LWT"), payload.encode())
+
+    def birth_metrics(self) -> dict[str, Any]:
+        return {
+            "session": self._session,
+            "display_name": self.config.display_name or self.client_id,
+            "model_name": "bolt-host",
+            "model_id": "bolt-host",
+            "firmware_version": str(self.host.version),
+            "application_framework_version": f"bolt-host {self.host.version}",
+            "os_version": f"{platform.system()} {platform.release()}",
+            "application_ids": wire.APP,
+            "uptime": int(self.host.uptime * 1000),
+        }
+
+    async def _announce(self) -> None:
+        birth = wire.Payload(self.birth_metrics())
+        await self.link.publish(wire.presence_topic(self.account, self.client_id, "BIRTH"), birth.encode())
+        self._replay()
+
+    async def _on_connect(self) -> None:
+        await self._announce()
+
+    def _replay(self) -> None:
+        """Send again the last notification of each recent job (the manager ignores duplicates)."""
+        now = time.monotonic()
+        for job in list(self.jobs.values()):
+            if job.finished is not None and now - job.finished > REPLAY_SECONDS:
+                del self.jobs[job.id]
+                continue
+            for resource, metrics in job.last.items():
+                self._send_notification(job, resource, metrics)
+
+    # incoming -----------------------------------------------------------------
+    async def _on_message(self, topic: str, raw: bytes, retained: bool) -> None:
+        if topic.startswith("bolt/manager/"):
+            status = wire.Payload.decode(raw).metrics
+            session = status.get("session")
+            if status.get("online") and session != self._manager_session:
+                self._manager_session = session
+                await self._announce()
+            return
+        parsed = wire.Topic.parse(topic)
+        if parsed is None or parsed.app != wire.APP or len(parsed.rest) != 2:
+            return
+        verb, resource = parsed.rest
+        if verb not in ("GET", "EXEC"):
+            return  # REPLY/NOTIFY of our own, or something else
+        request = wire.Payload.decode(raw)
+        self._spawn(self._handle(verb, resource, request))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, verb: str, resource: str, request: wire.Payload) -> None:
+        metrics = request.metrics
+        request_id = str(metrics.get("request.id") or "")
+        requester = str(metrics.get("requester.client.id") or "")
+        if not request_id or not requester or "/" in request_id + requester or "+" in requester:
+            log.warning("request without a usable request.id / requester.client.id ignored")
+            return
+        try:
+            code, message, body = await self._answer(verb, resource, metrics, requester)
+        except BadRequest as exc:
+            code, message, body = wire.BAD_REQUEST, str(exc), None
+        except Exception as exc:  # never leave the manager waiting for a reply
+            log.exception("request %s/%s failed", verb, resource)
+            code, message, body = wire.ERROR, f"{type(exc).__name__}: {exc}", None
+        reply: dict[str, Any] = {"response.code": code}
+        if message:
+            reply["response.exception.message"] = message
+        payload = wire.Payload(reply, body=body)
+        self.link.enqueue(wire.reply_topic(self.account, requester, request_id), payload.encode())
+
+    async def _answer(
+        self, verb: str, resource: str, metrics: dict[str, Any], requester: str
+    ) -> tuple[int, str, Any]:
+        if verb == "GET" and resource == "packages":
+            return wire.OK, "", {"packages": installed_packages(self.host)}
+        if verb == "EXEC" and resource == "download":
+            download = DownloadRequest.from_metrics(metrics)
+            return self._start(download.job_id, download.name, requester, self.runner.download(download))
+        if verb == "EXEC" and resource == "uninstall":
+            uninstall = UninstallRequest.from_metrics(metrics)
+            return self._start(uninstall.job_id, uninstall.name, requester, self.runner.uninstall(uninstall))
+        return wire.NOT_FOUND, f"{verb}/{resource} is not supported by this device", None
+
+    def _start(self, job_id: str, package: str, requester: str, work: Any) -> tuple[int, str, Any]:
+        if package in self.in_flight:
+            work.close()
+            return wire.ERROR, f"An operation on {package} is already in progress", None
+        job = Job(job_id, package, requester)
+        self.jobs[job_id] = job
+        self.in_flight[package] = job_id
+
+        async def run() -> None:
+            try:
+                await work
+            finally:
+                job.finished = time.monotonic()
+                self.in_flight.pop(package, None)
+
+        self._spawn(run())
+        return wire.OK, "", None
+
+    # notifications ------------------------------------------------------------
+    def notify(self, job_id: str, resource: str, status: str, progress: int, message: str = "", **extra: Any) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        prefix = f"dp.{resource}."
+        metrics: dict[str, Any] = {
+            "job.id": job_id,
+            "dp.name": job.package,
+            prefix + "status": status,
+            prefix + "progress": int(progress),
+            **extra,
+        }
+        if message:
+            metrics[prefix + "error.message"] = message
+        job.last[resource] = metrics
+        self._send_notification(job, resource, metrics)
+
+    def _send_notification(self, job: Job, resource: str, metrics: dict[str, Any]) -> None:
+        topic = wire.notify_topic(self.account, job.requester, self.client_id, resource)
+        self.link.enqueue(topic, wire.Payload(metrics).encode(), qos=wire.QOS)

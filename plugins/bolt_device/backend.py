@@ -1,0 +1,95 @@
+"""The device backend of one host: what runs depends on ``BOLT_DEVICE_MODE``.
+
+* ``manager``: accounts, tokens, the device registry, operations and the
+  MQTT manager (with an embedded broker when no broker URL is configured);
+* ``agent``: the MQTT agent answering DEPLOY-V2 requests;
+* ``off`` (default): nothing at all: no broker, no network, no tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from bolt_device.config import BrokerAddress, DeviceConfig
+
+log = logging.getLogger("bolt_device")
+STATE_KEY = "device"
+
+
+class DeviceBackend:
+    def __init__(self, host: Any, config: DeviceConfig) -> None:
+        self.host = host
+        self.config = config
+        self.accounts: Any = None
+        self.tokens: Any = None
+        self.devices: Any = None
+        self.operations: Any = None
+        self.manager: Any = None
+        self.agent: Any = None
+        self.broker: Any = None
+
+    async def start(self) -> None:
+        if self.config.mode == "manager":
+            await self._start_manager()
+        elif self.config.mode == "agent":
+            from bolt_device.agent import Agent
+
+            self.agent = Agent(self.host, self.config)
+            await self.agent.start()
+
+    async def _start_manager(self) -> None:
+        from bolt_device.accounts import Accounts
+        from bolt_device.devices import Devices
+        from bolt_device.manager import Manager
+        from bolt_device.operations import Operations
+        from bolt_device.tokens import AccessTokens
+
+        host, config = self.host, self.config
+        self.accounts = Accounts(host, config.account)
+        self.tokens = AccessTokens(host.db, host.settings.data_dir, config.token_seconds, config.refresh_seconds)
+        self.devices = Devices(host.db)
+        self.operations = Operations(host.db)
+        if config.broker is None:
+            from bolt_device.broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker("127.0.0.1", config.embedded_broker_port)
+            await self.broker.start()
+            self.config = config = replace(config, broker=BrokerAddress("127.0.0.1", self.broker.port))
+            log.warning("no BOLT_DEVICE_BROKER_URL: running an embedded MQTT broker on 127.0.0.1:%s", self.broker.port)
+        self.manager = Manager(config, self.accounts, self.devices, self.operations, self._publish)
+        await self.manager.start()
+
+    async def _publish(self, name: str, body: Any) -> None:
+        await self.host.publish(name, body, publisher="device")
+
+    async def stop(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
+        if self.manager is not None:
+            await self.manager.stop()
+        if self.broker is not None:
+            await self.broker.stop()
+
+    # for the fleet hooks ------------------------------------------------------
+    def scope_of(self, actor: dict[str, Any]) -> str | None:
+        user = self.host.users.get(actor.get("user") or "") if actor.get("user") else None
+        return self.accounts.scope_of_user(user) if user else None
+
+    def devices_for(self, actor: dict[str, Any]) -> list[dict[str, Any]]:
+        from bolt_device.devices import public_device
+
+        scope = self.scope_of(actor)
+        if scope is None:
+            return []
+        return [
+            {
+                **public_device(d),
+                "name": d.get("displayName") or d["clientId"],
+                "platform": "bolt",
+                "model": d.get("modelName") or "bolt-host",
+                "type": "host",
+            }
+            for d in self.devices.list(scope)
+        ]

@@ -1,0 +1,191 @@
+"""The device registry: one row per (account, client id) in ``device_devices``.
+
+A device is created by ``POST /v1/{scopeId}/devices`` or, as in Kapua, on
+its first BIRTH.  Its connection status and last-seen time come from the
+agent's MQTT presence: BIRTH -> CONNECTED, DC / LWT -> DISCONNECTED.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tinydb import Query
+
+from bolt_device.kapua import illegal_argument, illegal_null, iso, new_id
+
+TABLE = "device_devices"
+SCHEMA = {1: lambda table: None}
+CONNECTED = "CONNECTED"
+DISCONNECTED = "DISCONNECTED"
+# BIRTH metrics copied onto the device record (Kura's names -> Kapua's fields).
+BIRTH_FIELDS = {
+    "display_name": "displayName",
+    "model_name": "modelName",
+    "model_id": "modelId",
+    "serial_number": "serialNumber",
+    "firmware_version": "firmwareVersion",
+    "os_version": "osVersion",
+    "application_framework_version": "applicationFrameworkVersion",
+    "application_ids": "applicationIdentifiers",
+    "connection_ip": "connectionIp",
+}
+
+
+class Devices:
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self._db.migrate(TABLE, SCHEMA)
+        self._table = db.table(TABLE)
+
+    def get(self, scope: str, device_id: str) -> dict[str, Any] | None:
+        row = self._table.get((Query().id == device_id) & (Query().scopeId == scope))
+        return dict(row) if row else None
+
+    def by_id(self, device_id: str) -> dict[str, Any] | None:
+        row = self._table.get(Query().id == device_id)
+        return dict(row) if row else None
+
+    def by_client(self, scope: str, client_id: str) -> dict[str, Any] | None:
+        row = self._table.get((Query().clientId == client_id) & (Query().scopeId == scope))
+        return dict(row) if row else None
+
+    def list(self, scope: str | None = None) -> list[dict[str, Any]]:
+        rows = self._table.all() if scope is None else self._table.search(Query().scopeId == scope)
+        return sorted((dict(r) for r in rows), key=lambda r: r["clientId"])
+
+    def register(self, scope: str, body: dict[str, Any], created_by: str | None = None) -> dict[str, Any]:
+        client_id = body.get("clientId")
+        if client_id is None:
+            raise illegal_null("deviceCreator.clientId")
+        bad = not isinstance(client_id, str) or not client_id or len(client_id) > 255
+        if bad or any(c in client_id for c in "/+#"):
+            raise illegal_argument("deviceCreator.clientId", client_id, "Use a word without '/', '+' or '#'.")
+        display = body.get("displayName")
+        if display is not None and not isinstance(display, str):
+            raise illegal_argument("deviceCreator.displayName", display)
+        with self._db.transaction():
+            if self.by_client(scope, client_id) is not None:
+                raise illegal_argument("deviceCreator.clientId", client_id, "A device with this client id exists.")
+            record = self._new(scope, client_id, created_by or scope)
+            if display:
+                record["displayName"] = display
+            self._table.insert(record)
+        return record
+
+    def _new(self, scope: str, client_id: str, created_by: str) -> dict[str, Any]:
+        now = iso()
+        return {
+            "id": new_id(),
+            "scopeId": scope,
+            "clientId": client_id,
+            "displayName": client_id,
+            "status": "ENABLED",
+            "connectionId": new_id(),
+            "connectionStatus": DISCONNECTED,
+            "connectionCreatedOn": now,
+            "connectionModifiedOn": now,
+            "lastEvent": None,
+            "lastSeen": None,
+            "createdOn": now,
+            "createdBy": created_by,
+            "modifiedOn": now,
+            "modifiedBy": created_by,
+            "optlock": 1,
+        }
+
+    def presence(
+        self, scope: str, client_id: str, resource: str, sent_on: str, metrics: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Record a BIRTH, DC or LWT (creating the device on its first BIRTH)."""
+        status = CONNECTED if resource == "BIRTH" else DISCONNECTED
+        now = iso()
+        with self._db.transaction():
+            device = self.by_client(scope, client_id)
+            if device is None:
+                device = self._new(scope, client_id, scope)
+                self._table.insert(device)
+            changes: dict[str, Any] = {
+                "connectionStatus": status,
+                "connectionModifiedOn": now,
+                "lastSeen": now,
+                "modifiedOn": now,
+                "optlock": device["optlock"] + 1,
+                "lastEvent": {
+                    "id": new_id(),
+                    "resource": resource,
+                    "action": "CREATE",
+                    "responseCode": "ACCEPTED",
+                    "sentOn": sent_on,
+                    "receivedOn": now,
+                    "createdOn": now,
+                    "eventMessage": "~~".join(f"{k}={v}" for k, v in sorted((metrics or {}).items())),
+                },
+            }
+            for metric, field in BIRTH_FIELDS.items():
+                value = (metrics or {}).get(metric)
+                if resource == "BIRTH" and value is not None:
+                    changes[field] = str(value)
+            self._table.update(changes, Query().id == device["id"])
+            device.update(changes)
+        return device
+
+    def seen(self, device_id: str) -> None:
+        """Any message from the device proves it is there: refresh the last-seen time."""
+        with self._db.transaction():
+            self._table.update({"lastSeen": iso()}, Query().id == device_id)
+
+    def mark_all_disconnected(self) -> None:
+        """At manager start-up nothing is known: devices re-announce when they see the manager."""
+        with self._db.transaction():
+            self._table.update({"connectionStatus": DISCONNECTED, "connectionModifiedOn": iso()})
+
+
+def public_device(record: dict[str, Any]) -> dict[str, Any]:
+    """The Kapua ``device`` body of a registry row."""
+    body: dict[str, Any] = {
+        "type": "device",
+        "id": record["id"],
+        "scopeId": record["scopeId"],
+        "clientId": record["clientId"],
+        "displayName": record.get("displayName") or record["clientId"],
+        "status": record.get("status", "ENABLED"),
+        "connectionId": record["connectionId"],
+        "connection": {
+            "type": "deviceConnection",
+            "id": record["connectionId"],
+            "scopeId": record["scopeId"],
+            "clientId": record["clientId"],
+            "status": record["connectionStatus"],
+            "protocol": "MQTT",
+            "createdOn": record["connectionCreatedOn"],
+            "modifiedOn": record["connectionModifiedOn"],
+            "allowUserChange": False,
+            "userCouplingMode": "INHERITED",
+        },
+        "tagIds": [],
+        "createdOn": record["createdOn"],
+        "createdBy": record["createdBy"],
+        "modifiedOn": record["modifiedOn"],
+        "modifiedBy": record["modifiedBy"],
+        "optlock": record["optlock"],
+    }
+    for field in BIRTH_FIELDS.values():
+        if record.get(field) is not None and field not in body:
+            body[field] = record[field]
+    event = record.get("lastEvent")
+    if event:
+        body["lastEventId"] = event["id"]
+        body["lastEvent"] = {
+            "type": "deviceEvent",
+            "scopeId": record["scopeId"],
+            "deviceId": record["id"],
+            **event,
+        }
+    if record.get("lastSeen"):
+        body["lastSeenOn"] = record["lastSeen"]  # bolt extension: any message refreshes it
+    return body
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

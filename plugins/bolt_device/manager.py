@@ -1,0 +1,171 @@
+"""The fleet manager's MQTT side: presence, request/reply and notifications.
+
+It subscribes to every device's BIRTH/DC/LWT, to the replies and the
+notifications addressed to it (``$EDC/<account>/<manager>/DEPLOY-V2/...``),
+and keeps a retained ``online`` status that tells agents to re-announce
+themselves (and re-send the last notifications of their recent jobs) whenever
+the manager (re)connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from bolt_device import wire
+from bolt_device.accounts import Accounts
+from bolt_device.config import DeviceConfig
+from bolt_device.devices import CONNECTED, Devices
+from bolt_device.kapua import KapuaError, iso_from_ms, not_connected, send_failed, timed_out
+from bolt_device.operations import Operations
+from bolt_device.transport import MqttLink, NotConnected, Outgoing
+
+log = logging.getLogger("bolt_device.manager")
+
+
+class Manager:
+    def __init__(
+        self, config: DeviceConfig, accounts: Accounts, devices: Devices, operations: Operations, publish: Any
+    ) -> None:
+        assert config.broker is not None
+        self.config = config
+        self.accounts = accounts
+        self.devices = devices
+        self.operations = operations
+        self._publish_event = publish
+        self._pending: dict[str, tuple[asyncio.Future[wire.Payload], str]] = {}
+        self._sessions: dict[str, str] = {}  # device id -> session nonce of its current connection
+        me = config.client_id
+        self.link = MqttLink(
+            config.broker,
+            me,
+            [
+                f"{wire.EDC}/+/+/MQTT/+",
+                f"{wire.EDC}/+/{me}/{wire.APP}/REPLY/+",
+                f"{wire.EDC}/+/{me}/{wire.APP}/NOTIFY/+/+",
+            ],
+            self._on_message,
+            will=Outgoing(wire.manager_status_topic(me), wire.Payload({"online": False}).encode(), retain=True),
+            on_connect=self._on_connect,
+        )
+
+    async def start(self) -> None:
+        self.devices.mark_all_disconnected()
+        self.link.start()
+
+    async def stop(self) -> None:
+        offline = Outgoing(
+            wire.manager_status_topic(self.config.client_id), wire.Payload({"online": False}).encode(), retain=True
+        )
+        await self.link.stop(last_words=offline)
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.cancel()
+
+    async def _on_connect(self) -> None:
+        status = wire.Payload({"online": True, "session": uuid.uuid4().hex})
+        await self.link.publish(wire.manager_status_topic(self.config.client_id), status.encode(), retain=True)
+
+    # requests -----------------------------------------------------------------
+    async def request(
+        self, device: dict[str, Any], verb: str, resource: str, metrics: dict[str, Any], timeout_ms: int
+    ) -> wire.Payload:
+        """Send a DEPLOY-V2 request to ``device`` and wait for its reply."""
+        if device["connectionStatus"] != CONNECTED:
+            raise not_connected(device["id"], device["clientId"])
+        account = self.accounts.get(device["scopeId"])
+        if account is None:
+            raise send_failed("the device's account no longer exists")
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[wire.Payload] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (future, account["name"])
+        payload = wire.Payload({**metrics, "request.id": request_id, "requester.client.id": self.config.client_id})
+        topic = wire.request_topic(account["name"], device["clientId"], verb, resource)
+        try:
+            try:
+                await self.link.publish(topic, payload.encode(), qos=wire.QOS)
+            except NotConnected as exc:
+                raise send_failed(f"the manager is not connected to the broker ({exc})") from exc
+            try:
+                return await asyncio.wait_for(future, timeout_ms / 1000.0)
+            except TimeoutError as exc:
+                raise timed_out(timeout_ms) from exc
+        finally:
+            self._pending.pop(request_id, None)
+
+    # incoming -----------------------------------------------------------------
+    async def _on_message(self, topic: str, raw: bytes, retained: bool) -> None:
+        parsed = wire.Topic.parse(topic)
+        if parsed is None:
+            return
+        payload = wire.Payload.decode(raw)
+        if parsed.app == "MQTT" and parsed.rest and parsed.rest[0] in wire.PRESENCE:
+            await self._presence(parsed, parsed.rest[0], payload)
+        elif parsed.app == wire.APP and parsed.client == self.config.client_id and parsed.rest:
+            if parsed.rest[0] == "REPLY" and len(parsed.rest) == 2:
+                self._reply(parsed.account, parsed.rest[1], payload)
+            elif parsed.rest[0] == "NOTIFY" and len(parsed.rest) == 3:
+                await self._notification(parsed.account, parsed.rest[1], parsed.rest[2], payload)
+
+    async def _presence(self, topic: wire.Topic, kind: str, payload: wire.Payload) -> None:
+        account = self.accounts.by_name(topic.account)
+        if account is None:
+            log.warning("presence from %s in unknown account %r ignored", topic.client, topic.account)
+            return
+        session = str(payload.metrics.get("session", ""))
+        known = self.devices.by_client(account["id"], topic.client)
+        if kind != "BIRTH" and known is not None and self._sessions.get(known["id"], session) != session:
+            return  # the will or goodbye of an older connection, after a newer BIRTH
+        device = self.devices.presence(account["id"], topic.client, kind, iso_from_ms(payload.sent_on), payload.metrics)
+        if kind == "BIRTH":
+            self._sessions[device["id"]] = session
+        await self._publish_event(
+            "device-connected" if kind == "BIRTH" else "device-disconnected",
+            {"id": device["id"], "clientId": topic.client, "scopeId": account["id"], "event": kind},
+        )
+
+    def _reply(self, account: str, request_id: str, payload: wire.Payload) -> None:
+        pending = self._pending.get(request_id)
+        if pending is None:
+            return  # late reply after a timeout
+        future, expected_account = pending
+        if account != expected_account:
+            log.warning("reply %s came in account %r, not %r: ignored", request_id, account, expected_account)
+            return
+        if not future.done():
+            future.set_result(payload)
+
+    async def _notification(self, account_name: str, client_id: str, resource: str, payload: wire.Payload) -> None:
+        account = self.accounts.by_name(account_name)
+        device = self.devices.by_client(account["id"], client_id) if account else None
+        job = payload.metrics.get("job.id", payload.metrics.get("operation.id"))
+        operation = self.operations.by_job(str(job)) if job is not None else None
+        if device is None or operation is None or operation["deviceId"] != device["id"]:
+            return
+        self.devices.seen(device["id"])
+        if operation["status"] != "RUNNING":
+            return  # a re-sent notification of an operation that already ended
+        updated = self.operations.notify(operation, payload.metrics, resource, iso_from_ms(payload.sent_on))
+        if updated is not None and updated.get("status") != "RUNNING":
+            with contextlib.suppress(Exception):
+                await self._publish_event(
+                    "device-operation-ended",
+                    {"id": updated["id"], "deviceId": device["id"], "status": updated["status"]},
+                )
+
+
+def reply_error(payload: wire.Payload) -> KapuaError | None:
+    """The Kapua error for a non-200 reply, or None."""
+    from bolt_device.kapua import device_refused
+
+    code = payload.metrics.get("response.code", wire.OK)
+    try:
+        code = int(code)
+    except (TypeError, ValueError):
+        code = wire.ERROR
+    if code == wire.OK:
+        return None
+    return device_refused(code, str(payload.metrics.get("response.exception.message") or ""))

@@ -1,0 +1,163 @@
+"""Kapua access tokens: an HMAC-signed JWT (``tokenId``) plus a refresh token.
+
+The signing key lives under ``<data-dir>/device/`` (mode 0600).  Each token
+has a row in ``device_access_tokens`` (only digests of the JWT's id and of
+the refresh token are kept); logout and refresh invalidate the row, so a
+signed but invalidated JWT is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query
+
+from bolt_device.kapua import KapuaError, iso, new_id, unauthenticated, user_id
+from bolt_host.services.sessions import load_secret_key
+
+TABLE = "device_access_tokens"
+SCHEMA = {1: lambda table: None}
+ISSUER = "https://bolt-host/device"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class AccessTokens:
+    def __init__(self, db: Any, data_dir: Path, token_seconds: int, refresh_seconds: int) -> None:
+        self._db = db
+        self._db.migrate(TABLE, SCHEMA)
+        key_dir = data_dir / "device"
+        key_dir.mkdir(parents=True, exist_ok=True)
+        self._key = load_secret_key(key_dir)
+        self.token_seconds = token_seconds
+        self.refresh_seconds = refresh_seconds
+
+    # issue --------------------------------------------------------------------
+    def issue(self, user: str, scope: str) -> dict[str, Any]:
+        now = time.time()
+        token_id = new_id()
+        refresh = str(uuid.uuid4())
+        claims = {
+            "iss": ISSUER,
+            "iat": int(now),
+            "exp": int(now + self.token_seconds),
+            "sub": user,
+            "sId": scope,
+            "jti": token_id,
+        }
+        jwt = self._encode(claims)
+        row = {
+            "id": token_id,
+            "user": user,
+            "scopeId": scope,
+            "refreshDigest": _digest(refresh),
+            "expires": now + self.token_seconds,
+            "refreshExpires": now + self.refresh_seconds,
+            "invalidated": None,
+            "createdOn": iso(now),
+        }
+        with self._db.transaction():
+            table = self._db.table(TABLE)
+            table.remove((Query().refreshExpires < now) | (Query().invalidated != None))  # noqa: E711
+            table.insert(row)
+        return {
+            "type": "accessToken",
+            "id": token_id,
+            "scopeId": scope,
+            "createdOn": row["createdOn"],
+            "createdBy": scope,
+            "modifiedOn": row["createdOn"],
+            "modifiedBy": scope,
+            "optlock": 1,
+            "tokenId": jwt,
+            "userId": user_id(user),
+            "expiresOn": iso(row["expires"]),
+            "refreshToken": refresh,
+            "refreshExpiresOn": iso(row["refreshExpires"]),
+        }
+
+    # check --------------------------------------------------------------------
+    def verify(self, jwt: str) -> dict[str, Any]:
+        """The token's row when ``jwt`` is well signed, unexpired and not invalidated."""
+        claims = self._decode(jwt)
+        if claims is None or claims.get("exp", 0) < time.time():
+            raise unauthenticated("The access token is invalid or has expired")
+        row = self._db.table(TABLE).get(Query().id == claims.get("jti"))
+        if row is None or row.get("invalidated"):
+            raise unauthenticated("The access token has been invalidated")
+        return dict(row)
+
+    def refresh(self, jwt: Any, refresh_token: Any) -> dict[str, Any]:
+        """A new token from an old (even expired) one and its still-valid refresh token."""
+        if not isinstance(jwt, str) or not isinstance(refresh_token, str):
+            raise unauthenticated("Send tokenId and refreshToken")
+        claims = self._decode(jwt)
+        row = self._db.table(TABLE).get(Query().id == claims.get("jti")) if claims else None
+        if (
+            row is None
+            or row.get("invalidated")
+            or row["refreshExpires"] < time.time()
+            or not hmac.compare_digest(row["refreshDigest"], _digest(refresh_token))
+        ):
+            raise unauthenticated("The refresh token is invalid or has expired")
+        self.invalidate(row["id"])
+        return self.issue(row["user"], row["scopeId"])
+
+    def invalidate(self, token_id: str) -> None:
+        with self._db.transaction():
+            self._db.table(TABLE).update({"invalidated": time.time()}, Query().id == token_id)
+
+    def invalidate_user(self, user: str) -> None:
+        with self._db.transaction():
+            self._db.table(TABLE).update({"invalidated": time.time()}, Query().user == user)
+
+    # JWT ----------------------------------------------------------------------
+    def _encode(self, claims: dict[str, Any]) -> str:
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        signing_input = f"{header}.{payload}".encode()
+        signature = _b64(hmac.new(self._key, signing_input, hashlib.sha256).digest())
+        return f"{header}.{payload}.{signature}"
+
+    def _decode(self, jwt: str) -> dict[str, Any] | None:
+        try:
+            header_b64, payload_b64, signature_b64 = jwt.split(".")
+            header = json.loads(_unb64(header_b64))
+            if header.get("alg") != "HS256":
+                return None
+            expected = hmac.new(self._key, f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
+            if not hmac.compare_digest(expected, _unb64(signature_b64)):
+                return None
+            claims = json.loads(_unb64(payload_b64))
+        except (ValueError, TypeError):
+            return None
+        return claims if isinstance(claims, dict) else None
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise unauthenticated()
+    token = authorization.split(" ", 1)[1].strip()
+    if not token:
+        raise unauthenticated()
+    return token
+
+
+__all__ = ["AccessTokens", "KapuaError", "bearer_token"]

@@ -1,0 +1,179 @@
+"""One MQTT connection that keeps itself up: reconnects with backoff, resubscribes,
+and holds an outbox so notifications published while the broker is away go out
+after the reconnect, in order.
+
+Built on ``aiomqtt`` (paho-mqtt driven by the asyncio loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from bolt_device.config import BrokerAddress
+
+log = logging.getLogger("bolt_device.mqtt")
+
+MessageHandler = Callable[[str, bytes, bool], Awaitable[None]]
+ConnectHandler = Callable[[], Awaitable[None]]
+OUTBOX_LIMIT = 10_000
+
+
+class NotConnected(RuntimeError):
+    """The link is down; the message was not sent."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+class MqttLink:
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        client_id: str,
+        subscriptions: list[str],
+        on_message: MessageHandler,
+        *,
+        will: Outgoing | Callable[[], Outgoing] | None = None,
+        on_connect: ConnectHandler | None = None,
+        keepalive: int = 30,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._on_connect = on_connect
+        self._will = will
+        self._keepalive = keepalive
+        self._max_backoff = max_backoff
+        self._client: aiomqtt.Client | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._outbox: collections.deque[Outgoing] = collections.deque(maxlen=OUTBOX_LIMIT)
+        self._outbox_ready = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.connections = 0  # how many times the link came up (tests and stats)
+        self.messages_in = 0
+        self.messages_out = 0
+
+    # lifecycle ----------------------------------------------------------------
+    def start(self) -> None:
+        self._stopping = False
+        self._runner = asyncio.create_task(self._run(), name=f"mqtt-{self.client_id}")
+
+    async def stop(self, last_words: Outgoing | None = None, timeout: float = 3.0) -> None:
+        """Publish ``last_words`` if connected (a DC, say), then disconnect cleanly."""
+        self._stopping = True
+        if last_words is not None and self._client is not None and self.connected.is_set():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._send(self._client, last_words), timeout)
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        self._runner = None
+        self.connected.clear()
+
+    # sending ------------------------------------------------------------------
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Send now; raises :class:`NotConnected` when the link is down."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise NotConnected(f"not connected to the broker {self.broker.host}:{self.broker.port}")
+        try:
+            await self._send(client, Outgoing(topic, payload, qos, retain))
+        except aiomqtt.MqttError as exc:
+            raise NotConnected(str(exc)) from exc
+
+    def enqueue(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        """Send when connected (now or after the next reconnect), keeping the order."""
+        self._outbox.append(Outgoing(topic, payload, qos, retain))
+        self._outbox_ready.set()
+
+    async def _send(self, client: aiomqtt.Client, item: Outgoing) -> None:
+        await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+        self.messages_out += 1
+
+    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
+        while True:
+            if not self._outbox:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
+                continue
+            item = self._outbox[0]
+            await self._send(client, item)
+            if self._outbox and self._outbox[0] is item:
+                self._outbox.popleft()
+
+    # the connection loop ------------------------------------------------------
+    def _client_for(self) -> aiomqtt.Client:
+        will = None
+        last = self._will() if callable(self._will) else self._will
+        if last is not None:
+            will = aiomqtt.Will(last.topic, last.payload, qos=last.qos, retain=last.retain)
+        return aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            username=self.broker.username,
+            password=self.broker.password,
+            identifier=self.client_id,
+            will=will,
+            clean_session=True,
+            keepalive=self._keepalive,
+            timeout=10,
+            tls_context=ssl.create_default_context() if self.broker.tls else None,
+        )
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            try:
+                async with self._client_for() as client:
+                    for topic in self._subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    self._client = client
+                    self.connected.set()
+                    self.connections += 1
+                    delay = 0.1
+                    log.info("%s connected to %s:%s", self.client_id, self.broker.host, self.broker.port)
+                    sender = asyncio.create_task(self._drain_outbox(client))
+                    try:
+                        if self._on_connect is not None:
+                            await self._on_connect()
+                        async for message in client.messages:
+                            self.messages_in += 1
+                            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+                            try:
+                                await self._on_message(str(message.topic), bytes(payload), bool(message.retain))
+                            except Exception:
+                                log.exception("%s: handler failed for %s", self.client_id, message.topic)
+                    finally:
+                        self.connected.clear()
+                        self._client = None
+                        sender.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await sender
+            except aiomqtt.MqttError as exc:
+                if not self._stopping:
+                    log.warning("%s: broker connection lost or refused (%s); retrying", self.client_id, exc)
+            finally:
+                self.connected.clear()
+                self._client = None
+            if self._stopping:
+                break
+            await asyncio.sleep(delay + random.uniform(0, delay / 2))
+            delay = min(delay * 2, self._max_backoff)

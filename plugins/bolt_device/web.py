@@ -1,0 +1,111 @@
+"""Shared pieces of the manager's REST handlers: errors, the caller, scopes, bodies."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bolt_device.backend import STATE_KEY, DeviceBackend
+from bolt_device.kapua import KapuaError, illegal_argument, unauthenticated, unauthorized
+from bolt_device.tokens import bearer_token
+from bolt_host.errors import BoltError
+
+log = logging.getLogger("bolt_device.web")
+Handler = Callable[[Request], Awaitable[Response]]
+DEFAULT_TIMEOUT_MS = 30_000
+MAX_TIMEOUT_MS = 10 * 60_000
+
+
+def kapua_endpoint(handler: Handler) -> Handler:
+    """Answer KapuaErrors (and core errors) in Kapua's error body."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except KapuaError as exc:
+            return exc.response()
+        except BoltError as exc:
+            status = exc.http_status if 400 <= exc.http_status < 500 else 500
+            code = "ILLEGAL_ARGUMENT" if status == 400 else "INTERNAL_ERROR"
+            return KapuaError(status, code, exc.message).response()
+
+    return wrapped
+
+
+def backend_of(request: Request) -> DeviceBackend:
+    backend = request.app.state.host.state.get(STATE_KEY)
+    if backend is None or backend.manager is None:
+        raise KapuaError(503, "SERVICE_UNAVAILABLE", "This host is not a device manager (BOLT_DEVICE_MODE=manager)")
+    return backend
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    scope: str
+    token_id: str
+    is_admin: bool
+
+
+def caller(request: Request) -> Caller:
+    backend = backend_of(request)
+    row = backend.tokens.verify(bearer_token(request.headers.get("authorization")))
+    user = backend.host.users.get(row["user"])
+    if user is None or user.get("isBlocked"):
+        raise unauthenticated("The user of this access token no longer exists or is blocked")
+    return Caller(row["user"], row["scopeId"], row["id"], backend.host.users.is_admin(user))
+
+
+def scope_for(who: Caller, raw: str, domain: str, action: str) -> str:
+    """The scope a path names (``_`` is the caller's own); another scope is a 403."""
+    scope = who.scope if raw == "_" else raw
+    if scope != who.scope:
+        raise unauthorized(domain, action, raw)
+    return scope
+
+
+async def json_body(request: Request, name: str) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        from bolt_device.kapua import illegal_null
+
+        raise illegal_null(name)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise illegal_argument(name, raw[:100].decode(errors="replace"), "The body is not JSON.") from exc
+    if not isinstance(body, dict):
+        raise illegal_argument(name, str(body)[:100], "The body must be a JSON object.")
+    return body
+
+
+def int_param(request: Request, name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise illegal_argument(name, raw, "Expected a whole number.") from exc
+    if value < low or (high is not None and value > high):
+        raise illegal_argument(name, raw, f"Expected a number from {low}" + (f" to {high}." if high else "."))
+    return value
+
+
+def timeout_ms(request: Request) -> int:
+    return int_param(request, "timeout", DEFAULT_TIMEOUT_MS, low=1, high=MAX_TIMEOUT_MS)
+
+
+def page(request: Request, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    offset = int_param(request, "offset", 0)
+    limit = int_param(request, "limit", 50, low=1, high=1000)
+    chosen = items[offset : offset + limit]
+    return chosen, offset + limit < len(items)

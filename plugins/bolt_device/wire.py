@@ -1,0 +1,90 @@
+"""The MQTT wire format shared by the manager and the agents (see docs/device.md).
+
+Topics follow Kura's namespace (``$EDC/<account>/<client>/...``); bodies are
+JSON ``{"sentOn": <ms>, "metrics": {...}, "body": ...}`` instead of Kura's
+protobuf KuraPayload, with Kura's metric names.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+EDC = "$EDC"
+APP = "DEPLOY-V2"
+PRESENCE = ("BIRTH", "DC", "LWT")
+QOS = 1
+# Reply codes (Kura's KuraResponsePayload).
+OK, BAD_REQUEST, NOT_FOUND, ERROR = 200, 400, 404, 500
+
+
+@dataclass
+class Payload:
+    metrics: dict[str, Any] = field(default_factory=dict)
+    body: Any = None
+    sent_on: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def encode(self) -> bytes:
+        doc: dict[str, Any] = {"sentOn": self.sent_on, "metrics": self.metrics}
+        if self.body is not None:
+            doc["body"] = self.body
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | bytearray | str | None) -> Payload:
+        """Parse a message; anything that is not our JSON object yields an empty payload."""
+        if not raw:
+            return cls()
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return cls()
+        if not isinstance(doc, dict):
+            return cls()
+        metrics = doc.get("metrics") if isinstance(doc.get("metrics"), dict) else {}
+        sent_on = doc.get("sentOn") if isinstance(doc.get("sentOn"), int) else int(time.time() * 1000)
+        return cls(metrics=metrics, body=doc.get("body"), sent_on=sent_on)
+
+
+# topics -------------------------------------------------------------------------
+def presence_topic(account: str, client: str, kind: str) -> str:
+    return f"{EDC}/{account}/{client}/MQTT/{kind}"
+
+
+def request_topic(account: str, client: str, verb: str, resource: str) -> str:
+    return f"{EDC}/{account}/{client}/{APP}/{verb}/{resource}"
+
+
+def reply_topic(account: str, requester: str, request_id: str) -> str:
+    return f"{EDC}/{account}/{requester}/{APP}/REPLY/{request_id}"
+
+
+def notify_topic(account: str, requester: str, client: str, resource: str) -> str:
+    return f"{EDC}/{account}/{requester}/{APP}/NOTIFY/{client}/{resource}"
+
+
+def manager_status_topic(manager: str) -> str:
+    """Retained: ``online`` true while the manager is connected (its will says false)."""
+    return f"bolt/manager/{manager}/status"
+
+
+MANAGER_STATUS_FILTER = "bolt/manager/+/status"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A parsed ``$EDC`` topic."""
+
+    account: str
+    client: str
+    app: str
+    rest: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, topic: str) -> Topic | None:
+        parts = topic.split("/")
+        if len(parts) < 4 or parts[0] != EDC:
+            return None
+        return cls(parts[1], parts[2], parts[3], tuple(parts[4:]))
