@@ -131,6 +131,22 @@ async def _noop(task: TaskHandle) -> None:
     return None
 
 
+async def test_only_the_newest_finished_tasks_are_kept(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.json")
+    tasks = Tasks(db, tmp_path / "logs", keep_finished=2)
+    await tasks.start()
+    gate = asyncio.Event()
+    slow = tasks.submit("slow", "a", None, gated_job(gate))
+    ids = [(await tasks.wait(tasks.submit("x", "a", None, _noop)["id"]))["id"] for _ in range(3)]
+    assert [r["id"] for r in tasks.list()] == [ids[2], ids[1], slow["id"]]  # the running task is never pruned
+    assert not tasks.logs.path(ids[0]).exists() and tasks.logs.path(ids[1]).exists()
+    gate.set()
+    assert (await tasks.wait(slow["id"]))["status"] == "succeeded"  # the oldest, but it just finished
+    assert [r["id"] for r in tasks.list()] == [ids[2], slow["id"]]
+    await tasks.shutdown()
+    db.close()
+
+
 async def test_each_kind_runs_at_most_its_limit_at_once(service) -> None:
     tasks, _ = service
     gate = asyncio.Event()

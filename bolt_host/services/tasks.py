@@ -14,10 +14,11 @@ flashes as tasks, through ``host.tasks``::
 
 API (all methods run on the host's event loop):
 
-``Tasks(db, log_dir, publish=None, limits=None)``
+``Tasks(db, log_dir, publish=None, limits=None, *, keep_finished=1000)``
     ``limits`` maps a kind to how many of its tasks may run at once; the
     defaults are download 2, install 1, uninstall 1, firmware 1, and any other
-    kind gets 1.  Each kind has its own FIFO queue.
+    kind gets 1.  Each kind has its own FIFO queue.  Only the newest
+    ``keep_finished`` finished tasks are kept (rows and logs); None keeps all.
 ``await start()`` / ``await shutdown(grace=5.0)``
     ``start`` marks tasks that a crash left ``queued`` or ``running`` as
     ``failed`` (the reason goes into ``error`` and the log) and starts the
@@ -130,8 +131,11 @@ class Tasks:
         log_dir: Path,
         publish: Publish | None = None,
         limits: dict[str, int] | None = None,
+        *,
+        keep_finished: int | None = 1000,
     ) -> None:
         self._db = db
+        self._keep_finished = keep_finished
         self.logs = TaskLogs(log_dir)
         self._publish = publish
         self._limits = {**DEFAULT_LIMITS, **(limits or {})}
@@ -160,6 +164,7 @@ class Tasks:
                 reason = CRASH_REASON_RUNNING if record["status"] == "running" else CRASH_REASON_QUEUED
                 self._finish(record, "failed", error=reason)
         self._ensure_counter_above(max(self._records, default=0))
+        self._prune()
         self._started = True
         for kind in DEFAULT_LIMITS:
             self._queue_for(kind)
@@ -337,6 +342,21 @@ class Tasks:
         if done is not None:
             done.set()
         self._emit(f"task-{status}", record)
+        self._prune(spare=task_id)
+
+    def _prune(self, spare: int | None = None) -> None:
+        """Forget the oldest finished tasks beyond ``keep_finished`` (never ``spare``, just finished)."""
+        if self._keep_finished is None:
+            return
+        finished = sorted(i for i, r in self._records.items() if r["status"] in FINISHED and i != spare)
+        excess = finished[: max(0, len(finished) + (spare is not None) - self._keep_finished)]
+        if not excess:
+            return
+        with self._db.transaction():
+            self._db.table(TABLE).remove(doc_ids=excess)
+        for task_id in excess:
+            self._records.pop(task_id, None)
+            self.logs.remove(task_id)
 
     def _request_cancel(self, task_id: int, reason: str) -> None:
         if task_id not in self._cancel_requested:
