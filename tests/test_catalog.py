@@ -165,6 +165,8 @@ async def test_upload_source_reads_manifests_from_tarballs(tmp_path: Path) -> No
     assert read_tarball_manifest(uploads / "b.tar.gz")["version"] == "1.3.0"
     with pytest.raises(CatalogError):
         read_tarball_manifest(uploads / "junk.tgz")
+    with pytest.raises(CatalogError, match=r"no package\.json"):
+        read_tarball_manifest(uploads / "a.tgz", scan_bytes=10)  # the manifest lies beyond the scan budget
     with pytest.raises(CatalogError):
         await source.fetch("uploaded", "9.0.0")
 

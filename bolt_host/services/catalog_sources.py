@@ -26,6 +26,7 @@ log = logging.getLogger("bolt_host.catalog")
 
 APP_KEYWORD = "bolt-app"
 MANIFEST_MAX_BYTES = 1024 * 1024
+SCAN_MAX_BYTES = 64 * 1024 * 1024
 _TARBALL_SUFFIXES = (".tgz", ".tar.gz", ".tar")
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._@+-]")
 Progress = Callable[[int, "int | None"], None]
@@ -215,16 +216,18 @@ class RegistrySource:
 # ---------------------------------------------------------------- uploads
 
 
-def read_tarball_manifest(path: Path, max_members: int = 2000) -> dict[str, Any]:
+def read_tarball_manifest(path: Path, max_members: int = 2000, scan_bytes: int = SCAN_MAX_BYTES) -> dict[str, Any]:
     """The ``package.json`` at the top of a package tarball, without extracting anything.
 
     Only a regular file ``package.json`` directly under the archive's top folder
-    (or at its root) is read, at most :data:`MANIFEST_MAX_BYTES`.
+    (or at its root) is read, at most :data:`MANIFEST_MAX_BYTES`.  The search
+    stops after ``max_members`` members or ``scan_bytes`` inflated bytes, so a
+    hostile archive cannot make it decompress gigabytes.
     """
     try:
         with tarfile.open(path, "r:*") as tf:
             for count, member in enumerate(tf):
-                if count >= max_members:
+                if count >= max_members or member.offset_data > scan_bytes:
                     break
                 parts = [p for p in member.name.split("/") if p not in ("", ".")]
                 if parts[-1:] == ["package.json"] and len(parts) <= 2 and member.isreg():
@@ -235,6 +238,8 @@ def read_tarball_manifest(path: Path, max_members: int = 2000) -> dict[str, Any]
                     if not _valid_manifest(data):
                         raise CatalogError(f"{path.name}: package.json has no valid name and version")
                     return data  # type: ignore[return-value]
+                if member.offset_data + member.size > scan_bytes:
+                    break  # skipping this member would inflate too much
     except (tarfile.TarError, OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
         raise CatalogError(f"{path.name} is not a readable package tarball ({exc})") from None
     raise CatalogError(f"{path.name} has no package.json")
