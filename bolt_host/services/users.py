@@ -141,8 +141,13 @@ class Users:
     def set_roles(self, name: str, roles: Any) -> dict[str, Any]:
         checked = self._checked_roles(roles)
         with self._db.transaction():
-            if not self._db.table(USERS).update({"roles": checked}, Query().name == name):
+            user = self.get(name)
+            if user is None:
                 raise BoltError(errors.USER_NOT_FOUND)
+            demoted = self.is_admin(user) and not self.is_admin({**user, "roles": checked})
+            if demoted and sum(self.is_admin(u) for u in self._all_raw()) <= 1:
+                raise BoltError(errors.BAD_REQUEST, "Refusing to take the admin role from the last admin")
+            self._db.table(USERS).update({"roles": checked}, Query().name == name)
         return public_user(self.get(name) or {})
 
     def delete(self, name: str) -> dict[str, Any]:
