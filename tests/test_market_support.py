@@ -61,7 +61,7 @@ class Market:
 
 def copy_repo(tmp_path: Path) -> Path:
     target = tmp_path / "repo"
-    shutil.copytree(REPO, target)
+    shutil.copytree(REPO, target, dirs_exist_ok=True)
     return target
 
 

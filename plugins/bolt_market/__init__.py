@@ -72,3 +72,11 @@ def app_environment(host: Any, app: dict[str, Any]) -> dict[str, str]:
     if row is None:
         return {}
     return {e["envName"]: e["value"] for e in row.get("envs") or [] if "envName" in e}
+
+
+@hookimpl(trylast=True)
+def verify_payment(host: Any, source: str, app: dict[str, Any], user: str, receipt: Any) -> Any:
+    """Built-in verifier: accepts a receipt VC signed by the app developer's key (see receipts.py)."""
+    from .receipts import builtin_verify_payment
+
+    return builtin_verify_payment(host, source, app, user, receipt)
