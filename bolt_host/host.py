@@ -87,6 +87,7 @@ class Host:
         from bolt_host.services.app_hooks import AppHookDelivery
         from bolt_host.services.appdb import AppDatabases
         from bolt_host.services.apps import Apps
+        from bolt_host.services.registry import remove_partial_downloads
         from bolt_host.services.supervisor import Supervisor
         from bolt_host.services.visibility import Visibility
 
@@ -94,6 +95,7 @@ class Host:
         data_dir = settings.data_dir
         self.apps = Apps(self.db, data_dir, settings.local_repo, self.publish)
         self.apps.clean_staging()
+        remove_partial_downloads(data_dir / "cache")
         self.appdb = AppDatabases(data_dir / "databases")
         self.apps.appdb = self.appdb
         self.visibility = Visibility(self.db, self.users, self.apps)

@@ -416,3 +416,12 @@ async def test_url_user_info_is_sent_as_basic_auth(registry: RegistryServer, cac
 )
 def test_valid_package_name(name: str, ok: bool) -> None:
     assert valid_package_name(name) is ok
+
+
+def test_partial_downloads_left_by_a_crash_are_removed(tmp_path: Path) -> None:
+    from bolt_host.services.registry import remove_partial_downloads
+
+    (tmp_path / ".download-abc.part").write_bytes(b"half")
+    (tmp_path / "notes@1.0.0.tgz").write_bytes(b"whole")
+    assert remove_partial_downloads(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["notes@1.0.0.tgz"]

@@ -145,6 +145,15 @@ def _has_keyword(package: dict[str, Any], keyword: str, *, strict: bool) -> bool
     return keyword.lower() in {str(w).lower() for w in words}
 
 
+def remove_partial_downloads(cache_dir: Path) -> int:
+    """Delete half-written downloads a killed host left in ``cache_dir``; returns how many."""
+    removed = 0
+    for leftover in cache_dir.glob(".download-*.part"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 class RegistryClient:
     """Talks to one npm-protocol registry; caches verified tarballs in ``cache_dir``."""
 
