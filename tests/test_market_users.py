@@ -186,3 +186,32 @@ def test_sources_settings_history_and_developer_endpoints(tmp_path: Path) -> Non
         assert logs["size"] == 1000 and logs["requested_size"] == 5000
         assert all(r["type"] == "install" for r in logs["records"])
         assert admin.get("/logs", params={"size": 0}).status_code == 400
+
+
+def test_dashboards_are_readable_html_per_user(tmp_path: Path) -> None:
+    with market_host(tmp_path) as market:
+        alice = market.add_user("alice")
+        bob = market.add_user("bob")
+        assert _install(alice).status_code == 200
+        cloned = alice.post("/apps/env-echo/clone", json={
+            "source": "market.bolt", "app_name": "env-echo", "title": "<script>alert(1)</script>", "sync": True,
+            "envs": GREETING})
+        assert cloned.status_code == 200, cloned.text
+
+        page = alice.get("/runtime/dashboard")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "env-echo" in page.text and "<script" not in page.text.lower()
+        assert "running" in page.text and "Tasks" in page.text
+        assert "env-echo" not in bob.get("/runtime/dashboard").text
+        assert "env-echo" in market.admin.get("/runtime/dashboard").text
+
+        flow = alice.get("/runtime/dashboard-app", params={"app": "env-echo"})
+        assert flow.status_code == 200
+        assert "<li class='here'>running</li>" in flow.text and "<li class='done'>downloading</li>" in flow.text
+        assert "install task env-echo" in flow.text  # the task log
+        clone_page = alice.get("/runtime/dashboard-app", params={"app": cloned.json()["data"]["name"]}).text
+        assert "&lt;script&gt;" in clone_page and "<script" not in clone_page.lower()
+        assert "No such app" in bob.get("/runtime/dashboard-app", params={"app": "env-echo"}).text
+        assert market.client().get("/runtime/dashboard").status_code == 401
+
+        assert alice.post("/apps/stop", json={"appName": "env-echo", "all": True}).status_code == 200
