@@ -118,6 +118,7 @@ class Target:
     auth: tuple[str, str] | None = None
     token: str | None = None
     user: str | None = None
+    from_config: bool = False
 
     @property
     def anonymous(self) -> bool:
@@ -147,7 +148,7 @@ def resolve_target(
         secret = password or env.get("BOLT_PASSWORD") or _prompt_password(env["BOLT_USER"], prompt)
         return Target(chosen, auth=(env["BOLT_USER"], secret), user=env["BOLT_USER"])
     if saved.get("token"):
-        return Target(chosen, token=saved["token"], user=saved.get("user"))
+        return Target(chosen, token=saved["token"], user=saved.get("user"), from_config=True)
     return Target(chosen)
 
 
@@ -184,8 +185,14 @@ class Client:
         with self._connection():
             response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            raise error_from(response)
+            raise self._error(response)
         return response
+
+    def _error(self, response: httpx.Response) -> ApiError:
+        error = error_from(response)
+        if response.status_code == 401 and self.target.from_config:
+            error.message += " (the stored login may have expired: run `bolt-host login` again)"
+        return error
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and return the envelope's ``body``; raise :class:`ApiError` on failure."""
@@ -195,7 +202,7 @@ class Client:
         except ValueError as exc:
             raise ApiError(f"the host answered {method} {path} with something that is not JSON") from exc
         if not isinstance(envelope, dict) or envelope.get("code", 0) != 0:
-            raise error_from(response)
+            raise self._error(response)
         return envelope.get("body")
 
     def get(self, path: str, **kwargs: Any) -> Any:
@@ -209,7 +216,7 @@ class Client:
         with self._connection(), self.http.stream(method, path, **kwargs) as response:
             if response.status_code >= 400:
                 response.read()
-                raise error_from(response)
+                raise self._error(response)
             yield response
 
 

@@ -98,6 +98,10 @@ def test_login_keeps_a_private_token_that_later_commands_use(live: LiveServer, c
     refused = run("whoami", "--url", live.url)
     assert refused.exit_code == 1
     assert f"error {errors.NOT_LOGGED_IN}" in refused.stderr
+    config["hosts"][live.url]["token"] = "expired-or-forged"
+    config_file.write_text(json.dumps(config))
+    stale = run("whoami")
+    assert stale.exit_code == 1 and "run `bolt-host login` again" in stale.stderr
 
 
 def test_login_with_a_wrong_password_fails_with_the_api_message(live: LiveServer, clean_env: Path) -> None:

@@ -57,7 +57,10 @@ export function render(container, params) {
       retry = setTimeout(connect, 2000);
     });
   };
-  connect();
+  get(`/api/apps/${encodeURIComponent(name)}`).then(connect).catch((err) => {
+    closed = true;
+    output.textContent = err.message;
+  });
   return () => {
     closed = true;
     clearTimeout(retry);
