@@ -6,96 +6,28 @@ Every response of the Kapua API is validated against Kapua's own OpenAPI schemas
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from bolt_host.testing import ADMIN_PASSWORD
-from tests.fixtures.device.fleet import MANAGER_ID, Kapua, agent_config, device_host, manager_config, sha256_of
-from tests.fixtures.device.mosquitto import MOSQUITTO, Mosquitto
+from tests.fixtures.device.fleet import Fleet, running_fleet, sha256_of
+from tests.fixtures.device.mosquitto import MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
-from tests.fixtures.device.packages import GatedFiles, pack_sample
+from tests.fixtures.device.packages import pack_sample
 from tests.helpers import wait_until
-from tests.registry_server import RegistryServer
-from tests.servers import LiveServer, serve
 
 pytestmark = [
     pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is not installed (apt-get install mosquitto)"),
     pytest.mark.timeout(120),
 ]
 
-PASSWORDS = {MANAGER_ID: "manager-secret", "dev-1": "secret-1", "dev-2": "secret-2", "dev-3": "secret-3",
-             "silent": "secret-s", "acme-1": "secret-a"}
-
-
-@dataclass
-class Fleet:
-    broker: Mosquitto
-    registry: RegistryServer
-    files: GatedFiles
-    files_url: str
-    manager: LiveServer
-    agents: dict[str, LiveServer]
-    kapua: Kapua
-    hello: dict[str, Any]
-    hello_bytes: bytes
-    base: Path
-
-    def device_id(self, client_id: str) -> str:
-        return self.kapua.wait_connected(client_id)["id"]
-
-    def live_apps(self, client_id: str) -> list[dict[str, Any]]:
-        agent = self.agents[client_id]
-        response = httpx.get(agent.url + "/api/apps/@live", auth=agent.admin_auth, timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()["body"]
-
-
-def _end_app_processes(agents: dict[str, LiveServer]) -> None:
-    """End, by pid, every app process an agent started (the hosts stop them too)."""
-    for agent in agents.values():
-        with contextlib.suppress(httpx.HTTPError):
-            response = httpx.get(agent.url + "/api/apps/@live", auth=agent.admin_auth, timeout=10)
-            for context in response.json().get("body", []):
-                pid = context.get("pid")
-                if pid and psutil.pid_exists(pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGTERM)
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    base = tmp_path_factory.mktemp("fleet")
-    agents: dict[str, LiveServer] = {}
-    with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(Mosquitto(base / "broker", PASSWORDS))
-        registry = stack.enter_context(RegistryServer())
-        hello_bytes, manifest = pack_sample("hello-web")
-        hello = registry.publish_tarball(manifest["name"], manifest["version"], hello_bytes, manifest)
-        files = GatedFiles()
-        files_server = stack.enter_context(serve(files.app))
-        manager = stack.enter_context(
-            device_host(base / "manager", manager_config(broker.url, PASSWORDS[MANAGER_ID]), registry=registry.url)
-        )
-        for client_id in ("dev-1", "dev-2"):
-            agents[client_id] = stack.enter_context(
-                device_host(base / client_id, agent_config(broker.url, client_id, PASSWORDS[client_id]))
-            )
-        stack.callback(_end_app_processes, agents)
-        kapua = Kapua(manager.url)
-        stack.callback(kapua.close)
-        kapua.login("admin", ADMIN_PASSWORD)
-        for client_id in agents:
-            kapua.wait_connected(client_id)
-        yield Fleet(broker, registry, files, files_server.url, manager, agents, kapua, hello, hello_bytes, base)
+    with running_fleet(tmp_path_factory.mktemp("fleet")) as running:
+        yield running
 
 
 def _download(fleet: Fleet, device_id: str, body: dict[str, Any], timeout: int | None = None) -> httpx.Response:

@@ -1,0 +1,125 @@
+"""Kapua authentication and scope isolation on the device manager: access tokens
+(signed JWT, refresh, logout), accounts as scopes, users in accounts, and a caller
+that never sees or touches another scope's devices (403 in Kapua's body)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from bolt_host.testing import ADMIN_PASSWORD
+from tests.fixtures.device.fleet import PASSWORDS, Fleet, Kapua, agent_config, device_host, running_fleet
+from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.openapi import check_error, check_schema
+from tests.helpers import wait_until
+
+pytestmark = [
+    pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is not installed (apt-get install mosquitto)"),
+    pytest.mark.timeout(120),
+]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(tmp_path_factory.mktemp("fleet")) as running:
+        yield running
+
+
+def test_login_returns_a_kapua_access_token(fleet: Fleet) -> None:
+    token = check_schema(Kapua(fleet.manager.url).login("admin", ADMIN_PASSWORD), "accessToken")
+    assert token["tokenId"].count(".") == 2 and token["scopeId"] == "AQ"
+    assert token["expiresOn"] < token["refreshExpiresOn"]
+    info = fleet.kapua.get("/authentication/info")
+    assert info.status_code == 200 and check_schema(info.json(), "loginInfo")["accessToken"]["scopeId"] == "AQ"
+
+
+@pytest.mark.parametrize("password", ["wrong-password", "", None])
+def test_bad_credentials_are_401(fleet: Fleet, password: str | None) -> None:
+    response = httpx.post(fleet.manager.url + "/v1/authentication/user",
+                          json={"username": "admin", "password": password})
+    assert response.status_code == 401
+    assert response.json()["kapuaErrorCode"] == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer", "Bearer not-a-jwt", "Basic YWRtaW46eA==",
+     "Bearer eyJhbGciOiJIUzI1NiJ9.eyJqdGkiOiJ4IiwiZXhwIjo5OTk5OTk5OTk5fQ.c2lnbmF0dXJl"],
+)
+def test_calls_without_a_valid_token_are_401(fleet: Fleet, authorization: str | None) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = httpx.get(fleet.manager.url + "/v1/_/devices", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["httpErrorCode"] == 401
+
+
+def test_refresh_replaces_the_token_and_logout_ends_it(fleet: Fleet) -> None:
+    client = Kapua(fleet.manager.url)
+    first = client.login("admin", ADMIN_PASSWORD)
+    response = client.post("/authentication/refresh",
+                           json={"tokenId": first["tokenId"], "refreshToken": first["refreshToken"]})
+    assert response.status_code == 200, response.text
+    second = check_schema(response.json(), "accessToken")
+    assert second["tokenId"] != first["tokenId"]
+    assert client.get("/_/devices").status_code == 401  # the old token was invalidated
+    again = client.post("/authentication/refresh",
+                        json={"tokenId": first["tokenId"], "refreshToken": first["refreshToken"]})
+    assert again.status_code == 401
+    client.http.headers["Authorization"] = f"Bearer {second['tokenId']}"
+    assert client.get("/_/devices").status_code == 200
+    assert client.post("/authentication/logout").status_code == 204
+    assert client.get("/_/devices").status_code == 401
+    client.close()
+
+
+def test_a_caller_never_sees_or_touches_another_scopes_devices(fleet: Fleet) -> None:
+    root = fleet.kapua
+    created = root.post("/AQ/accounts", json={"name": "acme", "organizationName": "ACME Inc.",
+                                              "organizationEmail": "ops@acme.example"})
+    assert created.status_code == 201, created.text
+    acme = check_schema(created.json(), "account")
+    assert acme["scopeId"] == "AQ" and acme["id"] != "AQ"
+    assert check_schema(root.get("/AQ/accounts").json(), "accountListResult")["items"][0]["name"] == "acme"
+    user = root.post(f"/{acme['id']}/users", json={"name": "acme-ops", "password": "acme-ops-password"})
+    assert user.status_code == 201, user.text
+    check_schema(user.json(), "user")
+
+    with device_host(fleet.base / "acme-1", agent_config(fleet.broker.url, "acme-1", PASSWORDS["acme-1"], "acme")):
+        ops = Kapua(fleet.manager.url)
+        token = ops.login("acme-ops", "acme-ops-password")
+        assert token["scopeId"] == acme["id"]
+        acme_device = ops.wait_connected("acme-1")
+        assert acme_device["scopeId"] == acme["id"]
+        assert [d["clientId"] for d in ops.get("/_/devices").json()["items"]] == ["acme-1"]
+        assert ops.get(f"/{acme['id']}/devices/{acme_device['id']}/packages").status_code == 200
+
+        root_device = fleet.device_id("dev-1")
+        for response in (
+            ops.get("/AQ/devices"),
+            ops.get(f"/AQ/devices/{root_device}"),
+            ops.get(f"/AQ/devices/{root_device}/packages"),
+            ops.post(f"/AQ/devices/{root_device}/packages/_uninstall", json={"name": "x", "version": "1"}),
+            ops.get(f"/AQ/devices/{root_device}/operations"),
+        ):
+            assert response.status_code == 403, response.text
+            body = check_error(response.json(), "subjectUnauthorized")
+            assert body["kapuaErrorCode"] == "SUBJECT_UNAUTHORIZED"
+        assert ops.get(f"/_/devices/{root_device}").status_code == 404  # not in my scope: unknown to me
+        assert ops.post("/_/accounts", json={"name": "sub"}).status_code == 403  # not an admin
+
+        assert "acme-1" not in [d["clientId"] for d in root.get("/_/devices").json()["items"]]
+        assert root.get(f"/{acme['id']}/devices").status_code == 403
+        assert root.get(f"/_/devices/{acme_device['id']}").status_code == 404
+        ops.close()
+
+
+def test_devices_of_an_unknown_account_are_ignored(fleet: Fleet) -> None:
+    config = agent_config(fleet.broker.url, "dev-3", PASSWORDS["dev-3"], "nobody")
+    with device_host(fleet.base / "dev-3", config) as stranger:
+        agent = stranger.host.state["device"].agent
+        wait_until(lambda: agent.link.connections >= 1 and agent.link.messages_out >= 1, timeout=20,
+                   what="the stranger to announce itself")
+        fleet.kapua.wait_connected("dev-1")
+        assert "dev-3" not in [d["clientId"] for d in fleet.kapua.get("/_/devices").json()["items"]]

@@ -1,0 +1,153 @@
+"""The device backend when things go wrong: offline and silent devices, the broker
+restarting mid-operation, a package already in flight, and a reboot that restarts the
+device's host service.  Real Mosquitto, manager and agents as in test_device_fleet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.device.fleet import PASSWORDS, Fleet, agent_config, device_host, running_fleet, sha256_of
+from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.openapi import check_error, check_schema
+from tests.fixtures.device.packages import pack_sample
+from tests.fixtures.device.raw_device import RawDevice
+from tests.helpers import wait_until
+
+pytestmark = [
+    pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is not installed (apt-get install mosquitto)"),
+    pytest.mark.timeout(120),
+]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(tmp_path_factory.mktemp("fleet")) as running:
+        yield running
+
+
+def _file_request(fleet: Fleet, sample: str, gated: bool = False, **changes: Any) -> dict[str, Any]:
+    data, manifest = pack_sample(sample)
+    path = fleet.files.add(f"{sample}.tgz", data, gated=gated)
+    body = {"uri": fleet.files_url + path, "name": manifest["name"], "version": manifest["version"],
+            "fileHash": sha256_of(data), "install": True}
+    body.update(changes)
+    return body
+
+
+def _running(fleet: Fleet, client_id: str, app: str) -> list[dict[str, Any]]:
+    return [c for c in fleet.live_apps(client_id) if c["name"] == app and c["status"] == "running"]
+
+
+def test_an_offline_device_is_409_and_gets_no_operation(fleet: Fleet) -> None:
+    kapua = fleet.kapua
+    with device_host(fleet.base / "dev-3", agent_config(fleet.broker.url, "dev-3", PASSWORDS["dev-3"])):
+        device_id = kapua.wait_connected("dev-3")["id"]
+    device = kapua.wait_status("dev-3", "DISCONNECTED")
+    assert device["lastEvent"]["resource"] == "DC"
+    for response in (
+        kapua.get(f"/_/devices/{device_id}/packages"),
+        kapua.post(f"/_/devices/{device_id}/packages/_download", json=_file_request(fleet, "notes")),
+        kapua.post(f"/_/devices/{device_id}/packages/_uninstall", json={"name": "notes", "version": "1.0.0"}),
+    ):
+        assert response.status_code == 409, response.text
+        body = check_error(response.json())
+        assert body["kapuaErrorCode"] == "DEVICE_NOT_CONNECTED" and body["deviceId"] == device_id
+    assert kapua.get(f"/_/devices/{device_id}/operations").json()["items"] == []
+
+
+def test_a_device_that_vanishes_is_marked_disconnected_by_its_will(fleet: Fleet) -> None:
+    raw = RawDevice(fleet.broker.port, "silent", PASSWORDS["silent"]).start()
+    try:
+        fleet.kapua.wait_connected("silent")
+    finally:
+        raw.vanish()
+    device = fleet.kapua.wait_status("silent", "DISCONNECTED")
+    assert device["lastEvent"]["resource"] == "LWT"
+
+
+def test_a_device_that_does_not_answer_gets_the_timeout_body(fleet: Fleet) -> None:
+    raw = RawDevice(fleet.broker.port, "silent", PASSWORDS["silent"]).start()
+    try:
+        device_id = fleet.kapua.wait_connected("silent")["id"]
+        response = fleet.kapua.get(f"/_/devices/{device_id}/packages", params={"timeout": 300})
+        assert response.status_code == 500
+        body = check_error(response.json())
+        assert body["type"] == "deviceManagementTimeoutExceptionInfo" and body["timeout"] == 300
+        response = fleet.kapua.post(f"/_/devices/{device_id}/packages/_download", params={"timeout": 300},
+                                    json=_file_request(fleet, "notes"))
+        assert response.status_code == 500 and response.json()["timeout"] == 300
+        operations = fleet.kapua.get(f"/_/devices/{device_id}/operations").json()["items"]
+        assert [o["status"] for o in operations] == ["FAILED"]
+        assert "did not answer" in operations[0]["log"]
+        assert any(topic.endswith("/DEPLOY-V2/EXEC/download") for topic in raw.received)
+    finally:
+        raw.stop()
+
+
+def test_a_second_request_for_a_package_in_flight_is_refused(fleet: Fleet) -> None:
+    kapua, dev1 = fleet.kapua, fleet.device_id("dev-1")
+    fleet.files.gate.clear()
+    fleet.files.requested.clear()
+    body = _file_request(fleet, "ticker", gated=True)
+    first = kapua.post(f"/_/devices/{dev1}/packages/_download", json=body)
+    assert first.status_code == 200, first.text
+    wait_until(fleet.files.requested.is_set, timeout=20, what="the device to start downloading")
+    second = kapua.post(f"/_/devices/{dev1}/packages/_download", json=body)
+    assert second.status_code == 500
+    refused = check_error(second.json())
+    assert refused["type"] == "deviceManagementResponseCodeExceptionInfo"
+    assert "already in progress" in refused["message"]
+    fleet.files.release()
+    assert kapua.wait_operation_end(dev1, first.json()["id"])["status"] == "COMPLETED"
+    statuses = {o["id"]: o["status"] for o in kapua.get(f"/_/devices/{dev1}/operations").json()["items"]}
+    assert statuses[first.json()["id"]] == "COMPLETED" and list(statuses.values()).count("FAILED") >= 1
+
+
+def test_the_broker_restarting_mid_operation_does_not_lose_it(fleet: Fleet) -> None:
+    kapua, dev2 = fleet.kapua, fleet.device_id("dev-2")
+    fleet.files.gate.clear()
+    fleet.files.requested.clear()
+    response = kapua.post(f"/_/devices/{dev2}/packages/_download", json=_file_request(fleet, "notes", gated=True))
+    assert response.status_code == 200, response.text
+    operation_id = response.json()["id"]
+    wait_until(fleet.files.requested.is_set, timeout=20, what="the device to start downloading")
+    fleet.broker.stop()
+    fleet.files.release()  # the device finishes (download, install, start) while the broker is away
+    wait_until(lambda: _running(fleet, "dev-2", "notes"), timeout=30, what="notes running on dev-2")
+    assert kapua.operation(dev2, operation_id)["status"] == "RUNNING"
+    fleet.broker.start()
+    done = kapua.wait_operation_end(dev2, operation_id)
+    assert done["status"] == "COMPLETED", done["log"]
+    for client_id in ("dev-1", "dev-2"):
+        kapua.wait_connected(client_id)
+    listed = kapua.get(f"/_/devices/{dev2}/packages").json()
+    assert "notes" in {p["name"] for p in listed["devicePackage"]}
+
+
+def test_reboot_restarts_the_host_service_and_running_apps_come_back(fleet: Fleet) -> None:
+    kapua, dev1 = fleet.kapua, fleet.device_id("dev-1")
+    births_before = kapua.device_by_client("dev-1")["lastEvent"]["receivedOn"]
+    response = kapua.post(
+        f"/_/devices/{dev1}/packages/_download",
+        json=_file_request(fleet, "hello-web", reboot=True, rebootDelay=2000),
+    )
+    assert response.status_code == 200, response.text
+    assert kapua.wait_operation_end(dev1, response.json()["id"])["status"] == "COMPLETED"
+    before = wait_until(lambda: _running(fleet, "dev-1", "hello-web"), timeout=30, what="hello-web running")
+
+    def rebooted() -> dict[str, Any] | None:
+        device = kapua.device_by_client("dev-1")
+        event = device["lastEvent"]
+        fresh = event["resource"] == "BIRTH" and event["receivedOn"] > births_before
+        return device if fresh and device["connection"]["status"] == "CONNECTED" else None
+
+    wait_until(rebooted, timeout=30, what="dev-1 to come back after the restart")
+    back = wait_until(lambda: _running(fleet, "dev-1", "hello-web"), timeout=30, what="hello-web running again")
+    assert back[0]["pid"] != before[0]["pid"]
+    assert httpx.get(f"http://127.0.0.1:{back[0]['port']}/health", timeout=10).status_code == 200
+    check_schema(kapua.get(f"/_/devices/{dev1}").json(), "device")
