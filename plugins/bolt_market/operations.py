@@ -114,11 +114,10 @@ def _queue(market: Market, user: MarketUser, plan: Plan, kind: str, job: Any) ->
 
 
 def _progress(market: Market, task: TaskHandle, name: str, share: float):
+    # Kept on the task (memory) while it runs; views read it from there, so no db write per chunk.
     def report(received: int, total: int | None) -> None:
         if total:
-            fraction = share * min(received / total, 1.0)
-            task.progress(fraction)
-            market.store.update_instance(name, progress=round(fraction, 4)) if received == total else None
+            task.progress(share * min(received / total, 1.0))
 
     return report
 

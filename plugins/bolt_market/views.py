@@ -53,6 +53,10 @@ def app_state(market: Market, row: dict[str, Any]) -> dict[str, Any]:
             "url": f"/x/{row['name']}{app.get('index') or '/'}",
             "port": context.get("port"),
         })
+    progress = float(row.get("progress") or 0.0)
+    task = market.host.tasks.get(row["taskId"]) if row.get("taskId") is not None else None
+    if task is not None and task["status"] in ("queued", "running"):
+        progress = float(task.get("progress") or 0.0)
     return {
         "version": row.get("version"),
         "status": {
@@ -62,7 +66,7 @@ def app_state(market: Market, row: dict[str, Any]) -> dict[str, Any]:
             "state": row.get("state"),
             "opType": row.get("opType"),
             "cfgType": "app",
-            "progress": f"{float(row.get('progress') or 0.0) * 100:.2f}",
+            "progress": f"{progress * 100:.2f}",
             "message": row.get("message") or "",
             "reason": row.get("reason") or "",
             "user": row.get("user"),
