@@ -48,6 +48,7 @@ class Agent:
         self.config = config
         self.account = config.account
         self.client_id = config.client_id
+        self.prefix = config.topic_prefix
         self.jobs: dict[str, Job] = {}
         self.in_flight: dict[str, str] = {}  # package name -> job id
         self._session = ""
@@ -58,7 +59,7 @@ class Agent:
             config.broker,
             config.client_id,
             [
-                wire.request_topic(self.account, self.client_id, "+", "+"),
+                wire.request_topic(self.account, self.client_id, "+", "+", self.prefix),
                 wire.MANAGER_STATUS_FILTER,
             ],
             self._on_message,
@@ -70,9 +71,8 @@ class Agent:
         self.link.start()
 
     async def stop(self) -> None:
-        goodbye = Outgoing(
-            wire.presence_topic(self.account, self.client_id, "DC"), wire.Payload({"session": self._session}).encode()
-        )
+        topic = wire.presence_topic(self.account, self.client_id, "DC", self.prefix)
+        goodbye = Outgoing(topic, wire.Payload({"session": self._session}).encode())
         await self.link.stop(last_words=goodbye)
         for task in list(self._tasks):
             task.cancel()
@@ -82,7 +82,7 @@ class Agent:
     def _will(self) -> Outgoing:
         self._session = uuid.uuid4().hex
         payload = wire.Payload({"session": self._session})
-        return Outgoing(wire.presence_topic(self.account, self.client_id, "LWT"), payload.encode())
+        return Outgoing(wire.presence_topic(self.account, self.client_id, "LWT", self.prefix), payload.encode())
 
     def birth_metrics(self) -> dict[str, Any]:
         return {
@@ -99,7 +99,8 @@ class Agent:
 
     async def _announce(self) -> None:
         birth = wire.Payload(self.birth_metrics())
-        await self.link.publish(wire.presence_topic(self.account, self.client_id, "BIRTH"), birth.encode())
+        topic = wire.presence_topic(self.account, self.client_id, "BIRTH", self.prefix)
+        await self.link.publish(topic, birth.encode())
         self._replay()
 
     async def _on_connect(self) -> None:
@@ -124,7 +125,7 @@ class Agent:
                 self._manager_session = session
                 await self._announce()
             return
-        parsed = wire.Topic.parse(topic)
+        parsed = wire.Topic.parse(topic, self.prefix)
         if parsed is None or parsed.app != wire.APP or len(parsed.rest) != 2:
             return
         verb, resource = parsed.rest
@@ -156,7 +157,7 @@ class Agent:
         if message:
             reply["response.exception.message"] = message
         payload = wire.Payload(reply, body=body)
-        self.link.enqueue(wire.reply_topic(self.account, requester, request_id), payload.encode())
+        self.link.enqueue(wire.reply_topic(self.account, requester, request_id, self.prefix), payload.encode())
 
     async def _answer(
         self, verb: str, resource: str, metrics: dict[str, Any], requester: str
@@ -208,5 +209,5 @@ class Agent:
         self._send_notification(job, resource, metrics)
 
     def _send_notification(self, job: Job, resource: str, metrics: dict[str, Any]) -> None:
-        topic = wire.notify_topic(self.account, job.requester, self.client_id, resource)
+        topic = wire.notify_topic(self.account, job.requester, self.client_id, resource, self.prefix)
         self.link.enqueue(topic, wire.Payload(metrics).encode(), qos=wire.QOS)

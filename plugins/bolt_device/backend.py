@@ -56,8 +56,15 @@ class DeviceBackend:
 
             self.broker = EmbeddedBroker("127.0.0.1", config.embedded_broker_port)
             await self.broker.start()
-            self.config = config = replace(config, broker=BrokerAddress("127.0.0.1", self.broker.port))
-            log.warning("no BOLT_DEVICE_BROKER_URL: running an embedded MQTT broker on 127.0.0.1:%s", self.broker.port)
+            prefix = config.topic_prefix.lstrip("$") or "EDC"  # amqtt refuses topics starting with '$'
+            self.config = config = replace(
+                config, broker=BrokerAddress("127.0.0.1", self.broker.port), topic_prefix=prefix
+            )
+            log.warning(
+                "no BOLT_DEVICE_BROKER_URL: running an embedded MQTT broker on 127.0.0.1:%s (topics under %s/)",
+                self.broker.port,
+                prefix,
+            )
         self.manager = Manager(config, self.accounts, self.devices, self.operations, self._publish)
         await self.manager.start()
 

@@ -28,7 +28,6 @@ class EmbeddedBroker:
             "listeners": {"default": {"type": "tcp", "bind": f"{self.bind}:{self.port}"}},
             "plugins": {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-                "amqtt.plugins.sys.broker.BrokerSysPlugin": {"sys_interval": 0},
             },
         }
         self._broker = Broker(config)

@@ -45,6 +45,7 @@ class DeviceConfig:
     token_seconds: int = 1800
     refresh_seconds: int = 5 * 3600
     display_name: str = ""
+    topic_prefix: str = "$EDC"
 
     @property
     def active(self) -> bool:
@@ -80,7 +81,17 @@ class DeviceConfig:
             token_seconds=_int(env, "BOLT_DEVICE_TOKEN_SECONDS", 1800),
             refresh_seconds=_int(env, "BOLT_DEVICE_REFRESH_SECONDS", 5 * 3600),
             display_name=env.get("BOLT_DEVICE_DISPLAY_NAME") or client_id,
+            topic_prefix=topic_prefix(env, mode, broker),
         )
+
+
+def topic_prefix(env: Mapping[str, str], mode: str, broker: BrokerAddress | None) -> str:
+    """Kura's ``$EDC``, unless set; the embedded broker (amqtt) refuses topics starting
+    with ``$``, so a manager running it defaults to ``EDC`` (set the same on its agents)."""
+    value = env.get("BOLT_DEVICE_TOPIC_PREFIX") or ("EDC" if mode == "manager" and broker is None else "$EDC")
+    if not value or any(ch in value for ch in "/+#\0"):
+        raise DeviceConfigError(f"BOLT_DEVICE_TOPIC_PREFIX must be one topic level, not {value!r}")
+    return value
 
 
 def parse_broker_url(url: str, username: str | None = None, password: str | None = None) -> BrokerAddress:

@@ -39,13 +39,14 @@ class Manager:
         self._pending: dict[str, tuple[asyncio.Future[wire.Payload], str]] = {}
         self._sessions: dict[str, str] = {}  # device id -> session nonce of its current connection
         me = config.client_id
+        self.prefix = config.topic_prefix
         self.link = MqttLink(
             config.broker,
             me,
             [
-                f"{wire.EDC}/+/+/MQTT/+",
-                f"{wire.EDC}/+/{me}/{wire.APP}/REPLY/+",
-                f"{wire.EDC}/+/{me}/{wire.APP}/NOTIFY/+/+",
+                f"{self.prefix}/+/+/MQTT/+",
+                f"{self.prefix}/+/{me}/{wire.APP}/REPLY/+",
+                f"{self.prefix}/+/{me}/{wire.APP}/NOTIFY/+/+",
             ],
             self._on_message,
             will=Outgoing(wire.manager_status_topic(me), wire.Payload({"online": False}).encode(), retain=True),
@@ -83,7 +84,7 @@ class Manager:
         future: asyncio.Future[wire.Payload] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, account["name"])
         payload = wire.Payload({**metrics, "request.id": request_id, "requester.client.id": self.config.client_id})
-        topic = wire.request_topic(account["name"], device["clientId"], verb, resource)
+        topic = wire.request_topic(account["name"], device["clientId"], verb, resource, self.prefix)
         try:
             try:
                 await self.link.publish(topic, payload.encode(), qos=wire.QOS)
@@ -98,7 +99,7 @@ class Manager:
 
     # incoming -----------------------------------------------------------------
     async def _on_message(self, topic: str, raw: bytes, retained: bool) -> None:
-        parsed = wire.Topic.parse(topic)
+        parsed = wire.Topic.parse(topic, self.prefix)
         if parsed is None:
             return
         payload = wire.Payload.decode(raw)

@@ -49,20 +49,20 @@ class Payload:
 
 
 # topics -------------------------------------------------------------------------
-def presence_topic(account: str, client: str, kind: str) -> str:
-    return f"{EDC}/{account}/{client}/MQTT/{kind}"
+def presence_topic(account: str, client: str, kind: str, prefix: str = EDC) -> str:
+    return f"{prefix}/{account}/{client}/MQTT/{kind}"
 
 
-def request_topic(account: str, client: str, verb: str, resource: str) -> str:
-    return f"{EDC}/{account}/{client}/{APP}/{verb}/{resource}"
+def request_topic(account: str, client: str, verb: str, resource: str, prefix: str = EDC) -> str:
+    return f"{prefix}/{account}/{client}/{APP}/{verb}/{resource}"
 
 
-def reply_topic(account: str, requester: str, request_id: str) -> str:
-    return f"{EDC}/{account}/{requester}/{APP}/REPLY/{request_id}"
+def reply_topic(account: str, requester: str, request_id: str, prefix: str = EDC) -> str:
+    return f"{prefix}/{account}/{requester}/{APP}/REPLY/{request_id}"
 
 
-def notify_topic(account: str, requester: str, client: str, resource: str) -> str:
-    return f"{EDC}/{account}/{requester}/{APP}/NOTIFY/{client}/{resource}"
+def notify_topic(account: str, requester: str, client: str, resource: str, prefix: str = EDC) -> str:
+    return f"{prefix}/{account}/{requester}/{APP}/NOTIFY/{client}/{resource}"
 
 
 def manager_status_topic(manager: str) -> str:
@@ -83,8 +83,8 @@ class Topic:
     rest: tuple[str, ...]
 
     @classmethod
-    def parse(cls, topic: str) -> Topic | None:
+    def parse(cls, topic: str, prefix: str = EDC) -> Topic | None:
         parts = topic.split("/")
-        if len(parts) < 4 or parts[0] != EDC:
+        if len(parts) < 4 or parts[0] != prefix:
             return None
         return cls(parts[1], parts[2], parts[3], tuple(parts[4:]))
