@@ -92,8 +92,10 @@ def test_cancel_during_download_leaves_nothing_behind(tmp_path: Path) -> None:
                                json={"id": "slow", "type": "remote", "base_url": registry.url})
             assert added.status_code == 200, added.text
             started = admin.post("/apps/env-echo/install", json={
-                "source": "slow", "app_name": "env-echo", "version": "1.0.0", "sync": False, "envs": GREETING})
-            assert started.status_code == 200, started.text
+                "source": "slow", "app_name": "env-echo", "version": "1.0.0", "sync": True, "timeout": 0,
+                "envs": GREETING})
+            assert started.status_code == 202, started.text  # the bounded sync wait ran out
+            assert started.json()["message"] == "Task is still running, query task status for result"
             install_task = started.json()["data"]["task_id"]
             assert registry.started.wait(30)
             assert market.wait_state(admin, "env-echo", "downloading")["opType"] == "install"
