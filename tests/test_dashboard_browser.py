@@ -292,3 +292,63 @@ def test_screenshots_of_the_main_pages(page: Any, live: LiveServer) -> None:
     for name in ("login", "apps", "install", "logs", "tasks", "system"):
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 1000
     assert page.problems.messages == []  # type: ignore[attr-defined]
+
+
+MARKDOWN_ATTACKS = [
+    "<script>alert(1)</script>",
+    '<a href="javascript:alert(1)">x</a>',
+    "[x](javascript:alert(1))",
+    "[x](JaVaScRiPt:alert(1))",
+    "[x](data:text/html;base64,PHNjcmlwdD4=)",
+    '[x](https://ok.example/" onmouseover="alert(1))',
+    '[x](https://ok.example/a"onclick=alert(1))',
+    '![x" onerror="alert(1)](https://img.example/x.png)',
+    "`<img src=x onerror=alert(1)>`",
+    "```\n</code></pre><script>alert(1)</script>\n```",
+    "| <svg onload=alert(1)> | b |\n|---|---|\n| c | d |",
+    "> <iframe src=//evil.example></iframe>",
+    "- <details open ontoggle=alert(1)>",
+]
+
+
+def test_the_markdown_renderer_never_emits_active_html(page: Any) -> None:
+    page.goto("/dashboard/")
+    expect(page.locator("#login-view")).to_be_visible()
+    rendered = page.evaluate(
+        """async (cases) => {
+            const { renderMarkdown } = await import("/dashboard/markdown.js");
+            return cases.map((source) => {
+                const box = document.createElement("div");
+                box.innerHTML = renderMarkdown(source);
+                const tags = [...box.querySelectorAll("*")].map((el) => el.tagName.toLowerCase());
+                const attrs = [...box.querySelectorAll("*")].flatMap((el) => [...el.attributes].map((a) => a.name));
+                const hrefs = [...box.querySelectorAll("a")].map((a) => a.getAttribute("href"));
+                return { tags, attrs, hrefs, text: box.textContent };
+            });
+        }""",
+        MARKDOWN_ATTACKS,
+    )
+    allowed_tags = {
+        "p",
+        "code",
+        "pre",
+        "a",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "blockquote",
+        "ul",
+        "li",
+        "span",
+    }
+    for source, result in zip(MARKDOWN_ATTACKS, rendered, strict=True):
+        assert set(result["tags"]) <= allowed_tags, (source, result)
+        assert set(result["attrs"]) <= {"href", "rel", "target", "class"}, (source, result)
+        for href in result["hrefs"]:
+            assert href.startswith("https://") and '"' not in href and " " not in href, (source, href)
+    assert "<script>alert(1)</script>" in rendered[0]["text"]
+    assert "</code></pre><script>" in rendered[9]["text"]
+    assert page.evaluate("typeof window.alert") == "function"

@@ -14,6 +14,7 @@ export function escapeHtml(text) {
 }
 
 function safeHref(escapedUrl) {
+  if (/&(quot|#39|lt|gt);/.test(escapedUrl)) return null; // quotes or brackets: not a URL we link
   const url = escapedUrl.replace(/&amp;/g, "&");
   if (/^(https?:\/\/|mailto:)[^\s]+$/i.test(url) || /^#[\w\-.]*$/.test(url)) return escapedUrl;
   return null;
@@ -32,7 +33,7 @@ function inline(escaped) {
     const href = safeHref(url);
     return href ? `<a href="${href}" rel="noopener noreferrer nofollow" target="_blank">${label}</a>` : label;
   });
-  text = text.replace(/(^|[\s(])(https?:\/\/[^\s<)]+)/g, (_, lead, url) => {
+  text = text.replace(/(^|[\s(])(https?:\/\/(?:(?!&(?:quot|#39|lt|gt);)[^\s)])+)/g, (_, lead, url) => {
     const href = safeHref(url);
     return href ? `${lead}<a href="${href}" rel="noopener noreferrer nofollow" target="_blank">${url}</a>` : lead + url;
   });
