@@ -1,0 +1,307 @@
+"""Device fan-out benchmark: one manager, one Mosquitto, N lightweight agents on this machine.
+
+Measures, for installing one small app (download from a registry, SHA256 check,
+install, start) on every device at once through Kapua's ``_download`` API:
+
+* time until every device is connected (after the agent processes start);
+* the 50 ``POST .../packages/_download`` calls: wall time and per-call latency;
+* time until every device reported ``install COMPLETED`` (the app is running);
+* the manager's RSS (before / peak / after) and CPU (mean / peak, % of one core)
+  sampled every 100 ms during the fan-out, by pid with psutil;
+* MQTT publishes per second through the broker during the fan-out, counted by a
+  wildcard subscriber (requests, replies, notifications, presence).
+
+The manager is a real ``python -m bolt_host serve`` process with
+``BOLT_DEVICE_MODE=manager``; the agents are full ``Host`` objects without HTTP,
+``--per-process`` of them per process (bench/device_agents.py).  Usage::
+
+    python bench/device_fanout.py --agents 50 --per-process 10
+
+Everything binds 127.0.0.1; each phase has a deadline; every process started here
+(broker, manager, agent processes and the apps they started) is ended by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+
+from bolt_host.services.extract import pack_directory  # noqa: E402
+from tests.fixtures.device.fleet import sha256_of  # noqa: E402
+from tests.fixtures.device.mosquitto import Mosquitto  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
+from tests.registry_server import RegistryServer  # noqa: E402
+
+ADMIN_PASSWORD = "bench-admin-password"
+MANAGER_PASSWORD = "bench-manager-password"
+APP_MAIN = "import time\nwhile True:\n    time.sleep(3600)\n"
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def make_app(folder: Path) -> tuple[bytes, dict[str, Any]]:
+    manifest = {"name": "fanout-app", "version": "1.0.0", "keywords": ["bolt-app"],
+                "bolt": {"main": "main.py", "server": False}}
+    src = folder / "fanout-app"
+    src.mkdir(parents=True)
+    (src / "package.json").write_text(json.dumps(manifest))
+    (src / "main.py").write_text(APP_MAIN)
+    return pack_directory(src, folder / "fanout-app.tgz").read_bytes(), manifest
+
+
+class Sampler(threading.Thread):
+    """CPU% and RSS of one pid every ``interval`` seconds until stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (cpu %, rss bytes)
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        self.process.cpu_percent(None)
+        while not self.halt.wait(self.interval):
+            with contextlib.suppress(psutil.Error):
+                self.samples.append((self.process.cpu_percent(None), self.process.memory_info().rss))
+
+
+class BrokerCounter:
+    """Counts every fleet publish the broker routes, and install completions per device."""
+
+    def __init__(self, port: int) -> None:
+        self.count = 0
+        self.installed: dict[str, float] = {}
+        self.failed: dict[str, str] = {}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter")
+        self.client.username_pw_set("bolt-manager-observer", MANAGER_PASSWORD)
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self.client.on_connect = lambda *a: self.connected.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_for(self.connected.is_set, 10, "counter connected")
+        self.client.subscribe([("$EDC/#", 1), ("bolt/#", 1)])
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self.count += 1
+        if "/NOTIFY/" in message.topic and message.topic.endswith("/install"):
+            metrics = json.loads(message.payload).get("metrics", {})
+            device = message.topic.split("/")[-2]
+            if metrics.get("dp.install.status") == "COMPLETED":
+                self.installed.setdefault(device, time.monotonic())
+            elif metrics.get("dp.install.status") == "FAILED":
+                self.failed[device] = metrics.get("dp.install.error.message", "")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def descendants(pids: list[int]) -> list[int]:
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found.extend(child.pid for child in psutil.Process(pid).children(recursive=True))
+    return found
+
+
+def end(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
+async def fan_out(base: str, token: str, devices: list[dict[str, Any]], request: dict[str, Any]) -> list[float]:
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=len(devices) + 5)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120, limits=limits) as client:
+
+        async def one(device: dict[str, Any]) -> float:
+            started = time.perf_counter()
+            response = await client.post(f"/v1/_/devices/{device['id']}/packages/_download", json=request)
+            if response.status_code != 200:
+                raise RuntimeError(f"{device['clientId']}: {response.status_code} {response.text}")
+            return time.perf_counter() - started
+
+        return await asyncio.gather(*(one(d) for d in devices))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="device-fanout-"))
+    users = {"bolt-manager": MANAGER_PASSWORD, "bolt-manager-observer": MANAGER_PASSWORD}
+    users.update({f"agent-{i}": f"pw-{i}" for i in range(args.agents)})
+    manager: subprocess.Popen[bytes] | None = None
+    agents: list[subprocess.Popen[bytes]] = []
+    app_pids: list[int] = []
+    counter: BrokerCounter | None = None
+    broker = Mosquitto(work / "broker", users)
+    registry = RegistryServer()
+    try:
+        broker.start()
+        registry.start()
+        data, manifest = make_app(work)
+        doc = registry.publish_tarball(manifest["name"], manifest["version"], data, manifest)
+        port = free_port()
+        env = {**os.environ, "BOLT_DEVICE_MODE": "manager", "BOLT_DEVICE_BROKER_URL": broker.url,
+               "BOLT_DEVICE_USERNAME": "bolt-manager", "BOLT_DEVICE_PASSWORD": MANAGER_PASSWORD,
+               "BOLT_ADMIN_PASSWORD": ADMIN_PASSWORD, "BOLT_DISABLE_PLUGINS": "robot,market,enterprise",
+               "BOLT_AUTOSTART": "false", "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
+        log = (work / "manager.log").open("wb")
+        manager = subprocess.Popen(
+            [sys.executable, "-m", "bolt_host", "serve", "--port", str(port), "--data-dir", str(work / "manager"),
+             "--registry", registry.url, "--log-level", "warning"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+
+        def manager_up() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.post(base + "/v1/authentication/user", timeout=2,
+                                  json={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 200
+            return False
+
+        wait_for(manager_up, 60, "the manager")
+        token = httpx.post(base + "/v1/authentication/user",
+                           json={"username": "admin", "password": ADMIN_PASSWORD}).json()["tokenId"]
+        api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        counter = BrokerCounter(broker.port)
+
+        started = time.monotonic()
+        for first in range(0, args.agents, args.per_process):
+            count = min(args.per_process, args.agents - first)
+            agent_log = (work / f"agents-{first}.log").open("wb")
+            agents.append(subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "device_agents.py"), "--broker", broker.url,
+                 "--first", str(first), "--count", str(count), "--data-root", str(work / "agents")],
+                stdout=agent_log, stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+
+        def connected() -> list[dict[str, Any]] | None:
+            items = api.get("/v1/_/devices", params={"limit": 1000, "status": "CONNECTED"}).json()["items"]
+            return items if len(items) >= args.agents else None
+
+        devices = wait_for(connected, 180, f"{args.agents} devices connected", interval=0.25)
+        connect_seconds = time.monotonic() - started
+        idle = Sampler(manager.pid)
+        idle.start()
+        time.sleep(2.0)
+        idle.halt.set()
+        idle.join()
+
+        request = {"uri": doc["dist"]["tarball"], "name": manifest["name"], "version": manifest["version"],
+                   "fileHash": sha256_of(data), "install": True}
+        sampler = Sampler(manager.pid)
+        messages_before = counter.count
+        sampler.start()
+        fan_started = time.monotonic()
+        latencies = asyncio.run(fan_out(base, token, devices, request))
+        accepted_seconds = time.monotonic() - fan_started
+        wait_for(lambda: len(counter.installed) + len(counter.failed) >= args.agents, 300,
+                 "every device to finish installing", interval=0.05)
+        last_install = max(counter.installed.values()) if counter.installed else time.monotonic()
+        fan_seconds = last_install - fan_started
+        messages = counter.count - messages_before
+        sampler.halt.set()
+        sampler.join()
+
+        def all_ended() -> list[dict[str, Any]] | None:
+            ops = []
+            for device in devices:
+                ops.extend(api.get(f"/v1/_/devices/{device['id']}/operations").json()["items"])
+            return ops if all(o["status"] != "RUNNING" for o in ops) else None
+
+        operations = wait_for(all_ended, 60, "every operation to close", interval=0.5)
+        completed = sum(o["status"] == "COMPLETED" for o in operations)
+        app_pids = descendants([a.pid for a in agents])
+        cpu = [s[0] for s in sampler.samples] or [0.0]
+        rss = [s[1] for s in sampler.samples] or [0]
+        idle_rss = [s[1] for s in idle.samples] or [0]
+        agents_rss = sum(p.memory_info().rss for p in map(psutil.Process, [a.pid for a in agents]))
+        return {
+            "agents": args.agents,
+            "agentProcesses": len(agents),
+            "cpus": psutil.cpu_count(),
+            "connectAllSeconds": round(connect_seconds, 2),
+            "postAllAcceptedSeconds": round(accepted_seconds, 3),
+            "postLatencyMs": {"p50": round(statistics.median(latencies) * 1000, 1),
+                              "max": round(max(latencies) * 1000, 1)},
+            "installAllSeconds": round(fan_seconds, 2),
+            "installedAndStarted": len(counter.installed),
+            "failed": counter.failed,
+            "operationsCompleted": completed,
+            "managerRssMiB": {"idle": round(max(idle_rss) / 2**20, 1), "peak": round(max(rss) / 2**20, 1),
+                              "after": round(rss[-1] / 2**20, 1)},
+            "managerCpuPercent": {"mean": round(statistics.mean(cpu), 1), "peak": round(max(cpu), 1)},
+            "brokerMessages": messages,
+            "brokerMessagesPerSecond": round(messages / fan_seconds, 1) if fan_seconds > 0 else None,
+            "agentProcessesRssMiB": round(agents_rss / 2**20, 1),
+            "managerDbBytes": (work / "manager" / "db.json").stat().st_size,
+        }
+    finally:
+        if counter is not None:
+            counter.close()
+        app_pids = app_pids or descendants([a.pid for a in agents])
+        for agent in agents:
+            end(agent)
+        for pid in app_pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        end(manager)
+        broker.stop()
+        registry.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=50)
+    parser.add_argument("--per-process", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "device_fanout.json")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, data dirs)")
+    args = parser.parse_args()
+    result = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
