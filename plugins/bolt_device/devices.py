@@ -18,6 +18,7 @@ TABLE = "device_devices"
 SCHEMA = {1: lambda table: None}
 CONNECTED = "CONNECTED"
 DISCONNECTED = "DISCONNECTED"
+SEEN_WRITE_SECONDS = 10.0
 # BIRTH metrics copied onto the device record (Kura's names -> Kapua's fields).
 BIRTH_FIELDS = {
     "display_name": "displayName",
@@ -33,25 +34,30 @@ BIRTH_FIELDS = {
 
 
 class Devices:
+    """The registry, read from memory and written through to ``device_devices``
+    (every read of the host's TinyDB copies the whole file's contents)."""
+
     def __init__(self, db: Any) -> None:
         self._db = db
         self._db.migrate(TABLE, SCHEMA)
         self._table = db.table(TABLE)
+        self._cache: dict[str, dict[str, Any]] = {row["id"]: dict(row) for row in self._table.all()}
+        self._seen_written: dict[str, float] = {}
 
     def get(self, scope: str, device_id: str) -> dict[str, Any] | None:
-        row = self._table.get((Query().id == device_id) & (Query().scopeId == scope))
-        return dict(row) if row else None
+        row = self._cache.get(device_id)
+        return dict(row) if row and row["scopeId"] == scope else None
 
     def by_id(self, device_id: str) -> dict[str, Any] | None:
-        row = self._table.get(Query().id == device_id)
+        row = self._cache.get(device_id)
         return dict(row) if row else None
 
     def by_client(self, scope: str, client_id: str) -> dict[str, Any] | None:
-        row = self._table.get((Query().clientId == client_id) & (Query().scopeId == scope))
+        row = next((r for r in self._cache.values() if r["clientId"] == client_id and r["scopeId"] == scope), None)
         return dict(row) if row else None
 
     def list(self, scope: str | None = None) -> list[dict[str, Any]]:
-        rows = self._table.all() if scope is None else self._table.search(Query().scopeId == scope)
+        rows = [r for r in self._cache.values() if scope is None or r["scopeId"] == scope]
         return sorted((dict(r) for r in rows), key=lambda r: r["clientId"])
 
     def register(self, scope: str, body: dict[str, Any], created_by: str | None = None) -> dict[str, Any]:
@@ -71,6 +77,7 @@ class Devices:
             if display:
                 record["displayName"] = display
             self._table.insert(record)
+            self._cache[record["id"]] = dict(record)
         return record
 
     def _new(self, scope: str, client_id: str, created_by: str) -> dict[str, Any]:
@@ -105,6 +112,7 @@ class Devices:
             if device is None:
                 device = self._new(scope, client_id, scope)
                 self._table.insert(device)
+                self._cache[device["id"]] = dict(device)
             changes: dict[str, Any] = {
                 "connectionStatus": status,
                 "connectionModifiedOn": now,
@@ -128,17 +136,29 @@ class Devices:
                     changes[field] = str(value)
             self._table.update(changes, Query().id == device["id"])
             device.update(changes)
+            self._cache[device["id"]] = dict(device)
+            self._seen_written[device["id"]] = time.monotonic()
         return device
 
     def seen(self, device_id: str) -> None:
-        """Any message from the device proves it is there: refresh the last-seen time."""
-        with self._db.transaction():
-            self._table.update({"lastSeen": iso()}, Query().id == device_id)
+        """Any message from the device proves it is there: refresh the last-seen time
+        (in memory at once, on disk at most every SEEN_WRITE_SECONDS)."""
+        record = self._cache.get(device_id)
+        if record is None:
+            return
+        record["lastSeen"] = iso()
+        if time.monotonic() - self._seen_written.get(device_id, 0.0) >= SEEN_WRITE_SECONDS:
+            self._seen_written[device_id] = time.monotonic()
+            with self._db.transaction():
+                self._table.update({"lastSeen": record["lastSeen"]}, Query().id == device_id)
 
     def mark_all_disconnected(self) -> None:
         """At manager start-up nothing is known: devices re-announce when they see the manager."""
+        changes = {"connectionStatus": DISCONNECTED, "connectionModifiedOn": iso()}
         with self._db.transaction():
-            self._table.update({"connectionStatus": DISCONNECTED, "connectionModifiedOn": iso()})
+            self._table.update(changes)
+        for record in self._cache.values():
+            record.update(changes)
 
 
 def public_device(record: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from bolt_device.operations import Operations
 from bolt_device.transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.manager")
+NOTIFICATION_BATCH = 500
 
 
 class Manager:
@@ -38,6 +39,8 @@ class Manager:
         self._publish_event = publish
         self._pending: dict[str, tuple[asyncio.Future[wire.Payload], str]] = {}
         self._sessions: dict[str, str] = {}  # device id -> session nonce of its current connection
+        self._inbox: asyncio.Queue[tuple[str, str, str, wire.Payload]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
         me = config.client_id
         self.prefix = config.topic_prefix
         self.link = MqttLink(
@@ -55,6 +58,7 @@ class Manager:
 
     async def start(self) -> None:
         self.devices.mark_all_disconnected()
+        self._worker = asyncio.create_task(self._apply_notifications(), name="device-notifications")
         self.link.start()
 
     async def stop(self) -> None:
@@ -62,6 +66,10 @@ class Manager:
             wire.manager_status_topic(self.config.client_id), wire.Payload({"online": False}).encode(), retain=True
         )
         await self.link.stop(last_words=offline)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._worker
         for future, _ in self._pending.values():
             if not future.done():
                 future.cancel()
@@ -140,22 +148,37 @@ class Manager:
             future.set_result(payload)
 
     async def _notification(self, account_name: str, client_id: str, resource: str, payload: wire.Payload) -> None:
-        account = self.accounts.by_name(account_name)
-        device = self.devices.by_client(account["id"], client_id) if account else None
-        job = payload.metrics.get("job.id", payload.metrics.get("operation.id"))
-        operation = self.operations.by_job(str(job)) if job is not None else None
-        if device is None or operation is None or operation["deviceId"] != device["id"]:
-            return
-        self.devices.seen(device["id"])
-        if operation["status"] != "RUNNING":
-            return  # a re-sent notification of an operation that already ended
-        updated = self.operations.notify(operation, payload.metrics, resource, iso_from_ms(payload.sent_on))
-        if updated is not None and updated.get("status") != "RUNNING":
-            with contextlib.suppress(Exception):
-                await self._publish_event(
-                    "device-operation-ended",
-                    {"id": updated["id"], "deviceId": device["id"], "status": updated["status"]},
-                )
+        """Queue it: replies keep flowing while a burst of notifications is written in batches."""
+        self._inbox.put_nowait((account_name, client_id, resource, payload))
+
+    async def _apply_notifications(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while not self._inbox.empty() and len(batch) < NOTIFICATION_BATCH:
+                batch.append(self._inbox.get_nowait())
+            items = []
+            for account_name, client_id, resource, payload in batch:
+                account = self.accounts.by_name(account_name)
+                device = self.devices.by_client(account["id"], client_id) if account else None
+                job = payload.metrics.get("job.id", payload.metrics.get("operation.id"))
+                operation = self.operations.running_by_job(str(job)) if job is not None else None
+                if device is None:
+                    continue
+                self.devices.seen(device["id"])
+                if operation is None or operation["deviceId"] != device["id"]:
+                    continue  # unknown, or a re-sent notification of an operation that already ended
+                items.append((operation, payload.metrics, resource, iso_from_ms(payload.sent_on)))
+            try:
+                ended = await asyncio.to_thread(self.operations.notify_many, items) if items else []
+            except Exception:
+                log.exception("could not store %d notifications", len(items))
+                continue
+            for operation in ended:
+                with contextlib.suppress(Exception):
+                    await self._publish_event(
+                        "device-operation-ended",
+                        {"id": operation["id"], "deviceId": operation["deviceId"], "status": operation["status"]},
+                    )
 
 
 def reply_error(payload: wire.Payload) -> KapuaError | None:

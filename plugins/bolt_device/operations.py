@@ -36,12 +36,36 @@ def property_type(value: Any) -> str:
 
 
 class Operations:
+    """Operations and notifications.  Running operations and their notifications are
+    also kept in memory, so a burst of notifications costs two writes per batch and
+    no reads (every read of the host's TinyDB copies the whole file's contents)."""
+
     def __init__(self, db: Any) -> None:
         self._db = db
         db.migrate(OPERATIONS, SCHEMA)
         db.migrate(NOTIFICATIONS, SCHEMA)
         self._ops = db.table(OPERATIONS)
         self._notes = db.table(NOTIFICATIONS)
+        self._running: dict[str, dict[str, Any]] = {}  # operation id -> record
+        self._by_job: dict[str, str] = {}  # job id (operationId) -> operation id
+        self._running_notes: dict[str, list[dict[str, Any]]] = {}
+        self._ended_jobs: dict[str, str] = {}  # job id -> final status, for replays after the end
+        for row in self._ops.search(Query().status == RUNNING):
+            self._remember(dict(row))
+        self._seq = len(self._notes)
+
+    def _remember(self, record: dict[str, Any]) -> None:
+        self._running[record["id"]] = record
+        self._by_job[record["operationId"]] = record["id"]
+        self._running_notes[record["id"]] = [dict(n) for n in self._notes.search(Query().operationId == record["id"])]
+
+    def _forget(self, record: dict[str, Any], status: str) -> None:
+        self._running.pop(record["id"], None)
+        self._running_notes.pop(record["id"], None)
+        self._by_job.pop(record["operationId"], None)
+        self._ended_jobs[record["operationId"]] = status
+        if len(self._ended_jobs) > 10_000:
+            self._ended_jobs.pop(next(iter(self._ended_jobs)))
 
     def create(
         self, device: dict[str, Any], resource: str, properties: dict[str, Any], created_by: str
@@ -68,17 +92,24 @@ class Operations:
         }
         with self._db.transaction():
             self._ops.insert(record)
+            self._running[record["id"]] = dict(record)
+            self._by_job[record["operationId"]] = record["id"]
+            self._running_notes[record["id"]] = []
         return record
 
     def get(self, scope: str, device_id: str, operation_id: str) -> dict[str, Any] | None:
+        running = self._running.get(operation_id) or self._running.get(self._by_job.get(operation_id, ""))
+        if running is not None:
+            return dict(running) if running["scopeId"] == scope and running["deviceId"] == device_id else None
         query = (Query().scopeId == scope) & (Query().deviceId == device_id)
         query &= (Query().id == operation_id) | (Query().operationId == operation_id)
         row = self._ops.get(query)
         return dict(row) if row else None
 
-    def by_job(self, job_id: str) -> dict[str, Any] | None:
-        row = self._ops.get(Query().operationId == job_id)
-        return dict(row) if row else None
+    def running_by_job(self, job_id: str) -> dict[str, Any] | None:
+        """The RUNNING operation of a device-side job id, or None (unknown or ended)."""
+        operation_id = self._by_job.get(job_id)
+        return dict(self._running[operation_id]) if operation_id else None
 
     def list(self, scope: str, device_id: str, resource: str | None = None) -> list[dict[str, Any]]:
         query = (Query().scopeId == scope) & (Query().deviceId == device_id)
@@ -86,73 +117,94 @@ class Operations:
             query &= Query().resource == resource
         return sorted((dict(r) for r in self._ops.search(query)), key=lambda r: r["createdOn"])
 
-    def running(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        query = Query().status == RUNNING
-        if device_id is not None:
-            query &= Query().deviceId == device_id
-        return [dict(r) for r in self._ops.search(query)]
-
     def notifications(self, operation: dict[str, Any], resource: str | None = None) -> list[dict[str, Any]]:
-        query = Query().operationId == operation["id"]
+        if operation["id"] in self._running_notes:
+            found = [dict(n) for n in self._running_notes[operation["id"]]]
+        else:
+            found = [dict(r) for r in self._notes.search(Query().operationId == operation["id"])]
         if resource:
-            query &= Query().resource == resource
-        return sorted((dict(r) for r in self._notes.search(query)), key=lambda r: (r["sentOn"], r["seq"]))
+            found = [n for n in found if n["resource"] == resource]
+        return sorted(found, key=lambda r: (r["sentOn"], r["seq"]))
 
     # changes ------------------------------------------------------------------
+    def _closing(self, record: dict[str, Any], status: str, reason: str | None) -> dict[str, Any]:
+        lines = [_log_line(n) for n in self.notifications(record)]
+        if reason:
+            lines.append(reason)
+        now = iso()
+        return {"status": status, "endedOn": now, "log": "\n".join(lines), "modifiedOn": now,
+                "optlock": record["optlock"] + 1}
+
     def close(self, operation: dict[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
         """End ``operation`` with ``status`` unless it already ended; the log gathers every message."""
         with self._db.transaction():
-            current = self._ops.get(Query().id == operation["id"])
-            if current is None or current["status"] != RUNNING:
-                return dict(current or operation)
-            lines = [_log_line(n) for n in self.notifications(current)]
-            if reason:
-                lines.append(reason)
-            now = iso()
-            changes = {
-                "status": status,
-                "endedOn": now,
-                "log": "\n".join(lines),
-                "modifiedOn": now,
-                "optlock": current["optlock"] + 1,
-            }
+            current = self._running.get(operation["id"])
+            if current is None:
+                row = self._ops.get(Query().id == operation["id"])
+                return dict(row or operation)
+            changes = self._closing(current, status, reason)
             self._ops.update(changes, Query().id == operation["id"])
-            return {**dict(current), **changes}
+            self._forget(current, status)
+            return {**current, **changes}
 
     def notify(self, operation: dict[str, Any], metrics: dict[str, Any], resource: str, sent_on: str) -> dict | None:
-        """Store a device notification and close the operation when it says so.
+        """Store one device notification; see :meth:`notify_many`."""
+        ended = self.notify_many([(operation, metrics, resource, sent_on)])
+        return ended[0] if ended else self._running.get(operation["id"])
 
-        Returns the updated operation, or None when the notification was a
-        duplicate (devices re-send their last notifications after a reconnect).
-        """
+    def notify_many(self, items: list[tuple[dict[str, Any], dict[str, Any], str, str]]) -> list[dict[str, Any]]:
+        """Store a batch of notifications (duplicates and those of ended operations are
+        dropped: devices re-send their last ones after a reconnect) and close the
+        operations they end.  Returns the operations that ended."""
+        with self._db.transaction():
+            new_notes: list[dict[str, Any]] = []
+            ending: dict[str, str] = {}
+            for operation, metrics, resource, sent_on in items:
+                current = self._running.get(operation["id"])
+                if current is None or current["id"] in ending:
+                    continue
+                note = self._note(current, metrics, resource, sent_on)
+                known = self._running_notes[current["id"]]
+                if any(n["resource"] == resource and n["status"] == note["status"] and n["progress"] == note["progress"]
+                       and n["message"] == note["message"] for n in known):
+                    continue
+                known.append(note)
+                new_notes.append(note)
+                if note["status"] == FAILED:
+                    ending[current["id"]] = FAILED
+                elif note["status"] == COMPLETED and self._is_final_step(current, resource):
+                    ending[current["id"]] = COMPLETED
+            if new_notes:
+                self._notes.insert_multiple(new_notes)
+            ended = []
+            updates = []
+            for operation_id, status in ending.items():
+                current = self._running[operation_id]
+                changes = self._closing(current, status, None)
+                updates.append((changes, Query().id == operation_id))
+                ended.append({**current, **changes})
+            if updates:
+                self._ops.update_multiple(updates)
+            for record in ended:
+                self._forget(record, record["status"])
+        return ended
+
+    def _note(self, operation: dict[str, Any], metrics: dict[str, Any], resource: str, sent_on: str) -> dict:
         prefix = f"dp.{resource}."
         raw_status = metrics.get(prefix + "status", metrics.get("status"))
-        status = KURA_STATUS.get(str(raw_status)) if raw_status is not None else None
-        progress = _int(metrics.get(prefix + "progress", metrics.get("progress")), 0)
-        message = str(metrics.get(prefix + "error.message") or metrics.get("message") or "")
-        with self._db.transaction():
-            existing = self.notifications(operation, resource)
-            if any(n["status"] == status and n["progress"] == progress and n["message"] == message for n in existing):
-                return None
-            self._notes.insert(
-                {
-                    "id": new_id(),
-                    "scopeId": operation["scopeId"],
-                    "operationId": operation["id"],
-                    "resource": resource,
-                    "status": status,
-                    "progress": progress,
-                    "message": message,
-                    "sentOn": sent_on,
-                    "createdOn": iso(),
-                    "seq": len(self._notes),
-                }
-            )
-        if status == FAILED:
-            return self.close(operation, FAILED)
-        if status == COMPLETED and self._is_final_step(operation, resource):
-            return self.close(operation, COMPLETED)
-        return self._ops.get(Query().id == operation["id"])
+        self._seq += 1
+        return {
+            "id": new_id(),
+            "scopeId": operation["scopeId"],
+            "operationId": operation["id"],
+            "resource": resource,
+            "status": KURA_STATUS.get(str(raw_status)) if raw_status is not None else None,
+            "progress": _int(metrics.get(prefix + "progress", metrics.get("progress")), 0),
+            "message": str(metrics.get(prefix + "error.message") or metrics.get("message") or ""),
+            "sentOn": sent_on,
+            "createdOn": iso(),
+            "seq": self._seq,
+        }
 
     @staticmethod
     def _is_final_step(operation: dict[str, Any], resource: str) -> bool:
