@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from bolt_device import DevicePlugin
 from bolt_device.config import DeviceConfig, parse_broker_url
@@ -16,8 +20,18 @@ from tests.fixtures.device.fleet import agent_config, device_host
 from tests.fixtures.device.packages import pack_sample
 from tests.helpers import async_wait_until, free_port
 from tests.registry_server import RegistryServer
+from tests.servers import LiveServer
 
 pytestmark = pytest.mark.timeout(90)
+
+
+def _end_apps(edge: LiveServer) -> None:
+    """End, by pid, the apps the agent started (its host would stop them too)."""
+    response = httpx.get(edge.url + "/api/apps/@live", auth=edge.admin_auth, timeout=10)
+    for context in response.json()["body"]:
+        if context.get("pid"):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(context["pid"], signal.SIGTERM)
 
 
 async def test_embedded_broker_and_the_fleet_hooks(tmp_path: Path) -> None:
@@ -34,7 +48,7 @@ async def test_embedded_broker_and_the_fleet_hooks(tmp_path: Path) -> None:
             host = bolt.host
             assert host.state["device"].broker is not None
             admin = {"user": "admin", "isAdmin": True}
-            with device_host(tmp_path / "edge-1", agent):
+            with device_host(tmp_path / "edge-1", agent) as edge:
 
                 async def edge_connected() -> list:
                     found = await call_first(host.pm.hook.list_devices, host=host, actor=admin)
@@ -57,5 +71,8 @@ async def test_embedded_broker_and_the_fleet_hooks(tmp_path: Path) -> None:
                     found = operations.get(device["scopeId"], device["id"], operation["id"])
                     return found if found["status"] != "RUNNING" else None
 
-                done = await async_wait_until(ended, timeout=30, what="the install to end")
-                assert done["status"] == "COMPLETED", done["log"]
+                try:
+                    done = await async_wait_until(ended, timeout=30, what="the install to end")
+                    assert done["status"] == "COMPLETED", done["log"]
+                finally:
+                    _end_apps(edge)
