@@ -1,5 +1,5 @@
 """The manager with its embedded broker (no Mosquitto needed), and the fleet hooks
-(``list_devices``, ``install_on_device``) that other backends use to reach devices."""
+(``list_devices``, ``install_on_device``, ``uninstall_from_device``) that other backends use to reach devices."""
 
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ async def test_embedded_broker_and_the_fleet_hooks(tmp_path: Path) -> None:
 
                 try:
                     done = await async_wait_until(ended, timeout=30, what="the install to end")
+                    assert done["status"] == "COMPLETED", done["log"]
+                    operation = await call_first(
+                        host.pm.hook.uninstall_from_device, host=host, device_id=device["id"], package=package,
+                        actor=admin,
+                    )
+                    assert operation["resource"] == "uninstall"
+                    done = await async_wait_until(ended, timeout=30, what="the uninstall to end")
                     assert done["status"] == "COMPLETED", done["log"]
                 finally:
                     _end_apps(edge)

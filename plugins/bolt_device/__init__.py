@@ -98,6 +98,24 @@ class DevicePlugin:
         operation = await fleet.start_download(backend, device, request, scope or "", 30_000)
         return public_operation(operation)
 
+    @hookimpl
+    async def uninstall_from_device(
+        self, host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]
+    ) -> Any:
+        backend = _manager(host)
+        if backend is None:
+            return None
+        from bolt_device import fleet
+        from bolt_device.operations import public_operation
+
+        scope = backend.scope_of(actor)
+        device = fleet.require_device(backend, scope or "", device_id)
+        request = fleet.validate_uninstall(
+            {"name": package.get("package") or package["name"], "version": package.get("version")}
+        )
+        operation = await fleet.start_uninstall(backend, device, request, scope or "", 30_000)
+        return public_operation(operation)
+
 
 def _manager(host: Any) -> Any:
     from bolt_device.backend import STATE_KEY
@@ -137,3 +155,8 @@ def list_devices(host: Any, actor: dict[str, Any]) -> Any:
 @hookimpl
 async def install_on_device(host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
     return await _FROM_ENV.install_on_device(host, device_id, package, actor)
+
+
+@hookimpl
+async def uninstall_from_device(host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
+    return await _FROM_ENV.uninstall_from_device(host, device_id, package, actor)
