@@ -24,7 +24,7 @@ from typing import Any
 from bolt_device import wire
 from bolt_device.config import DeviceConfig
 from bolt_device.jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
-from bolt_device.transport import MqttLink, Outgoing
+from bolt_device.transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.agent")
 
@@ -54,6 +54,7 @@ class Agent:
         self._session = ""
         self._manager_session: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._accepted: dict[str, Any] = {}  # request id -> job coroutine, started after the reply
         self.runner = JobRunner(host, self)
         self.link = MqttLink(
             config.broker,
@@ -157,7 +158,14 @@ class Agent:
         if message:
             reply["response.exception.message"] = message
         payload = wire.Payload(reply, body=body)
-        self.link.enqueue(wire.reply_topic(self.account, requester, request_id, self.prefix), payload.encode())
+        topic = wire.reply_topic(self.account, requester, request_id, self.prefix)
+        try:  # answer first: the manager's REST call is waiting for it
+            await self.link.publish(topic, payload.encode())
+        except NotConnected:
+            self.link.enqueue(topic, payload.encode())
+        work = self._accepted.pop(request_id, None)
+        if work is not None:
+            self._spawn(work)
 
     async def _answer(
         self, verb: str, resource: str, metrics: dict[str, Any], requester: str
@@ -166,15 +174,17 @@ class Agent:
             return wire.OK, "", {"packages": installed_packages(self.host)}
         if verb == "EXEC" and resource == "download":
             download = DownloadRequest.from_metrics(metrics)
-            return self._start(download.job_id, download.name, requester, self.runner.download(download))
+            return self._start(metrics, download.job_id, download.name, requester, self.runner.download, download)
         if verb == "EXEC" and resource == "uninstall":
             uninstall = UninstallRequest.from_metrics(metrics)
-            return self._start(uninstall.job_id, uninstall.name, requester, self.runner.uninstall(uninstall))
+            return self._start(metrics, uninstall.job_id, uninstall.name, requester, self.runner.uninstall, uninstall)
         return wire.NOT_FOUND, f"{verb}/{resource} is not supported by this device", None
 
-    def _start(self, job_id: str, package: str, requester: str, work: Any) -> tuple[int, str, Any]:
+    def _start(
+        self, metrics: dict[str, Any], job_id: str, package: str, requester: str, action: Any, request: Any
+    ) -> tuple[int, str, Any]:
+        """Accept a job (it starts once the reply is out) unless its package is in flight."""
         if package in self.in_flight:
-            work.close()
             return wire.ERROR, f"An operation on {package} is already in progress", None
         job = Job(job_id, package, requester)
         self.jobs[job_id] = job
@@ -182,12 +192,12 @@ class Agent:
 
         async def run() -> None:
             try:
-                await work
+                await action(request)
             finally:
                 job.finished = time.monotonic()
                 self.in_flight.pop(package, None)
 
-        self._spawn(run())
+        self._accepted[str(metrics["request.id"])] = run()
         return wire.OK, "", None
 
     # notifications ------------------------------------------------------------

@@ -101,7 +101,7 @@ async def _send(
 ) -> dict[str, Any]:
     if device["connectionStatus"] != CONNECTED:
         raise not_connected(device["id"], device["clientId"])
-    operation = backend.operations.create(device, resource, properties, created_by)
+    operation = await backend.operations.create(device, resource, properties, created_by)
     metrics = {**metrics, "job.id": operation["operationId"], "dp.job.id": operation["operationId"]}
     try:
         reply = await backend.manager.request(device, "EXEC", resource, metrics, timeout_ms)

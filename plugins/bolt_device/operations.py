@@ -12,6 +12,7 @@ Download credentials are never stored: only the fact that some were given.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tinydb import Query
@@ -53,6 +54,8 @@ class Operations:
         for row in self._ops.search(Query().status == RUNNING):
             self._remember(dict(row))
         self._seq = len(self._notes)
+        self._to_insert: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._inserter: asyncio.Task[None] | None = None
 
     def _remember(self, record: dict[str, Any]) -> None:
         self._running[record["id"]] = record
@@ -67,9 +70,43 @@ class Operations:
         if len(self._ended_jobs) > 10_000:
             self._ended_jobs.pop(next(iter(self._ended_jobs)))
 
-    def create(
+    async def create(
         self, device: dict[str, Any], resource: str, properties: dict[str, Any], created_by: str
     ) -> dict[str, Any]:
+        """A new RUNNING operation, stored before this returns.  Concurrent creations
+        (a fan-out to many devices) are written together, off the event loop."""
+        record = self._new(device, resource, properties, created_by)
+        self._running[record["id"]] = dict(record)
+        self._by_job[record["operationId"]] = record["id"]
+        self._running_notes[record["id"]] = []
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_insert.append((record, stored))
+        if self._inserter is None or self._inserter.done():
+            self._inserter = asyncio.create_task(self._insert_pending())
+        await stored
+        return record
+
+    async def _insert_pending(self) -> None:
+        while self._to_insert:
+            batch, self._to_insert = self._to_insert, []
+            try:
+                await asyncio.to_thread(self._insert_batch, [record for record, _ in batch])
+            except Exception as exc:
+                for record, stored in batch:
+                    self._forget(record, FAILED)
+                    if not stored.done():
+                        stored.set_exception(exc)
+                continue
+            for _, stored in batch:
+                if not stored.done():
+                    stored.set_result(None)
+
+    def _insert_batch(self, records: list[dict[str, Any]]) -> None:
+        with self._db.transaction():
+            self._ops.insert_multiple(records)
+
+    @staticmethod
+    def _new(device: dict[str, Any], resource: str, properties: dict[str, Any], created_by: str) -> dict[str, Any]:
         now = iso()
         record = {
             "id": new_id(),
@@ -90,11 +127,6 @@ class Operations:
             "modifiedBy": created_by,
             "optlock": 1,
         }
-        with self._db.transaction():
-            self._ops.insert(record)
-            self._running[record["id"]] = dict(record)
-            self._by_job[record["operationId"]] = record["id"]
-            self._running_notes[record["id"]] = []
         return record
 
     def get(self, scope: str, device_id: str, operation_id: str) -> dict[str, Any] | None:
