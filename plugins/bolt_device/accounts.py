@@ -28,6 +28,7 @@ class Accounts:
         self._db.migrate(ACCOUNTS, SCHEMA)
         self._db.migrate(MEMBERS, SCHEMA)
         self.root = self._ensure_root(root_name)
+        self._cache: dict[str, dict[str, Any]] = {row["id"]: dict(row) for row in self._db.table(ACCOUNTS).all()}
 
     def _ensure_root(self, name: str) -> dict[str, Any]:
         with self._db.transaction():
@@ -58,15 +59,15 @@ class Accounts:
 
     # reads --------------------------------------------------------------------
     def get(self, account_id: str) -> dict[str, Any] | None:
-        row = self._db.table(ACCOUNTS).get(Query().id == account_id)
+        row = self._cache.get(account_id)
         return dict(row) if row else None
 
     def by_name(self, name: str) -> dict[str, Any] | None:
-        row = self._db.table(ACCOUNTS).get(Query().name == name)
+        row = next((r for r in self._cache.values() if r["name"] == name), None)
         return dict(row) if row else None
 
     def children(self, parent_id: str) -> list[dict[str, Any]]:
-        rows = self._db.table(ACCOUNTS).search((Query().scopeId == parent_id) & (Query().id != parent_id))
+        rows = [r for r in self._cache.values() if r["scopeId"] == parent_id and r["id"] != parent_id]
         return sorted((dict(r) for r in rows), key=lambda r: r["number"])
 
     def scope_of_user(self, user: dict[str, Any]) -> str | None:
@@ -92,6 +93,7 @@ class Accounts:
             number = max((r["number"] for r in table.all()), default=ROOT_NUMBER) + 1
             record = self._record(number, name, parent_id, organization)
             table.insert(record)
+            self._cache[record["id"]] = dict(record)
         return record
 
     def add_member(self, scope: str, user_name: str) -> None:

@@ -46,6 +46,7 @@ class AccessTokens:
         key_dir = data_dir / "device"
         key_dir.mkdir(parents=True, exist_ok=True)
         self._key = load_secret_key(key_dir)
+        self._rows: dict[str, dict[str, Any]] = {row["id"]: dict(row) for row in db.table(TABLE).all()}
         self.token_seconds = token_seconds
         self.refresh_seconds = refresh_seconds
 
@@ -77,6 +78,11 @@ class AccessTokens:
             table = self._db.table(TABLE)
             table.remove((Query().refreshExpires < now) | (Query().invalidated != None))  # noqa: E711
             table.insert(row)
+            self._rows = {
+                key: value for key, value in self._rows.items()
+                if value["refreshExpires"] >= now and not value.get("invalidated")
+            }
+            self._rows[token_id] = dict(row)
         return {
             "type": "accessToken",
             "id": token_id,
@@ -99,7 +105,7 @@ class AccessTokens:
         claims = self._decode(jwt)
         if claims is None or claims.get("exp", 0) < time.time():
             raise unauthenticated("The access token is invalid or has expired")
-        row = self._db.table(TABLE).get(Query().id == claims.get("jti"))
+        row = self._rows.get(str(claims.get("jti")))
         if row is None or row.get("invalidated"):
             raise unauthenticated("The access token has been invalidated")
         return dict(row)
@@ -109,7 +115,7 @@ class AccessTokens:
         if not isinstance(jwt, str) or not isinstance(refresh_token, str):
             raise unauthenticated("Send tokenId and refreshToken")
         claims = self._decode(jwt)
-        row = self._db.table(TABLE).get(Query().id == claims.get("jti")) if claims else None
+        row = self._rows.get(str(claims.get("jti"))) if claims else None
         if (
             row is None
             or row.get("invalidated")
@@ -123,10 +129,12 @@ class AccessTokens:
     def invalidate(self, token_id: str) -> None:
         with self._db.transaction():
             self._db.table(TABLE).update({"invalidated": time.time()}, Query().id == token_id)
+            self._rows.pop(token_id, None)
 
     def invalidate_user(self, user: str) -> None:
         with self._db.transaction():
             self._db.table(TABLE).update({"invalidated": time.time()}, Query().user == user)
+            self._rows = {key: value for key, value in self._rows.items() if value["user"] != user}
 
     # JWT ----------------------------------------------------------------------
     def _encode(self, claims: dict[str, Any]) -> str:
