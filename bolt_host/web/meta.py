@@ -28,6 +28,14 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
     },
 }
 
+ENVELOPE_CONTENT: dict[str, Any] = {"application/json": {"schema": {"$ref": "#/components/schemas/BoltEnvelope"}}}
+# read_body() takes a JSON object or a form; the fields each route reads are in its summary and docs/api.md.
+BODY_CONTENT: dict[str, Any] = {
+    "application/json": {"schema": {"type": "object"}},
+    "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+}
+BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
 
 async def health(request: Request) -> Response:
     """Liveness: version and uptime (no auth)."""
@@ -82,6 +90,12 @@ def _openapi_path(path: str) -> str:
     return _PARAM.sub(lambda m: "{" + m.group(1) + "}", path)
 
 
+def _speaks_envelope(path: str, endpoint: Any) -> bool:
+    """Core ``/api/*`` routes (and health) answer Bolt's envelope; plugins answer their API's format."""
+    core = str(getattr(endpoint, "__module__", "")).startswith("bolt_host.")
+    return core and (path.startswith("/api/") or path == "/-/health")
+
+
 def _operation(path: str, method: str, endpoint: Any) -> dict[str, Any]:
     doc = (getattr(endpoint, "__doc__", None) or "").strip()
     summary = doc.splitlines()[0] if doc else f"{method} {path}"
@@ -90,6 +104,11 @@ def _operation(path: str, method: str, endpoint: Any) -> dict[str, Any]:
         "operationId": f"{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_')}",
         "responses": {"default": {"description": "Bolt envelope or the store API's own format"}},
     }
+    if _speaks_envelope(path, endpoint):
+        # JSON answers are the envelope; text answers (logs) and event streams are not described.
+        operation["responses"] = {"default": {"description": "Bolt envelope", "content": ENVELOPE_CONTENT}}
+        if method in BODY_METHODS:
+            operation["requestBody"] = {"required": False, "content": BODY_CONTENT}
     extra = getattr(endpoint, "openapi", None)
     if isinstance(extra, dict):
         operation.update(extra)
