@@ -1,11 +1,12 @@
 """CPU and memory of each app's whole process tree, sampled in one pass.
 
 One background task wakes every ``interval`` seconds and, in a worker thread
-(psutil reads /proc with blocking I/O), walks the process table ONCE to build
-a ppid map, then sums CPU% and RSS over each app's tree.  Reads (contexts,
-``GET /api/apps/@live``) come from the cache and never touch /proc.  Calling
-``Process.children(recursive=True)`` per app instead scans all of /proc per
-call: O(apps x processes) per tick.
+(reading /proc is blocking I/O), walks the process table ONCE: one read of
+``/proc/<pid>/stat`` per process gives the ppid map, start times, CPU time and
+RSS, and CPU% and RSS are summed over each app's tree from that same pass.
+Reads (contexts, ``GET /api/apps/@live``) come from the cache and never touch
+/proc.  Calling ``Process.children(recursive=True)`` per app instead scans all
+of /proc per call: O(apps x processes) per tick.
 
 The same pass notices app processes that re-parented to the host (their
 parent died; the host is a child subreaper): host children that carry an
@@ -22,8 +23,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-import psutil
 
 from bolt_host.services import processes
 
@@ -46,15 +45,18 @@ class Orphan:
 
 
 class TreeSampler:
-    """The synchronous sampling pass; keeps psutil objects between passes for CPU%."""
+    """The synchronous sampling pass; keeps each measured process's CPU time for the next CPU%."""
 
     def __init__(self) -> None:
-        self._known: dict[int, psutil.Process] = {}
+        self._cpu_before: dict[int, tuple[float, float]] = {}  # pid -> (create time, cpu seconds)
+        self._before: float | None = None  # monotonic time of the last pass
         self._markers: dict[tuple[int, float], str | None] = {}
 
     def sample(self, roots: Mapping[str, int], markers: Mapping[str, str]) -> tuple[dict[str, TreeUsage], list[Orphan]]:
         """``roots``: app -> main pid; ``markers``: marker -> app.  Returns usage and orphans."""
         table = processes.ProcessTable.snapshot()
+        now = time.monotonic()
+        elapsed = now - self._before if self._before is not None else 0.0
         create_times = table.create_times
         main_pids = set(roots.values())
         orphans = [
@@ -72,11 +74,12 @@ class TreeSampler:
             if owner in tree_roots:
                 tree_roots[owner].append(orphan.pid)
 
-        usage = {
-            name: self._measure(roots[name], table.descendants(start), create_times)
-            for name, start in tree_roots.items()
+        trees = {name: table.descendants(start) for name, start in tree_roots.items()}
+        usage = {name: self._measure(roots[name], members, table, elapsed) for name, members in trees.items()}
+        self._cpu_before = {
+            pid: (create_times[pid], table.cpu_seconds[pid]) for members in trees.values() for pid in members
         }
-        self._known = {pid: proc for pid, proc in self._known.items() if pid in create_times}
+        self._before = now
         return usage, orphans
 
     def _marker_of(self, pid: int, create_time: float) -> str | None:
@@ -89,27 +92,20 @@ class TreeSampler:
             self._markers[key] = marker
         return marker
 
-    def _measure(self, main_pid: int, members: set[int], create_times: Mapping[int, float]) -> TreeUsage:
+    def _measure(self, main_pid: int, members: set[int], table: processes.ProcessTable, elapsed: float) -> TreeUsage:
+        """CPU% (of one CPU, since the last pass; 0 for a process first seen now) and RSS of a tree."""
         cpu = 0.0
         memory = 0
-        counted = 0
         for pid in members:
-            proc = self._known.get(pid)
-            if proc is None or abs(proc.create_time() - create_times[pid]) > processes.CREATE_TIME_TOLERANCE:
-                try:
-                    proc = psutil.Process(pid)
-                    proc.cpu_percent(None)  # prime: a first reading is always 0
-                except psutil.Error:
-                    continue
-                self._known[pid] = proc
-            try:
-                with proc.oneshot():
-                    cpu += proc.cpu_percent(None)
-                    memory += proc.memory_info().rss
-                counted += 1
-            except psutil.Error:
+            memory += table.rss[pid]
+            before = self._cpu_before.get(pid)
+            if before is None or elapsed <= 0:
                 continue
-        return TreeUsage(pid=main_pid, cpu=round(cpu, 1), memory=memory, processes=counted)
+            started, cpu_seconds = before
+            if abs(started - table.create_times[pid]) > processes.CREATE_TIME_TOLERANCE:
+                continue  # the pid was reused since the last pass
+            cpu += max(0.0, table.cpu_seconds[pid] - cpu_seconds) / elapsed * 100
+        return TreeUsage(pid=main_pid, cpu=round(cpu, 1), memory=memory, processes=len(members))
 
 
 class StatsSampler:
