@@ -127,6 +127,7 @@ class Supervisor:
         self._http: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._persisted: dict[str, dict[str, Any]] = {}  # the row this instance last wrote, per app
 
     # public API ----------------------------------------------------------------
     async def boot(self) -> None:
@@ -135,6 +136,7 @@ class Supervisor:
         Returns once every autostarted app is ready or has failed.
         """
         self._closing = False
+        self._persisted.clear()
         enable_child_subreaper()
         to_start: list[dict[str, Any]] = []
         for record in self._table().all():
@@ -529,8 +531,15 @@ class Supervisor:
         return self._db.table(TABLE)
 
     def _persist(self, runtime: AppRuntime) -> None:
+        record = runtime.record()
+        if self._persisted.get(runtime.name) == record:
+            # The row already says this: the status is not stored, so e.g. "running"
+            # after the spawn's write, or "backoff" after "crashed", changes nothing.
+            # Each write rewrites (and fsyncs) the whole database, on the event loop.
+            return
         with self._db.transaction():
-            self._table().upsert(runtime.record(), Query().name == runtime.name)
+            self._table().upsert(record, Query().name == runtime.name)
+        self._persisted[runtime.name] = record
 
     async def _emit(self, event: str, runtime: AppRuntime) -> None:
         if self._publish is None:
