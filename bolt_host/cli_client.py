@@ -269,12 +269,17 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
         for row in rows:
             click.echo("\t".join("" if v is None else str(v) for v in row))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, header_style="bold")
-    for column in columns:
-        table.add_column(column)
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for index, column in enumerate(columns):
+        if index == 0:  # names are never cut; the other columns wrap on a narrow terminal
+            widest = max([len(column)] + [len(str(row[0])) for row in rows])
+            table.add_column(column, no_wrap=True, min_width=min(widest, 48))
+        else:
+            table.add_column(column)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     Console().print(table)
