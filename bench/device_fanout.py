@@ -8,8 +8,9 @@ install, start) on every device at once through Kapua's ``_download`` API:
 * time until every device reported ``install COMPLETED`` (the app is running);
 * the manager's RSS (before / peak / after) and CPU (mean / peak, % of one core)
   sampled every 100 ms during the fan-out, by pid with psutil;
-* MQTT publishes per second through the broker during the fan-out, counted by a
-  wildcard subscriber (requests, replies, notifications, presence).
+* MQTT publishes per second through the broker during the fan-out (mean, and the
+  busiest one-second window), counted by a wildcard subscriber (requests, replies,
+  notifications, presence).
 
 The manager is a real ``python -m bolt_host serve`` process with
 ``BOLT_DEVICE_MODE=manager``; the agents are full ``Host`` objects without HTTP,
@@ -100,6 +101,7 @@ class BrokerCounter:
 
     def __init__(self, port: int) -> None:
         self.count = 0
+        self.times: list[float] = []
         self.installed: dict[str, float] = {}
         self.failed: dict[str, str] = {}
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter")
@@ -114,6 +116,7 @@ class BrokerCounter:
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         self.count += 1
+        self.times.append(time.monotonic())
         if "/NOTIFY/" in message.topic and message.topic.endswith("/install"):
             metrics = json.loads(message.payload).get("metrics", {})
             device = message.topic.split("/")[-2]
@@ -236,6 +239,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         last_install = max(counter.installed.values()) if counter.installed else time.monotonic()
         fan_seconds = last_install - fan_started
         messages = counter.count - messages_before
+        window = [t for t in counter.times if t >= fan_started]
+        peak_rate = max((sum(1 for u in window if t <= u < t + 1.0) for t in window), default=0)
         sampler.halt.set()
         sampler.join()
 
@@ -269,6 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "managerCpuPercent": {"mean": round(statistics.mean(cpu), 1), "peak": round(max(cpu), 1)},
             "brokerMessages": messages,
             "brokerMessagesPerSecond": round(messages / fan_seconds, 1) if fan_seconds > 0 else None,
+            "brokerMessagesPeakPerSecond": peak_rate,
             "agentProcessesRssMiB": round(agents_rss / 2**20, 1),
             "managerDbBytes": (work / "manager" / "db.json").stat().st_size,
         }
