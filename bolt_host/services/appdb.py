@@ -31,6 +31,9 @@ class AppDatabases:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._open: dict[str, Database] = {}
+        # Files open lazily, at an app's first call: clear what a killed writer left for all of them now.
+        for leftover in folder.glob(".*.json.*.tmp"):
+            leftover.unlink(missing_ok=True)
 
     def _db(self, app: str) -> Database:
         if app not in self._open:
