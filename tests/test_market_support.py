@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ def copy_repo(tmp_path: Path) -> Path:
 @contextlib.contextmanager
 def market_host(tmp_path: Path, **overrides: Any) -> Iterator[Market]:
     overrides.setdefault("local_repo", copy_repo(tmp_path))
+    # A window of its own below the default pool and the ephemeral range, so hosts that other
+    # suites run at the same time on this machine do not hand out the same app ports.
+    base = random.randrange(10000, 19800, 200)
+    overrides.setdefault("port_range", (base, base + 199))
     with live_host(tmp_path / "data", **overrides) as live:
         admin = httpx.Client(base_url=live.url + PREFIX, auth=live.admin_auth, timeout=60)
         try:
