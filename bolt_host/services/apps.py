@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,8 @@ from bolt_host.errors import BoltError
 from bolt_host.services.manifest import UPDATABLE_FIELDS, build_app, inside, read_manifest, validate_app_name
 from bolt_host.services.users import now_iso
 from bolt_host.storage import Database
+
+log = logging.getLogger("bolt_host.apps")
 
 TABLE = "apps"
 Publish = Callable[[str, Any], Awaitable[Any]]
@@ -252,13 +255,47 @@ class Apps:
         return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.apps_dir))
 
     def clean_staging(self) -> None:
-        """Remove staging and swap leftovers of an install cut off by a crash."""
+        """Recover from installs a crash cut off (at boot, before anything runs).
+
+        Staging dirs go.  A folder moved aside for a swap (``.old-<name>-XXXXXXXX``) is put
+        back when the swap never completed (its place is empty), else removed.  A record
+        whose folder already holds the new version (killed between the swap and the db
+        write) is rolled forward to it, so record and files always agree.
+        """
         if not self.apps_dir.is_dir():
             return
         for leftover in self.apps_dir.glob(".staging-*"):
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in [*self.apps_dir.glob(".old-*"), *self.public_dir.glob(".old-*")]:
-            shutil.rmtree(leftover, ignore_errors=True)
+            original = leftover.parent / leftover.name[len(".old-") : -len("-XXXXXXXX")]
+            if original.name and not original.exists():
+                leftover.rename(original)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+        self._roll_forward_records()
+
+    def _roll_forward_records(self) -> None:
+        for row in self._db.table(TABLE).all():
+            app = dict(row)
+            folder = Path(str(app.get("path") or ""))
+            try:
+                manifest = read_manifest(folder)
+                if manifest.get("version") == app.get("version"):
+                    continue
+                source = dict(app.get("source") or {})
+                if "version" in source:
+                    source["version"] = manifest.get("version")
+                fresh = build_app(manifest, folder, source, app.get("system"), app["dateCreated"])
+            except (BoltError, KeyError):
+                continue  # nothing whole to roll forward to; the record stays as it is
+            if fresh["name"] != app["name"]:
+                continue
+            fresh.update({k: app[k] for k in ("order",) if k in app})
+            with self._db.transaction():
+                self._db.table(TABLE).upsert(fresh, Query().name == app["name"])
+            log.warning(
+                "%s: its folder holds %s (an install cut off by a crash); record updated", app["name"], fresh["version"]
+            )
 
 
 async def registry_call(awaitable: Awaitable[Any], code: int) -> Any:
