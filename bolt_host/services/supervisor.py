@@ -64,6 +64,7 @@ from bolt_host.services.processes import (
     OrphanReaper,
     base_environment,
     build_command,
+    create_time_of,
     describe_exit,
     enable_child_subreaper,
     read_environ_value,
@@ -139,6 +140,7 @@ class Supervisor:
         self._persisted.clear()
         enable_child_subreaper()
         to_start: list[dict[str, Any]] = []
+        unrecorded: dict[str, list[tuple[int, float]]] | None = None
         for record in self._table().all():
             name = record["name"]
             app = self._load_app(name) if self._load_app is not None else None
@@ -155,6 +157,9 @@ class Supervisor:
                 continue
             if record.get("pid"):
                 self._persist(runtime)  # gone or pid reused: forget it, never signal it
+            if unrecorded is None:
+                unrecorded = await asyncio.to_thread(self._processes_by_marker)
+            await self._end_unrecorded(runtime, unrecorded.get(runtime.marker, []))
             if runtime.desired == DESIRED_RUNNING and self._autostart and app is not None:
                 to_start.append(app)
         self._stats.start()
@@ -334,6 +339,9 @@ class Supervisor:
         env["BOLT_APP_TOKEN"] = self._tokens.issue(name)
         env["BOLT_HOST_URL"] = self._host_url
         env[MARKER_VARIABLE] = runtime.marker
+        # Record this generation before its process exists: a host killed between the spawn
+        # and the write after it leaves a process that boot() still finds by its marker.
+        self._persist(runtime)
         log_path = self.log_path(name)
         applogs.rotate_if_needed(log_path, self._log_max_bytes, self._log_keep)
         log_fd = applogs.open_for_append(log_path)
@@ -496,6 +504,37 @@ class Supervisor:
         runtime.next_restart_at = None
 
     # adoption ------------------------------------------------------------------
+    def _processes_by_marker(self) -> dict[str, list[tuple[int, float]]]:
+        """(pid, create time) of every live process this host started, by marker (one /proc pass)."""
+        found: dict[str, list[tuple[int, float]]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            marker = read_environ_value(pid, MARKER_VARIABLE)
+            if marker is None or read_environ_value(pid, "BOLT_HOST_URL") != self._host_url:
+                continue
+            create_time = create_time_of(pid)
+            if create_time is not None:
+                found.setdefault(marker, []).append((pid, create_time))
+        return found
+
+    async def _end_unrecorded(self, runtime: AppRuntime, candidates: list[tuple[int, float]]) -> None:
+        """End a process of the recorded generation that was spawned but never recorded (host killed).
+
+        It is ours only if it holds the app token this host's db issued for that start (the
+        marker and URL alone could belong to another host with the same URL).
+        """
+        for pid, create_time in sorted(candidates, key=lambda found: found[1]):  # the tree's root first
+            if self._tokens.app_for(read_environ_value(pid, "BOLT_APP_TOKEN")) != runtime.name:
+                continue
+            process = AppProcess.adopt(pid, create_time, runtime.marker)
+            if process is None:
+                continue  # gone with an earlier root's tree
+            log.warning("%s: ending pid %s, started just before the host was killed", runtime.name, pid)
+            await terminate_tree(process, marker=runtime.marker, since=create_time, grace=self._grace)
+            process.close()
+
     async def _adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:
         runtime.process = process
         if runtime.is_server and record.get("port"):
