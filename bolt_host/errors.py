@@ -49,6 +49,7 @@ NOT_SYSTEM_APP = 504
 PAYLOAD_TOO_LARGE = 513
 DB_QUERY_MISSING = 710
 RATE_LIMITED = 429
+STORAGE_FULL = 1100  # bolt-host extension: the data dir's disk is full
 
 MESSAGES: dict[int, str] = {
     OK: "OK",
@@ -92,6 +93,7 @@ MESSAGES: dict[int, str] = {
     PAYLOAD_TOO_LARGE: "Request body too large",
     DB_QUERY_MISSING: "Document or query object missing",
     RATE_LIMITED: "Too many attempts; try again later",
+    STORAGE_FULL: "The host's disk is full",
 }
 
 # HTTP status that mirrors each outcome; anything unlisted is a 400.
@@ -123,6 +125,7 @@ HTTP_STATUS: dict[int, int] = {
     APP_START_FAILED: 500,
     PAYLOAD_TOO_LARGE: 413,
     RATE_LIMITED: 429,
+    STORAGE_FULL: 507,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -58,10 +59,20 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
-            log.exception("trace=%s unhandled error on %s %s", trace_id, scope["method"], scope["path"])
+        except Exception as exc:
+            full = _disk_full(exc)
+            if full is not None:
+                log.error("trace=%s %s %s: disk full: %s", trace_id, scope["method"], scope["path"], full)
+                err = BoltError(
+                    errors.STORAGE_FULL,
+                    "No space left on the host's disk; the change was not saved. Free some space and try again.",
+                    user_title="Disk full",
+                )
+            else:
+                log.exception("trace=%s unhandled error on %s %s", trace_id, scope["method"], scope["path"])
+                err = BoltError(errors.UNKNOWN, "Internal error")
             if not status["sent"]:
-                await _send_envelope(send_wrapper, BoltError(errors.UNKNOWN, "Internal error"), trace_id, 500)
+                await _send_envelope(send_wrapper, err, trace_id, err.http_status)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             log.info(
@@ -104,6 +115,18 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+def _disk_full(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error behind ``exc`` (itself or what it was raised from), if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and (
+            exc.errno in (errno.ENOSPC, errno.EDQUOT) or f"[Errno {errno.ENOSPC}]" in str(exc)  # shutil.Error lists
+        ):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:
