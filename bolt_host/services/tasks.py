@@ -297,15 +297,15 @@ class Tasks:
             self._running[task_id] = runner
             try:
                 await runner  # cancelling the worker (shutdown) cancels the job too
+            except Exception:  # never let one task's failure end the worker (and its whole queue)
+                log.exception("task %s: bookkeeping failed", task_id)
             finally:
                 self._running.pop(task_id, None)
 
     async def _run(self, record: dict[str, Any], job: Job) -> None:
         task_id = record["id"]
         record.update(status="running", start_time=format_time())
-        self._save(record)
-        self.logs.append(task_id, f"start time: {record['start_time']}")
-        self.logs.append(task_id, f"{_title(record)} begin")
+        self._keep(record, f"start time: {record['start_time']}", f"{_title(record)} begin")
         self._emit("task-started", record)
         try:
             result = await job(TaskHandle(self, record))
@@ -330,10 +330,8 @@ class Tasks:
         record.update(status=status, end_time=format_time(), error=error, result=result)
         if status == "succeeded":
             record["progress"] = 1.0
-        self._save(record)
-        self.logs.append(task_id, f"end time: {record['end_time']}")
         outcome = f"failed: {error}" if status == "failed" and error else status
-        self.logs.append(task_id, f"{_title(record)} {outcome}")
+        self._keep(record, f"end time: {record['end_time']}", f"{_title(record)} {outcome}")
         self._cancel_requested.pop(task_id, None)
         self._jobs.pop(task_id, None)
         if self._dedupe.get(record.get("dedupe_key") or "") == task_id:
@@ -386,9 +384,20 @@ class Tasks:
             "meta": _jsonable(meta or {}),
             "dedupe_key": dedupe_key,
         }
+        self._save(record)  # first: a record that cannot be stored (disk full) is never half-queued
         self._records[record["id"]] = record
-        self._save(record)
         return record
+
+    def _keep(self, record: dict[str, Any], *lines: str) -> None:
+        """Store a running task's new state and log lines; a failed write (disk full) is logged,
+        not raised, so the outcome still reaches waiters and the queue goes on (at boot, a task
+        whose end was never stored is marked failed like any interrupted one)."""
+        try:
+            self._save(record)
+            for line in lines:
+                self.logs.append(record["id"], line)
+        except OSError as exc:
+            log.error("task %s: could not store its %s state: %s", record["id"], record["status"], exc)
 
     def _save(self, record: dict[str, Any]) -> None:
         fields = {k: v for k, v in record.items() if k != "id"}
