@@ -54,6 +54,10 @@ def serve(**flags: Any) -> None:
         flags["port_range"] = parse_setting("port_range", flags["port_range"])
     settings = _settings(**flags)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:  # here, so a corrupt db refuses the start with one clear line (in the lifespan it is a traceback)
+        Database(settings.data_dir / "db.json").close()
+    except CorruptDatabaseError as exc:
+        raise click.ClickException(str(exc)) from exc
     from bolt_host.app import create_app
 
     try:
