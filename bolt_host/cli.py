@@ -75,7 +75,10 @@ def _print_banner(settings: Settings, generated_password: str | None) -> None:
     click.echo(f"bolt-host {__version__} serving on {settings.url}", err=True)
     click.echo(f"  data dir:   {settings.data_dir}", err=True)
     click.echo(f"  local repo: {settings.local_repo}", err=True)
-    click.echo(f"  registry:   {settings.registry or '(none configured)'}", err=True)
+    from bolt_host.services.registry import display_url
+
+    registry = display_url(settings.registry) if settings.registry else "(none configured)"  # no credentials
+    click.echo(f"  registry:   {registry}", err=True)
     if generated_password:
         click.echo(
             f"  log in as 'admin' with password {generated_password} "

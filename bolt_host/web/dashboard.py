@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.registry import display_url
 from bolt_host.web.auth import host_of, require_admin
 from bolt_host.web.envelope import ok
 
@@ -90,7 +91,7 @@ def system_info(host: Any) -> dict[str, Any]:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "url": host.settings.url,
-        "registry": host.settings.registry,
+        "registry": display_url(host.settings.registry) if host.settings.registry else None,  # no credentials
         "cpu": {"percent": psutil.cpu_percent(interval=None), "count": psutil.cpu_count() or 1, "load": load},
         "memory": {
             "total": memory.total,
