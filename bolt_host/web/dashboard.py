@@ -55,7 +55,7 @@ async def dashboard_redirect(request: Request) -> Response:
 def _static_file(relative: str) -> Path:
     missing = BoltError(errors.ENDPOINT_NOT_FOUND, f"No dashboard file {relative[:80]!r}")
     parts = relative.split("/")
-    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+    if "\0" in relative or any(part in ("", ".", "..") or part.startswith(".") for part in parts):
         raise missing
     root = STATIC_DIR.resolve()
     target = (root / relative).resolve()
