@@ -90,17 +90,45 @@ class AtomicJSONStorage(Storage):
         return data
 
     def read(self) -> dict[str, Any] | None:
-        # TinyDB mutates what read() returns before calling write(); hand out a
-        # copy so a failed write cannot leave unsaved changes in the cache.
-        return copy.deepcopy(self._state)
+        # TinyDB mutates what read() returns before calling write(); hand out copies
+        # so a failed write cannot leave unsaved changes in the cache.  Only the tables
+        # TinyDB actually looks at are copied (one, for a read), not the whole database.
+        return None if self._state is None else _CopyOnAccess(self._state)
 
     def write(self, data: dict[str, Any]) -> None:
         encoded = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
         atomic_write_bytes(self.path, encoded)
-        self._state = copy.deepcopy(data)
+        self._state = json.loads(encoded)  # a private copy, as the file has it
 
     def close(self) -> None:
         self._state = None
+
+
+class _CopyOnAccess(dict):  # type: ignore[type-arg]
+    """The cached tables, each deep-copied the first time TinyDB takes it by ``[]``.
+
+    TinyDB reaches a table only through ``tables[name]``; tables it never takes stay the
+    cached objects, unchanged, and are only serialised again by :meth:`write`.
+    """
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__(state)
+        self._copied: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if key not in self._copied:
+            value = copy.deepcopy(value)
+            super().__setitem__(key, value)
+            self._copied.add(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._copied.add(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default  # noqa: SIM401 (must copy, as [] does)
 
 
 Migration = Callable[[Table], None]
