@@ -9,7 +9,6 @@ the cache and the file at the previous state.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
-from tinydb.table import Table
+from tinydb.table import Document, Table
 
 META_TABLE = "_meta"
 
@@ -48,6 +47,26 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
     _fsync_dir(path.parent)
 
 
+def load_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (None when missing or empty); a corrupt file raises and is kept."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not raw.strip():
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptDatabaseError(
+            f"{path} is not valid JSON ({exc}); it was left as it is. "
+            "Restore it from a backup or move it away to start empty."
+        ) from exc
+    if not isinstance(data, dict):
+        raise CorruptDatabaseError(f"{path} does not hold a JSON object; it was left as it is.")
+    return data
+
+
 def _fsync_dir(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
@@ -70,35 +89,26 @@ class AtomicJSONStorage(Storage):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.path.parent, self.path.name)
         self._state: dict[str, Any] | None = self._load()
+        self.revision = 0  # bumped by every write: lets readers cache what they derive
 
     def _load(self) -> dict[str, Any] | None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        if not raw.strip():
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise CorruptDatabaseError(
-                f"{self.path} is not valid JSON ({exc}); it was left as it is. "
-                "Restore it from a backup or move it away to start empty."
-            ) from exc
-        if not isinstance(data, dict):
-            raise CorruptDatabaseError(f"{self.path} does not hold a JSON object; it was left as it is.")
-        return data
+        return load_json_object(self.path)
 
     def read(self) -> dict[str, Any] | None:
         # TinyDB mutates what read() returns before calling write(); hand out copies
-        # so a failed write cannot leave unsaved changes in the cache.  Only the tables
-        # TinyDB actually looks at are copied (one, for a read), not the whole database.
+        # so a failed write cannot leave unsaved changes in the cache.  Only the table
+        # being written is copied, not the whole database.
         return None if self._state is None else _CopyOnAccess(self._state)
+
+    def read_shared(self) -> dict[str, Any] | None:
+        """The cached state itself, for readers that copy only what they return."""
+        return self._state
 
     def write(self, data: dict[str, Any]) -> None:
         encoded = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
         atomic_write_bytes(self.path, encoded)
         self._state = json.loads(encoded)  # a private copy, as the file has it
+        self.revision += 1
 
     def close(self) -> None:
         self._state = None
@@ -118,7 +128,7 @@ class _CopyOnAccess(dict):  # type: ignore[type-arg]
     def __getitem__(self, key: str) -> Any:
         value = super().__getitem__(key)
         if key not in self._copied:
-            value = copy.deepcopy(value)
+            value = json_copy(value)
             super().__setitem__(key, value)
             self._copied.add(key)
         return value
@@ -129,6 +139,53 @@ class _CopyOnAccess(dict):  # type: ignore[type-arg]
 
     def get(self, key: str, default: Any = None) -> Any:
         return self[key] if key in self else default  # noqa: SIM401 (must copy, as [] does)
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars): several times faster than ``deepcopy``."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_copy(item) for item in value]
+    return value
+
+
+class SharedReadTable(Table):
+    """A table whose reads copy only the documents they return.
+
+    TinyDB's reads go through ``_read_table``; here it hands out the storage's cached
+    state instead of a copy of the whole table, and every document a read returns is
+    copied deeply, so a caller that changes what it got cannot change the cache.
+    Writes still go through ``read()`` (a copy of the table being written).
+    """
+
+    def _read_table(self) -> dict[str, Any]:
+        storage = self.storage
+        tables = storage.read_shared() if isinstance(storage, AtomicJSONStorage) else storage.read()
+        if not tables:
+            return {}
+        return tables.get(self.name, {})
+
+    def search(self, cond: Any) -> list[Document]:
+        return [_detached(doc) for doc in super().search(cond)]
+
+    def get(self, cond: Any = None, doc_id: int | None = None, doc_ids: list[int] | None = None) -> Any:
+        found = super().get(cond, doc_id, doc_ids)
+        if isinstance(found, list):
+            return [_detached(doc) for doc in found]
+        return None if found is None else _detached(found)
+
+    def __iter__(self) -> Iterator[Document]:
+        for doc in super().__iter__():
+            yield _detached(doc)
+
+
+def _detached(doc: Document) -> Document:
+    # Document() already copied the top level; copy the nested containers too.
+    for key, value in doc.items():
+        if isinstance(value, dict | list):
+            doc[key] = json_copy(value)
+    return doc
 
 
 Migration = Callable[[Table], None]
@@ -145,9 +202,20 @@ class Database:
         self.path = Path(path)
         self.lock = threading.RLock()
         self._db = TinyDB(self.path, storage=AtomicJSONStorage)
+        self._db.table_class = SharedReadTable
+
+    @property
+    def revision(self) -> int:
+        """Changes each time anything is written (cache keys for derived views)."""
+        return self._db.storage.revision  # type: ignore[attr-defined]
 
     def table(self, name: str) -> Table:
         return self._db.table(name, cache_size=0)
+
+    def drop_table(self, name: str) -> None:
+        with self.lock:
+            if name in self._db.tables():
+                self._db.drop_table(name)
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
@@ -162,8 +230,6 @@ class Database:
 
     def migrate(self, table: str, migrations: dict[int, Migration]) -> int:
         """Run ``migrations[v]`` for each version above the stored one, in order."""
-        from tinydb.table import Document
-
         with self.lock:
             current = self.schema_version(table)
             for version in sorted(v for v in migrations if v > current):

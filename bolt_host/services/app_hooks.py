@@ -37,17 +37,26 @@ class AppHookDelivery:
         self._tokens = tokens
         self._client = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT)
         self.delivered = 0
+        self._cached: tuple[int, list[tuple[str, dict[str, Any]]]] | None = None
 
     async def __call__(self, event: Event) -> None:
-        for app in self._apps.list():
-            route = hook_route(app.get("hooks") or {}, event)
+        for name, hooks in self._subscribers():
+            route = hook_route(hooks, event)
             if route is None:
                 continue
-            context = self._supervisor.context(app["name"]) if self._supervisor else None
-            token = self._tokens.token_of(app["name"])
+            context = self._supervisor.context(name) if self._supervisor else None
+            token = self._tokens.token_of(name)
             if not context or context.get("status") != "running" or not context.get("port") or not token:
                 continue
-            await self._deliver(app["name"], context, route, event, token)
+            await self._deliver(name, context, route, event, token)
+
+    def _subscribers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, hooks) of the installed apps that have hooks, re-read only after a db write."""
+        revision = self._apps.revision
+        if self._cached is None or self._cached[0] != revision:
+            found = [(app["name"], app["hooks"]) for app in self._apps.list() if app.get("hooks")]
+            self._cached = (revision, found)
+        return self._cached[1]
 
     async def _deliver(self, name: str, context: dict[str, Any], route: str, event: Event, token: str) -> None:
         url = f"http://127.0.0.1:{context['port']}{route}"

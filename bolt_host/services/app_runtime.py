@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from bolt_host.services.ports import LOOPBACK
 from bolt_host.services.processes import AppProcess
 from bolt_host.services.restarts import CrashHistory
 from bolt_host.services.stats import TreeUsage
+from bolt_host.storage import json_copy
 
 STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
 CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
@@ -83,7 +83,7 @@ class AppRuntime:
         context: dict[str, Any] = {
             "name": self.name,
             "path": self.app.get("path"),
-            "app": copy.deepcopy({key: value for key, value in self.app.items() if key != "env"}),
+            "app": {key: json_copy(value) for key, value in self.app.items() if key != "env"},
             "pid": self.process.pid if self.process is not None else None,
             "protocol": "http",
             "host": LOOPBACK,

@@ -49,6 +49,11 @@ class Apps:
         row = self._db.table(TABLE).get(Query().name == name)
         return dict(row) if row else None
 
+    @property
+    def revision(self) -> int:
+        """Changes whenever the host database is written (so after any install, update, delete)."""
+        return self._db.revision
+
     def require(self, name: str) -> dict[str, Any]:
         app = self.get(name)
         if app is None:
