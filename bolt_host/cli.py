@@ -14,6 +14,7 @@ from bolt_host import __version__
 from bolt_host.config import Settings, parse_setting, settings_from_env
 from bolt_host.errors import BoltError
 from bolt_host.plugins import PluginLoadError, discover
+from bolt_host.statefile import RUNTIME_STATE_FILE, StateFile
 from bolt_host.storage import CorruptDatabaseError, Database
 
 
@@ -56,6 +57,7 @@ def serve(**flags: Any) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:  # here, so a corrupt db refuses the start with one clear line (in the lifespan it is a traceback)
         Database(settings.data_dir / "db.json").close()
+        StateFile(settings.data_dir / RUNTIME_STATE_FILE)
     except CorruptDatabaseError as exc:
         raise click.ClickException(str(exc)) from exc
     from bolt_host.app import create_app

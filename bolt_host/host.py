@@ -19,13 +19,18 @@ from bolt_host.config import Settings
 from bolt_host.plugins import call_all, make_plugin_manager
 from bolt_host.services.events import Event, EventBus
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
+from bolt_host.services.supervisor import SECTION as SUPERVISOR_SECTION
+from bolt_host.services.supervisor import Supervisor
+from bolt_host.services.tokens import SECTION as TOKENS_SECTION
 from bolt_host.services.tokens import AppTokens
 from bolt_host.services.users import Users
+from bolt_host.statefile import RUNTIME_STATE_FILE, StateFile, move_tables_from
 from bolt_host.storage import Database
 
 log = logging.getLogger("bolt_host")
 
 HOST_SCHEMA = {1: lambda table: None}
+
 
 
 class Host:
@@ -52,10 +57,12 @@ class Host:
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.db = Database(data_dir / "db.json")
         self.db.migrate("host", HOST_SCHEMA)
+        self.runtime_state = StateFile(data_dir / RUNTIME_STATE_FILE)
+        move_tables_from(self.db, self.runtime_state, {SUPERVISOR_SECTION: "name", TOKENS_SECTION: "app"})
         self.users = Users(self.db)
         self.sessions = Sessions(self.db, load_secret_key(data_dir))
         self.login_throttle = LoginThrottle()
-        self.tokens = AppTokens(self.db)
+        self.tokens = AppTokens(self.runtime_state)
         self.generated_admin_password = self.users.bootstrap_admin(data_dir, self.settings.admin_password)
         self.events.subscribe(self._forward_event_to_plugins)
         await self._start_services()
@@ -88,7 +95,6 @@ class Host:
         from bolt_host.services.appdb import AppDatabases
         from bolt_host.services.apps import Apps
         from bolt_host.services.registry import remove_partial_downloads
-        from bolt_host.services.supervisor import Supervisor
         from bolt_host.services.visibility import Visibility
 
         settings = self.settings
@@ -102,7 +108,7 @@ class Host:
         self.apps.visibility = self.visibility
         self.apps.registry = self._registry_client()
         self.supervisor = Supervisor(
-            db=self.db,
+            state=self.runtime_state,
             data_dir=data_dir,
             tokens=self.tokens,
             host_url=settings.url,

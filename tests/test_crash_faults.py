@@ -51,6 +51,7 @@ import psutil
 import pytest
 
 from bolt_host.config import BUNDLED_LOCAL_REPO
+from bolt_host.statefile import StateFile
 from bolt_host.storage import Database
 from tests.helpers import free_port, wait_until
 from tests.registry_server import RegistryServer
@@ -278,6 +279,10 @@ def _check_files(data: Path, booted_at: float) -> list[str]:
             Database(path).close()
         except Exception as exc:
             problems.append(f"{path.name} does not load: {exc}")
+    try:
+        StateFile(data / "runtime.json")
+    except Exception as exc:
+        problems.append(f"runtime.json does not load: {exc}")
     return problems
 
 
@@ -347,8 +352,8 @@ def _check_round(
             known = contexts.get(name, {}).get("pid")
             if known not in pids or contexts[name]["status"] != "running":
                 markers = [_environ(pid, "BOLT_SUPERVISOR_ID") for pid in pids]
-                records = json.loads((data / "db.json").read_text()).get("supervisor", {})
-                record = next((r for r in records.values() if r.get("name") == name), None)
+                records = json.loads((data / "runtime.json").read_text()).get("supervisor", {})
+                record = records.get(name)
                 problems.append(
                     f"{name}: live process {pids} (markers {markers}) unknown to the host "
                     f"({contexts.get(name)}; recorded {record})"
@@ -489,9 +494,10 @@ async def test_boot_ends_a_process_spawned_but_never_recorded(tmp_path: Path) ->
         pid = (await bolt.admin.post("/api/apps/start", json={"name": "up2"})).json()["body"]["pid"]
         await bolt.host.supervisor.detach()  # the host dies; the app lives on
     try:
-        db = Database(tmp_path / "data" / "db.json")
-        db.table("supervisor").update({"pid": None, "create_time": None})  # the write that never happened
-        db.close()
+        state = StateFile(tmp_path / "data" / "runtime.json")
+        record = state.get("supervisor", "up2")
+        state.put("supervisor", "up2", {**record, "pid": None, "create_time": None})  # the write that never happened
+        state.commit_now()
         async with running_host(tmp_path / "data", local_repo=repo) as bolt:
             assert bolt.host.supervisor.context("up2") is None or bolt.host.supervisor.context("up2")["pid"] != pid
 

@@ -13,7 +13,6 @@ import pytest
 
 from bolt_host.errors import BoltError
 from bolt_host.services.processes import (
-    MARKER_VARIABLE,
     AppProcess,
     base_environment,
     build_command,
@@ -21,9 +20,9 @@ from bolt_host.services.processes import (
     enable_child_subreaper,
     find_tree,
     identity_matches,
-    read_marker,
     terminate_tree,
 )
+from bolt_host.services.proctable import MARKER_VARIABLE, ProcessTable, read_marker
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import PROCS, process_gone, read_pid_file, wait_file
 
@@ -110,7 +109,8 @@ async def test_terminate_tree_kills_term_ignoring_descendants_and_setsid_escaper
     process = spawn(tmp_path, "term_ignoring_tree.py", str(pid_file), marker="tree:1")
     try:
         main, child, grandchild = read_pid_file(await wait_file(pid_file))
-        tree = find_tree(main, process.pgid, "tree:1", process.create_time, group_pinned=True)
+        table = ProcessTable.snapshot()
+        tree = find_tree(table, main, process.pgid, "tree:1", process.create_time, group_pinned=True, anywhere=False)
         members = {member.pid for member in tree}
         assert members == {main, child, grandchild}
 

@@ -14,6 +14,7 @@ import pytest
 from bolt_host.errors import APP_NOT_RUNNING, APP_START_FAILED, BoltError
 from bolt_host.services.applogs import read_range
 from bolt_host.services.ports import is_port_free
+from bolt_host.statefile import StateFile
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import (
     Harness,
@@ -60,9 +61,10 @@ async def test_start_waits_for_health_then_stop_frees_the_port(harness: Harness)
     assert is_port_free(context["port"])
     assert not supervisor.is_active("web") and supervisor.contexts() == []
     assert harness.event_names("web") == ["app-starting", "app-started", "app-stopping", "app-stopped"]
-    record = harness.db.table("supervisor").get(lambda row: row["name"] == "web")
+    on_disk = StateFile(harness.state.path)  # what a restarted host would read
+    record = on_disk.get("supervisor", "web")
     assert record["desired"] == "stopped" and record["pid"] is None
-    assert harness.db.table("app_tokens").search(lambda row: row["app"] == "web") == []
+    assert on_disk.get("app_tokens", "web") is None
 
 
 async def test_concurrent_starts_make_exactly_one_process(harness: Harness) -> None:

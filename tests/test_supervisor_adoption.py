@@ -16,9 +16,18 @@ import httpx
 import psutil
 import pytest
 
-from bolt_host.services.supervisor import TABLE
+from bolt_host.services.supervisor import SECTION
+from bolt_host.statefile import StateFile
 from tests.helpers import async_wait_until
-from tests.test_supervisor_harness import PROCS, Harness, marked_pids, process_gone, supervisor_harness
+from tests.test_supervisor_harness import (
+    PROCS,
+    Harness,
+    marked_pids,
+    process_gone,
+    read_pid_file,
+    supervisor_harness,
+    wait_file,
+)
 
 
 @pytest.fixture
@@ -68,11 +77,11 @@ async def test_a_recorded_pid_that_is_not_ours_is_never_signalled(harness: Harne
         harness.app("reused", "http_server.py")
         harness.app("gone", "http_server.py")
         stranger_started = psutil.Process(stranger.pid).create_time()
-        records = harness.db.table(TABLE)
+        records = harness.state
         # Right pid and start time but no marker (pid reuse the marker catches) ...
-        records.insert(_record("reused", stranger.pid, stranger_started, desired="running"))
+        records.put(SECTION, "reused", _record("reused", stranger.pid, stranger_started, desired="running"))
         # ... and a pid whose start time does not match (the record's process is gone).
-        records.insert(_record("gone", stranger.pid, stranger_started - 100, desired="stopped"))
+        records.put(SECTION, "gone", _record("gone", stranger.pid, stranger_started - 100, desired="stopped"))
 
         host = harness.supervisor()
         await host.boot()
@@ -81,7 +90,7 @@ async def test_a_recorded_pid_that_is_not_ours_is_never_signalled(harness: Harne
         restarted = host.context("reused")
         assert restarted["status"] == "running" and restarted["pid"] != stranger.pid  # autostarted afresh
         assert host.context("gone")["status"] == "stopped"  # desired stopped: left alone
-        assert records.get(lambda row: row["name"] == "gone")["pid"] is None
+        assert records.get(SECTION, "gone")["pid"] is None
         await host.shutdown()
         assert stranger.poll() is None
     finally:
@@ -114,7 +123,7 @@ async def test_shutdown_remembers_running_apps_for_the_next_boot(harness: Harnes
     await first_host.shutdown()
 
     assert process_gone(before["pid"]) and marked_pids("autostarted") == []
-    record = harness.db.table(TABLE).get(lambda row: row["name"] == "autostarted")
+    record = StateFile(harness.state.path).get(SECTION, "autostarted")
     assert record["desired"] == "running" and record["pid"] is None
 
     second_host = harness.supervisor()
@@ -134,7 +143,7 @@ async def test_shutdown_remembers_running_apps_for_the_next_boot(harness: Harnes
 async def test_host_killed_with_sigkill_leaves_the_app_running_for_the_next_host(harness: Harness) -> None:
     app = harness.app("survivor", "http_server.py", health="/health")
     args = [str(harness.data_dir), json.dumps(app), str(harness.port_range[0]), str(harness.port_range[1])]
-    harness.db.close()  # the runners own the database file now
+    # the runners own the state file now (each loads it from disk)
 
     first_runner = _runner(*args, "--start")
     try:
@@ -153,6 +162,37 @@ async def test_host_killed_with_sigkill_leaves_the_app_running_for_the_next_host
             second_runner.send_signal(signal.SIGTERM)  # graceful shutdown stops the adopted app
             assert await asyncio.to_thread(second_runner.wait, 30) == 0
             await async_wait_until(lambda: process_gone(context["pid"]), what="the adopted app to stop")
+        finally:
+            _end(second_runner)
+    finally:
+        _end(first_runner)
+
+
+async def test_stopping_an_adopted_app_ends_its_orphans_that_went_to_another_parent(harness: Harness) -> None:
+    """After a host crash the app's orphans re-parent to init (or another subreaper), never to
+    the new host: the stop finds them by their marker anywhere, not among its own children."""
+    pid_file = harness.tmp_path / "tree-pids"
+    app = harness.app("escaper", "term_ignoring_tree.py", str(pid_file))
+    args = [str(harness.data_dir), json.dumps(app), str(harness.port_range[0]), str(harness.port_range[1])]
+    first_runner = _runner(*args, "--start")
+    try:
+        await _read_context(first_runner)
+        main, child, grandchild = read_pid_file(await wait_file(pid_file))
+        harness.track(main, child, grandchild)
+        first_runner.kill()  # the host dies ...
+        first_runner.wait()
+        os.kill(child, signal.SIGKILL)  # ... then the grandchild's parent: it is orphaned away from any host
+        await async_wait_until(lambda: process_gone(child), what="the middle process to go")
+        assert psutil.Process(grandchild).ppid() != first_runner.pid
+
+        second_runner = _runner(*args)
+        try:
+            adopted = await _read_context(second_runner)
+            assert adopted["status"] == "running" and adopted["pid"] == main
+            second_runner.send_signal(signal.SIGTERM)  # graceful shutdown stops the adopted tree
+            assert await asyncio.to_thread(second_runner.wait, 30) == 0
+            assert process_gone(main) and process_gone(grandchild)
+            assert marked_pids("escaper") == []
         finally:
             _end(second_runner)
     finally:

@@ -21,11 +21,11 @@ from typing import Any
 
 import psutil
 
-from bolt_host.services.processes import read_marker
+from bolt_host.services.proctable import read_marker
 from bolt_host.services.restarts import RestartPolicy
 from bolt_host.services.supervisor import Supervisor
 from bolt_host.services.tokens import AppTokens
-from bolt_host.storage import Database
+from bolt_host.statefile import StateFile
 from tests.helpers import async_wait_until
 
 PROCS = Path(__file__).parent / "fixtures" / "procs"
@@ -63,8 +63,8 @@ class Harness:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.data_dir = tmp_path / "data"
-        self.db = Database(self.data_dir / "db.json")
-        self.tokens = AppTokens(self.db)
+        self.state = StateFile(self.data_dir / "runtime.json")
+        self.tokens = AppTokens(self.state)
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.apps: dict[str, dict[str, Any]] = {}
         self.supervisors: list[Supervisor] = []
@@ -94,7 +94,7 @@ class Harness:
 
     def supervisor(self, **overrides: Any) -> Supervisor:
         options: dict[str, Any] = {
-            "db": self.db,
+            "state": self.state,
             "data_dir": self.data_dir,
             "tokens": self.tokens,
             "host_url": "http://127.0.0.1:4000",
@@ -146,7 +146,6 @@ class Harness:
         for pid in survivors:
             with contextlib.suppress(AssertionError):
                 await async_wait_until(lambda pid=pid: process_gone(pid), timeout=5, what=f"pid {pid} to go")
-        self.db.close()
         return survivors
 
 

@@ -71,7 +71,7 @@ async def test_crash_loop_backs_off_then_fails(harness: Harness) -> None:
 
 async def test_stop_cancels_a_pending_restart(harness: Harness) -> None:
     app = harness.app("patient", "http_server.py")
-    supervisor = harness.supervisor(restart_policy=RestartPolicy(base_seconds=60))
+    supervisor = harness.supervisor(restart_policy=RestartPolicy(first_seconds=60, base_seconds=60))
     await supervisor.boot()
     first = await supervisor.start_app(app)
     os.kill(first["pid"], signal.SIGKILL)
@@ -90,7 +90,7 @@ async def test_stop_cancels_a_pending_restart(harness: Harness) -> None:
 
 async def test_start_during_backoff_starts_at_once(harness: Harness) -> None:
     app = harness.app("eager", "http_server.py")
-    supervisor = harness.supervisor(restart_policy=RestartPolicy(base_seconds=60))
+    supervisor = harness.supervisor(restart_policy=RestartPolicy(first_seconds=60, base_seconds=60))
     await supervisor.boot()
     first = await supervisor.start_app(app)
     os.kill(first["pid"], signal.SIGKILL)
@@ -148,11 +148,13 @@ async def test_restart_always_restarts_after_a_clean_exit(harness: Harness) -> N
 def test_backoff_delay_grows_with_jitter_and_a_cap() -> None:
     policy = RestartPolicy(base_seconds=0.1, factor=2, max_seconds=30, jitter=0.1)
 
-    assert policy.delay(0, rand=lambda: 0.5) == pytest.approx(0.1)
-    assert policy.delay(3, rand=lambda: 0.5) == pytest.approx(0.8)
-    assert policy.delay(0, rand=lambda: 0.0) == pytest.approx(0.09)
-    assert policy.delay(0, rand=lambda: 1.0) == pytest.approx(0.11)
+    assert policy.delay(0, rand=lambda: 0.0) == 0.0  # the first restart comes at once
+    assert policy.delay(1, rand=lambda: 0.5) == pytest.approx(0.1)
+    assert policy.delay(4, rand=lambda: 0.5) == pytest.approx(0.8)
+    assert policy.delay(1, rand=lambda: 0.0) == pytest.approx(0.09)
+    assert policy.delay(1, rand=lambda: 1.0) == pytest.approx(0.11)
     assert policy.delay(20, rand=lambda: 0.5) == pytest.approx(30)
+    assert RestartPolicy(first_seconds=2.0).delay(0) == 2.0
 
 
 def test_crash_history_resets_after_stable_uptime_and_limits_the_rate() -> None:

@@ -29,23 +29,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from bolt_host.errors import APP_START_FAILED, BoltError
+from bolt_host.services.proctable import (
+    ProcessTable,
+    SharedSnapshots,
+    pgid_or,
+    read_marker,
+)
 
-MARKER_VARIABLE = "BOLT_SUPERVISOR_ID"
 SAFE_BASE_VARIABLES = ("PATH", "LANG", "HOME", "TZ")
 PR_SET_CHILD_SUBREAPER = 36
 CREATE_TIME_TOLERANCE = 0.05  # psutil derives create_time from clock ticks since boot
 KILL_ROUNDS = 5
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # Pids this host spawned as app main processes (any Supervisor in this process);
 # a re-parented orphan is never one of them.
@@ -98,24 +100,6 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with code {code}"
-
-
-def read_environ_value(pid: int, key: str) -> str | None:
-    """The value of ``key`` in ``pid``'s environment (as it was at exec), or None."""
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return None
-    prefix = f"{key}=".encode()
-    for entry in environ.split(b"\0"):
-        if entry.startswith(prefix):
-            return entry[len(prefix) :].decode(errors="replace")
-    return None
-
-
-def read_marker(pid: int) -> str | None:
-    """The ``BOLT_SUPERVISOR_ID`` in ``pid``'s environment, or None."""
-    return read_environ_value(pid, MARKER_VARIABLE)
 
 
 def create_time_of(pid: int) -> float | None:
@@ -178,7 +162,7 @@ class AppProcess:
         self.create_time = create_time
         self.popen = popen
         self.adopted = popen is None
-        self.pgid = _pgid_or(pid, pid)
+        self.pgid = pgid_or(pid, pid)
         self._pidfd: int | None = pidfd
         self._loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int | None] = self._loop.create_future()
@@ -291,92 +275,33 @@ class AppProcess:
         self.exited.cancel()
 
 
-def _pgid_or(pid: int, default: int) -> int:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return default
-
-
 @dataclass(frozen=True)
 class TreeMember:
     pid: int
     create_time: float
 
 
-@dataclass
-class ProcessTable:
-    """One pass over the process table: start times, a ppid -> children map, CPU time and RSS.
-
-    Each process costs one read of ``/proc/<pid>/stat``, which holds all four;
-    ``psutil.process_iter`` costs several times more per process (it also checks
-    every cached Process for pid reuse), and this pass runs for every stop and
-    every stats tick over the whole host.  ``create_times`` are computed as
-    psutil computes ``Process.create_time()``, so the two compare equal.
-    """
-
-    create_times: dict[int, float]
-    children: dict[int, list[int]]
-    cpu_seconds: dict[int, float] = field(default_factory=dict)  # user + system
-    rss: dict[int, int] = field(default_factory=dict)  # bytes
-
-    @classmethod
-    def snapshot(cls) -> ProcessTable:
-        boot_time = psutil.boot_time()
-        create_times: dict[int, float] = {}
-        children: dict[int, list[int]] = defaultdict(list)
-        cpu_seconds: dict[int, float] = {}
-        rss: dict[int, int] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as handle:
-                    stat = handle.read()
-                # The name (field 2) may hold spaces and parentheses: split after the last ')'.
-                fields = stat[stat.rindex(b")") + 2 :].split()
-                ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
-                start_ticks, rss_pages = int(fields[19]), int(fields[21])
-            except (OSError, ValueError, IndexError):  # gone since the listing
-                continue
-            pid = int(entry)
-            create_times[pid] = float(start_ticks) / CLOCK_TICKS + boot_time
-            children[ppid].append(pid)
-            cpu_seconds[pid] = (utime + stime) / CLOCK_TICKS
-            rss[pid] = rss_pages * PAGE_SIZE
-        return cls(create_times, children, cpu_seconds, rss)
-
-    def descendants(self, starts: Iterable[int]) -> set[int]:
-        """``starts`` and everything below them; never init or this process."""
-        excluded = (0, 1, os.getpid())
-        members: set[int] = set()
-        pending = list(starts)
-        while pending:
-            pid = pending.pop()
-            if pid in members or pid in excluded or pid not in self.create_times:
-                continue
-            members.add(pid)
-            pending.extend(self.children.get(pid, ()))
-        return members
-
-
-def find_tree(root_pid: int, pgid: int, marker: str, since: float, *, group_pinned: bool) -> list[TreeMember]:
+def find_tree(
+    table: ProcessTable, root_pid: int, pgid: int, marker: str, since: float, *, group_pinned: bool, anywhere: bool
+) -> list[TreeMember]:
     """Every process of one app, from ONE process-table snapshot.
 
     Members: the main process, everything in its process group, host children
     carrying the app's marker (descendants re-parented to the host after their
     parent died, e.g. ``setsid`` escapers), and all their descendants by ppid.
+    With ``anywhere`` (an adopted app: its orphans re-parented to init, not to
+    this host) every process started since the app that carries its marker.
     Once the group id is no longer pinned by our unreaped main process it could
     name someone else's group, so then group members must carry the marker too.
     """
-    table = ProcessTable.snapshot()
 
     def ours(pid: int) -> bool:
-        return table.create_times[pid] >= since - 1 and read_marker(pid) == marker
+        return table.create_times[pid] >= since - 1 and table.marker(pid) == marker
 
     roots = {root_pid}
-    roots.update(pid for pid in table.create_times if _pgid_or(pid, -1) == pgid and (group_pinned or ours(pid)))
-    roots.update(pid for pid in table.children.get(os.getpid(), ()) if pid not in _main_pids and ours(pid))
+    roots.update(pid for pid in table.create_times if pgid_or(pid, -1) == pgid and (group_pinned or ours(pid)))
+    candidates = table.create_times if anywhere else table.children.get(os.getpid(), ())
+    roots.update(pid for pid in candidates if pid not in _main_pids and ours(pid))
     return [TreeMember(pid, table.create_times[pid]) for pid in table.descendants(roots)]
 
 
@@ -437,7 +362,13 @@ class _WatchedTree:
 
 
 async def terminate_tree(
-    process: AppProcess, *, marker: str, since: float, grace: float, kill_wait: float = 5.0
+    process: AppProcess,
+    *,
+    marker: str,
+    since: float,
+    grace: float,
+    snapshots: SharedSnapshots | None = None,
+    kill_wait: float = 5.0,
 ) -> list[int]:
     """SIGTERM the whole tree, wait up to ``grace``, then SIGKILL whatever is left.
 
@@ -445,15 +376,24 @@ async def terminate_tree(
     processes forked during the grace period are caught too.  Returns the pids
     still alive at the end (normally none; a process stuck in the kernel may
     linger).  The main process is left as a zombie for :meth:`AppProcess.reap`.
+    Concurrent calls sharing ``snapshots`` share their passes over ``/proc``.
     """
+    snapshots = snapshots or SharedSnapshots()
+
+    async def members() -> list[TreeMember]:
+        table = await snapshots.fresh()
+        return find_tree(
+            table, process.pid, process.pgid, marker, since, group_pinned=process.group_pinned, anywhere=process.adopted
+        )
+
     tree = _WatchedTree()
     try:
-        tree.add(await asyncio.to_thread(_find_process_tree, process, marker, since))
+        tree.add(await members())
         process.signal_group(signal.SIGTERM)
         tree.send(tree.alive(), signal.SIGTERM)
         await tree.wait_exited(grace)
         for _ in range(KILL_ROUNDS):
-            tree.add(await asyncio.to_thread(_find_process_tree, process, marker, since))
+            tree.add(await members())
             survivors = tree.alive()
             if not survivors:
                 break
@@ -464,10 +404,6 @@ async def terminate_tree(
         return tree.alive()
     finally:
         tree.close()
-
-
-def _find_process_tree(process: AppProcess, marker: str, since: float) -> list[TreeMember]:
-    return find_tree(process.pid, process.pgid, marker, since, group_pinned=process.group_pinned)
 
 
 class OrphanReaper:

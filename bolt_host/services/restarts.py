@@ -5,9 +5,10 @@ whether it happened during start or after hours of uptime.
 
 * ``restart``: ``on-failure`` (default) restarts on a non-zero exit, a signal or
   an unknown status; ``always`` also after a clean exit; ``never`` does not.
-* Delay: ``base * factor**attempt``, capped, with +-``jitter`` so a fleet of
-  apps that crashed together does not restart in lock-step.  The first retry
-  comes after ``base`` (0.1 s), so a ``kill -9`` is replaced at once.
+* Delay: the first restart after a crash comes after ``first_seconds`` (0: a
+  ``kill -9`` or a one-off fault is replaced at once); each further one waits
+  ``base * factor**(attempt - 1)``, capped, with +-``jitter`` so a fleet of apps
+  that crashed together does not restart in lock-step.
 * ``attempt`` goes back to 0 when the app had been up for ``stable_seconds``.
 * More than ``burst`` crashes within ``window_seconds`` and the app is
   ``failed``: a crash loop never restarts forever.
@@ -25,6 +26,7 @@ RESTART_MODES = ("on-failure", "always", "never")
 
 @dataclass(frozen=True)
 class RestartPolicy:
+    first_seconds: float = 0.0
     base_seconds: float = 0.1
     factor: float = 2.0
     max_seconds: float = 30.0
@@ -34,7 +36,10 @@ class RestartPolicy:
     window_seconds: float = 60.0
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        raw = min(self.max_seconds, self.base_seconds * self.factor ** max(attempt, 0))
+        """Seconds to wait before restart number ``attempt`` (0 = the first since a stable run)."""
+        if attempt <= 0:
+            return self.first_seconds
+        raw = min(self.max_seconds, self.base_seconds * self.factor ** (attempt - 1))
         return raw * (1 + self.jitter * (2 * rand() - 1))
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bolt_host.services import processes
+from bolt_host.services import processes, proctable
 
 log = logging.getLogger("bolt_host.stats")
 
@@ -54,7 +54,7 @@ class TreeSampler:
 
     def sample(self, roots: Mapping[str, int], markers: Mapping[str, str]) -> tuple[dict[str, TreeUsage], list[Orphan]]:
         """``roots``: app -> main pid; ``markers``: marker -> app.  Returns usage and orphans."""
-        table = processes.ProcessTable.snapshot()
+        table = proctable.ProcessTable.snapshot()
         now = time.monotonic()
         elapsed = now - self._before if self._before is not None else 0.0
         create_times = table.create_times
@@ -86,13 +86,13 @@ class TreeSampler:
         key = (pid, create_time)
         if key in self._markers:
             return self._markers[key]
-        marker = processes.read_marker(pid)
+        marker = proctable.read_marker(pid)
         # A process in the middle of execve shows an empty environ: decide later.
         if marker is not None or time.time() - create_time > 1:
             self._markers[key] = marker
         return marker
 
-    def _measure(self, main_pid: int, members: set[int], table: processes.ProcessTable, elapsed: float) -> TreeUsage:
+    def _measure(self, main_pid: int, members: set[int], table: proctable.ProcessTable, elapsed: float) -> TreeUsage:
         """CPU% (of one CPU, since the last pass; 0 for a process first seen now) and RSS of a tree."""
         cpu = 0.0
         memory = 0

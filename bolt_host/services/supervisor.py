@@ -21,9 +21,11 @@ are in :mod:`processes`; the restart arithmetic in :mod:`restarts`; readiness
 probes in :mod:`readiness`; log files in :mod:`applogs`; the port pool in
 :mod:`ports`; CPU/memory sampling in :mod:`stats`.
 
-Persistence: table ``supervisor`` holds per app ``{name, pid, create_time,
-port, generation, desired, startedAt, restarts}``, written at start, exit and
-stop.  ``boot()`` adopts a recorded process only when its pid, start time and
+Persistence: section ``supervisor`` of the host's :class:`StateFile`
+(``runtime.json``) holds per app ``{name, pid, create_time, port, generation,
+desired, startedAt, restarts}``, written at start, exit and stop; concurrent
+starts share writes (group commit) and the event loop never waits on fsync.
+``boot()`` adopts a recorded process only when its pid, start time and
 ``BOLT_SUPERVISOR_ID`` marker all match; otherwise it never signals that pid.
 """
 
@@ -39,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tinydb import Query
 
 from bolt_host.errors import APP_NAME_INVALID, APP_NAME_MISSING, APP_NOT_RUNNING, APP_START_FAILED, BoltError
 from bolt_host.services import applogs
@@ -59,7 +60,6 @@ from bolt_host.services.app_runtime import (
 )
 from bolt_host.services.ports import LOOPBACK, PortPool, wait_port_free
 from bolt_host.services.processes import (
-    MARKER_VARIABLE,
     AppProcess,
     OrphanReaper,
     base_environment,
@@ -67,18 +67,18 @@ from bolt_host.services.processes import (
     create_time_of,
     describe_exit,
     enable_child_subreaper,
-    read_environ_value,
     terminate_tree,
 )
+from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, read_environ_value
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
 from bolt_host.services.stats import Orphan, StatsSampler
 from bolt_host.services.tokens import AppTokens
-from bolt_host.storage import Database
+from bolt_host.statefile import StateFile
 
 log = logging.getLogger("bolt_host.supervisor")
 
-TABLE = "supervisor"
+SECTION = "supervisor"  # of the host's StateFile (runtime.json)
 LOG_TAIL_LINES = 20
 PORT_FREE_TIMEOUT = 5.0
 LOG_CHECK_SECONDS = 60.0
@@ -92,7 +92,7 @@ class Supervisor:
     def __init__(
         self,
         *,
-        db: Database,
+        state: StateFile,
         data_dir: Path,
         tokens: AppTokens,
         host_url: str,
@@ -108,7 +108,7 @@ class Supervisor:
         log_max_bytes: int = applogs.DEFAULT_MAX_BYTES,
         log_keep: int = applogs.DEFAULT_KEEP,
     ) -> None:
-        self._db = db
+        self._state = state
         self._logs_dir = Path(data_dir) / "logs" / "apps"
         self._tokens = tokens
         self._host_url = host_url
@@ -124,11 +124,11 @@ class Supervisor:
         self._log_keep = log_keep
         self._apps: dict[str, AppRuntime] = {}
         self._reaper = OrphanReaper()
+        self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
         self._stats = StatsSampler(stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans)
         self._http: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self._persisted: dict[str, dict[str, Any]] = {}  # the row this instance last wrote, per app
 
     # public API ----------------------------------------------------------------
     async def boot(self) -> None:
@@ -137,11 +137,10 @@ class Supervisor:
         Returns once every autostarted app is ready or has failed.
         """
         self._closing = False
-        self._persisted.clear()
         enable_child_subreaper()
         to_start: list[dict[str, Any]] = []
         unrecorded: dict[str, list[tuple[int, float]]] | None = None
-        for record in self._table().all():
+        for record in self._state.rows(SECTION):
             name = record["name"]
             app = self._load_app(name) if self._load_app is not None else None
             runtime = self._runtime(name, app or {"name": name})
@@ -156,7 +155,7 @@ class Supervisor:
                         await self._stop_locked(runtime, desired_after=DESIRED_STOPPED)
                 continue
             if record.get("pid"):
-                self._persist(runtime)  # gone or pid reused: forget it, never signal it
+                self._persist_soon(runtime)  # gone or pid reused: forget it, never signal it
             if unrecorded is None:
                 unrecorded = await asyncio.to_thread(self._processes_by_marker)
             await self._end_unrecorded(runtime, unrecorded.get(runtime.marker, []))
@@ -316,7 +315,10 @@ class Supervisor:
             return await self._start_failed(runtime, exc, automatic)
         # No await since the check above: any later exit finds RUNNING and goes through _on_exit.
         runtime.status = RUNNING
-        self._persist(runtime)
+        try:
+            await self._state.commit()  # the pid, written while the app got ready: on disk before we answer
+        except OSError as exc:
+            log.error("%s is running, but its record could not be saved yet: %s", runtime.name, exc)
         await self._emit("app-started", runtime)
         return self._context(runtime)
 
@@ -341,7 +343,7 @@ class Supervisor:
         env[MARKER_VARIABLE] = runtime.marker
         # Record this generation before its process exists: a host killed between the spawn
         # and the write after it leaves a process that boot() still finds by its marker.
-        self._persist(runtime)
+        await self._persist(runtime)
         log_path = self.log_path(name)
         applogs.rotate_if_needed(log_path, self._log_max_bytes, self._log_keep)
         log_fd = applogs.open_for_append(log_path)
@@ -355,7 +357,7 @@ class Supervisor:
         runtime.process = process
         runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
-        self._persist(runtime)
+        self._persist_soon(runtime)  # written while the app gets ready
         return process
 
     async def _start_failed(self, runtime: AppRuntime, exc: Exception, automatic: bool) -> dict[str, Any]:
@@ -373,7 +375,7 @@ class Supervisor:
             await self._after_exit(runtime, exit_code, reason, uptime=0.0)
         else:
             runtime.status, runtime.exit_code, runtime.reason = FAILED, exit_code, reason
-            self._persist(runtime)
+            self._persist_soon(runtime)
             await self._emit("app-failed", runtime)
         raise BoltError(APP_START_FAILED, reason)
 
@@ -404,11 +406,11 @@ class Supervisor:
         restart = wants_restart(runtime.app.get("restart"), exit_code)
         if exit_code == 0 and not restart:
             runtime.status = STOPPED
-            self._persist(runtime)
+            self._persist_soon(runtime)
             await self._emit("app-stopped", runtime)
             return
         runtime.status = CRASHED
-        self._persist(runtime)
+        self._persist_soon(runtime)
         await self._emit("app-crashed", runtime)
         if not restart:
             return
@@ -421,13 +423,13 @@ class Supervisor:
                 f"crash loop: {len(runtime.crashes.recent)} crashes within {policy.window_seconds:g} s, "
                 f"not restarted again (last: {reason})",
             )
-            self._persist(runtime)
+            self._persist_soon(runtime)
             await self._emit("app-failed", runtime)
             return
         delay = runtime.crashes.next_delay()
         runtime.status = BACKOFF
         runtime.next_restart_at = time.time() + delay
-        self._persist(runtime)
+        self._persist_soon(runtime)
         await self._emit("app-backoff", runtime)
         runtime.restart_task = asyncio.create_task(
             self._restart_later(runtime, runtime.generation, delay), name=f"restart {runtime.name}"
@@ -451,7 +453,7 @@ class Supervisor:
         self._cancel_restart_timer(runtime)
         runtime.desired = desired_after
         if runtime.process is None and runtime.port is None and not was_pending:
-            self._persist(runtime)
+            await self._persist(runtime)
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
         runtime.status = STOPPING
         await self._emit("app-stopping", runtime)
@@ -459,7 +461,7 @@ class Supervisor:
         runtime.status, runtime.exit_code, runtime.reason = STOPPED, exit_code, None
         runtime.next_restart_at = None
         runtime.crashes.reset()
-        self._persist(runtime)
+        await self._persist(runtime)
         await self._emit("app-stopped", runtime)
         return self._context(runtime)
 
@@ -474,6 +476,7 @@ class Supervisor:
                 marker=runtime.marker,
                 since=process.create_time,
                 grace=self._grace if grace is None else float(grace),
+                snapshots=self._snapshots,
             )
             if survivors:
                 log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", runtime.name, survivors)
@@ -532,7 +535,9 @@ class Supervisor:
             if process is None:
                 continue  # gone with an earlier root's tree
             log.warning("%s: ending pid %s, started just before the host was killed", runtime.name, pid)
-            await terminate_tree(process, marker=runtime.marker, since=create_time, grace=self._grace)
+            await terminate_tree(
+                process, marker=runtime.marker, since=create_time, grace=self._grace, snapshots=self._snapshots
+            )
             process.close()
 
     async def _adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:
@@ -547,7 +552,7 @@ class Supervisor:
         token = read_environ_value(process.pid, "BOLT_APP_TOKEN")
         if token:  # lets the host sign the events it sends to the adopted app
             self._tokens.remember(runtime.name, token)
-        self._persist(runtime)
+        self._persist_soon(runtime)
         log.info("adopted %s (pid %s) after a host restart", runtime.name, process.pid)
         await self._emit("app-started", runtime)
 
@@ -566,19 +571,29 @@ class Supervisor:
         lines = applogs.tail_lines(self.log_path(runtime.name), LOG_TAIL_LINES, runtime.log_offset)
         return f"{summary}; last log lines:\n" + "\n".join(lines) if lines else summary
 
-    def _table(self) -> Any:
-        return self._db.table(TABLE)
+    async def _persist(self, runtime: AppRuntime) -> None:
+        """Record the app's row and wait until it is on disk (with any token change made so far).
 
-    def _persist(self, runtime: AppRuntime) -> None:
-        record = runtime.record()
-        if self._persisted.get(runtime.name) == record:
-            # The row already says this: the status is not stored, so e.g. "running"
-            # after the spawn's write, or "backoff" after "crashed", changes nothing.
-            # Each write rewrites (and fsyncs) the whole database, on the event loop.
-            return
-        with self._db.transaction():
-            self._table().upsert(record, Query().name == runtime.name)
-        self._persisted[runtime.name] = record
+        For what must hold before it is acknowledged or acted on: the generation and token
+        before a spawn, the desired state of a stop.
+        """
+        self._state.put(SECTION, runtime.name, runtime.record())
+        await self._state.commit()
+
+    def _persist_soon(self, runtime: AppRuntime) -> None:
+        """Record the app's row and let it reach the disk without waiting.
+
+        For what boot can rebuild if the host dies first: a crash, a backoff, a pid (a
+        process whose pid never reached the disk is found by its marker and ended).
+        """
+        if self._state.put(SECTION, runtime.name, runtime.record()) or self._state.unsaved:
+            self._in_background(self._commit_logged())
+
+    async def _commit_logged(self) -> None:
+        try:
+            await self._state.commit()
+        except OSError as exc:
+            log.error("app records could not be saved (retried at the next change): %s", exc)
 
     async def _emit(self, event: str, runtime: AppRuntime) -> None:
         if self._publish is None:

@@ -1,8 +1,13 @@
 """App tokens: one fresh secret per running app, revoked when the app stops.
 
-Only a SHA-256 of each token is stored (in the ``app_tokens`` table), so the
-token survives a host restart for adopted apps without the db holding a usable
-secret.  Look-ups compare digests in constant time.
+Only a SHA-256 of each token is stored (section ``app_tokens`` of the host's
+:class:`~bolt_host.statefile.StateFile`), so the token survives a host restart
+for adopted apps without the disk holding a usable secret.  Look-ups compare
+digests in constant time, from memory.
+
+:meth:`AppTokens.issue` and :meth:`AppTokens.revoke` change memory only; the
+caller (the supervisor) makes them durable with the same ``commit()`` that
+writes its process record, so a start costs one write, not two.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ import hashlib
 import hmac
 import secrets
 
-from bolt_host.storage import Database
+from bolt_host.statefile import StateFile
 
-TABLE = "app_tokens"
+SECTION = "app_tokens"
 
 
 def _digest(token: str) -> str:
@@ -21,8 +26,8 @@ def _digest(token: str) -> str:
 
 
 class AppTokens:
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, state: StateFile) -> None:
+        self._state = state
         self._plain: dict[str, str] = {}  # in memory only: for signing events sent to the app
 
     def remember(self, app_name: str, token: str) -> bool:
@@ -37,19 +42,16 @@ class AppTokens:
         return self._plain.get(app_name)
 
     def issue(self, app_name: str) -> str:
-        """A new token for ``app_name``; any earlier one is revoked."""
+        """A new token for ``app_name``; any earlier one is revoked (durable at the next commit)."""
         token = secrets.token_urlsafe(32)
-        with self._db.transaction():
-            table = self._db.table(TABLE)
-            table.remove(lambda row: row["app"] == app_name)
-            table.insert({"app": app_name, "digest": _digest(token)})
+        self._state.put(SECTION, app_name, {"app": app_name, "digest": _digest(token)})
         self._plain[app_name] = token
         return token
 
-    def revoke(self, app_name: str) -> None:
+    def revoke(self, app_name: str) -> bool:
+        """Revoke ``app_name``'s token; True when there was one (durable at the next commit)."""
         self._plain.pop(app_name, None)
-        with self._db.transaction():
-            self._db.table(TABLE).remove(lambda row: row["app"] == app_name)
+        return self._state.delete(SECTION, app_name)
 
     def app_for(self, token: str | None) -> str | None:
         """The app holding ``token``, or None."""
@@ -57,7 +59,7 @@ class AppTokens:
             return None
         wanted = _digest(token)
         found = None
-        for row in self._db.table(TABLE).all():
+        for row in self._state.rows(SECTION):
             if hmac.compare_digest(row["digest"], wanted):
                 found = row["app"]
         return found

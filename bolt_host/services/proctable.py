@@ -1,0 +1,140 @@
+"""The process table, read once per pass, and passes shared between concurrent callers.
+
+Each stop sweeps the app's whole tree from a snapshot of the process table,
+twice (before SIGTERM and after the grace period); the stats sampler takes one
+per tick.  Fifty concurrent stops would read ``/proc`` a hundred times; with
+:class:`SharedSnapshots` they share passes, and a caller never gets a snapshot
+that began before it asked (a later fork is never missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+MARKER_VARIABLE = "BOLT_SUPERVISOR_ID"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def read_environ_value(pid: int, key: str) -> str | None:
+    """The value of ``key`` in ``pid``'s environment (as it was at exec), or None."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = f"{key}=".encode()
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def read_marker(pid: int) -> str | None:
+    """The ``BOLT_SUPERVISOR_ID`` in ``pid``'s environment, or None."""
+    return read_environ_value(pid, MARKER_VARIABLE)
+
+
+def pgid_or(pid: int, default: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return default
+
+
+@dataclass
+class ProcessTable:
+    """One pass over the process table: start times, a ppid -> children map, CPU time and RSS.
+
+    Each process costs one read of ``/proc/<pid>/stat``, which holds all four;
+    ``psutil.process_iter`` costs several times more per process (it also checks
+    every cached Process for pid reuse), and this pass runs for every stop and
+    every stats tick over the whole host.  ``create_times`` are computed as
+    psutil computes ``Process.create_time()``, so the two compare equal.
+    """
+
+    create_times: dict[int, float]
+    children: dict[int, list[int]]
+    cpu_seconds: dict[int, float] = field(default_factory=dict)  # user + system
+    rss: dict[int, int] = field(default_factory=dict)  # bytes
+    _markers: dict[int, str | None] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def snapshot(cls) -> ProcessTable:
+        boot_time = psutil.boot_time()
+        create_times: dict[int, float] = {}
+        children: dict[int, list[int]] = defaultdict(list)
+        cpu_seconds: dict[int, float] = {}
+        rss: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    stat = handle.read()
+                # The name (field 2) may hold spaces and parentheses: split after the last ')'.
+                fields = stat[stat.rindex(b")") + 2 :].split()
+                ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
+                start_ticks, rss_pages = int(fields[19]), int(fields[21])
+            except (OSError, ValueError, IndexError):  # gone since the listing
+                continue
+            pid = int(entry)
+            create_times[pid] = float(start_ticks) / CLOCK_TICKS + boot_time
+            children[ppid].append(pid)
+            cpu_seconds[pid] = (utime + stime) / CLOCK_TICKS
+            rss[pid] = rss_pages * PAGE_SIZE
+        return cls(create_times, children, cpu_seconds, rss)
+
+    def marker(self, pid: int) -> str | None:
+        """``pid``'s supervisor marker, read once per snapshot (callers share the reads)."""
+        if pid not in self._markers:
+            self._markers[pid] = read_marker(pid)
+        return self._markers[pid]
+
+    def descendants(self, starts: Iterable[int]) -> set[int]:
+        """``starts`` and everything below them; never init or this process."""
+        excluded = (0, 1, os.getpid())
+        members: set[int] = set()
+        pending = list(starts)
+        while pending:
+            pid = pending.pop()
+            if pid in members or pid in excluded or pid not in self.create_times:
+                continue
+            members.add(pid)
+            pending.extend(self.children.get(pid, ()))
+        return members
+
+
+class SharedSnapshots:
+    """Fresh process-table snapshots, one pass (in a worker thread) for all who wait at once."""
+
+    def __init__(self) -> None:
+        self._running: asyncio.Task[ProcessTable] | None = None
+        self._running_since = 0.0
+        self.passes = 0  # for tests and benchmarks
+
+    async def fresh(self) -> ProcessTable:
+        """A snapshot taken wholly after this call began."""
+        asked = time.monotonic()
+        while True:
+            running = self._running
+            if running is not None and not running.done():
+                if self._running_since >= asked:
+                    return await asyncio.shield(running)
+                await asyncio.wait({running})  # began too early for us: take the next one
+                continue
+            if running is not None and self._running_since >= asked:
+                return running.result()
+            self._running_since = time.monotonic()
+            self._running = asyncio.ensure_future(asyncio.to_thread(self._take))
+
+    def _take(self) -> ProcessTable:
+        self.passes += 1
+        return ProcessTable.snapshot()

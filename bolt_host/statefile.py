@@ -1,0 +1,157 @@
+"""Small, hot state kept in memory and in one JSON file, written with group commit.
+
+The supervisor's process records and the app tokens change at every start, stop
+and crash.  In ``db.json`` each such change would rewrite (and fsync twice) the
+whole host database on the event loop.  Here a change is made in memory at once
+and :meth:`StateFile.commit` waits until it is on disk: every change made before
+a write begins goes into that one write, and the write (temp file, fsync,
+rename, fsync of the folder) runs in a worker thread, so the event loop never
+waits on the disk and N concurrent starts cost a handful of writes, not N.
+
+The file is written the same crash-safe way as ``db.json``: ``kill -9`` at any
+moment leaves the previous or the next state.  A write that fails (disk full)
+fails every commit waiting on it; the changes stay in memory and go into the
+next write that succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from bolt_host.storage import (
+    CorruptDatabaseError,
+    Database,
+    atomic_write_bytes,
+    json_copy,
+    load_json_object,
+    remove_stale_temp_files,
+)
+
+Row = dict[str, Any]
+RUNTIME_STATE_FILE = "runtime.json"  # the host's: app processes and app tokens, kept out of db.json
+
+
+class StateFile:
+    """Sections of rows keyed by name (``{section: {key: row}}``) in one JSON file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.path.parent, self.path.name)
+        self._sections: dict[str, dict[str, Row]] = self._load()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._version = 0  # bumped by every change
+        self._durable = 0  # the version the file holds
+        self.writes = 0  # completed writes, for tests and benchmarks
+
+    def _load(self) -> dict[str, dict[str, Row]]:
+        data = load_json_object(self.path) or {}
+        if not all(isinstance(rows, dict) for rows in data.values()):
+            raise CorruptDatabaseError(f"{self.path} does not hold JSON objects of rows; it was left as it is.")
+        return data
+
+    # reading (from memory) ---------------------------------------------------
+    def get(self, section: str, key: str) -> Row | None:
+        row = self._sections.get(section, {}).get(key)
+        return None if row is None else json_copy(row)
+
+    def rows(self, section: str) -> list[Row]:
+        return [json_copy(row) for row in self._sections.get(section, {}).values()]
+
+    def find(self, section: str, field: str, value: Any) -> str | None:
+        """The key of a row whose ``field`` equals ``value`` (no copy made)."""
+        for key, row in self._sections.get(section, {}).items():
+            if row.get(field) == value:
+                return key
+        return None
+
+    # changing (in memory now, on disk at the next commit) ---------------------
+    def put(self, section: str, key: str, row: Row) -> bool:
+        """Set a row; False (and nothing to write) when it already says the same."""
+        rows = self._sections.setdefault(section, {})
+        if rows.get(key) == row:
+            return False
+        rows[key] = json_copy(row)
+        self._version += 1
+        return True
+
+    def delete(self, section: str, key: str) -> bool:
+        rows = self._sections.get(section)
+        if rows is None or key not in rows:
+            return False
+        del rows[key]
+        if not rows:
+            del self._sections[section]
+        self._version += 1
+        return True
+
+    @property
+    def unsaved(self) -> bool:
+        return self._durable != self._version
+
+    async def commit(self) -> None:
+        """Return once every change made so far is on disk (raises the write's OSError)."""
+        if not self.unsaved:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(), name=f"write {self.path.name}")
+        await waiter
+
+    def commit_now(self) -> None:
+        """Write synchronously (at boot, at shut-down and outside an event loop)."""
+        version = self._version
+        atomic_write_bytes(self.path, self._encode())
+        self._saved(version)
+
+    async def _write_batches(self) -> None:
+        while self._waiters:
+            waiters, self._waiters = self._waiters, []
+            version, data = self._version, self._encode()  # every change its waiters made is in memory
+            try:
+                await asyncio.to_thread(atomic_write_bytes, self.path, data)
+            except OSError as exc:
+                _settle(waiters, exc)
+            else:
+                self._saved(version)
+                _settle(waiters, None)
+
+    def _saved(self, version: int) -> None:
+        self._durable = max(self._durable, version)
+        self.writes += 1
+
+    def _encode(self) -> bytes:
+        return json.dumps(self._sections, separators=(",", ":"), sort_keys=True).encode()
+
+
+def move_tables_from(db: Database, state: StateFile, tables: dict[str, str]) -> None:
+    """Move the rows of ``db`` tables (older data dirs kept them there) into ``state``.
+
+    ``tables`` maps a table name to the field its rows are keyed by; the section keeps
+    the table's name.  The state file is written before the tables are dropped, so a
+    crash in between only repeats the drop.
+    """
+    moved = False
+    for table, key_field in tables.items():
+        if not state.rows(table):
+            for row in db.table(table).all():
+                moved |= state.put(table, str(row[key_field]), dict(row))
+    if moved:
+        state.commit_now()
+    for table in tables:
+        db.drop_table(table)
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: OSError | None) -> None:
+    for waiter in waiters:
+        if waiter.done():  # its caller was cancelled
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
