@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from bolt_host.errors import APP_NOT_RUNNING, APP_START_FAILED, BoltError
 from bolt_host.services.applogs import read_range
 from bolt_host.services.ports import is_port_free
+from bolt_host.services.stats import StatsSampler
 from bolt_host.statefile import StateFile
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import (
@@ -249,6 +251,35 @@ async def test_stats_report_memory_of_the_running_tree(harness: Harness) -> None
     assert context["memory"] > 1_000_000  # a Python interpreter's RSS
     assert isinstance(context["cpu"], float) and context["uptime"] > 0
     assert supervisor.contexts()[0]["memory"] > 0
+    live = json.loads(supervisor.contexts_json())  # what GET /api/apps/@live sends
+    expected = supervisor.contexts()
+    for row in (*live, *expected):
+        row.pop("uptime")
+    assert live == expected
+
+
+async def test_stats_come_from_one_pass_per_interval_and_rest_while_nobody_reads(harness: Harness) -> None:
+    app = harness.app("watched", "http_server.py")
+    supervisor = harness.supervisor(stats_interval=0.05)
+    supervisor._stats.idle_interval = 3600.0
+    await supervisor.boot()
+    await supervisor.start_app(app)
+    sampler = supervisor._stats
+    await async_wait_until(lambda: supervisor.context("watched")["memory"] > 0, what="a first sample")
+
+    first, began = sampler.passes, time.monotonic()
+    for _ in range(400):  # reads are served from the cache ...
+        supervisor.contexts_json()
+        await asyncio.sleep(0.001)  # ok: paces the reads over a few intervals
+    elapsed = time.monotonic() - began
+    assert 1 <= sampler.passes - first <= elapsed / 0.05 + 2  # ... with at most one pass per interval
+
+    resting = sampler.passes
+    await asyncio.sleep(0.5)  # ok: ten intervals in which nobody reads the figures
+    assert sampler.passes - resting <= 1  # the pass in flight, then none until someone reads
+    before_reading = sampler.passes
+    supervisor.contexts()
+    await async_wait_until(lambda: sampler.passes > before_reading, what="a pass once someone reads again")
 
 
 async def test_a_1mb_output_burst_does_not_block_the_app(harness: Harness) -> None:
@@ -303,3 +334,14 @@ async def test_missing_command_or_folder_fails_cleanly(harness: Harness) -> None
         assert failure.value.code == APP_START_FAILED
         assert supervisor.context(app["name"])["status"] == "failed"
         assert supervisor.context(app["name"])["port"] is None
+
+
+async def test_the_stats_sampler_stops_even_when_a_read_lands_with_the_stop() -> None:
+    """A read sets the sampler's wake-up event; a stop cancelling it at that moment must still end it."""
+    for _ in range(50):
+        sampler = StatsSampler(0.001, lambda: {}, lambda: {}, idle_interval=60.0)
+        sampler.start()
+        await async_wait_until(lambda s=sampler: s.latest("x", None) is None and s.passes >= 2, what="passes")
+        sampler.latest("nothing", None)  # a read, then at once a stop
+        async with asyncio.timeout(5):
+            await sampler.stop()

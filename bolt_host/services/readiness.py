@@ -4,6 +4,12 @@ Server apps are ready when their ``health`` path answers 2xx/3xx, or without a
 ``health`` path when a TCP connect to their port succeeds.  Apps that are not
 servers are ready once spawned and alive.  An exit during the wait ends it at
 once (the wait races the exit future; it never sleeps through a crash).
+
+Probes start 5 ms after the spawn and the interval grows by half each time up
+to 100 ms, so a start is seen soon after the app listens (a Python app needs
+50-100 ms) without hammering one that takes seconds.  While the port refuses
+connections the probe is a bare TCP connect (microseconds); the ``health``
+request is only made once something listens.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ import contextlib
 import httpx
 
 LOOPBACK = "127.0.0.1"
-FIRST_INTERVAL = 0.02
-MAX_INTERVAL = 0.25
+FIRST_INTERVAL = 0.005
+MAX_INTERVAL = 0.1
 PROBE_TIMEOUT = 1.0
 
 
@@ -55,15 +61,22 @@ async def wait_until_ready(
 
 
 async def _probe(port: int, health: str | None, client: httpx.AsyncClient) -> bool:
-    if health:
-        path = health if health.startswith("/") else f"/{health}"
-        try:
-            response = await client.get(f"http://{LOOPBACK}:{port}{path}", timeout=PROBE_TIMEOUT)
-        except httpx.HTTPError:
-            return False
-        return 200 <= response.status_code < 400
+    if not await _accepts(port):
+        return False
+    if not health:
+        return True
+    path = health if health.startswith("/") else f"/{health}"
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(LOOPBACK, port), PROBE_TIMEOUT)
+        response = await client.get(f"http://{LOOPBACK}:{port}{path}", timeout=PROBE_TIMEOUT)
+    except httpx.HTTPError:
+        return False
+    return 200 <= response.status_code < 400
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):  # not wait_for: it can swallow a stop's cancel on 3.11
+            _, writer = await asyncio.open_connection(LOOPBACK, port)
     except (OSError, TimeoutError):
         return False
     writer.close()

@@ -72,7 +72,7 @@ from bolt_host.services.processes import (
 from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, read_environ_value
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
-from bolt_host.services.stats import Orphan, StatsSampler
+from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
 from bolt_host.services.tokens import AppTokens
 from bolt_host.statefile import StateFile
 
@@ -242,8 +242,13 @@ class Supervisor:
         return self._context(runtime) if runtime is not None else None
 
     def contexts(self) -> list[dict[str, Any]]:
-        """Contexts of apps that are running or about to (for ``GET /api/apps/@live``)."""
+        """Contexts of apps that are running or about to."""
         return [self._context(rt) for rt in self._apps.values() if rt.status in LIVE_STATUSES]
+
+    def contexts_json(self) -> bytes:
+        """:meth:`contexts` as a JSON array (for ``GET /api/apps/@live``)."""
+        live = [rt for rt in self._apps.values() if rt.status in LIVE_STATUSES]
+        return b"[" + b",".join(rt.context_json(self._usage(rt)) for rt in live) + b"]"
 
     def log_path(self, name: str) -> Path:
         if not name or "/" in name or "\0" in name or name in (".", ".."):
@@ -390,6 +395,7 @@ class Supervisor:
         runtime.status = CRASHED
         runtime.exit_code = exited.result()
         runtime.reason = "exited (adopted)" if adopted else describe_exit(runtime.exit_code)
+        log.info("%s (pid %s) %s", runtime.name, exited_pid(runtime), runtime.reason)
         self._in_background(self._handle_crash(runtime, generation))
 
     async def _handle_crash(self, runtime: AppRuntime, generation: int) -> None:
@@ -564,8 +570,11 @@ class Supervisor:
         return runtime
 
     def _context(self, runtime: AppRuntime) -> dict[str, Any]:
+        return runtime.context(self._usage(runtime))
+
+    def _usage(self, runtime: AppRuntime) -> TreeUsage | None:
         process = runtime.process
-        return runtime.context(self._stats.latest(runtime.name, process.pid) if process is not None else None)
+        return self._stats.latest(runtime.name, process.pid) if process is not None else None
 
     def _with_log_tail(self, runtime: AppRuntime, summary: str) -> str:
         lines = applogs.tail_lines(self.log_path(runtime.name), LOG_TAIL_LINES, runtime.log_offset)
@@ -642,6 +651,10 @@ def _app_name(app: dict[str, Any]) -> str:
     if not isinstance(name, str) or not name:
         raise BoltError(APP_NAME_MISSING, "The app has no name")
     return name
+
+
+def exited_pid(runtime: AppRuntime) -> int | None:
+    return runtime.process.pid if runtime.process is not None else None
 
 
 def _retrieve_exception(task: asyncio.Task[Any]) -> None:

@@ -37,6 +37,11 @@ def ok(body: Any = None, status: int = 200, headers: dict[str, str] | None = Non
     return JSONResponse(content, status_code=status, headers=headers)
 
 
+def ok_encoded(body: bytes, status: int = 200) -> Response:
+    """Success with a body that is already JSON (hot read paths encode parts once and splice)."""
+    return Response(b'{"code":0,"body":' + body + b"}", status_code=status, media_type="application/json")
+
+
 def error_content(err: BoltError, trace_id: str) -> dict[str, Any]:
     error: dict[str, Any] = {"message": err.message}
     if err.details:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.web.auth import actor, host_of, require_operator, require_user
-from bolt_host.web.envelope import ok, read_body
+from bolt_host.web.envelope import ok, ok_encoded, read_body
 
 HOP_BY_HOP = {
     "connection",
@@ -70,7 +70,7 @@ async def restart(request: Request) -> Response:
 async def live(request: Request) -> Response:
     """Contexts of running apps, with cpu, memory and uptime of the whole tree."""
     await require_user(request, "apps.read")
-    return ok(host_of(request).supervisor.contexts())
+    return ok_encoded(host_of(request).supervisor.contexts_json())
 
 
 def _int_param(request: Request, key: str) -> int | None:
