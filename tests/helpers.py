@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -42,3 +45,26 @@ async def async_wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)  # poll interval under a deadline
+
+
+VOLATILE_TABLES = ("catalog",)  # refreshed in the background at any time
+
+
+def data_dir_snapshot(data_dir: Path) -> dict[str, Any]:
+    """Every file of a data dir (logs aside) with its content, db.json by table.
+
+    Two equal snapshots mean a request changed nothing on disk or in the db.
+    """
+    found: dict[str, Any] = {}
+    for path in sorted(data_dir.rglob("*")):
+        relative = path.relative_to(data_dir).as_posix()
+        if relative == "logs" or relative.startswith("logs/"):
+            continue
+        if path.is_dir():
+            found[relative] = "dir"
+        elif relative == "db.json":
+            tables = json.loads(path.read_text() or "{}")
+            found[relative] = {k: v for k, v in tables.items() if k not in VOLATILE_TABLES}
+        else:
+            found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found

@@ -180,9 +180,7 @@ class Apps:
                 errors.REGISTRY_PACKAGE_FAILED,
                 f"The package names itself {manifest.get('name')!r}, expected {expect_name!r}",
             )
-        final = self.apps_dir / "pending"  # replaced below once the name is known
-        probe = build_app(manifest, final, source, system, now_iso())
-        name = probe["name"]
+        name = build_app(manifest, self.apps_dir / "pending", source, system, now_iso(), root=root)["name"]
         async with self.lock_for(name):
             previous = self.get(name)
             if previous and not upgrade:
@@ -190,7 +188,7 @@ class Apps:
             created = previous["dateCreated"] if previous else now_iso()
             if previous and system is None:
                 system = previous.get("system")
-            app = build_app(manifest, self.apps_dir / name, source, system, created)
+            app = build_app(manifest, self.apps_dir / name, source, system, created, root=root)
             if previous:
                 app.update({k: previous[k] for k in ("order",) if k in previous})
             await asyncio.to_thread(self._swap_in, root, app)

@@ -9,11 +9,11 @@ from typing import Any
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.manifest_fields import BOLT_FIELDS, PACKAGE_FIELDS
 
 RESERVED_NAMES = {"bolt", "api", "x", "public", "node_modules"}
 APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._~-]{0,213}(@[a-z0-9][a-z0-9._~-]*)?$")
 PACKAGE_NAME_RE = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
-RESTART_POLICIES = {"on-failure", "always", "never"}
 UPDATABLE_FIELDS = {"displayName", "description", "order", "system", "tags", "controlledVisibility"}
 
 
@@ -57,43 +57,48 @@ def validate_app_name(name: Any) -> str:
 
 
 def build_app(
-    manifest: dict[str, Any], path: Path, source: dict[str, Any], system: bool | None, created: str
+    manifest: dict[str, Any],
+    path: Path,
+    source: dict[str, Any],
+    system: bool | None,
+    created: str,
+    root: Path | None = None,
 ) -> dict[str, Any]:
-    """The app object stored for an installed app."""
+    """The app object stored for an installed app at ``path``.
+
+    ``root`` is the tree the manifest's paths are checked against (the staged copy
+    during an install); it defaults to ``path``.
+    """
     name = app_name_for(manifest.get("name"))
-    bolt = manifest.get("bolt") or {}
-    if not isinstance(bolt, dict):
-        raise BoltError(errors.LOCAL_PACKAGE_FAILED, "The 'bolt' block of package.json must be an object")
     version = manifest.get("version")
     if not isinstance(version, str) or not version:
         raise BoltError(errors.LOCAL_PACKAGE_FAILED, "package.json has no version")
-    _check_bolt_block(bolt, path)
+    bolt = check_manifest(manifest, root or path)
     main = bolt.get("main")
-    server = bool(bolt.get("server", True)) and bool(main or bolt.get("start"))
     app = {
         "name": name,
         "package": manifest["name"],
         "version": version,
-        "displayName": str(bolt.get("displayName") or name),
-        "description": str(manifest.get("description") or ""),
+        "displayName": bolt.get("displayName") or name,
+        "description": manifest.get("description") or "",
         "author": _author(manifest.get("author")),
-        "tags": [str(t) for t in bolt.get("tags", []) if isinstance(t, str | int)],
-        "keywords": [k for k in manifest.get("keywords", []) if isinstance(k, str)],
-        "system": bool(bolt.get("system", False)) if system is None else bool(system),
+        "tags": list(bolt.get("tags", [])),
+        "keywords": list(manifest.get("keywords") or []),
+        "system": bolt.get("system", False) if system is None else bool(system),
         "path": str(path),
         "main": main,
         "start": bolt.get("start"),
-        "server": server,
+        "server": bolt.get("server", True) and bool(main or bolt.get("start")),
         "health": bolt.get("health"),
         "restart": bolt.get("restart", "on-failure"),
-        "env": {str(k): str(v) for k, v in (bolt.get("env") or {}).items()},
-        "index": "/" + str(bolt.get("index", "/")).lstrip("/"),
+        "env": {key: str(value) for key, value in bolt.get("env", {}).items()},
+        "index": "/" + bolt.get("index", "/").lstrip("/"),
         "public": _public_paths(bolt.get("public")),
-        "hooks": {str(k): v for k, v in (bolt.get("hooks") or {}).items()},
-        "permissions": bolt.get("permissions") or {},
-        "controlledVisibility": bool(bolt.get("controlledVisibility", False)),
-        "order": int(bolt.get("order", 0)) if str(bolt.get("order", 0)).lstrip("-").isdigit() else 0,
-        "firmware": bool(bolt.get("firmware", False)),
+        "hooks": dict(bolt.get("hooks", {})),
+        "permissions": dict(bolt.get("permissions", {})),
+        "controlledVisibility": bolt.get("controlledVisibility", False),
+        "order": bolt.get("order", 0),
+        "firmware": bolt.get("firmware", False),
         "source": source,
         "dateCreated": created,
     }
@@ -101,6 +106,35 @@ def build_app(
         if key in bolt:
             app[key] = bolt[key]
     return app
+
+
+def check_manifest(manifest: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The manifest's ``bolt`` block (nulls dropped) once every known field has the right type.
+
+    A wrong field is a 418 naming it; nothing is coerced, so ``"server": "false"`` is
+    an error rather than a true value.
+    """
+    bad = errors.LOCAL_PACKAGE_FAILED
+    for field, check in PACKAGE_FIELDS.items():
+        problem = check(manifest[field]) if manifest.get(field) is not None else None
+        if problem:
+            raise BoltError(bad, f"package.json field '{field}' {problem}")
+    block = manifest.get("bolt")
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise BoltError(bad, "The 'bolt' block of package.json must be an object")
+    bolt = {key: value for key, value in block.items() if value is not None}
+    for field, check in BOLT_FIELDS.items():
+        problem = check(bolt[field]) if field in bolt else None
+        if problem:
+            raise BoltError(bad, f"bolt.{field} {problem}")
+    for field in ("main", "image"):
+        if field in bolt:
+            inside(root, bolt[field], bad)
+    for entry in _public_paths(bolt.get("public")):
+        inside(root, entry, bad)
+    return bolt
 
 
 def _author(author: Any) -> str:
@@ -114,30 +148,7 @@ def _public_paths(public: Any) -> list[str]:
         public = public.get("paths", [])
     if isinstance(public, str):
         public = [public]
-    return [p for p in (public or []) if isinstance(p, str)]
-
-
-def _check_bolt_block(bolt: dict[str, Any], root: Path) -> None:
-    """Reject blocks that would make the app unsafe or unrunnable."""
-    bad = errors.LOCAL_PACKAGE_FAILED
-    if bolt.get("restart", "on-failure") not in RESTART_POLICIES:
-        raise BoltError(bad, f"bolt.restart must be one of {sorted(RESTART_POLICIES)}")
-    env = bolt.get("env", {})
-    if not isinstance(env, dict):
-        raise BoltError(bad, "bolt.env must be an object")
-    for field in ("main", "image"):
-        if bolt.get(field) is not None:
-            inside(root, bolt[field], bad)
-    for entry in _public_paths(bolt.get("public")):
-        inside(root, entry, bad)
-    start = bolt.get("start")
-    if start is not None and not (
-        isinstance(start, str) or (isinstance(start, list) and all(isinstance(a, str) for a in start))
-    ):
-        raise BoltError(bad, "bolt.start must be a string or a list of strings")
-    hooks = bolt.get("hooks", {})
-    if not isinstance(hooks, dict):
-        raise BoltError(bad, "bolt.hooks must map event names to routes")
+    return list(public or [])
 
 
 def inside(root: Path, relative: Any, code: int) -> Path:
