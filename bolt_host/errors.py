@@ -2,6 +2,10 @@
 
 Services raise :class:`BoltError` with a Bolt code; the web layer turns it into
 the envelope and picks the HTTP status from :data:`HTTP_STATUS`.
+
+Codes below 1000 are Bolt's own table and mean what they mean in Bolt.  Codes
+bolt-host adds sit in the extension range 1100-1199, so a client that compares
+code ranges, as Bolt's book advises, never mistakes one of them for a Bolt code.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ OK = 0
 UNKNOWN = 1000
 ENDPOINT_MISSING = 100
 ENDPOINT_NOT_FOUND = 103
-BAD_REQUEST = 104
 APP_TOKEN_MISSING = 110
 APP_TOKEN_UNKNOWN = 113
 BULK_DELETE_CRITERIA = 120
@@ -28,7 +31,6 @@ ROLE_EXISTS = 301
 ROLE_NOT_FOUND = 303
 NO_START_RIGHT = 334
 NO_ADMIN_RIGHT = 337
-CSRF_FAILED = 339  # bolt-host extension
 PERMISSION_NAME_MISSING = 350
 APP_NAME_MISSING = 400
 APP_NAME_TAKEN = 401
@@ -44,12 +46,18 @@ REGISTRY_README_FAILED = 417
 LOCAL_PACKAGE_FAILED = 418
 LOCAL_README_FAILED = 419
 APP_NOT_RUNNING = 420
-APP_START_FAILED = 421
 NOT_SYSTEM_APP = 504
-PAYLOAD_TOO_LARGE = 513
 DB_QUERY_MISSING = 710
-RATE_LIMITED = 429
-STORAGE_FULL = 1100  # bolt-host extension: the data dir's disk is full
+
+# bolt-host extensions (1100-1199); not in Bolt's table.
+EXTENSION_CODES = range(1100, 1200)
+STORAGE_FULL = 1100  # the data dir's disk is full
+BAD_REQUEST = 1101  # the request body or query is malformed or has a wrong type
+RATE_LIMITED = 1102  # too many attempts (failed logins); see Retry-After
+PAYLOAD_TOO_LARGE = 1103  # request body over the cap
+CSRF_FAILED = 1104  # cookie-authenticated write without the session's CSRF token
+APP_START_FAILED = 1105  # the app's process did not start or never became ready
+APP_STOP_FAILED = 1106  # the app's process could not be stopped
 
 MESSAGES: dict[int, str] = {
     OK: "OK",
@@ -94,6 +102,7 @@ MESSAGES: dict[int, str] = {
     DB_QUERY_MISSING: "Document or query object missing",
     RATE_LIMITED: "Too many attempts; try again later",
     STORAGE_FULL: "The host's disk is full",
+    APP_STOP_FAILED: "Could not stop app",
 }
 
 # HTTP status that mirrors each outcome; anything unlisted is a 400.
@@ -126,6 +135,7 @@ HTTP_STATUS: dict[int, int] = {
     PAYLOAD_TOO_LARGE: 413,
     RATE_LIMITED: 429,
     STORAGE_FULL: 507,
+    APP_STOP_FAILED: 500,
 }
 
 

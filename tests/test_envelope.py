@@ -79,3 +79,24 @@ async def test_openapi_lists_core_routes(bolt: RunningHost) -> None:
     assert doc["openapi"].startswith("3.")
     assert "post" in doc["paths"]["/api/users/login"]
     assert doc["paths"]["/api/users/{name}"]["delete"]["parameters"][0]["name"] == "name"
+
+
+# Bolt's own code table (bolt-internal-errors, as listed in the reference notes): the
+# host may use these with Bolt's meaning; anything it invents belongs in 1100-1199.
+BOLT_TABLE = {
+    0, 1000, 100, 103, 110, 113, 120, 130, 200, 201, 202, 203, 212, 213, 300, 301, 302, 303,
+    310, 311, 312, 313, 320, 321, 322, 323, 334, 335, 336, 337, 340, 341, 342, 343, 350,
+    400, 401, 402, 403, 404, 405, 406, 410, 414, 415, 416, 417, 418, 419, 420, 432, 433,
+    504, 510, 520, 524, 600, 601, 602, 603, 604, 612, 613, 700, 701, 702, 703, 704, 710,
+}  # fmt: skip
+
+
+def test_every_code_is_bolts_or_in_the_extension_range() -> None:
+    codes = {name: value for name, value in vars(errors).items() if name.isupper() and isinstance(value, int)}
+    invented = {name: code for name, code in codes.items() if code not in BOLT_TABLE}
+    assert invented, "the extension codes went missing"
+    assert {name: code for name, code in invented.items() if code not in errors.EXTENSION_CODES} == {}
+    assert errors.BoltError(errors.RATE_LIMITED).http_status == 429
+    assert errors.BoltError(errors.BAD_REQUEST).http_status == 400
+    assert errors.BoltError(errors.PAYLOAD_TOO_LARGE).http_status == 413
+    assert errors.BoltError(errors.CSRF_FAILED).http_status == 403
