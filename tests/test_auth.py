@@ -178,3 +178,36 @@ def test_password_checks_give_scrypt_memory_back() -> None:
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
     grown = int(run.stdout)
     assert grown < 8 * 1024 * 1024, f"{grown / 2**20:.1f} MiB kept after four scrypt runs"
+
+
+async def test_role_isadmin_takes_booleans_and_their_strings_only(bolt: RunningHost) -> None:
+    cases = (("r1", "false", False), ("r2", "true", True), ("r3", True, True), ("r4", None, False))
+    for name, given, expected in cases:
+        response = await bolt.admin.post("/api/roles", json={"name": name, "isAdmin": given})
+        assert response.status_code == 201, response.text
+        assert response.json()["body"]["isAdmin"] is expected
+        assert bolt.host.users.role(name)["isAdmin"] is expected
+    for name, body in (("b1", {"isAdmin": "yes"}), ("b2", {"isAdmin": 1}), ("b3", {"description": {"x": 1}})):
+        refused = await bolt.admin.post("/api/roles", json={"name": name, **body})
+        assert refused.status_code == 400 and refused.json()["code"] == errors.BAD_REQUEST, refused.text
+        assert bolt.host.users.role(name) is None
+
+
+async def test_a_user_made_with_role_false_string_is_no_admin(bolt: RunningHost) -> None:
+    await bolt.admin.post("/api/roles", json={"name": "helpers", "isAdmin": "false"})
+    await _make_user(bolt, "hal", roles=["helpers"])
+    async with bolt.client_as("hal", "bob-password-1") as hal:
+        assert (await hal.get("/api/users/@current")).json()["body"]["isAdmin"] is False
+        refused = await hal.post("/api/users", json={"name": "eve", "password": "eve-password-1"})
+        assert refused.json()["code"] == errors.NO_ADMIN_RIGHT
+
+
+async def test_create_user_checks_the_types_of_display_name_and_email(bolt: RunningHost) -> None:
+    for extra in ({"displayName": {"a": 1}}, {"email": ["a@b.c"]}, {"email": "not-an-address"}, {"displayName": 7}):
+        refused = await bolt.admin.post("/api/users", json={"name": "tess", "password": "tess-password", **extra})
+        assert refused.status_code == 400 and refused.json()["code"] == errors.BAD_REQUEST, extra
+        assert bolt.host.users.get("tess") is None
+    made = await bolt.admin.post(
+        "/api/users", json={"name": "tess", "password": "tess-password", "displayName": "Tess", "email": "t@ex.org"}
+    )
+    assert made.json()["body"]["displayName"] == "Tess" and made.json()["body"]["email"] == "t@ex.org"

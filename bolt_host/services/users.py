@@ -19,6 +19,8 @@ from bolt_host.storage import Database
 USERS = "users"
 ROLES = "roles"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+MAX_TEXT = 200
 MIN_PASSWORD = 8
 PUBLIC_FIELDS = ("name", "displayName", "email", "roles", "dateCreated", "isBlocked", "lastVisit", "visits")
 DEFAULT_ROLES = (
@@ -45,6 +47,15 @@ def validate_user_name(name: Any) -> str:
             "User names are 1-64 characters: lowercase letters, digits, '.', '_' or '-'",
         )
     return name
+
+
+def _optional_text(value: Any, field: str) -> str | None:
+    """``value`` when it is None or a short string; a clear 400 naming ``field`` otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise BoltError(errors.BAD_REQUEST, f"'{field}' must be a string of at most {MAX_TEXT} characters")
+    return value
 
 
 def validate_password(password: Any) -> str:
@@ -74,14 +85,17 @@ class Users:
         found = self._db.table(ROLES).get(Query().name == name)
         return dict(found) if found else None
 
-    def create_role(self, name: Any, is_admin: bool = False, description: str = "") -> dict[str, Any]:
+    def create_role(self, name: Any, is_admin: bool = False, description: Any = "") -> dict[str, Any]:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise BoltError(errors.ROLE_NAME_MISSING, "Role name missing or invalid")
+        if not isinstance(is_admin, bool):
+            raise BoltError(errors.BAD_REQUEST, "'isAdmin' must be true or false")
+        description = _optional_text(description, "description") or ""
         with self._db.transaction():
             table = self._db.table(ROLES)
             if table.contains(Query().name == name):
                 raise BoltError(errors.ROLE_EXISTS)
-            role = {"name": name, "isAdmin": bool(is_admin), "description": str(description)}
+            role = {"name": name, "isAdmin": is_admin, "description": description}
             table.insert(role)
         return role
 
@@ -110,6 +124,10 @@ class Users:
     ) -> dict[str, Any]:
         name = validate_user_name(name)
         password = validate_password(password)
+        display_name = _optional_text(display_name, "displayName")
+        email = _optional_text(email, "email")
+        if email and not EMAIL_RE.match(email):
+            raise BoltError(errors.BAD_REQUEST, "'email' must look like name@example.org")
         roles = self._checked_roles(roles if roles is not None else ["guest"])
         with self._db.transaction():
             table = self._db.table(USERS)
@@ -117,8 +135,8 @@ class Users:
                 raise BoltError(errors.USER_EXISTS)
             user = {
                 "name": name,
-                "displayName": str(display_name or name),
-                "email": str(email) if email else None,
+                "displayName": display_name or name,
+                "email": email or None,
                 "roles": roles,
                 "passwordHash": hash_password(password),
                 "dateCreated": now_iso(),

@@ -18,7 +18,7 @@ from bolt_host.web.auth import (
     require_admin,
     require_user,
 )
-from bolt_host.web.envelope import ok, read_body, require_str
+from bolt_host.web.envelope import flag, ok, read_body, require_str
 
 
 async def list_users(request: Request) -> Response:
@@ -148,7 +148,7 @@ async def create_role(request: Request) -> Response:
     await require_admin(request, "roles.create")
     body = await read_body(request)
     role = host_of(request).users.create_role(
-        require_str(body, "name", errors.ROLE_NAME_MISSING), bool(body.get("isAdmin")), body.get("description", "")
+        require_str(body, "name", errors.ROLE_NAME_MISSING), flag(body, "isAdmin"), body.get("description", "")
     )
     return ok(role, status=201)
 
