@@ -235,3 +235,11 @@ async def test_install_events_reach_plugins(tmp_path: Path) -> None:
         await bolt.host.events.drain()
     names = [name for name, _ in seen if name.startswith("app-")]
     assert names == ["app-installed", "app-updated", "app-uninstalling", "app-uninstalled"]
+
+
+@pytest.mark.parametrize("path", ["/api/apps", "/api/apps/local", "/api/apps/install-task"])
+async def test_anonymous_installs_are_401_before_the_body_is_read(repo_host: RunningHost, path: str) -> None:
+    malformed = await repo_host.client.post(path, content=b"{not json", headers={"content-type": "application/json"})
+    assert malformed.status_code == 401 and malformed.json()["code"] == errors.NOT_LOGGED_IN, malformed.text
+    as_admin = await repo_host.admin.post(path, content=b"{not json", headers={"content-type": "application/json"})
+    assert as_admin.status_code == 400 and as_admin.json()["code"] == errors.BAD_REQUEST

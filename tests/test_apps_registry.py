@@ -132,8 +132,11 @@ async def test_bad_install_requests(bolt_r: RunningHost) -> None:
     assert (await bolt_r.admin.post("/api/apps", json={})).json()["code"] == errors.APP_NAME_MISSING
     assert (await bolt_r.admin.post("/api/apps", json={"name": 7})).json()["code"] == errors.APP_NAME_INVALID
     assert (await bolt_r.admin.post("/api/apps", json={"name": "bolt"})).json()["code"] == errors.APP_NAME_TAKEN
-    wrong_version = await bolt_r.admin.post("/api/apps", json={"name": "notes", "version": 3})
-    assert wrong_version.status_code == 400
+    for path in ("/api/apps", "/api/apps/package", "/api/apps/readme", "/api/apps/install-task"):
+        for version in (3, "", ["1.0.0"]):
+            wrong_version = await bolt_r.admin.post(path, json={"name": "notes", "version": version})
+            assert wrong_version.status_code == 400, (path, version)
+            assert wrong_version.json()["code"] == errors.BAD_REQUEST, (path, version)
     missing_version = await bolt_r.admin.post("/api/apps", json={"name": "notes", "version": "9.9.9"})
     assert missing_version.json()["code"] == errors.REGISTRY_PACKAGE_FAILED
     await bolt_r.admin.post("/api/apps", json={"name": "notes"})

@@ -20,7 +20,14 @@ from tinydb import Query
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
-from bolt_host.services.manifest import UPDATABLE_FIELDS, build_app, inside, read_manifest, validate_app_name
+from bolt_host.services.manifest import (
+    UPDATABLE_FIELDS,
+    app_name_for,
+    build_app,
+    inside,
+    read_manifest,
+    validate_app_name,
+)
 from bolt_host.services.users import now_iso
 from bolt_host.storage import Database
 
@@ -141,10 +148,7 @@ class Apps:
         progress: Callable[[int, int | None], None] | None = None,
     ) -> dict[str, Any]:
         registry = self.require_registry()
-        if version is not None and not isinstance(version, str):
-            raise BoltError(errors.BAD_REQUEST, "'version' must be a string")
-        from bolt_host.services.manifest import app_name_for
-
+        version = optional_version(version)
         app_name = app_name_for(package)
         assert isinstance(package, str)
         if not upgrade and self.get(app_name):
@@ -299,6 +303,15 @@ class Apps:
             log.warning(
                 "%s: its folder holds %s (an install cut off by a crash); record updated", app["name"], fresh["version"]
             )
+
+
+def optional_version(version: Any) -> str | None:
+    """A requested version: absent (the latest) or a non-empty string; a 400 otherwise."""
+    if version is None:
+        return None
+    if not isinstance(version, str) or not version.strip():
+        raise BoltError(errors.BAD_REQUEST, "'version' must be a non-empty string")
+    return version
 
 
 async def registry_call(awaitable: Awaitable[Any], code: int) -> Any:

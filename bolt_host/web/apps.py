@@ -10,9 +10,9 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
-from bolt_host.services.apps import registry_call
+from bolt_host.services.apps import optional_version, registry_call
 from bolt_host.services.manifest import app_name_for
-from bolt_host.web.auth import host_of, require_admin, require_installer, require_user
+from bolt_host.web.auth import host_of, require_admin, require_caller, require_installer, require_user
 from bolt_host.web.envelope import flag, ok, read_body
 
 INSTALL_FIELDS = {"name", "version", "system", "upgrade"}
@@ -29,6 +29,13 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
         raise BoltError(errors.BAD_REQUEST, f"Unknown fields: {', '.join(sorted(unknown))}")
 
 
+def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
+    """The package name and version a registry preview asks about, both checked."""
+    name = body.get("name")
+    app_name_for(name)
+    return name, optional_version(body.get("version"))
+
+
 async def list_apps(request: Request) -> Response:
     """Installed apps matching the query criteria (``?tags=demo&system=false``)."""
     await require_user(request, "apps.read")
@@ -43,6 +50,7 @@ async def get_app(request: Request) -> Response:
 
 async def install(request: Request) -> Response:
     """Install from the configured registry: ``{name, version?, system?, upgrade?}``."""
+    require_caller(request)
     body = await read_body(request)
     await require_installer(request, "apps.install", body.get("name"))
     _check_fields(body, INSTALL_FIELDS)
@@ -56,10 +64,9 @@ async def registry_package(request: Request) -> Response:
     """A registry package's package.json (``{name, version?}``), to preview before installing."""
     await require_admin(request, "apps.preview")
     body = await read_body(request)
-    name = body.get("name")
-    app_name_for(name)
+    name, version = _registry_target(body)
     registry = host_of(request).apps.require_registry()
-    meta = await registry_call(registry.manifest(name, body.get("version")), errors.REGISTRY_PACKAGE_FAILED)
+    meta = await registry_call(registry.manifest(name, version), errors.REGISTRY_PACKAGE_FAILED)
     return ok({k: v for k, v in meta.items() if k not in {"readme", "_npmUser"}})
 
 
@@ -67,14 +74,14 @@ async def registry_readme(request: Request) -> Response:
     """A registry package's README (markdown), to preview before installing."""
     await require_admin(request, "apps.preview")
     body = await read_body(request)
-    name = body.get("name")
-    app_name_for(name)
+    name, version = _registry_target(body)
     registry = host_of(request).apps.require_registry()
-    return ok(await registry_call(registry.readme(name, body.get("version")), errors.REGISTRY_README_FAILED))
+    return ok(await registry_call(registry.readme(name, version), errors.REGISTRY_README_FAILED))
 
 
 async def install_local(request: Request) -> Response:
     """Install from the local repository: ``{path, system?, upgrade?}`` (path relative to it)."""
+    require_caller(request)
     body = await read_body(request)
     await require_installer(request, "apps.install", body.get("path"))
     _check_fields(body, LOCAL_FIELDS)

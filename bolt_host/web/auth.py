@@ -172,6 +172,15 @@ async def _decided_by_plugins(request: Request, action: str, resource: str | Non
     return answer if isinstance(answer, bool) else None
 
 
+def require_caller(request: Request) -> Actor:
+    """Anyone who sent valid credentials; the first check of a handler that must read its
+    body (to name the resource) before it can ask :func:`require_installer`."""
+    who = actor(request)
+    if who.user is None and who.app is None:
+        raise BoltError(errors.NOT_LOGGED_IN, "Log in, or send a user or app token")
+    return who
+
+
 async def require_user(request: Request, action: str = "read", resource: str | None = None) -> Actor:
     """Any authenticated caller: a user, or an app with a valid token."""
     who = actor(request)

@@ -16,9 +16,10 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.apps import optional_version
 from bolt_host.services.manifest import app_name_for
 from bolt_host.services.tasks import TaskHandle
-from bolt_host.web.auth import host_of, require_admin, require_installer
+from bolt_host.web.auth import host_of, require_admin, require_caller, require_installer
 from bolt_host.web.envelope import error_response, flag, ok, read_body
 
 FILTERS = ("kind", "status", "module")
@@ -101,16 +102,16 @@ async def remove_task(request: Request) -> Response:
 
 async def install_task(request: Request) -> Response:
     """Queue a registry install ``{name, version?, system?, upgrade?}``; returns the task (201)."""
+    require_caller(request)
     body = await read_body(request)
     await require_installer(request, "apps.install", body.get("name"))
     unknown = set(body) - INSTALL_FIELDS
     if unknown:
         raise BoltError(errors.BAD_REQUEST, f"Unknown fields: {', '.join(sorted(unknown))}")
     host = host_of(request)
-    package, version = body.get("name"), body.get("version")
+    package = body.get("name")
     app_name = app_name_for(package)
-    if version is not None and (not isinstance(version, str) or not version.strip()):
-        raise BoltError(errors.BAD_REQUEST, "'version' must be a non-empty string")
+    version = optional_version(body.get("version"))
     system = flag(body, "system") if "system" in body else None
     upgrade = flag(body, "upgrade")
     host.apps.require_registry()
