@@ -58,6 +58,7 @@ PAYLOAD_TOO_LARGE = 1103  # request body over the cap
 CSRF_FAILED = 1104  # cookie-authenticated write without the session's CSRF token
 APP_START_FAILED = 1105  # the app's process did not start or never became ready
 APP_STOP_FAILED = 1106  # the app's process could not be stopped
+EVENT_NAME_RESERVED = 1107  # an app tried to publish one of the host's event names
 
 MESSAGES: dict[int, str] = {
     OK: "OK",
@@ -103,6 +104,7 @@ MESSAGES: dict[int, str] = {
     RATE_LIMITED: "Too many attempts; try again later",
     STORAGE_FULL: "The host's disk is full",
     APP_STOP_FAILED: "Could not stop app",
+    EVENT_NAME_RESERVED: "This event name is reserved for the host",
 }
 
 # HTTP status that mirrors each outcome; anything unlisted is a 400.
@@ -136,6 +138,7 @@ HTTP_STATUS: dict[int, int] = {
     RATE_LIMITED: 429,
     STORAGE_FULL: 507,
     APP_STOP_FAILED: 500,
+    EVENT_NAME_RESERVED: 403,
 }
 
 

@@ -73,11 +73,15 @@ def register_permissions(host: Host) -> Any:
 
 @hookspec
 def on_event(host: Host, event: Event) -> Any:
-    """Called for every event the host publishes (``app-installed``,
-    ``app-started``, ``user-created``, ...).
+    """Called for every event on the host's bus (``app-installed``,
+    ``app-started``, ``user-created``, ...), including the events apps publish
+    through ``POST /api/events/<name>``.
 
-    Runs concurrently with other listeners; return None or an awaitable.
-    Failures are logged and never reach the publisher.
+    ``event.publisher`` is ``"bolt"`` for the host's own events (``event.from_host``)
+    and the app's name for an app's; act on a host event only when
+    ``event.from_host``, since the name alone proves nothing.  Runs concurrently
+    with other listeners; return None or an awaitable.  Failures are logged and
+    never reach the publisher.
     """
 
 

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bolt_host import errors
+from bolt_host.services.app_hooks import hook_route
+from bolt_host.services.events import Event
 from bolt_host.testing import RunningHost
 
 
@@ -121,3 +125,23 @@ async def test_apps_publish_their_own_events(bolt: RunningHost) -> None:
     assert ("note-added", "notes", {"id": 1}) in seen
     anonymous = await bolt.client.post("/api/events/x", json={})
     assert anonymous.json()["code"] == errors.APP_TOKEN_MISSING
+
+
+@pytest.mark.parametrize("name", ["user-deleted", "app-uninstalled", "app-started", "task-failed", "bolt/app-started"])
+async def test_apps_may_not_publish_the_hosts_event_names(bolt: RunningHost, name: str) -> None:
+    seen = []
+    bolt.host.events.subscribe(lambda event: seen.append(event.name))
+    async with await _app_client(bolt, "notes") as notes:
+        refused = await notes.post(f"/api/events/{name}", json={"body": {"name": "admin"}})
+    assert refused.status_code == 403 and refused.json()["code"] == errors.EVENT_NAME_RESERVED, refused.text
+    await bolt.host.events.drain()
+    assert name not in seen
+
+
+def test_a_bare_hook_key_means_the_hosts_event_only() -> None:
+    hooks = {"app-installed": "/on-install", "note-added": "/bare", "notes/note-added": "/from-notes"}
+    assert hook_route(hooks, Event("app-installed", publisher="bolt")) == "/on-install"
+    assert hook_route(hooks, Event("app-installed", publisher="evil")) is None
+    assert hook_route(hooks, Event("note-added", publisher="notes")) == "/from-notes"
+    assert hook_route(hooks, Event("note-added", publisher="evil")) is None
+    assert hook_route({"bolt/app-installed": {"route": "x"}}, Event("app-installed")) == "/x"

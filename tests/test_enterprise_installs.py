@@ -263,3 +263,17 @@ async def test_deleted_apps_and_users_take_their_entitlements_with_them(store: S
         assert [(r["app"], r["subject"]) for r in _rows(store)] == [("hello-node", "bob")]
         assert [g["user"] for g in store.host.visibility.app_users()] == ["bob"]
 
+
+
+async def test_an_apps_event_named_like_the_hosts_drops_no_entitlement(store: ServedHost) -> None:
+    async with store.admin() as admin:
+        await admin.post(f"{PERFORM}/install/user", data={"app": "notes", "data[]": ["bob"]})
+    before = _rows(store)
+    assert before
+    await store.host.events.publish("user-deleted", {"name": "bob"}, publisher="notes")
+    await store.host.events.publish("app-uninstalled", {"app": {"name": "notes"}}, publisher="notes")
+    await store.host.events.drain()
+    assert _rows(store) == before
+    await store.host.events.publish("user-deleted", {"name": "bob"})
+    await store.host.events.drain()
+    assert _rows(store) == []

@@ -1,7 +1,8 @@
 """Delivers events to the apps that asked for them in ``bolt.hooks``.
 
-A hook key is an event name (``app-started``) or ``publisher/event``
-(``bolt/app-started``); its value is the route on the app (or ``{route}``).
+A hook key is ``publisher/event`` (``notes/note-added``, ``bolt/app-started``) or a
+bare event name, which means the host's event of that name (``app-started``), never
+an app's event that happens to share it; its value is the route on the app (or ``{route}``).
 Each delivery is a POST of ``{name, body, publisher, time, token}`` to the
 running app, where ``token`` is the receiving app's own token so it can trust
 the sender.  Apps that are not running are skipped.
@@ -21,7 +22,10 @@ DELIVERY_TIMEOUT = 5.0
 
 
 def hook_route(hooks: dict[str, Any], event: Event) -> str | None:
-    for key in (event.name, f"{event.publisher}/{event.name}"):
+    keys = [f"{event.publisher}/{event.name}"]
+    if event.from_host:
+        keys.insert(0, event.name)
+    for key in keys:
         target = hooks.get(key)
         if isinstance(target, dict):
             target = target.get("route")

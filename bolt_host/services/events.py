@@ -18,6 +18,26 @@ from typing import Any
 Listener = Callable[["Event"], Awaitable[None] | None]
 
 STREAM_QUEUE_SIZE = 256
+HOST_PUBLISHER = "bolt"
+
+# The events the host itself publishes (publisher "bolt").  Apps may not publish these
+# names: a listener that forgot to check the publisher would take an app's word for them.
+HOST_EVENTS = frozenset(
+    {
+        "system-started",
+        "stream-overflow",
+        *(f"app-{what}" for what in ("downloaded", "installed", "updated", "uninstalling", "uninstalled")),
+        *(f"app-{what}" for what in ("starting", "started", "stopping", "stopped", "crashed", "backoff", "failed")),
+        *(f"user-{what}" for what in ("created", "updated", "deleted", "logged-in", "logged-out")),
+        *(f"role-{what}" for what in ("created", "updated", "deleted")),
+        *(f"task-{what}" for what in ("queued", "started", "succeeded", "failed", "canceled")),
+    }
+)
+
+
+def is_reserved_event_name(name: str) -> bool:
+    """Whether an app is refused ``name``: a host event, or one dressed as the host's (``bolt/...``)."""
+    return name in HOST_EVENTS or name.startswith(f"{HOST_PUBLISHER}/")
 
 
 @dataclass
@@ -26,9 +46,14 @@ class Event:
 
     name: str
     body: Any = None
-    publisher: str = "bolt"
+    publisher: str = HOST_PUBLISHER
     time: float = field(default_factory=time.time)
     id: int = 0
+
+    @property
+    def from_host(self) -> bool:
+        """Published by the host (core or a plugin), not by an app through ``POST /api/events``."""
+        return self.publisher == HOST_PUBLISHER
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.events import is_reserved_event_name
 from bolt_host.services.manifest import inside, validate_app_name
 from bolt_host.web.auth import actor, host_of, require_admin, require_app, require_user
 from bolt_host.web.envelope import flag, ok, read_body, require_str
@@ -147,8 +148,11 @@ async def publish_event(request: Request) -> Response:
     name = request.path_params["name"]
     if not name or len(name) > 100 or not set(name) <= EVENT_NAME_CHARS:
         raise BoltError(errors.BAD_REQUEST, "Event names use lowercase letters, digits and - _ . /")
+    if is_reserved_event_name(name):
+        raise BoltError(errors.EVENT_NAME_RESERVED, f"The event name {name!r} is the host's; apps may not publish it")
     body = await read_body(request)
-    event = await host_of(request).publish(name, body.get("body"), publisher=who.app or "bolt")
+    assert who.app is not None  # require_app: an app token was sent and is known
+    event = await host_of(request).publish(name, body.get("body"), publisher=who.app)
     return ok({"id": event.id, "name": event.name, "publisher": event.publisher})
 
 

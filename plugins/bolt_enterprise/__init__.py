@@ -63,7 +63,7 @@ def on_event(host: Host, event: Event) -> None:
     """Drop entitlements of apps and users that no longer exist."""
     enterprise = host.state.get("enterprise")
     body = event.body if isinstance(event.body, dict) else {}
-    if enterprise is None:
+    if enterprise is None or not event.from_host:
         return
     if event.name == "app-uninstalled" and isinstance(body.get("app"), dict):
         enterprise.subscriptions.forget_app(body["app"]["name"])
