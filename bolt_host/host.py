@@ -25,13 +25,11 @@ from bolt_host.services.tokens import SECTION as TOKENS_SECTION
 from bolt_host.services.tokens import AppTokens
 from bolt_host.services.users import Users
 from bolt_host.statefile import RUNTIME_STATE_FILE, StateFile, move_tables_from
-from bolt_host.storage import Database
+from bolt_host.storage import INITIAL_SCHEMA, Database
 
 log = logging.getLogger("bolt_host")
 
-HOST_SCHEMA = {1: lambda table: None}
-
-
+HOST_SCHEMAS = {"host": INITIAL_SCHEMA}
 
 class Host:
     def __init__(self, settings: Settings, plugins: Iterable[object] = ()) -> None:
@@ -56,7 +54,7 @@ class Host:
         for sub in ("apps", "public", "databases", "logs/apps", "logs/tasks", "cache", "uploads"):
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.db = Database(data_dir / "db.json")
-        self.db.migrate("host", HOST_SCHEMA)
+        self.db.migrate_all(HOST_SCHEMAS)
         self.runtime_state = StateFile(data_dir / RUNTIME_STATE_FILE)
         move_tables_from(self.db, self.runtime_state, {SUPERVISOR_SECTION: "name", TOKENS_SECTION: "app"})
         self.users = Users(self.db)

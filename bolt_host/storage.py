@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -189,6 +189,14 @@ def _detached(doc: Document) -> Document:
 
 
 Migration = Callable[[Table], None]
+Schema = dict[int, Migration]
+
+
+def _first_layout(table: Table) -> None:
+    """Version 1 is the layout the table was first written with: nothing to change."""
+
+
+INITIAL_SCHEMA: Schema = {1: _first_layout}
 
 
 class Database:
@@ -228,7 +236,12 @@ class Database:
             row = self.table(META_TABLE).get(doc_id=_table_doc_id(table))
             return int(row["version"]) if row else 0
 
-    def migrate(self, table: str, migrations: dict[int, Migration]) -> int:
+    def migrate_all(self, schemas: Mapping[str, Schema]) -> None:
+        """:meth:`migrate` each table of ``schemas`` (how a service registers its tables)."""
+        for table, migrations in schemas.items():
+            self.migrate(table, migrations)
+
+    def migrate(self, table: str, migrations: Schema) -> int:
         """Run ``migrations[v]`` for each version above the stored one, in order."""
         with self.lock:
             current = self.schema_version(table)

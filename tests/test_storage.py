@@ -14,6 +14,7 @@ import pytest
 
 from bolt_host.statefile import StateFile, move_tables_from
 from bolt_host.storage import AtomicJSONStorage, CorruptDatabaseError, Database
+from bolt_host.testing import running_host
 
 WRITER = Path(__file__).parent / "fixtures" / "storage_writer.py"
 
@@ -183,3 +184,23 @@ def test_tables_of_an_older_data_dir_move_into_the_state_file(tmp_path: Path) ->
     move_tables_from(db, state, {"supervisor": "name", "app_tokens": "app"})  # again: nothing changes
     assert StateFile(tmp_path / "runtime.json").rows("supervisor") == [{"name": "web", "pid": 12, "desired": "running"}]
     db.close()
+
+
+CORE_TABLES = ("host", "users", "roles", "sessions", "apps", "app_roles", "app_users", "catalog", "tasks",
+               "tasks_counter")  # fmt: skip
+
+
+async def test_a_fresh_host_gives_every_table_a_schema_version(tmp_path: Path) -> None:
+    async with running_host(tmp_path) as bolt:
+        await bolt.client.post("/api/users/login", json={"name": "admin", "password": bolt.admin_password})
+        await bolt.admin.post("/api/apps/local", json={"path": "notes"})
+        await bolt.admin.post("/api/roles", json={"name": "writers"})
+        await bolt.admin.post("/api/app-roles", json={"app": "notes", "role": "writers"})
+        bolt.host.visibility.grant_user("notes", "admin")
+        await bolt.host.catalog.ready(timeout=10)
+        versions = {table: bolt.host.db.schema_version(table) for table in CORE_TABLES}
+    assert versions == dict.fromkeys(CORE_TABLES, 1)
+    stored = json.loads((tmp_path / "db.json").read_text())
+    versioned = {row["table"] for row in stored["_meta"].values()}
+    assert set(stored) - {"_meta"} <= versioned, "tables without a schema version"
+    assert {"users", "sessions", "apps", "app_roles", "app_users"} <= set(stored)

@@ -29,17 +29,19 @@ from bolt_host.services.manifest import (
     validate_app_name,
 )
 from bolt_host.services.users import now_iso
-from bolt_host.storage import Database
+from bolt_host.storage import INITIAL_SCHEMA, Database
 
 log = logging.getLogger("bolt_host.apps")
 
 TABLE = "apps"
+SCHEMAS = {TABLE: INITIAL_SCHEMA}
 Publish = Callable[[str, Any], Awaitable[Any]]
 
 
 class Apps:
     def __init__(self, db: Database, data_dir: Path, local_repo: Path, publish: Publish) -> None:
         self._db = db
+        db.migrate_all(SCHEMAS)
         self.apps_dir = data_dir / "apps"
         self.public_dir = data_dir / "public"
         self.databases_dir = data_dir / "databases"

@@ -52,11 +52,12 @@ from bolt_host.services.catalog_sources import (
     read_tarball_manifest,
 )
 from bolt_host.services.versions import compare_versions, sort_key
-from bolt_host.storage import Database
+from bolt_host.storage import INITIAL_SCHEMA, Database
 
 log = logging.getLogger("bolt_host.catalog")
 
 TABLE = "catalog"
+SCHEMAS = {TABLE: INITIAL_SCHEMA}
 __all__ = [
     "APP_KEYWORD",
     "Catalog",
@@ -92,6 +93,8 @@ class Source(Protocol):
 class Catalog:
     def __init__(self, db: Database | None = None) -> None:
         self._db = db
+        if db is not None:
+            db.migrate_all(SCHEMAS)
         self._sources: dict[str, Any] = {}
         self._owners: dict[str, str] = {}
         self._entries: dict[str, list[dict[str, Any]]] = {}

@@ -20,9 +20,10 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_host.storage import Database, atomic_write_bytes
+from bolt_host.storage import INITIAL_SCHEMA, Database, atomic_write_bytes
 
 SESSIONS = "sessions"
+SCHEMAS = {SESSIONS: INITIAL_SCHEMA}
 SESSION_SECONDS = 24 * 3600
 MAX_FAILURES = 5
 FAILURE_WINDOW = 15 * 60
@@ -58,6 +59,7 @@ class Session:
 class Sessions:
     def __init__(self, db: Database, secret_key: bytes) -> None:
         self._db = db
+        db.migrate_all(SCHEMAS)
         self._key = secret_key
 
     def create(self, user: str) -> Session:

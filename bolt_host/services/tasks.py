@@ -74,12 +74,13 @@ from typing import Any
 from tinydb.table import Document
 
 from bolt_host.services.tasklogs import TaskLogs, format_time
-from bolt_host.storage import Database
+from bolt_host.storage import INITIAL_SCHEMA, Database
 
 log = logging.getLogger("bolt_host.tasks")
 
 TABLE = "tasks"
 COUNTER_TABLE = "tasks_counter"
+SCHEMAS = {TABLE: INITIAL_SCHEMA, COUNTER_TABLE: INITIAL_SCHEMA}
 DEFAULT_LIMITS = {"download": 2, "install": 1, "uninstall": 1, "firmware": 1}
 ACTIVE = frozenset({"queued", "running"})
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
@@ -156,7 +157,7 @@ class Tasks:
         """Load the table, fail what a crash cut off, and start the workers."""
         if self._started:
             return
-        self._db.migrate(TABLE, {1: lambda table: None})
+        self._db.migrate_all(SCHEMAS)
         for row in self._db.table(TABLE).all():
             self._records[row.doc_id] = {**row, "id": row.doc_id}
         for record in sorted(self._records.values(), key=lambda r: r["id"]):

@@ -14,13 +14,14 @@ from tinydb import Query
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.passwords import hash_password, verify_password
-from bolt_host.storage import Database
+from bolt_host.storage import INITIAL_SCHEMA, Database
 
 USERS = "users"
 ROLES = "roles"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 MAX_TEXT = 200
+SCHEMAS = {USERS: INITIAL_SCHEMA, ROLES: INITIAL_SCHEMA}
 MIN_PASSWORD = 8
 PUBLIC_FIELDS = ("name", "displayName", "email", "roles", "dateCreated", "isBlocked", "lastVisit", "visits")
 DEFAULT_ROLES = (
@@ -69,6 +70,7 @@ class Users:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        db.migrate_all(SCHEMAS)
 
     # roles ---------------------------------------------------------------
     def ensure_default_roles(self) -> None:

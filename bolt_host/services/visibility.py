@@ -15,15 +15,17 @@ from tinydb import Query
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.users import Users, now_iso
-from bolt_host.storage import Database
+from bolt_host.storage import INITIAL_SCHEMA, Database
 
 APP_ROLES = "app_roles"
 APP_USERS = "app_users"
+SCHEMAS = {APP_ROLES: INITIAL_SCHEMA, APP_USERS: INITIAL_SCHEMA}
 
 
 class Visibility:
     def __init__(self, db: Database, users: Users, apps: Any) -> None:
         self._db = db
+        db.migrate_all(SCHEMAS)
         self._users = users
         self._apps = apps
 
