@@ -30,8 +30,10 @@ def startup(host: Host) -> Any:
     """Called once when the host has opened its storage and services, before serving.
 
     Use it to create tables, start background tasks or check configuration.
-    Return None or an awaitable.  All implementations are called; an exception
-    aborts start-up with the plugin's name in the message.
+    Return None or an awaitable.  Implementations are called one at a time; an
+    exception aborts start-up with :class:`bolt_host.host.PluginStartupError`
+    naming the plugin, after the host has stopped everything started so far
+    (its services, and the plugins already started, through their ``shutdown``).
     """
 
 
@@ -40,7 +42,8 @@ def shutdown(host: Host) -> Any:
     """Called once when the host stops, before its services close.
 
     Stop background tasks here.  Return None or an awaitable.  Every
-    implementation is called even if an earlier one fails.
+    implementation is called even if an earlier one fails; after a failed
+    start-up, only plugins whose ``startup`` completed (or that have none) are.
     """
 
 

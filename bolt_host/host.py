@@ -7,16 +7,17 @@ later layers add) and never reach into private state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pluggy
 
 from bolt_host import __version__
 from bolt_host.config import Settings
-from bolt_host.plugins import call_all, make_plugin_manager
+from bolt_host.plugins import PluginLoadError, await_maybe, call_all, make_plugin_manager
 from bolt_host.services.events import Event, EventBus
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
 from bolt_host.services.supervisor import SECTION as SUPERVISOR_SECTION
@@ -31,6 +32,11 @@ log = logging.getLogger("bolt_host")
 
 HOST_SCHEMAS = {"host": INITIAL_SCHEMA}
 
+
+class PluginStartupError(PluginLoadError):
+    """A plugin's ``startup`` hook raised; the message names the plugin."""
+
+
 class Host:
     def __init__(self, settings: Settings, plugins: Iterable[object] = ()) -> None:
         self.settings = settings
@@ -44,16 +50,51 @@ class Host:
         # Routes allowed bodies up to max_upload_bytes: uploads, and the app proxy.
         self.large_body_prefixes: list[str] = ["/x/"]
         self.app: Any = None
+        self._running: contextlib.AsyncExitStack | None = None  # how to undo the current start
 
     # lifecycle -------------------------------------------------------------
     async def start(self) -> None:
+        """Open storage, start the services and the plugins; on any failure, stop what started.
+
+        A plugin whose ``startup`` raises fails the start with :class:`PluginStartupError`
+        naming it; everything started before it (services, earlier plugins) is stopped
+        again, so a failed start leaves no task, process or open file behind.
+        """
         if self.started:
             return
+        stack = contextlib.AsyncExitStack()
+        try:
+            self._open_storage(stack)
+            await self._start_services(stack)
+            await self._start_plugins(stack)
+        except BaseException:
+            try:
+                await stack.aclose()
+            except Exception:
+                log.exception("cleaning up after a failed start-up failed too")
+            raise
+        self._running = stack
+        self.started = True
+        self.started_at = time.time()
+        await self.events.publish("system-started", {"version": self.version})
+
+    async def stop(self) -> None:
+        """Undo :meth:`start`, newest first: plugins' ``shutdown``, services, events, storage."""
+        if not self.started:
+            return
+        self.started = False
+        stack, self._running = self._running, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _open_storage(self, stack: contextlib.AsyncExitStack) -> None:
         data_dir = self.settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         for sub in ("apps", "public", "databases", "logs/apps", "logs/tasks", "cache", "uploads"):
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.db = Database(data_dir / "db.json")
+        stack.callback(self.db.close)
+        stack.push_async_callback(self._close_events)
         self.db.migrate_all(HOST_SCHEMAS)
         self.runtime_state = StateFile(data_dir / RUNTIME_STATE_FILE)
         move_tables_from(self.db, self.runtime_state, {SUPERVISOR_SECTION: "name", TOKENS_SECTION: "app"})
@@ -63,36 +104,25 @@ class Host:
         self.tokens = AppTokens(self.runtime_state)
         self.generated_admin_password = self.users.bootstrap_admin(data_dir, self.settings.admin_password)
         self.events.subscribe(self._forward_event_to_plugins)
-        await self._start_services()
-        await call_all(self.pm.hook.startup, host=self)
-        self.started = True
-        self.started_at = time.time()
-        await self.events.publish("system-started", {"version": self.version})
+        stack.callback(self.events.unsubscribe, self._forward_event_to_plugins)
 
-    async def stop(self) -> None:
-        if not self.started:
-            return
-        self.started = False
-        for impl in self.pm.hook.shutdown.get_hookimpls():
-            try:
-                result = impl.function(host=self)
-                if hasattr(result, "__await__"):
-                    await result
-            except Exception:
-                log.exception("plugin %s failed during shutdown", impl.plugin_name)
-        await self._stop_services()
+    async def _close_events(self) -> None:
         self.events.close_streams()
         await self.events.drain()
-        self.db.close()
 
-    async def _start_services(self) -> None:
-        """Apps, per-app data, visibility, supervision and event delivery to apps."""
+    async def _start_services(self, stack: contextlib.AsyncExitStack) -> None:
+        """Apps, per-app data, visibility, supervision, event delivery to apps, tasks, catalog.
+
+        Each service's way out is pushed on ``stack`` as soon as it exists.
+        """
         import httpx
 
         from bolt_host.services.app_hooks import AppHookDelivery
         from bolt_host.services.appdb import AppDatabases
         from bolt_host.services.apps import Apps
+        from bolt_host.services.catalog import build_catalog
         from bolt_host.services.registry import remove_partial_downloads
+        from bolt_host.services.tasks import Tasks
         from bolt_host.services.visibility import Visibility
 
         settings = self.settings
@@ -101,10 +131,15 @@ class Host:
         self.apps.clean_staging()
         remove_partial_downloads(data_dir / "cache")
         self.appdb = AppDatabases(data_dir / "databases")
+        stack.callback(self.appdb.close)
         self.apps.appdb = self.appdb
         self.visibility = Visibility(self.db, self.users, self.apps)
         self.apps.visibility = self.visibility
         self.apps.registry = self._registry_client()
+        if self.apps.registry is not None:
+            stack.push_async_callback(self.apps.registry.aclose)
+        self.proxy_client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+        stack.push_async_callback(self.proxy_client.aclose)
         self.supervisor = Supervisor(
             state=self.runtime_state,
             data_dir=data_dir,
@@ -120,28 +155,42 @@ class Host:
             autostart=settings.autostart,
         )
         self.apps.supervisor = self.supervisor
-        self.proxy_client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
         self.app_hooks = AppHookDelivery(self.apps, self.supervisor, self.tokens)
+        stack.push_async_callback(self.app_hooks.aclose)
         self.events.subscribe(self.app_hooks)
+        stack.callback(self.events.unsubscribe, self.app_hooks)
+        stack.push_async_callback(self.supervisor.shutdown)
         await self.supervisor.boot()
-        from bolt_host.services.catalog import build_catalog
-        from bolt_host.services.tasks import Tasks
-
         self.tasks = Tasks(self.db, data_dir / "logs" / "tasks", self.publish)
+        stack.push_async_callback(self.tasks.shutdown)
         await self.tasks.start()
         self.catalog = await build_catalog(self)
+        stack.push_async_callback(self.catalog.close)
 
-    async def _stop_services(self) -> None:
-        """Stop what :meth:`_start_services` started, newest first."""
-        await self.tasks.shutdown()
-        await self.catalog.close()
-        await self.supervisor.shutdown()
-        self.events.unsubscribe(self.app_hooks)
-        await self.app_hooks.aclose()
-        await self.proxy_client.aclose()
-        if self.apps.registry is not None:
-            await self.apps.registry.aclose()
-        self.appdb.close()
+    async def _start_plugins(self, stack: contextlib.AsyncExitStack) -> None:
+        """Each plugin's ``startup``, one at a time; a failure names the plugin.
+
+        ``shutdown`` later reaches every plugin whose start-up completed (and those
+        with no ``startup`` at all), never one that did not get that far.
+        """
+        with_startup = {impl.plugin_name for impl in self.pm.hook.startup.get_hookimpls()}
+        started: set[str] = set()
+        stack.push_async_callback(self._stop_plugins, lambda name: name not in with_startup or name in started)
+        for impl in reversed(self.pm.hook.startup.get_hookimpls()):  # pluggy's order: last registered first
+            try:
+                await await_maybe(impl.function(host=self))
+            except Exception as exc:
+                raise PluginStartupError(f"plugin {impl.plugin_name!r} failed to start: {exc}") from exc
+            started.add(impl.plugin_name)
+
+    async def _stop_plugins(self, wanted: Callable[[str], bool]) -> None:
+        for impl in reversed(self.pm.hook.shutdown.get_hookimpls()):
+            if not wanted(impl.plugin_name):
+                continue
+            try:
+                await await_maybe(impl.function(host=self))
+            except Exception:
+                log.exception("plugin %s failed during shutdown", impl.plugin_name)
 
     def _registry_client(self) -> Any:
         if not self.settings.registry:

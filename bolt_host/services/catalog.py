@@ -309,7 +309,11 @@ async def build_catalog(host: Any) -> Catalog:
         catalog.add_source(RegistrySource(host.apps.registry, settings.pinned_packages, installed))
     catalog.add_source(UploadSource(data_dir / "uploads", data_dir / "cache"))
     for impl in host.pm.hook.register_sources.get_hookimpls():
-        for source in await await_maybe(impl.function(host=host)) or []:
+        try:
+            contributed = await await_maybe(impl.function(host=host))
+        except Exception as exc:
+            raise PluginLoadError(f"plugin {impl.plugin_name!r}: register_sources failed: {exc}") from exc
+        for source in contributed or []:
             try:
                 catalog.add_source(source, impl.plugin_name)
             except ValueError as exc:
