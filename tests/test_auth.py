@@ -4,9 +4,11 @@ import os
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bolt_host import errors
+from bolt_host.services.sessions import CLIENT_MAX_FAILURES, FAILURE_WINDOW, MAX_LOCK_SECONDS, LoginThrottle
 from bolt_host.testing import RunningHost, running_host
 
 
@@ -211,3 +213,56 @@ async def test_create_user_checks_the_types_of_display_name_and_email(bolt: Runn
         "/api/users", json={"name": "tess", "password": "tess-password", "displayName": "Tess", "email": "t@ex.org"}
     )
     assert made.json()["body"]["displayName"] == "Tess" and made.json()["body"]["email"] == "t@ex.org"
+
+
+def _client_at(bolt: RunningHost, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=bolt.app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def _login(client: httpx.AsyncClient, password: str) -> httpx.Response:
+    return await client.post("/api/users/login", json={"name": "admin", "password": password})
+
+
+async def test_a_guesser_cannot_lock_the_admin_out_from_another_address(bolt: RunningHost) -> None:
+    async with _client_at(bolt, "10.0.0.66") as attacker, _client_at(bolt, "10.0.0.7") as office:
+        for _ in range(5):
+            assert (await _login(attacker, "guess-password")).status_code == 401
+        locked = await _login(attacker, bolt.admin_password)
+        assert locked.status_code == 429 and locked.json()["code"] == errors.RATE_LIMITED
+        assert (await _login(office, bolt.admin_password)).status_code == 200
+
+
+async def test_one_address_trying_many_names_is_locked_out(bolt: RunningHost) -> None:
+    async with _client_at(bolt, "10.0.0.99") as sprayer, _client_at(bolt, "10.0.0.7") as office:
+        answers = [(await sprayer.post("/api/users/login", json={"name": f"u{i}", "password": "pw-123456"}))
+                   for i in range(CLIENT_MAX_FAILURES)]  # fmt: skip
+        assert {a.status_code for a in answers} == {401}, "no name was tried five times, yet the client is locked"
+        assert (await _login(sprayer, bolt.admin_password)).status_code == 429
+        assert (await _login(office, bolt.admin_password)).status_code == 200
+
+
+def test_lock_outs_grow_but_stay_capped() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(clock=lambda: now[0])
+    waits = []
+    for _ in range(12):
+        for _ in range(5):
+            throttle.failed("k")
+        waits.append(throttle.retry_after("k"))
+        now[0] += waits[-1] + 1
+    assert waits[:3] == [30.0, 60.0, 120.0]
+    assert max(waits) == MAX_LOCK_SECONDS and waits[-1] == MAX_LOCK_SECONDS
+
+
+def test_throttle_memory_stays_bounded() -> None:
+    now = [0.0]
+    throttle = LoginThrottle(max_keys=500, clock=lambda: now[0])
+    for i in range(5000):
+        throttle.failed(f"client:10.1.{i}|user:random-{i}", f"client:10.1.{i}")
+    assert len(throttle) <= 500
+    throttle.failed("client:10.9.9.9|user:admin", limit=1)
+    assert throttle.retry_after("client:10.9.9.9|user:admin") > 0, "the newest lock was dropped"
+    now[0] += MAX_LOCK_SECONDS + FAILURE_WINDOW
+    throttle.failed("one-more")
+    assert len(throttle) == 1, "idle keys outlived their window"

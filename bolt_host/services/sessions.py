@@ -14,7 +14,9 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,12 @@ from bolt_host.storage import INITIAL_SCHEMA, Database, atomic_write_bytes
 SESSIONS = "sessions"
 SCHEMAS = {SESSIONS: INITIAL_SCHEMA}
 SESSION_SECONDS = 24 * 3600
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # per (client, name) within the window
+CLIENT_MAX_FAILURES = 20  # per client, whatever names it tries
 FAILURE_WINDOW = 15 * 60
 BASE_LOCK_SECONDS = 30.0
+MAX_LOCK_SECONDS = 15 * 60.0
+MAX_TRACKED_KEYS = 10_000
 
 
 def _digest(value: str) -> str:
@@ -141,32 +146,63 @@ class Sessions:
         return hmac.new(self._key, body, hashlib.sha256).hexdigest()
 
 
-class LoginThrottle:
-    """Locks a name (or client) out for a growing time after repeated failures."""
+@dataclass
+class _Attempts:
+    failures: list[float] = field(default_factory=list)
+    locked_until: float = 0.0
+    locks: int = 0
+    last_failure: float = 0.0
 
-    def __init__(self) -> None:
-        self._failures: dict[str, list[float]] = {}
-        self._locked_until: dict[str, float] = {}
-        self._lock_count: dict[str, int] = {}
+    def stale(self, now: float) -> bool:
+        return self.locked_until <= now and now - self.last_failure >= FAILURE_WINDOW
+
+
+class LoginThrottle:
+    """Locks a key out for a growing but capped time after repeated failures.
+
+    Keys are opaque strings; the login check uses one per (client, name) and one
+    per client, so a guesser locks out only itself, never the same name used from
+    elsewhere.  Memory is bounded: keys idle for a window are dropped, and beyond
+    ``max_keys`` the least recently failed go first.
+    """
+
+    def __init__(
+        self, max_keys: int = MAX_TRACKED_KEYS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._attempts: OrderedDict[str, _Attempts] = OrderedDict()  # least recently failed first
+        self._max_keys = max_keys
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._attempts)
 
     def retry_after(self, *keys: str) -> float:
-        now = time.monotonic()
-        return max((self._locked_until.get(k, 0.0) - now for k in keys), default=0.0)
+        """Seconds until every one of ``keys`` may try again (0 when none is locked)."""
+        now = self._clock()
+        return max((self._attempts[k].locked_until - now for k in keys if k in self._attempts), default=0.0)
 
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
+    def failed(self, *keys: str, limit: int = MAX_FAILURES) -> None:
+        """Count a failure for each key; the ``limit``-th within the window locks the key."""
+        now = self._clock()
         for key in keys:
-            recent = [t for t in self._failures.get(key, []) if now - t < FAILURE_WINDOW]
-            recent.append(now)
-            self._failures[key] = recent
-            if len(recent) >= MAX_FAILURES:
-                count = self._lock_count.get(key, 0) + 1
-                self._lock_count[key] = count
-                self._locked_until[key] = now + BASE_LOCK_SECONDS * 2 ** (count - 1)
-                self._failures[key] = []
+            attempts = self._attempts.pop(key, None) or _Attempts()
+            self._attempts[key] = attempts  # now the most recent
+            attempts.failures = [t for t in attempts.failures if now - t < FAILURE_WINDOW][-limit:]
+            attempts.failures.append(now)
+            attempts.last_failure = now
+            if len(attempts.failures) >= limit:
+                attempts.locks += 1
+                attempts.locked_until = now + min(BASE_LOCK_SECONDS * 2 ** (attempts.locks - 1), MAX_LOCK_SECONDS)
+                attempts.failures = []
+        self._prune(now)
 
     def succeeded(self, *keys: str) -> None:
         for key in keys:
-            self._failures.pop(key, None)
-            self._lock_count.pop(key, None)
-            self._locked_until.pop(key, None)
+            self._attempts.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        while self._attempts:
+            oldest_key, oldest = next(iter(self._attempts.items()))
+            if not oldest.stale(now) and len(self._attempts) <= self._max_keys:
+                return
+            del self._attempts[oldest_key]

@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.sessions import CLIENT_MAX_FAILURES
 
 if TYPE_CHECKING:
     from bolt_host.host import Host
@@ -28,6 +29,7 @@ CSRF_HEADER = "x-csrf-token"
 APP_TOKEN_HEADER = "x-bolt-app-token"
 USER_TOKEN_HEADER = "x-bolt-user-token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+MAX_NAME_IN_KEY = 64  # longer names are no user's; they share a throttle key
 
 
 @dataclass
@@ -127,8 +129,10 @@ def check_login(request: Request, host: Host, name: Any, password: Any) -> dict[
     """Verify a name and password with throttling; one message for every failure."""
     if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
         raise BoltError(errors.CREDENTIALS_MISSING)
-    keys = (f"user:{name}", client_key(request))
-    wait = host.login_throttle.retry_after(*keys)
+    client = client_key(request)
+    pair = f"{client}|user:{name[:MAX_NAME_IN_KEY]}"  # a guesser locks out itself, not the name everywhere
+    throttle = host.login_throttle
+    wait = throttle.retry_after(pair, client)
     if wait > 0:
         raise BoltError(
             errors.RATE_LIMITED,
@@ -137,9 +141,10 @@ def check_login(request: Request, host: Host, name: Any, password: Any) -> dict[
         )
     user = host.users.check_password(name, password)
     if user is None:
-        host.login_throttle.failed(*keys)
+        throttle.failed(pair)
+        throttle.failed(client, limit=CLIENT_MAX_FAILURES)
         raise BoltError(errors.LOGIN_FAILED, "Invalid user name or password")
-    host.login_throttle.succeeded(*keys)
+    throttle.succeeded(pair)
     return user
 
 
