@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bolt_host import errors
 from bolt_host.config import BUNDLED_LOCAL_REPO
+from bolt_host.errors import BoltError
 from bolt_host.testing import RunningHost, running_host
+from tests.helpers import data_dir_snapshot
 
 
 def _make_app(repo: Path, folder: str, package: dict | str | None, readme: str | None = "# hi\n") -> Path:
@@ -243,3 +249,50 @@ async def test_anonymous_installs_are_401_before_the_body_is_read(repo_host: Run
     assert malformed.status_code == 401 and malformed.json()["code"] == errors.NOT_LOGGED_IN, malformed.text
     as_admin = await repo_host.admin.post(path, content=b"{not json", headers={"content-type": "application/json"})
     assert as_admin.status_code == 400 and as_admin.json()["code"] == errors.BAD_REQUEST
+
+
+async def _stop_raising_bolt_error(name: str) -> dict:
+    raise BoltError(errors.UNKNOWN, "the stop timed out")
+
+
+async def _stop_on_a_full_disk(name: str) -> dict:
+    raise OSError(errno.ENOSPC, "No space left on device")  # the stop could not be recorded
+
+
+async def _stop_that_does_nothing(name: str) -> dict:
+    return {"name": name}
+
+
+@pytest.mark.parametrize(
+    ("failing_stop", "code"),
+    [
+        (_stop_raising_bolt_error, errors.APP_STOP_FAILED),
+        (_stop_that_does_nothing, errors.APP_STOP_FAILED),
+        (_stop_on_a_full_disk, errors.STORAGE_FULL),
+    ],
+)
+async def test_a_delete_whose_stop_fails_changes_nothing(
+    repo_host: RunningHost, monkeypatch: pytest.MonkeyPatch, failing_stop: object, code: int
+) -> None:
+    bolt = repo_host
+    await bolt.admin.post("/api/apps/local", json={"path": "ticker"})
+    started = await bolt.admin.post("/api/apps/start", json={"name": "ticker"})
+    pid = started.json()["body"]["pid"]
+    try:
+        before = data_dir_snapshot(bolt.host.settings.data_dir)
+        with monkeypatch.context() as patch:
+            patch.setattr(bolt.host.supervisor, "stop_app", failing_stop)
+            for target in ("/api/apps/ticker", "/api/apps?name=ticker"):
+                refused = await bolt.admin.request("DELETE", target, json={"deleteSourceFolder": True})
+                assert refused.json()["code"] == code, refused.text
+                assert refused.status_code >= 500
+        assert bolt.host.apps.get("ticker") is not None
+        assert data_dir_snapshot(bolt.host.settings.data_dir) == before
+        assert psutil.pid_exists(pid) and bolt.host.supervisor.is_active("ticker")
+        deleted = await bolt.admin.request("DELETE", "/api/apps/ticker", json={"deleteSourceFolder": True})
+        assert deleted.status_code == 200
+        assert not bolt.host.supervisor.is_active("ticker")
+        assert not (_apps_dir(bolt) / "ticker").exists()
+    finally:
+        if psutil.pid_exists(pid) and bolt.host.supervisor.is_active("ticker"):
+            os.kill(pid, signal.SIGKILL)

@@ -243,9 +243,7 @@ class Apps:
         async with self.lock_for(name):
             app = self.require(name)
             await self._publish("app-uninstalling", {"app": app})
-            if self.supervisor is not None and self.supervisor.is_active(name):
-                with contextlib.suppress(BoltError):
-                    await self.supervisor.stop_app(name)
+            await self._stop_before_delete(name)
             with self._db.transaction():
                 self._db.table(TABLE).remove(Query().name == name)
             if delete_source:
@@ -258,6 +256,21 @@ class Apps:
                 self.visibility.forget_app(name)
         await self._publish("app-uninstalled", {"app": app})
         return app
+
+    async def _stop_before_delete(self, name: str) -> None:
+        """Stop ``name`` if it runs; a stop that fails (or leaves it running) aborts the delete.
+
+        Other exceptions (a full disk, say) propagate as they are and abort it too.
+        """
+        if self.supervisor is None or not self.supervisor.is_active(name):
+            return
+        try:
+            await self.supervisor.stop_app(name)
+        except BoltError as exc:
+            if exc.code != errors.APP_NOT_RUNNING:  # stopped meanwhile: nothing to abort for
+                raise _stop_failed(name, exc.message) from exc
+        if self.supervisor.is_active(name):
+            raise _stop_failed(name, "it is still running")
 
     def _staging_dir(self) -> Path:
         self.apps_dir.mkdir(parents=True, exist_ok=True)
@@ -305,6 +318,14 @@ class Apps:
             log.warning(
                 "%s: its folder holds %s (an install cut off by a crash); record updated", app["name"], fresh["version"]
             )
+
+
+def _stop_failed(name: str, why: str) -> BoltError:
+    return BoltError(
+        errors.APP_STOP_FAILED,
+        f"Could not stop {name!r} ({why}); nothing was deleted",
+        user_message="The app could not be stopped, so it was not deleted. Try again, or stop it first.",
+    )
 
 
 def optional_version(version: Any) -> str | None:
