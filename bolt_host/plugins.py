@@ -37,6 +37,10 @@ class PluginInfo:
     name: str
     version: str | None
     origin: str  # "entry-point", "plugins-dir" or "explicit"
+    where: str = ""  # for people: the entry point, the file, or how it was passed
+
+    def described(self) -> str:
+        return self.where or self.origin
 
 
 def make_plugin_manager(settings: Settings, extra: Iterable[object] = ()) -> pluggy.PluginManager:
@@ -44,16 +48,18 @@ def make_plugin_manager(settings: Settings, extra: Iterable[object] = ()) -> plu
     pm = pluggy.PluginManager("bolt_host")
     pm.add_hookspecs(hookspecs)
     pm.bolt_info = {}  # type: ignore[attr-defined]
-    for name, module, version in _entry_point_plugins():
+    for name, module, version, value in _entry_point_plugins():
         if _allowed(name, settings):
-            _register(pm, module, name, PluginInfo(name, version, "entry-point"))
+            where = f"entry point {name!r} ({value}) of group {ENTRY_POINT_GROUP!r}"
+            _register(pm, module, name, PluginInfo(name, version, "entry-point", where))
     if settings.plugins_dir:
-        for name, module in _plugins_dir_modules(settings.plugins_dir):
+        for name, module, path in _plugins_dir_modules(settings.plugins_dir):
             if _allowed(name, settings):
-                _register(pm, module, name, PluginInfo(name, None, "plugins-dir"))
+                _register(pm, module, name, PluginInfo(name, None, "plugins-dir", f"file {path}"))
     for plugin in extra:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
-        _register(pm, plugin, name, PluginInfo(name, getattr(plugin, "__version__", None), "explicit"))
+        info = PluginInfo(name, getattr(plugin, "__version__", None), "explicit", "plugin object passed to create_app")
+        _register(pm, plugin, name, info)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -101,7 +107,10 @@ def _allowed(name: str, settings: Settings) -> bool:
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, info: PluginInfo) -> None:
     if pm.get_plugin(name) is not None:
-        raise PluginLoadError(f"two plugins are named {name!r}; rename one of them")
+        first = pm.bolt_info[name].described()  # type: ignore[attr-defined]
+        raise PluginLoadError(
+            f"two plugins are named {name!r}: the {first} and the {info.described()}; rename or disable one of them"
+        )
     try:
         pm.register(plugin, name=name)
     except (ValueError, pluggy.PluginValidationError) as exc:
@@ -109,7 +118,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, info: PluginI
     pm.bolt_info[name] = info  # type: ignore[attr-defined]
 
 
-def _entry_point_plugins() -> list[tuple[str, ModuleType, str | None]]:
+def _entry_point_plugins() -> list[tuple[str, ModuleType, str | None, str]]:
     found = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -117,11 +126,11 @@ def _entry_point_plugins() -> list[tuple[str, ModuleType, str | None]]:
         except Exception as exc:
             raise PluginLoadError(f"entry point {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
         version = ep.dist.version if ep.dist else None
-        found.append((ep.name, module, version))
+        found.append((ep.name, module, version, ep.value))
     return found
 
 
-def _plugins_dir_modules(folder: Path) -> list[tuple[str, ModuleType]]:
+def _plugins_dir_modules(folder: Path) -> list[tuple[str, ModuleType, Path]]:
     if not folder.is_dir():
         raise PluginLoadError(f"plugins dir {folder} does not exist")
     modules = []
@@ -136,7 +145,7 @@ def _plugins_dir_modules(folder: Path) -> list[tuple[str, ModuleType]]:
             spec.loader.exec_module(module)
         except Exception as exc:
             raise PluginLoadError(f"plugin file {path} failed to import: {exc}") from exc
-        modules.append((path.stem, module))
+        modules.append((path.stem, module, path))
     return modules
 
 

@@ -8,6 +8,7 @@ from bolt_host import errors
 from bolt_host.services.app_hooks import hook_route
 from bolt_host.services.events import Event
 from bolt_host.testing import RunningHost
+from tests.helpers import data_dir_snapshot
 
 
 async def _app_client(bolt: RunningHost, path: str):
@@ -145,3 +146,31 @@ def test_a_bare_hook_key_means_the_hosts_event_only() -> None:
     assert hook_route(hooks, Event("note-added", publisher="notes")) == "/from-notes"
     assert hook_route(hooks, Event("note-added", publisher="evil")) is None
     assert hook_route({"bolt/app-installed": {"route": "x"}}, Event("app-installed")) == "/x"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        ("/api/db/$bad/insert", {"object": {"a": 1}}, errors.COLLECTION_NAME_INVALID),
+        ("/api/db/_hidden/insert", {"object": {"a": 1}}, errors.COLLECTION_NAME_INVALID),
+        ("/api/db/notes/insert", {"object": "text"}, errors.DB_QUERY_MISSING),
+        ("/api/db/notes/insert", {"object": [{"a": 1}, 2]}, None),
+        ("/api/db/notes/update", {"query": {"n": 1}, "values": "x"}, None),
+        ("/api/db/notes/update", {"query": {"n": 1}, "values": {"a": 2}, "upsert": "maybe"}, errors.BAD_REQUEST),
+        ("/api/db/notes/update", {"query": {"n": {"$where": "1"}}, "values": {"a": 2}}, None),
+        ("/api/db/notes/replace", {"query": {"n": 1}, "object": 5}, None),
+        ("/api/db/notes/remove", {}, errors.DB_QUERY_MISSING),
+        ("/api/db/notes/remove", {"query": {"n": {"$regex": ".*"}}}, None),
+        ("/api/db/notes/explode", {}, errors.ENDPOINT_NOT_FOUND),
+    ],
+)
+async def test_bad_db_input_changes_nothing(bolt: RunningHost, path: str, body: dict, code: int | None) -> None:
+    async with await _app_client(bolt, "notes") as notes:
+        await notes.post("/api/db/notes/insert", json={"object": {"n": 1}})
+        before = data_dir_snapshot(bolt.host.settings.data_dir)
+        response = await notes.post(path, json=body)
+        assert response.status_code >= 400, response.text
+        if code is not None:
+            assert response.json()["code"] == code, response.text
+        assert data_dir_snapshot(bolt.host.settings.data_dir) == before
+        assert [d["n"] for d in (await notes.post("/api/db/notes/find", json={})).json()["body"]] == [1]

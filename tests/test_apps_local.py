@@ -296,3 +296,48 @@ async def test_a_delete_whose_stop_fails_changes_nothing(
     finally:
         if psutil.pid_exists(pid) and bolt.host.supervisor.is_active("ticker"):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_bulk_delete_takes_the_flags_and_refuses_bad_ones(repo_host: RunningHost) -> None:
+    bolt = repo_host
+    for path in ("hello-web", "notes", "app-admin"):
+        await bolt.admin.post("/api/apps/local", json={"path": path})
+    bolt.host.appdb.insert("notes", "things", {"a": 1})
+    data = bolt.host.settings.data_dir
+    before = data_dir_snapshot(data)
+    for bad in ({"deleteDatabase": "maybe"}, {"deleteSourceFolder": 1}, {"deletePublicFolder": ["true"]}):
+        refused = await bolt.admin.request("DELETE", "/api/apps?tags=demo", json=bad)
+        assert refused.status_code == 400 and refused.json()["code"] == errors.BAD_REQUEST, bad
+        assert data_dir_snapshot(data) == before, bad
+    flags = {"deleteDatabase": "true", "deletePublicFolder": True, "deleteSourceFolder": "true"}
+    deleted = await bolt.admin.request("DELETE", "/api/apps?tags=demo", json=flags)
+    assert sorted(a["name"] for a in deleted.json()["body"]) == ["hello-web", "notes"]
+    assert not (data / "apps" / "hello-web").exists() and not (data / "apps" / "notes").exists()
+    assert not (data / "public" / "hello-web").exists() and not (data / "databases" / "notes.json").exists()
+    assert (data / "apps" / "app-admin").is_dir()
+    kept = await bolt.admin.request("DELETE", "/api/apps?system=true", json={"deleteSourceFolder": "false"})
+    assert [a["name"] for a in kept.json()["body"]] == ["app-admin"]
+    assert (data / "apps" / "app-admin").is_dir() and bolt.host.apps.list() == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"displayName": 5}, {"tags": "abc"}, {"order": "1"}, {"system": "maybe"}, {"path": "/tmp"},
+     {"controlledVisibility": 1}, {"description": ["x"]}, {"displayName": "ok", "version": "9.9.9"}],
+)  # fmt: skip
+async def test_bad_updates_change_nothing_on_disk_or_in_the_db(repo_host: RunningHost, bad: dict) -> None:
+    await repo_host.admin.post("/api/apps/local", json={"path": "notes"})
+    before = data_dir_snapshot(repo_host.host.settings.data_dir)
+    response = await repo_host.admin.put("/api/apps/notes", json=bad)
+    assert response.status_code == 400 and response.json()["code"] == errors.BAD_REQUEST, response.text
+    assert data_dir_snapshot(repo_host.host.settings.data_dir) == before
+
+
+async def test_version_criterion_matches(repo_host: RunningHost) -> None:
+    for path in ("hello-web", "notes"):
+        await repo_host.admin.post("/api/apps/local", json={"path": path})
+    await repo_host.admin.post("/api/apps/local", json={"path": "notes", "upgrade": True})
+    found = (await repo_host.admin.get("/api/apps?version=1.0.0")).json()["body"]
+    assert sorted(a["name"] for a in found) == ["hello-web", "notes"]
+    both = (await repo_host.admin.get("/api/apps?version=1.0.0&name=notes")).json()["body"]
+    assert [a["name"] for a in both] == ["notes"]

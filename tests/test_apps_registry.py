@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bolt_host import errors
+from bolt_host import errors, hookimpl
 from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.testing import RunningHost, running_host
 from tests.registry_server import RegistryServer
@@ -143,3 +143,32 @@ async def test_bad_install_requests(bolt_r: RunningHost) -> None:
     taken = await bolt_r.admin.post("/api/apps", json={"name": "notes"})
     assert taken.json()["code"] == errors.APP_NAME_TAKEN
     assert _state(bolt_r)[0] == ["notes"]
+
+
+async def test_a_registry_install_announces_app_downloaded_before_app_installed(
+    tmp_path: Path, registry: RegistryServer
+) -> None:
+    seen: list[tuple[str, object]] = []
+
+    class Recorder:
+        @hookimpl
+        def on_event(self, host, event):
+            if event.name.startswith("app-"):
+                seen.append((event.name, event.body))
+
+    async with running_host(tmp_path / "data", registry=registry.url, plugins=[Recorder()]) as bolt:
+        assert (await bolt.admin.post("/api/apps", json={"name": "notes"})).status_code == 201
+        await bolt.host.events.drain()
+    assert [name for name, _ in seen] == ["app-downloaded", "app-installed"]
+    assert seen[0][1] == {"name": "notes", "version": "1.0.0"}
+
+
+async def test_a_package_without_readme_is_417(bolt_r: RunningHost, registry: RegistryServer) -> None:
+    registry.publish_tarball("bare", "1.0.0", _tarball({"package/package.json": _manifest("bare", "1.0.0")}))
+    response = await bolt_r.admin.post("/api/apps/readme", json={"name": "bare"})
+    assert response.status_code == 502 and response.json()["code"] == errors.REGISTRY_README_FAILED, response.text
+    assert "no readme" in response.json()["error"]["message"]
+    pinned = await bolt_r.admin.post("/api/apps/readme", json={"name": "bare", "version": "1.0.0"})
+    assert pinned.json()["code"] == errors.REGISTRY_README_FAILED
+    unknown_version = await bolt_r.admin.post("/api/apps/readme", json={"name": "notes", "version": "7.7.7"})
+    assert unknown_version.json()["code"] == errors.REGISTRY_README_FAILED

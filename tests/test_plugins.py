@@ -92,3 +92,12 @@ async def test_the_example_in_docs_plugins_md_works(tmp_path: Path) -> None:
         await bolt.admin.post("/api/users", json={"name": "dora", "password": "dora-password"})
         await bolt.host.events.drain()
         assert "user-created" in [e for e, _ in example.EVENTS_SEEN]
+
+
+def test_a_duplicate_plugin_name_says_where_each_plugin_came_from(tmp_path: Path) -> None:
+    with pytest.raises(PluginLoadError) as failure:
+        create_app(settings_for_tests(tmp_path, plugins_dir=HERE / "plugins_dupname"))
+    message = str(failure.value)
+    assert "two plugins are named 'robot'" in message
+    assert "entry point 'robot' (bolt_robot)" in message
+    assert str(HERE / "plugins_dupname" / "robot.py") in message
