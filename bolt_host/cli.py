@@ -40,6 +40,17 @@ def main() -> None:
 )
 @click.option("--registry", default=None, help="npm-protocol registry URL [env BOLT_REGISTRY_URL].")
 @click.option(
+    "--bundled-apps",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of first-party apps [env BOLT_BUNDLED_APPS; default: the repository's apps/].",
+)
+@click.option(
+    "--install-bundled/--no-install-bundled",
+    default=None,
+    help="Install (or upgrade) the first-party apps of apps/ at start-up [env BOLT_INSTALL_BUNDLED; default off].",
+)
+@click.option(
     "--plugins-dir",
     type=click.Path(path_type=Path),
     default=None,

@@ -10,6 +10,7 @@ from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 BUNDLED_LOCAL_REPO = PACKAGE_ROOT.parent / "node_modules_sample"
+BUNDLED_APPS = PACKAGE_ROOT.parent / "apps"  # first-party apps that ship with the host
 
 
 def default_data_dir() -> Path:
@@ -46,6 +47,8 @@ class Settings:
     port: int = 4000
     data_dir: Path = field(default_factory=default_data_dir)
     local_repo: Path = BUNDLED_LOCAL_REPO
+    bundled_apps: Path = BUNDLED_APPS
+    install_bundled: bool = False  # install/upgrade the apps of bundled_apps at start-up
     registry: str | None = None
     plugins_dir: Path | None = None
     plugins: tuple[str, ...] | None = None  # allow-list; None means all
@@ -83,6 +86,8 @@ _PARSERS: dict[str, Any] = {
     "port": int,
     "data_dir": lambda v: Path(v).expanduser(),
     "local_repo": lambda v: Path(v).expanduser(),
+    "bundled_apps": lambda v: Path(v).expanduser(),
+    "install_bundled": _parse_bool,
     "plugins_dir": lambda v: Path(v).expanduser(),
     "plugins": _parse_list,
     "disable_plugins": _parse_list,

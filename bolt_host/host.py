@@ -166,6 +166,10 @@ class Host:
         await self.tasks.start()
         self.catalog = await build_catalog(self)
         stack.push_async_callback(self.catalog.close)
+        if settings.install_bundled:
+            from bolt_host.services.bundled import install_bundled
+
+            await install_bundled(self.apps, settings.bundled_apps)
 
     async def _start_plugins(self, stack: contextlib.AsyncExitStack) -> None:
         """Each plugin's ``startup``, one at a time; a failure names the plugin.

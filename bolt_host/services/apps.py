@@ -113,11 +113,17 @@ class Apps:
     # installs ----------------------------------------------------------------
     async def install_local(self, relative: Any, system: bool | None = None, upgrade: bool = False) -> dict[str, Any]:
         folder = self.local_folder(relative)
+        return await self.install_folder(folder, {"type": "local", "path": str(relative)}, system, upgrade)
+
+    async def install_folder(
+        self, folder: Path, source: dict[str, Any], system: bool | None = None, upgrade: bool = False
+    ) -> dict[str, Any]:
+        """Install a copy of the app folder ``folder`` (the caller has checked where it is)."""
         staging = self._staging_dir()
         try:
             root = staging / "package"
             await asyncio.to_thread(_copy_tree, folder, root)
-            return await self.install_tree(root, {"type": "local", "path": str(relative)}, system, upgrade)
+            return await self.install_tree(root, source, system, upgrade)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
