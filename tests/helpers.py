@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -68,3 +70,14 @@ def data_dir_snapshot(data_dir: Path) -> dict[str, Any]:
         else:
             found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
+
+
+def end_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    """Send ``sig`` to a process the test started, wait for it, SIGKILL it at the deadline."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10)

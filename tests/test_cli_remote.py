@@ -24,7 +24,7 @@ from bolt_host.cli import main
 from bolt_host.cli_apps import split_spec
 from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.testing import ADMIN_PASSWORD
-from tests.helpers import free_port
+from tests.helpers import end_process, free_port
 from tests.registry_server import RegistryServer
 from tests.servers import LiveServer, live_host
 
@@ -193,12 +193,7 @@ def _follow_log_in_a_subprocess(live: LiveServer, env: dict[str, str]) -> None:
             client.get("/x/echo/health?marker=followed-line")
         _read_until(proc, b"followed-line", timeout=20)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        end_process(proc, signal.SIGINT, timeout=10)
     assert proc.returncode == 130
 
 
