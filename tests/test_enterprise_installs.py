@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bolt_host import errors
+from bolt_host.testing import running_host
 from tests.helpers import async_wait_until
 from tests.test_enterprise_support import (
     ServedHost,
@@ -265,15 +266,20 @@ async def test_deleted_apps_and_users_take_their_entitlements_with_them(store: S
 
 
 
-async def test_an_apps_event_named_like_the_hosts_drops_no_entitlement(store: ServedHost) -> None:
-    async with store.admin() as admin:
-        await admin.post(f"{PERFORM}/install/user", data={"app": "notes", "data[]": ["bob"]})
-    before = _rows(store)
-    assert before
-    await store.host.events.publish("user-deleted", {"name": "bob"}, publisher="notes")
-    await store.host.events.publish("app-uninstalled", {"app": {"name": "notes"}}, publisher="notes")
-    await store.host.events.drain()
-    assert _rows(store) == before
-    await store.host.events.publish("user-deleted", {"name": "bob"})
-    await store.host.events.drain()
-    assert _rows(store) == []
+async def test_an_apps_event_named_like_the_hosts_drops_no_entitlement(tmp_path: Path) -> None:
+    # In-process (one event loop), so the test can put events on the host's bus itself.
+    async with running_host(tmp_path) as bolt:
+        await install(bolt.admin, "notes")
+        await add_user(bolt.admin, "bob")
+        granted = await bolt.admin.post(f"{PERFORM}/install/user", data={"app": "notes", "data[]": ["bob"]})
+        assert granted.status_code == 200, granted.text
+        subscriptions = bolt.host.state["enterprise"].subscriptions
+        before = subscriptions.all()
+        assert before
+        await bolt.host.events.publish("user-deleted", {"name": "bob"}, publisher="notes")
+        await bolt.host.events.publish("app-uninstalled", {"app": {"name": "notes"}}, publisher="notes")
+        await bolt.host.events.drain()
+        assert subscriptions.all() == before
+        await bolt.host.events.publish("user-deleted", {"name": "bob"})
+        await bolt.host.events.drain()
+        assert subscriptions.all() == []

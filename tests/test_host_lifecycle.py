@@ -90,6 +90,10 @@ async def test_a_failing_startup_names_the_plugin_and_stops_what_had_started(tmp
     finally:
         if broken.seen_pid and _alive(broken.seen_pid):
             os.kill(broken.seen_pid, signal.SIGKILL)
+    with pytest.raises(PluginStartupError, match="'Broken'"):
+        async with running_host(tmp_path, plugins=[Broken()]):
+            pass
+    assert _other_tasks() - tasks_before == set(), "running_host leaked the failed host's tasks"
     async with running_host(tmp_path, plugins=[Recorder()]) as again:  # the data dir is usable again
         assert (await again.admin.get("/api/apps/ticker")).status_code == 200
 
