@@ -33,6 +33,7 @@ def create_app(
     """Build the host, collect core and plugin routes, and wrap them in the middleware."""
     host = host or Host(settings, plugins=plugins)
     routes = collect_routes(host)
+    host.error_formats = collect_error_formats(host)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -47,8 +48,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(RequestContextMiddleware),
-            Middleware(BodyLimitMiddleware, limit_for=host.body_limit_for),
+            Middleware(RequestContextMiddleware, format_for=host.error_format_for),
+            Middleware(BodyLimitMiddleware, limit_for=host.body_limit_for, format_for=host.error_format_for),
         ],
         exception_handlers={BoltError: bolt_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
@@ -71,6 +72,23 @@ def collect_routes(host: Host) -> list[BaseRoute]:
         _claim(owners, contributed, impl.plugin_name)
         routes.extend(contributed)
     return routes
+
+
+def collect_error_formats(host: Host) -> list[tuple[str, Any]]:
+    """Every plugin's ``(prefix, render)`` claim, longest prefix first; a prefix claimed twice is an error."""
+    owners: dict[str, str] = {}
+    formats: list[tuple[str, Any]] = []
+    for impl in host.pm.hook.register_error_formats.get_hookimpls():
+        for prefix, render in impl.function(host=host) or []:
+            if not isinstance(prefix, str) or not prefix.startswith("/") or not callable(render):
+                raise PluginLoadError(f"plugin {impl.plugin_name!r}: register_error_formats must return "
+                                      "(\"/path/prefix\", render) pairs")
+            if prefix in owners:
+                raise PluginLoadError(f"error format for {prefix} is claimed by both {owners[prefix]!r} "
+                                      f"and {impl.plugin_name!r}")
+            owners[prefix] = impl.plugin_name
+            formats.append((prefix, render))
+    return sorted(formats, key=lambda item: len(item[0]), reverse=True)
 
 
 def _claim(owners: dict[tuple[str, str], str], routes: list[Any], owner: str) -> None:

@@ -75,6 +75,21 @@ def register_permissions(host: Host) -> Any:
 
 
 @hookspec
+def register_error_formats(host: Host) -> Any:
+    """Return a list of ``(path_prefix, render)`` pairs: a plugin that speaks another API's
+    format claims its paths for the errors the host answers itself, before any route runs.
+
+    Those errors are the body-limit 413 (a declared ``Content-Length`` over the cap), and
+    the 500/507 the safety net answers for an exception no handler caught.  For a request
+    under ``path_prefix``, ``render(status, error)`` (``error`` a
+    :class:`bolt_host.errors.BoltError`) returns the JSON object to send instead of the
+    Bolt envelope; the HTTP status stays ``status``.  The longest matching prefix wins.
+    Called once while the app is built; a prefix claimed twice fails start-up naming both
+    plugins.  A renderer that raises is logged and the Bolt envelope is sent instead.
+    """
+
+
+@hookspec
 def on_event(host: Host, event: Event) -> Any:
     """Called for every event on the host's bus (``app-installed``,
     ``app-started``, ``user-created``, ...), including the events apps publish

@@ -49,6 +49,8 @@ class Host:
         self.state: dict[str, Any] = {}  # per-plugin scratch space, keyed by plugin name
         # Routes allowed bodies up to max_upload_bytes: uploads, and the app proxy.
         self.large_body_prefixes: list[str] = ["/x/"]
+        # (path prefix, renderer) from ``register_error_formats``, longest prefix first.
+        self.error_formats: list[tuple[str, Callable[[int, Any], dict[str, Any]]]] = []
         self.app: Any = None
         self._running: contextlib.AsyncExitStack | None = None  # how to undo the current start
 
@@ -229,6 +231,10 @@ class Host:
         if any(path.startswith(prefix) for prefix in self.large_body_prefixes):
             return self.settings.max_upload_bytes
         return self.settings.max_body_bytes
+
+    def error_format_for(self, path: str) -> Callable[[int, Any], dict[str, Any]] | None:
+        """The renderer a plugin claimed for host-level errors on ``path``, if any."""
+        return next((render for prefix, render in self.error_formats if path.startswith(prefix)), None)
 
     async def publish(self, name: str, body: Any = None, publisher: str = "bolt") -> Event:
         return await self.events.publish(name, body, publisher)

@@ -138,4 +138,27 @@ def test_too_large_upload_is_cut_off_while_streaming(tmp_path: Path) -> None:
         assert list(folder.glob("*")) == []
 
         declared = market.admin.post("/apps/upload", files={"chart": ("big.tgz", b"\0" * (limit + 1))})
-        assert declared.status_code == 413
+        assert declared.status_code == 413  # refused by the host before the plugin runs, in the Market's envelope
+        assert declared.json() == {"success": False, "message": f"Request body is over the limit of {limit} bytes"}
+        assert list(folder.glob("*")) == []
+
+
+def test_too_large_json_bodies_get_the_market_envelope(tmp_path: Path) -> None:
+    limit = 8192
+    with market_host(tmp_path, max_body_bytes=limit) as market:
+        padded = {"apps": [{"appid": "env-echo"}], "pad": "x" * limit}
+        declared = market.admin.post("/apps", json=padded)
+        assert declared.status_code == 413, declared.text
+        assert declared.json() == {"success": False, "message": f"Request body is over the limit of {limit} bytes"}
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the cap is enforced while the body is read
+            data = json.dumps(padded).encode()
+            for start in range(0, len(data), 1024):
+                yield data[start:start + 1024]
+
+        chunked = market.admin.post("/apps", content=chunks(), headers={"content-type": "application/json"})
+        assert chunked.status_code == 413, chunked.text
+        assert chunked.json() == {"success": False, "message": f"Request body is over the limit of {limit} bytes"}
+
+        small = market.admin.post("/apps", json={"apps": [{"appid": "env-echo"}]})
+        assert small.status_code == 200 and small.json()["data"]["total_count"] == 1

@@ -6,6 +6,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,12 +30,17 @@ HTML_HEADERS = [
 ]
 
 
+# A plugin's renderer for host-level errors on its paths (see ``register_error_formats``).
+FormatFor = Callable[[str], Callable[[int, BoltError], dict[str, Any]] | None]
+
+
 class RequestContextMiddleware:
     """Gives each request a trace id, logs one line per request and turns any
     unexpected exception into a code-1000 envelope (never a bare 500 page)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, format_for: FormatFor | None = None) -> None:
         self.app = app
+        self.format_for = format_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +78,7 @@ class RequestContextMiddleware:
                 log.exception("trace=%s unhandled error on %s %s", trace_id, scope["method"], scope["path"])
                 err = BoltError(errors.UNKNOWN, "Internal error")
             if not status["sent"]:
-                await _send_envelope(send_wrapper, err, trace_id, err.http_status)
+                await _send_envelope(send_wrapper, err, trace_id, err.http_status, _renderer(self.format_for, scope))
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             log.info(
@@ -89,9 +95,10 @@ class RequestContextMiddleware:
 class BodyLimitMiddleware:
     """Refuses request bodies over a cap (413 in the envelope) before reading them."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int], format_for: FormatFor | None = None) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.format_for = format_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +108,7 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             err = BoltError(errors.PAYLOAD_TOO_LARGE, f"Request body is over the limit of {limit} bytes")
-            await _send_envelope(send, err, trace_id_var.get(), 413)
+            await _send_envelope(send, err, trace_id_var.get(), 413, _renderer(self.format_for, scope))
             return
         received = 0
 
@@ -139,10 +146,26 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_envelope(send: Send, err: BoltError, trace_id: str, status: int) -> None:
+def _renderer(format_for: FormatFor | None, scope: Scope) -> Callable[[int, BoltError], dict[str, Any]] | None:
+    return format_for(scope["path"]) if format_for is not None else None
+
+
+def _error_body(err: BoltError, trace_id: str, status: int, render: Callable[[int, BoltError], Any] | None) -> Any:
+    """The plugin's rendering of ``err`` where one claimed the path, else the Bolt envelope."""
+    if render is not None:
+        try:
+            return render(status, err)
+        except Exception:
+            log.exception("trace=%s the error renderer %r failed; answering in the Bolt envelope", trace_id, render)
+    return error_content(err, trace_id)
+
+
+async def _send_envelope(
+    send: Send, err: BoltError, trace_id: str, status: int, render: Callable[[int, BoltError], Any] | None = None
+) -> None:
     import json
 
-    body = json.dumps(error_content(err, trace_id)).encode()
+    body = json.dumps(_error_body(err, trace_id, status, render)).encode()
     await send(
         {
             "type": "http.response.start",

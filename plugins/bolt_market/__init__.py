@@ -29,6 +29,13 @@ def register_routes(host: Any) -> list[Any]:
 
 
 @hookimpl
+def register_error_formats(host: Any) -> list[tuple[str, Any]]:
+    from .envelope import PREFIX, host_error_body
+
+    return [(PREFIX + "/", host_error_body)]
+
+
+@hookimpl
 def register_permissions(host: Any) -> list[tuple[str, str]]:
     return [
         ("/app-store/api/v2/apps/upload", "admin"),

@@ -59,6 +59,11 @@ def failure(status: int, message: str, data: Any = None) -> JSONResponse:
     return reply(data, message, status=status, success=False)
 
 
+def host_error_body(status: int, err: BoltError) -> dict[str, Any]:
+    """An error the host answers before the plugin runs (413 body cap, 500 safety net), as an envelope."""
+    return {"success": False, "message": err.message}
+
+
 def status_for_bolt_error(err: BoltError) -> int:
     if err.code in _AUTH_CODES:
         return 401
