@@ -132,6 +132,8 @@ def _install_job(market: Market, plan: Plan):
     host = market.host
 
     async def run(task: TaskHandle) -> dict[str, Any]:
+        # Each _advance checks for a cancel before the phase moves on, so a cancel seen
+        # there is handled as the phase the job was still in.
         phase = lc.DOWNLOADING
         try:
             _advance(market, plan, phase, f"downloading {plan.package} {plan.version}")
@@ -140,16 +142,17 @@ def _install_job(market: Market, plan: Plan):
             progress = _progress(market, task, plan.name, 0.6)
             fetching = handle.fetch(plan.package, plan.version, progress)
             path, app_source = await market.until_cancelled(plan.name, fetching)
+            _advance(market, plan, lc.INSTALLING, "installing")
             phase = lc.INSTALLING
-            _advance(market, plan, phase, "installing")
             task.log(f"=== installing as {plan.name}")
             app_source = {**app_source, "user": plan.user}
             app = await put_on_host(host, path, app_source, plan.name, plan.package, plan.title,
-                                    upgrade=host.apps.get(plan.name) is not None)
+                                    upgrade=host.apps.get(plan.name) is not None,
+                                    cancel=market.cancel_event(plan.name))
             await restrict_to_owner(host, plan.name, plan.user)
             task.progress(0.8)
+            _advance(market, plan, lc.INITIALIZING, "starting")
             phase = lc.INITIALIZING
-            _advance(market, plan, phase, "starting")
             task.log(f"=== starting {plan.name}")
             try:
                 context = await market.until_cancelled(plan.name, host.supervisor.start_app(app))
@@ -170,12 +173,11 @@ def _install_job(market: Market, plan: Plan):
             market.set_state(plan.name, lc.cancel_outcome(phase), message="canceled by the user", progress=0.0)
             _log_outcome(market, plan, "canceled", f"canceled while {phase}", task.id)
             raise
-        except MarketError:
-            raise
         except Exception as exc:
-            reason = getattr(exc, "message", None) or str(exc)
-            market.set_state(plan.name, lc.failed(phase), message=reason, reason=reason)
-            _log_outcome(market, plan, "failed", reason, task.id)
+            if phase != lc.INITIALIZING:  # a start failure is recorded where it happens: the app stays, stopped
+                reason = getattr(exc, "message", None) or str(exc)
+                market.set_state(plan.name, lc.failed(phase), message=reason, reason=reason)
+                _log_outcome(market, plan, "failed", reason, task.id)
             raise
 
     return run
@@ -208,7 +210,7 @@ def _upgrade_job(market: Market, plan: Plan, previous: dict[str, Any]):
             task.log(f"=== upgrading {plan.name} to {plan.version}")
             app_source = {**app_source, "user": plan.user}
             app = await put_on_host(host, path, app_source, plan.name, plan.package, previous.get("title"),
-                                    upgrade=True)
+                                    upgrade=True, cancel=market.cancel_event(plan.name))
             await restrict_to_owner(host, plan.name, plan.user)
         except TaskCancelled:
             market.set_state(plan.name, stable, message="upgrade canceled", reason="upgradeCancelByUser")

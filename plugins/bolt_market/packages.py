@@ -21,6 +21,7 @@ from typing import Any
 from bolt_host.errors import BoltError
 from bolt_host.services.extract import ExtractError, safe_extract
 from bolt_host.services.manifest import app_name_for
+from bolt_host.services.tasks import TaskCancelled
 
 from .envelope import MarketError
 
@@ -120,10 +121,14 @@ async def put_on_host(
     package: str,
     title: str | None,
     upgrade: bool,
+    cancel: asyncio.Event | None = None,
 ) -> dict[str, Any]:
-    """Install ``tarball`` as the host app ``name`` (a clone when it differs from the package's own name)."""
-    if name == instance_name(package) and title is None:
-        return await host.apps.install_tarball(tarball, app_source, system=False, upgrade=upgrade, expect_name=package)
+    """Install ``tarball`` as the host app ``name`` (a clone when it differs from the package's own name).
+
+    ``cancel`` is checked between the steps (extract, rewrite, install), never inside one,
+    so a cancel raises :class:`TaskCancelled` either before the host holds anything or
+    after a whole install that the caller then removes; never with a half-swapped folder.
+    """
     staging_parent = Path(host.settings.data_dir) / "apps"
     staging_parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-market-", dir=staging_parent))
@@ -132,10 +137,19 @@ async def put_on_host(
             root = await asyncio.to_thread(safe_extract, tarball, staging)
         except ExtractError as exc:
             raise MarketError(400, f"Unsafe or broken package: {exc.reason}") from None
-        await asyncio.to_thread(_rename_package, root, package, name, title)
-        return await host.apps.install_tree(root, app_source, False, upgrade)
+        _stop_if_cancelled(cancel)
+        is_clone = name != instance_name(package) or title is not None
+        if is_clone:
+            await asyncio.to_thread(_rename_package, root, package, name, title)
+            _stop_if_cancelled(cancel)
+        return await host.apps.install_tree(root, app_source, False, upgrade, expect_name=None if is_clone else package)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stop_if_cancelled(cancel: asyncio.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise TaskCancelled("canceled by the user")
 
 
 async def restrict_to_owner(host: Any, name: str, user: str) -> None:
