@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,36 @@ def test_full_cycle_sync(market: Market) -> None:
 
 def test_full_cycle_async(market: Market) -> None:
     _run_cycle(market, sync=False)
+
+
+def _broken(tmp_path: Path, version: str) -> Path:
+    """A copy of env-echo that the registry lists but the host refuses to install (bad bolt.restart)."""
+    folder = with_version(REPO / "env-echo", version, tmp_path / f"env-echo-{version}-broken")
+    manifest = json.loads((folder / "package.json").read_text())
+    manifest["bolt"]["restart"] = "sometimes"
+    (folder / "package.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_failed_downloads_and_installs_show_their_failure_state(
+    tmp_path: Path, market: Market, registry: RegistryServer
+) -> None:
+    admin = market.admin
+    registry.publish_dir(_broken(tmp_path, "1.2.0"), tag=None)
+    assert admin.post("/reload").status_code == 200  # the source lists what was published since
+    registry.set_response("/env-echo/-/env-echo-1.1.0.tgz", 500, b"registry on fire")
+
+    download = admin.post("/apps/env-echo/install", json=_install_body("1.1.0"))
+    assert download.status_code == 500 and download.json()["message"].startswith("Installation failed:")
+    assert market.state(admin, "env-echo")["state"] == "downloadFailed"
+
+    install = admin.post("/apps/env-echo/install", json=_install_body("1.2.0"))
+    assert install.status_code == 500, install.text
+    failed = market.state(admin, "env-echo")
+    assert failed["state"] == "installFailed" and "bolt.restart" in failed["reason"]
+    assert market.live.host.apps.get("env-echo") is None  # nothing of it is on the host, and it still says so
+
+    assert admin.post("/apps/env-echo/install", json=_install_body("1.0.0")).status_code == 200
+    assert market.state(admin, "env-echo")["state"] == "running"
+    assert admin.request("DELETE", "/apps/env-echo", json={"sync": True}).status_code == 200
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 PENDING, DOWNLOADING, INSTALLING, INITIALIZING = "pending", "downloading", "installing", "initializing"
 RUNNING, STOPPED, UPGRADING, RESUMING = "running", "stopped", "upgrading", "resuming"
 STOPPING, UNINSTALLING, UNINSTALLED = "stopping", "uninstalling", "uninstalled"
+INSTALL_FAILED = "installFailed"
 
 INSTALL, UNINSTALL, UPGRADE, STOP, RESUME, CANCEL, CLONE = (
     "install", "uninstall", "upgrade", "stop", "resume", "cancel", "clone",
@@ -23,8 +24,8 @@ TEAR_DOWN_ON_CANCEL = frozenset({PENDING, DOWNLOADING, INSTALLING})
 FAILED_STATE = {
     DOWNLOADING: "downloadFailed",
     PENDING: "downloadFailed",
-    INSTALLING: "installFailed",
-    INITIALIZING: "installFailed",
+    INSTALLING: INSTALL_FAILED,
+    INITIALIZING: INSTALL_FAILED,
     UPGRADING: "upgradeFailed",
     STOPPING: "stopFailed",
     RESUMING: "resumeFailed",
@@ -37,7 +38,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     STOPPED: frozenset({UNINSTALL, UPGRADE, RESUME}),
     RESUMING: frozenset({CANCEL, STOP}),
     "downloadFailed": frozenset({INSTALL}),
-    "installFailed": frozenset({INSTALL, UNINSTALL}),
+    INSTALL_FAILED: frozenset({INSTALL, UNINSTALL}),
     "upgradeFailed": frozenset({UPGRADE, UNINSTALL}),
     "stopFailed": frozenset({STOP, UPGRADE, UNINSTALL}),
     "resumeFailed": frozenset({RESUME, UPGRADE, UNINSTALL}),
@@ -83,4 +84,4 @@ def cancel_outcome(phase: str) -> str:
 
 
 def failed(phase: str) -> str:
-    return FAILED_STATE.get(phase, "installFailed")
+    return FAILED_STATE.get(phase, INSTALL_FAILED)

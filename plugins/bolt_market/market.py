@@ -45,6 +45,8 @@ class Market:
         state = row.get("state")
         if state in lc.IN_FLIGHT or state in (lc.UNINSTALLING, lc.STOPPING) or not lc.is_installed(state):
             return row
+        if state == lc.INSTALL_FAILED:  # the record of a failure, whether or not it left anything on the host
+            return row
         if self.host.apps.get(row["name"]) is None:
             row["state"] = lc.UNINSTALLED
         elif state in (lc.RUNNING, lc.STOPPED):

@@ -268,7 +268,8 @@ def _is_stale(market: Market, row: dict[str, Any]) -> bool:
     state = market.view(row)["state"]
     if state in lc.IN_FLIGHT or state in (lc.UNINSTALLING, lc.STOPPING) or state.endswith("Canceling"):
         return False
-    return not lc.is_installed(state) and market.host.apps.get(row["name"]) is None
+    finished = not lc.is_installed(state) or state == lc.INSTALL_FAILED
+    return finished and market.host.apps.get(row["name"]) is None
 
 
 @market_route
