@@ -129,3 +129,27 @@ def test_failed_downloads_and_installs_show_their_failure_state(
     assert market.state(admin, "env-echo")["state"] == "running"
     assert admin.request("DELETE", "/apps/env-echo", json={"sync": True}).status_code == 200
 
+
+def test_an_upgrades_envs_are_kept_only_when_it_succeeds(
+    tmp_path: Path, market: Market, registry: RegistryServer
+) -> None:
+    admin = market.admin
+    registry.publish_dir(_broken(tmp_path, "1.2.0"), tag=None)
+    assert admin.post("/reload").status_code == 200  # the source lists what was published since
+    assert admin.post("/apps/env-echo/install", json=_install_body("1.0.0")).status_code == 200
+
+    def upgrade(version: str, greeting: str | None = None) -> int:
+        body: dict = {"source": "reg", "app_name": "env-echo", "version": version, "sync": True}
+        if greeting is not None:
+            body["envs"] = [{"envName": "GREETING", "value": greeting}]
+        return admin.put("/apps/env-echo/upgrade", json=body).status_code
+
+    assert upgrade("1.1.0", "bonjour") == 200
+    assert app_get(market, "env-echo")["GREETING"] == "bonjour"  # the restarted new version has the new envs
+
+    assert upgrade("1.2.0", "never-applied") == 500
+    assert market.state(admin, "env-echo")["state"] == "upgradeFailed"
+    assert upgrade("1.0.0") == 200  # restarts the app: with the envs of the last upgrade that worked
+    assert app_get(market, "env-echo")["GREETING"] == "bonjour"
+    assert market.live.host.apps.get("env-echo")["version"] == "1.0.0"
+    assert admin.request("DELETE", "/apps/env-echo", json={"sync": True}).status_code == 200

@@ -74,11 +74,13 @@ async def shutdown(host: Any) -> None:
 @hookimpl
 def app_environment(host: Any, app: dict[str, Any]) -> dict[str, str]:
     """The envs an instance was installed (or upgraded) with through the Market."""
+    from .store import envs_for
+
     market = host.state.get("market")
     row = market.store.instance(app.get("name", "")) if market is not None else None
     if row is None:
         return {}
-    return {e["envName"]: e["value"] for e in row.get("envs") or [] if "envName" in e}
+    return {e["envName"]: e["value"] for e in envs_for(row, app.get("version")) if "envName" in e}
 
 
 @hookimpl(trylast=True)

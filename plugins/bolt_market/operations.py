@@ -70,7 +70,7 @@ async def check_new_instance(market: Market, user: MarketUser, plan: Plan, entry
     state = market.view(row)["state"] if row else None
     if not lc.can(state, lc.INSTALL):
         raise refuse_state(plan.name, state, plan.op)
-    if market.host.apps.get(plan.name) is not None and state not in ("installFailed",):
+    if market.host.apps.get(plan.name) is not None and state != lc.INSTALL_FAILED:
         raise MarketError(400, f"An app named {plan.name} is already installed on this host outside the Market")
     bolt = entry.get("bolt") or {}
     missing = missing_required_envs(bolt, plan.envs)
@@ -87,9 +87,10 @@ def submit(market: Market, user: MarketUser, plan: Plan, previous: dict[str, Any
     market.clear_cancel(plan.name)
     if plan.op == lc.UPGRADE:
         record = _queue(market, user, plan, "install", _upgrade_job(market, plan, previous or {}))
+        # The new envs belong to the new version: kept aside until the upgrade succeeds.
+        pending = {"version": plan.version, "envs": plan.envs} if plan.envs else None
         market.set_state(plan.name, lc.UPGRADING, opType=lc.UPGRADE, taskId=record["id"], progress=0.0,
-                         message=f"upgrade to {plan.version} queued", reason=None,
-                         **({"envs": plan.envs} if plan.envs else {}))
+                         message=f"upgrade to {plan.version} queued", reason=None, pendingUpgrade=pending)
     else:
         record = _queue(market, user, plan, "install", _install_job(market, plan))
         existing = market.store.instance(plan.name) or {}
@@ -213,17 +214,19 @@ def _upgrade_job(market: Market, plan: Plan, previous: dict[str, Any]):
                                     upgrade=True, cancel=market.cancel_event(plan.name))
             await restrict_to_owner(host, plan.name, plan.user)
         except TaskCancelled:
-            market.set_state(plan.name, stable, message="upgrade canceled", reason="upgradeCancelByUser")
+            market.set_state(plan.name, stable, message="upgrade canceled", reason="upgradeCancelByUser",
+                             pendingUpgrade=None)
             _log_outcome(market, plan, "canceled", "upgrade canceled", task.id)
             raise
         except Exception as exc:
             reason = getattr(exc, "message", None) or str(exc)
-            market.set_state(plan.name, "upgradeFailed", message=reason, reason=reason)
+            market.set_state(plan.name, "upgradeFailed", message=reason, reason=reason, pendingUpgrade=None)
             _log_outcome(market, plan, "failed", reason, task.id)
             raise
         state = lc.RUNNING if host.supervisor.is_active(plan.name) else lc.STOPPED
+        envs = {"envs": plan.envs} if plan.envs else {}
         market.set_state(plan.name, state, version=app["version"], progress=1.0, source=plan.source,
-                         message=f"upgraded to {app['version']}", reason=None)
+                         message=f"upgraded to {app['version']}", reason=None, pendingUpgrade=None, **envs)
         _log_outcome(market, plan, "succeeded", f"upgraded to {app['version']}", task.id)
         return {"name": plan.name, "version": app["version"], "state": state}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import lifecycle as lc
 from .market import Market
 
@@ -18,7 +20,9 @@ def recover(market: Market) -> list[str]:
         task = tasks.get(row["taskId"]) if row.get("taskId") is not None else None
         if task is not None and task["status"] in ("queued", "running"):
             continue
-        installed = market.host.apps.get(row["name"]) is not None
+        app = market.host.apps.get(row["name"])
+        installed = app is not None
+        _settle_pending_upgrade(market, row, app)
         if state == lc.UNINSTALLING:
             new_state = "uninstallFailed" if installed else lc.UNINSTALLED
         elif installed:
@@ -30,3 +34,12 @@ def recover(market: Market) -> list[str]:
                          reason="interrupted by a host restart")
         fixed.append(row["name"])
     return fixed
+
+
+def _settle_pending_upgrade(market: Market, row: dict[str, Any], app: dict[str, Any] | None) -> None:
+    """An upgrade cut off after its swap keeps its envs (the new version runs); else they are dropped."""
+    pending = row.get("pendingUpgrade")
+    if not pending:
+        return
+    swapped = app is not None and app.get("version") == pending.get("version")
+    market.store.update_instance(row["name"], pendingUpgrade=None, **({"envs": pending["envs"]} if swapped else {}))

@@ -3,7 +3,9 @@
 ``market_instances``: one row per app instance installed through the Market
 (clones included): ``{name, user, rawAppName, source, version, title, state,
 opType, progress, message, reason, envs, entrances, cloneOf, taskId,
-createdAt, updatedAt}``.  ``name`` is the host app's name; ``user`` owns it.
+pendingUpgrade, createdAt, updatedAt}``.  ``name`` is the host app's name; ``user`` owns it.
+``pendingUpgrade`` (``{version, envs}``) holds the envs of an upgrade in flight: they
+apply to that version only, and become ``envs`` when the upgrade succeeds.
 
 ``market_logs``: the record of every operation (``GET /logs``), newest kept.
 ``market_settings``: per-user MarketSettings objects.
@@ -22,8 +24,16 @@ SETTINGS = "market_settings"
 LOG_KEEP = 5000
 INSTANCE_FIELDS = (
     "name", "user", "rawAppName", "source", "version", "title", "state", "opType", "progress",
-    "message", "reason", "envs", "entrances", "cloneOf", "taskId", "createdAt", "updatedAt",
+    "message", "reason", "envs", "entrances", "cloneOf", "taskId", "pendingUpgrade", "createdAt", "updatedAt",
 )
+
+
+def envs_for(row: dict[str, Any], version: str | None) -> list[dict[str, str]]:
+    """The envs of instance ``row`` when it runs ``version``: an upgrade's new envs apply to its version only."""
+    pending = row.get("pendingUpgrade") or {}
+    if pending.get("envs") and pending.get("version") == version:
+        return list(pending["envs"])
+    return list(row.get("envs") or [])
 
 
 class MarketStore:
