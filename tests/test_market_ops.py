@@ -98,21 +98,21 @@ def test_full_cycle_async(market: Market) -> None:
     _run_cycle(market, sync=False)
 
 
-def _broken(tmp_path: Path, version: str) -> Path:
-    """A copy of env-echo that the registry lists but the host refuses to install (bad bolt.restart)."""
+def _publish_broken(market: Market, registry: RegistryServer, tmp_path: Path, version: str) -> None:
+    """Publish an env-echo ``version`` that the registry lists but the host refuses to install (bad bolt.restart)."""
     folder = with_version(REPO / "env-echo", version, tmp_path / f"env-echo-{version}-broken")
     manifest = json.loads((folder / "package.json").read_text())
     manifest["bolt"]["restart"] = "sometimes"
     (folder / "package.json").write_text(json.dumps(manifest))
-    return folder
+    registry.publish_dir(folder, tag=None)
+    assert market.admin.post("/reload").status_code == 200  # the source lists what was published since
 
 
 def test_failed_downloads_and_installs_show_their_failure_state(
     tmp_path: Path, market: Market, registry: RegistryServer
 ) -> None:
     admin = market.admin
-    registry.publish_dir(_broken(tmp_path, "1.2.0"), tag=None)
-    assert admin.post("/reload").status_code == 200  # the source lists what was published since
+    _publish_broken(market, registry, tmp_path, "1.2.0")
     registry.set_response("/env-echo/-/env-echo-1.1.0.tgz", 500, b"registry on fire")
 
     download = admin.post("/apps/env-echo/install", json=_install_body("1.1.0"))
@@ -134,8 +134,7 @@ def test_an_upgrades_envs_are_kept_only_when_it_succeeds(
     tmp_path: Path, market: Market, registry: RegistryServer
 ) -> None:
     admin = market.admin
-    registry.publish_dir(_broken(tmp_path, "1.2.0"), tag=None)
-    assert admin.post("/reload").status_code == 200  # the source lists what was published since
+    _publish_broken(market, registry, tmp_path, "1.2.0")
     assert admin.post("/apps/env-echo/install", json=_install_body("1.0.0")).status_code == 200
 
     def upgrade(version: str, greeting: str | None = None) -> int:
