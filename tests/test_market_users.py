@@ -75,8 +75,21 @@ def test_user_b_cannot_see_or_touch_user_a_apps(tmp_path: Path) -> None:
 
         stopped = alice.post("/apps/stop", json={"appName": "env-echo"})
         assert stopped.status_code == 200
-        removed = alice.request("DELETE", "/apps/env-echo", json={"sync": True})
+        removed = market.admin.request("DELETE", "/apps/env-echo", json={"sync": True})  # an admin acts for her
         assert removed.status_code == 200, removed.text
+        hers = alice.get("/logs", params={"type": "uninstall"}).json()["data"]["records"]
+        assert [(r["status"], r["user"], r["by"]) for r in hers] == [("succeeded", "alice", "admin"),
+                                                                     ("accepted", "alice", "admin")]
+        task = market.task(removed.json()["data"]["task_id"])
+        assert task["meta"]["user"] == "alice" and task["meta"]["by"] == "admin"
+        assert any(t["type"] == "uninstall" for t in alice.get("/runtime/state").json()["data"]["tasks"])
+
+        # nothing of env-echo is left on the host: the name is free again, bob takes the old record over
+        taken_over = _install(bob)
+        assert taken_over.status_code == 200, taken_over.text
+        assert market.state(bob, "env-echo")["state"] == "running" and market.state(alice, "env-echo") is None
+        assert httpx.get(f"{market.live.url}/x/env-echo/env", auth=("alice", "password-for-tests")).status_code == 403
+        assert bob.request("DELETE", "/apps/env-echo", json={"sync": True}).status_code == 200
 
 
 def test_identity_headers_and_the_error_envelope(tmp_path: Path) -> None:

@@ -39,6 +39,11 @@ class Plan:
     entrances: list[dict[str, Any]] = field(default_factory=list)
     clone_of: str | None = None
     delete_data: bool = False
+    by: str | None = None  # who asked, when not the owner (an admin acting on a user's app)
+
+    @property
+    def actor(self) -> str:
+        return self.by or self.user
 
 
 # ---------------------------------------------------------------- planning
@@ -65,9 +70,9 @@ async def catalog_entry(market: Market, source_id: str, package: str, version: s
 async def check_new_instance(market: Market, user: MarketUser, plan: Plan, entry: dict[str, Any]) -> None:
     """May ``user`` put ``plan.name`` on the host now?  Raises the Market's answer if not."""
     row = market.store.instance(plan.name)
-    if row is not None and row["user"] != user.name:
-        raise MarketError(400, f"The app name {plan.name} is taken on this host by another user; clone the app instead")
     state = market.view(row)["state"] if row else None
+    if row is not None and row["user"] != user.name and _still_held(market, plan.name, state):
+        raise MarketError(400, f"The app name {plan.name} is taken on this host by another user; clone the app instead")
     if not lc.can(state, lc.INSTALL):
         raise refuse_state(plan.name, state, plan.op)
     if market.host.apps.get(plan.name) is not None and state != lc.INSTALL_FAILED:
@@ -82,32 +87,43 @@ async def check_new_instance(market: Market, user: MarketUser, plan: Plan, entry
     await market.payments.require_purchase(user, plan.source, entry)
 
 
-def submit(market: Market, user: MarketUser, plan: Plan, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def _still_held(market: Market, name: str, state: str | None) -> bool:
+    """Whether another user's record still holds ``name``: something is on the host, or an operation is not done.
+
+    A finished record (uninstalled, canceled, failed) with nothing on the host is history:
+    the next install takes the name over.
+    """
+    return market.host.apps.get(name) is not None or not lc.can(state, lc.INSTALL)
+
+
+def submit(market: Market, plan: Plan, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Record the instance as ``pending`` (or ``upgrading``) and queue its job."""
     market.clear_cancel(plan.name)
     if plan.op == lc.UPGRADE:
-        record = _queue(market, user, plan, "install", _upgrade_job(market, plan, previous or {}))
+        record = _queue(market, plan, "install", _upgrade_job(market, plan, previous or {}))
         # The new envs belong to the new version: kept aside until the upgrade succeeds.
         pending = {"version": plan.version, "envs": plan.envs} if plan.envs else None
         market.set_state(plan.name, lc.UPGRADING, opType=lc.UPGRADE, taskId=record["id"], progress=0.0,
                          message=f"upgrade to {plan.version} queued", reason=None, pendingUpgrade=pending)
     else:
-        record = _queue(market, user, plan, "install", _install_job(market, plan))
+        record = _queue(market, plan, "install", _install_job(market, plan))
         existing = market.store.instance(plan.name) or {}
         market.store.save_instance({
             "name": plan.name, "user": plan.user, "rawAppName": plan.package, "source": plan.source,
             "version": plan.version, "title": plan.title, "state": lc.PENDING, "opType": lc.INSTALL,
             "progress": 0.0, "message": "queued", "reason": None, "envs": plan.envs,
             "entrances": plan.entrances, "cloneOf": plan.clone_of, "taskId": record["id"],
-            "createdAt": existing.get("createdAt"),
+            "createdAt": existing.get("createdAt") if existing.get("user") == plan.user else None,
         })
-    market.store.log(plan.op, user.name, plan.name, source=plan.source, version=plan.version,
+    market.store.log(plan.op, plan.user, plan.name, source=plan.source, version=plan.version, by=plan.actor,
                      task_id=record["id"], status="accepted", message=f"{plan.op} {plan.package} {plan.version}")
     return record
 
 
-def _queue(market: Market, user: MarketUser, plan: Plan, kind: str, job: Any) -> dict[str, Any]:
-    meta = {"backend": BACKEND, "op": plan.op, "user": user.name, "instance": plan.name, "source": plan.source}
+def _queue(market: Market, plan: Plan, kind: str, job: Any) -> dict[str, Any]:
+    # Tasks and records belong to the instance's owner, whoever asked (``by``).
+    meta = {"backend": BACKEND, "op": plan.op, "user": plan.user, "by": plan.actor, "instance": plan.name,
+            "source": plan.source}
     return market.host.tasks.submit(kind, plan.name, plan.version, job, dedupe_key=f"market:{plan.name}", meta=meta)
 
 
@@ -235,8 +251,8 @@ def _upgrade_job(market: Market, plan: Plan, previous: dict[str, Any]):
 
 def submit_uninstall(market: Market, user: MarketUser, names: list[str], delete_data: bool) -> dict[str, Any]:
     first = market.store.instance(names[0]) or {}
-    plan = Plan(lc.UNINSTALL, user.name, names[0], first.get("rawAppName") or names[0], first.get("source") or "",
-                first.get("version") or "", delete_data=delete_data)
+    plan = Plan(lc.UNINSTALL, first.get("user") or user.name, names[0], first.get("rawAppName") or names[0],
+                first.get("source") or "", first.get("version") or "", delete_data=delete_data, by=user.name)
     for name in names:
         market.clear_cancel(name)
         market.set_state(name, lc.UNINSTALLING, opType=lc.UNINSTALL, message="uninstall queued")
@@ -259,12 +275,13 @@ def submit_uninstall(market: Market, user: MarketUser, names: list[str], delete_
         _log_outcome(market, plan, "succeeded", f"uninstalled {', '.join(removed)}", task.id)
         return {"uninstalled": removed}
 
-    meta = {"backend": BACKEND, "op": lc.UNINSTALL, "user": user.name, "instance": names[0], "all": names}
+    meta = {"backend": BACKEND, "op": lc.UNINSTALL, "user": plan.user, "by": plan.actor, "instance": names[0],
+            "all": names}
     record = market.host.tasks.submit("uninstall", names[0], plan.version or None, run,
                                       dedupe_key=f"market:uninstall:{names[0]}", meta=meta)
     for name in names:
         market.store.update_instance(name, taskId=record["id"])
-    market.store.log(lc.UNINSTALL, user.name, names[0], task_id=record["id"], status="accepted",
+    market.store.log(lc.UNINSTALL, plan.user, names[0], by=plan.actor, task_id=record["id"], status="accepted",
                      message=f"uninstall {', '.join(names)}")
     return record
 
@@ -272,6 +289,7 @@ def submit_uninstall(market: Market, user: MarketUser, names: list[str], delete_
 def submit_cancel(market: Market, user: MarketUser, row: dict[str, Any]) -> dict[str, Any]:
     name, target = row["name"], row.get("taskId")
     phase = row["state"]
+    plan = _cancel_plan(user, row)
     market.set_state(name, f"{phase}Canceling", message="cancel requested")
 
     async def run(task: TaskHandle) -> dict[str, Any]:
@@ -283,33 +301,34 @@ def submit_cancel(market: Market, user: MarketUser, row: dict[str, Any]) -> dict
         if record["status"] == "queued":
             tasks.cancel(target)
             market.set_state(name, lc.cancel_outcome(phase), message="canceled by the user", progress=0.0)
-            _log_outcome(market, _cancel_plan(user, row), "succeeded", f"canceled while {phase}", task.id)
+            _log_outcome(market, plan, "succeeded", f"canceled while {phase}", task.id)
             return {"name": name, "state": lc.cancel_outcome(phase)}
         market.cancel_event(name).set()
         tasks.cancel(target)
         final = await tasks.wait(target, timeout=CANCEL_WAIT_SECONDS)
         if final["status"] != "canceled":
             current = market.view(market.store.instance(name) or {"name": name, "state": phase})["state"]
-            _log_outcome(market, _cancel_plan(user, row), "failed", "the operation finished first", task.id)
+            _log_outcome(market, plan, "failed", "the operation finished first", task.id)
             raise MarketError(400, f"{name} finished its operation before it could be canceled (now {current})")
-        _log_outcome(market, _cancel_plan(user, row), "succeeded", f"canceled while {phase}", task.id)
+        _log_outcome(market, plan, "succeeded", f"canceled while {phase}", task.id)
         state = (market.store.instance(name) or {}).get("state")
         return {"name": name, "state": state}
 
-    meta = {"backend": BACKEND, "op": lc.CANCEL, "user": user.name, "instance": name, "target": target}
+    meta = {"backend": BACKEND, "op": lc.CANCEL, "user": plan.user, "by": plan.actor, "instance": name,
+            "target": target}
     record = market.host.tasks.submit("market-cancel", name, None, run, dedupe_key=f"market:cancel:{name}", meta=meta)
-    market.store.log(lc.CANCEL, user.name, name, task_id=record["id"], status="accepted",
+    market.store.log(lc.CANCEL, plan.user, name, by=plan.actor, task_id=record["id"], status="accepted",
                      message=f"cancel task {target}")
     return record
 
 
 def _cancel_plan(user: MarketUser, row: dict[str, Any]) -> Plan:
-    return Plan(lc.CANCEL, user.name, row["name"], row.get("rawAppName") or row["name"], row.get("source") or "",
-                row.get("version") or "")
+    return Plan(lc.CANCEL, row["user"], row["name"], row.get("rawAppName") or row["name"], row.get("source") or "",
+                row.get("version") or "", by=user.name)
 
 
 def _log_outcome(market: Market, plan: Plan, status: str, message: str, task_id: int) -> None:
-    market.store.log(plan.op, plan.user, plan.name, source=plan.source, version=plan.version,
+    market.store.log(plan.op, plan.user, plan.name, source=plan.source, version=plan.version, by=plan.actor,
                      task_id=task_id, status=status, message=message)
 
 

@@ -87,7 +87,7 @@ async def install(request: Request) -> Response:
     envs = default_envs(entry, parse_envs(body.get("envs")))
     plan = Plan(lc.INSTALL, user.name, instance_name(package), package, source, version, envs=envs)
     await check_new_instance(market, user, plan, entry)
-    return await _answer(market, "install", submit(market, user, plan), body)
+    return await _answer(market, "install", submit(market, plan), body)
 
 
 @market_route
@@ -106,7 +106,7 @@ async def clone(request: Request) -> Response:
     plan = Plan(lc.CLONE, user.name, name, package, source, version or entry["version"], title=title, envs=envs,
                 entrances=parse_entrances(body.get("entrances")), clone_of=instance_name(package))
     await check_new_instance(market, user, plan, entry)
-    return await _answer(market, "clone", submit(market, user, plan), body)
+    return await _answer(market, "clone", submit(market, plan), body)
 
 
 @market_route
@@ -139,8 +139,9 @@ async def upgrade(request: Request) -> Response:
     entry = await catalog_entry(market, source, package, version)
     envs = parse_envs(body["envs"]) if "envs" in body else []
     await market.payments.require_purchase(user, source, entry)
-    plan = Plan(lc.UPGRADE, row["user"], name, package, source, version, title=row.get("title"), envs=envs)
-    return await _answer(market, "upgrade", submit(market, user, plan, previous=row), body)
+    plan = Plan(lc.UPGRADE, row["user"], name, package, source, version, title=row.get("title"), envs=envs,
+                by=user.name)
+    return await _answer(market, "upgrade", submit(market, plan, previous=row), body)
 
 
 @market_route
