@@ -125,6 +125,17 @@ def app_environment(host: Host, app: dict) -> Any:
 
 
 @hookspec(firstresult=True)
+def requested_port(host: Host, app: dict) -> Any:
+    """Return the port (an int in the host's port range) that ``app`` should listen on, or
+    None to let the host's pool choose one.
+
+    Asked each time the app starts.  firstresult: the first int wins.  The host honours it
+    only when no other app holds it and nothing listens on it; otherwise the start fails
+    naming the port.  Used by the market backend for a clone's requested entrance port.
+    """
+
+
+@hookspec(firstresult=True)
 def verify_payment(host: Host, source: str, app: dict, user: str, receipt: Any) -> Any:
     """Verify a purchase receipt for ``app`` bought by ``user`` from ``source``.
 

@@ -17,7 +17,7 @@ import pluggy
 
 from bolt_host import __version__
 from bolt_host.config import Settings
-from bolt_host.plugins import PluginLoadError, await_maybe, call_all, make_plugin_manager
+from bolt_host.plugins import PluginLoadError, await_maybe, call_all, call_first, make_plugin_manager
 from bolt_host.services.events import Event, EventBus
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
 from bolt_host.services.supervisor import SECTION as SUPERVISOR_SECTION
@@ -153,6 +153,7 @@ class Host:
             stats_interval=settings.stats_interval_seconds,
             publish=self._publish_supervision,
             extra_env=self._plugin_environment,
+            requested_port=self._plugin_port,
             load_app=self.apps.get,
             autostart=settings.autostart,
         )
@@ -217,6 +218,11 @@ class Host:
             for key, value in (extra or {}).items():
                 merged.setdefault(str(key), str(value))
         return merged
+
+    async def _plugin_port(self, app: dict[str, Any]) -> int | None:
+        """The port a plugin asks for ``app`` (first answer wins), or None to let the pool choose."""
+        port = await call_first(self.pm.hook.requested_port, host=self, app=app)
+        return port if isinstance(port, int) and not isinstance(port, bool) else None
 
     async def _forward_event_to_plugins(self, event: Event) -> None:
         await call_all(self.pm.hook.on_event, host=self, event=event)

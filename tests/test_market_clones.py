@@ -10,6 +10,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from bolt_host.services.ports import is_port_free
 from tests.registry_server import RegistryServer
 from tests.test_market_support import REPO, app_get, market_host
 
@@ -25,25 +26,40 @@ def test_clone_runs_beside_the_original_with_its_own_envs_and_port(tmp_path: Pat
             "source": "market.bolt", "app_name": "env-echo", "version": "1.0.0", "sync": True, "envs": GREETING})
         assert installed.status_code == 200, installed.text
 
-        body = {"source": "market.bolt", "app_name": "env-echo", "title": "Echo Two", "sync": True,
-                "envs": [{"env_name": "GREETING", "env_value": "bonjour"}, {"envName": "COLOR", "value": "red"}],
-                "entrances": [{"name": "web", "port": 8080, "protocol": "http"}]}
+        host = market.live.host
+        low, high = host.settings.port_range
+        wanted = next(p for p in range(high, low, -1) if is_port_free(p))  # the pool hands out from the low end
+        taken = host.supervisor.context("env-echo")["port"]
+
+        def clone_body(port: int) -> dict:
+            return {"source": "market.bolt", "app_name": "env-echo", "title": "Echo Two", "sync": True,
+                    "envs": [{"env_name": "GREETING", "env_value": "bonjour"}, {"envName": "COLOR", "value": "red"}],
+                    "entrances": [{"name": "web", "port": port, "protocol": "http"}]}
+
+        outside = admin.post("/apps/env-echo/clone", json=clone_body(low - 1))
+        assert outside.status_code == 400
+        assert outside.json()["message"] == f"Port {low - 1} is outside this host's port range {low}-{high}"
+        in_use = admin.post("/apps/env-echo/clone", json=clone_body(taken))
+        assert in_use.status_code == 400 and in_use.json()["message"] == f"Port {taken} is in use on this host"
+        two_ports = {**clone_body(wanted), "entrances": [{"name": "a", "port": wanted},
+                                                          {"name": "b", "port": wanted - 1}]}
+        assert "one port" in admin.post("/apps/env-echo/clone", json=two_ports).json()["message"]
+
+        body = clone_body(wanted)
         cloned = admin.post("/apps/env-echo/clone", json=body)
         assert cloned.status_code == 200, cloned.text
         assert cloned.json()["message"] == "App clone installation completed successfully"
         clone = cloned.json()["data"]["name"]
         assert clone.startswith("env-echo") and len(clone) == len("env-echo") + 6
 
-        host = market.live.host
         assert host.apps.get(clone)["displayName"] == "Echo Two"
-        ports = {host.supervisor.context(n)["port"] for n in ("env-echo", clone)}
-        assert len(ports) == 2
+        assert host.supervisor.context(clone)["port"] == wanted  # the requested entrance port, honoured
         assert app_get(market, "env-echo")["GREETING"] == "hello"
         assert app_get(market, clone) == {"BOLT_APP_NAME": clone, "GREETING": "bonjour", "COLOR": "red",
                                           "PORT": str(host.supervisor.context(clone)["port"])}
         state = market.state(admin, clone)
         assert state["title"] == "Echo Two" and state["cloneOf"] == "env-echo"
-        assert state["requestedEntrances"] == [{"name": "web", "port": 8080, "protocol": "http"}]
+        assert state["requestedEntrances"] == [{"name": "web", "port": wanted, "protocol": "http"}]
 
         same_again = admin.post("/apps/env-echo/clone", json=body)
         assert same_again.status_code == 400 and "running" in same_again.json()["message"]

@@ -65,3 +65,19 @@ async def test_wait_port_free_waits_for_the_listener_to_go() -> None:
     assert not await wait_port_free(low, timeout=0.05)
     listener.close()
     assert await wait_port_free(low, timeout=1)
+
+
+def test_a_requested_port_is_given_only_when_free_and_in_range() -> None:
+    low, high = pool_range(3)
+    pool = PortPool((low, high))
+    assert pool.acquire("a", high) == high
+    assert pool.acquire("a", high) == high  # its own port again (a restart)
+    for wanted, why in ((high, f"port {high} for b is in use"),
+                        (high + 1, f"port {high + 1} for b is outside the port range {low}-{high}")):
+        with pytest.raises(BoltError) as refused:
+            pool.acquire("b", wanted)
+        assert refused.value.code == APP_START_FAILED and refused.value.message == why
+    with socket.create_server(("127.0.0.1", low)), pytest.raises(BoltError) as busy:
+        pool.acquire("b", low)  # something outside the host listens there
+    assert busy.value.message == f"port {low} for b is in use"
+    assert pool.acquire("b") != high  # the pool itself never hands out a held port

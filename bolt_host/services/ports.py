@@ -6,7 +6,8 @@ supervisor releases a port only after the app's whole process tree is gone,
 so a stopping app's port is never given to the next app.  Candidates are tried
 round-robin from just after the last port handed out, which keeps a freshly
 released port out of circulation for a while (clients with keep-alive
-connections to the old app do not reach the new one by accident).
+connections to the old app do not reach the new one by accident).  An app may
+ask for one port of the range (the ``requested_port`` hook); it gets it only when free.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ class PortPool:
         self._owners: dict[int, str] = {}
         self._next = low
 
-    def acquire(self, owner: str) -> int:
-        """A free port for ``owner``; BoltError(APP_START_FAILED) when none is left."""
+    def acquire(self, owner: str, wanted: int | None = None) -> int:
+        """A free port for ``owner`` (``wanted`` if given); BoltError(APP_START_FAILED) when there is none."""
+        if wanted is not None:
+            return self._take(owner, wanted)
         size = self._high - self._low + 1
         for step in range(size):
             port = self._low + (self._next - self._low + step) % size
@@ -72,6 +75,16 @@ class PortPool:
             self._next = port + 1 if port < self._high else self._low
             return port
         raise BoltError(APP_START_FAILED, f"no free port left in {self._low}-{self._high} for {owner}")
+
+    def _take(self, owner: str, port: int) -> int:
+        if not self._low <= port <= self._high:
+            span = f"{self._low}-{self._high}"
+            raise BoltError(APP_START_FAILED, f"port {port} for {owner} is outside the port range {span}")
+        holder = self._owners.get(port)
+        if holder not in (None, owner) or (holder is None and not is_port_free(port, self._host)):
+            raise BoltError(APP_START_FAILED, f"port {port} for {owner} is in use")
+        self._owners[port] = owner
+        return port
 
     def hold(self, port: int, owner: str) -> None:
         """Mark ``port`` as held without checking it (an adopted app listens on it)."""

@@ -85,6 +85,7 @@ LOG_CHECK_SECONDS = 60.0
 
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 ExtraEnv = Callable[[dict[str, Any]], Awaitable[dict[str, str]]]
+RequestedPort = Callable[[dict[str, Any]], Awaitable[int | None]]
 LoadApp = Callable[[str], dict[str, Any] | None]
 
 
@@ -102,6 +103,7 @@ class Supervisor:
         stats_interval: float = 2.0,
         publish: Publish | None = None,
         extra_env: ExtraEnv | None = None,
+        requested_port: RequestedPort | None = None,
         load_app: LoadApp | None = None,
         autostart: bool = True,
         restart_policy: RestartPolicy | None = None,
@@ -117,6 +119,7 @@ class Supervisor:
         self._ready_timeout = ready_timeout
         self._publish = publish
         self._extra_env = extra_env
+        self._requested_port = requested_port
         self._load_app = load_app
         self._autostart = autostart
         self._policy = restart_policy or RestartPolicy()
@@ -334,7 +337,8 @@ class Supervisor:
         if not folder or not Path(folder).is_dir():
             raise BoltError(APP_START_FAILED, f"The folder of app {name!r} is missing: {folder!r}")
         if runtime.is_server:
-            runtime.port = self._ports.acquire(name)
+            wanted = await self._requested_port(app) if self._requested_port is not None else None
+            runtime.port = self._ports.acquire(name, wanted)
         env = base_environment()
         env.update({str(key): str(value) for key, value in (app.get("env") or {}).items()})
         if self._extra_env is not None:

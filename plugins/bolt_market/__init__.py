@@ -83,6 +83,16 @@ def app_environment(host: Any, app: dict[str, Any]) -> dict[str, str]:
     return {e["envName"]: e["value"] for e in envs_for(row, app.get("version")) if "envName" in e}
 
 
+@hookimpl
+def requested_port(host: Any, app: dict[str, Any]) -> int | None:
+    """The entrance port a clone was installed with, honoured by the host when it is free."""
+    from .packages import requested_port as entrance_port
+
+    market = host.state.get("market")
+    row = market.store.instance(app.get("name", "")) if market is not None else None
+    return entrance_port(row.get("entrances") or []) if row is not None else None
+
+
 @hookimpl(trylast=True)
 def verify_payment(host: Any, source: str, app: dict[str, Any], user: str, receipt: Any) -> Any:
     """Built-in verifier: accepts a receipt VC signed by the app developer's key (see receipts.py)."""

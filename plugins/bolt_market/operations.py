@@ -15,13 +15,14 @@ import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bolt_host.services.ports import is_port_free
 from bolt_host.services.tasks import TaskCancelled, TaskHandle
 
 from . import lifecycle as lc
 from .envelope import MarketError
 from .identity import MarketUser
 from .market import BACKEND, Market
-from .packages import declared_defaults, missing_required_envs, put_on_host, restrict_to_owner
+from .packages import declared_defaults, missing_required_envs, put_on_host, requested_port, restrict_to_owner
 
 CANCEL_WAIT_SECONDS = 120.0
 
@@ -77,6 +78,7 @@ async def check_new_instance(market: Market, user: MarketUser, plan: Plan, entry
         raise refuse_state(plan.name, state, plan.op)
     if market.host.apps.get(plan.name) is not None and state != lc.INSTALL_FAILED:
         raise MarketError(400, f"An app named {plan.name} is already installed on this host outside the Market")
+    _check_port(market, plan)
     bolt = entry.get("bolt") or {}
     missing = missing_required_envs(bolt, plan.envs)
     if missing:
@@ -85,6 +87,21 @@ async def check_new_instance(market: Market, user: MarketUser, plan: Plan, entry
             {"type": "appenv", "missing": missing},
         )
     await market.payments.require_purchase(user, plan.source, entry)
+
+
+def _check_port(market: Market, plan: Plan) -> None:
+    """A requested entrance port must be in the host's range and free (no app, Market or not, holds it)."""
+    port = requested_port(plan.entrances)
+    if port is None:
+        return
+    low, high = market.host.settings.port_range
+    if not low <= port <= high:
+        raise MarketError(400, f"Port {port} is outside this host's port range {low}-{high}")
+    live = {c.get("port") for c in market.host.supervisor.contexts()}
+    asked = {requested_port(r.get("entrances") or []) for r in market.store.instances()
+             if r["name"] != plan.name and _still_held(market, r["name"], market.view(r)["state"])}
+    if port in live or port in asked or not is_port_free(port):
+        raise MarketError(400, f"Port {port} is in use on this host")
 
 
 def _still_held(market: Market, name: str, state: str | None) -> bool:

@@ -88,6 +88,14 @@ def parse_entrances(value: Any) -> list[dict[str, Any]]:
     return found
 
 
+def requested_port(entrances: list[dict[str, Any]]) -> int | None:
+    """The one port the entrances ask for (an app on this host listens on one port), if any."""
+    ports = sorted({e["port"] for e in entrances if e.get("port")})
+    if len(ports) > 1:
+        raise MarketError(400, f"An app on this host listens on one port; the entrances ask for {ports}")
+    return ports[0] if ports else None
+
+
 def missing_required_envs(bolt: dict[str, Any], envs: list[dict[str, str]]) -> list[str]:
     """Names the manifest's ``bolt.envs`` marks required that neither the request nor a default fills."""
     declared = bolt.get("envs") if isinstance(bolt.get("envs"), list) else []
