@@ -3,80 +3,25 @@
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from joserfc import jws
-from joserfc.jwk import ECKey, OKPKey
 
-from tests.test_market_support import Market, market_host
+from tests.market_payment_support import (
+    FORWARDED,
+    PASSWORD,
+    Keys,
+    client,
+    install,
+    make_receipt,
+    pay,
+    payment_status,
+    purchase,
+    sign,
+)
+from tests.test_market_support import market_host
 
 pytestmark = pytest.mark.timeout(120)
-
-FORWARDED = {"X-Forwarded-Host": "market.example"}
-PASSWORD = "password-for-tests"
-
-
-class Keys:
-    def __init__(self) -> None:
-        self.wallet = OKPKey.generate_key("Ed25519", parameters={"kid": "wallet-1"})
-        self.impostor = OKPKey.generate_key("Ed25519", parameters={"kid": "wallet-1"})
-        self.developer = ECKey.generate_key("P-256", parameters={"kid": "dev-1"})
-        self.other_developer = ECKey.generate_key("P-256", parameters={"kid": "dev-1"})
-
-    def source_config(self) -> dict[str, Any]:
-        return {
-            "id": "market.bolt",
-            "signing_keys": {"keys": [self.wallet.as_dict(private=False)]},
-            "developers": {"dev.example": {"keys": {"keys": [self.developer.as_dict(private=False)]}}},
-        }
-
-
-def _sign(key: Any, claims: dict[str, Any]) -> str:
-    alg = "Ed25519" if isinstance(key, OKPKey) else "ES256"
-    return jws.serialize_compact({"alg": alg, "kid": key.kid}, json.dumps(claims), key, algorithms=[alg])
-
-
-def _receipt(key: Any, user: str, tx_hash: str, app_id: str = "paid-echo", issuer: str = "dev.example") -> str:
-    subject = {"user": user, "app_id": app_id, "source": "market.bolt", "product_id": "paid-echo-pro",
-               "tx_hash": tx_hash}
-    return _sign(key, {"iss": issuer, "jti": str(uuid.uuid4()), "iat": int(time.time()),
-                       "vc": {"type": ["VerifiableCredential", "AppPurchaseReceipt"], "credentialSubject": subject}})
-
-
-def _client(market: Market, name: str) -> httpx.Client:
-    return market.client((name, PASSWORD), **FORWARDED)
-
-
-def _status(client: httpx.Client) -> dict[str, Any]:
-    answer = client.get("/sources/market.bolt/apps/paid-echo/payment-status")
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
-
-def _purchase(client: httpx.Client) -> dict[str, Any]:
-    answer = client.post("/sources/market.bolt/apps/paid-echo/purchase")
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
-
-def _install(client: httpx.Client) -> httpx.Response:
-    return client.post("/apps/paid-echo/install", json={"source": "market.bolt", "app_name": "paid-echo",
-                                                        "version": "1.0.0", "sync": True})
-
-
-def _pay(client: httpx.Client, tx_hash: str, receipt: str | None) -> dict[str, Any]:
-    body = {"source_id": "market.bolt", "app_id": "paid-echo", "tx_hash": tx_hash, "product_id": "paid-echo-pro"}
-    if receipt is not None:
-        body["receipt"] = receipt
-    answer = client.post("/payment/start-polling", json=body)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["data"]
-
 
 def test_purchase_flow_end_to_end(tmp_path: Path) -> None:
     keys = Keys()
@@ -88,38 +33,38 @@ def test_purchase_flow_end_to_end(tmp_path: Path) -> None:
         assert "signing_keys" not in json.dumps(described)
         market.add_user("alice")
         market.add_user("bob")
-        alice, bob = _client(market, "alice"), _client(market, "bob")
+        alice, bob = client(market, "alice"), client(market, "bob")
 
-        refused = _install(alice)
+        refused = install(alice)
         assert refused.status_code == 400 and "purchase it first" in refused.json()["message"]
         assert market.client(("alice", PASSWORD)).get(
             "/sources/market.bolt/apps/paid-echo/payment-status").status_code == 400  # no X-Forwarded-Host
-        status = _status(alice)
+        status = payment_status(alice)
         assert status["requires_purchase"] is True and status["status"] == "not_buy"
         assert alice.get("/apps/paid-echo/payment-status").json()["data"]["source"] == "market.bolt"
         free = alice.get("/sources/market.bolt/apps/env-echo/payment-status").json()["data"]
         assert free == {**free, "requires_purchase": False, "status": "not_required"}
 
-        first = _purchase(alice)
+        first = purchase(alice)
         assert first["status"] == "signature_required" and first["product_id"] == "paid-echo-pro"
         assert first["callback_url"] == "https://market.example/app-store/api/v2/payment/submit-signature"
-        stale_signature = _sign(keys.wallet, first["sign_body"])
-        second = _purchase(alice)
+        stale_signature = sign(keys.wallet, first["sign_body"])
+        second = purchase(alice)
         assert second["sign_body"]["nonce"] != first["sign_body"]["nonce"]
 
         replayed = alice.post("/payment/submit-signature", json={"jws": stale_signature})
         assert replayed.status_code == 400 and "nonce" in replayed.json()["message"]
-        assert _status(alice)["status"] == "signature_need_resign"
-        forged = alice.post("/payment/submit-signature", json={"jws": _sign(keys.impostor, second["sign_body"])})
+        assert payment_status(alice)["status"] == "signature_need_resign"
+        forged = alice.post("/payment/submit-signature", json={"jws": sign(keys.impostor, second["sign_body"])})
         assert forged.status_code == 400 and "does not verify" in forged.json()["message"]
         for_bob = {**second["sign_body"], "user": "bob"}
-        assert alice.post("/payment/submit-signature", json={"jws": _sign(keys.wallet, for_bob)}).status_code in (
+        assert alice.post("/payment/submit-signature", json={"jws": sign(keys.wallet, for_bob)}).status_code in (
             400, 404)
         assert alice.post("/payment/frontend-start", json={"source_id": "market.bolt", "app_id": "paid-echo"}
                           ).status_code == 400  # not signed yet
 
-        third = _purchase(alice)
-        good = _sign(keys.wallet, third["sign_body"])
+        third = purchase(alice)
+        good = sign(keys.wallet, third["sign_body"])
         signed = alice.post("/payment/submit-signature", json={
             "jws": good, "application_verifiable_credential": {"productId": "paid-echo-pro", "txHash": ""},
             "product_credential_manifest": {}})
@@ -133,34 +78,34 @@ def test_purchase_flow_end_to_end(tmp_path: Path) -> None:
             "frontend_data": {"wallet": "test"}})
         assert started.status_code == 200 and started.json()["data"]["frontend_data"] == {"wallet": "test"}
 
-        waiting = _pay(alice, "0xabc", None)
+        waiting = pay(alice, "0xabc", None)
         assert waiting["status"] == "waiting_developer_confirmation" and waiting["success"] is False
-        wrong_key = _pay(alice, "0xabc", _receipt(keys.other_developer, "alice", "0xabc"))
+        wrong_key = pay(alice, "0xabc", make_receipt(keys.other_developer, "alice", "0xabc"))
         assert wrong_key["status"] == "payment_retry_required" and "does not verify" in wrong_key["message"]
-        wrong_tx = _pay(alice, "0xabc", _receipt(keys.developer, "alice", "0xdef"))
+        wrong_tx = pay(alice, "0xabc", make_receipt(keys.developer, "alice", "0xdef"))
         assert wrong_tx["status"] == "payment_retry_required" and "tx_hash" in wrong_tx["message"]
-        not_dev = _pay(alice, "0xabc", _receipt(keys.developer, "alice", "0xabc", issuer="someone.else"))
+        not_dev = pay(alice, "0xabc", make_receipt(keys.developer, "alice", "0xabc", issuer="someone.else"))
         assert not_dev["status"] == "payment_retry_required"
-        assert _install(alice).status_code == 400
+        assert install(alice).status_code == 400
 
-        receipt = _receipt(keys.developer, "alice", "0xabc")
-        paid = _pay(alice, "0xabc", receipt)
+        receipt = make_receipt(keys.developer, "alice", "0xabc")
+        paid = pay(alice, "0xabc", receipt)
         assert paid == {"success": True, "message": "purchased", "status": "purchased"}
-        assert _status(alice)["status"] == "purchased"
-        installed = _install(alice)
+        assert payment_status(alice)["status"] == "purchased"
+        installed = install(alice)
         assert installed.status_code == 200, installed.text
         assert alice.post("/payment/resend-vc", json={"product_id": "paid-echo-pro"}).status_code == 200
 
         # bob cannot ride on alice's purchase or her receipt
-        assert _status(bob)["status"] == "not_buy"
+        assert payment_status(bob)["status"] == "not_buy"
         assert bob.post("/payment/resend-vc", json={"product_id": "paid-echo-pro"}).status_code == 404
-        bob_purchase = _purchase(bob)
+        bob_purchase = purchase(bob)
         assert bob.post("/payment/submit-signature",
-                        json={"jws": _sign(keys.wallet, bob_purchase["sign_body"])}).status_code == 200
-        stolen = _pay(bob, "0xabc", receipt)
+                        json={"jws": sign(keys.wallet, bob_purchase["sign_body"])}).status_code == 200
+        stolen = pay(bob, "0xabc", receipt)
         assert stolen["status"] == "payment_retry_required" and stolen["success"] is False
         assert "user" in stolen["message"] or "already used" in stolen["message"]
-        assert _status(bob)["status"] == "payment_retry_required"
+        assert payment_status(bob)["status"] == "payment_retry_required"
 
         mine = alice.get("/payment/states").json()["data"]["states"]
         assert [s["payment_status"] for s in mine] == ["developer_confirmed"]
@@ -170,8 +115,8 @@ def test_purchase_flow_end_to_end(tmp_path: Path) -> None:
         assert alice.post("/apps/stop", json={"appName": "paid-echo"}).status_code == 200
 
     with market_host(tmp_path) as market:  # purchases persist across a host restart
-        assert _status(_client(market, "alice"))["status"] == "purchased"
-        assert _status(_client(market, "bob"))["status"] == "payment_retry_required"
+        assert payment_status(client(market, "alice"))["status"] == "purchased"
+        assert payment_status(client(market, "bob"))["status"] == "payment_retry_required"
 
 
 def test_purchase_needs_configured_developer_keys(tmp_path: Path) -> None:

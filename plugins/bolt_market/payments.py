@@ -17,12 +17,12 @@ An app is priced when its manifest's ``bolt.price`` is set
    status ``purchased``; refused -> ``payment_retry_required``; no record yet ->
    ``waiting_developer_confirmation``.
 
-Receipts are remembered by digest: one receipt confirms one purchase only.
+Accepted receipts go in the ledger (:mod:`ledger`), keyed by their issuer and id: one
+receipt confirms one purchase only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from typing import Any
@@ -33,10 +33,10 @@ from tinydb import Query
 from bolt_host.plugins import call_first
 
 from .envelope import MarketError
+from .ledger import ReceiptLedger
 from .receipts import SignatureError, check_developers, check_jwks, unverified_claims, verify
 
 STATES = "market_payments"
-RECEIPTS = "market_receipts"
 CHECKOUT_TIMEOUT = 10.0
 
 
@@ -76,8 +76,8 @@ class Payments:
         self.market = market
         self.host = market.host
         self._db = market.host.db
-        for table in (STATES, RECEIPTS):
-            self._db.migrate(table, {1: lambda t: None})
+        self._db.migrate(STATES, {1: lambda t: None})
+        self.ledger = ReceiptLedger(self._db)
 
     # configuration -----------------------------------------------------------
     def check_config(self, key: str, value: Any) -> Any:
@@ -105,7 +105,7 @@ class Payments:
         return [self.public(dict(r)) for r in rows if user is None or r["user"] == user]
 
     def record_count(self) -> int:
-        return len(self._db.table(STATES)) + len(self._db.table(RECEIPTS))
+        return len(self._db.table(STATES)) + self.ledger.count()
 
     def cleanup(self) -> int:
         """Forget purchases that were started and never signed (stale challenges)."""
@@ -215,6 +215,8 @@ class Payments:
             raise MarketError(404, "No purchase is waiting for this signature; start it with /purchase")
         if row.get("signature_status") == "required_and_signed" and row.get("jws") == token:
             return row  # the same signature delivered twice (submit and callback)
+        if row.get("payment_status") == "developer_confirmed":  # nothing to sign, and nothing to spoil
+            raise MarketError(400, f"{app_id} is already purchased from {source}; no signature is needed")
         try:
             verified = verify(token, self.market.sources.get(source).config.get("signing_keys"))
             for field, wanted in (("user", user), ("app_id", app_id), ("source", source),
@@ -275,27 +277,63 @@ class Payments:
             receipt_token, outcome = await self._ask_checkout(row)
             if receipt_token is None:
                 return self._save({**row, **outcome})
-        digest = hashlib.sha256(receipt_token.encode()).hexdigest()
-        used = self._db.table(RECEIPTS).get(Query().digest == digest)
-        if used is not None and (used["user"], used["source"], used["app_id"]) != (user, source, app_id):
-            return self._refused(row, "this receipt was already used for another purchase")
-        receipt = {"vc": receipt_token, "tx_hash": tx_hash, "product_id": row["product_id"]}
+        verified = await self._verify_receipt(user, source, entry, receipt_token, tx_hash)
+        if isinstance(verified, str):
+            return self._refused(row, verified)
+        return await self._confirmed(row, receipt_token, verified, "confirmed")
+
+    async def _verify_receipt(self, user: str, source: str, entry: dict[str, Any], token: str,
+                              tx_hash: str | None) -> dict[str, Any] | str:
+        """The purchase ``token`` proves (the ``verify_payment`` hook's answer), or why it is refused."""
+        receipt = {"vc": token, "tx_hash": tx_hash, "product_id": product_of(entry)}
         verified = await call_first(self.host.pm.hook.verify_payment, host=self.host, source=source, app=entry,
                                     user=user, receipt=receipt)
         if not isinstance(verified, dict):
-            return self._refused(row, receipt.get("error") or "no payment verifier accepted the receipt")
-        with self._db.transaction():
-            self._db.table(RECEIPTS).upsert({"digest": digest, "user": user, "source": source, "app_id": app_id,
-                                             "receipt_id": verified.get("receipt_id"), "at": time.time()},
-                                            Query().digest == digest)
-        row = self._save({**row, "receipt": receipt_token, "verified": verified,
-                          "payment_status": "developer_confirmed", "developer_sync": "completed",
-                          "purchased_at": time.time()})
+            return receipt.get("error") or "no payment verifier accepted the receipt"
+        if self.ledger.used_elsewhere(token, verified, (user, source, entry["name"])):
+            return "this receipt was already used for another purchase"
+        return verified
+
+    async def _confirmed(self, row: dict[str, Any], token: str, verified: dict[str, Any], how: str) -> dict[str, Any]:
+        """Record the accepted receipt and the purchase it confirms (``how``: confirmed, restored)."""
+        user, source, app_id = row["user"], row["source"], row["app_id"]
+        self.ledger.record(token, verified, (user, source, app_id))
+        row = self._save({**row, "receipt": token, "verified": verified, "payment_status": "developer_confirmed",
+                          "developer_sync": "completed", "error_status": None, "error": None,
+                          "purchased_at": row.get("purchased_at") or time.time()})
         self.market.store.log("payment", user, app_id, source=source, status="succeeded",
-                              message=f"purchase of {row['product_id']} confirmed by {verified.get('developer')}")
+                              message=f"purchase of {row['product_id']} {how} by {verified.get('developer')}")
         await self.host.publish("market-payment", {"topic": "save_payment_vc", "user": user,
-                                                   "product_id": row["product_id"], "vc": receipt_token}, "market")
+                                                   "product_id": row["product_id"], "vc": token}, "market")
         return row
+
+    async def restore(self, user: str, source: str, entry: dict[str, Any], token: str | None) -> dict[str, Any]:
+        """Confirm a purchase made before from its receipt: the one given, or the developer's checkout's.
+
+        For a purchase record lost or never confirmed here (another device, a reset).
+        Nothing changes unless the receipt is accepted.
+        """
+        price = price_of(entry)
+        if price is None:
+            raise MarketError(400, f"{entry['name']} is free; it needs no purchase")
+        row = self.record(user, source, entry["name"]) or {
+            "user": user, "source": source, "app_id": entry["name"], "product_id": product_of(entry),
+            "developer": price.get("developer"), "price": price, "payment_need": "required",
+            "signature_status": "not_required", "created_at": time.time(),
+        }
+        if row.get("payment_status") == "developer_confirmed":
+            return row
+        if token is None:
+            token, outcome = await self._ask_checkout({**row, "tx_hash": None})
+            if token is None:
+                reason = outcome.get("error") or "no receipt was sent, and the developer's checkout has none"
+                raise MarketError(404, f"No purchase of {entry['name']} by {user} to restore: {reason}")
+        verified = await self._verify_receipt(user, source, entry, token, None)
+        if isinstance(verified, str):
+            self.market.store.log("payment", user, entry["name"], source=source, status="failed",
+                                  message=f"restore refused: {verified}")
+            raise MarketError(400, f"The receipt was refused: {verified}")
+        return await self._confirmed(row, token, verified, "restored")
 
     def _refused(self, row: dict[str, Any], reason: str) -> dict[str, Any]:
         self.market.store.log("payment", row["user"], row["app_id"], source=row["source"], status="failed",
@@ -309,8 +347,8 @@ class Payments:
         url = (developers.get(row.get("developer")) or {}).get("checkout_url")
         if not url:
             return None, {}
-        params = {"user": row["user"], "app_id": row["app_id"], "source": row["source"],
-                  "product_id": row["product_id"], "tx_hash": row["tx_hash"]}
+        fields = ("user", "app_id", "source", "product_id", "tx_hash")
+        params = {k: row[k] for k in fields if row.get(k) is not None}  # no tx_hash when restoring
         try:
             async with httpx.AsyncClient(timeout=CHECKOUT_TIMEOUT) as client:
                 answer = (await client.get(url, params=params)).json()

@@ -53,6 +53,7 @@ def _table() -> list[Route]:
         _r("/cleanup", settings.cleanup, "POST"),
         _r("/sources/{source}/apps/{id}/payment-status", pay.status, "GET"),
         _r("/sources/{source}/apps/{id}/purchase", pay.purchase, "POST"),
+        _r("/sources/{source}/apps/{id}/restore-purchase", pay.restore_purchase, "POST"),
         _r("/payment/submit-signature", pay.submit_signature, "POST"),
         _r("/payment/fetch-signature-callback", pay.fetch_signature_callback, "POST"),
         _r("/payment/frontend-start", pay.frontend_start, "POST"),

@@ -58,6 +58,19 @@ async def purchase(request: Request) -> Response:
     return reply(await market.payments.purchase(user.name, source, entry, forwarded), "OK")
 
 
+@market_route
+async def restore_purchase(request: Request) -> Response:
+    _forwarded_host(request)
+    body = await read_json(request)
+    user = await require_market_user(request, "market.purchase")
+    market = market_of(host_of(request))
+    source = request.path_params["source"]
+    entry = await market.payments.entry(source, request.path_params["id"])
+    token = text_field(body, "receipt", "vc", required=False, limit=16384)
+    await market.payments.restore(user.name, source, entry, token)
+    return reply(market.payments.status(user.name, source, entry), "Purchase restored successfully")
+
+
 def _signed_answer(row: dict[str, Any], user: str, token: str) -> dict[str, Any]:
     sign_body = {k: row.get(k) for k in ("user", "app_id", "source", "product_id")}
     return {"jws": token, "sign_body": json.dumps(sign_body, sort_keys=True), "user": user,
