@@ -353,9 +353,13 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
     return asdict(plan)
 
 
-def default_envs(entry: dict[str, Any], envs: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The request's envs plus the manifest's declared defaults for the rest."""
-    given = {e["envName"] for e in envs}
-    defaults = declared_defaults(entry.get("bolt") or {})
-    extra = [{"envName": k, "value": v} for k, v in defaults.items() if k not in given]
-    return [*envs, *extra]
+def default_envs(
+    entry: dict[str, Any], envs: list[dict[str, str]], configured: list[dict[str, str]] | None = None
+) -> list[dict[str, str]]:
+    """The request's envs, then the user's saved config (``PUT /apps/{id}/config``), then the manifest's defaults."""
+    chosen = {e["envName"]: e["value"] for e in envs}
+    for env in configured or []:
+        chosen.setdefault(env["envName"], env["value"])
+    for name, value in declared_defaults(entry.get("bolt") or {}).items():
+        chosen.setdefault(name, value)
+    return [{"envName": k, "value": v} for k, v in chosen.items()]

@@ -13,10 +13,13 @@ from bolt_host.web.auth import host_of
 
 from .envelope import MarketError, market_route, read_json, reply, text_field
 from .identity import require_market_admin, require_market_user
-from .market import market_of
+from .market import Market, market_of
+from .operations import default_envs
+from .packages import missing_required_envs, parse_envs
+from .payments import price_of
 from .sources import UPLOAD_SOURCE
 from .uploads import find_uploaded, publish, receive_chart, upload_limit, validate_in_thread
-from .views import app_info, user_sources
+from .views import app_info, simple_state, user_sources
 
 
 @market_route
@@ -26,7 +29,8 @@ async def market_hash(request: Request) -> Response:
     return reply({"hash": await market.sources.fingerprint()}, "Market hash retrieved successfully")
 
 
-async def _user_data(request: Request, with_info: bool) -> dict[str, Any]:
+async def _viewed_rows(request: Request) -> tuple[Market, str, list[dict[str, Any]]]:
+    """The instances the caller asks to see (``user_id``, ``all`` for admins), and whose they are."""
     user = await require_market_user(request, "market.read")
     market = market_of(host_of(request))
     wanted = request.query_params.get("user_id") or user.name
@@ -34,12 +38,17 @@ async def _user_data(request: Request, with_info: bool) -> dict[str, Any]:
     if (wanted != user.name or everyone) and not user.is_admin:
         raise MarketError(403, "Only admins can see other users' apps")
     rows = [market.view(r) for r in market.store.instances(None if everyone else wanted)]
+    return market, "*" if everyone else wanted, rows
+
+
+async def _user_data(request: Request, with_info: bool) -> dict[str, Any]:
+    market, whose, rows = await _viewed_rows(request)
     return {
         "user_data": {
             "sources": await user_sources(market, rows, with_info),
             "hash": await market.sources.fingerprint(),
         },
-        "user_id": "*" if everyone else wanted,
+        "user_id": whose,
         "timestamp": int(time.time()),
     }
 
@@ -52,6 +61,18 @@ async def market_data(request: Request) -> Response:
 @market_route
 async def market_state(request: Request) -> Response:
     return reply(await _user_data(request, False), "Market state retrieved successfully")
+
+
+@market_route
+async def market_state_simple(request: Request) -> Response:
+    """The states alone: no catalog hash and no source listing, so no source is asked anything."""
+    market, whose, rows = await _viewed_rows(request)
+    sources: dict[str, Any] = {}
+    for row in rows:
+        sources.setdefault(row.get("source") or "", {"app_state_latest": []})["app_state_latest"].append(
+            simple_state(market, row))
+    data = {"user_data": {"sources": sources, "hash": ""}, "user_id": whose, "timestamp": int(time.time())}
+    return reply(data, "Market state retrieved successfully")
 
 
 @market_route
@@ -89,27 +110,68 @@ async def version_history(request: Request) -> Response:
     await require_market_user(request, "market.read")
     market = market_of(host_of(request))
     name = text_field(body, "appName", "app_name")
-    source_id = text_field(body, "source", required=False)
+    handle, entry = await find_entry(market, name, text_field(body, "source", required=False))
+    times = await handle.release_times(name)
+    bolt = entry.get("bolt") or {}
+    rows = [
+        {
+            "appName": name,
+            "version": version,
+            "versionName": version,
+            "mergedAt": times.get(version, ""),
+            "upgradeDescription": (bolt.get("releaseNotes") or entry.get("description") or "")
+            if version == entry["version"] else "",
+            "source": handle.id,
+        }
+        for version in reversed(entry.get("versions") or [entry["version"]])
+    ]
+    return reply({"data": rows}, "Version history retrieved successfully")
+
+
+@market_route
+async def app_package(request: Request) -> Response:
+    """The package as an install by this user would get it: its manifest and the envs it would run with."""
+    user = await require_market_user(request, "market.read")
+    market = market_of(host_of(request))
+    name = request.path_params["id"]
+    handle, entry = await find_entry(market, name, request.query_params.get("source") or None)
+    version = request.query_params.get("version") or entry["version"]
+    if version not in (entry.get("versions") or [entry["version"]]):
+        raise MarketError(404, f"App not found: {name} has no version {version} in source {handle.id}")
+    manifest = await handle.manifest(name, version)
+    config = market.store.app_config(user.name, name)
+    bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}
+    envs = default_envs({"bolt": bolt}, [], config["envs"])
+    data = {"app_name": name, "source": handle.id, "version": version, "manifest": manifest, "config": config,
+            "envs": envs, "missing_envs": missing_required_envs(bolt, envs),
+            "requires_purchase": price_of(entry) is not None}
+    return reply(data, "App package retrieved successfully")
+
+
+@market_route
+async def update_app_config(request: Request) -> Response:
+    """Save this user's install configuration of a package: envs every later install or clone starts from."""
+    body = await read_json(request, required=True)
+    user = await require_market_user(request, "market.settings")
+    market = market_of(host_of(request))
+    name = request.path_params["id"]
+    if "envs" not in body:
+        raise MarketError(400, "Missing required field: envs")
+    envs = parse_envs(body["envs"])
+    await find_entry(market, name, text_field(body, "source", required=False))
+    saved = market.store.save_app_config(user.name, name, envs)
+    market.store.log("config", user.name, name, status="succeeded",
+                     message=f"install config: {', '.join(e['envName'] for e in envs) or 'no envs'}")
+    return reply({"app_name": name, **saved}, "App config updated successfully")
+
+
+async def find_entry(market: Market, name: str, source_id: str | None) -> tuple[Any, dict[str, Any]]:
+    """``name``'s catalog entry in ``source_id``, or in the first source that offers it; 404 otherwise."""
     handles = [market.sources.get(source_id)] if source_id else market.sources.all()
     for handle in handles:
         entry = await handle.find(name)
-        if entry is None:
-            continue
-        times = await handle.release_times(name)
-        bolt = entry.get("bolt") or {}
-        rows = [
-            {
-                "appName": name,
-                "version": version,
-                "versionName": version,
-                "mergedAt": times.get(version, ""),
-                "upgradeDescription": (bolt.get("releaseNotes") or entry.get("description") or "")
-                if version == entry["version"] else "",
-                "source": handle.id,
-            }
-            for version in reversed(entry.get("versions") or [entry["version"]])
-        ]
-        return reply({"data": rows}, "Version history retrieved successfully")
+        if entry is not None:
+            return handle, entry
     raise MarketError(404, f"App not found: {name}")
 
 

@@ -84,7 +84,7 @@ async def install(request: Request) -> Response:
     if package != app_id:
         raise MarketError(400, f"app_name {package!r} does not match the app id {app_id!r} in the path")
     entry = await catalog_entry(market, source, package, version)
-    envs = default_envs(entry, parse_envs(body.get("envs")))
+    envs = default_envs(entry, parse_envs(body.get("envs")), market.store.app_config(user.name, package)["envs"])
     plan = Plan(lc.INSTALL, user.name, instance_name(package), package, source, version, envs=envs)
     await check_new_instance(market, user, plan, entry)
     return await _answer(market, "install", submit(market, plan), body)
@@ -101,7 +101,7 @@ async def clone(request: Request) -> Response:
     title = text_field(body, "title")
     version = text_field(body, "version", required=False)
     entry = await catalog_entry(market, source, package, version)
-    envs = default_envs(entry, parse_envs(body.get("envs")))
+    envs = default_envs(entry, parse_envs(body.get("envs")), market.store.app_config(user.name, package)["envs"])
     name = clone_name(package, body)
     plan = Plan(lc.CLONE, user.name, name, package, source, version or entry["version"], title=title, envs=envs,
                 entrances=parse_entrances(body.get("entrances")), clone_of=instance_name(package))

@@ -9,6 +9,8 @@ apply to that version only, and become ``envs`` when the upgrade succeeds.
 
 ``market_logs``: the record of every operation (``GET /logs``), newest kept.
 ``market_settings``: per-user MarketSettings objects.
+``market_app_configs``: per-user install configuration of a package (``PUT
+/apps/{id}/config``): ``{user, app, envs, updatedAt}``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tinydb import Query
 INSTANCES = "market_instances"
 LOGS = "market_logs"
 SETTINGS = "market_settings"
+APP_CONFIGS = "market_app_configs"
 LOG_KEEP = 5000
 INSTANCE_FIELDS = (
     "name", "user", "rawAppName", "source", "version", "title", "state", "opType", "progress",
@@ -39,7 +42,7 @@ def envs_for(row: dict[str, Any], version: str | None) -> list[dict[str, str]]:
 class MarketStore:
     def __init__(self, db: Any) -> None:
         self._db = db
-        for table in (INSTANCES, LOGS, SETTINGS):
+        for table in (INSTANCES, LOGS, SETTINGS, APP_CONFIGS):
             db.migrate(table, {1: lambda t: None})
 
     # instances ---------------------------------------------------------------
@@ -129,3 +132,16 @@ class MarketStore:
 
     def settings_users(self) -> list[str]:
         return [row["user"] for row in self._db.table(SETTINGS).all()]
+
+    # per-user install configuration of a package -----------------------------
+    def app_config(self, user: str, app: str) -> dict[str, Any]:
+        q = Query()
+        row = self._db.table(APP_CONFIGS).get((q.user == user) & (q.app == app))
+        return {"envs": list(row.get("envs") or []), "updatedAt": row.get("updatedAt")} if row else {"envs": []}
+
+    def save_app_config(self, user: str, app: str, envs: list[dict[str, str]]) -> dict[str, Any]:
+        q = Query()
+        row = {"user": user, "app": app, "envs": envs, "updatedAt": time.time()}
+        with self._db.transaction():
+            self._db.table(APP_CONFIGS).upsert(row, (q.user == user) & (q.app == app))
+        return {"envs": envs, "updatedAt": row["updatedAt"]}

@@ -53,10 +53,7 @@ def app_state(market: Market, row: dict[str, Any]) -> dict[str, Any]:
             "url": f"/x/{row['name']}{app.get('index') or '/'}",
             "port": context.get("port"),
         })
-    progress = float(row.get("progress") or 0.0)
-    task = market.host.tasks.get(row["taskId"]) if row.get("taskId") is not None else None
-    if task is not None and task["status"] in ("queued", "running"):
-        progress = float(task.get("progress") or 0.0)
+    progress = _progress(market, row)
     return {
         "version": row.get("version"),
         "status": {
@@ -79,6 +76,22 @@ def app_state(market: Market, row: dict[str, Any]) -> dict[str, Any]:
             "updatedAt": row.get("updatedAt"),
         },
     }
+
+
+def simple_state(market: Market, row: dict[str, Any]) -> dict[str, Any]:
+    """The state and its progress only: no entrances, nothing asked of the supervisor or the sources."""
+    status = {k: row.get(k) for k in ("name", "rawAppName", "title", "state", "opType", "message", "reason",
+                                        "cloneOf", "updatedAt")}
+    status["progress"] = f"{_progress(market, row) * 100:.2f}"
+    return {"version": row.get("version"), "status": status}
+
+
+def _progress(market: Market, row: dict[str, Any]) -> float:
+    """0..1: a running task's own figure (kept in memory while it runs), else the recorded one."""
+    task = market.host.tasks.get(row["taskId"]) if row.get("taskId") is not None else None
+    if task is not None and task["status"] in ("queued", "running"):
+        return float(task.get("progress") or 0.0)
+    return float(row.get("progress") or 0.0)
 
 
 async def user_sources(market: Market, rows: list[dict[str, Any]], with_info: bool) -> dict[str, Any]:
