@@ -60,9 +60,10 @@ def test_valid_chart_becomes_installable_and_can_be_deleted(tmp_path: Path) -> N
         assert body["data"]["app_info"]["app_simple_info"]["app_version"] == "2.0.0"
         assert admin.get("/market/hash").json()["data"]["hash"] != hash_before
 
-        found = admin.post("/apps", json={"apps": [{"appid": "uploaded-echo", "sourceDataName": "upload"},
-                                                   {"appid": "nope", "sourceDataName": "upload"}]}).json()["data"]
-        assert found["total_count"] == 1 and found["not_found"] == [{"appid": "nope", "sourceDataName": "upload"}]
+        wanted = [{"appid": "uploaded-echo", "sourceDataName": "upload"}, {"appid": "nope", "sourceDataName": "upload"},
+                  {"appid": "uploaded-echo", "sourceDataName": "no-such-source"}]
+        found = admin.post("/apps", json={"apps": wanted}).json()["data"]
+        assert found["total_count"] == 1 and found["not_found"] == wanted[1:]
 
         installed = admin.post("/apps/uploaded-echo/install",
                                json={"source": "upload", "app_name": "uploaded-echo", "version": "2.0.0", "sync": True})

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psutil
+
 from bolt_host import hookimpl
 
 __version__ = "0.2.0"
@@ -57,6 +59,9 @@ def startup(host: Any) -> None:
 
     if UPLOAD_PATH not in host.large_body_prefixes:
         host.large_body_prefixes.append(UPLOAD_PATH)
+    # psutil measures system CPU per calling thread from its previous call; a first call in a
+    # thread answers 0.0.  Start the measurement here, in the thread that will serve requests.
+    psutil.cpu_percent(interval=None)
     market = Market.create(host)
     host.state["market"] = market
     for handle in market.sources.all():

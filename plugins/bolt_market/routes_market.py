@@ -89,7 +89,8 @@ async def apps_info(request: Request) -> Response:
             raise MarketError(400, "Each entry of 'apps' must be an object {appid, sourceDataName}")
         app_id = text_field(item, "appid", "app_id", "id")
         source_id = text_field(item, "sourceDataName", "source", required=False)
-        handles = [market.sources.get(source_id)] if source_id else market.sources.all()
+        known = source_id is None or source_id in market.sources.ids()
+        handles = ([market.sources.get(source_id)] if source_id else market.sources.all()) if known else []
         hit = None
         for handle in handles:
             entry = await handle.find(app_id)
