@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from bolt_host.services.extract import pack_directory
 from tests.helpers import wait_until
 from tests.servers import LiveServer, live_host
 
@@ -88,6 +89,17 @@ def with_version(folder: Path, version: str, target: Path) -> Path:
     manifest["version"] = version
     (target / "package.json").write_text(json.dumps(manifest))
     return target
+
+
+def chart_tarball(tmp_path: Path, name: str = "uploaded-echo", version: str = "2.0.0") -> bytes:
+    """An uploadable chart: env-echo renamed, with no required envs."""
+    folder = tmp_path / f"src-{name}-{version}"
+    shutil.copytree(REPO / "env-echo", folder)
+    manifest = json.loads((folder / "package.json").read_text())
+    manifest.update(name=name, version=version)
+    manifest["bolt"]["envs"] = []
+    (folder / "package.json").write_text(json.dumps(manifest))
+    return pack_directory(folder, tmp_path / f"{name}-{version}.tgz").read_bytes()
 
 
 def app_get(market: Market, name: str, path: str = "/env") -> dict[str, Any]:

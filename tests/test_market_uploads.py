@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,20 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bolt_host.services.extract import pack_directory
-from tests.test_market_support import REPO, market_host
+from tests.test_market_support import chart_tarball, market_host
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _chart(tmp_path: Path, name: str = "uploaded-echo", version: str = "2.0.0") -> bytes:
-    folder = tmp_path / f"src-{name}-{version}"
-    shutil.copytree(REPO / "env-echo", folder)
-    manifest = json.loads((folder / "package.json").read_text())
-    manifest.update(name=name, version=version)
-    manifest["bolt"]["envs"] = []
-    (folder / "package.json").write_text(json.dumps(manifest))
-    return pack_directory(folder, tmp_path / f"{name}-{version}.tgz").read_bytes()
 
 
 def _hostile(member: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> bytes:
@@ -52,7 +40,7 @@ def test_valid_chart_becomes_installable_and_can_be_deleted(tmp_path: Path) -> N
     with market_host(tmp_path) as market:
         admin = market.admin
         hash_before = admin.get("/market/hash").json()["data"]["hash"]
-        answer = _upload(admin, "uploaded-echo-2.0.0.tgz", _chart(tmp_path))
+        answer = _upload(admin, "uploaded-echo-2.0.0.tgz", chart_tarball(tmp_path))
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["message"] == "App package uploaded and processed successfully"

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_market_support import market_host
+from tests.test_market_support import app_get, chart_tarball, market_host
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -228,3 +228,57 @@ def test_dashboards_are_readable_html_per_user(tmp_path: Path) -> None:
         assert market.client().get("/runtime/dashboard").status_code == 401
 
         assert alice.post("/apps/stop", json={"appName": "env-echo", "all": True}).status_code == 200
+
+
+def test_log_and_runtime_filters_and_opening_a_stopped_app(tmp_path: Path) -> None:
+    with market_host(tmp_path) as market:
+        admin, alice, bob = market.admin, market.add_user("alice"), market.add_user("bob")
+        chart = chart_tarball(tmp_path)
+        assert admin.post("/apps/upload", files={"chart": ("uploaded-echo-2.0.0.tgz", chart)}).status_code == 200
+        assert _install(alice).status_code == 200
+        bobs = bob.post("/apps/uploaded-echo/install", json={"source": "upload", "app_name": "uploaded-echo",
+                                                             "version": "2.0.0", "sync": True})
+        assert bobs.status_code == 200, bobs.text
+
+        assert alice.post("/apps/stop", json={"appName": "env-echo"}).status_code == 200
+        assert not market.live.host.supervisor.is_active("env-echo")
+        opened = alice.post("/apps/open", json={"id": "env-echo"})  # a stopped app is started, then shown
+        assert opened.status_code == 200, opened.text
+        context = market.live.host.supervisor.context("env-echo")
+        assert opened.json()["data"]["port"] == context["port"] and context["status"] == "running"
+        assert market.state(alice, "env-echo")["state"] == "running"
+        assert app_get(market, "env-echo")["GREETING"] == "hi"
+
+        records = alice.get("/logs").json()["data"]["records"]
+        assert {r["type"] for r in records} >= {"install", "stop", "open"}
+        times = sorted(r["timestamp"] for r in records)
+        middle = times[len(times) // 2]
+        since = alice.get("/logs", params={"start_time": middle}).json()["data"]
+        until = alice.get("/logs", params={"end_time": middle}).json()["data"]
+        assert sorted(r["timestamp"] for r in since["records"]) == [t for t in times if t >= middle]
+        assert sorted(r["timestamp"] for r in until["records"]) == [t for t in times if t <= middle]
+        exactly = alice.get("/logs", params={"start_time": middle, "end_time": middle}).json()["data"]
+        assert [r["timestamp"] for r in exactly["records"]] == [middle] and exactly["total_count"] == 1
+        bad = alice.get("/logs", params={"start_time": "yesterday"})
+        assert bad.status_code == 400 and bad.json()["message"] == "'start_time' must be a Unix timestamp"
+
+        def runtime(**query: str) -> dict:
+            answer = admin.get("/runtime/state", params=query)
+            assert answer.status_code == 200, answer.text
+            return answer.json()["data"]
+
+        everyone = runtime()
+        assert set(everyone["app_states"]) == {"alice", "bob"}
+        bobs_view = runtime(user_id="bob")
+        assert list(bobs_view["app_states"]) == ["bob"] and list(bobs_view["app_states"]["bob"]) == ["uploaded-echo"]
+        assert bobs_view["tasks"] and {t["user"] for t in bobs_view["tasks"]} == {"bob"}
+        uploads = runtime(source_id="upload")
+        assert {u: list(apps) for u, apps in uploads["app_states"].items()} == {"bob": ["uploaded-echo"]}
+        assert uploads["tasks"] and {t["source"] for t in uploads["tasks"]} == {"upload"}
+
+        assert bob.request("DELETE", "/apps/uploaded-echo", json={"sync": True}).status_code == 200
+        installs, removals = runtime(task_type="install")["tasks"], runtime(task_type="uninstall")["tasks"]
+        assert {(t["type"], t["app_name"]) for t in installs} == {("install", "env-echo"),
+                                                                  ("install", "uploaded-echo")}
+        assert [(t["type"], t["app_name"], t["user"]) for t in removals] == [("uninstall", "uploaded-echo", "bob")]
+        assert alice.post("/apps/stop", json={"appName": "env-echo"}).status_code == 200
