@@ -7,7 +7,7 @@ supervisor, users, sessions, db).  See docs/market.md.
 Modules: ``routes*`` (HTTP), ``envelope`` (answers), ``identity`` (who calls),
 ``market`` (per-host state), ``store`` (tables), ``lifecycle`` (state machine),
 ``operations`` (task jobs), ``packages`` (installs and clones), ``sources``,
-``uploads``, ``views``, ``payments``/``receipts`` (purchases), ``dashboard``.
+``uploads``, ``views``, ``payments``/``receipts``/``ledger`` (purchases), ``dashboard``.
 """
 
 from __future__ import annotations
