@@ -36,8 +36,9 @@ class ReceiptLedger:
         db.migrate(RECEIPTS, {1: lambda t: None})
 
     def _find(self, token: str, verified: dict[str, Any]) -> dict[str, Any] | None:
-        q = Query()
-        return self._db.table(RECEIPTS).get((q.key == receipt_key(token, verified)) | (q.digest == digest_of(token)))
+        # Receipt ids are not secrets, and the bytes are looked up by their SHA-256.
+        key, digest = receipt_key(token, verified), digest_of(token)
+        return self._db.table(RECEIPTS).get((Query().key == key) | (Query().digest == digest))
 
     def used_elsewhere(self, token: str, verified: dict[str, Any], purchase: Purchase) -> bool:
         """Whether this receipt (or a copy of it) already confirmed another purchase than ``purchase``."""
