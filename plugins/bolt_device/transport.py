@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ log = logging.getLogger("bolt_device.mqtt")
 MessageHandler = Callable[[str, bytes, bool], Awaitable[None]]
 ConnectHandler = Callable[[], Awaitable[None]]
 OUTBOX_LIMIT = 10_000
+INITIAL_BACKOFF = 0.1
 
 
 class NotConnected(RuntimeError):
@@ -65,10 +67,14 @@ class MqttLink:
         self._stopping = False
         self._outbox: collections.deque[Outgoing] = collections.deque(maxlen=OUTBOX_LIMIT)
         self._outbox_ready = asyncio.Event()
+        self._outbox_empty = asyncio.Event()
+        self._outbox_empty.set()
         self.connected = asyncio.Event()
         self.connections = 0  # how many times the link came up (tests and stats)
         self.messages_in = 0
         self.messages_out = 0
+        self.attempts: collections.deque[float] = collections.deque(maxlen=100)  # monotonic start of each try
+        self._came_up = False
 
     # lifecycle ----------------------------------------------------------------
     def start(self) -> None:
@@ -102,7 +108,43 @@ class MqttLink:
     def enqueue(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Send when connected (now or after the next reconnect), keeping the order."""
         self._outbox.append(Outgoing(topic, payload, qos, retain))
+        self._outbox_empty.clear()
         self._outbox_ready.set()
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every queued message has been acknowledged by the broker.
+
+        False when the link is down or ``timeout`` passes first (the messages stay queued).
+        """
+        if not self._outbox:
+            return True
+        if not self.connected.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._outbox_empty.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def queued(self) -> int:
+        """How many messages wait in the outbox."""
+        return len(self._outbox)
+
+    def take_outbox(self) -> list[Outgoing]:
+        """Remove and return the messages not sent yet (to hand them to the next link)."""
+        items = list(self._outbox)
+        self._outbox.clear()
+        self._outbox_empty.set()
+        return items
+
+    def restore_outbox(self, items: list[Outgoing]) -> None:
+        """Queue ``items`` ahead of anything enqueued later, in their order."""
+        for item in reversed(items):
+            self._outbox.appendleft(item)
+        if items:
+            self._outbox_empty.clear()
+            self._outbox_ready.set()
 
     async def _send(self, client: aiomqtt.Client, item: Outgoing) -> None:
         await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
@@ -111,6 +153,7 @@ class MqttLink:
     async def _drain_outbox(self, client: aiomqtt.Client) -> None:
         while True:
             if not self._outbox:
+                self._outbox_empty.set()
                 self._outbox_ready.clear()
                 await self._outbox_ready.wait()
                 continue
@@ -139,41 +182,52 @@ class MqttLink:
         )
 
     async def _run(self) -> None:
-        delay = 0.1
+        delay = INITIAL_BACKOFF
         while not self._stopping:
+            self.attempts.append(time.monotonic())
+            self._came_up = False
             try:
-                async with self._client_for() as client:
-                    for topic in self._subscriptions:
-                        await client.subscribe(topic, qos=1)
-                    self._client = client
-                    self.connected.set()
-                    self.connections += 1
-                    delay = 0.1
-                    log.info("%s connected to %s:%s", self.client_id, self.broker.host, self.broker.port)
-                    sender = asyncio.create_task(self._drain_outbox(client))
-                    try:
-                        if self._on_connect is not None:
-                            await self._on_connect()
-                        async for message in client.messages:
-                            self.messages_in += 1
-                            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-                            try:
-                                await self._on_message(str(message.topic), bytes(payload), bool(message.retain))
-                            except Exception:
-                                log.exception("%s: handler failed for %s", self.client_id, message.topic)
-                    finally:
-                        self.connected.clear()
-                        self._client = None
-                        sender.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await sender
-            except aiomqtt.MqttError as exc:
+                await self._connection()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever ends one attempt, the loop goes on
                 if not self._stopping:
-                    log.warning("%s: broker connection lost or refused (%s); retrying", self.client_id, exc)
+                    log.warning("%s: broker connection lost or refused (%s: %s); retrying",
+                                self.client_id, type(exc).__name__, exc)
             finally:
                 self.connected.clear()
                 self._client = None
             if self._stopping:
                 break
-            await asyncio.sleep(delay + random.uniform(0, delay / 2))
+            if self._came_up:
+                delay = INITIAL_BACKOFF
+            await asyncio.sleep(delay + random.uniform(0, delay / 2))  # backoff with jitter
             delay = min(delay * 2, self._max_backoff)
+
+    async def _connection(self) -> None:
+        """One connection: subscribe, run the on-connect step, then handle messages until it drops."""
+        async with self._client_for() as client:
+            for topic in self._subscriptions:
+                await client.subscribe(topic, qos=1)
+            self._client = client
+            self.connected.set()
+            self.connections += 1
+            log.info("%s connected to %s:%s", self.client_id, self.broker.host, self.broker.port)
+            sender = asyncio.create_task(self._drain_outbox(client))
+            try:
+                if self._on_connect is not None:
+                    await self._on_connect()
+                self._came_up = True  # a failing on-connect step keeps the backoff growing
+                async for message in client.messages:
+                    self.messages_in += 1
+                    payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+                    try:
+                        await self._on_message(str(message.topic), bytes(payload), bool(message.retain))
+                    except Exception:
+                        log.exception("%s: handler failed for %s", self.client_id, message.topic)
+            finally:
+                self.connected.clear()
+                self._client = None
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
