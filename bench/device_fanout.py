@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     agents: list[subprocess.Popen[bytes]] = []
     app_pids: list[int] = []
     counter: BrokerCounter | None = None
-    broker = Mosquitto(work / "broker", users)
+    broker = Mosquitto(work / "broker", users, managers=("bolt-manager", "bolt-manager-observer"))
     registry = RegistryServer()
     try:
         broker.start()

@@ -5,14 +5,26 @@ that never sees or touches another scope's devices (403 in Kapua's body)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from bolt_host.testing import ADMIN_PASSWORD
-from tests.fixtures.device.fleet import PASSWORDS, Fleet, Kapua, agent_config, device_host, running_fleet
+from tests.fixtures.device.fleet import (
+    ACCOUNTS,
+    MANAGER_ID,
+    PASSWORDS,
+    EventLog,
+    Fleet,
+    Kapua,
+    agent_config,
+    device_host,
+    running_fleet,
+)
 from tests.fixtures.device.mosquitto import MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
+from tests.fixtures.device.raw_device import RawDevice
 from tests.helpers import wait_until
 
 pytestmark = [
@@ -116,10 +128,54 @@ def test_a_caller_never_sees_or_touches_another_scopes_devices(fleet: Fleet) -> 
 
 
 def test_devices_of_an_unknown_account_are_ignored(fleet: Fleet) -> None:
-    config = agent_config(fleet.broker.url, "dev-3", PASSWORDS["dev-3"], "nobody")
-    with device_host(fleet.base / "dev-3", config) as stranger:
-        agent = stranger.host.state["device"].agent
-        wait_until(lambda: agent.link.connections >= 1 and agent.link.messages_out >= 1, timeout=20,
-                   what="the stranger to announce itself")
-        fleet.kapua.wait_connected("dev-1")
-        assert "dev-3" not in [d["clientId"] for d in fleet.kapua.get("/_/devices").json()["items"]]
+    events = EventLog(fleet.manager.host)
+    config = agent_config(fleet.broker.url, "stranger", PASSWORDS["stranger"], ACCOUNTS["stranger"])
+    try:
+        with device_host(fleet.base / "stranger", config):
+            handled = wait_until(lambda: events.named("device-presence-ignored", clientId="stranger", event="BIRTH"),
+                                 timeout=20, what="the manager to handle the stranger's BIRTH")
+            assert handled[0].body["account"] == "nobody"
+            assert "stranger" not in [d["clientId"] for d in fleet.kapua.get("/_/devices").json()["items"]]
+            every_scope = fleet.manager.host.state["device"].devices.list()
+            assert "stranger" not in [d["clientId"] for d in every_scope]
+    finally:
+        events.close()
+
+
+# the broker ACL and who may answer -----------------------------------------------------
+def test_a_device_cannot_read_another_devices_requests_nor_answer_for_it(fleet: Fleet) -> None:
+    kapua = fleet.kapua
+    silent = RawDevice(fleet.broker.port, "silent", PASSWORDS["silent"]).start()
+    snoop = RawDevice(fleet.broker.port, "dev-3", PASSWORDS["dev-3"]).start()
+    try:
+        device_id = kapua.wait_connected("silent")["id"]
+        for topic in ("#", "$EDC/#", "$EDC/kapua-sys/silent/DEPLOY-V2/+/+"):
+            snoop.subscribe(topic)
+        body = {"uri": fleet.files_url + "/files/private.tgz", "name": "notes", "version": "1.0.0",
+                "username": "fetcher", "password": "device-only-pw"}
+        with ThreadPoolExecutor(1) as pool:
+            asking = pool.submit(kapua.post, f"/_/devices/{device_id}/packages/_download",
+                                 json=body, params={"timeout": 5000})
+            [request] = wait_until(lambda: silent.requests("download"), timeout=10, what="silent to get its request")
+            assert request["dp.download.password"] == "device-only-pw"  # the addressed device gets it
+            replies = f"$EDC/kapua-sys/{MANAGER_ID}/DEPLOY-V2/REPLY"
+            forged = {"response.code": 200}
+            snoop.publish(f"{replies}/silent/{request['request.id']}", forged)  # the broker drops it (ACL)
+            snoop.publish(f"{replies}/dev-3/{request['request.id']}", forged)  # delivered; the manager ignores it
+            answer = asking.result(timeout=30)
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["type"] == "deviceManagementTimeoutExceptionInfo"
+        # the PUBACKs above came after anything the broker would have routed to the snoop
+        assert not [t for t in snoop.received if "/DEPLOY-V2/" in t], snoop.received
+
+        with ThreadPoolExecutor(1) as pool:  # the device asked may answer, on its own reply topic
+            asking = pool.submit(kapua.get, f"/_/devices/{device_id}/packages", params={"timeout": 10000})
+            [request] = wait_until(lambda: silent.requests("packages"), timeout=10, what="silent to get its request")
+            silent.publish(f"{replies}/silent/{request['request.id']}", {"response.code": 200},
+                           body={"packages": [{"name": "raw-app", "version": "1.0.0"}]})
+            answer = asking.result(timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert [p["name"] for p in answer.json()["devicePackage"]] == ["raw-app"]
+    finally:
+        snoop.stop()
+        silent.stop()

@@ -158,7 +158,7 @@ class Agent:
         if message:
             reply["response.exception.message"] = message
         payload = wire.Payload(reply, body=body)
-        topic = wire.reply_topic(self.account, requester, request_id, self.prefix)
+        topic = wire.reply_topic(self.account, requester, self.client_id, request_id, self.prefix)
         try:  # answer first: the manager's REST call is waiting for it
             await self.link.publish(topic, payload.encode())
         except NotConnected:

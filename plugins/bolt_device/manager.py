@@ -37,7 +37,7 @@ class Manager:
         self.devices = devices
         self.operations = operations
         self._publish_event = publish
-        self._pending: dict[str, tuple[asyncio.Future[wire.Payload], str]] = {}
+        self._pending: dict[str, tuple[asyncio.Future[wire.Payload], str, str]] = {}  # id -> (reply, account, client)
         self._sessions: dict[str, str] = {}  # device id -> session nonce of its current connection
         self._inbox: asyncio.Queue[tuple[str, str, str, wire.Payload]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -48,7 +48,7 @@ class Manager:
             me,
             [
                 f"{self.prefix}/+/+/MQTT/+",
-                f"{self.prefix}/+/{me}/{wire.APP}/REPLY/+",
+                f"{self.prefix}/+/{me}/{wire.APP}/REPLY/+/+",
                 f"{self.prefix}/+/{me}/{wire.APP}/NOTIFY/+/+",
             ],
             self._on_message,
@@ -70,7 +70,7 @@ class Manager:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._worker
-        for future, _ in self._pending.values():
+        for future, _, _ in self._pending.values():
             if not future.done():
                 future.cancel()
 
@@ -90,7 +90,7 @@ class Manager:
             raise send_failed("the device's account no longer exists")
         request_id = uuid.uuid4().hex
         future: asyncio.Future[wire.Payload] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (future, account["name"])
+        self._pending[request_id] = (future, account["name"], device["clientId"])
         payload = wire.Payload({**metrics, "request.id": request_id, "requester.client.id": self.config.client_id})
         topic = wire.request_topic(account["name"], device["clientId"], verb, resource, self.prefix)
         try:
@@ -114,8 +114,8 @@ class Manager:
         if parsed.app == "MQTT" and parsed.rest and parsed.rest[0] in wire.PRESENCE:
             await self._presence(parsed, parsed.rest[0], payload)
         elif parsed.app == wire.APP and parsed.client == self.config.client_id and parsed.rest:
-            if parsed.rest[0] == "REPLY" and len(parsed.rest) == 2:
-                self._reply(parsed.account, parsed.rest[1], payload)
+            if parsed.rest[0] == "REPLY" and len(parsed.rest) == 3:
+                self._reply(parsed.account, parsed.rest[1], parsed.rest[2], payload)
             elif parsed.rest[0] == "NOTIFY" and len(parsed.rest) == 3:
                 await self._notification(parsed.account, parsed.rest[1], parsed.rest[2], payload)
 
@@ -123,6 +123,9 @@ class Manager:
         account = self.accounts.by_name(topic.account)
         if account is None:
             log.warning("presence from %s in unknown account %r ignored", topic.client, topic.account)
+            await self._publish_event(
+                "device-presence-ignored", {"clientId": topic.client, "account": topic.account, "event": kind}
+            )
             return
         session = str(payload.metrics.get("session", ""))
         known = self.devices.by_client(account["id"], topic.client)
@@ -136,13 +139,15 @@ class Manager:
             {"id": device["id"], "clientId": topic.client, "scopeId": account["id"], "event": kind},
         )
 
-    def _reply(self, account: str, request_id: str, payload: wire.Payload) -> None:
+    def _reply(self, account: str, client: str, request_id: str, payload: wire.Payload) -> None:
+        """Resolve the request ``request_id`` if the reply comes from the device it was sent to."""
         pending = self._pending.get(request_id)
         if pending is None:
             return  # late reply after a timeout
-        future, expected_account = pending
-        if account != expected_account:
-            log.warning("reply %s came in account %r, not %r: ignored", request_id, account, expected_account)
+        future, expected_account, expected_client = pending
+        if (account, client) != (expected_account, expected_client):
+            log.warning("reply %s came from %s/%s, not from %s/%s, the device asked: ignored",
+                        request_id, account, client, expected_account, expected_client)
             return
         if not future.done():
             future.set_result(payload)

@@ -57,8 +57,10 @@ def request_topic(account: str, client: str, verb: str, resource: str, prefix: s
     return f"{prefix}/{account}/{client}/{APP}/{verb}/{resource}"
 
 
-def reply_topic(account: str, requester: str, request_id: str, prefix: str = EDC) -> str:
-    return f"{prefix}/{account}/{requester}/{APP}/REPLY/{request_id}"
+def reply_topic(account: str, requester: str, client: str, request_id: str, prefix: str = EDC) -> str:
+    """Kura's reply topic plus the replying client's id, so that a broker ACL can let
+    only that client write it and the manager can check who answered."""
+    return f"{prefix}/{account}/{requester}/{APP}/REPLY/{client}/{request_id}"
 
 
 def notify_topic(account: str, requester: str, client: str, resource: str, prefix: str = EDC) -> str:
