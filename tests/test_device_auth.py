@@ -21,9 +21,11 @@ from tests.fixtures.device.fleet import (
     agent_config,
     device_host,
     running_fleet,
+    sha256_of,
 )
 from tests.fixtures.device.mosquitto import MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
+from tests.fixtures.device.packages import pack_sample
 from tests.fixtures.device.raw_device import RawDevice
 from tests.helpers import wait_until
 
@@ -179,3 +181,27 @@ def test_a_device_cannot_read_another_devices_requests_nor_answer_for_it(fleet: 
     finally:
         snoop.stop()
         silent.stop()
+
+
+def test_a_hostile_job_id_is_refused_and_nothing_is_downloaded(fleet: Fleet) -> None:
+    data, _ = pack_sample("notes")
+    path = fleet.files.add("hostile.tgz", data)
+    asked_before = len(fleet.files.auth_seen)
+    operator = RawDevice(fleet.broker.port, "operator", PASSWORDS["operator"]).start(announce=False)
+    try:
+        operator.subscribe("$EDC/kapua-sys/operator/DEPLOY-V2/REPLY/+/+")
+        hostile = "../../../../escaped"
+        operator.publish("$EDC/kapua-sys/dev-1/DEPLOY-V2/EXEC/download", {
+            "request.id": "hostile-1", "requester.client.id": "operator", "job.id": hostile, "dp.job.id": hostile,
+            "dp.uri": fleet.files_url + path, "dp.name": "notes", "dp.version": "1.0.0",
+            "dp.download.hash": sha256_of(data), "dp.install": False,
+        })
+        [reply] = wait_until(lambda: [b for t, b in operator.messages if t.endswith("/REPLY/dev-1/hostile-1")],
+                             timeout=20, what="dev-1 to answer the hostile request")
+    finally:
+        operator.stop()
+    metrics = reply["metrics"]
+    assert metrics["response.code"] == 400 and "job.id" in metrics["response.exception.message"]
+    assert len(fleet.files.auth_seen) == asked_before  # nothing was fetched
+    assert fleet.agents["dev-1"].host.tasks.list(kind="download", module="notes") == []
+    assert not list(fleet.base.parent.rglob("escaped*"))

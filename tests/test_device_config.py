@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from bolt_device.config import DeviceConfig, DeviceConfigError, parse_broker_url
 from bolt_device.downloads import parse_hash
+from bolt_device.jobs import BadRequest, DownloadRequest, UninstallRequest, cache_file
 from bolt_device.kapua import scope_id
 
 from bolt_host.testing import running_host
@@ -69,3 +70,22 @@ def test_hashes_must_be_strong() -> None:
 
 def test_scope_ids_are_kapua_short_ids() -> None:
     assert (scope_id(1), scope_id(2), scope_id(256)) == ("AQ", "Ag", "AQA")
+
+
+@pytest.mark.parametrize("job_id", ["../../escaped", "a/b", "..", "x" * 65, "job id", "a\x00b", True, 1.5, ["1"]])
+def test_hostile_job_ids_are_refused(job_id: object) -> None:
+    metrics = {"job.id": job_id, "dp.uri": "http://x/p.tgz", "dp.name": "notes", "dp.version": "1.0.0"}
+    with pytest.raises(BadRequest, match=r"job\.id"):
+        DownloadRequest.from_metrics(metrics)
+    with pytest.raises(BadRequest, match=r"job\.id"):
+        UninstallRequest.from_metrics({"job.id": job_id, "dp.name": "notes"})
+
+
+def test_job_ids_of_kapua_and_kura_are_accepted_and_stay_in_the_cache(tmp_path: Path) -> None:
+    for job_id, expected in (("m8yYjYrF-_8", "m8yYjYrF-_8"), (1732380000000, "1732380000000")):
+        request = DownloadRequest.from_metrics({"job.id": job_id, "dp.uri": "http://x/p.tgz", "dp.name": "notes",
+                                                "dp.version": "1.0.0"})
+        assert request.job_id == expected
+        assert cache_file(tmp_path, request.job_id).parent == tmp_path
+    with pytest.raises(BadRequest):
+        cache_file(tmp_path, "../escaped")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import tempfile
 import time
@@ -23,6 +24,8 @@ from bolt_host.services.manifest import read_manifest
 
 NOTIFY_EVERY_PERCENT = 10
 NOTIFY_MIN_SECONDS = 0.2
+# Kapua's operation ids are base64url words, Kura's job ids numbers: both fit, nothing else does.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class BadRequest(ValueError):
@@ -52,6 +55,29 @@ def _flag(metrics: dict[str, Any], name: str, default: bool) -> bool:
     return bool(value)
 
 
+def _job_id(metrics: dict[str, Any], *names: str) -> str:
+    """The request's job id, which names files and notifications: a short safe word or a BadRequest."""
+    raw = next((metrics[name] for name in names if metrics.get(name) not in (None, "")), None)
+    if raw is None:
+        raise BadRequest("job.id is required")
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise BadRequest("job.id must be a string or a whole number")
+    job_id = str(raw)
+    if not JOB_ID.fullmatch(job_id):
+        raise BadRequest("job.id must be 1 to 64 letters, digits, '-' or '_'")
+    return job_id
+
+
+def cache_file(cache_dir: Path, job_id: str) -> Path:
+    """``<cache_dir>/<job_id>.tgz``, refusing any name that would land elsewhere."""
+    if not JOB_ID.fullmatch(job_id):
+        raise BadRequest("job.id must be 1 to 64 letters, digits, '-' or '_'")
+    path = cache_dir / f"{job_id}.tgz"
+    if path.resolve().parent != cache_dir.resolve():
+        raise BadRequest("job.id does not name a file inside the download cache")
+    return path
+
+
 def _delay(metrics: dict[str, Any]) -> int:
     value = metrics.get("dp.reboot.delay", 0)
     try:
@@ -78,9 +104,7 @@ class DownloadRequest:
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any]) -> DownloadRequest:
-        job_id = str(metrics.get("job.id") or metrics.get("dp.job.id") or "")
-        if not job_id:
-            raise BadRequest("job.id is required")
+        job_id = _job_id(metrics, "job.id", "dp.job.id")
         file_hash = _text(metrics, "dp.download.hash", required=False, limit=256)
         if file_hash:
             try:
@@ -111,9 +135,7 @@ class UninstallRequest:
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, Any]) -> UninstallRequest:
-        job_id = str(metrics.get("job.id") or "")
-        if not job_id:
-            raise BadRequest("job.id is required")
+        job_id = _job_id(metrics, "job.id")
         return cls(
             job_id=job_id,
             name=_text(metrics, "dp.name", limit=256) or "",
@@ -159,7 +181,9 @@ class JobRunner:
     async def download(self, request: DownloadRequest) -> None:
         notify = self.notifier.notify
         job_id = request.job_id
-        dest = self.host.settings.data_dir / "cache" / "device" / f"{job_id}.tgz"
+        cache_dir = self.host.settings.data_dir / "cache" / "device"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        dest = cache_file(cache_dir, job_id)
         notify(job_id, "download", "IN_PROGRESS", 0, **{"dp.download.index": 0})
         sizes: dict[str, int] = {"received": 0}
 
