@@ -205,3 +205,28 @@ def test_a_hostile_job_id_is_refused_and_nothing_is_downloaded(fleet: Fleet) -> 
     assert len(fleet.files.auth_seen) == asked_before  # nothing was fetched
     assert fleet.agents["dev-1"].host.tasks.list(kind="download", module="notes") == []
     assert not list(fleet.base.parent.rglob("escaped*"))
+
+
+def test_only_host_admins_change_devices(fleet: Fleet) -> None:
+    root = fleet.kapua
+    created = root.post("/AQ/users", json={"name": "viewer", "password": "viewer-password"})
+    assert created.status_code == 201, created.text
+    viewer = Kapua(fleet.manager.url)
+    viewer.login("viewer", "viewer-password")
+    dev1 = fleet.device_id("dev-1")
+    operations_before = root.get(f"/_/devices/{dev1}/operations").json()["items"]
+    try:
+        for response in (
+            viewer.post("/_/devices", json={"clientId": "viewer-device"}),
+            viewer.post(f"/_/devices/{dev1}/packages/_download",
+                        json={"uri": fleet.hello["dist"]["tarball"], "name": "hello-web", "version": "1.0.0"}),
+            viewer.post(f"/_/devices/{dev1}/packages/_uninstall", json={"name": "hello-web", "version": "1.0.0"}),
+        ):
+            assert response.status_code == 403, response.text
+            assert check_error(response.json(), "subjectUnauthorized")["kapuaErrorCode"] == "SUBJECT_UNAUTHORIZED"
+        assert viewer.get("/_/devices").status_code == 200  # reading is fine
+        assert viewer.get(f"/_/devices/{dev1}/packages").status_code == 200
+        assert root.device_by_client("viewer-device") is None
+        assert root.get(f"/_/devices/{dev1}/operations").json()["items"] == operations_before
+    finally:
+        viewer.close()

@@ -92,10 +92,10 @@ class DevicePlugin:
         from bolt_device import fleet
         from bolt_device.operations import public_operation
 
-        scope = backend.scope_of(actor)
-        device = fleet.require_device(backend, scope or "", device_id)
+        scope = backend.writable_scope(actor)
+        device = fleet.require_device(backend, scope, device_id)
         request = await fleet.registry_download_request(backend, package)
-        operation = await fleet.start_download(backend, device, request, scope or "", 30_000)
+        operation = await fleet.start_download(backend, device, request, scope, 30_000)
         return public_operation(operation)
 
     @hookimpl
@@ -108,12 +108,12 @@ class DevicePlugin:
         from bolt_device import fleet
         from bolt_device.operations import public_operation
 
-        scope = backend.scope_of(actor)
-        device = fleet.require_device(backend, scope or "", device_id)
+        scope = backend.writable_scope(actor)
+        device = fleet.require_device(backend, scope, device_id)
         request = fleet.validate_uninstall(
             {"name": package.get("package") or package["name"], "version": package.get("version")}
         )
-        operation = await fleet.start_uninstall(backend, device, request, scope or "", 30_000)
+        operation = await fleet.start_uninstall(backend, device, request, scope, 30_000)
         return public_operation(operation)
 
 

@@ -24,7 +24,7 @@ from bolt_device.kapua import (
     unauthorized,
     user_id,
 )
-from bolt_device.web import Caller, backend_of, caller, json_body, kapua_endpoint, page, scope_for
+from bolt_device.web import backend_of, caller, json_body, kapua_endpoint, page, require_admin, scope_for
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.web.auth import check_login
@@ -81,11 +81,6 @@ async def login_info(request: Request) -> Response:
 
 
 # accounts ---------------------------------------------------------------------
-def _require_admin(who: Caller, domain: str, action: str, scope: str) -> None:
-    if not who.is_admin:
-        raise unauthorized(domain, action, scope)
-
-
 @kapua_endpoint
 async def list_accounts(request: Request) -> Response:
     who = caller(request)
@@ -98,7 +93,7 @@ async def list_accounts(request: Request) -> Response:
 async def create_account(request: Request) -> Response:
     who = caller(request)
     scope = scope_for(who, request.path_params["scopeId"], "account", "write")
-    _require_admin(who, "account", "write", scope)
+    require_admin(who, "account", "write", scope)
     body = await json_body(request, "accountCreator")
     organization = {
         key[len("organization"):][:1].lower() + key[len("organization") + 1 :]: value
@@ -131,7 +126,7 @@ async def create_user(request: Request) -> Response:
     account = backend.accounts.get(target)
     if account is None or (account["id"] != who.scope and account["scopeId"] != who.scope):
         raise unauthorized("user", "write", request.path_params["scopeId"])
-    _require_admin(who, "user", "write", target)
+    require_admin(who, "user", "write", target)
     body = await json_body(request, "userCreator")
     password = body.get("password")
     try:

@@ -80,14 +80,27 @@ class DeviceBackend:
             await self.broker.stop()
 
     # for the fleet hooks ------------------------------------------------------
-    def scope_of(self, actor: dict[str, Any]) -> str | None:
+    def _manager_scope(self, actor: dict[str, Any]) -> str | None:
+        """The scope whose devices ``actor`` may change: host admins only, as on the REST routes."""
         user = self.host.users.get(actor.get("user") or "") if actor.get("user") else None
-        return self.accounts.scope_of_user(user) if user else None
+        if user is None or user.get("isBlocked") or not self.host.users.is_admin(user):
+            return None
+        return self.accounts.scope_of_user(user)
+
+    def writable_scope(self, actor: dict[str, Any]) -> str:
+        """Like :meth:`_manager_scope`, failing closed with Kapua's 403."""
+        from bolt_device.kapua import unauthorized
+
+        scope = self._manager_scope(actor)
+        if scope is None:
+            raise unauthorized("device_management", "write", "_")
+        return scope
 
     def devices_for(self, actor: dict[str, Any]) -> list[dict[str, Any]]:
+        """The devices ``actor`` may manage (change); none for a caller who may only read."""
         from bolt_device.devices import public_device
 
-        scope = self.scope_of(actor)
+        scope = self._manager_scope(actor)
         if scope is None:
             return []
         return [

@@ -10,7 +10,16 @@ from bolt_device import fleet
 from bolt_device.devices import public_device
 from bolt_device.kapua import illegal_argument, kapua_json, list_result, not_found
 from bolt_device.operations import public_notification, public_operation
-from bolt_device.web import backend_of, caller, json_body, kapua_endpoint, page, scope_for, timeout_ms
+from bolt_device.web import (
+    backend_of,
+    caller,
+    json_body,
+    kapua_endpoint,
+    page,
+    require_admin,
+    scope_for,
+    timeout_ms,
+)
 
 STATUSES = ("CONNECTED", "DISCONNECTED", "MISSING", "NULL")
 
@@ -35,6 +44,7 @@ async def list_devices(request: Request) -> Response:
 async def create_device(request: Request) -> Response:
     who = caller(request)
     scope = scope_for(who, request.path_params["scopeId"], "device", "write")
+    require_admin(who, "device", "write", scope)
     body = await json_body(request, "deviceCreator")
     device = backend_of(request).devices.register(scope, body, created_by=who.scope)
     return kapua_json(public_device(device), 201)
@@ -59,6 +69,7 @@ async def list_packages(request: Request) -> Response:
 async def download(request: Request) -> Response:
     who = caller(request)
     scope = scope_for(who, request.path_params["scopeId"], "device_management", "write")
+    require_admin(who, "device_management", "write", scope)
     backend = backend_of(request)
     device = fleet.require_device(backend, scope, request.path_params["deviceId"])
     wait = timeout_ms(request)
@@ -71,6 +82,7 @@ async def download(request: Request) -> Response:
 async def uninstall(request: Request) -> Response:
     who = caller(request)
     scope = scope_for(who, request.path_params["scopeId"], "device_management", "write")
+    require_admin(who, "device_management", "write", scope)
     backend = backend_of(request)
     device = fleet.require_device(backend, scope, request.path_params["deviceId"])
     wait = timeout_ms(request)

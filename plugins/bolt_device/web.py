@@ -64,6 +64,12 @@ def caller(request: Request) -> Caller:
     return Caller(row["user"], row["scopeId"], row["id"], backend.host.users.is_admin(user))
 
 
+def require_admin(who: Caller, domain: str, action: str, scope: str) -> None:
+    """Changes (devices, downloads, uninstalls, accounts, users) are for host admins; others only read."""
+    if not who.is_admin:
+        raise unauthorized(domain, action, scope)
+
+
 def scope_for(who: Caller, raw: str, domain: str, action: str) -> str:
     """The scope a path names (``_`` is the caller's own); another scope is a 403."""
     scope = who.scope if raw == "_" else raw
