@@ -6,12 +6,21 @@ device's host service.  Real Mosquitto, manager and agents as in test_device_fle
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.fixtures.device.fleet import PASSWORDS, Fleet, agent_config, device_host, running_fleet, sha256_of
+from tests.fixtures.device.fleet import (
+    PASSWORDS,
+    EventLog,
+    Fleet,
+    agent_config,
+    device_host,
+    running_fleet,
+    sha256_of,
+)
 from tests.fixtures.device.mosquitto import MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
 from tests.fixtures.device.packages import pack_sample
@@ -129,24 +138,61 @@ def test_the_broker_restarting_mid_operation_does_not_lose_it(fleet: Fleet) -> N
     assert "notes" in {p["name"] for p in listed["devicePackage"]}
 
 
+def _iso_ms(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
+
+
+def test_a_reboot_ends_the_operation_of_a_job_it_interrupts(fleet: Fleet) -> None:
+    kapua, dev2 = fleet.kapua, fleet.device_id("dev-2")
+    fleet.files.gate.clear()
+    fleet.files.requested.clear()
+    try:
+        hanging = _file_request(fleet, "static-docs", gated=True)
+        stuck = kapua.post(f"/_/devices/{dev2}/packages/_download", json=hanging)
+        assert stuck.status_code == 200, stuck.text
+        wait_until(fleet.files.requested.is_set, timeout=20, what="dev-2 to start the download that will hang")
+        reboot = kapua.post(f"/_/devices/{dev2}/packages/_download",
+                            json=_file_request(fleet, "hello-node", reboot=True, rebootDelay=0))
+        assert reboot.status_code == 200, reboot.text
+        assert kapua.wait_operation_end(dev2, reboot.json()["id"])["status"] == "COMPLETED"
+        ended = kapua.wait_operation_end(dev2, stuck.json()["id"], timeout=60)
+        assert ended["status"] == "FAILED", ended
+        assert "host service stopped" in ended["log"]
+    finally:
+        fleet.files.release()
+    kapua.wait_connected("dev-2")
+    assert "hello-node" in {p["name"] for p in kapua.get(f"/_/devices/{dev2}/packages").json()["devicePackage"]}
+
+
 def test_reboot_restarts_the_host_service_and_running_apps_come_back(fleet: Fleet) -> None:
     kapua, dev1 = fleet.kapua, fleet.device_id("dev-1")
     births_before = kapua.device_by_client("dev-1")["lastEvent"]["receivedOn"]
-    response = kapua.post(
-        f"/_/devices/{dev1}/packages/_download",
-        json=_file_request(fleet, "hello-web", reboot=True, rebootDelay=2000),
-    )
-    assert response.status_code == 200, response.text
-    assert kapua.wait_operation_end(dev1, response.json()["id"])["status"] == "COMPLETED"
-    before = wait_until(lambda: _running(fleet, "dev-1", "hello-web"), timeout=30, what="hello-web running")
+    events = EventLog(fleet.manager.host)
+    try:
+        response = kapua.post(
+            f"/_/devices/{dev1}/packages/_download",
+            json=_file_request(fleet, "hello-web", reboot=True, rebootDelay=2000),
+        )
+        assert response.status_code == 200, response.text
+        operation_id = response.json()["id"]
+        assert kapua.wait_operation_end(dev1, operation_id)["status"] == "COMPLETED"
+        before = wait_until(lambda: _running(fleet, "dev-1", "hello-web"), timeout=30, what="hello-web running")
 
-    def rebooted() -> dict[str, Any] | None:
-        device = kapua.device_by_client("dev-1")
-        event = device["lastEvent"]
-        fresh = event["resource"] == "BIRTH" and event["receivedOn"] > births_before
-        return device if fresh and device["connection"]["status"] == "CONNECTED" else None
+        def rebooted() -> dict[str, Any] | None:
+            device = kapua.device_by_client("dev-1")
+            event = device["lastEvent"]
+            fresh = event["resource"] == "BIRTH" and event["receivedOn"] > births_before
+            return device if fresh and device["connection"]["status"] == "CONNECTED" else None
 
-    wait_until(rebooted, timeout=30, what="dev-1 to come back after the restart")
+        wait_until(rebooted, timeout=30, what="dev-1 to come back after the restart")
+        [goodbye] = events.named("device-disconnected", clientId="dev-1", event="DC")
+    finally:
+        events.close()
+    notes = kapua.get(f"/_/devices/{dev1}/operations/{operation_id}/notifications").json()["items"]
+    installed = next(n for n in notes if n["resource"] == "install" and n["status"] == "COMPLETED")
+    # The agent schedules the restart right after sending "install COMPLETED"; its goodbye (DC)
+    # is the restart's first step, and the manager cannot hear it before it is sent.
+    assert goodbye.time * 1000 - _iso_ms(installed["sentOn"]) >= 2000
     back = wait_until(lambda: _running(fleet, "dev-1", "hello-web"), timeout=30, what="hello-web running again")
     assert back[0]["pid"] != before[0]["pid"]
     assert httpx.get(f"http://127.0.0.1:{back[0]['port']}/health", timeout=10).status_code == 200

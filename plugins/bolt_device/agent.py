@@ -9,6 +9,13 @@ last notification of each recent job is sent again whenever the manager
 announces itself, so an operation still ends if the manager missed them.
 A second request for a package that is already in flight is refused (500
 "already in progress"), as Kura does.
+
+Stopping (a shutdown, or the in-process restart of ``dp.reboot``) never leaves
+an operation running on the manager: running jobs get a grace period to end,
+the rest are cancelled and report FAILED with the reason, and the outbox is
+flushed before the goodbye.  What the broker could not take is handed, with
+the recent jobs, to the next agent of the same host (after an in-process
+restart) through ``host.state``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ from bolt_device.transport import MqttLink, NotConnected, Outgoing
 log = logging.getLogger("bolt_device.agent")
 
 REPLAY_SECONDS = 15 * 60
+STOP_GRACE_SECONDS = 5.0
+FLUSH_SECONDS = 5.0
+HANDOVER_KEY = "device-agent-handover"
+INTERRUPTED = "the device's host service stopped (shutdown or restart) before this step finished"
+STOPPING = "the device's host service is stopping; try again once it is back"
 
 
 @dataclass
@@ -36,6 +48,7 @@ class Job:
     id: str
     package: str
     requester: str
+    step: str  # the resource being worked on: download, install or uninstall
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     last: dict[str, dict[str, Any]] = field(default_factory=dict)  # resource -> last metrics
@@ -53,8 +66,10 @@ class Agent:
         self.in_flight: dict[str, str] = {}  # package name -> job id
         self._session = ""
         self._manager_session: str | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._accepted: dict[str, Any] = {}  # request id -> job coroutine, started after the reply
+        self._tasks: set[asyncio.Task[Any]] = set()  # request handlers
+        self._job_tasks: set[asyncio.Task[Any]] = set()
+        self._accepted: dict[str, tuple[Job, Any]] = {}  # request id -> (job, coroutine started after the reply)
+        self._stopping = False
         self.runner = JobRunner(host, self)
         self.link = MqttLink(
             config.broker,
@@ -69,15 +84,42 @@ class Agent:
         )
 
     async def start(self) -> None:
+        handover = self.host.state.pop(HANDOVER_KEY, None)
+        if handover:
+            self.jobs.update(handover["jobs"])
+            self.link.restore_outbox(handover["outbox"])
         self.link.start()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        self._stopping = True
+        await self._end_jobs(grace)
+        if not await self.link.flush(FLUSH_SECONDS):
+            log.warning("the broker did not take %d notifications; they wait for the next start", self.link.queued)
+        self.host.state[HANDOVER_KEY] = {"outbox": self.link.take_outbox(), "jobs": dict(self.jobs)}
         topic = wire.presence_topic(self.account, self.client_id, "DC", self.prefix)
         goodbye = Outgoing(topic, wire.Payload({"session": self._session}).encode())
         await self.link.stop(last_words=goodbye)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _end_jobs(self, grace: float) -> None:
+        """Give running jobs ``grace`` seconds; cancel the rest (each reports FAILED)."""
+        for job, work in self._accepted.values():  # accepted, but the reply never went out
+            work.close()
+            self._interrupted(job)
+        self._accepted.clear()
+        if self._job_tasks:
+            await asyncio.wait(list(self._job_tasks), timeout=grace)
+        for task in list(self._job_tasks):
+            task.cancel()
+        await asyncio.gather(*self._job_tasks, return_exceptions=True)
+
+    def _interrupted(self, job: Job) -> None:
+        log.warning("job %s (%s %s) interrupted by the host service stopping", job.id, job.step, job.package)
+        self.notify(job.id, job.step, "FAILED", 0, INTERRUPTED)
+        job.finished = time.monotonic()
+        self.in_flight.pop(job.package, None)
 
     # presence -----------------------------------------------------------------
     def _will(self) -> Outgoing:
@@ -135,10 +177,11 @@ class Agent:
         request = wire.Payload.decode(raw)
         self._spawn(self._handle(verb, resource, request))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any, group: set[asyncio.Task[Any]] | None = None) -> None:
+        tasks = self._tasks if group is None else group
         task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _handle(self, verb: str, resource: str, request: wire.Payload) -> None:
         metrics = request.metrics
@@ -163,9 +206,9 @@ class Agent:
             await self.link.publish(topic, payload.encode())
         except NotConnected:
             self.link.enqueue(topic, payload.encode())
-        work = self._accepted.pop(request_id, None)
-        if work is not None:
-            self._spawn(work)
+        accepted = self._accepted.pop(request_id, None)
+        if accepted is not None:
+            self._spawn(accepted[1], self._job_tasks)
 
     async def _answer(
         self, verb: str, resource: str, metrics: dict[str, Any], requester: str
@@ -174,30 +217,34 @@ class Agent:
             return wire.OK, "", {"packages": installed_packages(self.host)}
         if verb == "EXEC" and resource == "download":
             download = DownloadRequest.from_metrics(metrics)
-            return self._start(metrics, download.job_id, download.name, requester, self.runner.download, download)
+            job = Job(download.job_id, download.name, requester, "download")
+            return self._start(metrics, job, self.runner.download, download)
         if verb == "EXEC" and resource == "uninstall":
             uninstall = UninstallRequest.from_metrics(metrics)
-            return self._start(metrics, uninstall.job_id, uninstall.name, requester, self.runner.uninstall, uninstall)
+            job = Job(uninstall.job_id, uninstall.name, requester, "uninstall")
+            return self._start(metrics, job, self.runner.uninstall, uninstall)
         return wire.NOT_FOUND, f"{verb}/{resource} is not supported by this device", None
 
-    def _start(
-        self, metrics: dict[str, Any], job_id: str, package: str, requester: str, action: Any, request: Any
-    ) -> tuple[int, str, Any]:
+    def _start(self, metrics: dict[str, Any], job: Job, action: Any, request: Any) -> tuple[int, str, Any]:
         """Accept a job (it starts once the reply is out) unless its package is in flight."""
-        if package in self.in_flight:
-            return wire.ERROR, f"An operation on {package} is already in progress", None
-        job = Job(job_id, package, requester)
-        self.jobs[job_id] = job
-        self.in_flight[package] = job_id
+        if self._stopping:
+            return wire.ERROR, STOPPING, None
+        if job.package in self.in_flight:
+            return wire.ERROR, f"An operation on {job.package} is already in progress", None
+        self.jobs[job.id] = job
+        self.in_flight[job.package] = job.id
 
         async def run() -> None:
             try:
                 await action(request)
+            except asyncio.CancelledError:
+                self._interrupted(job)
+                raise
             finally:
                 job.finished = time.monotonic()
-                self.in_flight.pop(package, None)
+                self.in_flight.pop(job.package, None)
 
-        self._accepted[str(metrics["request.id"])] = run()
+        self._accepted[str(metrics["request.id"])] = (job, run())
         return wire.OK, "", None
 
     # notifications ------------------------------------------------------------
@@ -215,6 +262,7 @@ class Agent:
         }
         if message:
             metrics[prefix + "error.message"] = message
+        job.step = resource
         job.last[resource] = metrics
         self._send_notification(job, resource, metrics)
 

@@ -1,9 +1,10 @@
 """``dp.reboot``: restart the host *service* (never the machine).
 
 The restart runs in-process: the running apps are noted, the Host is stopped
-(apps stopped, tasks ended, storage closed, plugins' ``shutdown`` called, so
-the agent says goodbye on MQTT) and started again (plugins' ``startup``: the
-agent reconnects and announces itself), then the noted apps are started again.
+(plugins' ``shutdown`` called, so the agent ends or fails its other jobs,
+flushes its notifications and says goodbye on MQTT; apps stopped, tasks ended,
+storage closed) and started again (plugins' ``startup``: the agent reconnects
+and announces itself), then the noted apps are started again.
 The HTTP server keeps its socket; requests during the restart may fail.
 The task is kept in ``host.state`` so the agent's own shutdown cannot cancel it.
 """
