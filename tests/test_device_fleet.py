@@ -6,6 +6,8 @@ Every response of the Kapua API is validated against Kapua's own OpenAPI schemas
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,22 +213,37 @@ def test_an_unknown_device_is_404(fleet: Fleet) -> None:
     assert response.status_code == 404
 
 
-def test_credentials_are_used_for_the_download_but_never_echoed(fleet: Fleet) -> None:
+def test_credentials_are_used_for_the_download_but_never_echoed(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     dev2 = fleet.device_id("dev-2")
-    path = fleet.files.add("notes.tgz", pack_sample("notes")[0])
-    data = fleet.files.files["notes.tgz"]
+    secret = "top-secret-pw"
+    data = pack_sample("notes")[0]
+    path = fleet.files.add("notes.tgz", data, auth=("fetcher", secret))
     body = {"uri": fleet.files_url + path, "name": "notes", "version": "1.0.0", "fileHash": sha256_of(data),
-            "install": False, "username": "fetcher", "password": "top-secret-pw"}
+            "install": False, "username": "fetcher", "password": secret}
+
+    wrong = _download(fleet, dev2, {**body, "password": "not-the-password"})
+    assert wrong.status_code == 200, wrong.text
+    refused = fleet.kapua.wait_operation_end(dev2, wrong.json()["id"])
+    assert refused["status"] == "FAILED" and "HTTP 401" in refused["log"]  # the server checks them
+
     response = _download(fleet, dev2, body)
     assert response.status_code == 200, response.text
-    assert "top-secret-pw" not in response.text and "fetcher" not in response.text
+    assert secret not in response.text and "fetcher" not in response.text
     done = fleet.kapua.wait_operation_end(dev2, response.json()["id"])
-    assert done["status"] == "COMPLETED"
-    assert any(a and a.startswith("Basic ") for a in fleet.files.auth_seen)
-    for text in (fleet.kapua.get(f"/_/devices/{dev2}/operations").text,
-                 fleet.kapua.get(f"/_/devices/{dev2}/operations/{done['id']}/notifications").text):
-        assert "top-secret-pw" not in text
-    for folder in (fleet.base / "dev-2" / "logs", fleet.base / "manager" / "logs"):
-        for log_file in folder.rglob("*.log"):
-            assert "top-secret-pw" not in log_file.read_text(errors="replace"), log_file
-    assert "top-secret-pw" not in (fleet.base / "manager" / "db.json").read_text()
+    assert done["status"] == "COMPLETED", done["log"]
+
+    operations = fleet.kapua.get(f"/_/devices/{dev2}/operations").json()["items"]
+    shown = [fleet.kapua.get(f"/_/devices/{dev2}/operations").text]
+    shown += [fleet.kapua.get(f"/_/devices/{dev2}/operations/{o['id']}/notifications").text for o in operations]
+    shown.append(json.dumps(fleet.agents["dev-2"].host.tasks.list()))  # the device's task records
+    assert "HTTP 401" in caplog.text  # the capture sees the device's log lines (its failed task)
+    shown.append(caplog.text)  # every log line of the hosts, the manager's and the devices'
+    for text in shown:
+        assert secret not in text
+    for host in ("dev-2", "manager"):  # db.json, runtime.json, task and app logs, caches
+        for file in (fleet.base / host).rglob("*"):
+            if file.is_file():
+                assert secret.encode() not in file.read_bytes(), file
