@@ -240,6 +240,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/v1/{scopeId}/devices/{deviceId}/operations"): NOBODY,
     ("GET", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}"): NOBODY,
     ("GET", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}/notifications"): NOBODY,
+    ("GET", "/v1/device-packages/{offerId}"): NOBODY,  # only a device given the offer's password
 }
 
 # Made-up path parameters (nothing real is touched), except where a real one is needed.

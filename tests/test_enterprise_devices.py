@@ -1,8 +1,12 @@
-"""Enterprise installs on devices through a real server: with a device backend (a test
-plugin whose devices are other real hosts) and without one (a clear 503).
+"""Enterprise installs on devices through a real server, with a stand-in device backend
+(a test plugin whose devices are other real hosts) and without one (a clear 503).
 
-The real device backend (`bolt_device`) is disabled here so the test plugin
-answers the hooks; the two-host test against it is still to be written."""
+The real device backend (`bolt_device`) is disabled here so the stand-in answers the
+hooks; tests/test_enterprise_fleet.py drives the real one (Mosquitto, a manager and
+agents).  The stand-in stays for what the store decides on its own, without a
+broker: which devices a user sees, refusals before any hook is called, a backend
+failing with an error that carries no HTTP status (502), and a backend that cannot
+remove apps from devices."""
 
 from __future__ import annotations
 

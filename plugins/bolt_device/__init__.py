@@ -58,7 +58,12 @@ class DevicePlugin:
     def register_permissions(self, host: Any) -> list[tuple[str, str]]:
         if self._config(host).mode != "manager":
             return []
-        return [("/v1/authentication/user", "public"), ("/v1/authentication/refresh", "public"), ("/v1/", "user")]
+        return [
+            ("/v1/authentication/user", "public"),
+            ("/v1/authentication/refresh", "public"),
+            ("/v1/device-packages/", "public"),  # no host user: the offer's own Basic credentials
+            ("/v1/", "user"),
+        ]
 
     @hookimpl
     async def startup(self, host: Any) -> None:
@@ -94,8 +99,8 @@ class DevicePlugin:
 
         scope = backend.writable_scope(actor)
         device = fleet.require_device(backend, scope, device_id)
-        request = await fleet.registry_download_request(backend, package)
-        operation = await fleet.start_download(backend, device, request, scope, 30_000)
+        request = await fleet.package_download_request(backend, package)
+        operation = await fleet.start_download(backend, device, request, scope, backend.config.request_timeout_ms)
         return public_operation(operation)
 
     @hookimpl
@@ -113,7 +118,7 @@ class DevicePlugin:
         request = fleet.validate_uninstall(
             {"name": package.get("package") or package["name"], "version": package.get("version")}
         )
-        operation = await fleet.start_uninstall(backend, device, request, scope, 30_000)
+        operation = await fleet.start_uninstall(backend, device, request, scope, backend.config.request_timeout_ms)
         return public_operation(operation)
 
 

@@ -29,6 +29,7 @@ class DeviceBackend:
         self.manager: Any = None
         self.agent: Any = None
         self.broker: Any = None
+        self.offers: Any = None
 
     async def start(self) -> None:
         if self.config.mode == "manager":
@@ -43,6 +44,7 @@ class DeviceBackend:
         from bolt_device.accounts import Accounts
         from bolt_device.devices import Devices
         from bolt_device.manager import Manager
+        from bolt_device.offers import PackageOffers
         from bolt_device.operations import Operations
         from bolt_device.tokens import AccessTokens
 
@@ -51,6 +53,8 @@ class DeviceBackend:
         self.tokens = AccessTokens(host.db, host.settings.data_dir, config.token_seconds, config.refresh_seconds)
         self.devices = Devices(host.db)
         self.operations = Operations(host.db)
+        settings = host.settings
+        self.offers = PackageOffers(settings.data_dir / "cache" / "device-offers", settings.max_download_bytes)
         if config.broker is None:
             from bolt_device.broker import EmbeddedBroker
 
@@ -76,6 +80,8 @@ class DeviceBackend:
             await self.agent.stop()
         if self.manager is not None:
             await self.manager.stop()
+        if self.offers is not None:
+            self.offers.close()
         if self.broker is not None:
             await self.broker.stop()
 

@@ -46,6 +46,7 @@ class DeviceConfig:
     refresh_seconds: int = 5 * 3600
     display_name: str = ""
     topic_prefix: str = "$EDC"
+    request_timeout_ms: int = 30_000  # how long the fleet hooks (other backends' installs) wait for a reply
 
     @property
     def active(self) -> bool:
@@ -81,6 +82,7 @@ class DeviceConfig:
             token_seconds=_int(env, "BOLT_DEVICE_TOKEN_SECONDS", 1800),
             refresh_seconds=_int(env, "BOLT_DEVICE_REFRESH_SECONDS", 5 * 3600),
             display_name=env.get("BOLT_DEVICE_DISPLAY_NAME") or client_id,
+            request_timeout_ms=_int(env, "BOLT_DEVICE_REQUEST_TIMEOUT_MS", 30_000),
             topic_prefix=topic_prefix(env, mode, broker),
         )
 

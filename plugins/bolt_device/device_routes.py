@@ -1,14 +1,16 @@
-"""``/v1/{scopeId}/devices/...``: devices, their packages and operations (Kapua's REST)."""
+"""``/v1/{scopeId}/devices/...``: devices, their packages and operations (Kapua's REST),
+and ``/v1/device-packages/{offerId}``, where devices download the manager's own apps."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from bolt_device import fleet
 from bolt_device.devices import public_device
-from bolt_device.kapua import illegal_argument, kapua_json, list_result, not_found
+from bolt_device.kapua import illegal_argument, kapua_json, list_result, not_found, unauthenticated
+from bolt_device.offers import ROUTE as OFFERS_ROUTE
 from bolt_device.operations import public_notification, public_operation
 from bolt_device.web import (
     backend_of,
@@ -20,6 +22,8 @@ from bolt_device.web import (
     scope_for,
     timeout_ms,
 )
+from bolt_host.errors import BoltError
+from bolt_host.web.auth import basic_credentials
 
 STATUSES = ("CONNECTED", "DISCONNECTED", "MISSING", "NULL")
 
@@ -127,10 +131,28 @@ async def list_notifications(request: Request) -> Response:
     )
 
 
+@kapua_endpoint
+async def offered_package(request: Request) -> Response:
+    """A package the manager offered one device: HTTP Basic with the offer's id and password."""
+    backend = backend_of(request)
+    header = request.headers.get("authorization", "")
+    try:
+        user, password = basic_credentials(header) if header.lower().startswith("basic ") else ("", "")
+    except BoltError:
+        user, password = "", ""
+    offer = backend.offers.get(request.path_params["offerId"], user, password)
+    if offer is None:
+        refused = unauthenticated("Unknown or expired package offer, or wrong credentials").response()
+        refused.headers["WWW-Authenticate"] = 'Basic realm="device packages"'
+        return refused
+    return FileResponse(offer.path, media_type="application/gzip", filename=f"{offer.id}.tgz")
+
+
 def routes() -> list[Route]:
     base = "/v1/{scopeId}/devices"
     one = base + "/{deviceId}"
     return [
+        Route(OFFERS_ROUTE + "/{offerId}", offered_package, methods=["GET"]),
         Route(base, list_devices, methods=["GET"]),
         Route(base, create_device, methods=["POST"]),
         Route(one, get_device, methods=["GET"]),

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +14,8 @@ from bolt_device.devices import CONNECTED
 from bolt_device.downloads import display_uri, parse_hash
 from bolt_device.kapua import KapuaError, illegal_argument, illegal_null, not_connected, not_found
 from bolt_device.manager import reply_error
+from bolt_device.offers import ROUTE as OFFERS_ROUTE
+from bolt_device.offers import OfferError
 from bolt_device.operations import FAILED
 
 REQUEST = "packageDownloadRequest"
@@ -173,6 +176,38 @@ async def list_packages(backend: DeviceBackend, device: dict[str, Any], timeout_
         raise refused
     packages = reply.body.get("packages") if isinstance(reply.body, dict) else None
     return {"type": "devicePackages", "devicePackage": packages if isinstance(packages, list) else []}
+
+
+async def package_download_request(backend: DeviceBackend, package: dict[str, Any]) -> dict[str, Any]:
+    """A download request for an app installed on the manager: from the manager's registry
+    when it came from there, else from a tarball of its installed folder (see ``offers``)."""
+    source = package.get("source") or {}
+    if source.get("type") == "registry" and backend.host.apps.registry is not None:
+        return await registry_download_request(backend, package)
+    return await offered_download_request(backend, package)
+
+
+async def offered_download_request(backend: DeviceBackend, package: dict[str, Any]) -> dict[str, Any]:
+    host = backend.host
+    app = host.apps.get(str(package.get("name") or ""))
+    if app is None:
+        raise not_found("package", str(package.get("name")))
+    folder = (host.apps.apps_dir / app["name"]).resolve()
+    if Path(app["path"]).resolve() != folder or not folder.is_dir():
+        raise KapuaError(409, "PACKAGE_UNAVAILABLE", f"The files of {app['name']} are not in the manager's apps folder")
+    try:
+        offer, password = await backend.offers.offer(folder)
+    except OfferError as exc:
+        raise KapuaError(409, "PACKAGE_UNAVAILABLE", f"{app['name']} cannot be sent to devices: {exc}") from exc
+    return validate_download({
+        "uri": f"{host.settings.url}{OFFERS_ROUTE}/{offer.id}",
+        "name": app.get("package") or app["name"],
+        "version": app["version"],
+        "fileHash": f"SHA256:{offer.sha256}",
+        "install": True,
+        "username": offer.id,
+        "password": password,
+    })
 
 
 async def registry_download_request(backend: DeviceBackend, package: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""A stand-in device backend for the enterprise tests, until `bolt_device` exists.
+"""A stand-in device backend for tests/test_enterprise_devices.py (the real one,
+`bolt_device`, is tested with the store in tests/test_enterprise_fleet.py).
 
 Each device is another real bolt host reached over HTTP: installing on it asks
-that host to install the package from its own local repository.  Devices and
-the calls received live on the module, so a test can set up one and inspect the other.
+that host to install the package from its own local repository.  It implements no
+``uninstall_from_device``, like a backend that cannot remove apps.  Devices and the
+calls received live on the module, so a test can set up one and inspect the other.
 """
 
 from __future__ import annotations
