@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from bolt_host.testing import ADMIN_PASSWORD
-from tests.fixtures.device.fleet import Fleet, running_fleet
+from tests.fixtures.device.fleet import PASSWORDS, Fleet, agent_config, device_host, running_fleet
 from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.raw_device import RawDevice
 from tests.helpers import wait_until
 
 pytestmark = [
@@ -87,6 +88,34 @@ def test_an_app_installed_from_a_folder_goes_to_a_device_and_comes_off_it(fleet:
     assert removed.json()["removedFrom"] == [device["id"]] and removed.json()["stillOn"] == []
     wait_until(lambda: "hello-web" not in _app_names(fleet, "dev-1"), timeout=60, what="hello-web gone from dev-1")
     assert all(c["name"] != "hello-web" for c in fleet.live_apps("dev-1"))
+
+
+def test_device_errors_keep_their_status_in_the_stores_format(fleet: Fleet, store: httpx.Client) -> None:
+    notes = _asset(store, "notes")
+    with device_host(fleet.base / "dev-3", agent_config(fleet.broker.url, "dev-3", PASSWORDS["dev-3"])):
+        dev3 = _store_device(store, "dev-3")
+        installed = store.post(f"/store/apps/devices/{dev3['id']}/install", data={"asset": notes})
+        assert installed.status_code == 200, installed.text
+        assert fleet.kapua.wait_operation_end(dev3["id"], installed.json()["operation"]["id"])["status"] == "COMPLETED"
+    fleet.kapua.wait_status("dev-3", "DISCONNECTED")
+
+    offline = store.post(f"/store/apps/devices/{dev3['id']}/install", data={"asset": notes})
+    assert offline.status_code == 409, offline.text
+    assert offline.json()["error"] is True and "not connected" in offline.json()["message"]
+    stays = store.post("/store/apps/devices/uninstall", data={"asset": notes})
+    assert stays.status_code == 200, stays.text
+    assert stays.json()["stillOn"] == [dev3["id"]] and "not connected" in stays.json()["reasons"][dev3["id"]]
+
+    silent = RawDevice(fleet.broker.port, "silent", PASSWORDS["silent"]).start()
+    try:
+        device = _store_device(store, "silent")
+        late = store.post(f"/store/apps/devices/{device['id']}/install", data={"asset": notes})
+    finally:
+        silent.stop()
+    assert late.status_code == 500, late.text
+    assert f"did not answer within the timeout of {REQUEST_TIMEOUT_MS} ms" in late.json()["message"]
+    records = fleet.manager.host.state["enterprise"].devices.records("notes")
+    assert [r["device"] for r in records] == [dev3["id"]]  # the failed installs stored nothing
 
 
 def test_a_user_who_may_not_change_devices_gets_none(fleet: Fleet, store: httpx.Client) -> None:

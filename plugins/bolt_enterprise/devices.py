@@ -1,8 +1,11 @@
 """Installs on devices, through whichever loaded plugin manages devices.
 
 The enterprise backend never imports the device backend: it asks the
-``list_devices`` and ``install_on_device`` firstresult hooks, and answers a
-clear 503 when no plugin answers them.  Each install it asked for is kept in
+``list_devices``, ``install_on_device`` and ``uninstall_from_device``
+firstresult hooks, and answers a clear 503 when no plugin answers them.  A
+hook's error that carries an HTTP status (a device offline is 409, no answer
+in time a 500 timeout, ...) keeps that status and its message; any other
+failure is a 502.  Each install it asked for is kept in
 ``enterprise_device_installs``.
 """
 
@@ -28,8 +31,7 @@ NO_DEVICE_BACKEND = (
     "No device backend is loaded, so apps cannot be installed on devices; "
     "enable the 'device' plugin (or another plugin implementing list_devices and install_on_device)"
 )
-# Optional hook: used when the host declares it and a plugin implements it.
-UNINSTALL_HOOK = "uninstall_from_device"
+STATUS_ATTRIBUTES = ("status", "http_status", "status_code")
 
 
 def device_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,6 +46,15 @@ def device_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
         **raw,
         "id": str(raw["id"]),
     }
+
+
+def http_status_of(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries (e.g. the device backend's Kapua errors), if any."""
+    for name in STATUS_ATTRIBUTES:
+        value = getattr(exc, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+            return value
+    return None
 
 
 def _key(app: str, device: str) -> Any:
@@ -89,11 +100,14 @@ class DeviceInstalls:
         await self._host.publish("enterprise-device-install", record, publisher="enterprise")
         return record
 
-    async def uninstall_for_user(self, app: dict[str, Any], actor: dict[str, Any]) -> tuple[list[str], list[str]]:
+    async def uninstall_for_user(
+        self, app: dict[str, Any], actor: dict[str, Any]
+    ) -> tuple[list[str], dict[str, str]]:
         """Remove ``app`` from the devices ``actor`` installed it on.
 
-        Returns (devices it was removed from, devices it is still on because no
-        loaded plugin can remove apps from devices).
+        Returns (devices it was removed from, devices it is still on), and the reason
+        for each device it is still on: no plugin removes apps from devices, or the
+        device backend refused (the device is offline, say).
         """
         rows = [
             dict(r) for r in self._host.db.table(TABLE).search(
@@ -101,15 +115,17 @@ class DeviceInstalls:
             )
         ]
         removed: list[str] = []
-        kept: list[str] = []
+        kept: dict[str, str] = {}
         for row in rows:
-            answer = None
-            if getattr(self._host.pm.hook, UNINSTALL_HOOK, None) is not None:
+            try:
                 answer = await self._ask(
-                    UNINSTALL_HOOK, device_id=row["device"], package=device_package(app), actor=actor
+                    "uninstall_from_device", device_id=row["device"], package=device_package(app), actor=actor
                 )
+            except (BoltError, EnterpriseError) as exc:
+                kept[row["device"]] = exc.message
+                continue
             if answer is None:
-                kept.append(row["device"])
+                kept[row["device"]] = "no loaded plugin can remove apps from devices"
                 continue
             with self._host.db.transaction():
                 self._host.db.table(TABLE).update(
@@ -129,5 +145,10 @@ class DeviceInstalls:
         except (BoltError, EnterpriseError):
             raise
         except Exception as exc:
-            log.exception("device backend failed in %s", hook_name)
-            raise EnterpriseError(502, f"The device backend failed: {type(exc).__name__}: {exc}") from exc
+            status = http_status_of(exc)
+            if status is None:
+                log.exception("device backend failed in %s", hook_name)
+                raise EnterpriseError(502, f"The device backend failed: {type(exc).__name__}: {exc}") from exc
+            message = str(getattr(exc, "message", None) or exc)
+            log.warning("device backend answered %s in %s: %s", status, hook_name, message)
+            raise EnterpriseError(status, message) from exc

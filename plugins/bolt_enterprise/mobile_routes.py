@@ -64,8 +64,8 @@ async def uninstall_from_devices(request: Request) -> Response:
     removed, kept = await enterprise.devices.uninstall_for_user(app, who.as_dict())
     message = f"Uninstalled {app['name']} for {who.user_name}"
     if kept:
-        message += f"; no loaded plugin can remove apps from devices, so it stays on {', '.join(kept)}"
-    return done(message, unsubscribed=unsubscribed, removedFrom=removed, stillOn=kept)
+        message += "; it stays on " + "; ".join(f"{device} ({why})" for device, why in kept.items())
+    return done(message, unsubscribed=unsubscribed, removedFrom=removed, stillOn=list(kept), reasons=kept)
 
 
 @store_endpoint
