@@ -3,11 +3,15 @@ admin HTTP Basic, types, providers, paging edges."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from bolt_enterprise.assets import provider_of
 
+from bolt_host.config import BUNDLED_LOCAL_REPO
 from tests.test_enterprise_support import ServedHost, add_user, install, served_host, store_login
 
 ASSETS = "/store/apis/v1/assets"
@@ -138,3 +142,46 @@ async def test_jaxrs_takes_only_admin_basic_credentials(catalog: ServedHost) -> 
         assert (await session.get(MOBILE_LIST)).status_code == 401
     async with catalog.user("bob") as bob:
         assert (await bob.get(MOBILE_LIST)).status_code == 403
+
+
+def test_the_provider_is_the_authors_or_publishers_name_never_an_email() -> None:
+    assert provider_of({"author": "Jane Doe <jane@example.org> (https://jane.example)"}) == "Jane Doe"
+    assert provider_of({"author": "Jane Doe (https://jane.example)"}) == "Jane Doe"
+    assert provider_of({"author": {"name": "Jo Bloggs", "email": "jo@example.org"}}) == "Jo Bloggs"
+    assert provider_of({"author": "<jane@example.org>", "_npmUser": {"name": "jdoe", "email": "j@x.org"}}) == "jdoe"
+    assert provider_of({"author": "", "publisher": "Pub Lisher <pub@example.org>"}) == "Pub Lisher"
+    assert provider_of({"maintainers": [{"name": "first", "email": "f@x.org"}, {"name": "second"}]}) == "first"
+    assert provider_of({"author": None, "maintainers": []}) == "admin"
+    assert provider_of({}) == "admin"
+
+
+def _site(repo: Path, name: str, **fields: object) -> None:
+    """A copy of the static-docs sample named ``name``, with other package.json fields."""
+    folder = repo / name
+    shutil.copytree(BUNDLED_LOCAL_REPO / "static-docs", folder)
+    manifest = json.loads((folder / "package.json").read_text())
+    manifest.pop("author")
+    manifest.update(name=name, **fields)
+    (folder / "package.json").write_text(json.dumps(manifest))
+
+
+async def test_asset_providers_come_from_authors_and_publishers(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    _site(repo, "by-string", author="Jane Doe <jane@example.org> (https://jane.example)")
+    _site(repo, "by-object", author={"name": "Jo Bloggs", "email": "jo@example.org"})
+    _site(repo, "by-publisher", _npmUser={"name": "npm-publisher", "email": "pub@example.org"})
+    _site(repo, "by-nobody")
+    async with served_host(tmp_path / "data", local_repo=repo) as served, served.admin() as admin:
+        for name in ("by-string", "by-object", "by-publisher", "by-nobody"):
+            await install(admin, name)
+        listed = await admin.get(f"{ASSETS}/site")
+        providers = {a["name"]: a["provider"] for a in listed.json()}
+        assert providers == {"by-string": "Jane Doe", "by-object": "Jo Bloggs", "by-publisher": "npm-publisher",
+                             "by-nobody": "admin"}
+        assert "example.org" not in listed.text
+        by_jane = (await admin.get(f"{ASSETS}/site/Jane Doe")).json()
+        assert [a["name"] for a in by_jane] == ["by-string"]
+        one = await admin.get(f"{ASSETS}/site/npm-publisher/by-publisher/1.0.0")
+        assert one.status_code == 200 and one.json()["attributes"]["overview_provider"] == "npm-publisher"
+        jaxrs = await admin.get(MOBILE_LIST)
+        assert "example.org" not in jaxrs.text

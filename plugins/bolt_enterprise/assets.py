@@ -8,8 +8,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -34,8 +39,50 @@ def asset_type(app: Mapping[str, Any]) -> str:
     return "mobileapp"
 
 
+def person_name(person: Any) -> str | None:
+    """The name of an npm person: ``{"name": ...}`` or ``"Name <email> (url)"``; never the email or URL."""
+    if isinstance(person, Mapping):
+        person = person.get("name")
+    if not isinstance(person, str):
+        return None
+    name = re.split(r"[<(]", person, maxsplit=1)[0].strip()
+    return name or None
+
+
 def provider_of(app: Mapping[str, Any]) -> str:
-    return str(app.get("author") or DEFAULT_PROVIDER)
+    """The package's author, else its publisher, else WSO2's default ``admin``; only ever a name."""
+    return person_name(app.get("author")) or _publisher(app) or DEFAULT_PROVIDER
+
+
+def _publisher(app: Mapping[str, Any]) -> str | None:
+    """Who published the package, as npm records it (``_npmUser``, ``publisher``, the first of
+    ``maintainers``), from the app object or else its installed ``package.json``."""
+    found = _publisher_in(app)
+    if found is None and isinstance(app.get("path"), str):
+        manifest = Path(app["path"]) / "package.json"
+        with contextlib.suppress(OSError):
+            found = _publisher_in_file(str(manifest), manifest.stat().st_mtime_ns)
+    return found
+
+
+def _publisher_in(doc: Mapping[str, Any]) -> str | None:
+    maintainers = doc.get("maintainers")
+    first = maintainers[0] if isinstance(maintainers, list) and maintainers else None
+    for person in (doc.get("_npmUser"), doc.get("publisher"), first):
+        name = person_name(person)
+        if name:
+            return name
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _publisher_in_file(path: str, mtime_ns: int) -> str | None:
+    """Cached per file version: asset lists ask for every app's provider several times."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return _publisher_in(doc) if isinstance(doc, dict) else None
 
 
 def check_type(kind: str) -> str:
