@@ -99,6 +99,7 @@ class DevicePlugin:
 
         scope = backend.writable_scope(actor)
         device = fleet.require_device(backend, scope, device_id)
+        fleet.require_connected(device)  # before packing a tarball an offline device cannot fetch
         request = await fleet.package_download_request(backend, package)
         operation = await fleet.start_download(backend, device, request, scope, backend.config.request_timeout_ms)
         return public_operation(operation)

@@ -29,6 +29,11 @@ def require_device(backend: DeviceBackend, scope: str, device_id: str) -> dict[s
     return device
 
 
+def require_connected(device: dict[str, Any]) -> None:
+    if device["connectionStatus"] != CONNECTED:
+        raise not_connected(device["id"], device["clientId"])
+
+
 def _text(body: dict[str, Any], key: str, what: str, limit: int, required: bool = True) -> str | None:
     value = body.get(key)
     if value is None:
@@ -102,8 +107,7 @@ async def _send(
     backend: DeviceBackend, device: dict[str, Any], resource: str, properties: dict[str, Any],
     metrics: dict[str, Any], created_by: str, timeout_ms: int,
 ) -> dict[str, Any]:
-    if device["connectionStatus"] != CONNECTED:
-        raise not_connected(device["id"], device["clientId"])
+    require_connected(device)
     operation = await backend.operations.create(device, resource, properties, created_by)
     metrics = {**metrics, "job.id": operation["operationId"], "dp.job.id": operation["operationId"]}
     try:
