@@ -121,19 +121,19 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/tasks/{id}/cancel"): ADMIN,
     ("GET", "/api/catalog"): ADMIN,
     ("GET", "/api/catalog/package"): ADMIN,
-    # robot backend (/app_store): any caller reads, admins (or system apps) change things
-    ("GET", "/app_store/packages"): AUTHENTICATED,
+    # robot backend (/app_store): admins (or system apps) only, for reads too; or the robot's Secret header
+    ("GET", "/app_store/packages"): ADMIN,
     ("POST", "/app_store/services/refresh_store"): ADMIN,
     ("POST", "/app_store/services/download_packages"): ADMIN,
     ("POST", "/app_store/services/install_packages"): ADMIN,
     ("POST", "/app_store/services/install_local_file"): ADMIN,
     ("POST", "/app_store/services/upload_local_file"): ADMIN,
     ("POST", "/app_store/services/uninstall_packages"): ADMIN,
-    ("GET", "/app_store/jobs/{group}/tasks"): AUTHENTICATED,
-    ("GET", "/app_store/jobs/{group}/tasks/{task_id}/log"): AUTHENTICATED,
-    ("POST", "/app_store/jobs/{group}/tasks/{task_id}/log"): AUTHENTICATED,
+    ("GET", "/app_store/jobs/{group}/tasks"): ADMIN,
+    ("GET", "/app_store/jobs/{group}/tasks/{task_id}/log"): ADMIN,
+    ("POST", "/app_store/jobs/{group}/tasks/{task_id}/log"): ADMIN,
     ("POST", "/app_store/jobs/{group}/tasks/{task_id}/cancel"): ADMIN,
-    ("GET", "/app_store/firmware/packages"): AUTHENTICATED,
+    ("GET", "/app_store/firmware/packages"): ADMIN,
     ("POST", "/app_store/firmware/install_packages"): ADMIN,
     # market backend (/app-store/api/v2): always a user (an app token alone is not one); the
     # catch-all answers the Market's 404 to everyone

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bolt_host.errors import BoltError
-from bolt_host.web.auth import host_of, require_admin, require_user
+from bolt_host.web.auth import host_of, require_admin
 
 from .firmware import queue_firmware
 from .jobs import Outcome, queue_downloads, queue_installs, queue_uninstalls
@@ -45,12 +45,12 @@ def detail(message: str, status: int) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
 
 
-async def authorize(request: Request, write: bool) -> Response | None:
+async def authorize(request: Request) -> Response | None:
     """None if the caller may go on, else the refusal.
 
-    A ``Secret`` header is checked (in constant time) when ``BOLT_ROBOT_SECRET``
-    is set; a wrong one is refused at once.  Otherwise the host's own
-    credentials apply: reads need any authenticated caller, writes an admin.
+    Every route needs the host's admin or, when ``BOLT_ROBOT_SECRET`` is set, a
+    ``Secret`` header equal to it (checked in constant time).  A wrong secret is
+    refused at once, even next to valid host credentials.
     """
     robot = robot_of(request)
     supplied = request.headers.get("secret")
@@ -59,35 +59,30 @@ async def authorize(request: Request, write: bool) -> Response | None:
             return None
         return detail("invalid Secret", 401)
     try:
-        if write:
-            await require_admin(request, "robot.write", request.url.path)
-        else:
-            await require_user(request, "robot.read", request.url.path)
+        action = "robot.read" if request.method == "GET" else "robot.write"  # for permission_allowed plugins
+        await require_admin(request, action, request.url.path)
     except BoltError as exc:
         return detail(exc.message, exc.http_status if exc.http_status in (401, 403) else 401)
     return None
 
 
-def guarded(write: bool) -> Callable[[Handler], Handler]:
+def guarded(handler: Handler) -> Handler:
     """Check access first (failing closed), and turn request errors into ``{"detail"}`` answers."""
 
-    def wrap(handler: Handler) -> Handler:
-        async def endpoint(request: Request) -> Response:
-            refusal = await authorize(request, write)
-            if refusal is not None:
-                return refusal
-            try:
-                return await handler(request)
-            except BadRequest as exc:
-                return detail(exc.message, 400)
-            except UploadError as exc:
-                return detail(exc.message, exc.status)
+    async def endpoint(request: Request) -> Response:
+        refusal = await authorize(request)
+        if refusal is not None:
+            return refusal
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return detail(exc.message, 400)
+        except UploadError as exc:
+            return detail(exc.message, exc.status)
 
-        endpoint.__name__ = handler.__name__
-        endpoint.__doc__ = handler.__doc__
-        return endpoint
-
-    return wrap
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -118,7 +113,7 @@ def outcome(result: Outcome) -> JSONResponse:
 # ---------------------------------------------------------------- packages
 
 
-@guarded(write=False)
+@guarded
 async def get_packages(request: Request) -> Response:
     """Every package the catalog knows plus every installed app, with its status."""
     robot = robot_of(request)
@@ -126,29 +121,29 @@ async def get_packages(request: Request) -> Response:
     return JSONResponse(list_packages(robot))
 
 
-@guarded(write=True)
+@guarded
 async def refresh_store(request: Request) -> Response:
     """Refresh the catalog in the background; poll the package list to see the result."""
     robot_of(request).host.catalog.refresh_soon()
     return JSONResponse({"status": 200})
 
 
-@guarded(write=True)
+@guarded
 async def download_packages(request: Request) -> Response:
     return outcome(queue_downloads(robot_of(request), await package_names(request)))
 
 
-@guarded(write=True)
+@guarded
 async def install_packages(request: Request) -> Response:
     return outcome(queue_installs(robot_of(request), await package_names(request)))
 
 
-@guarded(write=True)
+@guarded
 async def uninstall_packages(request: Request) -> Response:
     return outcome(queue_uninstalls(robot_of(request), await package_names(request)))
 
 
-@guarded(write=True)
+@guarded
 async def install_local(request: Request) -> Response:
     """Install a tarball from the upload staging folder: ``{"filename": ...}``."""
     filename = (await json_body(request)).get("filename")
@@ -156,7 +151,7 @@ async def install_local(request: Request) -> Response:
     return JSONResponse(body, status_code=status)
 
 
-@guarded(write=True)
+@guarded
 async def upload_local(request: Request) -> Response:
     """Put a tarball into the staging folder (multipart field ``file``, or a raw body)."""
     robot = robot_of(request)
@@ -168,14 +163,14 @@ async def upload_local(request: Request) -> Response:
 # ---------------------------------------------------------------- firmware
 
 
-@guarded(write=False)
+@guarded
 async def get_firmware(request: Request) -> Response:
     robot = robot_of(request)
     await robot.host.catalog.ready(timeout=CATALOG_WAIT)
     return JSONResponse(list_firmware(robot))
 
 
-@guarded(write=True)
+@guarded
 async def install_firmware(request: Request) -> Response:
     return outcome(queue_firmware(robot_of(request), await package_names(request)))
 
@@ -195,7 +190,7 @@ def _base_url(request: Request) -> str:
     return public.rstrip("/") if public else str(request.base_url).rstrip("/")
 
 
-@guarded(write=False)
+@guarded
 async def list_tasks(request: Request) -> Response:
     """Tasks of the group, newest first, each with the URL of its log."""
     group = _group(request)
@@ -247,7 +242,7 @@ async def _log_range(request: Request) -> tuple[int, int | None]:
     return start, (None if end == 0 else end)  # end=0 meant "to the end" in older docs
 
 
-@guarded(write=False)
+@guarded
 async def task_log(request: Request) -> Response:
     """Characters [start, end) of a task log, with X-MORE-DATA and X-TEXT-SIZE."""
     record = _task(request)
@@ -259,7 +254,7 @@ async def task_log(request: Request) -> Response:
     return PlainTextResponse(text, headers=headers, media_type="text/plain; charset=utf-8")
 
 
-@guarded(write=True)
+@guarded
 async def cancel_task(request: Request) -> Response:
     """bolt-host extension: cancel a queued task, or ask a running one to stop."""
     record = _task(request)
