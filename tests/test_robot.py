@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from bolt_robot.jobs import invalid
+from bolt_robot.routes import SKIPPED_COUNT_HEADER, SKIPPED_HEADER, SKIPPED_HEADER_MAX, skipped_headers
 
 from tests.registry_server import RegistryServer
 from tests.robot_support import GatedTarballs, RobotHost, make_package, publish_gated, robot_host
@@ -110,8 +113,11 @@ def test_download_messages_and_partial_success(tmp_path: Path, registry, robot) 
     partial = client.app_store_download_packages(["py_axbot", "iot"])
     assert partial.status_code == 201
     body = partial.json()
+    assert set(body) == {"py_axbot"}  # only task objects, as in the seed's 201 example
     assert body["py_axbot"]["version"] == "1.1.6-opi64" and isinstance(body["py_axbot"]["task_id"], int)
-    assert body["iot"] == "installed version(master) is already up to date"
+    skipped = json.loads(partial.headers["x-skipped-packages"])
+    assert skipped == {"iot": "installed version(master) is already up to date"}
+    assert partial.headers["x-skipped-count"] == "1"
     client.wait_status("py_axbot", "downloaded")
     assert client.package("iot")["status"] == "up_to_date"  # master ranks above every release
 
@@ -291,3 +297,14 @@ def test_installing_a_running_app_upgrades_and_restarts_it(tmp_path: Path, regis
     assert live["hello-web"]["status"] == "running" and live["hello-web"]["pid"] != old_pid
     assert "was running: restarted with version 1.0.1" in client.log_text("install", task_id)
     robot.bolt("POST", "/api/apps/stop", json={"name": "hello-web"})
+
+
+def test_the_skipped_header_stays_small_and_counts_everything() -> None:
+    skipped = {f"module-{n:04d}": invalid(f"module-{n:04d}") for n in range(1000)}
+    headers = skipped_headers(skipped)
+    shown = json.loads(headers[SKIPPED_HEADER])
+    assert len(headers[SKIPPED_HEADER]) <= SKIPPED_HEADER_MAX and headers[SKIPPED_COUNT_HEADER] == "1000"
+    assert 0 < len(shown) < 1000 and list(shown) == list(skipped)[: len(shown)]  # the first ones, in order
+    assert shown["module-0000"] == "invalid module module-0000, skip..."
+    assert skipped_headers({}) == {}
+    assert json.loads(skipped_headers({"ghost\\n": "x"})[SKIPPED_HEADER]) == {"ghost\\n": "x"}  # one header line

@@ -7,6 +7,7 @@ Answers are plain JSON (no Bolt envelope); errors that are not per-package are
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,9 @@ UPLOAD_PATH = f"{PREFIX}/services/upload_local_file"
 JOB_GROUPS = {"download": ("download",), "install": ("install", "uninstall", "firmware")}
 CATALOG_WAIT = 10.0  # seconds a first package listing waits for the first catalog refresh
 TASK_FIELDS = ("id", "status", "module", "version", "create_time", "start_time", "end_time")
+SKIPPED_HEADER = "X-Skipped-Packages"  # what a partly successful request left out, as JSON
+SKIPPED_COUNT_HEADER = "X-Skipped-Count"
+SKIPPED_HEADER_MAX = 4096  # characters; clients read response headers into small buffers
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -103,11 +107,28 @@ async def package_names(request: Request) -> list[Any]:
 
 
 def outcome(result: Outcome) -> JSONResponse:
-    """201 with what was queued (and what was skipped, same shape as a 400), or 400 if nothing was."""
+    """201 with only the queued modules (as in the seed), or 400 with the reasons if nothing was queued.
+
+    What a partly successful request skipped goes into the ``X-Skipped-Packages``
+    header (a JSON object, same values as the 400 body), so the 201 body keeps
+    the seed's ``{name: {task_id, version}}`` shape.
+    """
     queued, skipped = result
     if not queued:
         return JSONResponse(skipped, status_code=400)
-    return JSONResponse({**queued, **skipped}, status_code=201)
+    return JSONResponse(queued, status_code=201, headers=skipped_headers(skipped))
+
+
+def skipped_headers(skipped: dict[str, Any]) -> dict[str, str]:
+    """The skipped modules as headers; past ``SKIPPED_HEADER_MAX`` the last ones are left out (the count says)."""
+    if not skipped:
+        return {}
+    shown: dict[str, Any] = {}
+    for name, reason in skipped.items():
+        if len(json.dumps({**shown, name: reason})) > SKIPPED_HEADER_MAX:
+            break
+        shown[name] = reason
+    return {SKIPPED_HEADER: json.dumps(shown), SKIPPED_COUNT_HEADER: str(len(skipped))}
 
 
 # ---------------------------------------------------------------- packages
