@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from bolt_robot.state import install_wait_from
 
 from tests.robot_support import SAMPLES, make_package, packed, robot_host
 
@@ -126,3 +127,30 @@ def test_a_failing_flash_is_install_failed_with_its_reason(tmp_path: Path) -> No
         assert failed["current_version"] == ""
         assert "sha256 mismatch" in client.log_text("install", task_id)
         assert not (tmp_path / "data" / "firmware" / "bad-firmware" / "firmware.bin").exists()
+
+
+def test_install_local_file_answers_with_the_task_when_the_install_takes_long(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BOLT_ROBOT_INSTALL_WAIT", "0.5")
+    data, _ = packed(make_package(tmp_path, "ax", "2.6.4"))
+    with robot_host(tmp_path / "data") as robot:
+        client = robot.client
+        staged = client.app_store_upload_local_file(data, "ax.tgz").json()["filename"]
+        with robot.capture.holding_app_lock("ax"):  # the install task waits inside, as a slow one would
+            held = client.app_store_install_local_file(staged)
+            assert held.status_code == 202, held.text
+            body = held.json()
+            assert set(body) == {"module_name", "version", "task_id"}
+            assert (body["module_name"], body["version"]) == ("ax", "2.6.4")
+            installing = client.wait_status("ax", "installing")
+            assert installing["install_task_id"] == body["task_id"]
+        assert client.wait_task("install", body["task_id"])["status"] == "succeeded"
+        assert client.wait_status("ax", "up_to_date")["current_version"] == "2.6.4"
+
+
+def test_the_install_wait_setting_is_checked() -> None:
+    assert install_wait_from({}) == 60.0
+    assert install_wait_from({"BOLT_ROBOT_INSTALL_WAIT": " 2.5 "}) == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(ValueError, match="BOLT_ROBOT_INSTALL_WAIT must be a positive number"):
+            install_wait_from({"BOLT_ROBOT_INSTALL_WAIT": bad})
+

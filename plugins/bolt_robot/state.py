@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,22 @@ from bolt_host.services.versions import compare_versions, sort_key
 DOWNLOADS = "robot_downloads"
 FIRMWARE = "robot_firmware"
 SECRET_ENV = "BOLT_ROBOT_SECRET"
+INSTALL_WAIT_ENV = "BOLT_ROBOT_INSTALL_WAIT"
+DEFAULT_INSTALL_WAIT = 60.0  # seconds install_local_file holds its request before answering with the task
+
+
+def install_wait_from(environ: Mapping[str, str]) -> float:
+    """``BOLT_ROBOT_INSTALL_WAIT`` in seconds (a positive number), or the default."""
+    raw = environ.get(INSTALL_WAIT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_INSTALL_WAIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{INSTALL_WAIT_ENV} must be a positive number of seconds, not {raw!r}")
+    return value
 
 
 def sha512_file(path: Path) -> str:
@@ -85,11 +102,18 @@ class Robot:
     secret: str | None
     downloads: Downloads
     firmware: FirmwareVersions
+    install_wait: float = DEFAULT_INSTALL_WAIT
 
     @classmethod
     def create(cls, host: Any) -> Robot:
         secret = os.environ.get(SECRET_ENV) or None
-        return cls(host=host, secret=secret, downloads=Downloads(host.db), firmware=FirmwareVersions(host.db))
+        return cls(
+            host=host,
+            secret=secret,
+            downloads=Downloads(host.db),
+            firmware=FirmwareVersions(host.db),
+            install_wait=install_wait_from(os.environ),
+        )
 
     @property
     def data_dir(self) -> Path:

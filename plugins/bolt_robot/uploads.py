@@ -230,7 +230,12 @@ def staged_file(robot: Robot, filename: Any) -> Path:
 
 
 async def install_local_file(robot: Robot, filename: Any) -> tuple[int, dict[str, Any]]:
-    """Install a staged tarball as an ``install`` task and wait for it: ``(status, body)``."""
+    """Install a staged tarball as an ``install`` task and wait for it: ``(status, body)``.
+
+    The wait is bounded by ``robot.install_wait``: an install still queued or
+    running then is answered ``202`` with its ``task_id`` (follow it in the
+    install jobs), so no request is held open for as long as an install takes.
+    """
     path = staged_file(robot, filename)
     try:
         manifest = await asyncio.to_thread(read_tarball_manifest, path)
@@ -243,7 +248,10 @@ async def install_local_file(robot: Robot, filename: Any) -> tuple[int, dict[str
         "install", name, version, _local_install_job(robot, name, version, path, source),
         dedupe_key=f"robot:install-file:{path}", meta={"backend": "robot", "filename": path.name},
     )
-    done = await robot.host.tasks.wait(record["id"])
+    try:
+        done = await robot.host.tasks.wait(record["id"], timeout=robot.install_wait)
+    except TimeoutError:
+        return 202, {"module_name": name, "version": version, "task_id": record["id"]}
     if done["status"] != "succeeded":
         return 400, {"error": done["error"] or done["status"], "task_id": done["id"]}
     return 201, {"module_name": name, "version": version}
