@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from bolt_robot import uploads
 from bolt_robot.state import install_wait_from
 
 from tests.robot_support import SAMPLES, make_package, packed, robot_host
@@ -153,4 +155,30 @@ def test_the_install_wait_setting_is_checked() -> None:
     for bad in ("0", "-1", "soon", "inf", "nan"):
         with pytest.raises(ValueError, match="BOLT_ROBOT_INSTALL_WAIT must be a positive number"):
             install_wait_from({"BOLT_ROBOT_INSTALL_WAIT": bad})
+
+
+def _part(folder: Path, data: bytes) -> Path:
+    path, handle = uploads.open_part_file(folder)
+    with handle:
+        handle.write(data)
+    return path
+
+
+def test_uploads_are_named_without_hard_links_too(tmp_path: Path, monkeypatch) -> None:
+    """On a filesystem without hard links (vfat, some network mounts) os.link fails with EPERM."""
+    folder = tmp_path / "uploads"
+
+    def no_hard_links(source: object, target: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(uploads.os, "link", no_hard_links)
+    first = uploads.publish_part(_part(folder, b"first"), folder, "ax.tgz")
+    second = uploads.publish_part(_part(folder, b"second"), folder, "ax.tgz")
+    assert (first.name, second.name) == ("ax.tgz", "ax-1.tgz")
+    assert (first.read_bytes(), second.read_bytes()) == (b"first", b"second")  # nothing was overwritten
+    assert sorted(p.name for p in folder.iterdir()) == ["ax-1.tgz", "ax.tgz"]  # no .part file is left
+
+    monkeypatch.setattr(uploads.os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError, match="I/O error"):  # other errors are not taken for "no hard links"
+        uploads.publish_part(_part(folder, b"third"), folder, "ax.tgz")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -33,6 +34,7 @@ from .state import Robot, sha512_file
 PART_SUFFIX = ".part"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]")
 _TARBALL = (".tgz", ".tar.gz", ".tar")
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
 class UploadError(Exception):
@@ -185,7 +187,7 @@ def _translated(exc: BaseException, limit: int) -> BaseException:
 
 
 def publish_part(part: Path, folder: Path, wanted: str) -> Path:
-    """Give the finished upload its name (made safe and unique) in ``folder``."""
+    """Give the finished upload its name (made safe and unique) in ``folder``; never overwrite another."""
     stem = _UNSAFE.sub("_", Path(wanted).name).lstrip(".") or "upload.tgz"
     if not stem.endswith(_TARBALL):
         stem += ".tgz"
@@ -194,13 +196,36 @@ def publish_part(part: Path, folder: Path, wanted: str) -> Path:
     for attempt in range(1000):
         candidate = folder / (f"{base}{suffix}" if attempt == 0 else f"{base}-{attempt}{suffix}")
         try:
-            os.link(part, candidate)  # fails if the name is taken: never overwrite another upload
+            claim_name(part, candidate)
         except FileExistsError:
             continue
-        part.unlink()
         return candidate
     part.unlink(missing_ok=True)
     raise UploadError("too many uploads with this name")
+
+
+def claim_name(part: Path, candidate: Path) -> None:
+    """Move ``part`` to ``candidate``, or raise FileExistsError if that name is taken.
+
+    A hard link claims the name atomically; on a filesystem without hard links
+    the name is claimed by an exclusive create instead, and ``part`` is renamed
+    over that empty placeholder.
+    """
+    try:
+        os.link(part, candidate)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        try:
+            os.replace(part, candidate)
+        except OSError:
+            candidate.unlink(missing_ok=True)  # do not leave an empty placeholder behind
+            raise
+        return
+    part.unlink()
 
 
 def clean_partial_uploads(folder: Path) -> None:
