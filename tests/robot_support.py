@@ -57,6 +57,15 @@ def make_package(folder: Path, name: str, version: str = "1.0.0", **bolt: Any) -
     return app
 
 
+def firmware_package(folder: Path, name: str, version: str) -> Path:
+    """A copy of the sample firmware (``demo-firmware``) renamed ``name`` at ``version``."""
+    target = folder / f"{name}-{version}"
+    shutil.copytree(SAMPLES / "demo-firmware", target)
+    manifest = json.loads((target / "package.json").read_text())
+    (target / "package.json").write_text(json.dumps({**manifest, "name": name, "version": version}))
+    return target
+
+
 def packed(folder: Path, version: str | None = None) -> tuple[bytes, dict[str, Any]]:
     """npm-style tarball bytes of ``folder`` (``version`` overrides package.json) and its manifest."""
     with tempfile.TemporaryDirectory(prefix="robot-pack-") as tmp:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ import pytest
 from tests.registry_server import RegistryServer
 from tests.robot_support import (
     PACKAGE_STATUSES,
-    SAMPLES,
     GatedTarballs,
     RobotClient,
+    firmware_package,
     make_package,
     packed,
     publish_gated,
@@ -97,14 +96,6 @@ def check_task_list(response: Any, base_url: str, group: str) -> list[dict[str, 
 def registry() -> Iterator[RegistryServer]:
     with RegistryServer() as server:
         yield server
-
-
-def firmware_package(folder: Path, name: str, version: str) -> Path:
-    target = folder / f"{name}-{version}"
-    shutil.copytree(SAMPLES / "demo-firmware", target)
-    manifest = json.loads((target / "package.json").read_text())
-    (target / "package.json").write_text(json.dumps({**manifest, "name": name, "version": version}))
-    return target
 
 
 def install_through_robot(client: RobotClient, name: str) -> None:

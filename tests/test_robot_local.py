@@ -11,7 +11,16 @@ import pytest
 from bolt_robot import uploads
 from bolt_robot.state import install_wait_from
 
-from tests.robot_support import SAMPLES, make_package, packed, robot_host
+from tests.registry_server import RegistryServer
+from tests.robot_support import (
+    SAMPLES,
+    GatedTarballs,
+    firmware_package,
+    make_package,
+    packed,
+    publish_gated,
+    robot_host,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -182,3 +191,49 @@ def test_uploads_are_named_without_hard_links_too(tmp_path: Path, monkeypatch) -
     with pytest.raises(OSError, match="I/O error"):  # other errors are not taken for "no hard links"
         uploads.publish_part(_part(folder, b"third"), folder, "ax.tgz")
 
+
+def test_firmware_tasks_queue_one_at_a_time_with_progress(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-repo"
+    empty.mkdir()
+    with (
+        RegistryServer() as registry,
+        GatedTarballs() as tarballs,
+        robot_host(tmp_path / "data", registry, local_repo=empty) as robot,
+    ):
+        client = robot.client
+        files = {n: publish_gated(registry, tarballs, firmware_package(tmp_path / "pkgs", n, "1.0.0")) for n in
+                 ("fw-a", "fw-b")}  # fmt: skip
+        client.refresh_app_store()
+        client.wait_status("fw-b", "not_installed", firmware=True)
+        tasks = {n: client.install_firmware_packages([n]).json()[n]["task_id"] for n in files}
+        tarballs.wait_for_request(files["fw-a"])
+        flashing = client.wait_status("fw-a", "installing", firmware=True)
+        assert flashing["install_task_id"] == tasks["fw-a"] and flashing["installing_version"] == "1.0.0"
+        assert 0 < flashing["installing_progress"] < 1
+        waiting = client.wait_status("fw-b", "install_queueing", firmware=True)  # one flash at a time
+        assert (waiting["install_task_id"], waiting["installing_progress"]) == (tasks["fw-b"], 0)
+        for filename in files.values():
+            tarballs.release(filename)
+        for name in files:
+            assert client.wait_status(name, "up_to_date", firmware=True)["current_version"] == "1.0.0"
+
+
+def test_a_flashed_firmware_stays_listed_after_it_left_the_catalog(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLES / "demo-firmware", repo / "demo-firmware")
+    with robot_host(tmp_path / "data", local_repo=repo) as robot:
+        client = robot.client
+        client.wait_task("install", client.install_firmware_packages(["demo-firmware"]).json()["demo-firmware"][
+            "task_id"])  # fmt: skip
+        flashed = {"name": "demo-firmware", "latest_version": "1.0.0", "current_version": "1.0.0",
+                   "status": "up_to_date"}  # fmt: skip
+        assert client.list_firmware_packages().json() == [flashed]
+
+        shutil.rmtree(repo / "demo-firmware")
+        shutil.copytree(SAMPLES / "notes", repo / "notes")  # shows when the refresh has happened
+        client.refresh_app_store()
+        client.wait_status("notes", "not_installed")
+        assert client.list_firmware_packages().json() == [flashed]
+        gone = client.install_firmware_packages(["demo-firmware"])
+        assert gone.status_code == 400
+        assert gone.json() == {"demo-firmware": {"error": "invalid module demo-firmware, skip..."}}

@@ -12,7 +12,8 @@ A module's status is derived, in this order, from
    least the catalog's latest, else ``upgradable``; the rest ``not_installed``.
 
 Firmware modules have their own list (``/app_store/firmware/packages``), with
-the current version taken from the last successful flash.
+the current version taken from the last successful flash; a flashed module
+stays listed after it has left the catalog.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def list_packages(robot: Robot) -> list[dict[str, Any]]:
 
 
 def list_firmware(robot: Robot) -> list[dict[str, Any]]:
-    return [firmware_view(robot, e) for e in robot.host.catalog.entries() if is_firmware(e)]
+    """Every firmware module of the catalog plus every one flashed before, by name."""
+    entries = {e["name"]: e for e in robot.host.catalog.entries() if is_firmware(e)}
+    names = sorted(set(entries) | set(robot.firmware.names()))
+    return [firmware_view(robot, name, entries.get(name)) for name in names]
 
 
 def package_view(
@@ -71,10 +75,11 @@ def package_view(
     return _ordered(view)
 
 
-def firmware_view(robot: Robot, entry: dict[str, Any]) -> dict[str, Any]:
-    name = entry["name"]
+def firmware_view(robot: Robot, name: str, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``Package`` object of one firmware module (``entry`` is None once it left the catalog)."""
     current = robot.firmware.version(name) or ""
-    view: dict[str, Any] = {"name": name, "latest_version": entry["version"], "current_version": current}
+    latest = entry["version"] if entry else current
+    view: dict[str, Any] = {"name": name, "latest_version": latest, "current_version": current}
     tasks = robot.host.tasks.list(module=name, kind="firmware")
     task = _first(tasks, "firmware", ACTIVE)
     if task is not None:
@@ -85,7 +90,7 @@ def firmware_view(robot: Robot, entry: dict[str, Any]) -> dict[str, Any]:
         view.update(status="install_failed", install_task_id=tasks[0]["id"])
         view["install_failed_reason"] = tasks[0]["error"] or "failed"
     else:
-        view["status"] = _base_status(current, entry["version"], [], bool(current))
+        view["status"] = _base_status(current, latest, [], bool(current))
     return _ordered(view)
 
 

@@ -88,6 +88,10 @@ class FirmwareVersions:
         row = self._db.table(FIRMWARE).get(Query().name == name)
         return row["version"] if row else None
 
+    def names(self) -> list[str]:
+        """Every firmware package flashed at least once."""
+        return [row["name"] for row in self._db.table(FIRMWARE).all()]
+
     def record(self, name: str, version: str, target: Path, sha512: str) -> None:
         row = {"name": name, "version": version, "target": str(target), "sha512": sha512, "time": format_time()}
         with self._db.transaction():
