@@ -37,6 +37,16 @@ def robot(tmp_path: Path, registry: RegistryServer) -> Iterator[RobotHost]:
         yield running
 
 
+def publish_and_download(client, registry: RegistryServer, folder: Path) -> str:
+    """Publish ``folder``, wait until the store lists it, download it through the robot; its name."""
+    name = json.loads((folder / "package.json").read_text())["name"]
+    registry.publish_dir(folder)
+    client.refresh_app_store()
+    client.wait_status(name, "not_installed", "upgradable")
+    client.wait_task("download", client.app_store_download_packages([name]).json()[name]["task_id"])
+    return name
+
+
 def test_full_cycle_download_install_upgrade_uninstall(tmp_path: Path, registry, robot) -> None:
     client = robot.client
     registry.publish_dir(make_package(tmp_path, "cycle", "1.0.0"))
@@ -196,10 +206,7 @@ def test_failing_install_reports_its_reason_and_can_be_retried(tmp_path: Path, r
 
 def test_a_tarball_changed_in_the_cache_fails_the_install_checksum(tmp_path: Path, registry, robot) -> None:
     client = robot.client
-    registry.publish_dir(make_package(tmp_path, "cached", "1.0.0"))
-    client.refresh_app_store()
-    client.wait_status("cached", "not_installed")
-    client.wait_task("download", client.app_store_download_packages(["cached"]).json()["cached"]["task_id"])
+    publish_and_download(client, registry, make_package(tmp_path, "cached", "1.0.0"))
     tarball = next((tmp_path / "data" / "cache").glob("cached@1.0.0.tgz"))
     tarball.write_bytes(tarball.read_bytes() + b"\0")
 
@@ -297,6 +304,25 @@ def test_installing_a_running_app_upgrades_and_restarts_it(tmp_path: Path, regis
     assert live["hello-web"]["status"] == "running" and live["hello-web"]["pid"] != old_pid
     assert "was running: restarted with version 1.0.1" in client.log_text("install", task_id)
     robot.bolt("POST", "/api/apps/stop", json={"name": "hello-web"})
+
+
+def test_an_install_done_another_way_leaves_no_stale_download(tmp_path: Path, registry, robot) -> None:
+    client = robot.client
+    publish_and_download(client, registry, make_package(tmp_path, "stale", "1.0.0"))
+    assert client.package("stale")["downloaded_versions"] == ["1.0.0"]
+
+    installed = robot.bolt("POST", "/api/apps", json={"name": "stale"})  # the Bolt API, not the robot's
+    assert installed.status_code == 201, installed.text
+    assert client.package("stale") == {
+        "name": "stale", "latest_version": "1.0.0", "current_version": "1.0.0", "status": "up_to_date",
+    }  # fmt: skip
+    refused = client.app_store_install_packages(["stale"])
+    assert refused.status_code == 400
+    assert refused.json() == {"stale": {"error": "installed version(1.0.0) is already up to date, skip..."}}
+
+    publish_and_download(client, registry, make_package(tmp_path, "stale", "1.1.0"))
+    newer = client.wait_status("stale", "downloaded")
+    assert newer["downloaded_versions"] == ["1.1.0"] and newer["current_version"] == "1.0.0"
 
 
 def test_the_skipped_header_stays_small_and_counts_everything() -> None:

@@ -11,6 +11,10 @@ A module's status is derived, in this order, from
    ``downloaded``; an installed app is ``up_to_date`` when its version is at
    least the catalog's latest, else ``upgradable``; the rest ``not_installed``.
 
+``downloaded_versions`` lists only downloads above the installed version: an
+install done another way (the Bolt API, another backend) makes older downloads
+stale, and they no longer show.
+
 Firmware modules have their own list (``/app_store/firmware/packages``), with
 the current version taken from the last successful flash; a flashed module
 stays listed after it has left the catalog.
@@ -62,7 +66,7 @@ def package_view(
     latest = entry["version"] if entry else current
     view: dict[str, Any] = {"name": name, "latest_version": latest, "current_version": current}
     active = {kind: _first(tasks, kind, ACTIVE) for kind in APP_KINDS}
-    downloaded = robot.downloads.versions(name)
+    downloaded = [v for v in robot.downloads.versions(name) if app is None or compare_versions(v, current) > 0]
     if downloaded:
         view["downloaded_versions"] = downloaded
     _add_task_fields(view, active)
@@ -143,7 +147,7 @@ def _failed_status(view: dict[str, Any], tasks: list[dict[str, Any]]) -> str | N
 
 
 def _base_status(current: str, latest: str, downloaded: list[str], installed: bool) -> str:
-    if any(not installed or compare_versions(v, current) > 0 for v in downloaded):
+    if downloaded:  # only versions above the installed one
         return "downloaded"
     if not installed:
         return "not_installed"
