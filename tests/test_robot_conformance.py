@@ -197,10 +197,12 @@ def test_the_seed_one_call_at_a_time(tmp_path: Path, registry) -> None:
         assert client.app_store_install_local_file(str(outside)).status_code == 400
         staged = client.app_store_upload_local_file(tarball, "ax.2.6.4.pi64.tar.gz").json()["filename"]
         local = client.app_store_install_local_file(staged)
+        assert local.status_code == 201
         assert local.json() == {"module_name": "ax", "version": "2.6.4"}
 
         # --- Uninstall Packages
         removed = client.app_store_uninstall_packages(["follow"])
+        assert removed.status_code == 201 and list(removed.json()) == ["follow"]
         like({"task_id": 7, "version": "1.1.6-opi64"}, removed.json()["follow"], ids=("task_id",))
         client.wait_status("follow", "not_installed")
 
