@@ -6,6 +6,19 @@ from pathlib import Path
 import pytest
 
 from bolt_host.testing import RunningHost, running_host
+from tests.helpers import MISSING_TOOL_MARK, REQUIRE_ALL_TOOLS_ENV
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{MISSING_TOOL_MARK}(reason): a needed tool is missing; the test fails")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail (before any fixture starts) a test whose tool is missing while every tool is required."""
+    mark = item.get_closest_marker(MISSING_TOOL_MARK)
+    if mark is not None:
+        pytest.fail(f"{mark.kwargs['reason']} ({REQUIRE_ALL_TOOLS_ENV}=1: every tool must be there)", pytrace=False)
 
 
 @pytest.fixture

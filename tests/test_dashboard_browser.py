@@ -1,8 +1,9 @@
 """The dashboard in a real browser: Playwright driving Debian's Chromium against a real host.
 
 Skipped (with the reason) when ``/usr/bin/chromium`` or the ``playwright`` package is
-missing; `.ci/run` installs both.  Screenshots of the main pages go to
-``artifacts/screenshots/`` (git-ignored), kept by CI as artifacts.
+missing, and failed instead when ``BOLT_REQUIRE_ALL_TOOLS=1``; `.ci/run` installs both.
+Screenshots of the main pages go to ``artifacts/screenshots/`` (git-ignored), kept by CI
+as artifacts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.testing import ADMIN_PASSWORD
+from tests.helpers import requires_tool
 from tests.registry_server import RegistryServer
 from tests.servers import LiveServer, live_host
 
@@ -46,13 +48,18 @@ HOSTILE_README = """# evil-readme
 | <b>bold?</b> | `<i>code</i>` |
 """
 
-playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+try:
+    from playwright import sync_api as playwright_sync
+except ImportError:  # the marks below skip (or, when every tool is required, fail) the tests
+    playwright_sync = None
 pytestmark = [
     pytest.mark.timeout(180),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)"),
+    requires_tool(playwright_sync, "the playwright package is not installed (pip install -e '.[test]')"),
+    requires_tool(CHROMIUM.exists(), "/usr/bin/chromium is missing (apt-get install chromium)"),
 ]
-expect = playwright_sync.expect
-expect.set_options(timeout=20_000)
+if playwright_sync is not None:
+    expect = playwright_sync.expect
+    expect.set_options(timeout=20_000)
 EXPECTED_HTTP_ERRORS = re.compile(r"Failed to load resource: the server responded with a status of 40[13]")
 
 

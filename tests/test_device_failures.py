@@ -25,10 +25,10 @@ from tests.fixtures.device.mosquitto import MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
 from tests.fixtures.device.packages import pack_sample
 from tests.fixtures.device.raw_device import RawDevice
-from tests.helpers import wait_until
+from tests.helpers import requires_tool, wait_until
 
 pytestmark = [
-    pytest.mark.skipif(MOSQUITTO is None, reason="the mosquitto binary is not installed (apt-get install mosquitto)"),
+    requires_tool(MOSQUITTO, "the mosquitto binary is not installed (apt-get install mosquitto)"),
     pytest.mark.timeout(120),
 ]
 

@@ -28,6 +28,7 @@ import pytest
 
 from bolt_host.services.extract import safe_extract
 from bolt_host.services.registry import RegistryClient, RegistryError
+from tests.helpers import requires_tool
 
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
@@ -37,7 +38,7 @@ USER, PASSWORD = "bolt-tester", "not-a-real-secret-1"
 PRIVATE = "@bolt-private/secret-app"
 
 pytestmark = [
-    pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are needed to run Verdaccio"),
+    requires_tool(NODE and NPM, "node and npm are needed to run Verdaccio"),
     pytest.mark.timeout(300),
 ]
 
