@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,6 +21,7 @@ from bolt_host.cli_client import (
     stderr_console,
 )
 from bolt_host.cli_tasks import follow_task, raise_unless_succeeded
+from bolt_host.cli_upload import upload_package
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -138,17 +140,27 @@ def apps_install(
 
 @apps.command("install-local")
 @click.argument("path")
+@click.option("--repo", "in_repo", is_flag=True, help="PATH names a folder of the host's local repository.")
 @click.option("--system/--no-system", default=None, help="Install as a system app (default: what the package says).")
 @click.option("--upgrade", is_flag=True, help="Replace an installed version.")
 @json_option
 @remote
-def apps_install_local(client: Client, path: str, system: bool | None, upgrade: bool, as_json: bool) -> None:
-    """Install PATH, an app folder in the host's local repository (e.g. `hello-web`)."""
-    body: dict[str, Any] = {"path": path, **_system_flag(system)}
-    if upgrade:
-        body["upgrade"] = True
+def apps_install_local(
+    client: Client, path: str, in_repo: bool, system: bool | None, upgrade: bool, as_json: bool
+) -> None:
+    """Install PATH: an app folder or a .tgz on this machine, else a folder of the host's local repository.
+
+    A folder here is packed (without node_modules, .git, __pycache__ and symlinks) and
+    uploaded, like a .tgz; a PATH that does not exist here, or --repo, names a folder
+    of the host's local repository (`--local-repo` of serve), e.g. `hello-web`.
+    """
+    local = Path(path).expanduser()
+    options: dict[str, Any] = {**_system_flag(system), **({"upgrade": True} if upgrade else {})}
     with stderr_console().status(f"installing {path}", spinner="dots") if not as_json else _nothing():
-        app = client.post("/api/apps/local", body)
+        if in_repo or not local.exists():
+            app = client.post("/api/apps/local", {"path": path, **options})
+        else:
+            app = upload_package(client, local, options)
     if as_json:
         print_json(app)
     else:

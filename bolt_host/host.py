@@ -48,7 +48,7 @@ class Host:
         self.generated_admin_password: str | None = None
         self.state: dict[str, Any] = {}  # per-plugin scratch space, keyed by plugin name
         # Routes allowed bodies up to max_upload_bytes: uploads, and the app proxy.
-        self.large_body_prefixes: list[str] = ["/x/"]
+        self.large_body_prefixes: list[str] = ["/x/", "/api/apps/upload"]
         # (path prefix, renderer) from ``register_error_formats``, longest prefix first.
         self.error_formats: list[tuple[str, Callable[[int, Any], dict[str, Any]]]] = []
         self.app: Any = None

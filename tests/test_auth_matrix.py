@@ -89,6 +89,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/apps/readme"): ADMIN,
     ("GET", "/api/apps/local"): ADMIN,
     ("POST", "/api/apps/local"): ADMIN,
+    ("POST", "/api/apps/upload"): ADMIN,
     ("POST", "/api/apps/local-package"): ADMIN,
     ("POST", "/api/apps/local-readme"): ADMIN,
     ("POST", "/api/apps/install-task"): ADMIN,

@@ -23,6 +23,7 @@ from bolt_host import errors
 from bolt_host.cli import main
 from bolt_host.cli_apps import split_spec
 from bolt_host.config import BUNDLED_LOCAL_REPO
+from bolt_host.services.extract import pack_directory
 from bolt_host.testing import ADMIN_PASSWORD
 from tests.helpers import end_process, free_port
 from tests.registry_server import RegistryServer
@@ -237,6 +238,54 @@ def test_remote_users(live: LiveServer) -> None:
     assert dup.exit_code == 1 and f"error {errors.USER_EXISTS}" in dup.stderr
     assert run("remote-users", "remove", "carol", env=env).exit_code == 0
     assert "carol" not in {u["name"] for u in ok_json(run("remote-users", "list", "--json", env=env))}
+
+
+def _carried_app(folder: Path, version: str = "1.0.0") -> Path:
+    """A copy of hello-web named ``carried``, with things a pack must leave out."""
+    app = folder / f"carried-{version}"
+    shutil.copytree(BUNDLED_LOCAL_REPO / "hello-web", app)
+    manifest = json.loads((app / "package.json").read_text())
+    (app / "package.json").write_text(json.dumps({**manifest, "name": "carried", "version": version}))
+    (app / "node_modules" / "dep").mkdir(parents=True)
+    (app / "node_modules" / "dep" / "index.js").write_text("module.exports = 1;\n")
+    (app / "outside-link").symlink_to(folder)
+    return app
+
+
+def test_install_local_uploads_a_folder_or_a_tarball_from_this_machine(
+    live: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = admin_env(live)
+    folder = _carried_app(tmp_path / "here")
+    installed = ok_json(run("apps", "install-local", str(folder), "--system", "--json", env=env))
+    assert (installed["name"], installed["version"], installed["system"]) == ("carried", "1.0.0", True)
+    assert installed["source"] == {"type": "upload", "filename": "carried-1.0.0.tgz"}
+    placed = Path(installed["path"])
+    assert (placed / "package.json").is_file()
+    assert not (placed / "node_modules").exists() and not (placed / "outside-link").exists()
+    taken = run("apps", "install-local", str(folder), env=env)
+    assert taken.exit_code == 1 and f"error {errors.APP_NAME_TAKEN}" in taken.stderr
+
+    newer = pack_directory(_carried_app(tmp_path / "there", "1.0.1"), tmp_path / "carried-1.0.1.tgz")
+    upgraded = run("apps", "install-local", str(newer), "--upgrade", env=env)
+    assert upgraded.exit_code == 0 and "installed carried 1.0.1 (system app)" in upgraded.stdout
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a package")
+    not_a_package = run("apps", "install-local", str(notes), env=env)
+    assert not_a_package.exit_code == 2 and "neither an app folder nor a package tarball" in not_a_package.stderr
+    junk = tmp_path / "junk.tgz"
+    junk.write_bytes(b"\x1f\x8b junk")
+    broken = run("apps", "install-local", str(junk), env=env)
+    assert broken.exit_code == 1 and "Unsafe or broken package" in broken.stderr
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "echo").mkdir()  # a folder here with the name of one in the host's repository
+    here = run("apps", "install-local", "echo", env=env)
+    assert here.exit_code == 2 and "has no package.json" in here.stderr
+    from_repo = ok_json(run("apps", "install-local", "echo", "--repo", "--json", env=env))
+    assert from_repo["source"] == {"type": "local", "path": "echo"} and from_repo["system"] is False
+    assert sorted(a["name"] for a in ok_json(run("apps", "list", "--json", env=env))) == ["carried", "echo"]
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,28 @@ class Apps:
             except ExtractError as exc:
                 raise BoltError(errors.DOWNLOAD_FAILED, f"Unsafe or broken package: {exc.reason}") from exc
             return await self.install_tree(root, source, system, upgrade, expect_name=expect_name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def install_upload(
+        self, chunks: AsyncIterator[bytes], filename: str, system: bool | None = None, upgrade: bool = False
+    ) -> dict[str, Any]:
+        """Install a package tarball that arrives as a stream of bytes (an upload), written to staging first."""
+        staging = self._staging_dir()
+        try:
+            tarball = staging / "upload.tgz"
+            size = 0
+            with open(tarball, "wb") as handle:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    handle.write(chunk)
+            if size == 0:
+                raise BoltError(errors.BAD_REQUEST, "The upload is empty: send the package tarball as the body")
+            return await self.install_tarball(tarball, {"type": "upload", "filename": filename}, system, upgrade)
+        except BoltError as exc:
+            if exc.code == errors.DOWNLOAD_FAILED:  # a broken tarball: the uploader's input, not an upstream failure
+                raise BoltError(errors.BAD_REQUEST, exc.message) from exc
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePosixPath
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +19,9 @@ from bolt_host.web.envelope import flag, ok, read_body
 
 INSTALL_FIELDS = {"name", "version", "system", "upgrade"}
 LOCAL_FIELDS = {"path", "system", "upgrade"}
+UPLOAD_FIELDS = {"filename", "system", "upgrade"}
+UPLOAD_PATH = "/api/apps/upload"  # also in Host.large_body_prefixes: its body may be up to max_upload_bytes
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+@-]")
 
 
 def _optional_system(body: dict[str, Any]) -> bool | None:
@@ -89,6 +94,31 @@ async def install_local(request: Request) -> Response:
     return ok(app, status=201)
 
 
+async def install_upload(request: Request) -> Response:
+    """Install a package tarball sent as the raw body: ``?filename=&system=&upgrade=`` (201, the app)."""
+    await require_installer(request, "apps.install")
+    options = dict(request.query_params)
+    _check_fields(options, UPLOAD_FIELDS)
+    if request.headers.get("content-type", "").startswith(("multipart/", "application/x-www-form-urlencoded")):
+        raise BoltError(errors.BAD_REQUEST, "Send the package tarball as the raw body (Content-Type: application/gzip)")
+    name = _UNSAFE_NAME.sub("_", PurePosixPath(options.get("filename") or "").name)[:200] or "upload.tgz"
+    app = await host_of(request).apps.install_upload(
+        request.stream(), name, _optional_system(options), flag(options, "upgrade")
+    )
+    return ok(app, status=201)
+
+
+install_upload.openapi = {  # type: ignore[attr-defined]
+    "requestBody": {
+        "required": True,
+        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    "parameters": [
+        {"name": key, "in": "query", "required": False, "schema": {"type": "string"}} for key in sorted(UPLOAD_FIELDS)
+    ],
+}
+
+
 async def local_package(request: Request) -> Response:
     """A local app's package.json: ``{path}``."""
     await require_admin(request, "apps.preview")
@@ -159,6 +189,7 @@ routes = [
     Route("/api/apps/package", registry_package, methods=["POST"]),
     Route("/api/apps/readme", registry_readme, methods=["POST"]),
     Route("/api/apps/local", install_local, methods=["POST"]),
+    Route(UPLOAD_PATH, install_upload, methods=["POST"]),
     Route("/api/apps/local", local_catalog, methods=["GET"]),
     Route("/api/apps/local-package", local_package, methods=["POST"]),
     Route("/api/apps/local-readme", local_readme, methods=["POST"]),
