@@ -1,4 +1,4 @@
-"""``bolt-host``: serve the host, manage users, list plugins."""
+"""``bolt-host``: serve the host, offline maintenance (``admin``), list plugins; the client commands are in cli_*.py."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def _print_banner(settings: Settings, generated_password: str | None) -> None:
         click.echo(
             f"  log in as 'admin' with password {generated_password} "
             f"(also in {settings.data_dir / 'initial-admin-password'}; change it with "
-            "`bolt-host users passwd admin`)",
+            "`bolt-host users passwd -u admin`)",
             err=True,
         )
     else:
@@ -109,8 +109,13 @@ def _print_banner(settings: Settings, generated_password: str | None) -> None:
 
 
 @main.group()
-def users() -> None:
-    """Manage users in the data dir (works while the host is stopped)."""
+def admin() -> None:
+    """Offline maintenance on this machine's data dir (also while the host is stopped)."""
+
+
+@admin.group("users")
+def admin_users() -> None:
+    """Users in the data dir, edited directly (for a running host, see `bolt-host users`)."""
 
 
 def _users(data_dir: Path | None) -> Any:
@@ -131,12 +136,12 @@ _data_dir_option = click.option(
 )
 
 
-@users.command("add")
+@admin_users.command("add")
 @click.argument("name")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @click.option("--role", "roles", multiple=True, default=["guest"], show_default=True)
 @_data_dir_option
-def users_add(name: str, password: str, roles: tuple[str, ...], data_dir: Path | None) -> None:
+def admin_users_add(name: str, password: str, roles: tuple[str, ...], data_dir: Path | None) -> None:
     """Create a user."""
     try:
         user = _users(data_dir).create(name, password, list(roles))
@@ -145,10 +150,10 @@ def users_add(name: str, password: str, roles: tuple[str, ...], data_dir: Path |
     click.echo(f"created user {user['name']} with roles {', '.join(user['roles'])}")
 
 
-@users.command("list")
+@admin_users.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_data_dir_option
-def users_list(as_json: bool, data_dir: Path | None) -> None:
+def admin_users_list(as_json: bool, data_dir: Path | None) -> None:
     """List users."""
     found = _users(data_dir).list()
     if as_json:
@@ -158,11 +163,11 @@ def users_list(as_json: bool, data_dir: Path | None) -> None:
         click.echo(f"{user['name']:<20} {','.join(user['roles']):<20} {user['dateCreated']}")
 
 
-@users.command("passwd")
+@admin_users.command("passwd")
 @click.argument("name")
 @click.option("--password", prompt="New password", hide_input=True, confirmation_prompt=True)
 @_data_dir_option
-def users_passwd(name: str, password: str, data_dir: Path | None) -> None:
+def admin_users_passwd(name: str, password: str, data_dir: Path | None) -> None:
     """Set a user's password."""
     try:
         _users(data_dir).set_password(name, password)
@@ -192,9 +197,9 @@ def _add_remote_commands() -> None:
     """Commands that talk to a running host over HTTP (cli_*.py; see docs/cli.md)."""
     from bolt_host.cli_apps import apps
     from bolt_host.cli_tasks import tasks
-    from bolt_host.cli_users import login, logout, remote_users, whoami
+    from bolt_host.cli_users import login, logout, users, whoami
 
-    for command in (apps, tasks, remote_users, login, logout, whoami):
+    for command in (apps, tasks, users, login, logout, whoami):
         main.add_command(command)
 
 

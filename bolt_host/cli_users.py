@@ -1,7 +1,8 @@
-"""``bolt-host login|logout|whoami`` and ``bolt-host remote-users ...``, over HTTP.
+"""``bolt-host login|logout|whoami`` and ``bolt-host users ...``, over HTTP.
 
-``bolt-host users ...`` (in cli.py) works on a data dir while the host is
-stopped; ``remote-users`` manages the users of a running host through its API.
+``bolt-host users ...`` manages the users of a running host through its API;
+``bolt-host admin users ...`` (in cli.py) edits a data dir directly, also while
+the host is stopped.
 """
 
 from __future__ import annotations
@@ -78,15 +79,15 @@ def whoami(client: Client, as_json: bool) -> None:
         click.echo(f"{me['name']} on {client.target.url}" + (" (admin)" if me.get("isAdmin") else ""))
 
 
-@click.group("remote-users")
-def remote_users() -> None:
-    """Users of a running host (for the data dir of a stopped host, see `bolt-host users`)."""
+@click.group("users")
+def users() -> None:
+    """Users of a running host (for a data dir on this machine, see `bolt-host admin users`)."""
 
 
-@remote_users.command("list")
+@users.command("list")
 @json_option
 @remote
-def remote_users_list(client: Client, as_json: bool) -> None:
+def users_list(client: Client, as_json: bool) -> None:
     """List users."""
     found = client.get("/api/users")
     if as_json:
@@ -98,7 +99,7 @@ def remote_users_list(client: Client, as_json: bool) -> None:
     print_table(["name", "roles", "display name", "created"], rows, title="Users")
 
 
-@remote_users.command("add")
+@users.command("add")
 @click.argument("name")
 @click.option(
     "--new-password",
@@ -112,7 +113,7 @@ def remote_users_list(client: Client, as_json: bool) -> None:
 @click.option("--email", default=None)
 @json_option
 @remote
-def remote_users_add(
+def users_add(
     client: Client,
     name: str,
     new_password: str,
@@ -134,11 +135,51 @@ def remote_users_add(
         click.echo(f"created user {user['name']} with roles {', '.join(user.get('roles') or []) or '(none)'}")
 
 
-@remote_users.command("remove")
+@users.command("passwd")
+@click.argument("name", required=False)
+@click.option("--current-password", default=None, help="Your password now (default: the one you log in with).")
+@click.option(
+    "--new-password",
+    prompt="New password",
+    hide_input=True,
+    confirmation_prompt=True,
+    help="The new password (prompted if missing).",
+)
+@json_option
+@remote
+def users_passwd(
+    client: Client, name: str | None, current_password: str | None, new_password: str, as_json: bool
+) -> None:
+    """Change your own password (the API has no way to set another user's; see `bolt-host admin users passwd`)."""
+    me = client.get("/api/users/@current")
+    if name is not None and name != me["name"]:
+        raise click.UsageError(
+            f"you are logged in as {me['name']!r}: the host's API changes only your own password. Log in as "
+            f"{name!r}, or on the host machine run `bolt-host admin users passwd {name} --data-dir DIR`"
+        )
+    current = current_password or (client.target.auth[1] if client.target.auth else None)
+    if current is None:
+        current = _prompt_current(me["name"])
+    answer = client.post("/api/users/change-password", {"password": current, "newPassword": new_password})
+    if as_json:
+        print_json({"name": me["name"], **answer})
+    else:
+        click.echo(f"password changed for {me['name']} (its other sessions have ended)")
+
+
+def _prompt_current(name: str) -> str:
+    import sys
+
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"no current password for {name!r}: pass --current-password")
+    return click.prompt(f"Current password for {name}", hide_input=True)
+
+
+@users.command("remove")
 @click.argument("name")
 @json_option
 @remote
-def remote_users_remove(client: Client, name: str, as_json: bool) -> None:
+def users_remove(client: Client, name: str, as_json: bool) -> None:
     """Delete a user (the last admin cannot be deleted)."""
     user = client.call("DELETE", f"/api/users/{name}")
     if as_json:
@@ -147,12 +188,12 @@ def remote_users_remove(client: Client, name: str, as_json: bool) -> None:
         click.echo(f"removed user {user['name']}")
 
 
-@remote_users.command("roles")
+@users.command("roles")
 @click.argument("name")
 @click.argument("roles", nargs=-1)
 @json_option
 @remote
-def remote_users_roles(client: Client, name: str, roles: tuple[str, ...], as_json: bool) -> None:
+def users_roles(client: Client, name: str, roles: tuple[str, ...], as_json: bool) -> None:
     """Replace a user's roles (none given: no roles)."""
     user = client.call("PUT", f"/api/users/{name}/roles", json={"roles": list(roles)})
     if as_json:

@@ -89,19 +89,32 @@ def test_serve_refuses_a_corrupt_db_and_keeps_it(tmp_path: Path) -> None:
     assert (data / "db.json").read_text() == "{broken"
 
 
-def test_users_commands_work_on_the_data_dir(tmp_path: Path) -> None:
+def test_admin_users_commands_work_on_the_data_dir(tmp_path: Path) -> None:
     runner = CliRunner()
     data = str(tmp_path / "data")
     added = runner.invoke(
-        main, ["users", "add", "zoe", "--password", "zoe-password", "--role", "admin", "--data-dir", data]
+        main, ["admin", "users", "add", "zoe", "--password", "zoe-password", "--role", "admin", "--data-dir", data]
     )
     assert added.exit_code == 0, added.output
-    listed = runner.invoke(main, ["users", "list", "--json", "--data-dir", data])
+    listed = runner.invoke(main, ["admin", "users", "list", "--json", "--data-dir", data])
     assert [u["name"] for u in json.loads(listed.output)] == ["zoe"]
-    changed = runner.invoke(main, ["users", "passwd", "zoe", "--password", "zoe-password-2", "--data-dir", data])
+    changed = runner.invoke(
+        main, ["admin", "users", "passwd", "zoe", "--password", "zoe-password-2", "--data-dir", data]
+    )
     assert changed.exit_code == 0
-    short = runner.invoke(main, ["users", "passwd", "zoe", "--password", "short", "--data-dir", data])
+    short = runner.invoke(main, ["admin", "users", "passwd", "zoe", "--password", "short", "--data-dir", data])
     assert short.exit_code != 0 and "at least" in short.output
+
+
+def test_users_talks_to_a_host_not_to_a_data_dir(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {"BOLT_URL": dead, "BOLT_USER": "admin", "BOLT_PASSWORD": "x", "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    for command in (["users", "list"], ["users", "add", "zoe", "--new-password", "zoe-password"]):
+        result = CliRunner().invoke(main, command, env=env)
+        assert result.exit_code == 3 and "cannot connect" in result.output, result.output  # it tried the host
+    assert not (tmp_path / "data").exists()
+    gone = CliRunner().invoke(main, ["users", "list", "--data-dir", str(tmp_path / "data")], env=env)
+    assert gone.exit_code == 2 and "No such option" in gone.output
 
 
 def test_plugins_command_lists_the_store_backends() -> None:

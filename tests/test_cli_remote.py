@@ -1,4 +1,4 @@
-"""The remote CLI (apps, tasks, remote-users, login) against a real host on 127.0.0.1."""
+"""The remote CLI (apps, tasks, users, login) against a real host on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -222,22 +222,34 @@ def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) ->
     return seen
 
 
-def test_remote_users(live: LiveServer) -> None:
+def test_users_of_a_running_host(live: LiveServer) -> None:
     env = admin_env(live)
-    added = run("remote-users", "add", "carol", "--new-password", "carol-password", "--role", "admin", env=env)
+    added = run("users", "add", "carol", "--new-password", "carol-password", "--role", "admin", env=env)
     assert added.exit_code == 0, added.output
-    users = ok_json(run("remote-users", "list", "--json", env=env))
+    users = ok_json(run("users", "list", "--json", env=env))
     assert {"admin", "carol"} <= {u["name"] for u in users}
-    carol = run("whoami", "--json", env={**env, "BOLT_USER": "carol", "BOLT_PASSWORD": "carol-password"})
-    assert ok_json(carol)["isAdmin"] is True
-    demoted = ok_json(run("remote-users", "roles", "carol", "--json", env=env))
+    carol_env = {**env, "BOLT_USER": "carol", "BOLT_PASSWORD": "carol-password"}
+    assert ok_json(run("whoami", "--json", env=carol_env))["isAdmin"] is True
+
+    not_hers = run("users", "passwd", "admin", "--new-password", "stolen-password", env=carol_env)
+    assert not_hers.exit_code == 2 and "only your own password" in not_hers.stderr
+    assert run("whoami", env=env).exit_code == 0  # the admin's password is unchanged
+    wrong = run("users", "passwd", "--current-password", "not-it", "--new-password", "carol-password-2", env=carol_env)
+    assert wrong.exit_code == 1 and f"error {errors.LOGIN_FAILED}" in wrong.stderr
+    changed = run("users", "passwd", "carol", "--new-password", "carol-password-2", env=carol_env)
+    assert changed.exit_code == 0 and "password changed for carol" in changed.stdout, changed.output
+    carol_env["BOLT_PASSWORD"] = "carol-password-2"
+    assert ok_json(run("whoami", "--json", env=carol_env))["name"] == "carol"
+
+    demoted = ok_json(run("users", "roles", "carol", "--json", env=env))
     assert demoted["roles"] == []
-    refused = run("apps", "start", "x", env={**env, "BOLT_USER": "carol", "BOLT_PASSWORD": "carol-password"})
+    refused = run("apps", "start", "x", env=carol_env)
     assert refused.exit_code == 1 and f"error {errors.NO_ADMIN_RIGHT}" in refused.stderr
-    dup = run("remote-users", "add", "carol", "--new-password", "carol-password", env=env)
+    dup = run("users", "add", "carol", "--new-password", "carol-password", env=env)
     assert dup.exit_code == 1 and f"error {errors.USER_EXISTS}" in dup.stderr
-    assert run("remote-users", "remove", "carol", env=env).exit_code == 0
-    assert "carol" not in {u["name"] for u in ok_json(run("remote-users", "list", "--json", env=env))}
+    assert run("users", "remove", "carol", env=env).exit_code == 0
+    assert "carol" not in {u["name"] for u in ok_json(run("users", "list", "--json", env=env))}
+    assert run("remote-users", "list", env=env).exit_code == 2  # one name for the users of a host
 
 
 def _carried_app(folder: Path, version: str = "1.0.0") -> Path:
