@@ -110,20 +110,26 @@ def tasks_show(client: Client, task_id: int, wait: bool, as_json: bool) -> None:
 @click.argument("task_id", type=int)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the task has finished.")
 @click.option("--start", type=int, default=0, show_default=True, help="First character to print.")
+@json_option
 @remote
-def tasks_log(client: Client, task_id: int, follow: bool, start: int) -> None:
-    """Print a task's log."""
+def tasks_log(client: Client, task_id: int, follow: bool, start: int, as_json: bool) -> None:
+    """Print a task's log (--json: one object with the text, once it is all there with -f)."""
     import time
 
-    offset = start
+    offset, text = start, []
     while True:
         response = client.request("GET", f"/api/tasks/{task_id}/log", params={"start": offset})
-        if response.text:
+        if as_json:
+            text.append(response.text)
+        elif response.text:
             click.echo(response.text, nl=False)
         offset = max(offset, int(response.headers.get("X-TEXT-SIZE", offset)))
-        if not follow or response.headers.get("X-MORE-DATA") != "true":
-            return
+        more = response.headers.get("X-MORE-DATA") == "true"
+        if not follow or not more:
+            break
         time.sleep(0.25)  # polling interval while the task runs
+    if as_json:
+        print_json({"id": task_id, "start": start, "end": offset, "more": more, "text": "".join(text)})
 
 
 @tasks.command("cancel")

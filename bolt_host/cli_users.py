@@ -55,7 +55,10 @@ def logout(url: str | None) -> None:
     config = load_config()
     chosen = resolve_url(url)
     saved = (config.get("hosts") or {}).pop(chosen, None)
-    if saved and saved.get("token"):
+    if saved is None:
+        click.echo(f"no stored login for {chosen}")
+        return  # nothing to forget: leave the config file (or its absence) as it is
+    if saved.get("token"):
         client = Client(Target(chosen, token=saved["token"]))
         try:
             client.post("/api/users/logout")
@@ -64,7 +67,7 @@ def logout(url: str | None) -> None:
         finally:
             client.close()
     save_config(config)
-    click.echo(f"logged out of {chosen}" if saved else f"no stored login for {chosen}")
+    click.echo(f"logged out of {chosen}")
 
 
 @click.command("whoami")

@@ -252,6 +252,12 @@ def test_users_of_a_running_host(live: LiveServer) -> None:
     assert run("remote-users", "list", env=env).exit_code == 2  # one name for the users of a host
 
 
+def test_logout_without_a_login_writes_no_config_file(live: LiveServer, clean_env: Path) -> None:
+    result = run("logout", "--url", live.url)
+    assert result.exit_code == 0 and f"no stored login for {live.url}" in result.stdout
+    assert not (clean_env / "bolt-host").exists()
+
+
 def _carried_app(folder: Path, version: str = "1.0.0") -> Path:
     """A copy of hello-web named ``carried``, with things a pack must leave out."""
     app = folder / f"carried-{version}"
@@ -332,6 +338,10 @@ def test_install_from_the_registry_follows_the_task(live_r: LiveServer, registry
     assert shown["progress"] == 1.0
     log = run("tasks", "log", str(tasks[0]["id"]), "-f", env=env)
     assert log.exit_code == 0 and "=== downloaded" in log.stdout and "succeeded" in log.stdout
+    as_json = ok_json(run("tasks", "log", str(tasks[0]["id"]), "-f", "--json", env=env))
+    assert as_json == {"id": tasks[0]["id"], "start": 0, "end": len(log.stdout), "more": False, "text": log.stdout}
+    tail = ok_json(run("tasks", "log", str(tasks[0]["id"]), "--start", "10", "--json", env=env))
+    assert tail["text"] == log.stdout[10:] and tail["start"] == 10
     table = run("tasks", "list", env=env)
     assert table.exit_code == 0 and "succeeded" in table.stdout
 
