@@ -16,17 +16,19 @@ def follow_task(client: Client, task_id: int, label: str, timeout: float | None 
     """Poll a task until it finishes, drawing a progress bar on stderr; return its final record."""
     import time
 
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     deadline = None if timeout is None else time.monotonic() + timeout
     console = stderr_console()
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        bar = progress.add_task(label, total=1.0)
+        bar = progress.add_task(escape(label), total=1.0)
         while True:
             record = client.get(f"/api/tasks/{task_id}")
             status = record["status"]
-            progress.update(bar, completed=float(record.get("progress") or 0), description=f"{label} [{status}]")
+            described = escape(f"{label} [{status}]")  # as text: "[running]" is not a rich style tag
+            progress.update(bar, completed=float(record.get("progress") or 0), description=described)
             if status not in ACTIVE:
                 return record
             if deadline is not None and time.monotonic() > deadline:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import re
 import selectors
 import shutil
 import signal
@@ -27,6 +30,7 @@ from bolt_host.services.extract import pack_directory
 from bolt_host.testing import ADMIN_PASSWORD
 from tests.helpers import end_process, free_port
 from tests.registry_server import RegistryServer
+from tests.robot_support import GatedTarballs, make_package, publish_gated
 from tests.servers import LiveServer, live_host
 
 FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
@@ -204,18 +208,28 @@ def _admin_http(live: LiveServer) -> Any:
     return httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=30)
 
 
-def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
-    assert proc.stdout is not None
+def _read_until(
+    proc: subprocess.Popen[bytes], needle: bytes | re.Pattern[bytes], timeout: float, fd: int | None = None
+) -> bytes:
+    """Read the process's stdout (or ``fd``, e.g. a pty) until ``needle`` (bytes or a regex) shows up."""
+    fd = proc.stdout.fileno() if fd is None else fd  # type: ignore[union-attr]
     seen = b""
     deadline = time.monotonic() + timeout
+
+    def found() -> bool:
+        return (needle.search(seen) is not None) if isinstance(needle, re.Pattern) else needle in seen
+
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while needle not in seen:
+        selector.register(fd, selectors.EVENT_READ)
+        while not found():
             left = deadline - time.monotonic()
             if left <= 0 or (proc.poll() is not None and not selector.select(0)):
                 raise AssertionError(f"no {needle!r} in {seen[-500:]!r} (exit {proc.poll()})")
             if selector.select(left):
-                chunk = os.read(proc.stdout.fileno(), 65536)
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # a pty whose other end has closed
+                    chunk = b""
                 if not chunk:
                     raise AssertionError(f"output ended without {needle!r}: {seen[-500:]!r}")
                 seen += chunk
@@ -366,3 +380,59 @@ def test_failed_installs_exit_1_with_the_reason(live_r: LiveServer, registry: Re
     bad = run("apps", "install", "Bad Name!", env=env)
     assert bad.exit_code == 1 and f"error {errors.APP_NAME_INVALID}" in bad.stderr
     assert ok_json(run("apps", "list", "--json", env=env)) == []
+
+
+PERCENT = re.compile(rb"(?<![0-9])([1-9][0-9]?)%")  # 1..99: a bar drawn part-way, not at 0 or 100
+HALF_WAY = re.compile(rb"(?<![0-9])40%")  # a gated download holds at half: 0.8 (download share) x 0.5
+
+
+@contextlib.contextmanager
+def in_a_terminal(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``bolt-host ARGS`` with stdout and stderr on a pseudo-terminal (rich draws live bars only there)."""
+    master, slave = pty.openpty()
+    environ = {**os.environ, **env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bolt_host", *args], env=environ, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    try:
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        os.close(master)
+
+
+def _drawn_percentages(screen: bytes) -> set[int]:
+    return {int(m.group(1)) for m in PERCENT.finditer(screen)}
+
+
+def test_progress_bars_are_drawn_while_a_download_is_half_way(
+    live_r: LiveServer, registry: RegistryServer, tmp_path: Path
+) -> None:
+    env = admin_env(live_r)
+    with GatedTarballs() as tarballs:
+        first = publish_gated(registry, tarballs, make_package(tmp_path / "pkgs", "slow-one", "1.0.0"))
+        with in_a_terminal(["apps", "install", "slow-one", "--system"], env) as (proc, screen):
+            tarballs.wait_for_request(first)
+            half_way = _read_until(proc, HALF_WAY, timeout=30, fd=screen)  # the download is 80% of the bar
+            assert _drawn_percentages(half_way) <= set(range(1, 41))
+            assert b"install slow-one [running]" in half_way
+            tarballs.release(first)
+            done = _read_until(proc, b"installed slow-one 1.0.0 (system app)", timeout=30, fd=screen)
+            assert b"100%" in done
+            assert proc.wait(timeout=30) == 0
+        with _admin_http(live_r) as http:
+            assert http.get("/api/apps/slow-one").json()["body"]["system"] is True
+
+        second = publish_gated(registry, tarballs, make_package(tmp_path / "pkgs", "slow-two", "1.0.0"))
+        queued = ok_json(run("apps", "install", "slow-two", "--no-wait", "--json", env=env))
+        tarballs.wait_for_request(second)
+        with in_a_terminal(["tasks", "show", str(queued["id"]), "--wait"], env) as (proc, screen):
+            half_way = _read_until(proc, HALF_WAY, timeout=30, fd=screen)
+            assert f"task {queued['id']} [running]".encode() in half_way
+            tarballs.release(second)
+            done = _read_until(proc, re.compile(rb"status\s+succeeded"), timeout=30, fd=screen)
+            assert b"100%" in done and f"task {queued['id']} [succeeded]".encode() in done
+            assert proc.wait(timeout=30) == 0

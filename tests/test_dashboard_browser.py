@@ -220,10 +220,14 @@ def test_registry_install_shows_a_progress_bar_and_a_task(page: Any, live: LiveS
     page.goto("/dashboard/#/install/registry")
     page.locator('#package-list li[data-package="notes"] button').click()
     expect(page.locator("#package-readme")).to_be_visible()
+    expect(page.locator("#install-system")).not_to_be_checked()
+    page.check("#install-system")  # the "system app" choice goes with the install
     page.click("#install-button")
     expect(page.locator("#install-status .progress")).to_be_visible()
     expect(page.locator("#install-done")).to_contain_text("Installed notes 1.0.0")
-    assert live.host.apps.get("notes")["source"]["type"] == "registry"
+    with admin_http(live) as client:
+        app = client.get("/api/apps/notes").json()["body"]
+    assert app["system"] is True and app["source"]["type"] == "registry"
 
     page.click("#nav a[data-view=tasks]")
     task_row = page.locator("#tasks-body tr").first
