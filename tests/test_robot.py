@@ -298,7 +298,7 @@ def test_installing_a_running_app_upgrades_and_restarts_it(tmp_path: Path, regis
     client.wait_status("hello-web", "upgradable")
     client.wait_task("download", client.app_store_download_packages(["hello-web"]).json()["hello-web"]["task_id"])
     task_id = client.app_store_install_packages(["hello-web"]).json()["hello-web"]["task_id"]
-    assert client.wait_task("install", task_id)["status"] == "succeeded"
+    assert client.wait_task("install", task_id)["status"] == "succeeded", client.log_text("install", task_id)
     assert client.package("hello-web")["current_version"] == "1.0.1"
     live = {c["name"]: c for c in robot.bolt("GET", "/api/apps/@live").json()["body"]}
     assert live["hello-web"]["status"] == "running" and live["hello-web"]["pid"] != old_pid
