@@ -120,6 +120,11 @@ def test_bolt_admin_works_from_a_browser_session(live: LiveServer) -> None:
         page = browser.get("/x/bolt-admin/")
         assert page.status_code == 200 and "<h1>Bolt Admin</h1>" in page.text
         form = {"action": "install", "path": "hello-web"}
-        installed = browser.post("/x/bolt-admin/actions", data=form, follow_redirects=True)
+        forged = browser.post("/x/bolt-admin/actions", data=form, headers={"Sec-Fetch-Site": "same-site"})
+        assert forged.status_code == 403 and live.host.apps.get("hello-web") is None  # another port's page
+        as_a_browser_sends_it = {"Sec-Fetch-Site": "same-origin", "Origin": live.url}
+        installed = browser.post(
+            "/x/bolt-admin/actions", data=form, headers=as_a_browser_sends_it, follow_redirects=True
+        )
         assert installed.status_code == 200 and "hello-web" in installed.text  # followed the 303 to the page
     assert live.host.apps.get("hello-web") is not None

@@ -109,6 +109,80 @@ def test_proxy_strips_host_credentials_and_streams_large_bodies(live: LiveServer
     assert anonymous.status_code == 401
 
 
+def test_proxy_passes_status_and_repeated_headers_but_never_host_cookies(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "echo")
+        answer = admin.get("/x/echo/cookies")
+        missing = admin.get("/x/echo/nothing-here")
+        request_headers = {k.lower(): v for k, v in admin.get("/x/echo/headers").json().items()}
+    assert answer.status_code == 201 and answer.headers["x-echo"] == "yes"
+    assert answer.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]  # apart, and no bolt_ cookie
+    assert missing.status_code == 404
+    assert "transfer-encoding" not in request_headers and "content-length" not in request_headers  # a GET has no body
+
+
+def test_proxy_streams_a_response_as_the_app_sends_it(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "echo")
+        with admin.stream("GET", "/x/echo/drip") as response:
+            chunks = response.iter_raw()
+            first = next(chunks)  # arrives while the app still holds the rest back
+            assert first == b"first\n"
+            assert admin.post("/x/echo/release", content=b"").status_code == 200
+            rest = b"".join(chunks)
+    assert rest == b"last\n"
+
+
+def test_cookie_writes_through_the_proxy_must_come_from_this_origin(live: LiveServer) -> None:
+    """A page on another port of this machine is same-site: the SameSite cookie goes with its
+    requests, so the proxy asks the browser where the page came from (or for the CSRF token)."""
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "echo")
+    with httpx.Client(base_url=live.url, timeout=30) as browser:
+        login = browser.post("/api/users/login", json={"name": "admin", "password": live.admin_auth[1]})
+        csrf = login.json()["body"]["csrfToken"]
+        forged = browser.post("/x/echo/write", content=b"x", headers={"Sec-Fetch-Site": "same-site"})
+        no_word = browser.post("/x/echo/write", content=b"x")
+        own_page = browser.post("/x/echo/write", content=b"x", headers={"Sec-Fetch-Site": "same-origin"})
+        old_browser = browser.post("/x/echo/write", content=b"x", headers={"Origin": live.url})
+        with_token = browser.post("/x/echo/write", content=b"x", headers={"X-CSRF-Token": csrf})
+        read = browser.get("/x/echo/health", headers={"Sec-Fetch-Site": "cross-site"})
+    assert forged.status_code == 403 and forged.json()["code"] == errors.CSRF_FAILED
+    assert no_word.status_code == 403
+    assert [r.status_code for r in (own_page, old_browser, with_token, read)] == [200, 200, 200, 200]
+
+
+def test_logs_follow_as_server_sent_events(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        _install_and_start(admin, live, "echo")
+        with admin.stream("GET", "/api/apps/echo/logs?follow=true") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            seen = ""
+            lines = stream.iter_lines()
+            while "echo ready" not in seen:
+                line = next(lines)
+                if line.startswith("data: "):
+                    seen += json.loads(line[len("data: ") :])
+            admin.get("/x/echo/headers")  # the app logs the request: it must reach the open stream
+            while "GET /headers" not in seen:
+                line = next(lines)
+                if line.startswith("data: "):
+                    seen += json.loads(line[len("data: ") :])
+
+
+def test_restart_gives_a_new_process_and_counts_it(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        first = _install_and_start(admin, live, "echo")
+        restarted = admin.post("/api/apps/restart", json={"name": "echo"})
+        assert restarted.status_code == 200, restarted.text
+        second = restarted.json()["body"]
+        live.started_pids.append(second["pid"])  # type: ignore[attr-defined]
+        assert second["status"] == "running" and second["pid"] != first["pid"]
+        assert second["restarts"] == first["restarts"] + 1
+        assert admin.get("/x/echo/health").text == "ok"
+        assert not psutil.pid_exists(first["pid"]) or psutil.Process(first["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
 def test_logs_by_range_with_headers(live: LiveServer) -> None:
     with _admin(live) as admin:
         _install_and_start(admin, live, "echo")

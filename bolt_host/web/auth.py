@@ -63,8 +63,8 @@ def client_key(request: Request) -> str:
 def actor(request: Request, check_csrf: bool = True) -> Actor:
     """Resolve (once per request) and return the caller; raises on bad credentials.
 
-    ``check_csrf=False`` is only for the app proxy, whose cookie is SameSite=Strict
-    and whose apps receive no host credentials.
+    ``check_csrf=False`` is only for the app proxy, which checks writes with
+    :func:`require_same_origin_write` instead (apps' own pages carry no CSRF token).
     """
     cached = request.scope.get("bolt_actor")
     if cached is not None:
@@ -111,6 +111,30 @@ def _csrf_ok(request: Request, expected: str) -> bool:
 
     supplied = request.headers.get(CSRF_HEADER, "")
     return bool(supplied) and hmac.compare_digest(supplied, expected)
+
+
+def require_same_origin_write(request: Request, who: Actor) -> None:
+    """Cookie-authenticated writes through the app proxy: the CSRF token, or a browser's word
+    that the request comes from a page of this very origin.
+
+    Apps' own pages send their writes with ``fetch`` and no CSRF token; the browser marks
+    those ``Sec-Fetch-Site: same-origin`` (older browsers: an ``Origin`` equal to ours),
+    which a page on another site, or on another port of this host, cannot forge.
+    """
+    if who.via != "session" or request.method in SAFE_METHODS:
+        return
+    session = host_of(request).sessions.get(who.session_id)
+    if session is not None and _csrf_ok(request, session.csrf):
+        return
+    site = request.headers.get("sec-fetch-site")
+    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if site == "same-origin" or (site is None and request.headers.get("origin") == own_origin):
+        return
+    raise BoltError(
+        errors.CSRF_FAILED,
+        "Cookie-authenticated writes through /x/ need the X-CSRF-Token header or a page of this origin",
+        user_title="Request refused",
+    )
 
 
 def basic_credentials(header: str) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -13,7 +14,14 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
-from bolt_host.web.auth import actor, host_of, require_operator, require_user
+from bolt_host.web.auth import (
+    actor,
+    host_of,
+    require_caller,
+    require_operator,
+    require_same_origin_write,
+    require_user,
+)
 from bolt_host.web.envelope import ok, ok_encoded, read_body
 
 HOP_BY_HOP = {
@@ -28,11 +36,12 @@ HOP_BY_HOP = {
     "host",
 }
 # Credentials meant for the host never reach an app through the proxy.
-HOST_COOKIE_PREFIXES = ("bolt_", "JSESSIONID=")
+HOST_COOKIE_PREFIXES = ("bolt_", "JSESSIONID=")  # host and store-backend cookies
 STRIPPED_REQUEST_HEADERS = {"cookie", "authorization", "x-bolt-app-token", "x-bolt-user-token", "x-csrf-token"}
 
 
 async def _app_name(request: Request) -> str:
+    require_caller(request)  # credentials first: an anonymous caller learns nothing about the body
     body = await read_body(request)
     name = body.get("name")
     if not isinstance(name, str) or not name:
@@ -99,7 +108,7 @@ async def logs(request: Request) -> Response:
                 yield f"data: {json.dumps(chunk)}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    text, more, total = read_range(path, start_at, _int_param(request, "end"))
+    text, more, total = await asyncio.to_thread(read_range, path, start_at, _int_param(request, "end"))
     return PlainTextResponse(
         text,
         headers={"X-MORE-DATA": "true" if more else "false", "X-TEXT-SIZE": str(total)},
@@ -136,24 +145,39 @@ async def proxy(request: Request) -> Response:
     if user_token:
         headers.append(("x-bolt-user-token", user_token))
     client: httpx.AsyncClient = host.proxy_client
-    upstream_request = client.build_request(request.method, url, headers=headers, content=request.stream())
+    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+    content = request.stream() if has_body else None  # a GET goes out without a chunked empty body
+    upstream_request = client.build_request(request.method, url, headers=headers, content=content)
     try:
         upstream = await client.send(upstream_request, stream=True)
     except httpx.HTTPError as exc:
         raise BoltError(errors.APP_NOT_RUNNING, f"App {name!r} did not answer: {type(exc).__name__}") from exc
-    response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-    return StreamingResponse(
-        upstream.aiter_raw(),
-        status_code=upstream.status_code,
-        headers=response_headers,
-        background=BackgroundTask(upstream.aclose),
+    response = StreamingResponse(
+        upstream.aiter_raw(), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
     )
+    response.raw_headers = app_response_headers(upstream.headers.raw)
+    return response
+
+
+def app_response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An app's response headers as sent (repeated ones like Set-Cookie stay apart), without
+    hop-by-hop headers and without cookies that would set or replace the host's own."""
+    kept = []
+    for key, value in raw:
+        lowered = key.lower().decode("latin-1")
+        if lowered in HOP_BY_HOP:
+            continue
+        if lowered == "set-cookie" and value.decode("latin-1").lstrip().startswith(HOST_COOKIE_PREFIXES):
+            continue
+        kept.append((key.lower(), value))
+    return kept
 
 
 def _check_proxy_access(request: Request, name: str) -> None:
     who = actor(request, check_csrf=False)
     if who.user is None and who.app is None:
         raise BoltError(errors.NOT_LOGGED_IN, "Log in to use apps through the host")
+    require_same_origin_write(request, who)
     if who.is_admin or who.app_system or who.app == name:
         return
     host = host_of(request)
