@@ -204,6 +204,8 @@ class Supervisor:
 
     async def start_app(self, app: dict[str, Any]) -> dict[str, Any]:
         """Start ``app`` and return its context once ready (idempotent)."""
+        if self._closing:
+            raise BoltError(APP_START_FAILED, "The host is shutting down; nothing new starts")
         runtime = self._runtime(_app_name(app), app)
         async with runtime.lock:
             if runtime.status == RUNNING:
@@ -465,10 +467,10 @@ class Supervisor:
         if runtime.process is None and runtime.port is None and not was_pending:
             await self._persist(runtime)
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
-        runtime.status = STOPPING
+        runtime.status, runtime.reason = STOPPING, None
         await self._emit("app-stopping", runtime)
-        exit_code = await self._cleanup(runtime)
-        runtime.status, runtime.exit_code, runtime.reason = STOPPED, exit_code, None
+        exit_code = await self._cleanup(runtime)  # sets a reason only if something survived
+        runtime.status, runtime.exit_code = STOPPED, exit_code
         runtime.next_restart_at = None
         runtime.crashes.reset()
         await self._persist(runtime)
@@ -490,6 +492,7 @@ class Supervisor:
             )
             if survivors:
                 log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", runtime.name, survivors)
+                runtime.reason = f"processes {survivors} survived SIGKILL (stuck in the kernel?)"
             process.check_exited()
             if process.exited.done() and not process.exited.cancelled() and not process.adopted:
                 exit_code = process.exited.result()
