@@ -19,7 +19,7 @@ from bolt_host.plugins import PluginLoadError
 from bolt_host.web import core_routes
 from bolt_host.web.envelope import bolt_error_handler, http_error_handler
 from bolt_host.web.meta import iter_endpoints
-from bolt_host.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from bolt_host.web.middleware import BodyLimitMiddleware, HostHeaderMiddleware, RequestContextMiddleware
 
 CORE = "bolt_host"
 
@@ -49,6 +49,7 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(RequestContextMiddleware, format_for=host.error_format_for),
+            Middleware(HostHeaderMiddleware, names=host.settings.host_names, format_for=host.error_format_for),
             Middleware(BodyLimitMiddleware, limit_for=host.body_limit_for, format_for=host.error_format_for),
         ],
         exception_handlers={BoltError: bolt_error_handler, HTTPException: http_error_handler},

@@ -65,6 +65,7 @@ class Settings:
     autostart: bool = True
     pinned_packages: tuple[str, ...] = ()
     trust_proxy: bool = False
+    allowed_hosts: tuple[str, ...] = ()  # more Host header names to serve ("*": any); see host_names
     log_level: str = "info"
 
     @property
@@ -73,6 +74,27 @@ class Settings:
             return self.public_url.rstrip("/")
         shown = "127.0.0.1" if self.host in {"0.0.0.0", "::"} else self.host
         return f"http://{shown}:{self.port}"
+
+    @property
+    def host_names(self) -> frozenset[str] | None:
+        """Names a request's ``Host`` header may carry (any port), or None for any name.
+
+        Loopback names, the bound address and the public URL's host, plus ``allowed_hosts``.
+        Anything else is a DNS-rebinding page (evil.example resolving to 127.0.0.1) or a
+        misrouted request, and is refused before routing.
+        """
+        if "*" in self.allowed_hosts:
+            return None
+        names = {"127.0.0.1", "localhost", "::1", *(name.lower() for name in self.allowed_hosts)}
+        if self.host not in {"0.0.0.0", "::"}:
+            names.add(self.host.lower())
+        if self.public_url:
+            from urllib.parse import urlsplit
+
+            hostname = urlsplit(self.public_url).hostname
+            if hostname:
+                names.add(hostname.lower())
+        return frozenset(names)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         known = {f.name for f in fields(self)}
@@ -101,6 +123,7 @@ _PARSERS: dict[str, Any] = {
     "autostart": _parse_bool,
     "pinned_packages": _parse_list,
     "trust_proxy": _parse_bool,
+    "allowed_hosts": _parse_list,
 }
 
 # Env names that differ from BOLT_<FIELD>.

@@ -59,6 +59,7 @@ CSRF_FAILED = 1104  # cookie-authenticated write without the session's CSRF toke
 APP_START_FAILED = 1105  # the app's process did not start or never became ready
 APP_STOP_FAILED = 1106  # the app's process could not be stopped
 EVENT_NAME_RESERVED = 1107  # an app tried to publish one of the host's event names
+HOST_NOT_ALLOWED = 1108  # the request's Host header names no host this server answers for
 
 MESSAGES: dict[int, str] = {
     OK: "OK",
@@ -105,6 +106,7 @@ MESSAGES: dict[int, str] = {
     STORAGE_FULL: "The host's disk is full",
     APP_STOP_FAILED: "Could not stop app",
     EVENT_NAME_RESERVED: "This event name is reserved for the host",
+    HOST_NOT_ALLOWED: "This server does not answer for that host name",
 }
 
 # HTTP status that mirrors each outcome; anything unlisted is a 400.
@@ -139,6 +141,7 @@ HTTP_STATUS: dict[int, int] = {
     STORAGE_FULL: 507,
     APP_STOP_FAILED: 500,
     EVENT_NAME_RESERVED: 403,
+    HOST_NOT_ALLOWED: 421,
 }
 
 

@@ -44,7 +44,8 @@ class RunningHost:
 
 
 def settings_for_tests(data_dir: Path, **overrides: Any) -> Settings:
-    base = Settings(data_dir=data_dir, admin_password=ADMIN_PASSWORD, autostart=False)
+    # httpx's ASGI transport sends "Host: testserver"
+    base = Settings(data_dir=data_dir, admin_password=ADMIN_PASSWORD, autostart=False, allowed_hosts=("testserver",))
     return base.with_overrides(**overrides)
 
 

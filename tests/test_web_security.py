@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bolt_host import errors
 from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.services.sessions import LoginThrottle
 from bolt_host.testing import ADMIN_PASSWORD
@@ -282,7 +283,13 @@ def test_security_headers_on_every_response_and_html_page(site: Site) -> None:
                 headers = response.headers
                 if headers.get("x-content-type-options") != "nosniff" or "referrer-policy" not in headers:
                     wrong.append(f"GET {path}: no nosniff/referrer-policy")
-                if headers.get("content-type", "").startswith("text/html"):
+                if path.startswith("/public/"):  # an app's files: sandboxed, never the host's origin
+                    served = response.status_code == 200
+                    if served and "sandbox" not in headers.get("content-security-policy", "").split(";")[0]:
+                        wrong.append(f"GET {path}: a public file without the sandbox")
+                elif path.startswith("/x/"):
+                    continue  # the app's own page, its own policy
+                elif headers.get("content-type", "").startswith("text/html"):
                     csp = headers.get("content-security-policy", "")
                     if headers.get("x-frame-options") != "DENY" or "frame-ancestors 'none'" not in csp:
                         wrong.append(f"GET {path}: HTML without frame protection ({headers})")
@@ -291,6 +298,52 @@ def test_security_headers_on_every_response_and_html_page(site: Site) -> None:
         page = admin.get("/dashboard/")
         assert page.headers["content-type"].startswith("text/html")
     assert not wrong, "\n  ".join(wrong)
+
+
+def test_a_public_page_runs_sandboxed_and_a_proxied_page_keeps_its_own_scripts(site: Site) -> None:
+    """A public file is served from the host's origin: without the sandbox, a page (or an SVG)
+    there would run with the admin's session.  An app's page through /x/ gets no dashboard
+    policy that would block its inline scripts."""
+    with site.admin() as admin:
+        assert admin.post("/api/apps/local", json={"path": "static-docs"}).status_code in (201, 401)
+        page = admin.get("/public/static-docs/index.html")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-security-policy"].startswith("sandbox allow-scripts")
+        assert "allow-same-origin" not in page.headers["content-security-policy"]
+        assert page.headers["access-control-allow-origin"] == "*"
+        assert admin.post("/api/apps/local", json={"path": "notes"}).status_code in (201, 401)
+        started = admin.post("/api/apps/start", json={"name": "notes"})
+        assert started.status_code == 200, started.text
+        try:
+            notes = admin.get("/x/notes/")
+            assert notes.headers["content-type"].startswith("text/html") and "<script>" in notes.text
+            assert "script-src 'self'" not in notes.headers.get("content-security-policy", "")
+        finally:
+            admin.post("/api/apps/stop", json={"name": "notes"})
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:4000", "127.0.0.1.nip.io", "[::2]:80"])
+def test_a_host_header_the_server_does_not_answer_for_is_refused(site: Site, host: str) -> None:
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 sends Host: evil.example."""
+    for path in ("/-/health", "/api/users/login", "/app-store/api/v2/market/hash", "/public/static-docs/index.html"):
+        answer = httpx.get(site.live.url + path, headers={"Host": host})
+        assert answer.status_code == 421, (path, answer.text)
+        body = answer.json()
+        assert body.get("code") == errors.HOST_NOT_ALLOWED or body.get("success") is False, (path, body)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost:4000", "LOCALHOST", "[::1]:4000"])
+def test_loopback_host_names_are_served_on_any_port(site: Site, host: str) -> None:
+    assert httpx.get(site.live.url + "/-/health", headers={"Host": host}).status_code == 200
+
+
+def test_allowed_hosts_names_more_hosts_or_any() -> None:
+    from bolt_host.config import Settings, settings_from_env
+
+    assert "bolt.example" in Settings(public_url="https://bolt.example/").host_names
+    assert "apps.lan" in settings_from_env({"BOLT_ALLOWED_HOSTS": "apps.lan, other.lan"}).host_names
+    assert Settings(allowed_hosts=("*",)).host_names is None
+    assert "evil.example" not in Settings(host="0.0.0.0").host_names
 
 
 # path traversal -----------------------------------------------------------------------------

@@ -120,6 +120,16 @@ async def revoke_app_role(request: Request) -> Response:
 
 
 # public files ---------------------------------------------------------------------------
+# A public file is served from the host's origin, so a page or SVG among them would run with
+# the rights of whoever opens it (the admin's session, the dashboard's DOM).  The sandbox
+# makes it a unique origin: its scripts run but reach nothing of the host's.  Public files
+# are anonymous anyway, so any origin may read them (the sandboxed page's own fetches too).
+PUBLIC_FILE_HEADERS = {
+    "Content-Security-Policy": "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads",
+    "Access-Control-Allow-Origin": "*",
+}
+
+
 async def public_file(request: Request) -> Response:
     """A file from an app's public folder (no auth, like a static site)."""
     app = request.path_params["app"]
@@ -138,7 +148,7 @@ async def public_file(request: Request) -> Response:
     if not target.is_file():
         raise BoltError(errors.ENDPOINT_NOT_FOUND, "No such public file")
     media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    return FileResponse(target, media_type=media_type)
+    return FileResponse(target, media_type=media_type, headers=PUBLIC_FILE_HEADERS)
 
 
 # events -----------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ HTML_HEADERS = [
 ]
 
 
+# Apps' own pages (through the proxy) and public files: their content policy is theirs (the
+# dashboard's would block an app's inline scripts); public files carry a sandbox of their own.
+APP_CONTENT_PREFIXES = ("/x/", "/public/")
+
+
 # A plugin's renderer for host-level errors on its paths (see ``register_error_formats``).
 FormatFor = Callable[[str], Callable[[int, BoltError], dict[str, Any]] | None]
 
@@ -58,7 +63,8 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-trace-id", trace_id.encode()))
                 headers.extend(SECURITY_HEADERS)
-                if any(k == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                html = any(k == b"content-type" and v.startswith(b"text/html") for k, v in headers)
+                if html and not scope["path"].startswith(APP_CONTENT_PREFIXES):
                     headers.extend(HTML_HEADERS)
                 message = {**message, "headers": headers}
             await send(message)
@@ -90,6 +96,36 @@ class RequestContextMiddleware:
                 elapsed,
             )
             trace_id_var.reset(token)
+
+
+class HostHeaderMiddleware:
+    """Answers only for the host names it serves (DNS rebinding: a page on evil.example whose
+    name resolves to 127.0.0.1 must not reach the host, the dashboard or the apps)."""
+
+    def __init__(
+        self, app: ASGIApp, names: frozenset[str] | None, format_for: FormatFor | None = None
+    ) -> None:
+        self.app = app
+        self.names = names
+        self.format_for = format_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.names is None or _host_name(scope) in self.names:
+            await self.app(scope, receive, send)
+            return
+        err = BoltError(errors.HOST_NOT_ALLOWED, "The Host header names no host this server answers for")
+        await _send_envelope(send, err, trace_id_var.get(), err.http_status, _renderer(self.format_for, scope))
+
+
+def _host_name(scope: Scope) -> str | None:
+    """The name in the ``Host`` header, without its port (``[::1]:4000`` -> ``::1``)."""
+    for key, value in scope.get("headers", []):
+        if key == b"host":
+            text = value.decode("latin-1").strip().lower()
+            if text.startswith("["):
+                return text[1 : text.find("]")] if "]" in text else None
+            return text.rpartition(":")[0] if ":" in text else text
+    return None
 
 
 class BodyLimitMiddleware:
