@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bolt_host.errors import APP_NOT_RUNNING, APP_START_FAILED, BoltError
+from bolt_host.services import applogs
 from bolt_host.services.applogs import read_range
 from bolt_host.services.ports import is_port_free
 from bolt_host.services.stats import StatsSampler
@@ -316,10 +317,48 @@ async def test_log_is_rotated_when_the_app_restarts(harness: Harness) -> None:
     assert log_path.stat().st_size > 5000
     assert not log_path.with_name("rotating.log.3").exists()
     assert supervisor.context("rotating")["restarts"] == 1
-    assert supervisor.rotate_idle_logs() == []  # never under a running app's feet
     await supervisor.stop_app("rotating")
-    assert supervisor.rotate_idle_logs() == ["rotating"]
+    assert supervisor.rotate_logs() == ["rotating"]
     assert not log_path.exists() and log_path.with_name("rotating.log.2").exists()
+
+
+async def test_a_running_apps_log_is_rotated_in_place_without_losing_a_line(harness: Harness) -> None:
+    """The app keeps its stdout open: its log's head moves to .1 and is cut out of the file;
+    every numbered line is in .1 or the log, once, in order, and the app writes on."""
+    control = harness.tmp_path / "control"
+    control.mkdir()
+    app = harness.app("steady", "numbered.py", "6", "8000", str(control), server=False)
+    supervisor = harness.supervisor(log_max_bytes=64 * 1024, log_keep=1)
+    await supervisor.boot()
+    await supervisor.start_app(app)
+    log_path = supervisor.log_path("steady")
+    followed: list[str] = []
+
+    async def follow() -> None:  # a live log viewer, open across every cut
+        async for text in applogs.follow(log_path, poll_interval=0.01):
+            followed.append(text)
+
+    viewer = asyncio.create_task(follow())
+    cuts = 0
+    try:
+        for batch in range(6):
+            await wait_file(control / f"batch-{batch}")
+            last = f"line {(batch + 1) * 8000 - 1}\n"
+            await async_wait_until(lambda last=last: last in "".join(followed[-3:]), what="the viewer to catch up")
+            cuts += len(supervisor.rotate_logs())
+            (control / f"go-{batch}").touch()
+        await wait_file(control / "done")
+        await async_wait_until(lambda: "line 47999\n" in "".join(followed[-3:]), what="the viewer at the end")
+    finally:
+        viewer.cancel()
+        await asyncio.wait({viewer})
+
+    assert cuts >= 3 and log_path.stat().st_size < 2 * 64 * 1024
+    kept = log_path.with_name("steady.log.1").read_bytes() + log_path.read_bytes()
+    numbers = [int(line.split()[1]) for line in kept.decode().splitlines()[1:]]  # the first may be cut
+    assert numbers == list(range(numbers[0], 48000)), "a line lost or doubled across a cut"
+    assert [int(line.split()[1]) for line in "".join(followed).splitlines()] == list(range(48000))
+    await supervisor.stop_app("steady")
 
 
 async def test_missing_command_or_folder_fails_cleanly(harness: Harness) -> None:

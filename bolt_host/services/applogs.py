@@ -4,12 +4,16 @@ An app's stdout and stderr are one file descriptor on ``logs/apps/<name>.log``
 opened ``O_APPEND``: the app writes straight to disk, never blocks on a pipe
 the host must drain, and keeps writing if the host dies.
 
-Rotation, honestly: the host cannot make a running app reopen its stdout, so
-a log is rotated (renamed to ``.1``, older ones shifted, ``keep`` kept) only
-when nothing writes to it: right before each spawn, and by
-:func:`rotate_if_needed` for apps that are not running.  A running app's log
-may grow past the cap until its next restart.  No copy-truncate (it loses the
-lines written between the copy and the truncate).
+Rotation: a log nothing writes to is renamed to ``.1`` (older ones shifted,
+``keep`` kept) by :func:`rotate_if_needed`, right before each spawn and for apps
+that are not running.  The host cannot make a running app reopen its stdout, so
+a running app's log is rotated in place by :func:`trim_head`: its oldest bytes
+(whole filesystem blocks, all but the newest half of the cap) are copied to
+``.1`` and then cut out of the file with ``FALLOC_FL_COLLAPSE_RANGE``.  The app's
+appends land after the cut, so no line is lost (copy-truncate loses the lines
+written between the copy and the truncate); the cut may split a line between
+``.1`` and the log.  A filesystem without collapse-range (tmpfs, NFS) keeps the
+log growing until the app's next start.
 
 Character ranges: ``read_range`` counts characters of the file decoded as
 UTF-8, an undecodable byte counting as one character (shown as U+FFFD), an
@@ -24,6 +28,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import codecs
+import ctypes
+import ctypes.util
+import functools
 import os
 import re
 import threading
@@ -59,12 +66,85 @@ def rotate_if_needed(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int =
     if keep < 1:
         path.unlink(missing_ok=True)
         return True
+    _shift_rotated(path, keep)
+    os.replace(path, path.with_name(f"{path.name}.1"))
+    return True
+
+
+def _shift_rotated(path: Path, keep: int) -> None:
+    """``.N-1`` -> ``.N`` down to ``.1`` -> ``.2``, so ``.1`` is free (``.keep`` is overwritten)."""
     for number in range(keep - 1, 0, -1):
         older = path.with_name(f"{path.name}.{number}")
         if older.exists():
             os.replace(older, path.with_name(f"{path.name}.{number + 1}"))
-    os.replace(path, path.with_name(f"{path.name}.1"))
-    return True
+
+
+FALLOC_FL_COLLAPSE_RANGE = 0x08
+_collapsed_lock = threading.Lock()
+_collapsed: dict[str, int] = {}  # bytes cut from each log's head in this process (for follow)
+
+
+def trim_head(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> int:
+    """Rotate a log a running app still writes to; returns the bytes cut from its head (0: none).
+
+    The oldest bytes never change in an append-only file, so they are copied to ``.1``
+    first and only then cut out; a failure anywhere leaves the log as it was.
+    """
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return 0
+    block = stat.st_blksize or 4096
+    cut = (stat.st_size - max_bytes // 2) // block * block
+    if stat.st_size <= max_bytes or cut <= 0:
+        return 0
+    head = path.with_name(f".{path.name}.head.tmp")
+    with path.open("r+b") as log_file:
+        with head.open("wb") as copy:
+            _copy_bytes(log_file, copy, cut)
+            os.fsync(copy.fileno())
+        if not _collapse(log_file.fileno(), cut):
+            head.unlink(missing_ok=True)
+            return 0
+    if keep < 1:
+        head.unlink(missing_ok=True)
+    else:
+        _shift_rotated(path, keep)
+        os.replace(head, path.with_name(f"{path.name}.1"))
+    with _collapsed_lock:
+        _collapsed[str(path)] = _collapsed.get(str(path), 0) + cut
+    with _index_lock:
+        _indexes.pop(str(path), None)
+    return cut
+
+
+def _copy_bytes(source: BinaryIO, target: BinaryIO, count: int) -> None:
+    source.seek(0)
+    while count > 0:
+        data = source.read(min(CHUNK, count))
+        if not data:
+            break
+        target.write(data)
+        count -= len(data)
+
+
+def _collapse(fd: int, length: int) -> bool:
+    libc = _libc()
+    if libc is None:
+        return False
+    return libc.fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, ctypes.c_int64(0), ctypes.c_int64(length)) == 0
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name, use_errno=True) if name else None
+    return libc if libc is not None and hasattr(libc, "fallocate") else None
+
+
+def _collapsed_bytes(path: Path) -> int:
+    with _collapsed_lock:
+        return _collapsed.get(str(path), 0)
 
 
 def file_size(path: Path) -> int:
@@ -219,7 +299,13 @@ async def follow(path: Path, from_offset: int = 0, poll_interval: float = 0.25) 
             index.extend(handle, stat.st_size)
             handle.seek(index.locate(handle, min(max(from_offset, 0), index.chars)))
         decoder = _decoder()
+        collapsed = _collapsed_bytes(path)
         while True:
+            # Its head was cut (trim_head runs on this event loop too, never between this
+            # check and the read): the bytes not yet read now sit that much earlier.
+            if _collapsed_bytes(path) != collapsed:
+                cut, collapsed = _collapsed_bytes(path) - collapsed, _collapsed_bytes(path)
+                handle.seek(max(0, handle.tell() - cut))
             data = handle.read(CHUNK)
             if data:
                 text = decoder.decode(data)

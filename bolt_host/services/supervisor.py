@@ -165,7 +165,7 @@ class Supervisor:
             if runtime.desired == DESIRED_RUNNING and self._autostart and app is not None:
                 to_start.append(app)
         self._stats.start()
-        self._in_background(self._rotate_idle_logs_periodically())
+        self._in_background(self._rotate_logs_periodically())
         results = await asyncio.gather(*(self.start_app(app) for app in to_start), return_exceptions=True)
         for app, result in zip(to_start, results, strict=True):
             if isinstance(result, BaseException):
@@ -264,24 +264,29 @@ class Supervisor:
         runtime = self._apps.get(name)
         return runtime is not None and runtime.status in LIVE_STATUSES
 
-    def rotate_idle_logs(self) -> list[str]:
-        """Rotate over-size logs of apps that are not running (nothing writes to them)."""
+    def rotate_logs(self) -> list[str]:
+        """Rotate over-size logs: renamed when nothing writes to them, cut in place under a
+        running app (:func:`applogs.trim_head`).  Runs on the event loop, as follow() does."""
         rotated = []
         for path in self._logs_dir.glob("*.log"):
             runtime = self._apps.get(path.stem)
             if runtime is not None and runtime.process is not None:
-                continue
-            if applogs.rotate_if_needed(path, self._log_max_bytes, self._log_keep):
+                cut = applogs.trim_head(path, self._log_max_bytes, self._log_keep)
+                runtime.log_offset = max(0, runtime.log_offset - cut)
+                done = cut > 0
+            else:
+                done = applogs.rotate_if_needed(path, self._log_max_bytes, self._log_keep)
+            if done:
                 rotated.append(path.stem)
         return rotated
 
-    async def _rotate_idle_logs_periodically(self) -> None:
+    async def _rotate_logs_periodically(self) -> None:
         while True:
             await asyncio.sleep(LOG_CHECK_SECONDS)
             try:
-                self.rotate_idle_logs()
+                self.rotate_logs()
             except OSError:
-                log.exception("rotating idle app logs failed")
+                log.exception("rotating app logs failed")
 
     # starting ------------------------------------------------------------------
     def _begin_start(self, runtime: AppRuntime, app: dict[str, Any], *, automatic: bool) -> asyncio.Task[Any]:
