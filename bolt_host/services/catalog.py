@@ -146,7 +146,8 @@ class Catalog:
         if not self._refreshed.is_set() and (self._refreshing is None or self._refreshing.done()):
             self.refresh_soon()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._refreshed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                await self._refreshed.wait()
         return self._refreshed.is_set()
 
     async def close(self) -> None:

@@ -40,8 +40,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bolt_host.errors import APP_NAME_INVALID, APP_NAME_MISSING, APP_NOT_RUNNING, APP_START_FAILED, BoltError
 from bolt_host.services import applogs
 from bolt_host.services.app_runtime import (
@@ -129,7 +127,6 @@ class Supervisor:
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
         self._stats = StatsSampler(stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans)
-        self._http: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -184,7 +181,6 @@ class Supervisor:
         await asyncio.gather(*(stop_one(rt) for rt in list(self._apps.values())), return_exceptions=True)
         await self._cancel_background()
         self._reaper.close()
-        await self._close_http()
 
     async def detach(self) -> None:
         """Forget every process without stopping it or writing records (simulates a host crash)."""
@@ -200,7 +196,6 @@ class Supervisor:
                 runtime.process.detach()
         self._apps.clear()
         self._reaper.close()
-        await self._close_http()
 
     async def start_app(self, app: dict[str, Any]) -> dict[str, Any]:
         """Start ``app`` and return its context once ready (idempotent)."""
@@ -320,7 +315,6 @@ class Supervisor:
                 port=runtime.port if runtime.is_server else None,
                 health=runtime.app.get("health") if runtime.is_server else None,
                 timeout=self._ready_timeout,
-                client=self._http_client(),
             )
             if process.exited.done():  # seen dying while the last probe was answering
                 raise ExitedDuringStart(process.exited.result())
@@ -636,16 +630,6 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _http_client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-        return self._http
-
-    async def _close_http(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
 
     def _stat_roots(self) -> dict[str, int]:
         return {rt.name: rt.process.pid for rt in self._apps.values() if rt.process is not None}

@@ -242,7 +242,8 @@ class Tasks:
         """Wait until the task has finished and return its record."""
         record = self._require(task_id)
         if record["status"] in ACTIVE:
-            await asyncio.wait_for(self._done[record["id"]].wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                await self._done[record["id"]].wait()
         return self.get(record["id"])  # type: ignore[return-value]
 
     def cancel(self, task_id: int) -> dict[str, Any]:

@@ -178,7 +178,8 @@ async def event_stream(request: Request) -> Response:
             yield ": connected\n\n"
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), timeout=15)
+                    async with asyncio.timeout(15):  # not wait_for: it can swallow the disconnect's cancel
+                        event = await queue.get()
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue

@@ -99,7 +99,8 @@ class Manager:
             except NotConnected as exc:
                 raise send_failed(f"the manager is not connected to the broker ({exc})") from exc
             try:
-                return await asyncio.wait_for(future, timeout_ms / 1000.0)
+                async with asyncio.timeout(timeout_ms / 1000.0):
+                    return await future
             except TimeoutError as exc:
                 raise timed_out(timeout_ms) from exc
         finally:

@@ -86,11 +86,11 @@ class MqttLink:
         self._stopping = True
         if last_words is not None and self._client is not None and self.connected.is_set():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._send(self._client, last_words), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._send(self._client, last_words)
         if self._runner is not None:
             self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._runner
+            await asyncio.wait({self._runner})  # unlike `await`, never takes our own cancel for its
         self._runner = None
         self.connected.clear()
 
@@ -121,7 +121,8 @@ class MqttLink:
         if not self.connected.is_set():
             return False
         try:
-            await asyncio.wait_for(self._outbox_empty.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._outbox_empty.wait()
         except TimeoutError:
             return False
         return True

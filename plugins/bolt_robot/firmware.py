@@ -191,5 +191,6 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), wait)
+            async with asyncio.timeout(wait):
+                await process.wait()
             return
