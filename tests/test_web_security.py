@@ -300,6 +300,17 @@ def test_security_headers_on_every_response_and_html_page(site: Site) -> None:
     assert not wrong, "\n  ".join(wrong)
 
 
+def test_a_forged_logout_ends_nothing(site: Site) -> None:
+    with httpx.Client(base_url=site.live.url, timeout=30) as browser:
+        login = browser.post("/api/users/login", json={"name": "admin", "password": ADMIN_PASSWORD})
+        csrf = login.json()["body"]["csrfToken"]
+        forged = browser.post("/api/users/logout")
+        assert forged.status_code == 403 and forged.json()["code"] == errors.CSRF_FAILED
+        assert browser.get("/api/users/@current").status_code == 200  # still logged in
+        assert browser.post("/api/users/logout", headers={"X-CSRF-Token": csrf}).status_code == 200
+        assert browser.get("/api/users/@current").status_code == 401
+
+
 def test_a_public_page_runs_sandboxed_and_a_proxied_page_keeps_its_own_scripts(site: Site) -> None:
     """A public file is served from the host's origin: without the sandbox, a page (or an SVG)
     there would run with the admin's session.  An app's page through /x/ gets no dashboard
