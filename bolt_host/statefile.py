@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from bolt_host.storage import (
     remove_stale_temp_files,
 )
 
+log = logging.getLogger("bolt_host.statefile")
 Row = dict[str, Any]
 RUNTIME_STATE_FILE = "runtime.json"  # the host's: app processes and app tokens, kept out of db.json
 
@@ -47,6 +49,7 @@ class StateFile:
         self._version = 0  # bumped by every change
         self._durable = 0  # the version the file holds
         self.writes = 0  # completed writes, for tests and benchmarks
+        self._background: set[asyncio.Task[None]] = set()
 
     def _load(self) -> dict[str, dict[str, Row]]:
         data = load_json_object(self.path) or {}
@@ -102,6 +105,20 @@ class StateFile:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_batches(), name=f"write {self.path.name}")
         await waiter
+
+    def commit_soon(self) -> None:
+        """Let the changes made so far reach the disk without waiting; a failure is logged
+        (the changes stay in memory and go out with the next commit that succeeds)."""
+        if self.unsaved:
+            task = asyncio.create_task(self._commit_logged())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _commit_logged(self) -> None:
+        try:
+            await self.commit()
+        except OSError as exc:
+            log.error("%s could not be saved (retried at the next change): %s", self.path.name, exc)
 
     def commit_now(self) -> None:
         """Write synchronously (at boot, at shut-down and outside an event loop)."""

@@ -129,6 +129,14 @@ class AppRuntime:
             cached = self._public = (self.app, view, encode_json(view))
         return cached[1], cached[2]
 
+    def adopt(self, process: AppProcess, record: dict[str, Any]) -> None:
+        """Take over a process a previous host started, as its record describes it."""
+        self.process, self.status = process, RUNNING
+        if self.is_server and record.get("port"):
+            self.port = int(record["port"])
+        self.started_at = parse_iso(record.get("startedAt")) or process.create_time
+        self.started_monotonic = time.monotonic() - max(0.0, time.time() - self.started_at)
+
     def record(self) -> dict[str, Any]:
         """What is persisted for adoption after a host restart."""
         process = self.process

@@ -40,11 +40,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from bolt_host.errors import APP_NAME_INVALID, BoltError
+
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_KEEP = 3
 CHUNK = 64 * 1024
 MAX_INDEXED_FILES = 128
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+class AppLogFiles:
+    """The folder of app logs (``logs/apps/<name>.log``) and its size caps."""
+
+    def __init__(self, folder: Path, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.keep = keep
+
+    def path(self, name: str) -> Path:
+        """The log of app ``name`` (a name that could leave the folder is refused)."""
+        if not name or "/" in name or "\0" in name or name in (".", ".."):
+            raise BoltError(APP_NAME_INVALID, f"Invalid app name {name!r}")
+        return self.folder / f"{name}.log"
+
+    def open_for_spawn(self, name: str) -> tuple[int, int]:
+        """Rotate the log if it is over the cap (nothing writes to it yet), open it for the new
+        process: ``(fd, size)``, the size being where this run's lines start."""
+        path = self.path(name)
+        rotate_if_needed(path, self.max_bytes, self.keep)
+        fd = open_for_append(path)
+        return fd, os.fstat(fd).st_size
+
+    def rotate(self, running: set[str]) -> dict[str, int]:
+        """Rotate every over-size log: renamed when nothing writes to it, cut in place
+        (:func:`trim_head`) under the apps in ``running``.  Returns name -> bytes cut (0 when
+        renamed).  Call it on the event loop that follows logs, as :func:`follow` assumes."""
+        rotated = {}
+        for path in self.folder.glob("*.log"):
+            if path.stem in running:
+                cut = trim_head(path, self.max_bytes, self.keep)
+                if cut:
+                    rotated[path.stem] = cut
+            elif rotate_if_needed(path, self.max_bytes, self.keep):
+                rotated[path.stem] = 0
+        return rotated
+
+    def tail(self, name: str, count: int, from_byte: int) -> list[str]:
+        return tail_lines(self.path(name), count, from_byte)
 
 
 def open_for_append(path: Path) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import select
 import shlex
@@ -29,22 +30,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from bolt_host.errors import APP_START_FAILED, BoltError
 from bolt_host.services.proctable import (
     ProcessTable,
     SharedSnapshots,
     pgid_or,
+    read_environ_value,
     read_marker,
+    start_time,
 )
 
+log = logging.getLogger("bolt_host.processes")
+
 SAFE_BASE_VARIABLES = ("PATH", "LANG", "HOME", "TZ")
+LOOPBACK = "127.0.0.1"
 PR_SET_CHILD_SUBREAPER = 36
 CREATE_TIME_TOLERANCE = 0.05  # psutil derives create_time from clock ticks since boot
 KILL_ROUNDS = 5
@@ -91,6 +95,20 @@ def base_environment(source: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def app_environment(
+    app: Mapping[str, Any], extra: Mapping[str, Any], *, name: str, port: int | None, token: str, host_url: str
+) -> dict[str, str]:
+    """An app's whole environment: a few safe host variables, the manifest's ``env``, what
+    plugins add (``extra``), then the host's own variables, which nothing can override."""
+    env = base_environment()
+    env.update({str(key): str(value) for key, value in (app.get("env") or {}).items()})
+    env.update({str(key): str(value) for key, value in extra.items()})
+    if port is not None:
+        env["PORT"] = str(port)
+    env.update({"HOST": LOOPBACK, "BOLT_APP_NAME": name, "BOLT_APP_TOKEN": token, "BOLT_HOST_URL": host_url})
+    return env
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "exited (adopted)"
@@ -103,10 +121,7 @@ def describe_exit(code: int | None) -> str:
 
 
 def create_time_of(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
+    return start_time(pid)
 
 
 def identity_matches(pid: int, create_time: float, marker: str) -> bool:
@@ -149,6 +164,40 @@ def _exit_code_from(result: Any) -> int | None:
     return -result.si_status
 
 
+@dataclass(frozen=True)
+class Launched:
+    """A started, unreaped child: what :meth:`AppProcess.watch` needs."""
+
+    popen: subprocess.Popen[bytes]
+    pidfd: int
+    create_time: float
+
+
+def launch(argv: list[str], *, cwd: str | Path | None, env: dict[str, str], log_fd: int) -> Launched:
+    """Start ``argv`` in a session of its own, output to ``log_fd``.  Blocking: safe to run in a
+    worker thread, so a storm of starts does not stall the event loop while each child execs."""
+    popen = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=subprocess.STDOUT,
+        close_fds=True,
+        start_new_session=True,
+    )
+    # Popen returns after a successful exec; the child is unreaped, so its pid is ours.
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except OSError:  # e.g. out of file descriptors: do not leave an unwatched child behind
+        os.killpg(popen.pid, signal.SIGKILL)  # its own group, pinned while unreaped
+        popen.wait()
+        raise
+    _main_pids.add(popen.pid)
+    # The unreaped child's /proc entry exists even if it already exited.
+    return Launched(popen, pidfd, start_time(popen.pid) or time.time())
+
+
 class AppProcess:
     """One app's main process, spawned by us or adopted after a host restart.
 
@@ -171,27 +220,12 @@ class AppProcess:
 
     @classmethod
     def spawn(cls, argv: list[str], *, cwd: str | Path | None, env: dict[str, str], log_fd: int) -> AppProcess:
-        popen = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            start_new_session=True,
-        )
-        # Popen returns after a successful exec; the child is unreaped, so its pid is ours.
-        try:
-            pidfd = os.pidfd_open(popen.pid)
-        except OSError:  # e.g. out of file descriptors: do not leave an unwatched child behind
-            os.killpg(popen.pid, signal.SIGKILL)  # its own group, pinned while unreaped
-            popen.wait()
-            raise
-        # The unreaped child's /proc entry exists even if it already exited.
-        create_time = create_time_of(popen.pid) or time.time()
-        _main_pids.add(popen.pid)
-        return cls(popen.pid, create_time, pidfd, popen)
+        return cls.watch(launch(argv, cwd=cwd, env=env, log_fd=log_fd))
+
+    @classmethod
+    def watch(cls, launched: Launched) -> AppProcess:
+        """Watch a process :func:`launch` started (on the event loop's thread)."""
+        return cls(launched.popen.pid, launched.create_time, launched.pidfd, launched.popen)
 
     @classmethod
     def adopt(cls, pid: int, create_time: float, marker: str) -> AppProcess | None:
@@ -404,6 +438,30 @@ async def terminate_tree(
         return tree.alive()
     finally:
         tree.close()
+
+
+async def end_strays(
+    name: str,
+    marker: str,
+    candidates: list[tuple[int, float]],
+    *,
+    belongs: Callable[[str | None], bool],
+    grace: float,
+    snapshots: SharedSnapshots,
+) -> None:
+    """End processes of app ``name`` that carry its recorded ``marker`` but whose pid was never
+    recorded (the host was killed between the spawn and the write).  ``candidates`` are
+    ``(pid, start time)``; a process is ours only if ``belongs(its BOLT_APP_TOKEN)``: the
+    marker and host URL alone could belong to another host started with the same URL."""
+    for pid, started in sorted(candidates, key=lambda found: found[1]):  # the tree's root first
+        if not belongs(read_environ_value(pid, "BOLT_APP_TOKEN")):
+            continue
+        process = AppProcess.adopt(pid, started, marker)
+        if process is None:
+            continue  # gone with an earlier root's tree
+        log.warning("%s: ending pid %s, started just before the host was killed", name, pid)
+        await terminate_tree(process, marker=marker, since=started, grace=grace, snapshots=snapshots)
+        process.close()
 
 
 class OrphanReaper:

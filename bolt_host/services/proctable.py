@@ -10,6 +10,7 @@ that began before it asked (a later fork is never missed).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections import defaultdict
@@ -42,6 +43,38 @@ def read_marker(pid: int) -> str | None:
     return read_environ_value(pid, MARKER_VARIABLE)
 
 
+@functools.cache
+def boot_time() -> float:
+    return psutil.boot_time()
+
+
+def start_time(pid: int) -> float | None:
+    """``pid``'s start time as ``psutil.Process(pid).create_time()`` gives it, from one read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return float(ticks) / CLOCK_TICKS + boot_time()
+
+
+def processes_by_marker(host_url: str) -> dict[str, list[tuple[int, float]]]:
+    """(pid, start time) of every live process a host at ``host_url`` started, by marker."""
+    found: dict[str, list[tuple[int, float]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        marker = read_marker(pid)
+        if marker is None or read_environ_value(pid, "BOLT_HOST_URL") != host_url:
+            continue
+        started = start_time(pid)
+        if started is not None:
+            found.setdefault(marker, []).append((pid, started))
+    return found
+
+
 def pgid_or(pid: int, default: int) -> int:
     try:
         return os.getpgid(pid)
@@ -68,7 +101,7 @@ class ProcessTable:
 
     @classmethod
     def snapshot(cls) -> ProcessTable:
-        boot_time = psutil.boot_time()
+        booted = boot_time()
         create_times: dict[int, float] = {}
         children: dict[int, list[int]] = defaultdict(list)
         cpu_seconds: dict[int, float] = {}
@@ -86,7 +119,7 @@ class ProcessTable:
             except (OSError, ValueError, IndexError):  # gone since the listing
                 continue
             pid = int(entry)
-            create_times[pid] = float(start_ticks) / CLOCK_TICKS + boot_time
+            create_times[pid] = float(start_ticks) / CLOCK_TICKS + booted
             children[ppid].append(pid)
             cpu_seconds[pid] = (utime + stime) / CLOCK_TICKS
             rss[pid] = rss_pages * PAGE_SIZE

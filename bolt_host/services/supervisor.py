@@ -16,10 +16,9 @@ for it outside the lock: a concurrent start joins the same task (one process,
 never two), a stop cancels it and kills what it spawned.  Each start bumps
 the app's generation; an exit event of an older generation is ignored.
 
-The process mechanics (spawn, pidfd exit watch, tree kill, adoption checks)
-are in :mod:`processes`; the restart arithmetic in :mod:`restarts`; readiness
-probes in :mod:`readiness`; log files in :mod:`applogs`; the port pool in
-:mod:`ports`; CPU/memory sampling in :mod:`stats`.
+Mechanics live next door: spawn, pidfd exit watch, tree kill, adoption checks in
+:mod:`processes`; restart arithmetic in :mod:`restarts`; readiness in :mod:`readiness`;
+logs in :mod:`applogs`; ports in :mod:`ports`; CPU/memory in :mod:`stats`.
 
 Persistence: section ``supervisor`` of the host's :class:`StateFile`
 (``runtime.json``) holds per app ``{name, pid, create_time, port, generation,
@@ -32,6 +31,7 @@ starts share writes (group commit) and the event loop never waits on fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bolt_host.errors import APP_NAME_INVALID, APP_NAME_MISSING, APP_NOT_RUNNING, APP_START_FAILED, BoltError
+from bolt_host.errors import APP_NAME_MISSING, APP_NOT_RUNNING, APP_START_FAILED, BoltError
 from bolt_host.services import applogs
 from bolt_host.services.app_runtime import (
     BACKOFF,
@@ -54,20 +54,21 @@ from bolt_host.services.app_runtime import (
     STOPPED,
     STOPPING,
     AppRuntime,
-    parse_iso,
 )
-from bolt_host.services.ports import LOOPBACK, PortPool, wait_port_free
+from bolt_host.services.ports import PortPool, wait_port_free
 from bolt_host.services.processes import (
     AppProcess,
+    Launched,
     OrphanReaper,
-    base_environment,
+    app_environment,
     build_command,
-    create_time_of,
     describe_exit,
     enable_child_subreaper,
+    end_strays,
+    launch,
     terminate_tree,
 )
-from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, read_environ_value
+from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, processes_by_marker, read_environ_value
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
 from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
@@ -109,7 +110,7 @@ class Supervisor:
         log_keep: int = applogs.DEFAULT_KEEP,
     ) -> None:
         self._state = state
-        self._logs_dir = Path(data_dir) / "logs" / "apps"
+        self._logs = applogs.AppLogFiles(Path(data_dir) / "logs" / "apps", log_max_bytes, log_keep)
         self._tokens = tokens
         self._host_url = host_url
         self._ports = PortPool(port_range)
@@ -121,8 +122,6 @@ class Supervisor:
         self._load_app = load_app
         self._autostart = autostart
         self._policy = restart_policy or RestartPolicy()
-        self._log_max_bytes = log_max_bytes
-        self._log_keep = log_keep
         self._apps: dict[str, AppRuntime] = {}
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
@@ -157,8 +156,15 @@ class Supervisor:
             if record.get("pid"):
                 self._persist_soon(runtime)  # gone or pid reused: forget it, never signal it
             if unrecorded is None:
-                unrecorded = await asyncio.to_thread(self._processes_by_marker)
-            await self._end_unrecorded(runtime, unrecorded.get(runtime.marker, []))
+                unrecorded = await asyncio.to_thread(processes_by_marker, self._host_url)
+            await end_strays(  # spawned, but the host was killed before it recorded the pid
+                runtime.name,
+                runtime.marker,
+                unrecorded.get(runtime.marker, []),
+                belongs=lambda token, name=name: self._tokens.app_for(token) == name,
+                grace=self._grace,
+                snapshots=self._snapshots,
+            )
             if runtime.desired == DESIRED_RUNNING and self._autostart and app is not None:
                 to_start.append(app)
         self._stats.start()
@@ -251,29 +257,21 @@ class Supervisor:
         return b"[" + b",".join(rt.context_json(self._usage(rt)) for rt in live) + b"]"
 
     def log_path(self, name: str) -> Path:
-        if not name or "/" in name or "\0" in name or name in (".", ".."):
-            raise BoltError(APP_NAME_INVALID, f"Invalid app name {name!r}")
-        return self._logs_dir / f"{name}.log"
+        return self._logs.path(name)
 
     def is_active(self, name: str) -> bool:
         runtime = self._apps.get(name)
         return runtime is not None and runtime.status in LIVE_STATUSES
 
     def rotate_logs(self) -> list[str]:
-        """Rotate over-size logs: renamed when nothing writes to them, cut in place under a
-        running app (:func:`applogs.trim_head`).  Runs on the event loop, as follow() does."""
-        rotated = []
-        for path in self._logs_dir.glob("*.log"):
-            runtime = self._apps.get(path.stem)
-            if runtime is not None and runtime.process is not None:
-                cut = applogs.trim_head(path, self._log_max_bytes, self._log_keep)
-                runtime.log_offset = max(0, runtime.log_offset - cut)
-                done = cut > 0
-            else:
-                done = applogs.rotate_if_needed(path, self._log_max_bytes, self._log_keep)
-            if done:
-                rotated.append(path.stem)
-        return rotated
+        """Rotate over-size app logs (in place under running apps); the names rotated."""
+        running = {name for name, rt in self._apps.items() if rt.process is not None}
+        rotated = self._logs.rotate(running)
+        for name, cut in rotated.items():
+            runtime = self._apps.get(name)
+            if runtime is not None and cut:
+                runtime.log_offset = max(0, runtime.log_offset - cut)  # this run's first line moved
+        return sorted(rotated)
 
     async def _rotate_logs_periodically(self) -> None:
         while True:
@@ -340,35 +338,40 @@ class Supervisor:
         if runtime.is_server:
             wanted = await self._requested_port(app) if self._requested_port is not None else None
             runtime.port = self._ports.acquire(name, wanted)
-        env = base_environment()
-        env.update({str(key): str(value) for key, value in (app.get("env") or {}).items()})
-        if self._extra_env is not None:
-            env.update({str(key): str(value) for key, value in (await self._extra_env(app)).items()})
-        if runtime.port is not None:
-            env["PORT"] = str(runtime.port)
-        env["HOST"] = LOOPBACK
-        env["BOLT_APP_NAME"] = name
-        env["BOLT_APP_TOKEN"] = self._tokens.issue(name)
-        env["BOLT_HOST_URL"] = self._host_url
+        extra = await self._extra_env(app) if self._extra_env is not None else {}
+        env = app_environment(
+            app, extra, name=name, port=runtime.port, token=self._tokens.issue(name), host_url=self._host_url
+        )
         env[MARKER_VARIABLE] = runtime.marker
         # Record this generation before its process exists: a host killed between the spawn
         # and the write after it leaves a process that boot() still finds by its marker.
         await self._persist(runtime)
-        log_path = self.log_path(name)
-        applogs.rotate_if_needed(log_path, self._log_max_bytes, self._log_keep)
-        log_fd = applogs.open_for_append(log_path)
+        # In a worker thread: while a child execs (slow when a storm of starts fills the CPUs)
+        # the event loop goes on serving.  A stop that cancels us meanwhile must still find
+        # what the thread starts, so the launch is shielded and its process kept for _cleanup.
+        launching = asyncio.ensure_future(asyncio.to_thread(self._launch, runtime, argv, folder, env))
         try:
-            runtime.log_offset = os.fstat(log_fd).st_size
-            process = AppProcess.spawn(argv, cwd=folder, env=env, log_fd=log_fd)
+            launched, runtime.log_offset = await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                launched, runtime.log_offset = await launching
+                runtime.process = AppProcess.watch(launched)
+            raise
         except OSError as exc:
             raise BoltError(APP_START_FAILED, f"Could not run {argv[0]!r}: {exc.strerror or exc}") from exc
-        finally:
-            os.close(log_fd)
-        runtime.process = process
+        process = runtime.process = AppProcess.watch(launched)
         runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
         self._persist_soon(runtime)  # written while the app gets ready
         return process
+
+    def _launch(self, runtime: AppRuntime, argv: list[str], folder: str, env: dict[str, str]) -> tuple[Launched, int]:
+        """Open the app's log and start its process (blocking: runs in a worker thread)."""
+        log_fd, log_offset = self._logs.open_for_spawn(runtime.name)
+        try:
+            return launch(argv, cwd=folder, env=env, log_fd=log_fd), log_offset
+        finally:
+            os.close(log_fd)
 
     async def _start_failed(self, runtime: AppRuntime, exc: Exception, automatic: bool) -> dict[str, Any]:
         exit_code = exc.exit_code if isinstance(exc, ExitedDuringStart) else None
@@ -400,7 +403,7 @@ class Supervisor:
         runtime.status = CRASHED
         runtime.exit_code = exited.result()
         runtime.reason = "exited (adopted)" if adopted else describe_exit(runtime.exit_code)
-        log.info("%s (pid %s) %s", runtime.name, exited_pid(runtime), runtime.reason)
+        log.info("%s (pid %s) %s", runtime.name, runtime.process.pid if runtime.process else None, runtime.reason)
         self._in_background(self._handle_crash(runtime, generation))
 
     async def _handle_crash(self, runtime: AppRuntime, generation: int) -> None:
@@ -519,47 +522,10 @@ class Supervisor:
         runtime.next_restart_at = None
 
     # adoption ------------------------------------------------------------------
-    def _processes_by_marker(self) -> dict[str, list[tuple[int, float]]]:
-        """(pid, create time) of every live process this host started, by marker (one /proc pass)."""
-        found: dict[str, list[tuple[int, float]]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            pid = int(entry)
-            marker = read_environ_value(pid, MARKER_VARIABLE)
-            if marker is None or read_environ_value(pid, "BOLT_HOST_URL") != self._host_url:
-                continue
-            create_time = create_time_of(pid)
-            if create_time is not None:
-                found.setdefault(marker, []).append((pid, create_time))
-        return found
-
-    async def _end_unrecorded(self, runtime: AppRuntime, candidates: list[tuple[int, float]]) -> None:
-        """End a process of the recorded generation that was spawned but never recorded (host killed).
-
-        It is ours only if it holds the app token this host's db issued for that start (the
-        marker and URL alone could belong to another host with the same URL).
-        """
-        for pid, create_time in sorted(candidates, key=lambda found: found[1]):  # the tree's root first
-            if self._tokens.app_for(read_environ_value(pid, "BOLT_APP_TOKEN")) != runtime.name:
-                continue
-            process = AppProcess.adopt(pid, create_time, runtime.marker)
-            if process is None:
-                continue  # gone with an earlier root's tree
-            log.warning("%s: ending pid %s, started just before the host was killed", runtime.name, pid)
-            await terminate_tree(
-                process, marker=runtime.marker, since=create_time, grace=self._grace, snapshots=self._snapshots
-            )
-            process.close()
-
     async def _adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:
-        runtime.process = process
-        if runtime.is_server and record.get("port"):
-            runtime.port = int(record["port"])
+        runtime.adopt(process, record)
+        if runtime.port is not None:
             self._ports.hold(runtime.port, runtime.name)
-        runtime.started_at = parse_iso(record.get("startedAt")) or process.create_time
-        runtime.started_monotonic = time.monotonic() - max(0.0, time.time() - runtime.started_at)
-        runtime.status = RUNNING
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
         token = read_environ_value(process.pid, "BOLT_APP_TOKEN")
         if token:  # lets the host sign the events it sends to the adopted app
@@ -583,7 +549,7 @@ class Supervisor:
         return self._stats.latest(runtime.name, process.pid) if process is not None else None
 
     def _with_log_tail(self, runtime: AppRuntime, summary: str) -> str:
-        lines = applogs.tail_lines(self.log_path(runtime.name), LOG_TAIL_LINES, runtime.log_offset)
+        lines = self._logs.tail(runtime.name, LOG_TAIL_LINES, runtime.log_offset)
         return f"{summary}; last log lines:\n" + "\n".join(lines) if lines else summary
 
     async def _persist(self, runtime: AppRuntime) -> None:
@@ -601,14 +567,8 @@ class Supervisor:
         For what boot can rebuild if the host dies first: a crash, a backoff, a pid (a
         process whose pid never reached the disk is found by its marker and ended).
         """
-        if self._state.put(SECTION, runtime.name, runtime.record()) or self._state.unsaved:
-            self._in_background(self._commit_logged())
-
-    async def _commit_logged(self) -> None:
-        try:
-            await self._state.commit()
-        except OSError as exc:
-            log.error("app records could not be saved (retried at the next change): %s", exc)
+        self._state.put(SECTION, runtime.name, runtime.record())
+        self._state.commit_soon()
 
     async def _emit(self, event: str, runtime: AppRuntime) -> None:
         if self._publish is None:
@@ -647,10 +607,6 @@ def _app_name(app: dict[str, Any]) -> str:
     if not isinstance(name, str) or not name:
         raise BoltError(APP_NAME_MISSING, "The app has no name")
     return name
-
-
-def exited_pid(runtime: AppRuntime) -> int | None:
-    return runtime.process.pid if runtime.process is not None else None
 
 
 def _retrieve_exception(task: asyncio.Task[Any]) -> None:
