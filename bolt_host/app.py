@@ -60,6 +60,16 @@ def create_app(
     return app
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn must serve the app (``bolt-host serve`` and the tests' live servers).
+
+    uvicorn trusts ``X-Forwarded-For`` from 127.0.0.1 by default: any local process could
+    then name its own client address, and the login throttle keys on it.  Forwarded
+    headers count only with ``BOLT_TRUST_PROXY``, behind a proxy that sets them.
+    """
+    return {"proxy_headers": settings.trust_proxy, "server_header": False}
+
+
 def collect_routes(host: Host) -> list[BaseRoute]:
     """Core routes first, then each plugin's; a path+method claimed twice is an error."""
     owners: dict[tuple[str, str], str] = {}

@@ -71,7 +71,7 @@ def serve(**flags: Any) -> None:
         StateFile(settings.data_dir / RUNTIME_STATE_FILE)
     except CorruptDatabaseError as exc:
         raise click.ClickException(str(exc)) from exc
-    from bolt_host.app import create_app
+    from bolt_host.app import create_app, server_options
 
     try:
         app = create_app(settings, on_ready=lambda host: _print_banner(settings, host.generated_admin_password))
@@ -79,7 +79,14 @@ def serve(**flags: Any) -> None:
         raise click.ClickException(str(exc)) from exc
 
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            **server_options(settings),
+        )
     except CorruptDatabaseError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from bolt_host.app import create_app
+from bolt_host.app import create_app, server_options
 from bolt_host.host import Host
 from bolt_host.testing import ADMIN_PASSWORD, settings_for_tests
 from tests.helpers import free_port, wait_until
@@ -36,7 +36,8 @@ class LiveServer:
 @contextlib.contextmanager
 def serve(app: Starlette, port: int = 0, timeout: float = 30.0) -> Iterator[LiveServer]:
     """Serve ``app`` until the block ends; the lifespan (host start/stop) runs as in production."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    options = server_options(app.state.host.settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -266,3 +266,21 @@ def test_throttle_memory_stays_bounded() -> None:
     now[0] += MAX_LOCK_SECONDS + FAILURE_WINDOW
     throttle.failed("one-more")
     assert len(throttle) == 1, "idle keys outlived their window"
+
+
+def test_a_forwarded_for_header_does_not_change_who_the_throttle_sees(tmp_path: Path) -> None:
+    """uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told not to: a local guesser could
+    name a new client address with every guess and never be locked out."""
+    from tests.servers import live_host
+
+    with live_host(tmp_path / "data") as live:
+        answers = [
+            httpx.post(
+                f"{live.url}/api/users/login",
+                json={"name": "admin", "password": f"guess-{attempt}"},
+                headers={"X-Forwarded-For": f"198.51.100.{attempt}"},
+                timeout=30,
+            ).status_code
+            for attempt in range(7)
+        ]
+    assert answers[:5] == [401] * 5 and answers[5:] == [429, 429], answers

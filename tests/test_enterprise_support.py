@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from bolt_host.app import create_app
+from bolt_host.app import create_app, server_options
 from bolt_host.host import Host
 from bolt_host.testing import settings_for_tests
 from tests.helpers import async_wait_until
@@ -49,7 +49,7 @@ async def served_host(data_dir: Path, **overrides: Any) -> AsyncIterator[ServedH
     port = sock.getsockname()[1]
     settings = settings_for_tests(data_dir, port=port, **overrides)
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **server_options(settings)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     try:
