@@ -44,6 +44,9 @@ class StateFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.path.parent, self.path.name)
         self._sections: dict[str, dict[str, Row]] = self._load()
+        self._fragments = {  # section -> key -> b'"key":{...}', what _encode joins
+            section: {key: _fragment(key, row) for key, row in rows.items()} for section, rows in self._sections.items()
+        }
         self._waiters: list[asyncio.Future[None]] = []
         self._writer: asyncio.Task[None] | None = None
         self._version = 0  # bumped by every change
@@ -79,6 +82,7 @@ class StateFile:
         if rows.get(key) == row:
             return False
         rows[key] = json_copy(row)
+        self._fragments.setdefault(section, {})[key] = _fragment(key, row)
         self._version += 1
         return True
 
@@ -87,8 +91,9 @@ class StateFile:
         if rows is None or key not in rows:
             return False
         del rows[key]
+        del self._fragments[section][key]
         if not rows:
-            del self._sections[section]
+            del self._sections[section], self._fragments[section]
         self._version += 1
         return True
 
@@ -143,7 +148,20 @@ class StateFile:
         self.writes += 1
 
     def _encode(self) -> bytes:
-        return json.dumps(self._sections, separators=(",", ":"), sort_keys=True).encode()
+        # Each row is encoded once, when it changes; a write joins the pieces (at 200 apps,
+        # encoding the whole state for every commit was a tenth of a start storm's loop time).
+        sections = (
+            _encode_json(section) + b":{" + b",".join(rows.values()) + b"}" for section, rows in self._fragments.items()
+        )
+        return b"{" + b",".join(sections) + b"}"
+
+
+def _encode_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _fragment(key: str, row: Row) -> bytes:
+    return _encode_json(key) + b":" + _encode_json(row)
 
 
 def move_tables_from(db: Database, state: StateFile, tables: dict[str, str]) -> None:
