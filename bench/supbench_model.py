@@ -52,6 +52,7 @@ class Figures:
     uss_mb: float | None = None
     threads: int | None = None
     idle_cpu_pct: float | None = None
+    start_cpu_s: float | None = None  # CPU the supervisor itself used during start all
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -114,6 +115,16 @@ def app_environment(name: str, port: int, run_id: str) -> dict[str, str]:
     env = {key: os.environ[key] for key in ("PATH", "LANG", "HOME", "TZ") if key in os.environ}
     env.update({"PORT": str(port), "HOST": LOOPBACK, NAME_VARIABLE: name, RUN_VARIABLE: run_id})
     return env
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
 
 
 @contextlib.contextmanager
@@ -203,8 +214,13 @@ class System:
         fig.notes["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
         await self.launch()
         print(f"  [{self.label}] start all", flush=True)
-        with profiled(self.opts, self.supervisor_pid(), f"{self.label}-{self.n}-start", self.tracker):
+        supervisor = self.supervisor_pid()
+        cpu_before = _cpu_seconds(supervisor)
+        with profiled(self.opts, supervisor, f"{self.label}-{self.n}-start", self.tracker):
             fig.start_all_s = await self.start_all()
+        cpu_after = _cpu_seconds(supervisor)
+        if cpu_before is not None and cpu_after is not None:
+            fig.start_cpu_s = cpu_after - cpu_before
         running = await self.apps()
         for pid, _ in running.values():
             self.tracker.track(pid)

@@ -168,6 +168,7 @@ def report(n: int, results: dict[str, Figures]) -> str:
             verdict(None if not bolt or bolt.status_median is None else bolt.status_median < TARGET_LIVE_MS, at_target),
         ),
         row("status call p99 (ms)", lambda f: f.status_p99, 2, "", ""),
+        row("supervisor CPU during start all (s)", lambda f: f.start_cpu_s, 2, "", ""),
         row(
             "idle CPU, N apps running (% of one core)",
             lambda f: f.idle_cpu_pct,
