@@ -6,11 +6,11 @@ servers are ready once spawned and alive.  An exit during the wait ends it at
 once (the wait races the exit future; it never sleeps through a crash).
 
 Probes start 5 ms after the spawn and the interval grows by half each time up
-to 20 ms, so a start is seen within 20 ms of the app listening: a start slot (a
-client starting a fleet with bounded concurrency) is not held for the probe's
-lag.  While the port refuses connections the probe is a non-blocking connect
-(microseconds, 50 a second per starting app); the ``health`` request is only
-made once something listens.
+to 50 ms, so a start is seen within 50 ms of the app listening (a client that
+starts a fleet with bounded concurrency does not hold a slot long for the
+probe's lag).  While the port refuses connections the probe is a non-blocking
+connect (microseconds); the ``health`` request is only made once something
+listens.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 LOOPBACK = "127.0.0.1"
 FIRST_INTERVAL = 0.005
-MAX_INTERVAL = 0.02
+MAX_INTERVAL = 0.05
 PROBE_TIMEOUT = 1.0
 
 
