@@ -36,7 +36,8 @@ class LiveServer:
 @contextlib.contextmanager
 def serve(app: Starlette, port: int = 0, timeout: float = 30.0) -> Iterator[LiveServer]:
     """Serve ``app`` until the block ends; the lifespan (host start/stop) runs as in production."""
-    options = server_options(app.state.host.settings)
+    host = getattr(app.state, "host", None)  # a bolt host, or any other Starlette app (a test's peer)
+    options = server_options(host.settings) if host is not None else {"proxy_headers": False}
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)

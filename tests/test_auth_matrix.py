@@ -384,6 +384,7 @@ def _outcome(response: httpx.Response, body: bytes) -> str:
 
 def _call(client: httpx.Client, matrix: Matrix, method: str, path: str, caller: str) -> tuple[str, str]:
     matrix.live.host.login_throttle = LoginThrottle()  # wrong-password rows never lock the admin out
+    client.cookies.clear()  # a login row's session cookie must not make the next caller someone
     body = ROUTE_BODIES.get((method, path), DEFAULT_BODY)
     kwargs: dict[str, Any] = {"headers": {**DEFAULT_HEADERS, **_headers(matrix, caller)}}
     if method in {"POST", "PUT", "PATCH", "DELETE"}:

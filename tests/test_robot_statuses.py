@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import wait_until
 from tests.registry_server import RegistryServer
 from tests.robot_support import (
     ADMIN,
@@ -61,9 +62,12 @@ def test_every_package_status_is_reachable(tmp_path: Path, registry) -> None:
         # installs: one at a time; q1 waits inside its task while the test holds q1's app lock
         with robot.capture.holding_app_lock("q1"):
             install_q1 = client.app_store_install_packages(["q1"]).json()["q1"]["task_id"]
-            installing = expect("q1", "installing")
-            assert installing["install_task_id"] == install_q1 and installing["installing_version"] == "1.0.0"
-            assert 0 < installing["installing_progress"] < 1
+            expect("q1", "installing")
+            installing = wait_until(  # past its checksum, the task waits at the app lock the test holds
+                lambda: (p := client.package("q1"))["installing_progress"] > 0 and p, what="q1's install under way"
+            )
+            assert installing["status"] == "installing" and installing["install_task_id"] == install_q1
+            assert installing["installing_version"] == "1.0.0" and 0 < installing["installing_progress"] < 1
             assert client.package("q2")["status"] == "downloaded"  # q1's install does not touch q2
             client.app_store_install_packages(["q2"])
             assert expect("q2", "install_queueing")["installing_progress"] == 0
