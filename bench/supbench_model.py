@@ -84,6 +84,7 @@ class Options:
     with_plugins: bool
     startsecs: int
     ready_timeout: float | None = None
+    bulk: bool = True  # bolt-host: one start (stop) call naming every app, else one call per app
     py_spy: Path | None = None
     profile_dir: Path = BENCH_DIR / "results"
 

@@ -333,8 +333,17 @@ class BoltHost(System):
         return self.proc.pid if self.proc is not None else None
 
     async def start_all(self) -> float:
-        semaphore = asyncio.Semaphore(self.opts.concurrency)
         deadline = self.deadline()
+        if self.opts.bulk:  # one call, as supervisord's startAllProcesses
+            t0 = time.monotonic()
+            answer = await self.call("POST", "/api/apps/start", {"names": self.names})
+            if answer["failed"]:
+                raise RuntimeError(f"bolt-host could not start {answer['failed']}")
+            for context in answer["started"]:
+                self.tracker.track(context["pid"])
+            await wait_healthy([context["port"] for context in answer["started"]], deadline)
+            return time.monotonic() - t0
+        semaphore = asyncio.Semaphore(self.opts.concurrency)
 
         async def start(name: str) -> None:
             async with semaphore:
@@ -374,7 +383,11 @@ class BoltHost(System):
                 await self.call("POST", "/api/apps/stop", {"name": name})
 
         t0 = time.monotonic()
-        await asyncio.wait_for(asyncio.gather(*(stop(name) for name in running)), self.opts.phase_timeout)
+        if self.opts.bulk:
+            stopping = self.call("POST", "/api/apps/stop", {"names": list(running)})
+        else:
+            stopping = asyncio.gather(*(stop(name) for name in running))
+        await asyncio.wait_for(stopping, self.opts.phase_timeout)
         answered = time.monotonic()
         gone = await wait_pidfds_async(pidfds, self.deadline())
         return max(answered, gone) - t0

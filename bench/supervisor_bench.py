@@ -198,7 +198,8 @@ def header(opts: Options, ns: list[int], systems: list[str]) -> str:
     return (
         f"Supervision benchmark, {now}; {os.cpu_count()} CPUs, load average {load} at start, "
         f"{len(psutil.pids())} processes; Python {sys.version.split()[0]}; supervisor {supervisord_version()}\n"
-        f"N={ns}; systems={systems}; start/stop concurrency (bolt-host)={opts.concurrency}; "
+        f"N={ns}; systems={systems}; bolt-host start/stop: "
+        f"{'one call naming all apps' if opts.bulk else f'one call per app, {opts.concurrency} in flight'}; "
         f"kills={opts.kills}; status calls={opts.status_calls}; idle window={opts.idle_seconds:g} s "
         f"after {opts.settle_seconds:g} s settle; supervisord startsecs={opts.startsecs}; "
         f"bolt-host plugins={'on' if opts.with_plugins else 'off'}, "
@@ -213,7 +214,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--systems", default="popen,supervisord,bolt-host", help="comma-separated subset of popen,supervisord,bolt-host"
     )
-    parser.add_argument("--concurrency", type=int, default=32, help="bolt-host start/stop requests in flight")
+    parser.add_argument(
+        "--per-app-calls",
+        action="store_true",
+        help="bolt-host: one start/stop request per app (--concurrency in flight) instead of one naming all",
+    )
+    parser.add_argument("--concurrency", type=int, default=32, help="with --per-app-calls: requests in flight")
     parser.add_argument("--kills", type=int, default=20, help="apps killed with SIGKILL, one at a time")
     parser.add_argument("--status-calls", type=int, default=200, help="sequential @live / getAllProcessInfo calls")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="idle CPU window")
@@ -251,6 +257,7 @@ async def amain(args: argparse.Namespace) -> int:
         startsecs=args.startsecs,
         ready_timeout=args.ready_timeout,
         py_spy=args.py_spy,
+        bulk=not args.per_app_calls,
     )
     ns = args.n or [50, 200]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]

@@ -11,6 +11,7 @@ import click
 import httpx
 
 from bolt_host.cli_client import (
+    EXIT_API_ERROR,
     Client,
     human_bytes,
     human_duration,
@@ -186,22 +187,41 @@ def _operate(client: Client, action: str, name: str, as_json: bool) -> None:
     click.echo(f"{name} {context.get('status')}{port}{pid}")
 
 
+def _operate_many(client: Client, action: str, names: tuple[str, ...], as_json: bool) -> None:
+    """One call for several apps; each result on its own line, exit 1 if any failed."""
+    if len(names) == 1:
+        _operate(client, action, names[0], as_json)
+        return
+    with stderr_console().status(f"{action} {len(names)} apps", spinner="dots") if not as_json else _nothing():
+        answer = client.post(f"/api/apps/{action}", {"names": list(names)})
+    if as_json:
+        print_json(answer)
+    else:
+        for context in answer["started" if action == "start" else "stopped"]:
+            port = f" on port {context['port']}" if context.get("port") else ""
+            click.echo(f"{context['name']} {context.get('status')}{port}")
+    for name, error in answer["failed"].items():
+        click.echo(f"bolt-host: {name}: error {error['code']}: {error['message']}", err=True)
+    if answer["failed"]:
+        raise SystemExit(EXIT_API_ERROR)
+
+
 @apps.command("start")
-@click.argument("name")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @json_option
 @remote
-def apps_start(client: Client, name: str, as_json: bool) -> None:
-    """Start an app; returns once it is ready."""
-    _operate(client, "start", name, as_json)
+def apps_start(client: Client, names: tuple[str, ...], as_json: bool) -> None:
+    """Start apps (several at once in one call); returns once they are ready."""
+    _operate_many(client, "start", names, as_json)
 
 
 @apps.command("stop")
-@click.argument("name")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @json_option
 @remote
-def apps_stop(client: Client, name: str, as_json: bool) -> None:
-    """Stop an app; returns once its whole process tree is gone."""
-    _operate(client, "stop", name, as_json)
+def apps_stop(client: Client, names: tuple[str, ...], as_json: bool) -> None:
+    """Stop apps (several at once in one call); returns once their process trees are gone."""
+    _operate_many(client, "stop", names, as_json)
 
 
 @apps.command("restart")

@@ -145,6 +145,21 @@ def test_usage_errors_exit_2(live: LiveServer) -> None:
     assert unconfirmed.exit_code == 2 and "--yes" in unconfirmed.stderr
 
 
+def test_start_and_stop_several_apps_in_one_call(live: LiveServer) -> None:
+    env = admin_env(live)
+    for path in ("echo", "ticker"):
+        assert run("apps", "install-local", path, env=env).exit_code == 0
+    started = run("apps", "start", "echo", "ticker", env=env)
+    assert started.exit_code == 0, started.stderr
+    lines = sorted(line.split()[:2] for line in started.stdout.splitlines())
+    assert lines == [["echo", "running"], ["ticker", "running"]]
+    assert run("apps", "stop", "ticker", env=env).exit_code == 0
+    stopped = run("apps", "stop", "echo", "ticker", env=env)
+    assert stopped.exit_code == 1 and "echo stopped" in stopped.stdout  # echo stopped, ticker was not running
+    assert f"ticker: error {errors.APP_NOT_RUNNING}" in stopped.stderr
+    assert live.host.supervisor.contexts() == []
+
+
 def test_app_lifecycle_from_install_to_remove(live: LiveServer) -> None:
     env = admin_env(live)
     installed = ok_json(run("apps", "install-local", "echo", "--json", env=env))

@@ -170,6 +170,33 @@ def test_logs_follow_as_server_sent_events(live: LiveServer) -> None:
                     seen += json.loads(line[len("data: ") :])
 
 
+def test_start_and_stop_several_apps_in_one_call(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        for path in ("echo", "hello-web", "ticker"):
+            assert admin.post("/api/apps/local", json={"path": path}).status_code == 201
+        unknown = admin.post("/api/apps/start", json={"names": ["echo", "ghost"]})
+        assert unknown.json()["code"] == errors.APP_NOT_FOUND
+        assert live.host.supervisor.contexts() == []  # checked before anything started
+        for bad in ([], ["echo", "echo"], "echo", [1], ["x"] * 1001):
+            assert admin.post("/api/apps/start", json={"names": bad}).json()["code"] == errors.BAD_REQUEST, bad
+
+        started = admin.post("/api/apps/start", json={"names": ["echo", "hello-web", "ticker"]})
+        assert started.status_code == 200, started.text
+        body = started.json()["body"]
+        live.started_pids.extend(c["pid"] for c in body["started"])  # type: ignore[attr-defined]
+        assert sorted(c["name"] for c in body["started"]) == ["echo", "hello-web", "ticker"]
+        assert body["failed"] == {} and all(c["status"] == "running" for c in body["started"])
+        assert admin.get("/x/hello-web/").status_code == 200
+
+        assert admin.post("/api/apps/stop", json={"name": "ticker"}).status_code == 200
+        stopped = admin.post("/api/apps/stop", json={"names": ["echo", "hello-web", "ticker"]}).json()["body"]
+    assert sorted(c["name"] for c in stopped["stopped"]) == ["echo", "hello-web"]
+    assert stopped["failed"] == {"ticker": {"code": errors.APP_NOT_RUNNING, "message": "App 'ticker' is not running"}}
+    assert all(not psutil.pid_exists(c["pid"]) or psutil.Process(c["pid"]).status() == psutil.STATUS_ZOMBIE
+               for c in body["started"])  # fmt: skip
+    assert live.host.supervisor.contexts() == []
+
+
 def test_restart_gives_a_new_process_and_counts_it(live: LiveServer) -> None:
     with _admin(live) as admin:
         first = _install_and_start(admin, live, "echo")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -24,6 +26,8 @@ from bolt_host.web.auth import (
 )
 from bolt_host.web.envelope import ok, ok_encoded, read_body
 
+log = logging.getLogger("bolt_host.web")
+
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -40,8 +44,27 @@ HOST_COOKIE_PREFIXES = ("bolt_", "JSESSIONID=")  # host and store-backend cookie
 STRIPPED_REQUEST_HEADERS = {"cookie", "authorization", "x-bolt-app-token", "x-bolt-user-token", "x-csrf-token"}
 
 
-async def _app_name(request: Request) -> str:
+MAX_NAMES = 1000  # apps in one bulk start or stop
+
+
+async def _app_names(request: Request) -> list[str] | None:
+    """``{names: [...]}`` of a bulk call, or None when the body names one app (``{name}``)."""
     require_caller(request)  # credentials first: an anonymous caller learns nothing about the body
+    body = await read_body(request)
+    if "names" not in body:
+        return None
+    names = body["names"]
+    if (
+        not isinstance(names, list)
+        or not 0 < len(names) <= MAX_NAMES
+        or not all(isinstance(name, str) and name for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise BoltError(errors.BAD_REQUEST, f"'names' must be a list of 1 to {MAX_NAMES} different app names")
+    return names
+
+
+async def _app_name(request: Request) -> str:
     body = await read_body(request)
     name = body.get("name")
     if not isinstance(name, str) or not name:
@@ -49,26 +72,56 @@ async def _app_name(request: Request) -> str:
     return name
 
 
-async def start(request: Request) -> Response:
-    """Start an app: ``{name}``; returns its context once ready (idempotent)."""
-    name = await _app_name(request)
-    await require_operator(request, "apps.start", name)
+async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
+    """The apps a start or stop is about, every one checked before anything happens."""
+    names = await _app_names(request)
+    bulk = names is not None
+    names = names if bulk else [await _app_name(request)]
     host = host_of(request)
-    app = host.apps.require(name)
-    return ok(await host.supervisor.start_app(app))
+    for name in names:
+        await require_operator(request, action, name)
+        host.apps.require(name)
+    return names, bulk
+
+
+async def _for_each(names: list[str], run: Callable[[str], Awaitable[dict[str, Any]]], done: str) -> dict[str, Any]:
+    """Run ``run`` for every app at once: ``{done: [contexts], failed: {name: {code, message}}}``."""
+    results = await asyncio.gather(*(run(name) for name in names), return_exceptions=True)
+    contexts, failed = [], {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BoltError):
+            failed[name] = {"code": result.code, "message": result.message}
+        elif isinstance(result, BaseException):
+            log.error("bulk %s of %s failed", done, name, exc_info=result)
+            failed[name] = {"code": errors.UNKNOWN, "message": "Internal error"}
+        else:
+            contexts.append(result)
+    return {done: contexts, "failed": failed}
+
+
+async def start(request: Request) -> Response:
+    """Start an app, ``{name}``: its context once ready (idempotent).  Or start several at once,
+    ``{names: [...]}``: ``{started: [contexts], failed: {name: {code, message}}}``."""
+    names, bulk = await _operands(request, "apps.start")
+    host = host_of(request)
+    if not bulk:
+        return ok(await host.supervisor.start_app(host.apps.require(names[0])))
+    return ok(await _for_each(names, lambda name: host.supervisor.start_app(host.apps.require(name)), "started"))
 
 
 async def stop(request: Request) -> Response:
-    """Stop an app: ``{name}``; returns its context once its process tree is gone (420 if not running)."""
-    name = await _app_name(request)
-    await require_operator(request, "apps.stop", name)
-    host = host_of(request)
-    host.apps.require(name)
-    return ok(await host.supervisor.stop_app(name))
+    """Stop an app, ``{name}``: its context once its process tree is gone (420 if not running).
+    Or several at once, ``{names: [...]}``: ``{stopped: [contexts], failed: {...}}``."""
+    names, bulk = await _operands(request, "apps.stop")
+    supervisor = host_of(request).supervisor
+    if not bulk:
+        return ok(await supervisor.stop_app(names[0]))
+    return ok(await _for_each(names, supervisor.stop_app, "stopped"))
 
 
 async def restart(request: Request) -> Response:
     """Restart an app: ``{name}``."""
+    require_caller(request)
     name = await _app_name(request)
     await require_operator(request, "apps.restart", name)
     host = host_of(request)
