@@ -406,6 +406,7 @@ def test_kill_9_during_installs_db_writes_tasks_and_starts(world: dict[str, Any]
     acked.installs["up1"] = (time.monotonic(), "1.0.0")
     started = time.monotonic()
     kills_in_flight = 0
+    interrupted: set[int] = set()
 
     for round_number in range(1, ROUNDS + 1):
         version = _version(round_number)
@@ -436,13 +437,21 @@ def test_kill_9_during_installs_db_writes_tasks_and_starts(world: dict[str, Any]
             f"\n--- host log ---\n{host.log_tail()}"
         )
         assert echo_now == echo_pid
+        interrupted |= _tasks_failed_by_the_crash(host.url, token)
 
     print(
         f"{kills_in_flight} kills in {time.monotonic() - started:.1f}s: {len(acked.documents)} documents, "
         f"{len(acked.tasks)} tasks, {len(acked.task_installs)} task installs acknowledged; "
-        f"up1 at {acked.installs['up1'][1]}"
+        f"up1 at {acked.installs['up1'][1]}; {len(interrupted)} tasks cut off by a kill, failed at boot"
     )
     assert len(acked.documents) > 0 and len(acked.tasks) > 0
+    assert interrupted, "no kill landed while a task ran: the boot's handling of cut-off tasks went untested"
+
+
+def _tasks_failed_by_the_crash(url: str, token: str) -> set[int]:
+    with httpx.Client(base_url=url, headers={"X-Bolt-User-Token": token}, timeout=30) as client:
+        records = client.get("/api/tasks").json()["body"]
+    return {r["id"] for r in records if r["status"] == "failed" and CRASH_REASON in (r.get("error") or "")}
 
 
 # the two windows of an install swap, hit on purpose -------------------------------------
