@@ -38,6 +38,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance  # noq
 
 from bolt_host.config import BUNDLED_LOCAL_REPO  # noqa: E402
 from bolt_host.services.sessions import LoginThrottle  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 from tests.servers import LiveServer, live_host  # noqa: E402
 
 FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
@@ -107,7 +108,11 @@ BODY_METHODS = {"post", "put", "patch", "delete"}
 
 
 @pytest.fixture
-def fuzz_server(tmp_path: Path) -> Iterator[LiveServer]:
+def fuzz_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    # The device backend as a fleet manager (its embedded broker, no Mosquitto needed), so
+    # the Kapua routes under /v1 are in the document and fuzzed with the rest.
+    monkeypatch.setenv("BOLT_DEVICE_MODE", "manager")
+    monkeypatch.setenv("BOLT_DEVICE_EMBEDDED_BROKER_PORT", str(free_port()))
     repo = tmp_path / "repo"
     shutil.copytree(BUNDLED_LOCAL_REPO, repo)
     shutil.copytree(FIXTURE_APPS / "echo", repo / "echo")
