@@ -40,6 +40,7 @@ from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.services.sessions import LoginThrottle
 from bolt_host.testing import ADMIN_PASSWORD
 from bolt_host.web.meta import iter_endpoints
+from tests.helpers import REQUIRE_ALL_TOOLS_ENV
 from tests.servers import LiveServer, live_host
 
 FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
@@ -302,6 +303,8 @@ def _device_plugin(base: Path, stack: contextlib.ExitStack) -> tuple[list[Any], 
         print(f"auth matrix: device backend not loaded ({exc})")
         return [], {}
     if MOSQUITTO is None:
+        if os.environ.get(REQUIRE_ALL_TOOLS_ENV) == "1":
+            pytest.fail("mosquitto is not installed: the device manager's /v1 routes would go unchecked")
         print("auth matrix: mosquitto is not installed; the device manager's /v1 routes are not covered")
         return [], {}
     broker = stack.enter_context(Mosquitto(base / "broker", {"bolt-manager": "broker-password"}))

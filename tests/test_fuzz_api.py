@@ -28,18 +28,16 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
-schemathesis = pytest.importorskip("schemathesis")
-
-import requests  # noqa: E402  (schemathesis' transport)
-from hypothesis import HealthCheck, Phase, Verbosity, given, settings  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
-
-from bolt_host.config import BUNDLED_LOCAL_REPO  # noqa: E402
-from bolt_host.services.sessions import LoginThrottle  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
-from tests.servers import LiveServer, live_host  # noqa: E402
+from bolt_host.config import BUNDLED_LOCAL_REPO
+from bolt_host.services.sessions import LoginThrottle
+from tests.helpers import free_port
+from tests.servers import LiveServer, live_host
 
 FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
 REQUEST_TIMEOUT = 15.0
