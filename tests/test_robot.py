@@ -12,6 +12,7 @@ import pytest
 from bolt_robot.jobs import invalid
 from bolt_robot.routes import SKIPPED_COUNT_HEADER, SKIPPED_HEADER, SKIPPED_HEADER_MAX, skipped_headers
 
+from tests.helpers import wait_until
 from tests.registry_server import RegistryServer
 from tests.robot_support import GatedTarballs, RobotHost, make_package, publish_gated, robot_host
 
@@ -228,7 +229,10 @@ def test_concurrent_requests_for_one_package_make_one_task(tmp_path: Path, regis
     task_ids = {a.json()["busy"]["task_id"] for a in answers}
     assert len(task_ids) == 1
     tarballs.wait_for_request(filename)
-    downloading = client.wait_status("busy", "downloading")
+    downloading = wait_until(  # the gate lets the first bytes through; the download reports them
+        lambda: (p := client.wait_status("busy", "downloading"))["downloading_progress"] > 0 and p,
+        what="busy's download under way",
+    )
     assert downloading["download_task_id"] in task_ids and downloading["downloading_version"] == "1.0.0"
     assert 0 < downloading["downloading_progress"] < 1
     tarballs.release(filename)

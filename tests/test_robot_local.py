@@ -11,6 +11,7 @@ import pytest
 from bolt_robot import uploads
 from bolt_robot.state import install_wait_from
 
+from tests.helpers import wait_until
 from tests.registry_server import RegistryServer
 from tests.robot_support import (
     SAMPLES,
@@ -207,7 +208,10 @@ def test_firmware_tasks_queue_one_at_a_time_with_progress(tmp_path: Path) -> Non
         client.wait_status("fw-b", "not_installed", firmware=True)
         tasks = {n: client.install_firmware_packages([n]).json()[n]["task_id"] for n in files}
         tarballs.wait_for_request(files["fw-a"])
-        flashing = client.wait_status("fw-a", "installing", firmware=True)
+        flashing = wait_until(  # the gate lets the first bytes through; the download reports them
+            lambda: (p := client.wait_status("fw-a", "installing", firmware=True))["installing_progress"] > 0 and p,
+            what="fw-a's download under way",
+        )
         assert flashing["install_task_id"] == tasks["fw-a"] and flashing["installing_version"] == "1.0.0"
         assert 0 < flashing["installing_progress"] < 1
         waiting = client.wait_status("fw-b", "install_queueing", firmware=True)  # one flash at a time
