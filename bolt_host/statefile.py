@@ -68,12 +68,9 @@ class StateFile:
     def rows(self, section: str) -> list[Row]:
         return [json_copy(row) for row in self._sections.get(section, {}).values()]
 
-    def find(self, section: str, field: str, value: Any) -> str | None:
-        """The key of a row whose ``field`` equals ``value`` (no copy made)."""
-        for key, row in self._sections.get(section, {}).items():
-            if row.get(field) == value:
-                return key
-        return None
+    def shared_rows(self, section: str) -> list[Row]:
+        """The rows themselves, uncopied: for look-ups that only read them."""
+        return list(self._sections.get(section, {}).values())
 
     # changing (in memory now, on disk at the next commit) ---------------------
     def put(self, section: str, key: str, row: Row) -> bool:

@@ -59,7 +59,7 @@ class AppTokens:
             return None
         wanted = _digest(token)
         found = None
-        for row in self._state.rows(SECTION):
+        for row in self._state.shared_rows(SECTION):
             if hmac.compare_digest(row["digest"], wanted):
                 found = row["app"]
         return found
