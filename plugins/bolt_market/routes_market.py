@@ -77,8 +77,8 @@ async def market_state_simple(request: Request) -> Response:
 
 @market_route
 async def apps_info(request: Request) -> Response:
-    body = await read_json(request, required=True)
     await require_market_user(request, "market.read")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     wanted = body.get("apps")
     if not isinstance(wanted, list) or not wanted or len(wanted) > 500:
@@ -107,8 +107,8 @@ async def apps_info(request: Request) -> Response:
 
 @market_route
 async def version_history(request: Request) -> Response:
-    body = await read_json(request, required=True)
     await require_market_user(request, "market.read")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     name = text_field(body, "appName", "app_name")
     handle, entry = await find_entry(market, name, text_field(body, "source", required=False))
@@ -152,8 +152,8 @@ async def app_package(request: Request) -> Response:
 @market_route
 async def update_app_config(request: Request) -> Response:
     """Save this user's install configuration of a package: envs every later install or clone starts from."""
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.settings")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     name = request.path_params["id"]
     if "envs" not in body:
@@ -207,8 +207,8 @@ async def upload(request: Request) -> Response:
 
 @market_route
 async def delete_local_app(request: Request) -> Response:
-    body = await read_json(request, required=True)
     user = await require_market_admin(request, "market.upload.delete")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     name = text_field(body, "app_name", "appName")
     version = text_field(body, "app_version", "version")

@@ -75,8 +75,8 @@ def _owned(market: Market, user: MarketUser, name: str) -> dict[str, Any]:
 @market_route
 async def install(request: Request) -> Response:
     app_id = request.path_params["id"]
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.install", app_id)
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     source = text_field(body, "source")
     package = text_field(body, "app_name", "appName")
@@ -93,8 +93,8 @@ async def install(request: Request) -> Response:
 @market_route
 async def clone(request: Request) -> Response:
     app_id = request.path_params["id"]
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.install", app_id)
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     source = text_field(body, "source")
     package = text_field(body, "app_name", "appName", required=False) or app_id
@@ -112,8 +112,8 @@ async def clone(request: Request) -> Response:
 @market_route
 async def cancel(request: Request) -> Response:
     name = request.path_params["id"]
-    body = await read_json(request)
     user = await require_market_user(request, "market.cancel", name)
+    body = await read_json(request)
     market = market_of(host_of(request))
     row = _owned(market, user, name)
     if not lc.can(row["state"], lc.CANCEL):
@@ -124,8 +124,8 @@ async def cancel(request: Request) -> Response:
 @market_route
 async def upgrade(request: Request) -> Response:
     name = request.path_params["id"]
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.upgrade", name)
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     row = _owned(market, user, name)
     if not lc.can(row["state"], lc.UPGRADE):
@@ -147,8 +147,8 @@ async def upgrade(request: Request) -> Response:
 @market_route
 async def uninstall(request: Request) -> Response:
     name = request.path_params["id"]
-    body = await read_json(request)
     user = await require_market_user(request, "market.uninstall", name)
+    body = await read_json(request)
     market = market_of(host_of(request))
     row = _owned(market, user, name)
     version = text_field(body, "version", required=False)

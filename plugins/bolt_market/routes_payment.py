@@ -61,8 +61,8 @@ async def purchase(request: Request) -> Response:
 @market_route
 async def restore_purchase(request: Request) -> Response:
     _forwarded_host(request)
-    body = await read_json(request)
     user = await require_market_user(request, "market.purchase")
+    body = await read_json(request)
     market = market_of(host_of(request))
     source = request.path_params["source"]
     entry = await market.payments.entry(source, request.path_params["id"])
@@ -80,8 +80,8 @@ def _signed_answer(row: dict[str, Any], user: str, token: str) -> dict[str, Any]
 @market_route
 async def submit_signature(request: Request) -> Response:
     _forwarded_host(request)
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.payment")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     token = text_field(body, "jws", limit=16384)
     row = market.payments.accept_signature(user.name, token)
@@ -90,8 +90,8 @@ async def submit_signature(request: Request) -> Response:
 
 @market_route
 async def fetch_signature_callback(request: Request) -> Response:
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.payment")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     token = text_field(body, "jws", required=False, limit=16384)
     if not bool_field(body, "signed") or not token:
@@ -107,8 +107,8 @@ async def fetch_signature_callback(request: Request) -> Response:
 @market_route
 async def frontend_start(request: Request) -> Response:
     _forwarded_host(request)
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.payment")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     source, app_id = text_field(body, "source_id", "source"), text_field(body, "app_id")
     data = body.get("frontend_data")
@@ -122,8 +122,8 @@ async def frontend_start(request: Request) -> Response:
 @market_route
 async def start_polling(request: Request) -> Response:
     _forwarded_host(request)
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.payment")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     source, app_id = text_field(body, "source_id", "source"), text_field(body, "app_id")
     tx_hash = text_field(body, "tx_hash", "txHash")
@@ -139,8 +139,8 @@ async def start_polling(request: Request) -> Response:
 
 @market_route
 async def resend_vc(request: Request) -> Response:
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.payment")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     product_id = text_field(body, "product_id", "productId")
     await market.payments.resend(user.name, product_id)

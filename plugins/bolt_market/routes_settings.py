@@ -75,8 +75,8 @@ async def list_sources(request: Request) -> Response:
 
 @market_route
 async def add_source(request: Request) -> Response:
-    body = await read_json(request, required=True)
     user = await require_market_admin(request, "market.sources")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     handle, created = await market.sources.add(body, market.payments.check_config)
     await handle.entries(refresh=True)
@@ -111,8 +111,8 @@ async def get_settings(request: Request) -> Response:
 
 @market_route
 async def put_settings(request: Request) -> Response:
-    body = await read_json(request, required=True)
     user = await require_market_user(request, "market.settings")
+    body = await read_json(request, required=True)
     market = market_of(host_of(request))
     if len(json.dumps(body)) > MAX_SETTINGS_BYTES:
         raise MarketError(400, "Market settings are limited to 16 KiB")
