@@ -52,6 +52,7 @@ class Host:
         # (path prefix, renderer) from ``register_error_formats``, longest prefix first.
         self.error_formats: list[tuple[str, Callable[[int, Any], dict[str, Any]]]] = []
         self.app: Any = None
+        self.isolation: Any = None  # services.sandbox.Isolation once started (None: turned off)
         self._running: contextlib.AsyncExitStack | None = None  # how to undo the current start
 
     # lifecycle -------------------------------------------------------------
@@ -100,6 +101,9 @@ class Host:
         self.db.migrate_all(HOST_SCHEMAS)
         self.runtime_state = StateFile(data_dir / RUNTIME_STATE_FILE)
         move_tables_from(self.db, self.runtime_state, {SUPERVISOR_SECTION: "name", TOKENS_SECTION: "app"})
+        self.isolation = self._isolation()
+        if self.isolation is not None:
+            self.isolation.secure_data_dir()
         self.users = Users(self.db)
         self.sessions = Sessions(self.db, load_secret_key(data_dir))
         self.login_throttle = LoginThrottle()
@@ -156,8 +160,10 @@ class Host:
             requested_port=self._plugin_port,
             load_app=self.apps.get,
             autostart=settings.autostart,
+            isolation=self.isolation,
         )
         self.apps.supervisor = self.supervisor
+        self.apps.isolation = self.isolation
         self.app_hooks = AppHookDelivery(self.apps, self.supervisor, self.tokens)
         stack.push_async_callback(self.app_hooks.aclose)
         self.events.subscribe(self.app_hooks)
@@ -198,6 +204,21 @@ class Host:
                 await await_maybe(impl.function(host=self))
             except Exception:
                 log.exception("plugin %s failed during shutdown", impl.plugin_name)
+
+    def _isolation(self) -> Any:
+        """The isolation service, or None when the admin turned it off (``BOLT_ISOLATION=off``)."""
+        from bolt_host.services.sandbox import BWRAP, Isolation, detect_mode
+
+        settings = self.settings
+        if settings.isolation == "off":
+            return None
+        return Isolation(
+            data_dir=settings.data_dir,
+            state=self.runtime_state,
+            uid_range=settings.app_uid_range,
+            default_limits=settings.default_limits,
+            mode=BWRAP if settings.isolation == "bwrap" else detect_mode(),
+        )
 
     def _registry_client(self) -> Any:
         if not self.settings.registry:

@@ -71,6 +71,14 @@ class AppLogFiles:
         fd = open_for_append(path)
         return fd, os.fstat(fd).st_size
 
+    def note(self, name: str, line: str) -> None:
+        """Append one line of the host's own to the app's log (e.g. why it was killed)."""
+        fd = open_for_append(self.path(name))
+        try:
+            os.write(fd, line.encode("utf-8", "replace") + b"\n")
+        finally:
+            os.close(fd)
+
     def rotate(self, running: set[str]) -> dict[str, int]:
         """Rotate every over-size log: renamed when nothing writes to it, cut in place
         (:func:`trim_head`) under the apps in ``running``.  Returns name -> bytes cut (0 when

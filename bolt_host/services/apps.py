@@ -20,7 +20,10 @@ from tinydb import Query
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.limits import LimitError, check_limits
 from bolt_host.services.manifest import (
+    ADMIN_FIELDS,
+    KEPT_ON_UPGRADE,
     UPDATABLE_FIELDS,
     app_name_for,
     build_app,
@@ -52,6 +55,7 @@ class Apps:
         self.registry: Any = None  # set by the Host when a registry is configured
         self.appdb: Any = None
         self.visibility: Any = None
+        self.isolation: Any = None  # the sandbox.Isolation, set by the Host (None: isolation off)
 
     # reads -------------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
@@ -224,7 +228,7 @@ class Apps:
                 system = previous.get("system")
             app = build_app(manifest, self.apps_dir / name, source, system, created, root=root)
             if previous:
-                app.update({k: previous[k] for k in ("order",) if k in previous})
+                app.update({k: previous[k] for k in KEPT_ON_UPGRADE if k in previous})
             await asyncio.to_thread(self._swap_in, root, app)
             with self._db.transaction():
                 self._db.table(TABLE).upsert(app, Query().name == name)
@@ -253,7 +257,9 @@ class Apps:
 
     # changes -----------------------------------------------------------------
     async def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(changes) - UPDATABLE_FIELDS
+        """Change fields of an installed app; ``isolation`` and ``limits`` (admin-only: the
+        caller checks) apply from the app's next start."""
+        unknown = set(changes) - UPDATABLE_FIELDS - ADMIN_FIELDS
         if unknown:
             raise BoltError(errors.BAD_REQUEST, f"Cannot change: {', '.join(sorted(unknown))}")
         checked = _checked_changes(changes)
@@ -280,6 +286,9 @@ class Apps:
                 await asyncio.to_thread(shutil.rmtree, self.public_dir / name, True)
             if delete_database and self.appdb is not None:
                 self.appdb.drop_app(name)
+            if self.isolation is not None:
+                self.isolation.forget(name)
+                await asyncio.to_thread(self.isolation.hand_back_data, name, delete_data=delete_database)
             if self.visibility is not None:
                 self.visibility.forget_app(name)
         await self._publish("app-uninstalled", {"app": app})
@@ -340,7 +349,7 @@ class Apps:
                 continue  # nothing whole to roll forward to; the record stays as it is
             if fresh["name"] != app["name"]:
                 continue
-            fresh.update({k: app[k] for k in ("order",) if k in app})
+            fresh.update({k: app[k] for k in KEPT_ON_UPGRADE if k in app})
             with self._db.transaction():
                 self._db.table(TABLE).upsert(fresh, Query().name == app["name"])
             log.warning(
@@ -417,7 +426,13 @@ def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:
 def _checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for key, value in changes.items():
-        if key in {"system", "controlledVisibility"}:
+        if key == "limits":
+            try:
+                checked["adminLimits"] = check_limits(value, allow_null=True)
+            except LimitError as exc:
+                raise BoltError(errors.BAD_REQUEST, f"'limits' {exc}") from exc
+            continue
+        if key in {"system", "controlledVisibility", "isolation"}:
             if not isinstance(value, bool):
                 raise BoltError(errors.BAD_REQUEST, f"'{key}' must be true or false")
         elif key == "order":

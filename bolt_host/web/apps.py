@@ -50,7 +50,14 @@ async def list_apps(request: Request) -> Response:
 async def get_app(request: Request) -> Response:
     """One installed app (403 when not installed)."""
     await require_user(request, "apps.read")
-    return ok(host_of(request).apps.require(request.path_params["name"]))
+    host = host_of(request)
+    app = host.apps.require(request.path_params["name"])
+    if host.isolation is not None:
+        app["confinement"] = host.isolation.describe(app)
+    context = host.supervisor.context(app["name"])
+    if context is not None:  # why it last stopped (e.g. out of memory) belongs with the app too
+        app.update({key: context[key] for key in ("status", "reason", "exitCode")})
+    return ok(app)
 
 
 async def install(request: Request) -> Response:
@@ -140,7 +147,8 @@ async def local_catalog(request: Request) -> Response:
 
 
 async def update_app(request: Request) -> Response:
-    """Change ``displayName, description, order, system, tags, controlledVisibility``."""
+    """Change ``displayName, description, order, system, tags, controlledVisibility``, and the
+    admin's ``isolation`` (false: run as the host's user) and ``limits`` (over the manifest's)."""
     name = request.path_params["name"]
     await require_installer(request, "apps.update", name)
     body = await read_body(request)
