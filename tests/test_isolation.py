@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from bolt_host.services import cgroups
+from bolt_host.services.envnames import caller_env_problem, declared_names, refusal
 from bolt_host.services.limits import LimitError, check_limits, format_bytes, parse_memory
 from bolt_host.services.sandbox import UID
 from bolt_host.testing import RunningHost, running_host
 from tests.helpers import async_wait_until
+from tests.test_market_support import app_get, market_host
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="a uid per app needs the host to run as root (as CI does)")
@@ -402,3 +404,32 @@ async def test_under_bubblewrap_the_data_dir_is_hidden_except_the_apps_own_folde
         assert (bolt.host.isolation.home_of("probe") / "mine.txt").exists()
         app = (await bolt.admin.get("/api/apps/probe")).json()["body"]
         assert app["confinement"]["mode"] == "bwrap" and app["confinement"]["uid"] is None
+
+
+def test_loader_shell_and_proxy_variables_are_always_refused() -> None:
+    refused = ["LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "ENV", "SHELLOPTS", "PS4", "PYTHONPATH",
+               "PYTHONSTARTUP", "NODE_OPTIONS", "http_proxy", "HTTPS_PROXY", "All_Proxy", "no_proxy"]
+    for name in refused:
+        assert refusal(name), name
+        assert caller_env_problem([name], {name}).startswith(f"The env {name} cannot be set"), name
+    assert refusal("GREETING") is None and caller_env_problem(["GREETING"], {"GREETING"}) is None
+    assert "not declared" in caller_env_problem(["SECRET_URL"], {"GREETING"})
+    assert declared_names({"env": {"A": "1"}, "envs": [{"envName": "B"}, {"env_name": "C"}, "junk"]}) == {"A", "B", "C"}
+
+
+def test_callers_may_set_only_declared_envs_and_never_refused_ones(tmp_path: Path) -> None:
+    with market_host(tmp_path) as market:
+        admin = market.admin
+        install = {"source": "market.bolt", "app_name": "env-echo", "version": "1.0.0", "sync": True}
+        for name in ("https_proxy", "BASH_ENV", "NODE_OPTIONS", "UNDECLARED_NAME"):
+            envs = [{"envName": "GREETING", "value": "hi"}, {"envName": name, "value": "x"}]
+            refused = admin.post("/apps/env-echo/install", json={**install, "envs": envs})
+            assert refused.status_code == 400, (name, refused.text)
+            assert name in refused.json()["message"]
+            if name != "UNDECLARED_NAME":
+                assert admin.put("/apps/env-echo/config", json={"envs": envs}).status_code == 400
+        assert '"env-echo"' not in admin.get("/market/statesimple").text  # nothing was installed
+        greeting = [{"envName": "GREETING", "value": "hi"}]
+        installed = admin.post("/apps/env-echo/install", json={**install, "envs": greeting})
+        assert installed.status_code == 200, installed.text
+        assert app_get(market, "env-echo")["GREETING"] == "hi"
