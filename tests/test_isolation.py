@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from bolt_host.services import cgroups
 from bolt_host.services.envnames import caller_env_problem, declared_names, refusal
 from bolt_host.services.limits import LimitError, check_limits, format_bytes, parse_memory
 from bolt_host.services.sandbox import UID
+from bolt_host.services.stats import TreeSampler
 from bolt_host.testing import RunningHost, running_host
 from tests.helpers import async_wait_until
 from tests.test_market_support import app_get, market_host
@@ -342,6 +344,9 @@ async def test_stop_kills_a_double_forked_child_that_dropped_its_marker(iso: Run
     cgroup = iso.host.supervisor._apps["escaper"].confinement.cgroup
     escaped = [pid for pid in cgroup.members() if pid != context["pid"]]
     assert escaped and all(os.getsid(pid) != context["pid"] for pid in escaped)
+    sampler = TreeSampler()  # stats count the whole cgroup, the escaper too, from the kernel's counters
+    usage, _ = sampler.sample({"escaper": context["pid"]}, {}, {"escaper": cgroup})
+    assert usage["escaper"].processes == 1 + len(escaped) and usage["escaper"].memory > 0
     stopped = await iso.admin.post("/api/apps/stop", json={"name": "escaper"})
     assert stopped.status_code == 200
     for pid in escaped:
@@ -433,3 +438,23 @@ def test_callers_may_set_only_declared_envs_and_never_refused_ones(tmp_path: Pat
         installed = admin.post("/apps/env-echo/install", json={**install, "envs": greeting})
         assert installed.status_code == 200, installed.text
         assert app_get(market, "env-echo")["GREETING"] == "hi"
+
+
+@needs_root
+async def test_an_install_step_runs_as_the_apps_uid_and_writes_only_what_it_is_given(iso: RunningHost) -> None:
+    repo, data_dir = iso.host.state["test-repo"], iso.host.settings.data_dir
+    write_app(repo, "builder", "print('built')\n")
+    assert (await iso.admin.post("/api/apps/local", json={"path": "builder"})).status_code == 201
+    app = iso.host.apps.require("builder")
+    staged = data_dir / "apps" / ".staging-test" / "package"
+    staged.mkdir(parents=True)
+    staged.parent.chmod(0o700)  # as tempfile.mkdtemp makes a staging dir
+    isolation = iso.host.isolation
+    uid = isolation.assign(app)
+    script = f"id -u; touch {staged}/node_modules_marker; cat {data_dir}/db.json; touch {data_dir}/apps/planted"
+    argv = isolation.wrap_command(app, ["/bin/sh", "-c", script], writable=[staged])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": os.defpath})
+    assert done.stdout.split()[0] == str(uid)
+    assert (staged / "node_modules_marker").stat().st_uid == uid
+    assert "Permission denied" in done.stderr and not (data_dir / "apps" / "planted").exists()
+    assert '"users"' not in done.stdout

@@ -173,6 +173,7 @@ class Isolation:
         self._prepare_home(home, uid)
         for folder in writable or []:
             if uid is not None:
+                self._make_passable(folder)
                 _chown_tree(folder, uid, uid, dir_mode=0o700, file_mode=None)
         extra = [] if uid is not None else list(writable or [])
         chain = self._drop_privileges(mode, uid, Path(str(app.get("path"))), home, extra_writable=extra)
@@ -253,6 +254,15 @@ class Isolation:
         with contextlib.suppress(FileNotFoundError):
             if force or resolved.stat().st_gid != gid:
                 _chown_tree(resolved, 0, gid, dir_mode=0o750, file_mode=0o640)
+
+    def _make_passable(self, folder: Path) -> None:
+        """Let other uids pass (o+x, not list) through the folders from ``apps/`` down to
+        ``folder`` (a staging dir is 0700), never above the data dir."""
+        apps = (self.data_dir / "apps").resolve()
+        for parent in Path(folder).resolve().parents:
+            if not parent.is_relative_to(apps) or parent == apps:
+                break
+            os.chmod(parent, parent.stat().st_mode | 0o001)
 
     def _drop_privileges(
         self, mode: str, uid: int | None, code: Path, home: Path, extra_writable: list[Path] | None = None

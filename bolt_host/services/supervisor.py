@@ -129,7 +129,9 @@ class Supervisor:
         self._apps: dict[str, AppRuntime] = {}
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
-        self._stats = StatsSampler(stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans)
+        self._stats = StatsSampler(
+            stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans, groups=self._stat_groups
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -634,6 +636,14 @@ class Supervisor:
 
     def _stat_roots(self) -> dict[str, int]:
         return {rt.name: rt.process.pid for rt in self._apps.values() if rt.process is not None}
+
+    def _stat_groups(self) -> dict[str, Any]:
+        """Apps with a cgroup of their own: their stats come from its counters."""
+        return {
+            rt.name: rt.confinement.cgroup
+            for rt in self._apps.values()
+            if rt.process is not None and rt.confinement is not None and rt.confinement.cgroup is not None
+        }
 
     def _stat_markers(self) -> dict[str, str]:
         return {rt.marker: rt.name for rt in self._apps.values() if rt.process is not None}
