@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,11 +50,23 @@ def _tool(name: str) -> str | None:
 
 
 def detect_mode() -> str:
-    if os.geteuid() == 0 and _tool("setpriv"):
+    if os.geteuid() == 0 and _tool("setpriv") and _tool("prlimit"):
         return UID
-    if os.geteuid() != 0 and _tool("bwrap"):
+    if os.geteuid() != 0 and bwrap_works():
         return BWRAP
     return NONE
+
+
+def bwrap_works() -> bool:
+    """Can bubblewrap make a sandbox here?  Not where user namespaces are turned off."""
+    bwrap = _tool("bwrap")
+    if bwrap is None:
+        return False
+    try:
+        probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--", "true"]
+        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 @dataclass
@@ -179,10 +192,12 @@ class Isolation:
         chain = self._drop_privileges(mode, uid, Path(str(app.get("path"))), home, extra_writable=extra)
         return self._rlimits(mode, self.limits_for(app)) + chain + argv
 
-    def share_code(self, app: Mapping[str, Any]) -> None:
+    def share_code(self, app: Mapping[str, Any], folder: Path | None = None) -> None:
+        """Hand ``folder`` (default: the app's code) back to root, readable by the app's gid:
+        after an install step wrote into it as the app's uid.  Blocking."""
         uid = self.identities.known(str(app["name"]))
         if self.mode_for(app) == UID and uid is not None:
-            self._share_code(Path(str(app["path"])), uid, force=True)
+            self._share_code(Path(folder or str(app["path"])), uid, force=True)
 
     def forget(self, name: str) -> None:
         """After a delete, on the event loop: free the uid (then :meth:`hand_back_data`)."""
