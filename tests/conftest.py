@@ -22,17 +22,29 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(f"{mark.kwargs['reason']} ({REQUIRE_ALL_TOOLS_ENV}=1: every tool must be there)", pytrace=False)
 
 
-@pytest.fixture(autouse=True)
-def _app_uids_can_pass_through_temp_dirs(tmp_path: Path) -> None:
+def _open_for_passing(folder: Path) -> None:
+    for each in (folder, *folder.parents):
+        mode = each.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(each, mode | 0o001)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _app_uids_can_pass_through_temp_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     """As root the host runs each app as its own uid, which must be able to pass through the
-    folders above a test's data dir to reach its code; pytest makes them 0700.  Opened for
-    passing only (o+x, not listing), as an admin's data dir's parents are."""
+    folders above a test's data dir to reach its code; pytest makes them 0700.  Every temp
+    dir (``tmp_path`` and ``mktemp`` alike) is opened for passing only (o+x, not listing),
+    as an admin's data dir's parents are."""
     if os.geteuid() != 0:
         return
-    for folder in (tmp_path, *tmp_path.parents):
-        mode = folder.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(folder, mode | 0o001)
+    make = tmp_path_factory.mktemp
+
+    def mktemp(basename: str, numbered: bool = True) -> Path:
+        folder = make(basename, numbered)
+        _open_for_passing(folder)
+        return folder
+
+    tmp_path_factory.mktemp = mktemp  # type: ignore[method-assign]
 
 
 @pytest.fixture
