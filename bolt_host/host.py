@@ -18,6 +18,7 @@ import pluggy
 from bolt_host import __version__
 from bolt_host.config import Settings
 from bolt_host.plugins import PluginLoadError, await_maybe, call_all, call_first, make_plugin_manager
+from bolt_host.services.envnames import AdminEnv
 from bolt_host.services.events import Event, EventBus
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
 from bolt_host.services.supervisor import SECTION as SUPERVISOR_SECTION
@@ -53,6 +54,7 @@ class Host:
         self.error_formats: list[tuple[str, Callable[[int, Any], dict[str, Any]]]] = []
         self.app: Any = None
         self.isolation: Any = None  # services.sandbox.Isolation once started (None: turned off)
+        self.admin_env: Any = None  # services.envnames.AdminEnv once started
         self._running: contextlib.AsyncExitStack | None = None  # how to undo the current start
 
     # lifecycle -------------------------------------------------------------
@@ -102,6 +104,7 @@ class Host:
         self.runtime_state = StateFile(data_dir / RUNTIME_STATE_FILE)
         move_tables_from(self.db, self.runtime_state, {SUPERVISOR_SECTION: "name", TOKENS_SECTION: "app"})
         self.isolation = self._isolation()
+        self.admin_env = AdminEnv(self.runtime_state)
         if self.isolation is not None:
             self.isolation.secure_data_dir()
         self.users = Users(self.db)
@@ -164,6 +167,7 @@ class Host:
         )
         self.apps.supervisor = self.supervisor
         self.apps.isolation = self.isolation
+        self.apps.admin_env = self.admin_env
         self.app_hooks = AppHookDelivery(self.apps, self.supervisor, self.tokens)
         stack.push_async_callback(self.app_hooks.aclose)
         self.events.subscribe(self.app_hooks)
@@ -233,11 +237,13 @@ class Host:
         await self.publish(name, body)
 
     async def _plugin_environment(self, app: dict[str, Any]) -> dict[str, str]:
-        """Environment that plugins add to ``app``; earlier plugins keep their keys."""
+        """Environment that plugins add to ``app`` (earlier plugins keep their keys), then the
+        values an admin set for its declared names."""
         merged: dict[str, str] = {}
         for extra in await call_all(self.pm.hook.app_environment, host=self, app=app):
             for key, value in (extra or {}).items():
                 merged.setdefault(str(key), str(value))
+        merged.update(self.admin_env.values(str(app.get("name"))))
         return merged
 
     async def _plugin_port(self, app: dict[str, Any]) -> int | None:

@@ -461,3 +461,23 @@ async def test_an_install_step_runs_as_the_apps_uid_and_writes_only_what_it_is_g
     isolation.share_code(app, staged)  # before the app runs: its code is no longer its own to change
     assert (staged / "node_modules_marker").stat().st_uid == 0
     assert stat.S_IMODE(staged.stat().st_mode) == 0o750 and staged.stat().st_gid == uid
+
+
+async def test_an_admin_sets_only_declared_env_names_and_never_refused_ones(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    script = "import os; print('GREETING=' + os.environ.get('GREETING', '-'), flush=True)\n"
+    write_app(repo, "greeter", script, env={"GREETING": "hello", "LD_PRELOAD": "x"})
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        assert (await bolt.admin.post("/api/apps/local", json={"path": "greeter"})).status_code == 201
+        for env in ({"UNDECLARED": "x"}, {"LD_PRELOAD": "/tmp/x.so"}, {"GREETING": 5}, [], {}):
+            refused = await bolt.admin.put("/api/apps/greeter", json={"env": env})
+            assert refused.status_code == 400, env
+        refused = await bolt.admin.put("/api/apps/greeter", json={"env": {"LD_PRELOAD": "/tmp/x.so"}})
+        assert "LD_PRELOAD cannot be set" in refused.json()["error"]["message"]
+        assert (await bolt.admin.get("/api/apps/greeter")).json()["body"]["adminEnv"] == []
+        changed = await bolt.admin.put("/api/apps/greeter", json={"env": {"GREETING": "secret-bonjour"}})
+        assert changed.status_code == 200 and "secret-bonjour" not in changed.text
+        shown = await bolt.admin.get("/api/apps/greeter")
+        assert shown.json()["body"]["adminEnv"] == ["GREETING"] and "secret-bonjour" not in shown.text
+        await bolt.admin.post("/api/apps/start", json={"name": "greeter"})
+        assert "GREETING=secret-bonjour" in await wait_for_line(bolt, "greeter", "GREETING=")

@@ -20,6 +20,7 @@ from tinydb import Query
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.envnames import caller_env_problem
 from bolt_host.services.limits import LimitError, check_limits
 from bolt_host.services.manifest import (
     ADMIN_FIELDS,
@@ -56,6 +57,7 @@ class Apps:
         self.appdb: Any = None
         self.visibility: Any = None
         self.isolation: Any = None  # the sandbox.Isolation, set by the Host (None: isolation off)
+        self.admin_env: Any = None  # the envnames.AdminEnv, set by the Host
 
     # reads -------------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
@@ -262,9 +264,16 @@ class Apps:
         unknown = set(changes) - UPDATABLE_FIELDS - ADMIN_FIELDS
         if unknown:
             raise BoltError(errors.BAD_REQUEST, f"Cannot change: {', '.join(sorted(unknown))}")
+        changes = dict(changes)
+        env = _checked_env(changes.pop("env")) if "env" in changes else None
         checked = _checked_changes(changes)
         async with self.lock_for(name):
             app = self.require(name)
+            if env is not None:
+                problem = caller_env_problem(env, set(app.get("env") or {}))
+                if problem:
+                    raise BoltError(errors.BAD_REQUEST, problem)
+                await self.admin_env.change(name, env)
             app.update(checked)
             with self._db.transaction():
                 self._db.table(TABLE).update(checked, Query().name == name)
@@ -286,6 +295,8 @@ class Apps:
                 await asyncio.to_thread(shutil.rmtree, self.public_dir / name, True)
             if delete_database and self.appdb is not None:
                 self.appdb.drop_app(name)
+            if self.admin_env is not None:
+                self.admin_env.forget(name)
             if self.isolation is not None:
                 self.isolation.forget(name)
                 await asyncio.to_thread(self.isolation.hand_back_data, name, delete_data=delete_database)
@@ -421,6 +432,17 @@ def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:
         return skipped
 
     shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=merge, symlinks=False)
+
+
+def _checked_env(value: Any) -> dict[str, str | None]:
+    """An admin's ``env``: names to string values (``null`` removes the admin's value)."""
+    if not isinstance(value, dict) or not value:
+        raise BoltError(errors.BAD_REQUEST, "'env' must be an object of declared names to strings (null removes one)")
+    for key, item in value.items():
+        if item is not None and (not isinstance(item, str) or "\x00" in item or len(item) > 4096):
+            problem = f"The value of env {key[:40]!r} must be a string (4096 characters at most)"
+            raise BoltError(errors.BAD_REQUEST, problem)
+    return dict(value)
 
 
 def _checked_changes(changes: dict[str, Any]) -> dict[str, Any]:

@@ -55,3 +55,41 @@ def caller_env_problem(names: Iterable[str], declared: set[str]) -> str | None:
             shown = ", ".join(sorted(declared)) or "none"
             return f"The env {name} is not declared by the app's manifest (bolt.env / bolt.envs: {shown})"
     return None
+
+
+SECTION = "admin-env"  # of the host's state file (runtime.json, 0600): values may be secrets
+
+
+class AdminEnv:
+    """Values an admin set for an app's declared env names (``PUT /api/apps/<name>`` ``env``).
+
+    Kept in the host's state file, not the app object, so the values never travel with the
+    app in API answers or events; they last across upgrades and go with a delete."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    def values(self, name: str) -> dict[str, str]:
+        row = self._state.get(SECTION, name)
+        return dict(row["env"]) if row is not None else {}
+
+    def names(self, name: str) -> list[str]:
+        return sorted(self.values(name))
+
+    async def change(self, name: str, changes: Mapping[str, str | None]) -> None:
+        """Set values (``None`` removes one) and wait until they are on disk."""
+        values = self.values(name)
+        for key, value in changes.items():
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = value
+        if values:
+            self._state.put(SECTION, name, {"name": name, "env": values})
+        else:
+            self._state.delete(SECTION, name)
+        await self._state.commit()
+
+    def forget(self, name: str) -> None:
+        if self._state.delete(SECTION, name):
+            self._state.commit_soon()

@@ -16,7 +16,7 @@ RESERVED_NAMES = {"bolt", "api", "x", "public", "node_modules"}
 APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._~-]{0,213}(@[a-z0-9][a-z0-9._~-]*)?$")
 PACKAGE_NAME_RE = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
 UPDATABLE_FIELDS = {"displayName", "description", "order", "system", "tags", "controlledVisibility"}
-ADMIN_FIELDS = {"isolation", "limits"}  # only an admin changes these (PUT /api/apps/<name>)
+ADMIN_FIELDS = {"isolation", "limits", "env"}  # only an admin changes these (PUT /api/apps/<name>)
 KEPT_ON_UPGRADE = ("order", "isolation", "adminLimits")
 
 

@@ -54,6 +54,7 @@ async def get_app(request: Request) -> Response:
     app = host.apps.require(request.path_params["name"])
     if host.isolation is not None:
         app["confinement"] = host.isolation.describe(app)
+    app["adminEnv"] = host.admin_env.names(app["name"])  # names only: values may be secrets
     context = host.supervisor.context(app["name"])
     if context is not None:  # why it last stopped (e.g. out of memory) belongs with the app too
         app.update({key: context[key] for key in ("status", "reason", "exitCode")})
