@@ -122,6 +122,12 @@ class Isolation:
         for entry in self.data_dir.iterdir():
             if entry.is_file() and not entry.is_symlink():
                 os.chmod(entry, 0o600)
+        closed = [str(parent) for parent in self.data_dir.resolve().parents if not parent.stat().st_mode & 0o001]
+        if self.mode == UID and closed:
+            log.warning(
+                "apps cannot reach their code: %s not passable by other users (chmod o+x, or move the data dir)",
+                ", ".join(closed),
+            )
 
     def home_of(self, name: str) -> Path:
         return self.data_dir / HOMES / name
