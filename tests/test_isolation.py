@@ -358,6 +358,9 @@ async def test_limits_from_manifest_admin_and_host_defaults(tmp_path: Path) -> N
     repo = tmp_path / "repo"
     write_app(repo, "limited", "print('x')\n", limits={"memory": "256MiB", "pids": 32})
     async with running_host(tmp_path / "data", local_repo=repo, limit_nofile=512, limit_pids=100) as bolt:
+        preview = (await bolt.admin.post("/api/apps/local-package", json={"path": "limited"})).json()["body"]
+        assert preview["_isolation"]["limits"] == {"memory": "256 MiB", "pids": 32, "nofile": 512}
+        assert preview["_isolation"]["mode"] == bolt.host.isolation.mode  # how it would run, before installing
         assert (await bolt.admin.post("/api/apps/local", json={"path": "limited"})).status_code == 201
         shown = (await bolt.admin.get("/api/apps/limited")).json()["body"]["confinement"]["limits"]
         assert shown == {"memory": "256 MiB", "pids": 32, "nofile": 512}

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.apps import optional_version, registry_call
+from bolt_host.services.limits import LimitError, check_limits
 from bolt_host.services.manifest import app_name_for
 from bolt_host.web.auth import host_of, require_admin, require_caller, require_installer, require_user
 from bolt_host.web.envelope import flag, ok, read_body
@@ -32,6 +33,19 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = set(body) - allowed
     if unknown:
         raise BoltError(errors.BAD_REQUEST, f"Unknown fields: {', '.join(sorted(unknown))}")
+
+
+def _preview(host: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A package's facts plus ``_isolation``: how it would run here (mode, limits, mechanisms)."""
+    if host.isolation is None:
+        return {**manifest, "_isolation": {"mode": "off"}}
+    bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}
+    try:
+        app = {"name": app_name_for(manifest.get("name")), "limits": check_limits(bolt.get("limits") or {})}
+    except (BoltError, LimitError):
+        return manifest  # the install itself will name what is wrong
+    described = host.isolation.describe(app)
+    return {**manifest, "_isolation": {key: described[key] for key in ("mode", "limits", "mechanisms")}}
 
 
 def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
@@ -80,7 +94,7 @@ async def registry_package(request: Request) -> Response:
     name, version = _registry_target(body)
     registry = host_of(request).apps.require_registry()
     meta = await registry_call(registry.manifest(name, version), errors.REGISTRY_PACKAGE_FAILED)
-    return ok({k: v for k, v in meta.items() if k not in {"readme", "_npmUser"}})
+    return ok(_preview(host_of(request), {k: v for k, v in meta.items() if k not in {"readme", "_npmUser"}}))
 
 
 async def registry_readme(request: Request) -> Response:
@@ -131,7 +145,8 @@ async def local_package(request: Request) -> Response:
     """A local app's package.json: ``{path}``."""
     await require_admin(request, "apps.preview")
     body = await read_body(request)
-    return ok(host_of(request).apps.local_package(body.get("path")))
+    host = host_of(request)
+    return ok(_preview(host, host.apps.local_package(body.get("path"))))
 
 
 async def local_readme(request: Request) -> Response:
