@@ -12,7 +12,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_device.kapua import illegal_argument, illegal_null, iso, new_id
+from bolt_device.kapua import illegal_argument, illegal_null, iso, new_id, not_found, optimistic_lock
 
 TABLE = "device_devices"
 SCHEMA = {1: lambda table: None}
@@ -79,6 +79,28 @@ class Devices:
             self._table.insert(record)
             self._cache[record["id"]] = dict(record)
         return record
+
+    def update(self, device: dict[str, Any], body: dict[str, Any], modified_by: str) -> dict[str, Any]:
+        """Kapua's device update: ``displayName``, ``status`` and the descriptive fields; a stale
+        ``optlock`` is a 409, a different ``clientId`` a 400 (the client id names the device on MQTT)."""
+        changes = update_changes(device, body)
+        with self._db.transaction():
+            current = self._cache.get(device["id"])
+            if current is None:
+                raise not_found("device", device["id"])
+            if body.get("optlock") is not None and body["optlock"] != current["optlock"]:
+                raise optimistic_lock("device", device["id"])
+            changes.update(modifiedOn=iso(), modifiedBy=modified_by, optlock=current["optlock"] + 1)
+            self._table.update(changes, Query().id == device["id"])
+            current.update(changes)
+            return dict(current)
+
+    def delete(self, device: dict[str, Any]) -> None:
+        """Forget a device (a connected one is registered again by its next BIRTH, as in Kapua)."""
+        with self._db.transaction():
+            self._table.remove(Query().id == device["id"])
+            self._cache.pop(device["id"], None)
+            self._seen_written.pop(device["id"], None)
 
     def _new(self, scope: str, client_id: str, created_by: str) -> dict[str, Any]:
         now = iso()
@@ -159,6 +181,30 @@ class Devices:
             self._table.update(changes)
         for record in self._cache.values():
             record.update(changes)
+
+
+EDITABLE_FIELDS = ("displayName", "serialNumber", "modelId", "modelName", "firmwareVersion", "osVersion",
+                   "applicationFrameworkVersion")
+
+
+def update_changes(device: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    client_id = body.get("clientId")
+    if client_id is not None and client_id != device["clientId"]:
+        raise illegal_argument("device.clientId", client_id, "The client id of a device cannot change.")
+    changes: dict[str, Any] = {}
+    status = body.get("status")
+    if status is not None:
+        if status not in ("ENABLED", "DISABLED"):
+            raise illegal_argument("device.status", status, "Expected ENABLED or DISABLED.")
+        changes["status"] = status
+    for name in EDITABLE_FIELDS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > 255:
+            raise illegal_argument(f"device.{name}", value, "Expected a string of at most 255 characters.")
+        changes[name] = value
+    return changes
 
 
 def public_device(record: dict[str, Any]) -> dict[str, Any]:

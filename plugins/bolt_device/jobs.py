@@ -150,10 +150,12 @@ def installed_packages(host: Any) -> list[dict[str, Any]]:
     found = []
     for app in host.apps.list():
         name = app.get("package") or app["name"]
+        state = "ACTIVE" if host.supervisor.is_active(app["name"]) else "RESOLVED"
         entry = {
             "name": name,
             "version": app["version"],
-            "bundleInfos": {"bundleInfo": [{"name": app["name"], "version": app["version"]}]},
+            # status: an OSGi bundle's state, for Kapua's inventory (ACTIVE = the app is running)
+            "bundleInfos": {"bundleInfo": [{"name": app["name"], "version": app["version"], "status": state}]},
         }
         if app.get("dateCreated"):
             entry["installDate"] = app["dateCreated"]

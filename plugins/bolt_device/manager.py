@@ -85,6 +85,8 @@ class Manager:
         """Send a DEPLOY-V2 request to ``device`` and wait for its reply."""
         if device["connectionStatus"] != CONNECTED:
             raise not_connected(device["id"], device["clientId"])
+        if timeout_ms <= 0:  # no reply can come in time; unlike Kapua, nothing is sent that would act unseen
+            raise timed_out(timeout_ms)
         account = self.accounts.get(device["scopeId"])
         if account is None:
             raise send_failed("the device's account no longer exists")
