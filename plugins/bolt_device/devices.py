@@ -149,9 +149,13 @@ class Devices:
                     "sentOn": sent_on,
                     "receivedOn": now,
                     "createdOn": now,
-                    "eventMessage": "~~".join(f"{k}={v}" for k, v in sorted((metrics or {}).items())),
+                    "eventMessage": "~~".join(
+                        f"{k}={v}" for k, v in sorted((metrics or {}).items()) if k != "bolt.jobs"
+                    ),
                 },
             }
+            if resource == "BIRTH" and (metrics or {}).get("bolt.boot"):
+                changes["agentBoot"] = str(metrics["bolt.boot"])  # see bolt_device.reconciler
             for metric, field in BIRTH_FIELDS.items():
                 value = (metrics or {}).get(metric)
                 if resource == "BIRTH" and value is not None:

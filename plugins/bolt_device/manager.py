@@ -21,6 +21,7 @@ from bolt_device.config import DeviceConfig
 from bolt_device.devices import CONNECTED, Devices
 from bolt_device.kapua import KapuaError, iso_from_ms, not_connected, send_failed, timed_out
 from bolt_device.operations import Operations
+from bolt_device.reconciler import Reconciler
 from bolt_device.transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.manager")
@@ -41,6 +42,7 @@ class Manager:
         self._sessions: dict[str, str] = {}  # device id -> session nonce of its current connection
         self._inbox: asyncio.Queue[tuple[str, str, str, wire.Payload]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self.reconciler = Reconciler(devices, operations, config.offline_deadline_seconds, self._ended)
         me = config.client_id
         self.prefix = config.topic_prefix
         self.link = MqttLink(
@@ -59,6 +61,7 @@ class Manager:
     async def start(self) -> None:
         self.devices.mark_all_disconnected()
         self._worker = asyncio.create_task(self._apply_notifications(), name="device-notifications")
+        self.reconciler.start()
         self.link.start()
 
     async def stop(self) -> None:
@@ -66,6 +69,7 @@ class Manager:
             wire.manager_status_topic(self.config.client_id), wire.Payload({"online": False}).encode(), retain=True
         )
         await self.link.stop(last_words=offline)
+        await self.reconciler.stop()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -137,6 +141,7 @@ class Manager:
         device = self.devices.presence(account["id"], topic.client, kind, iso_from_ms(payload.sent_on), payload.metrics)
         if kind == "BIRTH":
             self._sessions[device["id"]] = session
+            await self.reconciler.on_birth(known, device, payload.metrics)
         await self._publish_event(
             "device-connected" if kind == "BIRTH" else "device-disconnected",
             {"id": device["id"], "clientId": topic.client, "scopeId": account["id"], "event": kind},
@@ -182,11 +187,14 @@ class Manager:
                 log.exception("could not store %d notifications", len(items))
                 continue
             for operation in ended:
-                with contextlib.suppress(Exception):
-                    await self._publish_event(
-                        "device-operation-ended",
-                        {"id": operation["id"], "deviceId": operation["deviceId"], "status": operation["status"]},
-                    )
+                await self._ended(operation)
+
+    async def _ended(self, operation: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self._publish_event(
+                "device-operation-ended",
+                {"id": operation["id"], "deviceId": operation["deviceId"], "status": operation["status"]},
+            )
 
 
 def reply_error(payload: wire.Payload) -> KapuaError | None:

@@ -143,6 +143,10 @@ class Operations:
         operation_id = self._by_job.get(job_id)
         return dict(self._running[operation_id]) if operation_id else None
 
+    def running(self) -> list[dict[str, Any]]:
+        """Every RUNNING operation (from memory)."""
+        return [dict(record) for record in self._running.values()]
+
     def list(self, scope: str, device_id: str, resource: str | None = None) -> list[dict[str, Any]]:
         query = (Query().scopeId == scope) & (Query().deviceId == device_id)
         if resource:
