@@ -251,6 +251,11 @@ class Agent:
 
     def _start(self, metrics: dict[str, Any], job: Job, action: Any, request: Any) -> tuple[int, str, Any]:
         """Accept a job (it starts once the reply is out) unless its package is in flight."""
+        known = self.jobs.get(job.id)
+        if known is not None:  # the same request again (a manager re-sends after a broker restart)
+            for resource, metrics in known.last.items():
+                self._send_notification(known, resource, metrics)
+            return wire.OK, "", None
         if self._stopping:
             return wire.ERROR, STOPPING, None
         if job.package in self.in_flight:

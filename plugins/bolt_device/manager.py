@@ -39,6 +39,7 @@ class Manager:
         self.operations = operations
         self._publish_event = publish
         self._pending: dict[str, tuple[asyncio.Future[wire.Payload], str, str]] = {}  # id -> (reply, account, client)
+        self._sent: dict[str, tuple[str, str, bytes]] = {}  # id -> (device id, topic, payload) of a waiting job
         self._sessions: dict[str, str] = {}  # device id -> session nonce of its current connection
         self._inbox: asyncio.Queue[tuple[str, str, str, wire.Payload]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -82,6 +83,15 @@ class Manager:
         status = wire.Payload({"online": True, "session": uuid.uuid4().hex})
         await self.link.publish(wire.manager_status_topic(self.config.client_id), status.encode(), retain=True)
 
+    async def _send_again(self, device_id: str) -> None:
+        """A broker restart loses what it had not delivered (clean sessions, no persistence): when a
+        device (re)announces itself, it is subscribed again, so its job requests still waiting for a
+        reply go out again; an agent answers a job it already knows as before."""
+        for request_id, (target, topic, payload) in list(self._sent.items()):
+            if target == device_id and request_id in self._pending:
+                with contextlib.suppress(NotConnected):
+                    await self.link.publish(topic, payload, qos=wire.QOS)
+
     # requests -----------------------------------------------------------------
     async def request(
         self, device: dict[str, Any], verb: str, resource: str, metrics: dict[str, Any], timeout_ms: int
@@ -104,6 +114,8 @@ class Manager:
                 await self.link.publish(topic, payload.encode(), qos=wire.QOS)
             except NotConnected as exc:
                 raise send_failed(f"the manager is not connected to the broker ({exc})") from exc
+            if verb == "EXEC":  # only jobs are safe to send twice (the job id makes them idempotent)
+                self._sent[request_id] = (device["id"], topic, payload.encode())
             try:
                 async with asyncio.timeout(timeout_ms / 1000.0):
                     return await future
@@ -111,6 +123,7 @@ class Manager:
                 raise timed_out(timeout_ms) from exc
         finally:
             self._pending.pop(request_id, None)
+            self._sent.pop(request_id, None)
 
     # incoming -----------------------------------------------------------------
     async def _on_message(self, topic: str, raw: bytes, retained: bool) -> None:
@@ -142,6 +155,7 @@ class Manager:
         if kind == "BIRTH":
             self._sessions[device["id"]] = session
             await self.reconciler.on_birth(known, device, payload.metrics)
+            await self._send_again(device["id"])
         await self._publish_event(
             "device-connected" if kind == "BIRTH" else "device-disconnected",
             {"id": device["id"], "clientId": topic.client, "scopeId": account["id"], "event": kind},
