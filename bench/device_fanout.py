@@ -127,13 +127,13 @@ class BrokerCounter:
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         self.count += 1
         self.times.append(time.monotonic())
-        if "/NOTIFY/" in message.topic and message.topic.endswith("/install"):
+        if "/NOTIFY/" in message.topic and message.topic.endswith(("/install", "/download")):
             metrics = json.loads(message.payload).get("metrics", {})
-            device = message.topic.split("/")[-2]
-            if metrics.get("dp.install.status") == "COMPLETED":
+            device, step = message.topic.split("/")[-2:]
+            if step == "install" and metrics.get("dp.install.status") == "COMPLETED":
                 self.installed.setdefault(device, time.monotonic())
-            elif metrics.get("dp.install.status") == "FAILED":
-                self.failed[device] = metrics.get("dp.install.error.message", "")
+            elif metrics.get(f"dp.{step}.status") == "FAILED":
+                self.failed[device] = metrics.get(f"dp.{step}.error.message", "")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -189,7 +189,7 @@ def wait_operations(api: httpx.Client, started: list[dict[str, Any]], timeout: f
         if pending and time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} operations still RUNNING after {timeout}s")
         if pending:
-            time.sleep(0.25)  # a poll of the manager's API, not a wait for an event
+            time.sleep(1.0)  # a poll of the manager's API, not a wait for an event
     return ended
 
 
@@ -307,6 +307,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    if status != 200]
         if restart is not None:
             restart.join(timeout=120)
+        # the subscriber sees the last notifications without loading the manager; what it missed
+        # (a broker restart blinds it for a moment) is then read from the manager's API
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: len(set(counter.installed) | set(counter.failed)) >= len(started_ops), 300,
+                     "every device's last notification", interval=0.1)
         operations = wait_operations(api, started_ops, 300)
         last_end = max((epoch_of(o["endedOn"]) for o in operations if o.get("endedOn")), default=fan_wall)
         fan_seconds = last_end - fan_wall

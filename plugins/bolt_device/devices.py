@@ -42,7 +42,8 @@ class Devices:
         self._db.migrate(TABLE, SCHEMA)
         self._table = db.table(TABLE)
         self._cache: dict[str, dict[str, Any]] = {row["id"]: dict(row) for row in self._table.all()}
-        self._seen_written: dict[str, float] = {}
+        self._seen_dirty: set[str] = set()
+        self._seen_written_at = 0.0
 
     def get(self, scope: str, device_id: str) -> dict[str, Any] | None:
         row = self._cache.get(device_id)
@@ -100,7 +101,7 @@ class Devices:
         with self._db.transaction():
             self._table.remove(Query().id == device["id"])
             self._cache.pop(device["id"], None)
-            self._seen_written.pop(device["id"], None)
+            self._seen_dirty.discard(device["id"])
 
     def _new(self, scope: str, client_id: str, created_by: str) -> dict[str, Any]:
         now = iso()
@@ -163,20 +164,30 @@ class Devices:
             self._table.update(changes, Query().id == device["id"])
             device.update(changes)
             self._cache[device["id"]] = dict(device)
-            self._seen_written[device["id"]] = time.monotonic()
+            self._seen_dirty.discard(device["id"])
         return device
 
     def seen(self, device_id: str) -> None:
-        """Any message from the device proves it is there: refresh the last-seen time
-        (in memory at once, on disk at most every SEEN_WRITE_SECONDS)."""
+        """Any message from the device proves it is there: refresh the last-seen time in
+        memory; :meth:`write_seen` stores the refreshed ones together."""
         record = self._cache.get(device_id)
         if record is None:
             return
         record["lastSeen"] = iso()
-        if time.monotonic() - self._seen_written.get(device_id, 0.0) >= SEEN_WRITE_SECONDS:
-            self._seen_written[device_id] = time.monotonic()
+        self._seen_dirty.add(device_id)
+
+    def write_seen(self) -> None:
+        """Store the last-seen times refreshed since the last call, in one write, at most every
+        SEEN_WRITE_SECONDS (a write per device would rewrite the whole database per device;
+        call it off the event loop)."""
+        if not self._seen_dirty or time.monotonic() - self._seen_written_at < SEEN_WRITE_SECONDS:
+            return
+        dirty, self._seen_dirty = self._seen_dirty, set()
+        self._seen_written_at = time.monotonic()
+        updates = [({"lastSeen": self._cache[d]["lastSeen"]}, Query().id == d) for d in dirty if d in self._cache]
+        if updates:
             with self._db.transaction():
-                self._table.update({"lastSeen": record["lastSeen"]}, Query().id == device_id)
+                self._table.update_multiple(updates)
 
     def mark_all_disconnected(self) -> None:
         """At manager start-up nothing is known: devices re-announce when they see the manager."""

@@ -151,7 +151,10 @@ class Manager:
         known = self.devices.by_client(account["id"], topic.client)
         if kind != "BIRTH" and known is not None and self._sessions.get(known["id"], session) != session:
             return  # the will or goodbye of an older connection, after a newer BIRTH
-        device = self.devices.presence(account["id"], topic.client, kind, iso_from_ms(payload.sent_on), payload.metrics)
+        # off the event loop: a fleet re-announcing itself at once is one database write per device
+        device = await asyncio.to_thread(
+            self.devices.presence, account["id"], topic.client, kind, iso_from_ms(payload.sent_on), payload.metrics
+        )
         if kind == "BIRTH":
             self._sessions[device["id"]] = session
             await self.reconciler.on_birth(known, device, payload.metrics)
@@ -197,6 +200,7 @@ class Manager:
                 items.append((operation, payload.metrics, resource, iso_from_ms(payload.sent_on)))
             try:
                 ended = await asyncio.to_thread(self.operations.notify_many, items) if items else []
+                await asyncio.to_thread(self.devices.write_seen)
             except Exception:
                 log.exception("could not store %d notifications", len(items))
                 continue
