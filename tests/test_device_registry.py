@@ -261,3 +261,13 @@ def test_device_list_parameters_work_as_in_kapua(fleet: Fleet) -> None:
     body = check_schema(by_term.json(), "deviceListResult")
     names = [d["clientId"] for d in body["items"]]
     assert names == sorted(names, reverse=True) and body["totalCount"] == len(names) >= 2
+
+
+def test_a_body_over_the_hosts_cap_is_kapuas_413(fleet: Fleet) -> None:
+    """The host refuses it before any route runs; under /v1 it still answers Kapua's body."""
+    limit = fleet.manager.host.settings.max_body_bytes
+    response = fleet.kapua.post("/_/devices/_query", content=b" " * (limit + 1),
+                                headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text
+    body = check_error(response.json(), "kapuaError")
+    assert body["httpErrorCode"] == 413 and "code" not in body and str(limit) in body["message"]
