@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from bolt_host import __version__
-from bolt_host.config import Settings, parse_setting, settings_from_env
+from bolt_host.config import Settings, env_name, parse_setting, settings_from_env
+from bolt_host.datadir import DataDirBusy, DataDirError, DataDirLock, check_usable
 from bolt_host.errors import BoltError
+from bolt_host.listener import ListenError, UnknownHost, bind_listener
+from bolt_host.log_levels import LOG_LEVELS, configure_logging
 from bolt_host.plugins import PluginLoadError, discover
 from bolt_host.statefile import RUNTIME_STATE_FILE, StateFile
 from bolt_host.storage import CorruptDatabaseError, Database
@@ -23,6 +28,40 @@ def _settings(**flags: Any) -> Settings:
         return settings_from_env(**flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+class StartupError(click.ClickException):
+    """A setting that prevents the start: one ``Error: ...`` line, exit 2, nothing touched."""
+
+    exit_code = 2
+
+
+def _setting_label(name: str, flags: dict[str, Any]) -> str:
+    """How the user gave setting ``name``: its flag, or its env twin when the flag was not used."""
+    if flags.get(name) is None and env_name(name) in os.environ:
+        return env_name(name)
+    return "--" + name.replace("_", "-")
+
+
+def _serve_settings(flags: dict[str, Any]) -> Settings:
+    """Settings for ``serve``; any bad value is a :class:`StartupError` naming the setting and value."""
+    raw_range = flags.get("port_range")
+    if raw_range:
+        try:
+            flags["port_range"] = parse_setting("port_range", raw_range)
+        except ValueError as exc:
+            raise StartupError(f"--port-range {raw_range}: {exc}") from exc
+    try:
+        settings = settings_from_env(**flags)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    if not 0 < settings.port < 65536:
+        raise StartupError(f"{_setting_label('port', flags)} {settings.port}: not a port number (1-65535)")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise StartupError(
+            f"{_setting_label('log_level', flags)} {settings.log_level}: not one of {', '.join(LOG_LEVELS).lower()}"
+        )
+    return settings
 
 
 @click.group()
@@ -62,10 +101,29 @@ def serve(**flags: Any) -> None:
     """Run the host until SIGINT or SIGTERM."""
     import uvicorn
 
-    if flags.get("port_range"):
-        flags["port_range"] = parse_setting("port_range", flags["port_range"])
-    settings = _settings(**flags)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Check every setting and bind the socket before the data dir is touched: a refused
+    # start leaves no folder, no password and no half-run start-up behind.
+    settings = _serve_settings(flags)
+    data_label = _setting_label("data_dir", flags)
+    try:
+        check_usable(settings.data_dir)
+    except DataDirError as exc:
+        raise StartupError(f"{data_label} {settings.data_dir}: {exc}") from exc
+    try:
+        listener = bind_listener(settings.host, settings.port)
+    except UnknownHost as exc:
+        raise StartupError(f"{_setting_label('host', flags)} {settings.host}: {exc}") from exc
+    except ListenError as exc:
+        where = f"{settings.host}:{settings.port}"
+        raise StartupError(f"{_setting_label('port', flags)} {settings.port} ({where}): {exc}") from exc
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()  # held until this process exits; the kernel releases it on any death
+    except DataDirBusy as exc:
+        listener.close()
+        raise StartupError(f"{data_label} {settings.data_dir}: {exc}; one host per data dir") from exc
     try:  # here, so a corrupt db refuses the start with one clear line (in the lifespan it is a traceback)
         Database(settings.data_dir / "db.json").close()
         StateFile(settings.data_dir / RUNTIME_STATE_FILE)
@@ -78,17 +136,21 @@ def serve(**flags: Any) -> None:
     except PluginLoadError as exc:
         raise click.ClickException(str(exc)) from exc
 
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        **server_options(settings),
+    )
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=False,
-            **server_options(settings),
-        )
+        server.run(sockets=[listener])
     except CorruptDatabaseError as exc:
         raise click.ClickException(str(exc)) from exc
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the start-up failed (its reason is in the log above)
 
 
 def _print_banner(settings: Settings, generated_password: str | None) -> None:
@@ -138,6 +200,25 @@ def _users(data_dir: Path | None) -> Any:
     return store
 
 
+@contextlib.contextmanager
+def _offline_write(data_dir: Path | None, online: str) -> Iterator[None]:
+    """Hold the data dir's lock for an offline write, or refuse while a host is serving it.
+
+    A running host keeps its state in memory and would overwrite the change with its next
+    write, so the change must go through the host itself (``online`` is that command).
+    """
+    folder = _settings(data_dir=data_dir).data_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with DataDirLock(folder, purpose="bolt-host admin"):
+            yield
+    except DataDirBusy as exc:
+        raise click.ClickException(
+            f"{folder} is {exc}: a running host would overwrite this change; use `{online}` against it "
+            "(or stop the host first)"
+        ) from exc
+
+
 _data_dir_option = click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None, help="State folder [env BOLT_DATA_DIR]."
 )
@@ -151,7 +232,8 @@ _data_dir_option = click.option(
 def admin_users_add(name: str, password: str, roles: tuple[str, ...], data_dir: Path | None) -> None:
     """Create a user."""
     try:
-        user = _users(data_dir).create(name, password, list(roles))
+        with _offline_write(data_dir, f"bolt-host users add {name}"):
+            user = _users(data_dir).create(name, password, list(roles))
     except BoltError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"created user {user['name']} with roles {', '.join(user['roles'])}")
@@ -177,7 +259,8 @@ def admin_users_list(as_json: bool, data_dir: Path | None) -> None:
 def admin_users_passwd(name: str, password: str, data_dir: Path | None) -> None:
     """Set a user's password."""
     try:
-        _users(data_dir).set_password(name, password)
+        with _offline_write(data_dir, f"bolt-host users passwd --user {name}"):
+            _users(data_dir).set_password(name, password)
     except BoltError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"password changed for {name}")
