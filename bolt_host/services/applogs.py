@@ -37,6 +37,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -87,6 +88,18 @@ class AppLogFiles:
 
     def tail(self, name: str, count: int, from_byte: int) -> list[str]:
         return tail_lines(self.path(name), count, from_byte)
+
+    def note(self, name: str, text: str) -> None:
+        """Append one timestamped host line (``<UTC time> [bolt-host] text``) to the app's log.
+
+        One ``write`` on an ``O_APPEND`` descriptor: it lands whole between the app's own writes.
+        """
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        fd = open_for_append(self.path(name))
+        try:
+            os.write(fd, f"{stamp} [bolt-host] {text}\n".encode())
+        finally:
+            os.close(fd)
 
 
 def open_for_append(path: Path) -> int:

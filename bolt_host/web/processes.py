@@ -17,6 +17,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.web.auth import (
+    Actor,
     actor,
     host_of,
     require_caller,
@@ -114,9 +115,10 @@ async def stop(request: Request) -> Response:
     Or several at once, ``{names: [...]}``: ``{stopped: [contexts], failed: {...}}``."""
     names, bulk = await _operands(request, "apps.stop")
     supervisor = host_of(request).supervisor
+    by = _who(actor(request))
     if not bulk:
-        return ok(await supervisor.stop_app(names[0]))
-    return ok(await _for_each(names, supervisor.stop_app, "stopped"))
+        return ok(await supervisor.stop_app(names[0], by=by))
+    return ok(await _for_each(names, lambda name: supervisor.stop_app(name, by=by), "stopped"))
 
 
 async def restart(request: Request) -> Response:
@@ -126,7 +128,14 @@ async def restart(request: Request) -> Response:
     await require_operator(request, "apps.restart", name)
     host = host_of(request)
     app = host.apps.require(name)
-    return ok(await host.supervisor.restart_app(app))
+    return ok(await host.supervisor.restart_app(app, by=_who(actor(request))))
+
+
+def _who(caller: Actor) -> str | None:
+    """How the app's log names the caller of a stop or restart."""
+    if caller.user_name and caller.app:
+        return f"{caller.user_name} via app {caller.app}"
+    return caller.user_name or (f"app {caller.app}" if caller.app else None)
 
 
 async def live(request: Request) -> Response:
