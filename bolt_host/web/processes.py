@@ -7,11 +7,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from bolt_host import errors
@@ -186,6 +187,9 @@ async def proxy(request: Request) -> Response:
     """
     host = host_of(request)
     name = request.path_params["name"]
+    login = _login_redirect(request)
+    if login is not None:
+        return login
     _check_proxy_access(request, name)
     context = host.supervisor.context(name)
     if not context or context.get("status") != "running" or not context.get("port"):
@@ -233,6 +237,21 @@ def app_response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, by
             continue
         kept.append((key.lower(), value))
     return kept
+
+
+def _login_redirect(request: Request) -> Response | None:
+    """A logged-out browser opening a page goes to the dashboard's log-in, and comes back after.
+
+    Only a page load (GET or HEAD accepting ``text/html``) by a caller with no credentials at
+    all; API clients keep their 401, and a logged-in user without the right keeps the 403.
+    """
+    if request.method not in ("GET", "HEAD") or "text/html" not in request.headers.get("accept", ""):
+        return None
+    who = actor(request, check_csrf=False)
+    if who.user is not None or who.app is not None:
+        return None
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/dashboard/?{urlencode({'next': back})}", status_code=303)
 
 
 def _check_proxy_access(request: Request, name: str) -> None:
