@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from bolt_host import __version__
+from bolt_host.cli_client import StartupError
 from bolt_host.config import Settings, env_name, parse_setting, settings_from_env
 from bolt_host.datadir import DataDirBusy, DataDirError, DataDirLock, check_usable
 from bolt_host.errors import BoltError
@@ -28,12 +29,6 @@ def _settings(**flags: Any) -> Settings:
         return settings_from_env(**flags)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-
-
-class StartupError(click.ClickException):
-    """A setting that prevents the start: one ``Error: ...`` line, exit 2, nothing touched."""
-
-    exit_code = 2
 
 
 def _setting_label(name: str, flags: dict[str, Any]) -> str:
@@ -286,10 +281,11 @@ def plugins_command(plugins_dir: Path | None, as_json: bool) -> None:
 def _add_remote_commands() -> None:
     """Commands that talk to a running host over HTTP (cli_*.py; see docs/cli.md)."""
     from bolt_host.cli_apps import apps
+    from bolt_host.cli_registry import registry
     from bolt_host.cli_tasks import tasks
     from bolt_host.cli_users import login, logout, users, whoami
 
-    for command in (apps, tasks, users, login, logout, whoami):
+    for command in (apps, tasks, users, login, logout, whoami, registry):
         main.add_command(command)
 
 

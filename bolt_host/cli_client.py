@@ -52,6 +52,12 @@ class ApiError(click.ClickException):
         click.echo(f"bolt-host: {self.format_message()}", err=True)
 
 
+class StartupError(click.ClickException):
+    """A setting that prevents a server's start: one ``Error: ...`` line, exit 2, nothing touched."""
+
+    exit_code = EXIT_USAGE
+
+
 class ConnectError(click.ClickException):
     """The host could not be reached (exit code 3)."""
 
