@@ -59,10 +59,19 @@ def _serve_settings(flags: dict[str, Any]) -> Settings:
     return settings
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bolt-host")
 def main() -> None:
-    """bolt-host: install, supervise and serve apps."""
+    """bolt-host: install, supervise and serve apps.
+
+    \b
+    Examples:
+      bolt-host serve                          # run the host on 127.0.0.1:4000
+      bolt-host login --user admin             # store a login for the commands below
+      bolt-host apps install-local hello-web   # install from the local repository
+      bolt-host apps start hello-web
+      bolt-host apps logs hello-web --lines 50
+    """
 
 
 @main.command()
@@ -93,7 +102,14 @@ def main() -> None:
 @click.option("--port-range", default=None, help="Ports for apps, e.g. 20000-29999 [env BOLT_PORT_RANGE].")
 @click.option("--log-level", default=None, help="Log level [env BOLT_LOG_LEVEL; default info].")
 def serve(**flags: Any) -> None:
-    """Run the host until SIGINT or SIGTERM."""
+    """Run the host until SIGINT or SIGTERM.
+
+    \b
+    Examples:
+      bolt-host serve
+      bolt-host serve --port 8080 --data-dir /srv/bolt --registry http://127.0.0.1:4873
+      BOLT_ADMIN_PASSWORD=secret bolt-host serve --log-level debug
+    """
     import uvicorn
 
     # Check every setting and bind the socket before the data dir is touched: a refused
@@ -225,7 +241,12 @@ _data_dir_option = click.option(
 @click.option("--role", "roles", multiple=True, default=["guest"], show_default=True)
 @_data_dir_option
 def admin_users_add(name: str, password: str, roles: tuple[str, ...], data_dir: Path | None) -> None:
-    """Create a user."""
+    """Create a user.
+
+    \b
+    Examples:
+      bolt-host admin users add zoe --role admin --data-dir /srv/bolt
+    """
     try:
         with _offline_write(data_dir, f"bolt-host users add {name}"):
             user = _users(data_dir).create(name, password, list(roles))
@@ -238,7 +259,12 @@ def admin_users_add(name: str, password: str, roles: tuple[str, ...], data_dir: 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_data_dir_option
 def admin_users_list(as_json: bool, data_dir: Path | None) -> None:
-    """List users."""
+    """List users.
+
+    \b
+    Examples:
+      bolt-host admin users list --json
+    """
     found = _users(data_dir).list()
     if as_json:
         click.echo(json.dumps(found, indent=2))
@@ -252,7 +278,12 @@ def admin_users_list(as_json: bool, data_dir: Path | None) -> None:
 @click.option("--password", prompt="New password", hide_input=True, confirmation_prompt=True)
 @_data_dir_option
 def admin_users_passwd(name: str, password: str, data_dir: Path | None) -> None:
-    """Set a user's password."""
+    """Set a user's password.
+
+    \b
+    Examples:
+      bolt-host admin users passwd admin --data-dir /srv/bolt
+    """
     try:
         with _offline_write(data_dir, f"bolt-host users passwd --user {name}"):
             _users(data_dir).set_password(name, password)
@@ -265,7 +296,13 @@ def admin_users_passwd(name: str, password: str, data_dir: Path | None) -> None:
 @click.option("--plugins-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_command(plugins_dir: Path | None, as_json: bool) -> None:
-    """List the plugins that would load, with their hooks."""
+    """List the plugins that would load, with their hooks.
+
+    \b
+    Examples:
+      bolt-host plugins
+      bolt-host plugins --plugins-dir ./my-plugins --json
+    """
     try:
         infos = discover(_settings(plugins_dir=plugins_dir))
     except PluginLoadError as exc:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -154,15 +155,31 @@ def _int_param(request: Request, key: str) -> int | None:
     return int(raw)
 
 
+def _time_param(request: Request, key: str) -> float | None:
+    raw = request.query_params.get(key)
+    if raw in (None, ""):
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BoltError(errors.BAD_REQUEST, f"'{key}' must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 async def logs(request: Request) -> Response:
-    """An app's log by character range (``?start=&end=``), or followed as server-sent events."""
-    from bolt_host.services.applogs import follow, read_range
+    """An app's log by character range (``?start=&end=``), or its last lines (``?lines=N``, from
+    about ``?since=<ISO time>``), or followed as server-sent events."""
+    from bolt_host.services.applogs import follow, read_range, select_lines
 
     name = request.path_params["name"]
     await require_operator(request, "apps.logs", name)
     host = host_of(request)
     host.apps.require(name)
     path = host.supervisor.log_path(name)
+    lines, since = _int_param(request, "lines"), _time_param(request, "since")
+    if lines is not None or since is not None:
+        text, total = await asyncio.to_thread(select_lines, path, lines, since)
+        return PlainTextResponse(text, headers={"X-TEXT-SIZE": str(total)}, media_type="text/plain; charset=utf-8")
     start_at = _int_param(request, "start") or 0
     if request.query_params.get("follow") == "true":
 
