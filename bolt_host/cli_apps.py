@@ -50,7 +50,7 @@ def _row(app: dict[str, Any], context: dict[str, Any] | None) -> list[Any]:
     return [
         app["name"],
         app.get("version", ""),
-        context.get("status", "stopped"),
+        "errored" if context.get("errored") else context.get("status", "stopped"),
         context.get("port") or "-",
         f"{cpu:.1f}%" if isinstance(cpu, int | float) and context else "-",
         human_bytes(context.get("memory")),
@@ -109,7 +109,13 @@ def apps_show(client: Client, name: str, as_json: bool) -> None:
     row = _row(app, context)
     for key, value in zip(COLUMNS[2:8], row[2:8], strict=True):
         click.echo(f"{key:<12} {value}")
-    if context and context.get("reason"):
+    last = (context or {}).get("lastExit") or app.get("lastExit")
+    if last:  # how it last ended on its own, kept until its next start
+        ended = f"code {last['code']}" if last.get("code") is not None else last.get("signal") or "-"
+        click.echo(f"{'last exit':<12} {ended} at {last.get('at')}: {last.get('reason')}")
+        for line in last.get("log") or []:
+            click.echo(f"{'':<12} | {line}")
+    elif context and context.get("reason"):
         click.echo(f"{'reason':<12} {context['reason']}")
 
 

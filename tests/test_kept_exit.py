@@ -113,3 +113,23 @@ def test_a_killed_app_is_errored_with_its_signal_and_a_stop_clears_it(live: Live
         assert notes[2] == "killed by SIGKILL"
         assert notes[3:] == ["starting", notes[4], "stopping (by admin)", "stopped (exited with code 0)"], notes
         assert notes[4].startswith("started (pid ")
+
+
+def test_the_cli_shows_the_errored_state_and_the_last_exit(live: LiveServer) -> None:
+    from click.testing import CliRunner
+
+    from bolt_host.cli import main
+    from bolt_host.testing import ADMIN_PASSWORD
+
+    with _admin(live) as admin:
+        assert admin.post("/api/apps/local", json={"path": "failer"}).status_code == 201
+        assert admin.post("/api/apps/start", json={"name": "failer"}).json()["code"] != 0
+    env = {"BOLT_URL": live.url, "BOLT_USER": "admin", "BOLT_PASSWORD": ADMIN_PASSWORD}
+    listed = CliRunner().invoke(main, ["apps", "list"], env=env)
+    assert listed.exit_code == 0
+    row = next(line.split("\t") for line in listed.stdout.splitlines() if line.startswith("failer"))
+    assert row[2] == "errored"
+    shown = CliRunner().invoke(main, ["apps", "show", "failer"], env=env)
+    assert "errored" in shown.stdout
+    assert "last exit    code 3 at " in shown.stdout and ": exited with code 3 during start" in shown.stdout
+    assert "| config file missing: /etc/failer.conf" in shown.stdout
