@@ -50,8 +50,8 @@ def _serve_settings(flags: dict[str, Any]) -> Settings:
         settings = settings_from_env(**flags)
     except ValueError as exc:
         raise StartupError(str(exc)) from exc
-    if not 0 < settings.port < 65536:
-        raise StartupError(f"{_setting_label('port', flags)} {settings.port}: not a port number (1-65535)")
+    if not 0 <= settings.port < 65536:  # 0: any free port
+        raise StartupError(f"{_setting_label('port', flags)} {settings.port}: not a port number (0-65535)")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise StartupError(
             f"{_setting_label('log_level', flags)} {settings.log_level}: not one of {', '.join(LOG_LEVELS).lower()}"
@@ -127,6 +127,8 @@ def serve(**flags: Any) -> None:
     except ListenError as exc:
         where = f"{settings.host}:{settings.port}"
         raise StartupError(f"{_setting_label('port', flags)} {settings.port} ({where}): {exc}") from exc
+    if settings.port == 0:  # the port the kernel chose, for the banner and the apps' BOLT_HOST_URL
+        settings = settings.with_overrides(port=listener.getsockname()[1])
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = DataDirLock(settings.data_dir)
