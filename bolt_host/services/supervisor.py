@@ -383,8 +383,9 @@ class Supervisor:
         else:
             log.exception("unexpected error starting %s", runtime.name)
             summary = f"{type(exc).__name__}: {exc}"
-        reason = self._with_log_tail(runtime, summary)
-        runtime.keep_exit(exit_code, summary, self._log_tail(runtime))
+        tail = self._log_tail(runtime)
+        reason = self._with_log_tail(runtime, summary, tail)
+        runtime.keep_exit(exit_code, summary, tail)
         self._note(runtime, f"start failed: {summary}")
         await self._cleanup(runtime)
         if automatic:
@@ -569,8 +570,8 @@ class Supervisor:
         except OSError as exc:
             log.warning("%s: could not write to its log: %s", runtime.name, exc)
 
-    def _with_log_tail(self, runtime: AppRuntime, summary: str) -> str:
-        lines = self._log_tail(runtime)
+    def _with_log_tail(self, runtime: AppRuntime, summary: str, lines: list[str] | None = None) -> str:
+        lines = self._log_tail(runtime) if lines is None else lines
         return f"{summary}; last log lines:\n" + "\n".join(lines) if lines else summary
 
     async def _persist(self, runtime: AppRuntime) -> None:
