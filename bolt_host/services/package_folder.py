@@ -116,26 +116,26 @@ class PackageFolder:
         self.root = Path(root)
         self.problems: list[str] = []  # entries skipped at the last read, with the reason
         self._lock = threading.Lock()
-        self._signature: tuple[Any, ...] | None = None
+        self._listing: tuple[Any, ...] | None = None
         self._packages: dict[str, Package] = {}
 
     def packages(self) -> dict[str, Package]:
         with self._lock:
-            signature = self._read_signature()
-            if signature != self._signature:
+            listing = self._read_listing()
+            if listing != self._listing:
                 self._packages, self.problems = _load(self.root)
-                self._signature = signature
+                self._listing = listing
                 for problem in self.problems:
                     log.warning("skipped %s", problem)
             return self._packages
 
-    def _read_signature(self) -> tuple[Any, ...]:
+    def _read_listing(self) -> tuple[Any, ...]:
         entries = []
         for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
             stat = entry.stat()
             entries.append((entry.name, stat.st_size, stat.st_mtime_ns))
             if entry.is_dir():  # a folder's files change without touching the folder itself
-                entries.extend(_tree_signature(Path(entry.path)))
+                entries.extend(_tree_listing(Path(entry.path)))
         return tuple(entries)
 
     def search(self, text: str) -> list[dict[str, Any]]:
@@ -143,7 +143,7 @@ class PackageFolder:
         return sorted((e for e in found if _matches(e, text)), key=lambda e: e["name"])
 
 
-def _tree_signature(folder: Path) -> list[tuple[str, int, int]]:
+def _tree_listing(folder: Path) -> list[tuple[str, int, int]]:
     marks = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if d not in ("node_modules", ".git", "__pycache__")]
