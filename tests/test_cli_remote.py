@@ -496,7 +496,7 @@ def test_logs_by_lines_and_since_with_the_hosts_timestamped_lines(live: LiveServ
     assert notes[:2] == ["[bolt-host] starting", f"[bolt-host] started (pid {first['pid']}, port {first['port']})"]
     last_two = run("apps", "logs", "echo", "--lines", "2", env=env)
     assert last_two.exit_code == 0 and last_two.stdout == "".join(whole.splitlines(keepends=True)[-2:])
-    assert last_two.stdout.splitlines()[-1].endswith("[bolt-host] stopped (exited with code 0)")
+    assert " [bolt-host] stopped" in last_two.stdout.splitlines()[-1]
     assert run("apps", "logs", "echo", "-n", "0", env=env).stdout == ""
 
     since = run("apps", "logs", "echo", "--since", between.isoformat(), env=env)
