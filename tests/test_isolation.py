@@ -260,7 +260,7 @@ async def test_an_app_over_its_memory_limit_stops_with_the_out_of_memory_reason(
     assert context["reason"].startswith(reason), context
     await async_wait_until(lambda: any(name == "app-crashed" for name, _ in seen), what="the app-crashed event")
     app = (await iso.admin.get("/api/apps/hog")).json()["body"]
-    assert app["reason"].startswith(reason) and app["confinement"]["limits"]["memory"] == "128 MiB"
+    assert app["lastExit"]["reason"].startswith(reason) and app["confinement"]["limits"]["memory"] == "128 MiB"
     assert any(name == "app-crashed" and body["reason"].startswith(reason) for name, body in seen)
     assert reason in log_of(iso, "hog")
     holding = [int(line.split()[1]) for line in log_of(iso, "hog").splitlines() if line.startswith("HOLDING")]
