@@ -94,12 +94,24 @@ async def install_npm_dependencies(
     why = {"timeout": f"took longer than {timeout:g} s", "cancelled": "was cancelled"}.get(
         str(outcome), f"failed (exit code {outcome})"
     )
+    headline = _headline(tail)
     last = "\n".join(tail)
     raise BoltError(
         errors.DOWNLOAD_FAILED,
-        f"Installing the npm dependencies of {manifest.get('name')} {why}; nothing was installed."
+        f"Installing the npm dependencies of {manifest.get('name')} {why}"
+        + (f": {headline}" if headline else "")
+        + "; nothing was installed."
         + (f" npm's last lines:\n{last}" if last else ""),
     )
+
+
+def _headline(lines: collections.deque[str]) -> str | None:
+    """npm's one line that says what went wrong (task records keep only a message's first line)."""
+    for line in lines:
+        text = line.removeprefix("npm error").removeprefix("npm ERR!").strip()
+        if text != line.strip() and text and not text.startswith(("code ", "A complete log", "errno ")):
+            return text[:300]
+    return None
 
 
 def _npm_environment() -> dict[str, str]:
