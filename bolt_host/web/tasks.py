@@ -23,7 +23,7 @@ from bolt_host.web.auth import host_of, require_admin, require_caller, require_i
 from bolt_host.web.envelope import error_response, flag, ok, read_body
 
 FILTERS = ("kind", "status", "module")
-INSTALL_FIELDS = {"name", "version", "system", "upgrade"}
+INSTALL_FIELDS = {"name", "version", "system", "upgrade", "installScripts"}
 DOWNLOAD_SHARE = 0.8  # of an install task's progress bar; extracting and swapping in take the rest
 
 

@@ -12,11 +12,12 @@ const FACTS = [
   ["author", (m) => (typeof m.author === "object" && m.author ? m.author.name : m.author)],
   ["license", (m) => m.license],
   ["keywords", (m) => (Array.isArray(m.keywords) ? m.keywords.join(", ") : "")],
-  ["entry file", (m) => (m.bolt && m.bolt.main) || m.main],
-  ["server", (m) => (m.bolt && m.bolt.server === false ? "no (runs without a port)" : "yes")],
+  ["starts with", (m) => (m._install ? (m._install.problem || m._install.startCommand) : "")],
+  ["server", (m) => (m._install && m._install.serverless ? "no (server-less: public files only)" : m.bolt && m.bolt.server === false ? "no (runs without a port)" : "yes")],
   ["system app", (m) => (m.bolt && m.bolt.system ? "yes" : "no")],
   ["tags", (m) => (m.bolt && Array.isArray(m.bolt.tags) ? m.bolt.tags.join(", ") : "")],
-  ["dependencies", (m) => (m.dependencies ? Object.keys(m.dependencies).join(", ") : "none")],
+  ["dependencies", (m) => (m.dependencies ? `${Object.keys(m.dependencies).length}: ${Object.keys(m.dependencies).join(", ")}` : "none")],
+  ["install scripts", (m) => (m._install && m._install.installScripts ? "requested (run only if you grant it)" : "none")],
   ["homepage", (m) => m.homepage],
 ];
 
@@ -104,9 +105,12 @@ export function render(container, params) {
       ? h("select", { id: "install-version", "aria-label": "Version" },
           ...pkg.versions.slice().reverse().map((v) => h("option", { value: v, selected: v === pkg.version }, v)))
       : null;
+    const scripts = manifest._install && manifest._install.installScripts
+      ? h("input", { type: "checkbox", id: "install-scripts" })
+      : null;
     const status = h("div", { class: "install-status", id: "install-status" });
     const button = h("button", { type: "button", id: "install-button" }, installed ? `Upgrade (installed ${installed.version})` : "Install");
-    button.addEventListener("click", () => install(pkg, { system: system.checked, upgrade: Boolean(installed), version: version && version.value }, button, status));
+    button.addEventListener("click", () => install(pkg, { system: system.checked, installScripts: Boolean(scripts && scripts.checked), upgrade: Boolean(installed), version: version && version.value }, button, status));
     const facts = h("dl", { class: "facts", id: "package-facts" });
     for (const [label, pick] of FACTS) {
       const value = pick(manifest);
@@ -123,6 +127,7 @@ export function render(container, params) {
       facts,
       h("div", { class: "install-box" },
         h("label", { class: "inline" }, system, " Install as a system app (it may act for logged-in admins)"),
+        scripts ? h("label", { class: "inline" }, scripts, " Run its install scripts (npm lifecycle scripts run code on this host)") : null,
         version ? h("label", { class: "inline" }, "Version ", version) : null,
         button, status),
       h("h3", {}, "README"),
@@ -136,10 +141,10 @@ export function render(container, params) {
     try {
       if (pkg.kind === "local") {
         status.append(h("span", { class: "muted" }, "Installing…"));
-        const app = await post("/api/apps/local", { path: pkg.path, system: options.system, upgrade: options.upgrade });
+        const app = await post("/api/apps/local", { path: pkg.path, system: options.system, upgrade: options.upgrade, installScripts: options.installScripts });
         finished(status, app);
       } else {
-        const body = { name: pkg.name, system: options.system, upgrade: options.upgrade };
+        const body = { name: pkg.name, system: options.system, upgrade: options.upgrade, installScripts: options.installScripts };
         if (options.version) body.version = options.version;
         const task = await post("/api/apps/install-task", body);
         const bar = progressBar(task.progress);
