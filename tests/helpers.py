@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -10,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,3 +103,14 @@ def requires_tool(available: object, reason: str) -> pytest.MarkDecorator:
     if os.environ.get(REQUIRE_ALL_TOOLS_ENV) == "1":
         return getattr(pytest.mark, MISSING_TOOL_MARK)(reason=reason)
     return pytest.mark.skip(reason=reason)
+
+
+@contextlib.asynccontextmanager
+async def app_started(admin: Any, name: str) -> AsyncIterator[dict[str, Any]]:
+    """Start ``name`` through the API (``admin``: an httpx client of a host) and stop it at the end."""
+    answer = await admin.post("/api/apps/start", json={"name": name})
+    assert answer.status_code == 200, answer.text
+    try:
+        yield answer.json()["body"]
+    finally:
+        await admin.post("/api/apps/stop", json={"name": name})

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from bolt_host.testing import running_host
-from tests.helpers import requires_tool
+from tests.helpers import app_started, async_wait_until, requires_tool
 from tests.test_verdaccio import (
     NODE,
     NPM,
@@ -151,13 +151,9 @@ async def test_an_npm_package_starts_through_its_start_script(proxy: Verdaccio, 
         assert app["command"] == {"from": "scripts.start", "shell": "node ./bin/http-server"}
         assert app["dependencies"] == 13
         assert (Path(app["path"]) / "node_modules" / "union").is_dir()
-        started = await bolt.admin.post("/api/apps/start", json={"name": "http-server"})
-        assert started.status_code == 200, started.text
-        try:
+        async with app_started(bolt.admin, "http-server"):
             listing = await bolt.admin.get("/x/http-server/")
             assert listing.status_code == 200 and "package.json" in listing.text
-        finally:
-            await bolt.admin.post("/api/apps/stop", json={"name": "http-server"})
 
 
 async def test_install_scripts_run_only_when_granted(proxy: Verdaccio, tmp_path: Path) -> None:
@@ -202,7 +198,28 @@ async def test_npm_is_killed_with_its_scripts_when_the_time_is_up(proxy: Verdacc
     async with running_host(tmp_path / "data", registry=proxy.url, dependency_timeout_seconds=5) as bolt:
         answer = await bolt.admin.post("/api/apps", json={"name": "@bolt-test/hangs", "installScripts": True})
         assert answer.status_code == 502 and answer.json()["code"] == 415
-        assert "took longer than 5 s; nothing was installed" in answer.json()["error"]["message"]
-        script_pid = int((proxy.storage.parent / "hanging.pid").read_text())
-        assert not psutil.pid_exists(script_pid) or psutil.Process(script_pid).status() == psutil.STATUS_ZOMBIE
+        assert "took longer than 5 s and was stopped; nothing was installed" in answer.json()["error"]["message"]
+        assert_gone(int(pid_file(proxy).read_text()))
         assert list((bolt.host.settings.data_dir / "apps").iterdir()) == []
+
+
+async def test_cancelling_the_install_task_kills_npm_and_its_scripts(proxy: Verdaccio, tmp_path: Path) -> None:
+    pid_file(proxy).unlink(missing_ok=True)
+    async with running_host(tmp_path / "data", registry=proxy.url) as bolt:
+        body = {"name": "@bolt-test/hangs", "installScripts": True}
+        task = (await bolt.admin.post("/api/apps/install-task", json=body)).json()["body"]
+        await async_wait_until(lambda: pid_file(proxy).is_file() and pid_file(proxy).read_text(), timeout=120,
+                               what="the postinstall script to run")
+        assert (await bolt.admin.post(f"/api/tasks/{task['id']}/cancel")).status_code == 200
+        record = await bolt.host.tasks.wait(task["id"], timeout=60)
+        assert record["status"] == "canceled"
+        assert_gone(int(pid_file(proxy).read_text()))
+        assert list((bolt.host.settings.data_dir / "apps").iterdir()) == []
+
+
+def pid_file(proxy: Verdaccio) -> Path:
+    return proxy.storage.parent / "hanging.pid"
+
+
+def assert_gone(pid: int) -> None:
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -2,16 +2,18 @@
 
 Runs in the staging folder before the swap, so a failure leaves nothing installed and an
 upgrade's failure leaves the old version as it was.  When the install runs as a task, the
-package managers' output is that task's log and a cancel of the task kills them; outside a
+package managers' output is that task's log and a cancel of the task kills them (their whole process trees); outside a
 task (a plain ``POST /api/apps``) the output goes to the host's log at debug level.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bolt_host.services.npm_dependencies import (
     dependency_count,
@@ -19,11 +21,14 @@ from bolt_host.services.npm_dependencies import (
     needs_npm,
     requests_install_scripts,
 )
-from bolt_host.services.tasks import current_task
+from bolt_host.services.python_env import needs_python_env, prepare_python_env
+from bolt_host.services.tasks import TaskCancelled, current_task
 
 log = logging.getLogger("bolt_host.dependencies")
 
 DEFAULT_TIMEOUT = 600.0
+CANCEL_POLL_SECONDS = 0.25
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -90,38 +95,43 @@ class DependencySteps:
         self, root: Path, manifest: dict[str, Any], *, registry: str | None, run_scripts: bool
     ) -> Prepared:
         requested = requests_install_scripts(manifest)
-        if run_scripts and not requested:
-            run_scripts = False  # granted, but nothing asked for it
+        run_scripts = run_scripts and requested  # a grant nobody asked for runs nothing
         sink = TaskLog()
         if needs_npm(root, manifest):
             sink.line(f"=== installing {dependency_count(manifest)} npm dependencies")
-            await install_npm_dependencies(
-                root,
-                manifest,
-                registry=registry,
-                cache_dir=self.npm_cache,
-                run_scripts=run_scripts,
-                timeout=self.timeout,
-                log=sink.line,
-                cancelled=sink.cancelled,
+            await _until_cancelled(
+                install_npm_dependencies(
+                    root,
+                    manifest,
+                    registry=registry,
+                    cache_dir=self.npm_cache,
+                    run_scripts=run_scripts,
+                    timeout=self.timeout,
+                    log=sink,
+                ),
+                sink,
             )
             sink.progress(0.9)
-        python = await self._python_env(root, manifest, sink)
-        return Prepared(dependency_count(manifest), requested, run_scripts and requested, python)
-
-    async def _python_env(self, root: Path, manifest: dict[str, Any], sink: TaskLog) -> Path | None:
-        """The app's own Python environment, when it has requirements (bolt_host.services.python_env)."""
-        try:
-            from bolt_host.services import python_env  # type: ignore[attr-defined]
-        except ImportError:  # no Python environments in this build: apps run on the host's Python
-            return None
-        if not python_env.needs_python_env(root, manifest):
-            return None
-        sink.line("=== preparing the app's Python environment")
-        try:
-            return await python_env.prepare_python_env(
+        python = None
+        if needs_python_env(root, manifest):
+            sink.line("=== preparing the app's Python environment")
+            prepared = prepare_python_env(
                 root, cache_dir=self.python_cache, log=sink, timeout=self.timeout, manifest=manifest
             )
-        finally:
-            sink.flush()
+            python = await _until_cancelled(prepared, sink)
+        sink.flush()
+        return Prepared(dependency_count(manifest), requested, run_scripts, python)
 
+
+async def _until_cancelled(work: Coroutine[Any, Any, T], sink: TaskLog) -> T:
+    """Await ``work``; if the task running it is asked to stop, cancel it (the package manager's
+    tree is killed) and raise :class:`TaskCancelled`.  Task cancels are cooperative flags."""
+    running = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({running}, timeout=CANCEL_POLL_SECONDS)
+        if done:
+            return running.result()
+        if sink.cancelled():
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            raise TaskCancelled("canceled while installing dependencies")

@@ -9,25 +9,17 @@ task's log; a failure is a 415 carrying its last lines.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import os
 import shutil
-import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.tool_runs import LogSink, run_logged
 
 LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
-TAIL_LINES = 20
-KILL_GRACE = 5.0
-
-LogLine = Callable[[str], None]
-Cancelled = Callable[[], bool]
 
 
 def dependency_count(manifest: Mapping[str, Any]) -> int:
@@ -68,10 +60,10 @@ async def install_npm_dependencies(
     cache_dir: Path,
     run_scripts: bool,
     timeout: float,
-    log: LogLine,
-    cancelled: Cancelled = lambda: False,
+    log: LogSink,
 ) -> None:
-    """Run npm in ``root``; raise a 415 with npm's last lines if it fails, times out or is cancelled."""
+    """Run npm in ``root``; a 415 naming npm's failing line and quoting its last lines if it
+    fails or overruns ``timeout`` (its whole tree, install scripts included, is killed)."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         raise BoltError(
@@ -81,37 +73,27 @@ async def install_npm_dependencies(
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
     argv = npm_argv(npm, root, registry=registry, cache_dir=cache_dir, run_scripts=run_scripts)
-    log(f"=== npm: {' '.join(argv[1:])}")
-    tail = collections.deque(maxlen=TAIL_LINES)
-
-    def keep(line: str) -> None:
-        tail.append(line)
-        log(line)
-
-    outcome = await run_tree(argv, cwd=root, env=_npm_environment(), timeout=timeout, log=keep, cancelled=cancelled)
-    if outcome == 0:
-        return
-    why = {"timeout": f"took longer than {timeout:g} s", "cancelled": "was cancelled"}.get(
-        str(outcome), f"failed (exit code {outcome})"
-    )
-    headline = _headline(tail)
-    last = "\n".join(tail)
-    raise BoltError(
-        errors.DOWNLOAD_FAILED,
-        f"Installing the npm dependencies of {manifest.get('name')} {why}"
-        + (f": {headline}" if headline else "")
-        + "; nothing was installed."
-        + (f" npm's last lines:\n{last}" if last else ""),
-    )
-
-
-def _headline(lines: collections.deque[str]) -> str | None:
-    """npm's one line that says what went wrong (task records keep only a message's first line)."""
-    for line in lines:
-        text = line.removeprefix("npm error").removeprefix("npm ERR!").strip()
-        if text != line.strip() and text and not text.startswith(("code ", "A complete log", "errno ")):
-            return text[:300]
-    return None
+    log.write(f"$ npm {' '.join(argv[1:])}\n")
+    try:
+        await run_logged(
+            argv,
+            cwd=root,
+            env=_npm_environment(),
+            log=log,
+            timeout=timeout,
+            what=f"Installing the npm dependencies of {manifest.get('name')}",
+            code=errors.DOWNLOAD_FAILED,
+        )
+    except BoltError as exc:
+        summary, _, last = exc.message.partition("\n")
+        headline = _headline(last.splitlines())
+        raise BoltError(
+            errors.DOWNLOAD_FAILED,
+            summary.rstrip(":")
+            + (f": {headline}" if headline else "")
+            + "; nothing was installed."
+            + (f" npm's last lines:\n{last}" if last else ""),
+        ) from exc
 
 
 def _npm_environment() -> dict[str, str]:
@@ -121,70 +103,10 @@ def _npm_environment() -> dict[str, str]:
     return env
 
 
-async def run_tree(
-    argv: list[str],
-    *,
-    cwd: Path,
-    env: dict[str, str],
-    timeout: float,
-    log: LogLine,
-    cancelled: Cancelled,
-) -> int | str:
-    """Run ``argv`` in its own process group, each output line to ``log``.
-
-    Returns the exit code, or ``"timeout"``/``"cancelled"`` after killing the whole group
-    (npm's children, install scripts, git) when the time is up or ``cancelled()`` turns true.
-    An asyncio cancel kills the group too, then propagates.
-    """
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    reader = asyncio.create_task(_read_lines(process.stdout, log))
-    deadline = asyncio.get_running_loop().time() + timeout
-    outcome: int | str | None = None
-    try:
-        while outcome is None:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                outcome = "timeout"
-            elif cancelled():
-                outcome = "cancelled"
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(left, 0.5)):  # checks the cancel flag twice a second
-                        outcome = await process.wait()
-    finally:
-        if process.returncode is None:
-            await _kill_group(process)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(KILL_GRACE):
-                await reader
-        reader.cancel()
-    return outcome
-
-
-async def _read_lines(stream: asyncio.StreamReader, log: LogLine) -> None:
-    while True:
-        line = await stream.readline()
-        if not line:
-            return
-        text = line.decode("utf-8", errors="replace").rstrip()
-        if text:
-            log(text)
-
-
-async def _kill_group(process: asyncio.subprocess.Process) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(KILL_GRACE):
-                await process.wait()
-                return
+def _headline(lines: list[str]) -> str | None:
+    """npm's one line that says what went wrong (task records keep only a message's first line)."""
+    for line in lines:
+        text = line.removeprefix("npm error").removeprefix("npm ERR!").strip()
+        if text != line.strip() and text and not text.startswith(("code ", "A complete log", "errno ")):
+            return text[:300]
+    return None

@@ -135,7 +135,7 @@ def command_argv(app: Mapping[str, Any]) -> list[str]:
 def _python_argv(app: Mapping[str, Any], main: str) -> list[str]:
     python = app.get("python")
     if python:
-        from bolt_host.services.python_env import python_start_argv  # type: ignore[import-not-found]
+        from bolt_host.services.python_env import python_start_argv  # python_env imports processes, which imports us
 
         return python_start_argv(Path(python), main)
     if main.lower().endswith(".py"):
