@@ -151,6 +151,9 @@ async def test_an_npm_package_starts_through_its_start_script(proxy: Verdaccio, 
         assert app["command"] == {"from": "scripts.start", "shell": "node ./bin/http-server"}
         assert app["dependencies"] == 13
         assert (Path(app["path"]) / "node_modules" / "union").is_dir()
+        assert not (Path(app["path"]) / "node_modules" / "tap").exists()  # a devDependency
+        shipped = json.loads((Path(app["path"]) / "package.json").read_text())
+        assert "tap" in shipped["devDependencies"]  # hidden from npm while it ran, then put back
         async with app_started(bolt.admin, "http-server"):
             listing = await bolt.admin.get("/x/http-server/")
             assert listing.status_code == 200 and "package.json" in listing.text
