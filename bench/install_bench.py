@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from install_report import report  # noqa: E402
 
 from bolt_host.testing import running_host  # noqa: E402
 
@@ -80,20 +81,7 @@ def main() -> None:
                         took = asyncio.run(through_bolt_host(run / "bolt-data", registry, upgrade=phase == "warm"))
                     figures[f"{name}_{phase}"].append(took)
             shutil.rmtree(run)
-    medians = {name: statistics.median(values) for name, values in figures.items()}
-    ratios = {
-        "bolt_cold / npm_cold": medians["bolt_cold"] / medians["npm_cold"],
-        "bolt_warm / npm_warm": medians["bolt_warm"] / medians["npm_warm"],
-        "bolt_warm / bolt_cold": medians["bolt_warm"] / medians["bolt_cold"],
-    }
-    print(f"{PACKAGE}@{VERSION} from {registry}, {args.rounds} rounds, medians:")
-    for name, value in medians.items():
-        print(f"  {name:10} {value:7.3f} s   (all: {', '.join(f'{v:.3f}' for v in figures[name])})")
-    for name, value in ratios.items():
-        print(f"  {name:22} {value:5.2f}x")
-    if args.json:
-        args.json.write_text(json.dumps({"seconds": figures, "medians": medians, "ratios": ratios}, indent=2))
-
+    report(f"{PACKAGE}@{VERSION} from {registry}, {args.rounds} rounds", figures, "npm", args.json)
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,6 @@ import asyncio
 import io
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from install_report import report  # noqa: E402
 
 from bolt_host.services.python_env import find_uv, prepare_python_env, uv_run_environment  # noqa: E402
 
@@ -86,20 +88,7 @@ def main() -> None:
                 for name, install, cache in pair:
                     figures[f"{name}_{phase}"].append(install(run / f"{name}-{phase}", cache))
             shutil.rmtree(run)
-    medians = {name: statistics.median(values) for name, values in figures.items()}
-    ratios = {
-        "bolt_cold / uv_cold": medians["bolt_cold"] / medians["uv_cold"],
-        "bolt_warm / uv_warm": medians["bolt_warm"] / medians["uv_warm"],
-        "bolt_warm / bolt_cold": medians["bolt_warm"] / medians["bolt_cold"],
-    }
-    print(f"requirements: {REQUIREMENTS.split()}, {args.rounds} rounds, medians:")
-    for name, value in medians.items():
-        print(f"  {name:10} {value:7.3f} s   (all: {', '.join(f'{v:.3f}' for v in figures[name])})")
-    for name, value in ratios.items():
-        print(f"  {name:22} {value:5.2f}x")
-    if args.json:
-        args.json.write_text(json.dumps({"seconds": figures, "medians": medians, "ratios": ratios}, indent=2))
-
+    report(f"requirements: {REQUIREMENTS.split()}, {args.rounds} rounds", figures, "uv", args.json)
 
 if __name__ == "__main__":
     main()
