@@ -189,9 +189,16 @@ def _operate(client: Client, action: str, name: str, as_json: bool) -> None:
     if as_json:
         print_json(context)
         return
+    click.echo(_context_line(context))
+
+
+def _context_line(context: dict[str, Any]) -> str:
+    """``name status on port P (pid N)``; a server-less app's bare context has nothing to run."""
+    if "status" not in context:
+        return f"{context['name']} is server-less: open /public/{context['name']}/"
     port = f" on port {context['port']}" if context.get("port") else ""
     pid = f" (pid {context['pid']})" if context.get("pid") and context.get("status") == "running" else ""
-    click.echo(f"{name} {context.get('status')}{port}{pid}")
+    return f"{context['name']} {context['status']}{port}{pid}"
 
 
 def _operate_many(client: Client, action: str, names: tuple[str, ...], as_json: bool) -> None:
@@ -205,8 +212,7 @@ def _operate_many(client: Client, action: str, names: tuple[str, ...], as_json: 
         print_json(answer)
     else:
         for context in answer["started" if action == "start" else "stopped"]:
-            port = f" on port {context['port']}" if context.get("port") else ""
-            click.echo(f"{context['name']} {context.get('status')}{port}")
+            click.echo(_context_line(context))
     for name, error in answer["failed"].items():
         click.echo(f"bolt-host: {name}: error {error['code']}: {error['message']}", err=True)
     if answer["failed"]:
