@@ -214,6 +214,19 @@ def test_the_apps_table_follows_the_event_stream(page: Any, live: LiveServer) ->
     assert page.problems.messages == []  # type: ignore[attr-defined]
 
 
+def test_a_serverless_app_offers_open_instead_of_start_and_stop(page: Any, live: LiveServer) -> None:
+    log_in(page)
+    with admin_http(live) as client:
+        assert client.post("/api/apps/local", json={"path": "static-docs"}).status_code == 201
+    row = app_row(page, "static-docs")
+    expect(row).to_be_visible()
+    expect(row.locator("a[data-action=open]")).to_have_attribute("href", "/public/static-docs/index.html")
+    expect(row.locator("button[data-action=start]")).to_have_count(0)
+    expect(row.locator("button[data-action=stop]")).to_have_count(0)
+    expect(row.locator("button[data-action=remove]")).to_have_count(1)
+    assert page.problems.messages == []  # type: ignore[attr-defined]
+
+
 def test_registry_install_shows_a_progress_bar_and_a_task(page: Any, live: LiveServer) -> None:
     log_in(page)
     expect(page.locator("#topbar")).to_be_visible()
