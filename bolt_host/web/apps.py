@@ -14,6 +14,7 @@ from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.apps import optional_version, registry_call
 from bolt_host.services.manifest import app_name_for, install_preview
+from bolt_host.services.readme_html import render_readme
 from bolt_host.web.auth import host_of, require_admin, require_caller, require_installer, require_user
 from bolt_host.web.envelope import flag, ok, read_body
 
@@ -91,7 +92,7 @@ async def registry_readme(request: Request) -> Response:
     body = await read_body(request)
     name, version = _registry_target(body)
     registry = host_of(request).apps.require_registry()
-    return ok(await registry_call(registry.readme(name, version), errors.REGISTRY_README_FAILED))
+    return ok(_readme_as(body, await registry_call(registry.readme(name, version), errors.REGISTRY_README_FAILED)))
 
 
 async def install_local(request: Request) -> Response:
@@ -148,7 +149,17 @@ async def local_readme(request: Request) -> Response:
     """A local app's README.md: ``{path}``."""
     await require_admin(request, "apps.preview")
     body = await read_body(request)
-    return ok(host_of(request).apps.local_readme(body.get("path")))
+    return ok(_readme_as(body, host_of(request).apps.local_readme(body.get("path"))))
+
+
+def _readme_as(body: dict[str, Any], markdown: str) -> str:
+    """The README as asked: markdown as Bolt served it, or ``"format": "html"`` rendered and sanitized."""
+    wanted = body.get("format", "markdown")
+    if wanted == "html":
+        return render_readme(markdown)
+    if wanted != "markdown":
+        raise BoltError(errors.BAD_REQUEST, "'format' must be \"markdown\" or \"html\"")
+    return markdown
 
 
 async def local_catalog(request: Request) -> Response:

@@ -1,7 +1,6 @@
 // Install: browse the local repository and the registry, preview a package, install it.
 
 import { get, post } from "./api.js";
-import { renderMarkdown } from "./markdown.js";
 import { clear, h, progressBar, showError, toast } from "./ui.js";
 
 const FACTS = [
@@ -85,15 +84,15 @@ export function render(container, params) {
   async function showPreview(pkg) {
     clear(preview).append(h("p", { class: "muted" }, `Loading ${pkg.name}…`));
     let manifest;
-    let readme = null;
+    let readmeHtml = null;
     try {
       if (pkg.kind === "local") {
         manifest = await post("/api/apps/local-package", { path: pkg.path });
-        readme = await post("/api/apps/local-readme", { path: pkg.path }).catch(() => null);
+        readmeHtml = await post("/api/apps/local-readme", { path: pkg.path, format: "html" }).catch(() => null);
       } else {
         const found = await get(`/api/catalog/package?name=${encodeURIComponent(pkg.name)}`);
         manifest = found.manifest;
-        readme = found.readme;
+        readmeHtml = found.readmeHtml;
       }
     } catch (err) {
       clear(preview).append(h("p", { class: "error" }, err.message));
@@ -117,8 +116,8 @@ export function render(container, params) {
       if (value) facts.append(h("dt", {}, label), h("dd", {}, String(value)));
     }
     const readmeBox = h("article", { class: "readme", id: "package-readme" });
-    if (readme) {
-      readmeBox.innerHTML = renderMarkdown(readme); // escaped first: only the renderer's own tags
+    if (readmeHtml) {
+      readmeBox.innerHTML = readmeHtml; // rendered and sanitized by the host (allow-listed tags, safe links, no images)
     } else {
       readmeBox.append(h("p", { class: "muted" }, "This package has no README."));
     }
