@@ -29,6 +29,7 @@ from bolt_host.services.manifest import (
     read_manifest,
     validate_app_name,
 )
+from bolt_host.services.python_env import venv_python
 from bolt_host.services.users import now_iso
 from bolt_host.storage import INITIAL_SCHEMA, Database
 
@@ -418,6 +419,8 @@ class Apps:
             if fresh["name"] != app["name"]:
                 continue
             fresh.update({k: app[k] for k in ("order",) if k in app})
+            python = venv_python(folder)  # the dependency step's venv came with the folder
+            fresh["python"] = str(python) if python.exists() else None
             with self._db.transaction():
                 self._db.table(TABLE).upsert(fresh, Query().name == app["name"])
             log.warning(
