@@ -264,23 +264,24 @@ class Apps:
             if previous:
                 app.update({k: previous[k] for k in ("order",) if k in previous})
             restart = previous is not None and self.supervisor is not None and self.supervisor.is_active(name)
-            kept = await asyncio.to_thread(self._swap_in, root, app)
+            swapped = await asyncio.to_thread(self._swap_in, root, app)
             with self._db.transaction():
                 self._db.table(TABLE).upsert(app, Query().name == name)
         try:
             if restart:
                 assert previous is not None
-                await self._restart_or_roll_back(app, previous, kept)
+                await self._restart_or_roll_back(app, previous, swapped)
         finally:
-            await asyncio.to_thread(_remove_all, kept)
+            await asyncio.to_thread(_remove_all, [old for _, old in swapped if old is not None])
         await self._publish(
             "app-updated" if previous else "app-installed",
             {"app": app, "previousVersion": previous["version"] if previous else None},
         )
         return app
 
-    def _swap_in(self, root: Path, app: dict[str, Any]) -> list[Path]:
-        """Move the staged app (and its public files) into place; the folders they replaced, kept aside."""
+    def _swap_in(self, root: Path, app: dict[str, Any]) -> list[tuple[Path, Path | None]]:
+        """Move the staged app (and its public files) into place: ``(final place, what it replaced,
+        kept aside or None)`` for each, so a failed upgrade can put things back."""
         name = app["name"]
         public_stage = root.parent / "public"
         for entry in app["public"]:
@@ -290,12 +291,14 @@ class Apps:
             elif src.is_file():
                 public_stage.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, public_stage / src.name)
-        kept = [_replace_dir(root, self.apps_dir / name)]
+        swapped = [(self.apps_dir / name, _replace_dir(root, self.apps_dir / name))]
         if public_stage.exists():
-            kept.append(_replace_dir(public_stage, self.public_dir / name))
-        return [old for old in kept if old is not None]
+            swapped.append((self.public_dir / name, _replace_dir(public_stage, self.public_dir / name)))
+        return swapped
 
-    async def _restart_or_roll_back(self, app: dict[str, Any], previous: dict[str, Any], kept: list[Path]) -> None:
+    async def _restart_or_roll_back(
+        self, app: dict[str, Any], previous: dict[str, Any], swapped: list[tuple[Path, Path | None]]
+    ) -> None:
         """Restart ``app`` on its new version; if it does not become ready, reinstate ``previous``."""
         name = app["name"]
         try:
@@ -305,10 +308,10 @@ class Apps:
             failure = exc.message
         log.warning("%s %s did not start; rolling back to %s", name, app["version"], previous["version"])
         async with self.lock_for(name):
-            await asyncio.to_thread(self._swap_back, name, kept)
+            await asyncio.to_thread(_swap_back, swapped)
             with self._db.transaction():
                 self._db.table(TABLE).upsert(previous, Query().name == name)
-        kept.clear()
+        swapped.clear()  # nothing left aside to remove
         try:
             await self.supervisor.restart_app(previous)
             outcome = f"rolled back to {previous['version']}, which is running again"
@@ -319,15 +322,6 @@ class Apps:
             f"The upgrade of {name} to {app['version']} did not start ({failure}); {outcome}",
             user_message=f"The new version of {name} did not start, so the previous one was put back.",
         )
-
-    def _swap_back(self, name: str, kept: list[Path]) -> None:
-        for old in kept:
-            final = old.parent / name
-            replaced = _replace_dir(old, final)
-            if replaced is not None:
-                shutil.rmtree(replaced, ignore_errors=True)
-        if not any(old.parent == self.public_dir for old in kept):
-            shutil.rmtree(self.public_dir / name, ignore_errors=True)  # the new version added public files
 
     # changes -----------------------------------------------------------------
     async def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -475,6 +469,13 @@ def _replace_dir(new: Path, final: Path) -> Path | None:
             old.rename(final)
         raise
     return old
+
+
+def _swap_back(swapped: list[tuple[Path, Path | None]]) -> None:
+    """Undo ``_swap_in``: each folder it replaced goes back; one it created goes."""
+    for final, old in swapped:
+        replaced = _replace_dir(old, final) if old is not None else final
+        shutil.rmtree(replaced, ignore_errors=True)
 
 
 def _remove_all(folders: list[Path]) -> None:
