@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -114,3 +115,10 @@ async def app_started(admin: Any, name: str) -> AsyncIterator[dict[str, Any]]:
         yield answer.json()["body"]
     finally:
         await admin.post("/api/apps/stop", json={"name": name})
+
+
+def private_port_range() -> tuple[int, int]:
+    """A window of app ports of its own below the default pool and the ephemeral range, so hosts
+    that other suites run at the same time on this machine do not hand out the same ports."""
+    base = random.randrange(10000, 19800, 200)
+    return base, base + 199

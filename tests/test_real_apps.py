@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from bolt_host.testing import running_host
-from tests.helpers import app_started, async_wait_until, requires_tool
+from tests.helpers import app_started, async_wait_until, private_port_range, requires_tool
 from tests.test_verdaccio import (
     NODE,
     NPM,
@@ -107,7 +107,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdaccio]:
 async def test_a_bolt_js_module_exporting_express_runs_and_a_broken_upgrade_rolls_back(
     proxy: Verdaccio, tmp_path: Path
 ) -> None:
-    async with running_host(tmp_path / "data", registry=proxy.url) as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range(), registry=proxy.url) as bolt:
         preview = (await bolt.admin.post("/api/apps/package", json={"name": "@bolt-test/express-hello"})).json()
         assert preview["body"]["_install"]["dependencies"] == 1
         assert preview["body"]["_install"]["startFrom"] == "bolt.main"
@@ -144,7 +144,7 @@ async def test_a_bolt_js_module_exporting_express_runs_and_a_broken_upgrade_roll
 
 async def test_an_npm_package_starts_through_its_start_script(proxy: Verdaccio, tmp_path: Path) -> None:
     """What a stranger tries first: POST /api/apps {"name": "http-server"}, start, open."""
-    async with running_host(tmp_path / "data", registry=proxy.url) as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range(), registry=proxy.url) as bolt:
         installed = await bolt.admin.post("/api/apps", json={"name": "http-server", "version": "14.1.1"})
         assert installed.status_code == 201, installed.text
         app = installed.json()["body"]
@@ -160,7 +160,7 @@ async def test_an_npm_package_starts_through_its_start_script(proxy: Verdaccio, 
 
 
 async def test_install_scripts_run_only_when_granted(proxy: Verdaccio, tmp_path: Path) -> None:
-    async with running_host(tmp_path / "data", registry=proxy.url) as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range(), registry=proxy.url) as bolt:
         preview = (await bolt.admin.post("/api/apps/package", json={"name": "@bolt-test/scripted"})).json()["body"]
         assert preview["_install"]["installScripts"] is True and preview["_install"]["serverless"] is True
         plain = await bolt.admin.post("/api/apps", json={"name": "@bolt-test/scripted"})
@@ -179,7 +179,7 @@ async def test_install_scripts_run_only_when_granted(proxy: Verdaccio, tmp_path:
 
 
 async def test_a_missing_dependency_fails_clearly_and_installs_nothing(proxy: Verdaccio, tmp_path: Path) -> None:
-    async with running_host(tmp_path / "data", registry=proxy.url) as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range(), registry=proxy.url) as bolt:
         task = await bolt.admin.post("/api/apps/install-task", json={"name": "@bolt-test/needs-missing"})
         assert task.status_code == 201, task.text
         record = await bolt.host.tasks.wait(task.json()["body"]["id"], timeout=240)
@@ -198,7 +198,8 @@ async def test_a_missing_dependency_fails_clearly_and_installs_nothing(proxy: Ve
 
 
 async def test_npm_is_killed_with_its_scripts_when_the_time_is_up(proxy: Verdaccio, tmp_path: Path) -> None:
-    async with running_host(tmp_path / "data", registry=proxy.url, dependency_timeout_seconds=5) as bolt:
+    settings = {"registry": proxy.url, "dependency_timeout_seconds": 5, "port_range": private_port_range()}
+    async with running_host(tmp_path / "data", **settings) as bolt:
         answer = await bolt.admin.post("/api/apps", json={"name": "@bolt-test/hangs", "installScripts": True})
         assert answer.status_code == 502 and answer.json()["code"] == 415
         assert "took longer than 5 s and was stopped; nothing was installed" in answer.json()["error"]["message"]
@@ -208,7 +209,7 @@ async def test_npm_is_killed_with_its_scripts_when_the_time_is_up(proxy: Verdacc
 
 async def test_cancelling_the_install_task_kills_npm_and_its_scripts(proxy: Verdaccio, tmp_path: Path) -> None:
     pid_file(proxy).unlink(missing_ok=True)
-    async with running_host(tmp_path / "data", registry=proxy.url) as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range(), registry=proxy.url) as bolt:
         body = {"name": "@bolt-test/hangs", "installScripts": True}
         task = (await bolt.admin.post("/api/apps/install-task", json=body)).json()["body"]
         await async_wait_until(lambda: pid_file(proxy).is_file() and pid_file(proxy).read_text(), timeout=120,

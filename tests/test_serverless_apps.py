@@ -9,6 +9,7 @@ import pytest
 
 from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.testing import running_host
+from tests.helpers import private_port_range
 from tests.registry_server import RegistryServer
 from tests.robot_support import robot_host
 from tests.test_market_support import market_host
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def test_start_answers_the_bare_context_and_public_files_are_served(tmp_path: Path) -> None:
-    async with running_host(tmp_path / "data") as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range()) as bolt:
         installed = await bolt.admin.post("/api/apps/local", json={"path": "static-docs"})
         assert installed.status_code == 201, installed.text
         app = installed.json()["body"]

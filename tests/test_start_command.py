@@ -13,7 +13,7 @@ from bolt_host.errors import BoltError
 from bolt_host.services.manifest import check_manifest
 from bolt_host.services.start_command import command_argv, resolve_command
 from bolt_host.testing import running_host
-from tests.helpers import app_started, requires_tool
+from tests.helpers import app_started, private_port_range, requires_tool
 
 pytestmark = pytest.mark.timeout(120)
 NODE = shutil.which("node")
@@ -90,7 +90,7 @@ async def test_the_launcher_listens_for_an_exported_app(tmp_path: Path, shape: s
     main, code = EXPORTS[shape]
     app_folder(tmp_path / "repo", shape, {main: code}, bolt={"main": main})
     expected = {"express-like": "handler true", "server": "server export", "esm": "esm default"}[shape]
-    async with running_host(tmp_path / "data", local_repo=tmp_path / "repo") as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range(), local_repo=tmp_path / "repo") as bolt:
         assert (await bolt.admin.post("/api/apps/local", json={"path": shape})).status_code == 201
         async with app_started(bolt.admin, shape):
             page = await bolt.admin.get(f"/x/{shape}/")
@@ -100,7 +100,7 @@ async def test_the_launcher_listens_for_an_exported_app(tmp_path: Path, shape: s
 @requires_tool(NODE, "node is needed for the launcher")
 async def test_a_module_that_listens_itself_is_left_alone(tmp_path: Path) -> None:
     """hello-node listens on $PORT by itself; the launcher must not listen a second time."""
-    async with running_host(tmp_path / "data") as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range()) as bolt:
         app = (await bolt.admin.post("/api/apps/local", json={"path": "hello-node"})).json()["body"]
         assert app["command"] == {"from": "bolt.main", "node": "server.js"}
         async with app_started(bolt.admin, "hello-node") as context:

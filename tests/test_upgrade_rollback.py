@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bolt_host.testing import running_host
-from tests.helpers import app_started
+from tests.helpers import app_started, private_port_range
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,7 +42,7 @@ async def test_a_new_version_that_does_not_start_is_rolled_back(
 ) -> None:
     repo = tmp_path / "repo"
     version(repo, "1.0.0", SERVER, old_public)
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+    async with running_host(tmp_path / "data", port_range=private_port_range(), local_repo=repo) as bolt:
         assert (await bolt.admin.post("/api/apps/local", json={"path": "roll"})).status_code == 201
         async with app_started(bolt.admin, "roll") as before:
             version(repo, "2.0.0", BROKEN, new_public)
