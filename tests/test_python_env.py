@@ -278,8 +278,16 @@ def silent_index() -> Iterator[str]:
     listener.close()
 
 
-def uv_descendants() -> list[psutil.Process]:
-    return [child for child in psutil.Process().children(recursive=True) if child.name() == "uv"]
+def uv_descendants() -> list[list[str]]:
+    """The command lines of live uv processes below this one (an exited, unreaped one is dead)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.name() == "uv" and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child.cmdline())
+        except psutil.Error:  # gone (or became a zombie) since the listing
+            continue
+    return found
 
 
 @pytest.fixture
@@ -304,7 +312,7 @@ async def test_cancelling_the_install_kills_uv(tmp_path: Path, hanging_app: tupl
     folder, manifest = hanging_app
     install = asyncio.create_task(prepare(folder, manifest, tmp_path / "cache", timeout=300))
     deadline = asyncio.get_running_loop().time() + 30
-    while not any("pip" in child.cmdline() for child in uv_descendants()):
+    while not any("pip" in argv for argv in uv_descendants()):
         assert asyncio.get_running_loop().time() < deadline, "uv pip install never started"
         await asyncio.sleep(0.05)  # poll under a deadline
     install.cancel()
