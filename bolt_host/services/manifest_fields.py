@@ -142,6 +142,7 @@ BOLT_FIELDS: dict[str, Check] = {
     "price": _object,
     "entrances": _object_list,
     "limits": manifest_limits_problem,
+    "installScripts": _boolean,
 }
 
 # Top-level package.json fields the host copies into the app object.

@@ -198,6 +198,20 @@ class Isolation:
         chain = self._drop_privileges(mode, uid, Path(str(app.get("path"))), home, extra_writable=extra)
         return self._rlimits(mode, self.limits_for(app)) + chain + argv
 
+    def install_prefix(self, app: Mapping[str, Any], staged: Path, tool: str) -> tuple[list[str], Path]:
+        """For a dependency install into ``staged`` (after :meth:`assign`; blocking): the argv
+        prefix that runs the tool as the app (its uid or sandbox, ``HOME`` its data folder) and
+        a cache folder of the app's own for ``tool`` (a shared cache could be poisoned by one
+        app for the next).  Hand ``staged`` back with :meth:`share_code` afterwards."""
+        home = self.home_of(str(app["name"]))
+        cache = home / ".cache" / tool
+        prefix = self.wrap_command(app, [], writable=[staged])
+        cache.mkdir(parents=True, exist_ok=True)
+        uid = self.identities.known(str(app["name"])) if self.mode_for(app) == UID else None
+        if uid is not None:
+            _chown_tree(home / ".cache", uid, uid, dir_mode=0o700, file_mode=None)
+        return [*prefix, _tool("env") or "env", f"HOME={home}"], cache
+
     def share_code(self, app: Mapping[str, Any], folder: Path | None = None) -> None:
         """Hand ``folder`` (default: the app's code) back to root, readable by the app's gid:
         after an install step wrote into it as the app's uid.  Blocking."""
