@@ -151,14 +151,27 @@ def _public_paths(public: Any) -> list[str]:
     return list(public or [])
 
 
+NAME_MAX = 255  # bytes in one path component (Linux)
+PATH_MAX = 4095  # bytes in a whole path, without its terminating NUL
+
+
+def fits_filesystem(path: str | Path) -> bool:
+    """Whether the OS can look ``path`` up at all: longer ones fail with ENAMETOOLONG, which
+    ``Path.is_file()`` and friends raise instead of answering False."""
+    text = str(path).encode("utf-8", errors="surrogateescape")
+    return len(text) <= PATH_MAX and all(len(part) <= NAME_MAX for part in text.split(b"/"))
+
+
 def inside(root: Path, relative: Any, code: int) -> Path:
     """``root / relative`` if it stays inside ``root`` (links resolved), else a ``code`` error."""
     if not isinstance(relative, str) or not relative or "\x00" in relative:
         raise BoltError(code, "A path is missing or not a string")
     if Path(relative).is_absolute():
-        raise BoltError(code, f"Path {relative!r} must be relative")
+        raise BoltError(code, f"Path {relative[:80]!r} must be relative")
+    if not fits_filesystem(root / relative):
+        raise BoltError(code, f"Path {relative[:80]!r}... is too long")
     base = root.resolve()
     target = (base / relative).resolve()
     if not target.is_relative_to(base):
-        raise BoltError(code, f"Path {relative!r} leaves its folder")
+        raise BoltError(code, f"Path {relative[:80]!r} leaves its folder")
     return target

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.catalog import CatalogError, read_tarball_manifest
-from bolt_host.services.manifest import app_name_for
+from bolt_host.services.manifest import app_name_for, fits_filesystem
 from bolt_host.services.tasks import TaskHandle
 
 from .jobs import install_package
@@ -248,6 +248,8 @@ def staged_file(robot: Robot, filename: Any) -> Path:
         raise UploadError(hint)
     folder = robot.uploads_dir.resolve()
     given = Path(filename)
+    if not fits_filesystem(folder / given):
+        raise UploadError(hint)
     resolved = (given if given.is_absolute() else folder / given).resolve()
     if not resolved.is_relative_to(folder) or resolved == folder or not resolved.is_file():
         raise UploadError(hint)
