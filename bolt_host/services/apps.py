@@ -28,6 +28,7 @@ from bolt_host.services.manifest import (
     read_manifest,
     validate_app_name,
 )
+from bolt_host.services.trees import remove_tree
 from bolt_host.services.users import now_iso
 from bolt_host.storage import INITIAL_SCHEMA, Database
 
@@ -125,7 +126,7 @@ class Apps:
             await asyncio.to_thread(_copy_tree, folder, root)
             return await self.install_tree(root, source, system, upgrade)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, ignore_errors=True)
 
     async def install_tarball(
         self,
@@ -145,7 +146,7 @@ class Apps:
                 raise BoltError(errors.DOWNLOAD_FAILED, f"Unsafe or broken package: {exc.reason}") from exc
             return await self.install_tree(root, source, system, upgrade, expect_name=expect_name)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, ignore_errors=True)
 
     async def install_upload(
         self, chunks: AsyncIterator[bytes], filename: str, system: bool | None = None, upgrade: bool = False
@@ -167,7 +168,7 @@ class Apps:
                 raise BoltError(errors.BAD_REQUEST, exc.message) from exc
             raise
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, ignore_errors=True)
 
     async def install_registry(
         self,
@@ -272,14 +273,16 @@ class Apps:
             app = self.require(name)
             await self._publish("app-uninstalling", {"app": app})
             await self._stop_before_delete(name)
-            with self._db.transaction():
-                self._db.table(TABLE).remove(Query().name == name)
+            # Files first, the record last: a removal that fails leaves the app listed (delete
+            # it again), never an unlisted folder that a reinstall or a boot trips over.
             if delete_source:
-                await asyncio.to_thread(shutil.rmtree, self.apps_dir / name, True)
+                await asyncio.to_thread(remove_tree, self.apps_dir / name)
             if delete_public:
-                await asyncio.to_thread(shutil.rmtree, self.public_dir / name, True)
+                await asyncio.to_thread(remove_tree, self.public_dir / name)
             if delete_database and self.appdb is not None:
                 self.appdb.drop_app(name)
+            with self._db.transaction():
+                self._db.table(TABLE).remove(Query().name == name)
             if self.visibility is not None:
                 self.visibility.forget_app(name)
         await self._publish("app-uninstalled", {"app": app})
@@ -308,20 +311,22 @@ class Apps:
         """Recover from installs a crash cut off (at boot, before anything runs).
 
         Staging dirs go.  A folder moved aside for a swap (``.old-<name>-XXXXXXXX``) is put
-        back when the swap never completed (its place is empty), else removed.  A record
+        back when the swap never completed (its place is empty) and the app is still
+        recorded, else removed: an unrecorded folder never comes back as ``apps/<name>``.  A record
         whose folder already holds the new version (killed between the swap and the db
         write) is rolled forward to it, so record and files always agree.
         """
         if not self.apps_dir.is_dir():
             return
         for leftover in self.apps_dir.glob(".staging-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            remove_tree(leftover, ignore_errors=True)
+        recorded = {row.get("name") for row in self._db.table(TABLE).all()}
         for leftover in [*self.apps_dir.glob(".old-*"), *self.public_dir.glob(".old-*")]:
             original = leftover.parent / leftover.name[len(".old-") : -len("-XXXXXXXX")]
-            if original.name and not original.exists():
+            if original.name in recorded and not original.exists():
                 leftover.rename(original)
             else:
-                shutil.rmtree(leftover, ignore_errors=True)
+                remove_tree(leftover, ignore_errors=True)
         self._roll_forward_records()
 
     def _roll_forward_records(self) -> None:
@@ -394,7 +399,7 @@ def _replace_dir(new: Path, final: Path) -> None:
             old.rename(final)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_tree(old, ignore_errors=True)
 
 
 def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:
