@@ -61,6 +61,7 @@ class Settings:
     max_download_bytes: int = 200 * 1_048_576
     stop_grace_seconds: float = 10.0
     ready_timeout_seconds: float = 30.0
+    proxy_timeout_seconds: float = 60.0  # an app's server silent this long: 504 through /x/
     stats_interval_seconds: float = 2.0
     autostart: bool = True
     pinned_packages: tuple[str, ...] = ()
@@ -119,6 +120,7 @@ _PARSERS: dict[str, Any] = {
     "max_download_bytes": int,
     "stop_grace_seconds": float,
     "ready_timeout_seconds": float,
+    "proxy_timeout_seconds": float,
     "stats_interval_seconds": float,
     "autostart": _parse_bool,
     "pinned_packages": _parse_list,

@@ -60,6 +60,8 @@ APP_START_FAILED = 1105  # the app's process did not start or never became ready
 APP_STOP_FAILED = 1106  # the app's process could not be stopped
 EVENT_NAME_RESERVED = 1107  # an app tried to publish one of the host's event names
 HOST_NOT_ALLOWED = 1108  # the request's Host header names no host this server answers for
+APP_BAD_GATEWAY = 1120  # the proxy got no valid HTTP answer from the app's server
+APP_GATEWAY_TIMEOUT = 1121  # the app's server did not answer the proxy in time
 
 MESSAGES: dict[int, str] = {
     OK: "OK",
@@ -107,6 +109,8 @@ MESSAGES: dict[int, str] = {
     APP_STOP_FAILED: "Could not stop app",
     EVENT_NAME_RESERVED: "This event name is reserved for the host",
     HOST_NOT_ALLOWED: "This server does not answer for that host name",
+    APP_BAD_GATEWAY: "The app's server gave no valid answer",
+    APP_GATEWAY_TIMEOUT: "The app's server did not answer in time",
 }
 
 # HTTP status that mirrors each outcome; anything unlisted is a 400.
@@ -142,6 +146,8 @@ HTTP_STATUS: dict[int, int] = {
     APP_STOP_FAILED: 500,
     EVENT_NAME_RESERVED: 403,
     HOST_NOT_ALLOWED: 421,
+    APP_BAD_GATEWAY: 502,
+    APP_GATEWAY_TIMEOUT: 504,
 }
 
 

@@ -140,7 +140,10 @@ class Host:
         self.apps.registry = self._registry_client()
         if self.apps.registry is not None:
             stack.push_async_callback(self.apps.registry.aclose)
-        self.proxy_client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+        # trust_env=False: an HTTP_PROXY in the host's environment must not carry app traffic away
+        self.proxy_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.proxy_timeout_seconds, connect=5.0), trust_env=False
+        )
         stack.push_async_callback(self.proxy_client.aclose)
         self.supervisor = Supervisor(
             state=self.runtime_state,

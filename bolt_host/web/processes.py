@@ -1,4 +1,4 @@
-"""Running apps: start, stop, restart, live contexts, logs, and the ``/x/<app>`` proxy."""
+"""Running apps: start, stop, restart, live contexts, logs (the ``/x/<app>`` proxy is in proxy.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -17,32 +15,14 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.web.auth import (
-    actor,
     host_of,
     require_caller,
     require_operator,
-    require_same_origin_write,
     require_user,
 )
 from bolt_host.web.envelope import ok, ok_encoded, read_body
 
 log = logging.getLogger("bolt_host.web")
-
-HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-}
-# Credentials meant for the host never reach an app through the proxy.
-HOST_COOKIE_PREFIXES = ("bolt_", "JSESSIONID=")  # host and store-backend cookies
-STRIPPED_REQUEST_HEADERS = {"cookie", "authorization", "x-bolt-app-token", "x-bolt-user-token", "x-csrf-token"}
-
 
 MAX_NAMES = 1000  # apps in one bulk start or stop
 
@@ -169,107 +149,10 @@ async def logs(request: Request) -> Response:
     )
 
 
-async def proxy(request: Request) -> Response:
-    """Forward a request to a running app's own server, streaming both ways.
-
-    Callers must be authenticated and allowed to see the app.  Host credentials
-    (session cookies, Basic, tokens) are stripped before the request reaches the app.
-    """
-    host = host_of(request)
-    name = request.path_params["name"]
-    _check_proxy_access(request, name)
-    context = host.supervisor.context(name)
-    if not context or context.get("status") != "running" or not context.get("port"):
-        raise BoltError(errors.APP_NOT_RUNNING, f"App {name!r} is not running a server")
-    path = request.path_params.get("path", "")
-    url = f"http://127.0.0.1:{context['port']}/{path}"
-    if request.url.query:
-        url += "?" + request.url.query
-    headers = [
-        (k, v)
-        for k, v in request.headers.items()
-        if k.lower() not in HOP_BY_HOP and k.lower() not in STRIPPED_REQUEST_HEADERS
-    ]
-    app_cookies = _app_cookies(request.headers.get("cookie", ""))
-    if app_cookies:
-        headers.append(("cookie", app_cookies))
-    headers.append(("x-forwarded-prefix", f"/x/{name}"))
-    user_token = _user_token_for_system_app(request, host, name)
-    if user_token:
-        headers.append(("x-bolt-user-token", user_token))
-    client: httpx.AsyncClient = host.proxy_client
-    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-    content = request.stream() if has_body else None  # a GET goes out without a chunked empty body
-    upstream_request = client.build_request(request.method, url, headers=headers, content=content)
-    try:
-        upstream = await client.send(upstream_request, stream=True)
-    except httpx.HTTPError as exc:
-        raise BoltError(errors.APP_NOT_RUNNING, f"App {name!r} did not answer: {type(exc).__name__}") from exc
-    response = StreamingResponse(
-        upstream.aiter_raw(), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
-    )
-    response.raw_headers = app_response_headers(upstream.headers.raw)
-    return response
-
-
-def app_response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """An app's response headers as sent (repeated ones like Set-Cookie stay apart), without
-    hop-by-hop headers and without cookies that would set or replace the host's own."""
-    kept = []
-    for key, value in raw:
-        lowered = key.lower().decode("latin-1")
-        if lowered in HOP_BY_HOP:
-            continue
-        if lowered == "set-cookie" and value.decode("latin-1").lstrip().startswith(HOST_COOKIE_PREFIXES):
-            continue
-        kept.append((key.lower(), value))
-    return kept
-
-
-def _check_proxy_access(request: Request, name: str) -> None:
-    who = actor(request, check_csrf=False)
-    if who.user is None and who.app is None:
-        raise BoltError(errors.NOT_LOGGED_IN, "Log in to use apps through the host")
-    require_same_origin_write(request, who)
-    if who.is_admin or who.app_system or who.app == name:
-        return
-    host = host_of(request)
-    if who.user is None or name not in {a["name"] for a in host.visibility.visible_apps(who.user["name"])}:
-        raise BoltError(errors.NO_START_RIGHT, f"You may not use app {name!r}")
-
-
-def _user_token_for_system_app(request: Request, host: Any, name: str) -> str | None:
-    """System apps act for the logged-in user, so they get a user token (never a password)."""
-    app = host.apps.get(name)
-    who = actor(request, check_csrf=False)
-    if not app or not app.get("system") or who.user is None:
-        return None
-    if who.via == "token":
-        return request.headers.get("x-bolt-user-token")
-    if who.via == "session" and who.session_id:
-        session = host.sessions.get(who.session_id)
-        return host.sessions.issue_token(session) if session else None
-    return None
-
-
-def _app_cookies(header: str) -> str:
-    """The cookie header without the host's own session cookies (core and store backends)."""
-    kept = [
-        part.strip()
-        for part in header.split(";")
-        if part.strip() and not part.strip().startswith(HOST_COOKIE_PREFIXES)
-    ]
-    return "; ".join(kept)
-
-
-PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
 routes = [
     Route("/api/apps/@live", live, methods=["GET"]),
     Route("/api/apps/start", start, methods=["POST"]),
     Route("/api/apps/stop", stop, methods=["POST"]),
     Route("/api/apps/restart", restart, methods=["POST"]),
     Route("/api/apps/{name}/logs", logs, methods=["GET"]),
-    Route("/x/{name}/{path:path}", proxy, methods=PROXY_METHODS),
-    Route("/x/{name}", proxy, methods=PROXY_METHODS),
 ]
