@@ -215,6 +215,7 @@ class Apps:
                 errors.REGISTRY_PACKAGE_FAILED,
                 f"The package names itself {manifest.get('name')!r}, expected {expect_name!r}",
             )
+        _check_registry_version(manifest, source)
         name = build_app(manifest, self.apps_dir / "pending", source, system, now_iso(), root=root)["name"]
         async with self.lock_for(name):
             previous = self.get(name)
@@ -351,6 +352,17 @@ class Apps:
             log.warning(
                 "%s: its folder holds %s (an install cut off by a crash); record updated", app["name"], fresh["version"]
             )
+
+
+def _check_registry_version(manifest: dict[str, Any], source: dict[str, Any]) -> None:
+    """A registry tarball must be the version the registry listed it as (npm refuses a mismatch too)."""
+    listed = source.get("version") if source.get("type") == "registry" else None
+    if listed is not None and manifest.get("version") != listed:
+        raise BoltError(
+            errors.REGISTRY_PACKAGE_FAILED,
+            f"Version mismatch: the registry lists {listed!r}, the package's package.json says "
+            f"{manifest.get('version')!r}; refused",
+        )
 
 
 def _stop_failed(name: str, why: str) -> BoltError:

@@ -21,7 +21,7 @@ def read_manifest(folder: Path, code: int = errors.LOCAL_PACKAGE_FAILED) -> dict
     """The parsed ``package.json`` of ``folder``; a clear ``code`` error otherwise."""
     path = folder / "package.json"
     if not path.is_file():
-        raise BoltError(code, f"No package.json in {folder.name or folder}")
+        raise BoltError(code, f"No package.json in {_shown_folder(folder)}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -149,6 +149,12 @@ def _public_paths(public: Any) -> list[str]:
     if isinstance(public, str):
         public = [public]
     return list(public or [])
+
+
+def _shown_folder(folder: Path) -> str:
+    """A folder's name for a message; the host's own temp folders (``.extract-*``,
+    ``.staging-*``) are the package being installed, not a name anyone chose."""
+    return "the package's top folder" if folder.name.startswith(".") or not folder.name else repr(folder.name)
 
 
 NAME_MAX = 255  # bytes in one path component (Linux)

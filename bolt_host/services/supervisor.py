@@ -333,7 +333,7 @@ class Supervisor:
         argv = build_command(app)
         folder = app.get("path")
         if not folder or not Path(folder).is_dir():
-            raise BoltError(APP_START_FAILED, f"The folder of app {name!r} is missing: {folder!r}")
+            raise _removed(name)
         if runtime.is_server:
             wanted = await self._requested_port(app) if self._requested_port is not None else None
             runtime.port = self._ports.acquire(name, wanted)
@@ -348,7 +348,9 @@ class Supervisor:
         try:
             launched, runtime.log_offset = self._launch(runtime, argv, folder, env)
         except OSError as exc:
-            raise BoltError(APP_START_FAILED, f"Could not run {argv[0]!r}: {exc.strerror or exc}") from exc
+            if not Path(folder).is_dir():  # a delete won the race since the check above
+                raise _removed(name) from exc
+            raise BoltError(APP_START_FAILED, f"Could not run {Path(argv[0]).name!r}: {exc.strerror or exc}") from exc
         process = runtime.process = AppProcess.watch(launched)
         runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
@@ -606,3 +608,7 @@ def _retrieve_exception(task: asyncio.Task[Any]) -> None:
     # Start tasks nobody awaits (automatic restarts) must not log "exception never retrieved".
     if not task.cancelled():
         task.exception()
+
+
+def _removed(name: str) -> BoltError:
+    return BoltError(APP_START_FAILED, f"App {name!r} was removed (its folder is gone); it cannot start")
