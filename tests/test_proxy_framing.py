@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import psutil
 import pytest
 
 from bolt_host import errors
 from bolt_host.testing import ADMIN_PASSWORD
-from tests.servers import LiveServer, live_host
+from tests.servers import LiveServer, live_host_with_app
 
 FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
 pytestmark = pytest.mark.timeout(120)
@@ -27,21 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     base = tmp_path_factory.mktemp("proxy")
-    repo = base / "repo"
-    shutil.copytree(FIXTURE_APPS / "wire", repo / "wire")
-    pids: list[int] = []
-    try:
-        with live_host(base / "data", local_repo=repo, proxy_timeout_seconds=1.0, stop_grace_seconds=2.0) as server:
-            with _admin(server) as admin:
-                assert admin.post("/api/apps/local", json={"path": "wire"}).status_code == 201
-                started = admin.post("/api/apps/start", json={"name": "wire"})
-                assert started.status_code == 200, started.text
-            pids.append(started.json()["body"]["pid"])
-            yield server
-    finally:
-        for pid in pids:  # the host stops its apps as it stops; anything left, by pid
-            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                os.kill(pid, 9)
+    with live_host_with_app(base, FIXTURE_APPS / "wire", proxy_timeout_seconds=1.0, stop_grace_seconds=2.0) as server:
+        yield server
 
 
 def _admin(live: LiveServer) -> httpx.Client:
