@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from bolt_host import errors
@@ -56,6 +57,9 @@ async def proxy(request: Request) -> Response:
     """
     host = host_of(request)
     name = request.path_params["name"]
+    login = _login_redirect(request)
+    if login is not None:
+        return login
     check_proxy_access(request, name, require_same_origin_write)
     port = running_port(request, name)
     path = request.path_params.get("path", "")
@@ -92,6 +96,21 @@ async def _relay(upstream: httpx.Response, name: str) -> Any:
     except httpx.HTTPError as exc:
         log.warning("app %s broke off its answer through the proxy: %s", name, type(exc).__name__)
         raise
+
+
+def _login_redirect(request: Request) -> Response | None:
+    """A logged-out browser opening a page goes to the dashboard's log-in, and comes back after.
+
+    Only a page load (GET or HEAD accepting ``text/html``) by a caller with no credentials at
+    all; API clients keep their 401, and a logged-in user without the right keeps the 403.
+    """
+    if request.method not in ("GET", "HEAD") or "text/html" not in request.headers.get("accept", ""):
+        return None
+    who = actor(request, check_csrf=False)
+    if who.user is not None or who.app is not None:
+        return None
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/dashboard/?{urlencode({'next': back})}", status_code=303)
 
 
 def running_port(connection: HTTPConnection, name: str) -> int:
