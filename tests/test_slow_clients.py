@@ -6,6 +6,7 @@ open, and the slow ones are closed once the header time limit has passed.
 
 from __future__ import annotations
 
+import base64
 import select
 import socket
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from bolt_host.testing import ADMIN_PASSWORD
 from tests.helpers import wait_until
 from tests.servers import LiveServer, live_host
 
@@ -82,3 +84,24 @@ def test_a_connection_that_answered_gets_the_same_limit_for_its_next_headers(liv
         sock.sendall(b"GET /-/health HTTP/1.1\r\n")  # the next request, never finished
         wait_until(lambda: _closed_by_server(sock), timeout=30, what="the server to close the connection")
 
+
+
+def test_a_new_connection_is_refused_when_every_one_of_its_address_is_busy(tmp_path: Path) -> None:
+    # a header limit far beyond the wait below: only the refusal can close the fourth connection
+    with live_host(tmp_path / "data", max_connections_per_ip=3, header_timeout_seconds=600) as live:
+        address = urlsplit(live.url)
+        auth = "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+        busy = []
+        try:
+            for _ in range(3):  # event streams: each holds its connection with a request in progress
+                sock = socket.create_connection((address.hostname, address.port), timeout=10)
+                head = f"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n"
+                sock.sendall(head.encode())
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+                busy.append(sock)
+            with socket.create_connection((address.hostname, address.port), timeout=10) as extra:
+                wait_until(lambda: _closed_by_server(extra), timeout=30, what="the fourth connection to be refused")
+            assert all(not _closed_by_server(sock) for sock in busy), "a busy connection was pushed out"
+        finally:
+            for sock in busy:
+                sock.close()
