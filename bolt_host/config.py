@@ -68,6 +68,7 @@ class Settings:
     header_timeout_seconds: float = 10.0  # a connection without complete request headers is closed
     max_connections_per_ip: int = 128  # open connections per client address
     max_ws_message_bytes: int = 1_048_576  # one WebSocket message through /x/, either way
+    dependency_timeout_seconds: float = 600.0  # each package-manager run of an install (npm, uv)
     stats_interval_seconds: float = 2.0
     autostart: bool = True
     pinned_packages: tuple[str, ...] = ()
@@ -130,6 +131,7 @@ _PARSERS: dict[str, Any] = {
     "header_timeout_seconds": float,
     "max_connections_per_ip": int,
     "max_ws_message_bytes": int,
+    "dependency_timeout_seconds": float,
     "stats_interval_seconds": float,
     "autostart": _parse_bool,
     "pinned_packages": _parse_list,
