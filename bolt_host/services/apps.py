@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from tinydb import Query
+from tinydb.table import Table
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.integrity import with_app_hash
 from bolt_host.services.manifest import (
     UPDATABLE_FIELDS,
     app_name_for,
@@ -34,7 +36,20 @@ from bolt_host.storage import INITIAL_SCHEMA, Database
 log = logging.getLogger("bolt_host.apps")
 
 TABLE = "apps"
-SCHEMAS = {TABLE: INITIAL_SCHEMA}
+
+
+def _split_path_and_folder(table: Table) -> None:
+    """Version 2: ``path`` is Bolt's (where the app came from); the host's folder moves to ``folder``."""
+    for row in table.all():
+        if "folder" in row:
+            continue
+        source = row.get("source") or {}
+        path = source.get("path") or source.get("package") or row["name"]
+        moved = {"folder": row.get("path"), "path": path, "module": row.get("module", False)}
+        table.update(moved, doc_ids=[row.doc_id])
+
+
+SCHEMAS = {TABLE: {**INITIAL_SCHEMA, 2: _split_path_and_folder}}
 Publish = Callable[[str, Any], Awaitable[Any]]
 
 
@@ -55,7 +70,10 @@ class Apps:
 
     # reads -------------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
-        row = self._db.table(TABLE).get(Query().name == name)
+        """The app named ``name`` in any case (Bolt lower-cases app names)."""
+        if not isinstance(name, str):
+            return None
+        row = self._db.table(TABLE).get(Query().name == name.lower())
         return dict(row) if row else None
 
     @property
@@ -222,7 +240,7 @@ class Apps:
             created = previous["dateCreated"] if previous else now_iso()
             if previous and system is None:
                 system = previous.get("system")
-            app = build_app(manifest, self.apps_dir / name, source, system, created, root=root)
+            app = with_app_hash(build_app(manifest, self.apps_dir / name, source, system, created, root=root), root)
             if previous:
                 app.update({k: previous[k] for k in ("order",) if k in previous})
             await asyncio.to_thread(self._swap_in, root, app)
@@ -327,7 +345,7 @@ class Apps:
     def _roll_forward_records(self) -> None:
         for row in self._db.table(TABLE).all():
             app = dict(row)
-            folder = Path(str(app.get("path") or ""))
+            folder = Path(str(app.get("folder") or ""))
             try:
                 manifest = read_manifest(folder)
                 if manifest.get("version") == app.get("version"):
@@ -336,6 +354,7 @@ class Apps:
                 if "version" in source:
                     source["version"] = manifest.get("version")
                 fresh = build_app(manifest, folder, source, app.get("system"), app["dateCreated"])
+                fresh = with_app_hash(fresh, folder)
             except (BoltError, KeyError):
                 continue  # nothing whole to roll forward to; the record stays as it is
             if fresh["name"] != app["name"]:

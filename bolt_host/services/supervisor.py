@@ -85,6 +85,7 @@ Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 ExtraEnv = Callable[[dict[str, Any]], Awaitable[dict[str, str]]]
 RequestedPort = Callable[[dict[str, Any]], Awaitable[int | None]]
 LoadApp = Callable[[str], dict[str, Any] | None]
+VerifyApp = Callable[[dict[str, Any]], None]
 
 
 class Supervisor:
@@ -103,6 +104,7 @@ class Supervisor:
         extra_env: ExtraEnv | None = None,
         requested_port: RequestedPort | None = None,
         load_app: LoadApp | None = None,
+        verify_app: VerifyApp | None = None,
         autostart: bool = True,
         restart_policy: RestartPolicy | None = None,
         log_max_bytes: int = applogs.DEFAULT_MAX_BYTES,
@@ -119,6 +121,7 @@ class Supervisor:
         self._extra_env = extra_env
         self._requested_port = requested_port
         self._load_app = load_app
+        self._verify_app = verify_app
         self._autostart = autostart
         self._policy = restart_policy or RestartPolicy()
         self._apps: dict[str, AppRuntime] = {}
@@ -213,6 +216,7 @@ class Supervisor:
             if runtime.status == STARTING and runtime.start_task is not None:
                 task = runtime.start_task
             else:
+                await self._verify(app)
                 await self._discard_leftovers(runtime)
                 runtime.crashes.reset()
                 runtime.desired = DESIRED_RUNNING
@@ -233,6 +237,7 @@ class Supervisor:
             if runtime.status == STARTING and runtime.start_task is not None:
                 task = runtime.start_task  # a start in flight is already a fresh process
             else:
+                await self._verify(app)
                 was_live = runtime.process is not None or runtime.status in (STARTING, BACKOFF)
                 if was_live:
                     await self._stop_locked(runtime, desired_after=DESIRED_RUNNING)
@@ -241,6 +246,12 @@ class Supervisor:
                 runtime.desired = DESIRED_RUNNING
                 task = self._begin_start(runtime, app, automatic=False)
         return await self._join_start(task)
+
+    async def _verify(self, app: dict[str, Any]) -> None:
+        """The host's checks an app must pass before a start (its ``bolt.checks`` files unchanged);
+        a refusal raises before anything changes."""
+        if self._verify_app is not None:
+            await asyncio.to_thread(self._verify_app, app)
 
     def context(self, name: str) -> dict[str, Any] | None:
         runtime = self._apps.get(name)
@@ -331,7 +342,7 @@ class Supervisor:
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         app, name = runtime.app, runtime.name
         argv = build_command(app)
-        folder = app.get("path")
+        folder = app.get("folder")
         if not folder or not Path(folder).is_dir():
             raise BoltError(APP_START_FAILED, f"The folder of app {name!r} is missing: {folder!r}")
         if runtime.is_server:
@@ -464,13 +475,17 @@ class Supervisor:
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
         runtime.status, runtime.reason = STOPPING, None
         await self._emit("app-stopping", runtime)
+        had = {"pid": runtime.process.pid if runtime.process is not None else None, "port": runtime.port}
         exit_code = await self._cleanup(runtime)  # sets a reason only if something survived
         runtime.status, runtime.exit_code = STOPPED, exit_code
         runtime.next_restart_at = None
         runtime.crashes.reset()
         await self._persist(runtime)
         await self._emit("app-stopped", runtime)
-        return self._context(runtime)
+        context = self._context(runtime)
+        # As Bolt answers a stop: the context the app ran with (which pid and port are gone now).
+        context.update({key: value for key, value in had.items() if key == "pid" or "port" in context})
+        return context
 
     async def _cleanup(self, runtime: AppRuntime) -> int | None:
         """Kill what is left of the app's tree, reap it, free its port, revoke its token."""

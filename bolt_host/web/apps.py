@@ -13,8 +13,15 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.apps import optional_version, registry_call
-from bolt_host.services.manifest import app_name_for
-from bolt_host.web.auth import host_of, require_admin, require_caller, require_installer, require_user
+from bolt_host.services.manifest import app_name_for, without_folder
+from bolt_host.web.auth import (
+    host_of,
+    refuse_non_system_app,
+    require_admin,
+    require_caller,
+    require_installer,
+    require_user,
+)
 from bolt_host.web.envelope import flag, ok, read_body
 
 INSTALL_FIELDS = {"name", "version", "system", "upgrade"}
@@ -43,18 +50,21 @@ def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
 
 async def list_apps(request: Request) -> Response:
     """Installed apps matching the query criteria (``?tags=demo&system=false``)."""
-    await require_user(request, "apps.read")
-    return ok(host_of(request).apps.list(dict(request.query_params)))
+    who = await require_user(request, "apps.read")
+    found = host_of(request).apps.list(dict(request.query_params))
+    return ok(found if who.is_admin else [without_folder(app) for app in found])
 
 
 async def get_app(request: Request) -> Response:
-    """One installed app (403 when not installed)."""
-    await require_user(request, "apps.read")
-    return ok(host_of(request).apps.require(request.path_params["name"]))
+    """One installed app, its name in any case (403 when not installed)."""
+    who = await require_user(request, "apps.read")
+    app = host_of(request).apps.require(request.path_params["name"])
+    return ok(app if who.is_admin else without_folder(app))
 
 
 async def install(request: Request) -> Response:
     """Install from the configured registry: ``{name, version?, system?, upgrade?}``."""
+    refuse_non_system_app(request)
     require_caller(request)
     body = await read_body(request)
     await require_installer(request, "apps.install", body.get("name"))
@@ -86,6 +96,7 @@ async def registry_readme(request: Request) -> Response:
 
 async def install_local(request: Request) -> Response:
     """Install from the local repository: ``{path, system?, upgrade?}`` (path relative to it)."""
+    refuse_non_system_app(request)
     require_caller(request)
     body = await read_body(request)
     await require_installer(request, "apps.install", body.get("path"))

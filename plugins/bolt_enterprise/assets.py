@@ -58,8 +58,8 @@ def _publisher(app: Mapping[str, Any]) -> str | None:
     """Who published the package, as npm records it (``_npmUser``, ``publisher``, the first of
     ``maintainers``), from the app object or else its installed ``package.json``."""
     found = _publisher_in(app)
-    if found is None and isinstance(app.get("path"), str):
-        manifest = Path(app["path"]) / "package.json"
+    if found is None and isinstance(app.get("folder"), str):
+        manifest = Path(app["folder"]) / "package.json"
         with contextlib.suppress(OSError):
             found = _publisher_in_file(str(manifest), manifest.stat().st_mtime_ns)
     return found
