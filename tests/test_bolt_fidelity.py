@@ -13,6 +13,9 @@ import pytest
 
 from bolt_host import errors
 from bolt_host.config import BUNDLED_LOCAL_REPO
+from bolt_host.services.apps import TABLE as APPS_TABLE
+from bolt_host.services.apps import Apps
+from bolt_host.storage import INITIAL_SCHEMA, Database
 from bolt_host.testing import RunningHost, running_host
 
 pytestmark = pytest.mark.timeout(120)
@@ -148,3 +151,21 @@ async def test_a_plain_apps_token_is_refused_before_any_user_is_looked_at(repo_h
     async with bolt.client_as("admin", "wrong-password", **{"X-Bolt-App-Token": token}) as bad_user:
         assert (await bad_user.post("/api/apps/local", json={"path": "ticker"})).json()["code"] == 504
     assert bolt.host.apps.get("ticker") is None and bolt.host.apps.get("notes") is not None
+
+
+async def test_apps_recorded_before_path_was_bolts_are_migrated(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.json")
+    db.migrate(APPS_TABLE, INITIAL_SCHEMA)
+    folder = str(tmp_path / "apps" / "notes")
+    old = {"name": "notes", "version": "1.0.0", "path": folder, "source": {"type": "local", "path": "notes"}}
+    db.table(APPS_TABLE).insert(old)
+    db.table(APPS_TABLE).insert({"name": "pkg", "path": "/x/pkg", "source": {"type": "registry", "package": "pkg"}})
+
+    async def publish(event: str, body: object) -> None:
+        return None
+
+    apps = Apps(db, tmp_path, tmp_path / "repo", publish)
+    notes, pkg = apps.get("NOTES"), apps.get("pkg")
+    assert (notes["path"], notes["folder"], notes["module"]) == ("notes", folder, False)
+    assert (pkg["path"], pkg["folder"]) == ("pkg", "/x/pkg")
+    db.close()
