@@ -169,3 +169,15 @@ async def test_apps_recorded_before_path_was_bolts_are_migrated(tmp_path: Path) 
     assert (notes["path"], notes["folder"], notes["module"]) == ("notes", folder, False)
     assert (pkg["path"], pkg["folder"]) == ("pkg", "/x/pkg")
     db.close()
+
+
+async def test_user_names_keep_their_case_and_match_in_any_case(repo_host: RunningHost) -> None:
+    bolt = repo_host
+    created = await bolt.admin.post("/api/users", json={"name": "Carol", "password": "carol-password"})
+    assert created.status_code == 201 and created.json()["body"]["name"] == "Carol"
+    again = await bolt.admin.post("/api/users", json={"name": "CAROL", "password": "carol-password"})
+    assert again.json()["code"] == errors.USER_EXISTS
+    login = await bolt.client.post("/api/users/login", json={"name": "carol", "password": "carol-password"})
+    assert login.status_code == 200 and login.json()["body"]["user"]["name"] == "Carol"
+    assert (await bolt.admin.get("/api/users/cArOl")).json()["body"]["name"] == "Carol"
+    assert [u["name"] for u in bolt.host.users.list() if u["name"].lower() == "carol"] == ["Carol"]

@@ -154,7 +154,7 @@ def check_login(request: Request, host: Host, name: Any, password: Any) -> dict[
     if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
         raise BoltError(errors.CREDENTIALS_MISSING)
     client = client_key(request)
-    pair = f"{client}|user:{name[:MAX_NAME_IN_KEY]}"  # a guesser locks out itself, not the name everywhere
+    pair = f"{client}|user:{name[:MAX_NAME_IN_KEY].casefold()}"  # a guesser locks out itself, not the name everywhere
     throttle = host.login_throttle
     wait = throttle.retry_after(pair, client)
     if wait > 0:
