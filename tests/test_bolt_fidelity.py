@@ -5,7 +5,9 @@ app token checked before the user."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from bolt_host.services.apps import TABLE as APPS_TABLE
 from bolt_host.services.apps import Apps
 from bolt_host.storage import INITIAL_SCHEMA, Database
 from bolt_host.testing import RunningHost, running_host
+from tests.helpers import async_wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,6 +90,23 @@ async def test_a_checked_file_that_changed_stops_the_start(repo_host: RunningHos
     assert (await bolt.admin.post("/api/apps/stop", json={"name": "guarded"})).status_code == 200
 
 
+async def test_a_crash_restart_is_refused_too_once_a_checked_file_changed(repo_host: RunningHost) -> None:
+    bolt = repo_host
+    app = await _install(bolt, "guarded")
+    started = (await bolt.admin.post("/api/apps/start", json={"name": "guarded"})).json()["body"]
+    (Path(app["folder"]) / "worker.py").write_text("print('not what was installed')\n")
+    os.kill(started["pid"], signal.SIGKILL)  # the test's own app process, by pid
+
+    def refused() -> dict | None:
+        context = bolt.host.supervisor.context("guarded")
+        return context if context and "bolt.checks" in (context.get("reason") or "") else None
+
+    context = await async_wait_until(refused, timeout=60, what="the restart refused")
+    assert context["status"] in ("crashed", "backoff", "failed") and context["pid"] is None
+    assert "not what was installed" not in bolt.host.supervisor.log_path("guarded").read_text()
+    await bolt.admin.post("/api/apps/stop", json={"name": "guarded"})  # no more restarts
+
+
 async def test_a_checked_file_must_be_inside_the_app(repo_host: RunningHost, tmp_path: Path) -> None:
     package = tmp_path / "repo" / "guarded" / "package.json"
     package.write_text(json.dumps({**CHECKED, "bolt": {**CHECKED["bolt"], "checks": ["../notes/package.json"]}}))
@@ -98,7 +118,16 @@ async def test_a_checked_file_must_be_inside_the_app(repo_host: RunningHost, tmp
 async def test_path_is_where_the_app_came_from_and_the_folder_is_for_admins_only(repo_host: RunningHost) -> None:
     bolt = repo_host
     await bolt.admin.post("/api/users", json={"name": "viewer", "password": "viewer-password"})
+    seen_events: list = []
+
+    async def listener(event: object) -> None:
+        seen_events.append(event)
+
+    bolt.host.events.subscribe(listener)
     app = await _install(bolt, "notes")
+    await bolt.host.events.drain()
+    installed = [e.body["app"] for e in seen_events if e.name == "app-installed"]
+    assert installed and installed[0]["path"] == "notes" and "folder" not in installed[0]  # apps get events too
     assert app["path"] == "notes" and Path(app["folder"]).is_dir()
     again = await bolt.admin.post("/api/apps/local-package", json={"path": app["path"]})
     assert again.json()["body"]["name"] == "notes"

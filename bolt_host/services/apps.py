@@ -29,6 +29,7 @@ from bolt_host.services.manifest import (
     inside,
     read_manifest,
     validate_app_name,
+    without_folder,
 )
 from bolt_host.services.users import now_iso
 from bolt_host.storage import INITIAL_SCHEMA, Database
@@ -265,7 +266,8 @@ class Apps:
 
     async def _after_install(self, app: dict[str, Any], previous: dict[str, Any] | None) -> None:
         event = "app-updated" if previous else "app-installed"
-        await self._publish(event, {"app": app, "previousVersion": previous["version"] if previous else None})
+        previous_version = previous["version"] if previous else None
+        await self._publish(event, {"app": without_folder(app), "previousVersion": previous_version})
         if previous and self.supervisor is not None and self.supervisor.is_active(app["name"]):
             await self.supervisor.restart_app(app)
 
@@ -280,7 +282,7 @@ class Apps:
             app.update(checked)
             with self._db.transaction():
                 self._db.table(TABLE).update(checked, Query().name == name)
-        await self._publish("app-updated", {"app": app, "changed": sorted(checked)})
+        await self._publish("app-updated", {"app": without_folder(app), "changed": sorted(checked)})
         return app
 
     async def delete(
@@ -288,7 +290,7 @@ class Apps:
     ) -> dict[str, Any]:
         async with self.lock_for(name):
             app = self.require(name)
-            await self._publish("app-uninstalling", {"app": app})
+            await self._publish("app-uninstalling", {"app": without_folder(app)})
             await self._stop_before_delete(name)
             with self._db.transaction():
                 self._db.table(TABLE).remove(Query().name == name)
@@ -300,7 +302,7 @@ class Apps:
                 self.appdb.drop_app(name)
             if self.visibility is not None:
                 self.visibility.forget_app(name)
-        await self._publish("app-uninstalled", {"app": app})
+        await self._publish("app-uninstalled", {"app": without_folder(app)})
         return app
 
     async def _stop_before_delete(self, name: str) -> None:

@@ -317,6 +317,8 @@ class Supervisor:
     async def _run_start(self, runtime: AppRuntime, automatic: bool) -> dict[str, Any]:
         await self._emit("app-starting", runtime)
         try:
+            if automatic:  # a crash restart passes the checks a caller's start passes
+                await self._verify(runtime.app)
             process = await self._spawn(runtime)
             await wait_until_ready(
                 exited=process.exited,
