@@ -210,3 +210,7 @@ async def test_user_names_keep_their_case_and_match_in_any_case(repo_host: Runni
     assert login.status_code == 200 and login.json()["body"]["user"]["name"] == "Carol"
     assert (await bolt.admin.get("/api/users/cArOl")).json()["body"]["name"] == "Carol"
     assert [u["name"] for u in bolt.host.users.list() if u["name"].lower() == "carol"] == ["Carol"]
+    token = login.json()["body"]["token"]
+    assert (await bolt.admin.delete("/api/users/CAROL")).status_code == 200
+    async with bolt.client_with(**{"X-Bolt-User-Token": token}) as carol:
+        assert (await carol.get("/api/users/@current")).status_code == 401  # her sessions ended with her

@@ -477,7 +477,7 @@ class Supervisor:
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
         runtime.status, runtime.reason = STOPPING, None
         await self._emit("app-stopping", runtime)
-        had = {"pid": runtime.process.pid if runtime.process is not None else None, "port": runtime.port}
+        had_pid, had_port = (runtime.process.pid if runtime.process is not None else None), runtime.port
         exit_code = await self._cleanup(runtime)  # sets a reason only if something survived
         runtime.status, runtime.exit_code = STOPPED, exit_code
         runtime.next_restart_at = None
@@ -485,8 +485,10 @@ class Supervisor:
         await self._persist(runtime)
         await self._emit("app-stopped", runtime)
         context = self._context(runtime)
-        # As Bolt answers a stop: the context the app ran with (which pid and port are gone now).
-        context.update({key: value for key, value in had.items() if key == "pid" or "port" in context})
+        # As Bolt answers a stop: the context the app ran with (that pid and port are gone now).
+        context["pid"] = had_pid
+        if "port" in context:  # server apps only
+            context["port"] = had_port
         return context
 
     async def _cleanup(self, runtime: AppRuntime) -> int | None:
