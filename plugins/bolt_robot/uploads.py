@@ -247,11 +247,7 @@ def local_file(robot: Robot, filename: Any) -> Path:
     path inside one of ``robot.local_file_dirs``; a regular file with no link anywhere on
     its path.  Anything else is refused with a message saying what is accepted."""
     folders = [folder.resolve() for folder in robot.local_file_dirs]
-    hint = (
-        "filename must name a regular file (no symbolic links on its path) in the upload staging "
-        f"folder or, by absolute path, in one of {', '.join(str(f) for f in folders)} "
-        "(upload it with POST /app_store/services/upload_local_file)"
-    )
+    hint = local_file_hint(robot)
     if not isinstance(filename, str) or not filename or "\x00" in filename:
         raise UploadError(hint)
     given = Path(filename)
@@ -259,31 +255,38 @@ def local_file(robot: Robot, filename: Any) -> Path:
         given = robot.uploads_dir.resolve() / given
     if ".." in given.parts or not any(given.is_relative_to(f) and given != f for f in folders):
         raise UploadError(hint)
-    if _has_link(given):
-        raise UploadError(hint)
     return given
 
 
-def _has_link(path: Path) -> bool:
-    """Whether any component of the absolute ``path`` is a symbolic link (or it is missing)."""
-    current = Path(path.anchor)
-    for part in path.parts[1:]:
-        current = current / part
-        try:
-            if stat.S_ISLNK(os.lstat(current).st_mode):
-                return True
-        except OSError:
-            return True
-    return False
+def local_file_hint(robot: Robot) -> str:
+    folders = [folder.resolve() for folder in robot.local_file_dirs]
+    return (
+        "filename must name a regular file (no symbolic links on its path) in the upload staging "
+        f"folder or, by absolute path, in one of {', '.join(str(f) for f in folders)} "
+        "(upload it with POST /app_store/services/upload_local_file)"
+    )
+
+
+def _open_without_links(path: Path) -> int:
+    """A read-only descriptor of the absolute ``path``, opened one component at a time with
+    ``O_NOFOLLOW``, so a link anywhere on the path (even one swapped in meanwhile) fails."""
+    fd = os.open(path.anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in path.parts[1:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def copy_local_file(source: Path, target: Path) -> None:
-    """Copy ``source`` (opened without following a link, so a link swapped in after the
-    check is refused) to ``target``; only a regular file is copied."""
+    """Copy ``source`` to ``target``: a regular file reached without following any link."""
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = _open_without_links(source)
     except OSError as exc:
-        raise UploadError(f"{source} cannot be read as a regular file: {exc.strerror}") from exc
+        raise UploadError(f"{source} cannot be opened without following a link ({exc.strerror})") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise UploadError(f"{source} is not a regular file")
@@ -310,7 +313,7 @@ async def install_local_file(robot: Robot, filename: Any) -> tuple[int, dict[str
     except (CatalogError, BoltError, UploadError) as exc:
         path.unlink(missing_ok=True)
         if isinstance(exc, UploadError):
-            raise
+            raise UploadError(f"{exc.message}; {local_file_hint(robot)}") from exc
         raise UploadError(f"{original.name} is not a package tarball: {getattr(exc, 'message', None) or exc}") from exc
     name, version = manifest["name"], manifest["version"]
     source = {"type": "upload", "filename": original.name, "version": version}
