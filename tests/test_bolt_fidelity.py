@@ -151,6 +151,10 @@ async def test_app_names_are_case_insensitive(repo_host: RunningHost) -> None:
     assert twice.json()["code"] == errors.BAD_REQUEST
     stopped = await bolt.admin.post("/api/apps/stop", json={"name": "TiCkEr"})
     assert stopped.status_code == 200 and stopped.json()["body"]["status"] == "stopped"
+    changed = await bolt.admin.put("/api/apps/TICKER", json={"displayName": "Big Ticker"})
+    assert changed.status_code == 200 and bolt.host.apps.get("ticker")["displayName"] == "Big Ticker"
+    deleted = await bolt.admin.request("DELETE", "/api/apps/Ticker", json={})
+    assert deleted.status_code == 200 and bolt.host.apps.get("ticker") is None
 
 
 async def test_stop_of_an_unknown_app_is_420_and_stop_answers_with_the_pid_and_port_it_had(

@@ -277,6 +277,7 @@ class Apps:
         if unknown:
             raise BoltError(errors.BAD_REQUEST, f"Cannot change: {', '.join(sorted(unknown))}")
         checked = _checked_changes(changes)
+        name = name.lower()  # app names are lowercase; callers may name them in any case
         async with self.lock_for(name):
             app = self.require(name)
             app.update(checked)
@@ -288,6 +289,7 @@ class Apps:
     async def delete(
         self, name: str, delete_database: bool = False, delete_public: bool = False, delete_source: bool = False
     ) -> dict[str, Any]:
+        name = name.lower()  # app names are lowercase; callers may name them in any case
         async with self.lock_for(name):
             app = self.require(name)
             await self._publish("app-uninstalling", {"app": without_folder(app)})
