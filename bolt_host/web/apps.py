@@ -51,15 +51,25 @@ def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
 async def list_apps(request: Request) -> Response:
     """Installed apps matching the query criteria (``?tags=demo&system=false``)."""
     who = await require_user(request, "apps.read")
-    found = host_of(request).apps.list(dict(request.query_params))
+    host = host_of(request)
+    found = [_with_last_exit(host, app) for app in host.apps.list(dict(request.query_params))]
     return ok(found if who.is_admin else [without_folder(app) for app in found])
 
 
 async def get_app(request: Request) -> Response:
     """One installed app, its name in any case (403 when not installed)."""
     who = await require_user(request, "apps.read")
-    app = host_of(request).apps.require(request.path_params["name"])
+    host = host_of(request)
+    app = _with_last_exit(host, host.apps.require(request.path_params["name"]))
     return ok(app if who.is_admin else without_folder(app))
+
+
+def _with_last_exit(host: Any, app: dict[str, Any]) -> dict[str, Any]:
+    """The app with how its process last ended on its own (``lastExit``, ``errored``), if it did."""
+    context = host.supervisor.context(app["name"])
+    if not context or not context.get("lastExit"):
+        return app
+    return {**app, "lastExit": context["lastExit"], "errored": context["errored"]}
 
 
 async def install(request: Request) -> Response:

@@ -10,8 +10,9 @@ Modules: ``config`` (env), ``backend`` (what runs per mode), ``wire`` (topics
 and payloads), ``transport`` (MQTT link), ``manager`` / ``agent`` (the two
 sides), ``jobs`` / ``downloads`` / ``reboot`` (what an agent does),
 ``accounts`` / ``tokens`` / ``devices`` / ``operations`` (manager state),
-``fleet`` (manager actions), ``web`` / ``auth_routes`` / ``device_routes``
-(REST), ``kapua`` (ids, error bodies), ``broker`` (embedded broker).
+``fleet`` (manager actions), ``queries`` (Kapua's query bodies), ``web`` /
+``auth_routes`` / ``device_routes`` / ``registry_routes`` / ``fallback`` (REST), ``kapua``
+(ids, error bodies), ``broker`` (embedded broker).
 """
 
 from __future__ import annotations
@@ -50,9 +51,19 @@ class DevicePlugin:
     def register_routes(self, host: Any) -> list[Any]:
         if self._config(host).mode != "manager":
             return []
-        from bolt_device import auth_routes, device_routes
+        from bolt_device import auth_routes, device_routes, fallback, registry_routes
 
-        return [*auth_routes.routes(), *device_routes.routes()]
+        # registry_routes first: its literal ``_query``/``_count`` paths before ``{deviceId}``;
+        # fallback last: it answers every other /v1 path and method in Kapua's body
+        return [*auth_routes.routes(), *registry_routes.routes(), *device_routes.routes(), *fallback.routes()]
+
+    @hookimpl
+    def register_error_formats(self, host: Any) -> list[tuple[str, Any]]:
+        if self._config(host).mode != "manager":
+            return []
+        from bolt_device.fallback import render_error
+
+        return [("/v1/", render_error)]
 
     @hookimpl
     def register_permissions(self, host: Any) -> list[tuple[str, str]]:
@@ -141,6 +152,11 @@ def register_routes(host: Any) -> list[Any]:
 @hookimpl
 def register_permissions(host: Any) -> list[tuple[str, str]]:
     return _FROM_ENV.register_permissions(host)
+
+
+@hookimpl
+def register_error_formats(host: Any) -> list[tuple[str, Any]]:
+    return _FROM_ENV.register_error_formats(host)
 
 
 @hookimpl

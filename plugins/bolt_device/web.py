@@ -12,8 +12,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bolt_device import queries
 from bolt_device.backend import STATE_KEY, DeviceBackend
-from bolt_device.kapua import KapuaError, illegal_argument, unauthenticated, unauthorized
+from bolt_device.kapua import KapuaError, illegal_argument, method_not_allowed, unauthenticated, unauthorized
 from bolt_device.tokens import bearer_token
 from bolt_host.errors import BoltError
 
@@ -56,12 +57,25 @@ class Caller:
 
 
 def caller(request: Request) -> Caller:
+    """The token's user (401 without one); every handler asks this first."""
     backend = backend_of(request)
     row = backend.tokens.verify(bearer_token(request.headers.get("authorization")))
     user = backend.host.users.get(row["user"])
     if user is None or user.get("isBlocked"):
         raise unauthenticated("The user of this access token no longer exists or is blocked")
+    _refuse_query_words(request)
     return Caller(row["user"], row["scopeId"], row["id"], backend.host.users.is_admin(user))
+
+
+# ``.../devices/_count`` also matches ``.../devices/{deviceId}``: Kapua routes the literal
+# path first, so another method than POST there is a 405, not "no device _count".
+QUERY_WORDS = ("_query", "_count")
+
+
+def _refuse_query_words(request: Request) -> None:
+    last = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+    if last in QUERY_WORDS and last in request.path_params.values():
+        raise method_not_allowed(request.method, request.url.path, ["POST"])
 
 
 def require_admin(who: Caller, domain: str, action: str, scope: str) -> None:
@@ -94,8 +108,9 @@ async def json_body(request: Request, name: str) -> dict[str, Any]:
 
 
 def int_param(request: Request, name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    """A whole-number query parameter; absent is ``default``, empty is refused (as Kapua refuses it)."""
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -107,11 +122,10 @@ def int_param(request: Request, name: str, default: int, low: int = 0, high: int
 
 
 def timeout_ms(request: Request) -> int:
-    return int_param(request, "timeout", DEFAULT_TIMEOUT_MS, low=1, high=MAX_TIMEOUT_MS)
+    """``timeout`` in ms; 0 is allowed (the device cannot answer in time: Kapua's timeout error at once)."""
+    return int_param(request, "timeout", DEFAULT_TIMEOUT_MS, low=0, high=MAX_TIMEOUT_MS)
 
 
 def page(request: Request, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
-    offset = int_param(request, "offset", 0)
-    limit = int_param(request, "limit", 50, low=1, high=1000)
-    chosen = items[offset : offset + limit]
-    return chosen, offset + limit < len(items)
+    query = queries.from_params(request.query_params, ())
+    return items[query.offset : query.offset + query.limit], query.offset + query.limit < len(items)
