@@ -148,6 +148,7 @@ BOLT_FIELDS: dict[str, Check] = {
     "module": _boolean,
     "files": _file_map,
     "checks": _string_list,
+    "installScripts": _boolean,
 }
 
 # Top-level package.json fields the host copies into the app object.
