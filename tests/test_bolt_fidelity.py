@@ -218,3 +218,16 @@ async def test_user_names_keep_their_case_and_match_in_any_case(repo_host: Runni
     assert (await bolt.admin.delete("/api/users/CAROL")).status_code == 200
     async with bolt.client_with(**{"X-Bolt-User-Token": token}) as carol:
         assert (await carol.get("/api/users/@current")).status_code == 401  # her sessions ended with her
+
+
+async def test_a_server_less_app_is_checked_before_its_bare_context(repo_host: RunningHost, tmp_path: Path) -> None:
+    folder = tmp_path / "repo" / "docs-only"
+    folder.mkdir()
+    (folder / "package.json").write_text(json.dumps({"name": "docs-only", "version": "1.0.0",
+                                                     "bolt": {"checks": ["index.html"]}}))
+    (folder / "index.html").write_text("<h1>docs</h1>")
+    app = await _install(repo_host, "docs-only")
+    (Path(app["folder"]) / "index.html").write_text("<h1>changed</h1>")
+    refused = await repo_host.admin.post("/api/apps/start", json={"name": "docs-only"})
+    assert refused.json()["code"] == errors.APP_INTEGRITY_FAILED
+    assert repo_host.host.supervisor.contexts() == []

@@ -212,6 +212,7 @@ class Supervisor:
             raise BoltError(APP_START_FAILED, "The host is shutting down; nothing new starts")
         runtime = self._runtime(_app_name(app), app)
         if is_serverless(app):
+            await self._verify(app)  # as Bolt: the checks come before even a server-less app's context
             return await self._open_serverless(runtime, app)
         async with runtime.lock:
             if runtime.status == RUNNING:
@@ -240,6 +241,7 @@ class Supervisor:
     async def restart_app(self, app: dict[str, Any], by: str | None = None) -> dict[str, Any]:
         runtime = self._runtime(_app_name(app), app)
         if is_serverless(app):
+            await self._verify(app)
             async with runtime.lock:
                 if runtime.process is not None or runtime.status in (STARTING, BACKOFF):
                     await self._stop_locked(runtime, desired_after=DESIRED_RUNNING)
