@@ -36,6 +36,7 @@ APP_NAME_MISSING = 400
 APP_NAME_TAKEN = 401
 APP_SAVE_FAILED = 402
 APP_NOT_FOUND = 403
+APP_INTEGRITY_FAILED = 404
 APP_NAME_INVALID = 405
 COLLECTION_NAME_INVALID = 406
 APP_PATH_MISSING = 410
@@ -90,6 +91,7 @@ MESSAGES: dict[int, str] = {
     APP_NAME_TAKEN: "An app with the same name already exists",
     APP_SAVE_FAILED: "Could not save app",
     APP_NOT_FOUND: "Could not retrieve app",
+    APP_INTEGRITY_FAILED: "Could not start app due to security concerns",
     APP_NAME_INVALID: "Invalid characters in app name",
     COLLECTION_NAME_INVALID: "Invalid characters in collection name",
     APP_PATH_MISSING: "App path missing",
@@ -132,6 +134,7 @@ HTTP_STATUS: dict[int, int] = {
     NOT_SYSTEM_APP: 403,
     APP_NAME_TAKEN: 409,
     APP_NOT_FOUND: 404,
+    APP_INTEGRITY_FAILED: 403,
     APP_SAVE_FAILED: 500,
     DOWNLOAD_FAILED: 502,
     REGISTRY_PACKAGE_FAILED: 502,

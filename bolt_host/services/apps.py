@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from tinydb import Query
+from tinydb.table import Table
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.dependencies import DependencySteps
+from bolt_host.services.integrity import with_app_hash
 from bolt_host.services.manifest import (
     UPDATABLE_FIELDS,
     app_name_for,
@@ -28,6 +30,7 @@ from bolt_host.services.manifest import (
     inside,
     read_manifest,
     validate_app_name,
+    without_folder,
 )
 from bolt_host.services.python_env import venv_python
 from bolt_host.services.trees import remove_tree
@@ -37,7 +40,20 @@ from bolt_host.storage import INITIAL_SCHEMA, Database
 log = logging.getLogger("bolt_host.apps")
 
 TABLE = "apps"
-SCHEMAS = {TABLE: INITIAL_SCHEMA}
+
+
+def _split_path_and_folder(table: Table) -> None:
+    """Version 2: ``path`` is Bolt's (where the app came from); the host's folder moves to ``folder``."""
+    for row in table.all():
+        if "folder" in row:
+            continue
+        source = row.get("source") or {}
+        path = source.get("path") or source.get("package") or row["name"]
+        moved = {"folder": row.get("path"), "path": path, "module": row.get("module", False)}
+        table.update(moved, doc_ids=[row.doc_id])
+
+
+SCHEMAS = {TABLE: {**INITIAL_SCHEMA, 2: _split_path_and_folder}}
 Publish = Callable[[str, Any], Awaitable[Any]]
 
 
@@ -59,7 +75,10 @@ class Apps:
 
     # reads -------------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
-        row = self._db.table(TABLE).get(Query().name == name)
+        """The app named ``name`` in any case (Bolt lower-cases app names)."""
+        if not isinstance(name, str):
+            return None
+        row = self._db.table(TABLE).get(Query().name == name.lower())
         return dict(row) if row else None
 
     @property
@@ -263,6 +282,7 @@ class Apps:
                 system = previous.get("system")
             app = build_app(manifest, self.apps_dir / name, source, system, created, root=root)
             app.update(prepared.fields(root, self.apps_dir / name))
+            with_app_hash(app, root)
             if previous:
                 app.update({k: previous[k] for k in ("order",) if k in previous})
             restart = previous is not None and self.supervisor is not None and self.supervisor.is_active(name)
@@ -277,7 +297,7 @@ class Apps:
             await asyncio.to_thread(_remove_all, [old for _, old in swapped if old is not None])
         await self._publish(
             "app-updated" if previous else "app-installed",
-            {"app": app, "previousVersion": previous["version"] if previous else None},
+            {"app": without_folder(app), "previousVersion": previous["version"] if previous else None},
         )
         return app
 
@@ -331,20 +351,22 @@ class Apps:
         if unknown:
             raise BoltError(errors.BAD_REQUEST, f"Cannot change: {', '.join(sorted(unknown))}")
         checked = _checked_changes(changes)
+        name = name.lower()  # app names are lowercase; callers may name them in any case
         async with self.lock_for(name):
             app = self.require(name)
             app.update(checked)
             with self._db.transaction():
                 self._db.table(TABLE).update(checked, Query().name == name)
-        await self._publish("app-updated", {"app": app, "changed": sorted(checked)})
+        await self._publish("app-updated", {"app": without_folder(app), "changed": sorted(checked)})
         return app
 
     async def delete(
         self, name: str, delete_database: bool = False, delete_public: bool = False, delete_source: bool = False
     ) -> dict[str, Any]:
+        name = name.lower()  # app names are lowercase; callers may name them in any case
         async with self.lock_for(name):
             app = self.require(name)
-            await self._publish("app-uninstalling", {"app": app})
+            await self._publish("app-uninstalling", {"app": without_folder(app)})
             await self._stop_before_delete(name)
             # Files first, the record last: a removal that fails leaves the app listed (delete
             # it again), never an unlisted folder that a reinstall or a boot trips over.
@@ -358,7 +380,7 @@ class Apps:
                 self._db.table(TABLE).remove(Query().name == name)
             if self.visibility is not None:
                 self.visibility.forget_app(name)
-        await self._publish("app-uninstalled", {"app": app})
+        await self._publish("app-uninstalled", {"app": without_folder(app)})
         return app
 
     async def _stop_before_delete(self, name: str) -> None:
@@ -405,7 +427,7 @@ class Apps:
     def _roll_forward_records(self) -> None:
         for row in self._db.table(TABLE).all():
             app = dict(row)
-            folder = Path(str(app.get("path") or ""))
+            folder = Path(str(app.get("folder") or ""))
             try:
                 manifest = read_manifest(folder)
                 if manifest.get("version") == app.get("version"):
@@ -414,6 +436,7 @@ class Apps:
                 if "version" in source:
                     source["version"] = manifest.get("version")
                 fresh = build_app(manifest, folder, source, app.get("system"), app["dateCreated"])
+                fresh = with_app_hash(fresh, folder)
             except (BoltError, KeyError):
                 continue  # nothing whole to roll forward to; the record stays as it is
             if fresh["name"] != app["name"]:

@@ -88,7 +88,9 @@ def build_app(
         "tags": list(bolt.get("tags", [])),
         "keywords": list(manifest.get("keywords") or []),
         "system": bolt.get("system", False) if system is None else bool(system),
-        "path": str(path),
+        "module": bolt.get("module", False),
+        "path": bolt_path(source, name),
+        "folder": str(path),
         "main": main,
         "start": bolt.get("start"),
         "command": command,
@@ -101,6 +103,8 @@ def build_app(
         "env": {key: str(value) for key, value in bolt.get("env", {}).items()},
         "index": "/" + bolt.get("index", "/").lstrip("/"),
         "public": _public_paths(bolt.get("public")),
+        "files": dict(bolt.get("files", {})),
+        "checks": list(bolt.get("checks", [])),
         "hooks": dict(bolt.get("hooks", {})),
         "permissions": dict(bolt.get("permissions", {})),
         "controlledVisibility": bolt.get("controlledVisibility", False),
@@ -158,9 +162,27 @@ def check_manifest(manifest: dict[str, Any], root: Path) -> dict[str, Any]:
     for field in ("main", "image"):
         if field in bolt:
             inside(root, bolt[field], bad)
-    for entry in _public_paths(bolt.get("public")):
+    for entry in [*_public_paths(bolt.get("public")), *bolt.get("files", {}).values(), *bolt.get("checks", [])]:
         inside(root, entry, bad)
     return bolt
+
+
+def bolt_path(source: dict[str, Any], name: str) -> str:
+    """Bolt's ``path``: where the app was installed from, as a client can name it again
+    (the folder in the local repository, the registry package), never the host's folder."""
+    for key in ("path", "package"):
+        if isinstance(source.get(key), str) and source[key]:
+            return source[key]
+    return name
+
+
+HOST_PATH_FIELDS = frozenset({"folder", "python"})  # absolute paths on this host
+
+
+def without_folder(app: dict[str, Any]) -> dict[str, Any]:
+    """The app as callers who are not admins see it: without the host's absolute paths
+    (its folder, the Python of its environment)."""
+    return {key: value for key, value in app.items() if key not in HOST_PATH_FIELDS}
 
 
 def _author(author: Any) -> str:

@@ -41,7 +41,7 @@ async def _app_names(request: Request) -> list[str] | None:
         not isinstance(names, list)
         or not 0 < len(names) <= MAX_NAMES
         or not all(isinstance(name, str) and name for name in names)
-        or len(set(names)) != len(names)
+        or len({name.lower() for name in names}) != len(names)
     ):
         raise BoltError(errors.BAD_REQUEST, f"'names' must be a list of 1 to {MAX_NAMES} different app names")
     return names
@@ -56,15 +56,22 @@ async def _app_name(request: Request) -> str:
 
 
 async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
-    """The apps a start or stop is about, every one checked before anything happens."""
+    """The apps a start or stop is about, as installed (names in any case), every one checked
+    before anything happens.  Stopping an app that is not installed is Bolt's 420: nothing of
+    that name runs."""
     names = await _app_names(request)
     bulk = names is not None
     names = names if bulk else [await _app_name(request)]
     host = host_of(request)
+    found = []
     for name in names:
         await require_operator(request, action, name)
-        host.apps.require(name)
-    return names, bulk
+        app = host.apps.get(name)
+        if app is None:
+            code = errors.APP_NOT_RUNNING if action == "apps.stop" else errors.APP_NOT_FOUND
+            raise BoltError(code, f"No app named {name!r} is installed")
+        found.append(app["name"])
+    return found, bulk
 
 
 async def _for_each(names: list[str], run: Callable[[str], Awaitable[dict[str, Any]]], done: str) -> dict[str, Any]:
@@ -154,8 +161,7 @@ async def logs(request: Request) -> Response:
     name = request.path_params["name"]
     await require_operator(request, "apps.logs", name)
     host = host_of(request)
-    host.apps.require(name)
-    path = host.supervisor.log_path(name)
+    path = host.supervisor.log_path(host.apps.require(name)["name"])
     lines, since = _int_param(request, "lines"), _time_param(request, "since")
     if lines is not None or since is not None:
         text, total = await asyncio.to_thread(select_lines, path, lines, since)
