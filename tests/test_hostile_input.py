@@ -124,4 +124,4 @@ def test_robot_install_local_file_with_an_over_long_name_is_its_400(site: Site, 
     with site.admin() as admin:
         response = admin.post("/app_store/services/install_local_file", json={"filename": filename})
     assert response.status_code == 400, response.text[:200]
-    assert "filename must name a file" in response.text
+    assert "filename must name a regular file" in response.text
