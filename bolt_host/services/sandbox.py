@@ -154,7 +154,7 @@ class Isolation:
         if mode == UID and uid is None:
             raise RuntimeError(f"no uid assigned to {name!r}")
         self._prepare_home(home, uid)
-        code = Path(str(app.get("path")))
+        code = code_folder(app)
         if uid is not None:
             self._share_code(code, uid)
         cgroup = self.support.group(name) if self.support is not None else None
@@ -195,7 +195,7 @@ class Isolation:
                 self._make_passable(folder)
                 _chown_tree(folder, uid, uid, dir_mode=0o700, file_mode=None)
         extra = [] if uid is not None else list(writable or [])
-        chain = self._drop_privileges(mode, uid, Path(str(app.get("path"))), home, extra_writable=extra)
+        chain = self._drop_privileges(mode, uid, code_folder(app), home, extra_writable=extra)
         return self._rlimits(mode, self.limits_for(app)) + chain + argv
 
     def install_prefix(self, app: Mapping[str, Any], staged: Path, tool: str) -> tuple[list[str], Path]:
@@ -217,7 +217,7 @@ class Isolation:
         after an install step wrote into it as the app's uid.  Blocking."""
         uid = self.identities.known(str(app["name"]))
         if self.mode_for(app) == UID and uid is not None:
-            self._share_code(Path(folder or str(app["path"])), uid, force=True)
+            self._share_code(Path(folder or code_folder(app)), uid, force=True)
 
     def forget(self, name: str) -> None:
         """After a delete, on the event loop: free the uid (then :meth:`hand_back_data`)."""
@@ -327,6 +327,11 @@ class Isolation:
         if limits.get("memory") and "memory" not in enforced:
             options.append(f"--as={limits['memory']}")
         return [_tool("prlimit") or "prlimit", *options, "--"] if options else []
+
+
+def code_folder(app: Mapping[str, Any]) -> Path:
+    """Where the app's code is (``folder``; ``path`` in app objects from before it was named so)."""
+    return Path(str(app.get("folder") or app.get("path")))
 
 
 def _chown_tree(root: Path, uid: int, gid: int, *, dir_mode: int, file_mode: int | None) -> None:

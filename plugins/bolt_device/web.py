@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from bolt_device import queries
 from bolt_device.backend import STATE_KEY, DeviceBackend
 from bolt_device.kapua import KapuaError, illegal_argument, method_not_allowed, unauthenticated, unauthorized
 from bolt_device.tokens import bearer_token
+from bolt_host import jsondepth
 from bolt_host.errors import BoltError
 
 log = logging.getLogger("bolt_device.web")
@@ -99,7 +99,7 @@ async def json_body(request: Request, name: str) -> dict[str, Any]:
 
         raise illegal_null(name)
     try:
-        body = json.loads(raw)
+        body = jsondepth.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise illegal_argument(name, raw[:100].decode(errors="replace"), "The body is not JSON.") from exc
     if not isinstance(body, dict):

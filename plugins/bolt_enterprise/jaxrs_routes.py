@@ -7,7 +7,6 @@ seed's sample answer (``"limit": 0``) shows.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -18,6 +17,7 @@ from bolt_enterprise.access import require_admin
 from bolt_enterprise.assets import TENANT, find_app, mobile_summary, non_negative, page
 from bolt_enterprise.context import Enterprise, enterprise_of
 from bolt_enterprise.replies import EnterpriseError, Handler, reply, store_endpoint
+from bolt_host import jsondepth
 from bolt_host.web.auth import Actor
 
 
@@ -80,7 +80,7 @@ async def role_subscriptions(request: Request) -> Response:
 
 async def _app_ids(request: Request) -> list[str]:
     try:
-        ids = json.loads(await request.body() or b"null")
+        ids = jsondepth.loads(await request.body() or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnterpriseError(400, f"The body must be a JSON array of app ids: {exc}") from exc
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):

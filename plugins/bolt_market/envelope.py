@@ -8,7 +8,6 @@ status the Olares Market uses (400, 401, 403, 404, 413, 422, 500, 503).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bolt_host import errors
+from bolt_host import errors, jsondepth
 from bolt_host.errors import BoltError
 
 log = logging.getLogger("bolt_market")
@@ -107,7 +106,7 @@ async def read_json(request: Request, required: bool = False) -> dict[str, Any]:
             raise MarketError(400, "Invalid request body: a JSON object is required")
         return {}
     try:
-        body = json.loads(raw)
+        body = jsondepth.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MarketError(400, f"Invalid request body: {exc}") from None
     if not isinstance(body, dict):

@@ -15,8 +15,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from bolt_host.errors import BoltError
 from bolt_host.plugins import call_first
-from bolt_host.web.auth import actor, host_of
+from bolt_host.web.auth import actor, host_of, refuse_non_system_app
 
 from .envelope import MarketError
 
@@ -83,6 +84,12 @@ async def require_market_user(request: Request, action: str, resource: str | Non
 
 
 async def require_market_admin(request: Request, action: str, resource: str | None = None) -> MarketUser:
+    """An admin; as for the host's installers, an app token sent along must be a system app's
+    (checked first: another app's token with an admin's credentials is refused, Bolt's 504)."""
+    try:
+        refuse_non_system_app(request)
+    except BoltError as exc:
+        raise MarketError(exc.http_status, exc.message, {"code": exc.code}) from None
     user = resolve_user(request)
     host = host_of(request)
     decided = await call_first(

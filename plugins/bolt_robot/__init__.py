@@ -45,3 +45,4 @@ def startup(host: Any) -> None:
     robot.uploads_dir.mkdir(parents=True, exist_ok=True)
     clean_partial_uploads(robot.uploads_dir)
     shutil.rmtree(robot.staging_dir, ignore_errors=True)
+    shutil.rmtree(robot.local_copies_dir, ignore_errors=True)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bolt_host import jsondepth
 from bolt_host.errors import BoltError
 from bolt_host.web.auth import host_of, require_admin
 
@@ -91,7 +92,7 @@ def guarded(handler: Handler) -> Handler:
 
 async def json_body(request: Request) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = jsondepth.loads(await request.body())
     except ValueError:
         raise BadRequest("the body must be a JSON object") from None
     if not isinstance(body, dict):
