@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -122,3 +123,20 @@ def private_port_range() -> tuple[int, int]:
     that other suites run at the same time on this machine do not hand out the same ports."""
     base = random.randrange(10000, 19800, 200)
     return base, base + 199
+
+
+def make_wheel(folder: Path, name: str, version: str, code: str) -> Path:
+    """A minimal pure-Python wheel, so the test needs no package from outside."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": code,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(path, "w") as wheel:
+        for member, text in files.items():
+            wheel.writestr(member, text)
+        wheel.writestr(f"{info}/RECORD", "".join(f"{member},,\n" for member in [*files, f"{info}/RECORD"]))
+    return path

@@ -8,14 +8,23 @@ SIGKILL at a random moment while that work is in flight:
 * local installs and upgrades of ``up1`` (running; an upgrade restarts it), with a new
   version each round;
 * per-app db writes through ``echo``'s app token (``POST /api/db/crash/insert``);
-* registry installs run as tasks (``POST /api/apps/install-task``), followed to the end;
-* starts and stops of ``up2``.
+* registry installs run as tasks (``POST /api/apps/install-task``), followed to the end:
+  ``ticker`` (no dependencies) and ``pydeps``, a Python app whose ``requirements.txt`` pins a
+  tiny wheel made for its version, so every install runs the real uv (``--no-index``, from a
+  local wheel: fast, and the host's uv cache carries over from round to round);
+* starts and stops of ``up2``;
+* market operations: ``mkt`` installed from a market source (the registry) and uninstalled
+  again, each through the market plugin's API and waited for (``sync``).
 
 Invariants after every restart:
 
 * the host boots: ``db.json`` and every per-app database load;
 * no staging or swap leftovers (``apps/.staging-*``, ``.old-*``), no temp db files;
-* every installed app's folder is whole: its ``package.json`` has the recorded version;
+* every installed app's folder is whole: its ``package.json`` has the recorded version, and
+  ``pydeps``' own environment is there and holds the dependency of that same version (a kill
+  during the dependency step leaves the previous version whole, never a half-installed one);
+* no orphans: no dependency tool (uv) of the killed host is left running (a tool's marker with
+  its working folder in the data dir);
 * acknowledged installs and upgrades are there (the recorded version is the last
   acknowledged one or a later attempt), acknowledged db documents are there;
 * no task is left queued or running: an interrupted one is failed, with the reason in
@@ -23,7 +32,10 @@ Invariants after every restart:
 * ``echo``, started in the first round and never touched again, is adopted every time
   (same pid); each app has at most one live process, and every live app process is one
   the host knows; an app whose last change was an acknowledged start is running, one whose
-  last change was an acknowledged stop is not.
+  last change was an acknowledged stop is not;
+* the market's row for ``mkt`` is settled (no operation left in flight) and agrees with the
+  host: installed exactly when the host has the app, and as the last acknowledged operation
+  (with no later attempt) left it.
 
 Every process is ended by pid at the end: the host (SIGTERM, then SIGKILL) and any app
 process carrying this host's URL in its environment.
@@ -53,16 +65,21 @@ import pytest
 from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.statefile import StateFile
 from bolt_host.storage import Database
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, make_wheel, wait_until
 from tests.registry_server import RegistryServer
 
 FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
-ROUNDS = int(os.environ.get("BOLT_CRASH_ROUNDS", "15"))
+ROUNDS = int(os.environ.get("BOLT_CRASH_ROUNDS", "200"))
 ADMIN_PASSWORD = "crash-admin-password"
 SEED = int(os.environ.get("BOLT_CRASH_SEED", "20241123"))
 CRASH_REASON = "marked failed at boot"
+MARKET = "/app-store/api/v2"
+MARKET_SOURCE = "crash-source"
+MARKET_SETTLED = {"running", "stopped", "uninstalled"}
+DEPENDENCY = "boltcrashdep"
+UV_INSTALL = "$ uv pip install"
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(480)
 
 
 def _version(round_number: int) -> str:
@@ -85,6 +102,10 @@ class Acked:
     # up2: (time, op) of the last attempted and the last acknowledged start/stop
     last_attempt: tuple[float, str] | None = None
     last_ack: tuple[float, str] | None = None
+    # mkt: the same for market installs and uninstalls
+    market_attempt: tuple[float, str] | None = None
+    market_ack: tuple[float, str] | None = None
+    market_acks: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -101,6 +122,7 @@ class HostProcess:
             "BOLT_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "BOLT_STOP_GRACE_SECONDS": "3",
             "BOLT_DEVICE_MODE": "off",
+            "UV_NO_INDEX": "1",  # pydeps' dependency is a local wheel: no index, no network
         }
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -180,11 +202,16 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
     repo.mkdir()
     for name in ("echo", "up1", "up2"):
         _make_app(repo, name)
+    _make_app(tmp_path, "pydeps")
+    _make_app(tmp_path, "mkt")
     port = free_port()
     with RegistryServer() as registry:
         host = HostProcess(tmp_path / "data", repo, registry.url, port, tmp_path / "host.log")
         try:
-            yield {"repo": repo, "registry": registry, "host": host, "data": tmp_path / "data"}
+            yield {
+                "repo": repo, "registry": registry, "host": host, "data": tmp_path / "data",
+                "pydeps": tmp_path / "pydeps", "wheels": tmp_path / "wheels", "mkt": tmp_path / "mkt",
+            }
         finally:
             host.stop()
             for pid, _ in app_processes(host.url):
@@ -217,11 +244,18 @@ def _db_writer(url: str, app_token: str, first: int, acked: Acked, stop: threadi
                         acked.documents.add(seq)
 
 
-def _tasker(url: str, token: str, acked: Acked, stop: threading.Event) -> None:
+def _publish_pydeps(registry: RegistryServer, folder: Path, wheels: Path, version: str) -> None:
+    """``pydeps`` at ``version``, requiring the dependency's wheel of the same version."""
+    wheel = make_wheel(wheels, DEPENDENCY, version, f"VERSION = {version!r}\n")
+    (folder / "requirements.txt").write_text(f"{DEPENDENCY} @ {wheel.as_uri()}\n")
+    registry.publish_dir(folder, version=version)
+
+
+def _tasker(url: str, token: str, name: str, acked: Acked, stop: threading.Event) -> None:
     with httpx.Client(base_url=url, headers={"X-Bolt-User-Token": token}, timeout=20) as client:
         while not stop.is_set():
             with contextlib.suppress(httpx.HTTPError):
-                answer = client.post("/api/apps/install-task", json={"name": "ticker", "upgrade": True})
+                answer = client.post("/api/apps/install-task", json={"name": name, "upgrade": True})
                 if answer.status_code != 201:
                     continue
                 task_id = answer.json()["body"]["id"]
@@ -248,6 +282,44 @@ def _starter(url: str, token: str, rng: random.Random, acked: Acked, stop: threa
                 if answer.status_code == 200 or (op == "stop" and answer.json().get("code") == 420):
                     with acked.lock:
                         acked.last_ack = attempt
+
+
+def _marketer(url: str, version: str, acked: Acked, stop: threading.Event) -> None:
+    with httpx.Client(base_url=url + MARKET, auth=("admin", ADMIN_PASSWORD), timeout=30) as client:
+        while not stop.is_set():
+            for op in ("install", "uninstall"):
+                attempt = (time.monotonic(), op)
+                with acked.lock:
+                    acked.market_attempt = attempt
+                with contextlib.suppress(httpx.HTTPError):
+                    if op == "install":
+                        body = {"source": MARKET_SOURCE, "app_name": "mkt", "version": version, "sync": True}
+                        answer = client.post("/apps/mkt/install", json=body)
+                    else:
+                        answer = client.request("DELETE", "/apps/mkt", json={"sync": True})
+                    if answer.status_code == 200:
+                        with acked.lock:
+                            acked.market_ack, acked.market_acks = attempt, acked.market_acks + 1
+
+
+def _check_market(url: str, apps: dict[str, Any], acked: Acked) -> list[str]:
+    with httpx.Client(base_url=url + MARKET, auth=("admin", ADMIN_PASSWORD), timeout=30) as client:
+        sources = client.get("/market/state").json()["data"]["user_data"]["sources"]
+    rows = [r["status"] for source in sources.values() for r in source["app_state_latest"]]
+    row = next((r for r in rows if r["name"] == "mkt"), None)
+    if row is None:
+        return []
+    state = row["state"]
+    problems = []
+    if state in MARKET_SETTLED and (state != "uninstalled") != ("mkt" in apps):
+        problems.append(f"mkt: market says {state}, host has it: {'mkt' in apps}")
+    if state.endswith("ing") and state != "running":
+        problems.append(f"mkt: market operation left in flight ({state})")
+    with acked.lock:
+        attempt, ack = acked.market_attempt, acked.market_ack
+    if ack is not None and ack == attempt and (ack[1] == "install") != ("mkt" in apps):
+        problems.append(f"mkt: acknowledged market {ack[1]} lost (host has it: {'mkt' in apps}, market {state})")
+    return problems
 
 
 # checks ----------------------------------------------------------------------------------
@@ -309,6 +381,10 @@ def _check_round(
                 problems.append(
                     f"{name}: record says {app['version']}, folder holds {json.loads(manifest.read_text())['version']}"
                 )
+        if "pydeps" in apps:
+            problems += _check_dependencies(apps["pydeps"])
+        problems += _check_market(host.url, apps, acked)
+        problems += _orphan_tools(data)
         with acked.lock:
             installs = dict(acked.installs)
             attempts = {k: list(v) for k, v in acked.install_attempts.items()}
@@ -370,6 +446,32 @@ def _check_round(
     return problems, (echo or {}).get("pid")
 
 
+def _check_dependencies(app: dict[str, Any]) -> list[str]:
+    """The app's environment is its own and holds the dependency its version requires."""
+    folder = Path(app["folder"])
+    python = folder / ".venv" / "bin" / "python"
+    if app.get("python") != str(python) or not python.exists():
+        return [f"pydeps {app['version']}: environment missing (python {app.get('python')})"]
+    installed = sorted(p.name for p in folder.glob(f".venv/lib/python*/site-packages/{DEPENDENCY}-*.dist-info"))
+    if installed != [f"{DEPENDENCY}-{app['version']}.dist-info"]:
+        return [f"pydeps {app['version']}: environment holds {installed}"]
+    return []
+
+
+def _orphan_tools(data: Path) -> list[str]:
+    """Dependency tools of a killed host still running (their marker and working folder tell)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if (proc.environ().get("BOLT_SUPERVISOR_ID") or "").startswith("tool-") and proc.cwd().startswith(
+                str(data)
+            ):
+                found.append(f"orphan tool {proc.pid} {proc.cmdline()[:3]} in {proc.cwd()}")
+    return found
+
+
 def _environ(pid: int, key: str) -> str | None:
     with contextlib.suppress(psutil.Error):
         return psutil.Process(pid).environ().get(key)
@@ -394,9 +496,15 @@ def test_kill_9_during_installs_db_writes_tasks_and_starts(world: dict[str, Any]
     registry: RegistryServer = world["registry"]
     acked = Acked()
     registry.publish_dir(BUNDLED_LOCAL_REPO / "ticker", version=_version(0))
+    _publish_pydeps(registry, world["pydeps"], world["wheels"], _version(0))
 
+    registry.publish_dir(world["mkt"], version=_version(0))
     host.start()
     token = _login(host.url)
+    source = {"id": MARKET_SOURCE, "type": "remote", "base_url": registry.url}
+    added = httpx.post(host.url + MARKET + "/settings/market-source", json=source,
+                       auth=("admin", ADMIN_PASSWORD), timeout=30)
+    assert added.status_code == 200, added.text
     with httpx.Client(base_url=host.url, headers={"X-Bolt-User-Token": token}, timeout=30) as client:
         for name in ("echo", "up1", "up2"):
             assert client.post("/api/apps/local", json={"path": name}).status_code == 201
@@ -407,22 +515,29 @@ def test_kill_9_during_installs_db_writes_tasks_and_starts(world: dict[str, Any]
     started = time.monotonic()
     kills_in_flight = 0
     interrupted: set[int] = set()
+    cut_in_dependencies: set[int] = set()  # tasks killed while uv was installing pydeps' dependency
 
     for round_number in range(1, ROUNDS + 1):
         version = _version(round_number)
         _set_version(repo, "up1", version)
         registry.publish_dir(BUNDLED_LOCAL_REPO / "ticker", version=version)
+        _publish_pydeps(registry, world["pydeps"], world["wheels"], version)
+        registry.publish_dir(world["mkt"], version=version)
         stop = threading.Event()
         workers = [
             threading.Thread(target=_installer, args=(host.url, token, version, acked, stop)),
             threading.Thread(target=_db_writer, args=(host.url, app_token, round_number * 100_000, acked, stop)),
-            threading.Thread(target=_tasker, args=(host.url, token, acked, stop)),
+            threading.Thread(target=_tasker, args=(host.url, token, "ticker", acked, stop)),
+            threading.Thread(target=_tasker, args=(host.url, token, "pydeps", acked, stop)),
             threading.Thread(target=_starter, args=(host.url, token, rng, acked, stop)),
+            threading.Thread(target=_marketer, args=(host.url, version, acked, stop)),
         ]
         for worker in workers:
             worker.start()
         # A random moment while the work is in flight (poll the clock: no sleeping on a guess).
-        kill_at = time.monotonic() + rng.uniform(0.05, 1.5)
+        # Mostly short (rounds stay cheap, kills land early in installs), now and then long
+        # enough for a market install, which downloads, installs and starts, to complete.
+        kill_at = time.monotonic() + (rng.uniform(0.02, 0.6) if rng.random() < 0.85 else rng.uniform(0.6, 2.5))
         wait_until(lambda at=kill_at: time.monotonic() >= at, timeout=5, interval=0.005, what="kill moment")
         host.kill9()
         stop.set()
@@ -437,15 +552,33 @@ def test_kill_9_during_installs_db_writes_tasks_and_starts(world: dict[str, Any]
             f"\n--- host log ---\n{host.log_tail()}"
         )
         assert echo_now == echo_pid
-        interrupted |= _tasks_failed_by_the_crash(host.url, token)
+        newly = _tasks_failed_by_the_crash(host.url, token) - interrupted
+        interrupted |= newly
+        cut_in_dependencies |= _cut_during_dependency_install(host.url, token, newly)
 
     print(
         f"{kills_in_flight} kills in {time.monotonic() - started:.1f}s: {len(acked.documents)} documents, "
         f"{len(acked.tasks)} tasks, {len(acked.task_installs)} task installs acknowledged; "
-        f"up1 at {acked.installs['up1'][1]}; {len(interrupted)} tasks cut off by a kill, failed at boot"
+        f"up1 at {acked.installs['up1'][1]}; {len(interrupted)} tasks cut off by a kill, failed at boot, "
+        f"{len(cut_in_dependencies)} of them while uv installed pydeps' dependency; "
+        f"{acked.market_acks} market operations acknowledged"
     )
     assert len(acked.documents) > 0 and len(acked.tasks) > 0
     assert interrupted, "no kill landed while a task ran: the boot's handling of cut-off tasks went untested"
+    assert cut_in_dependencies, "no kill landed during a dependency install: that window went untested"
+    assert any(name == "pydeps" for name, _ in acked.task_installs.values()), "pydeps never installed"
+    assert acked.market_acks > 0, "no market operation ever completed"
+
+
+def _cut_during_dependency_install(url: str, token: str, task_ids: set[int]) -> set[int]:
+    """Of the tasks a kill cut off, those whose log shows uv started but had not finished."""
+    cut = set()
+    with httpx.Client(base_url=url, headers={"X-Bolt-User-Token": token}, timeout=30) as client:
+        for task_id in task_ids:
+            log = client.get(f"/api/tasks/{task_id}/log").text
+            if UV_INSTALL in log and log.rfind(CRASH_REASON) > log.rfind(UV_INSTALL) and "Installed " not in log:
+                cut.add(task_id)
+    return cut
 
 
 def _tasks_failed_by_the_crash(url: str, token: str) -> set[int]:

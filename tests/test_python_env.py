@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from bolt_host.services.python_env import (
     python_start_argv,
     venv_python,
 )
-from tests.helpers import end_process, free_port, wait_until
+from tests.helpers import end_process, free_port, make_wheel, wait_until
 
 SAMPLE = Path(__file__).resolve().parent.parent / "node_modules_sample" / "hello-bottle"
 
@@ -157,29 +156,12 @@ async def test_a_requirement_that_does_not_exist_fails_with_uvs_last_lines(tmp_p
     assert not (folder / ".venv").exists()  # nothing half-made is left
 
 
-def _wheel(folder: Path, name: str, version: str, code: str) -> Path:
-    """A minimal pure-Python wheel, so the test needs no package from outside."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}-{version}-py3-none-any.whl"
-    info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": code,
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    with zipfile.ZipFile(path, "w") as wheel:
-        for member, text in files.items():
-            wheel.writestr(member, text)
-        wheel.writestr(f"{info}/RECORD", "".join(f"{member},,\n" for member in [*files, f"{info}/RECORD"]))
-    return path
-
-
 async def test_the_machines_pip_configuration_is_respected(
     tmp_path: Path, uv_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pip.conf that says "no index, only this wheelhouse" governs what uv installs."""
     wheelhouse = tmp_path / "wheelhouse"
-    _wheel(wheelhouse, "boltlocalpkg", "2.5", "VALUE = 'from the wheelhouse'\n")
+    make_wheel(wheelhouse, "boltlocalpkg", "2.5", "VALUE = 'from the wheelhouse'\n")
     config = tmp_path / "pip.conf"
     config.write_text(f"[global]\nno-index = true\nfind-links = {wheelhouse}\n")
     monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
