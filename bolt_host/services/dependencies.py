@@ -125,8 +125,9 @@ class DependencySteps:
         python = None
         if needs_python_env(root, manifest):
             sink.line("=== preparing the app's Python environment")
+            prefix, uv_cache = await confine("uv") if confine is not None else ([], self.python_cache)
             prepared = prepare_python_env(
-                root, cache_dir=self.python_cache, log=sink, timeout=self.timeout, manifest=manifest
+                root, cache_dir=uv_cache, prefix=prefix, log=sink, timeout=self.timeout, manifest=manifest
             )
             python = await _until_cancelled(prepared, sink)
         sink.flush()
