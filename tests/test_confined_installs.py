@@ -1,9 +1,11 @@
 """Dependency installs run as the app (issue 17's gaps): uv's venv creation and ``pip install``
-get the app's uid, a cache in its own data folder, and the staged code goes back to root after.
-Real host as root, real uv, a requirement whose build step probes what it can read."""
+get the app's uid, a cache in its own data folder, and the staged code goes back to root after;
+npm gets the host's registry credentials for the install only.  Real host, real uv and npm, a
+requirement whose build step probes what it can read, a real npm-protocol registry."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -12,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bolt_host.testing import RunningHost
+from bolt_host.services.registry import RegistryClient
+from bolt_host.testing import RunningHost, running_host
+from tests.registry_server import RegistryServer
 from tests.test_isolation import install_and_start, iso, needs_root, wait_for_line
 
 __all__ = ["iso"]  # the fixture, used by name
@@ -98,3 +102,53 @@ async def test_uv_installs_as_the_apps_uid_with_its_own_cache_and_cannot_read_ho
     assert any(cache.iterdir())  # uv used it
     assert not (data_dir / "cache" / "uv").exists()  # not the host's shared cache
     assert os.access(venv / "bin" / "python", os.X_OK)
+
+
+def write_package(folder: Path, manifest: dict, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "package.json").write_text(json.dumps(manifest))
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+async def test_npm_gets_the_hosts_registry_credentials_only_for_the_install(tmp_path: Path) -> None:
+    secret = "s3cret-registry-password"
+    with RegistryServer() as registry:
+        dependency = {"name": "private-dep", "version": "1.0.0", "main": "index.js"}
+        registry.publish_dir(write_package(tmp_path / "dep", dependency, {"index.js": "module.exports = 42;\n"}))
+        app = {"name": "uses-private", "version": "1.0.0", "dependencies": {"private-dep": "^1.0.0"},
+               "bolt": {"main": "app.js", "server": False, "restart": "never"}}
+        registry.publish_dir(write_package(tmp_path / "app", app, {"app.js": "console.log(require('private-dep'));\n"}))
+        with_credentials = registry.url.replace("://", f"://builder:{secret}@", 1)
+        async with running_host(tmp_path / "data", registry=with_credentials) as bolt:
+            task = await bolt.admin.post("/api/apps/install-task", json={"name": "uses-private"})
+            assert task.status_code == 201, task.text
+            record = await bolt.host.tasks.wait(task.json()["body"]["id"], timeout=240)
+            assert record["status"] == "succeeded", record
+            task_log, _, _ = bolt.host.tasks.read_log(record["id"])
+            folder = Path(bolt.host.apps.require("uses-private")["folder"])
+            home = bolt.host.isolation.home_of("uses-private")
+
+        assert (folder / "node_modules" / "private-dep" / "index.js").is_file()
+        basic = "Basic " + base64.b64encode(f"builder:{secret}".encode()).decode()
+        npm_requests = [
+            (path, auth) for path, auth in zip(registry.paths, registry.authorizations, strict=True)
+            if path.startswith("/private-dep")
+        ]
+        assert npm_requests and all(auth == basic for _, auth in npm_requests), npm_requests
+        assert "$ npm " in task_log and secret not in task_log and basic.split()[1] not in task_log
+        for place in (folder, home / ".cache"):  # neither in the app's code nor left beside npm's cache
+            leftovers = [p for p in place.rglob(".npmrc*")]
+            assert leftovers == [], leftovers
+        for path in folder.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert secret.encode() not in data and basic.split()[1].encode() not in data, path
+
+
+async def test_a_registry_token_becomes_an_npmrc_line_scoped_to_that_registry(tmp_path: Path) -> None:
+    async with RegistryClient("http://127.0.0.1:4873/npm/", tmp_path, max_bytes=1, token="tok-123") as with_token:
+        assert with_token.npm_credentials() == "//127.0.0.1:4873/npm/:_authToken=tok-123\n"
+    async with RegistryClient("http://127.0.0.1:4873/", tmp_path, max_bytes=1) as plain:
+        assert plain.npm_credentials() is None

@@ -99,9 +99,11 @@ class DependencySteps:
         registry: str | None,
         run_scripts: bool,
         confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None = None,
+        registry_credentials: str | None = None,
     ) -> Prepared:
         """``confine(tool)`` gives the argv prefix that runs ``tool`` as the app (its uid or
-        sandbox) and the app's own cache folder for it; without it tools run as the host."""
+        sandbox) and the app's own cache folder for it; without it tools run as the host.
+        ``registry_credentials`` (``.npmrc`` lines) let npm fetch from a private registry."""
         requested = requests_install_scripts(manifest)
         run_scripts = run_scripts and requested  # a grant nobody asked for runs nothing
         sink = TaskLog()
@@ -115,6 +117,7 @@ class DependencySteps:
                     registry=registry,
                     cache_dir=npm_cache,
                     prefix=prefix,
+                    credentials=registry_credentials,
                     run_scripts=run_scripts,
                     timeout=self.timeout,
                     log=sink,
