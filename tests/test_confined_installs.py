@@ -16,6 +16,7 @@ import pytest
 
 from bolt_host.services.registry import RegistryClient
 from bolt_host.testing import RunningHost, running_host
+from tests.helpers import write_package
 from tests.registry_server import RegistryServer
 from tests.test_isolation import install_and_start, iso, needs_root, wait_for_line
 
@@ -102,14 +103,6 @@ async def test_uv_installs_as_the_apps_uid_with_its_own_cache_and_cannot_read_ho
     assert any(cache.iterdir())  # uv used it
     assert not (data_dir / "cache" / "uv").exists()  # not the host's shared cache
     assert os.access(venv / "bin" / "python", os.X_OK)
-
-
-def write_package(folder: Path, manifest: dict, files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "package.json").write_text(json.dumps(manifest))
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return folder
 
 
 async def test_npm_gets_the_hosts_registry_credentials_only_for_the_install(tmp_path: Path) -> None:
