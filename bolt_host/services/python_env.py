@@ -161,6 +161,8 @@ async def prepare_python_env(
     cache_dir.mkdir(parents=True, exist_ok=True)
     env = uv_run_environment(cache_dir)
     deadline = time.monotonic() + timeout
+    # a prefix from a root host runs uv as the app's own uid (a sandbox keeps the host's)
+    base = base_interpreter(for_other_user=bool(prefix) and os.geteuid() == 0)
 
     async def uv_step(what: str, *arguments: str) -> None:
         log.write(f"$ uv {' '.join(arguments)}\n")
@@ -178,8 +180,7 @@ async def prepare_python_env(
     try:
         await uv_step(
             "Creating the app's Python environment",
-            *("venv", "--relocatable", "--no-project", "--python", str(base_interpreter(for_other_user=bool(prefix)))),
-            str(venv),
+            *("venv", "--relocatable", "--no-project", "--python", str(base), str(venv)),
         )
         requirements = install_arguments(folder, manifest)
         if requirements:
