@@ -140,3 +140,12 @@ def make_wheel(folder: Path, name: str, version: str, code: str) -> Path:
             wheel.writestr(member, text)
         wheel.writestr(f"{info}/RECORD", "".join(f"{member},,\n" for member in [*files, f"{info}/RECORD"]))
     return path
+
+
+def write_package(folder: Path, manifest: dict[str, Any], files: dict[str, str]) -> Path:
+    """A package folder: ``package.json`` from ``manifest`` and the given text files."""
+    folder.mkdir(parents=True)
+    (folder / "package.json").write_text(json.dumps(manifest))
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder
