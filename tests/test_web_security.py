@@ -304,7 +304,7 @@ def test_a_forged_logout_ends_nothing(site: Site) -> None:
     with httpx.Client(base_url=site.live.url, timeout=30) as browser:
         login = browser.post("/api/users/login", json={"name": "admin", "password": ADMIN_PASSWORD})
         csrf = login.json()["body"]["csrfToken"]
-        forged = browser.post("/api/users/logout")
+        forged = browser.post("/api/users/logout", headers={"Sec-Fetch-Site": "cross-site"})
         assert forged.status_code == 403 and forged.json()["code"] == errors.CSRF_FAILED
         assert browser.get("/api/users/@current").status_code == 200  # still logged in
         assert browser.post("/api/users/logout", headers={"X-CSRF-Token": csrf}).status_code == 200

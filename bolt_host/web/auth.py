@@ -3,8 +3,9 @@
 A request's user comes from the session cookie, HTTP Basic or
 ``X-Bolt-User-Token``; its app from ``X-Bolt-App-Token``.  A credential that
 is presented but wrong fails the request at once (401); it never falls back
-to anonymous.  Cookie-authenticated writes need the session's CSRF token in
-``X-CSRF-Token``.
+to anonymous.  Cookie-authenticated writes must pass the cross-origin check of
+:mod:`bolt_host.web.origin` (a page of this origin, a client that is no browser, or
+the session's CSRF token in ``X-CSRF-Token``).
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ from starlette.requests import Request
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.sessions import CLIENT_MAX_FAILURES
+from bolt_host.web.origin import SAFE_METHODS, write_allowed
 
 if TYPE_CHECKING:
     from bolt_host.host import Host
 
 SESSION_COOKIE = "bolt_session"
 CSRF_COOKIE = "bolt_csrf"
-CSRF_HEADER = "x-csrf-token"
 APP_TOKEN_HEADER = "x-bolt-app-token"
 USER_TOKEN_HEADER = "x-bolt-user-token"
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 MAX_NAME_IN_KEY = 64  # longer names are no user's; they share a throttle key
 
 
@@ -60,24 +60,21 @@ def client_key(request: Request) -> str:
     return f"client:{request.client.host if request.client else 'unknown'}"
 
 
-def actor(request: Request, check_csrf: bool = True) -> Actor:
-    """Resolve (once per request) and return the caller; raises on bad credentials.
-
-    ``check_csrf=False`` is only for the app proxy, which checks writes with
-    :func:`require_same_origin_write` instead (apps' own pages carry no CSRF token).
-    """
+def actor(request: Request) -> Actor:
+    """Resolve (once per request) and return the caller; raises on bad credentials
+    and on a cookie-authenticated write refused by the cross-origin check."""
     cached = request.scope.get("bolt_actor")
     if cached is not None:
         return cached
     host = host_of(request)
     found = Actor()
-    _resolve_user(request, host, found, check_csrf)
+    _resolve_user(request, host, found)
     _resolve_app(request, host, found)
     request.scope["bolt_actor"] = found
     return found
 
 
-def _resolve_user(request: Request, host: Host, found: Actor, check_csrf: bool) -> None:
+def _resolve_user(request: Request, host: Host, found: Actor) -> None:
     header = request.headers.get("authorization", "")
     user_token = request.headers.get(USER_TOKEN_HEADER)
     if header.lower().startswith("basic "):
@@ -95,44 +92,35 @@ def _resolve_user(request: Request, host: Host, found: Actor, check_csrf: bool) 
         user = host.users.get(session.user) if session else None
         if session is None or user is None or user.get("isBlocked"):
             raise BoltError(errors.NOT_LOGGED_IN, "The session has ended; log in again")
-        if check_csrf and request.method not in SAFE_METHODS and not _csrf_ok(request, session.csrf):
-            raise BoltError(
-                errors.CSRF_FAILED,
-                "Cookie-authenticated writes need the X-CSRF-Token header from login",
-                user_title="Request refused",
-            )
+        require_same_origin_write(request, host, session.csrf)
         found.user, found.via, found.session_id = user, "session", session.id
     if found.user is not None:
         found.is_admin = host.users.is_admin(found.user)
 
 
-def _csrf_ok(request: Request, expected: str) -> bool:
-    import hmac
-
-    supplied = request.headers.get(CSRF_HEADER, "")
-    return bool(supplied) and hmac.compare_digest(supplied, expected)
+def trusted_origins(host: Host) -> tuple[str, ...]:
+    """Origins that pass the cross-origin check besides the request's own Host: the host's URL."""
+    return (host.settings.url,)
 
 
-def require_same_origin_write(request: Request, who: Actor) -> None:
-    """Cookie-authenticated writes through the app proxy: the CSRF token, or a browser's word
-    that the request comes from a page of this very origin.
+def cross_origin_write_allowed(request: Request, session_csrf: str | None = None) -> bool:
+    """The host's cross-origin check for ``request`` (see :mod:`bolt_host.web.origin`)."""
+    return write_allowed(request, session_csrf, trusted_origins(host_of(request)))
 
-    Apps' own pages send their writes with ``fetch`` and no CSRF token; the browser marks
-    those ``Sec-Fetch-Site: same-origin`` (older browsers: an ``Origin`` equal to ours),
-    which a page on another site, or on another port of this host, cannot forge.
+
+def require_same_origin_write(request: Request, host: Host, session_csrf: str | None) -> None:
+    """Refuse a cookie-authenticated write that a browser says comes from another origin.
+
+    Apps' own pages (through the app proxy) and the dashboard send their writes with
+    ``fetch``; the browser marks those ``Sec-Fetch-Site: same-origin`` (older browsers:
+    an ``Origin`` equal to ours), which a page on another site, or on another port of
+    this host, cannot forge.  Clients that are no browser send neither header and pass.
     """
-    if who.via != "session" or request.method in SAFE_METHODS:
-        return
-    session = host_of(request).sessions.get(who.session_id)
-    if session is not None and _csrf_ok(request, session.csrf):
-        return
-    site = request.headers.get("sec-fetch-site")
-    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if site == "same-origin" or (site is None and request.headers.get("origin") == own_origin):
+    if request.method in SAFE_METHODS or write_allowed(request, session_csrf, trusted_origins(host)):
         return
     raise BoltError(
         errors.CSRF_FAILED,
-        "Cookie-authenticated writes through /x/ need the X-CSRF-Token header or a page of this origin",
+        "Cross-origin write refused: send it from a page of this origin, or with the X-CSRF-Token header from login",
         user_title="Request refused",
     )
 
