@@ -179,13 +179,13 @@ def app_is_system(host: Host, name: str) -> bool:
 
 # checks a handler makes ---------------------------------------------------------
 async def _decided_by_plugins(request: Request, action: str, resource: str | None) -> bool | None:
-    from bolt_host.plugins import call_first
-
-    host = host_of(request)
     who = actor(request)
-    answer = await call_first(
-        host.pm.hook.permission_allowed, host=host, actor=who.as_dict(), action=action, resource=resource
-    )
+    return await ask_permission(host_of(request), who.as_dict(), action, resource)
+
+
+async def ask_permission(host: Host, caller: dict[str, Any], action: str, resource: str | None = None) -> bool | None:
+    """The plugins' ``permission_allowed`` answer for ``caller``: True, False, or None when all abstain."""
+    answer = await host.hooks.call("permission_allowed", actor=caller, action=action, resource=resource)
     return answer if isinstance(answer, bool) else None
 
 

@@ -4,7 +4,8 @@ Kapua's device-packages REST API, with Kura's DEPLOY-V2 protocol over MQTT.
 One host runs it as the **manager** (``BOLT_DEVICE_MODE=manager``: Kapua's REST
 under ``/v1``), every other host as an **agent** (``BOLT_DEVICE_MODE=agent``).
 Without ``BOLT_DEVICE_MODE`` the plugin is inert: no routes, no broker, no
-network.  See docs/device.md.
+network.  The entry point names :data:`plugin`; it imports only ``bolt_host.plugin``.
+See docs/device.md.
 
 Modules: ``config`` (env), ``backend`` (what runs per mode), ``wire`` (topics
 and payloads), ``transport`` (MQTT link), ``manager`` / ``agent`` (the two
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bolt_host import hookimpl
+from bolt_host.plugin import hookimpl
 
 __version__ = "0.2.0"
 
@@ -38,7 +39,7 @@ class DevicePlugin:
         self.__name__ = "device" if config is None else f"device-{id(self):x}"
 
     def _config(self, host: Any) -> Any:
-        from bolt_device.config import DeviceConfig
+        from .config import DeviceConfig
 
         if self.config is not None:
             return self.config
@@ -50,27 +51,16 @@ class DevicePlugin:
     def register_routes(self, host: Any) -> list[Any]:
         if self._config(host).mode != "manager":
             return []
-        from bolt_device import auth_routes, device_routes
+        from . import auth_routes, device_routes
 
         return [*auth_routes.routes(), *device_routes.routes()]
-
-    @hookimpl
-    def register_permissions(self, host: Any) -> list[tuple[str, str]]:
-        if self._config(host).mode != "manager":
-            return []
-        return [
-            ("/v1/authentication/user", "public"),
-            ("/v1/authentication/refresh", "public"),
-            ("/v1/device-packages/", "public"),  # no host user: the offer's own Basic credentials
-            ("/v1/", "user"),
-        ]
 
     @hookimpl
     async def startup(self, host: Any) -> None:
         config = self._config(host)
         if not config.active:
             return
-        from bolt_device.backend import STATE_KEY, DeviceBackend
+        from .backend import STATE_KEY, DeviceBackend
 
         backend = DeviceBackend(host, config)
         host.state[STATE_KEY] = backend
@@ -78,7 +68,7 @@ class DevicePlugin:
 
     @hookimpl
     async def shutdown(self, host: Any) -> None:
-        from bolt_device.backend import STATE_KEY
+        from .backend import STATE_KEY
 
         backend = host.state.pop(STATE_KEY, None)
         if backend is not None:
@@ -94,8 +84,8 @@ class DevicePlugin:
         backend = _manager(host)
         if backend is None:
             return None
-        from bolt_device import fleet
-        from bolt_device.operations import public_operation
+        from . import fleet
+        from .operations import public_operation
 
         scope = backend.writable_scope(actor)
         device = fleet.require_device(backend, scope, device_id)
@@ -111,8 +101,8 @@ class DevicePlugin:
         backend = _manager(host)
         if backend is None:
             return None
-        from bolt_device import fleet
-        from bolt_device.operations import public_operation
+        from . import fleet
+        from .operations import public_operation
 
         scope = backend.writable_scope(actor)
         device = fleet.require_device(backend, scope, device_id)
@@ -124,45 +114,10 @@ class DevicePlugin:
 
 
 def _manager(host: Any) -> Any:
-    from bolt_device.backend import STATE_KEY
+    from .backend import STATE_KEY
 
     backend = host.state.get(STATE_KEY)
     return backend if backend is not None and backend.manager is not None else None
 
 
-_FROM_ENV = DevicePlugin()
-
-
-@hookimpl
-def register_routes(host: Any) -> list[Any]:
-    return _FROM_ENV.register_routes(host)
-
-
-@hookimpl
-def register_permissions(host: Any) -> list[tuple[str, str]]:
-    return _FROM_ENV.register_permissions(host)
-
-
-@hookimpl
-async def startup(host: Any) -> None:
-    await _FROM_ENV.startup(host)
-
-
-@hookimpl
-async def shutdown(host: Any) -> None:
-    await _FROM_ENV.shutdown(host)
-
-
-@hookimpl
-def list_devices(host: Any, actor: dict[str, Any]) -> Any:
-    return _FROM_ENV.list_devices(host, actor)
-
-
-@hookimpl
-async def install_on_device(host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
-    return await _FROM_ENV.install_on_device(host, device_id, package, actor)
-
-
-@hookimpl
-async def uninstall_from_device(host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
-    return await _FROM_ENV.uninstall_from_device(host, device_id, package, actor)
+plugin = DevicePlugin()  # the entry point's copy: configured from BOLT_DEVICE_* when the host starts

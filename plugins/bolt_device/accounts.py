@@ -13,7 +13,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_device.kapua import illegal_argument, iso, not_found, scope_id
+from .kapua import illegal_argument, iso, not_found, scope_id
 
 ACCOUNTS = "device_accounts"
 MEMBERS = "device_user_scopes"

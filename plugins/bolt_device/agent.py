@@ -28,10 +28,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from bolt_device import wire
-from bolt_device.config import DeviceConfig
-from bolt_device.jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
-from bolt_device.transport import MqttLink, NotConnected, Outgoing
+from . import wire
+from .config import DeviceConfig
+from .jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
+from .transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.agent")
 

@@ -12,8 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_device.accounts import public_account
-from bolt_device.kapua import (
+from bolt_host.plugin import BoltError, check_login, errors
+
+from .accounts import public_account
+from .kapua import (
     KapuaError,
     illegal_argument,
     iso,
@@ -24,10 +26,7 @@ from bolt_device.kapua import (
     unauthorized,
     user_id,
 )
-from bolt_device.web import backend_of, caller, json_body, kapua_endpoint, page, require_admin, scope_for
-from bolt_host import errors
-from bolt_host.errors import BoltError
-from bolt_host.web.auth import check_login
+from .web import backend_of, caller, json_body, kapua_endpoint, page, require_admin, scope_for
 
 
 @kapua_endpoint

@@ -7,12 +7,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from bolt_device import fleet
-from bolt_device.devices import public_device
-from bolt_device.kapua import illegal_argument, kapua_json, list_result, not_found, unauthenticated
-from bolt_device.offers import ROUTE as OFFERS_ROUTE
-from bolt_device.operations import public_notification, public_operation
-from bolt_device.web import (
+from bolt_host.plugin import BoltError, basic_credentials
+
+from . import fleet
+from .devices import public_device
+from .kapua import illegal_argument, kapua_json, list_result, not_found, unauthenticated
+from .offers import ROUTE as OFFERS_ROUTE
+from .operations import public_notification, public_operation
+from .web import (
     backend_of,
     caller,
     json_body,
@@ -22,8 +24,6 @@ from bolt_device.web import (
     scope_for,
     timeout_ms,
 )
-from bolt_host.errors import BoltError
-from bolt_host.web.auth import basic_credentials
 
 STATUSES = ("CONNECTED", "DISCONNECTED", "MISSING", "NULL")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_device.kapua import illegal_argument, illegal_null, iso, new_id
+from .kapua import illegal_argument, illegal_null, iso, new_id
 
 TABLE = "device_devices"
 SCHEMA = {1: lambda table: None}

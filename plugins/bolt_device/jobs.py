@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bolt_device.downloads import display_uri, fetch, parse_hash
-from bolt_device.reboot import schedule_reboot
-from bolt_host.services.extract import safe_extract
-from bolt_host.services.manifest import read_manifest
+from bolt_host.plugin import read_manifest, safe_extract
+
+from .downloads import display_uri, fetch, parse_hash
+from .reboot import schedule_reboot
 
 NOTIFY_EVERY_PERCENT = 10
 NOTIFY_MIN_SECONDS = 0.2

@@ -17,7 +17,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_device.kapua import iso, new_id
+from .kapua import iso, new_id
 
 OPERATIONS = "device_operations"
 NOTIFICATIONS = "device_notifications"

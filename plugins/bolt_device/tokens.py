@@ -19,8 +19,9 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_device.kapua import KapuaError, iso, new_id, unauthenticated, user_id
-from bolt_host.services.sessions import load_secret_key
+from bolt_host.plugin import load_secret_key
+
+from .kapua import KapuaError, iso, new_id, unauthenticated, user_id
 
 TABLE = "device_access_tokens"
 SCHEMA = {1: lambda table: None}

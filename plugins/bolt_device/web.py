@@ -12,10 +12,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_device.backend import STATE_KEY, DeviceBackend
-from bolt_device.kapua import KapuaError, illegal_argument, unauthenticated, unauthorized
-from bolt_device.tokens import bearer_token
-from bolt_host.errors import BoltError
+from bolt_host.plugin import BoltError
+
+from .backend import STATE_KEY, DeviceBackend
+from .kapua import KapuaError, illegal_argument, unauthenticated, unauthorized
+from .tokens import bearer_token
 
 log = logging.getLogger("bolt_device.web")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -81,7 +82,7 @@ def scope_for(who: Caller, raw: str, domain: str, action: str) -> str:
 async def json_body(request: Request, name: str) -> dict[str, Any]:
     raw = await request.body()
     if not raw:
-        from bolt_device.kapua import illegal_null
+        from .kapua import illegal_null
 
         raise illegal_null(name)
     try:

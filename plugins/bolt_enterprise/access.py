@@ -19,15 +19,21 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from bolt_enterprise.replies import EnterpriseError
-from bolt_host.errors import BoltError
-from bolt_host.plugins import call_first
-from bolt_host.web.auth import Actor, check_login, cross_origin_write_allowed, host_of
-from bolt_host.web.auth import basic_credentials as core_basic_credentials
-from bolt_host.web.origin import SAFE_METHODS
+from bolt_host.plugin import (
+    SAFE_METHODS,
+    Actor,
+    BoltError,
+    ask_permission,
+    check_login,
+    cross_origin_write_allowed,
+    host_of,
+)
+from bolt_host.plugin import basic_credentials as core_basic_credentials
+
+from .replies import EnterpriseError
 
 if TYPE_CHECKING:
-    from bolt_host.host import Host
+    from bolt_host.plugin import Host
 
 STORE_COOKIE = "JSESSIONID"
 STORE_COOKIE_PATH = "/store"
@@ -100,9 +106,7 @@ async def require_admin(
         how = "HTTP Basic credentials of an admin" if basic_only else "Log in as an admin (or use HTTP Basic)"
         raise EnterpriseError(401, f"{how} required")
     host = host_of(request)
-    decided = await call_first(
-        host.pm.hook.permission_allowed, host=host, actor=who.as_dict(), action=action, resource=resource
-    )
+    decided = await ask_permission(host, who.as_dict(), action, resource)
     if decided is True:
         return who
     if decided is False or not who.is_admin:

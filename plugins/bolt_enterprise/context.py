@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from bolt_enterprise import devices, subscriptions
-from bolt_enterprise.assets import find_app
-from bolt_enterprise.devices import DeviceInstalls
-from bolt_enterprise.replies import EnterpriseError
-from bolt_enterprise.subscriptions import Subscriptions
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import host_of
+
+from . import devices, subscriptions
+from .assets import find_app
+from .devices import DeviceInstalls
+from .replies import EnterpriseError
+from .subscriptions import Subscriptions
 
 if TYPE_CHECKING:
-    from bolt_host.host import Host
+    from bolt_host.plugin import Host
 
 STATE_KEY = "enterprise"
 

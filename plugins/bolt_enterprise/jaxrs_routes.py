@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_enterprise.access import require_admin
-from bolt_enterprise.assets import TENANT, find_app, mobile_summary, non_negative, page
-from bolt_enterprise.context import Enterprise, enterprise_of
-from bolt_enterprise.replies import EnterpriseError, Handler, reply, store_endpoint
-from bolt_host.web.auth import Actor
+from bolt_host.plugin import Actor
+
+from .access import require_admin
+from .assets import TENANT, find_app, mobile_summary, non_negative, page
+from .context import Enterprise, enterprise_of
+from .replies import EnterpriseError, Handler, reply, store_endpoint
 
 
 async def _admin_of_tenant(request: Request, action: str) -> tuple[Enterprise, Actor]:

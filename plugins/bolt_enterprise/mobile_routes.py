@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_enterprise.access import require_admin, require_login
-from bolt_enterprise.assets import asset_id
-from bolt_enterprise.context import enterprise_of
-from bolt_enterprise.replies import EnterpriseError, done, reply, store_endpoint
-from bolt_host.web.envelope import read_body
+from bolt_host.plugin import read_body
+
+from .access import require_admin, require_login
+from .assets import asset_id
+from .context import enterprise_of
+from .replies import EnterpriseError, done, reply, store_endpoint
 
 ACTIONS = ("install", "uninstall")
 TARGETS = ("role", "user")

@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_enterprise.access import caller, require_admin, require_login
-from bolt_enterprise.assets import app_url, asset_id, asset_type, check_type, provider_of
-from bolt_enterprise.context import Enterprise, enterprise_of
-from bolt_enterprise.replies import EnterpriseError, done, reply, store_endpoint
-from bolt_host.web.auth import Actor
-from bolt_host.web.envelope import read_body
+from bolt_host.plugin import Actor, read_body
+
+from .access import caller, require_admin, require_login
+from .assets import app_url, asset_id, asset_type, check_type, provider_of
+from .context import Enterprise, enterprise_of
+from .replies import EnterpriseError, done, reply, store_endpoint
 
 SUBSCRIPTION_TYPES = ("INDIVIDUAL", "ENTERPRISE")
 DEFAULT_DETAILS = {"apiTier": "Unlimited", "subscriptionType": "INDIVIDUAL", "appName": "DefaultApplication"}

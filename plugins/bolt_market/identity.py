@@ -15,8 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from bolt_host.plugins import call_first
-from bolt_host.web.auth import actor, host_of
+from bolt_host.plugin import actor, ask_permission, host_of
 
 from .envelope import MarketError
 
@@ -74,9 +73,7 @@ async def require_market_user(request: Request, action: str, resource: str | Non
     """A user allowed to ``action`` (plugins may refuse through ``permission_allowed``)."""
     user = resolve_user(request)
     host = host_of(request)
-    decided = await call_first(
-        host.pm.hook.permission_allowed, host=host, actor=user.as_actor(), action=action, resource=resource
-    )
+    decided = await ask_permission(host, user.as_actor(), action, resource)
     if decided is False:
         raise MarketError(403, f"Not allowed to {action}")
     return user
@@ -85,9 +82,7 @@ async def require_market_user(request: Request, action: str, resource: str | Non
 async def require_market_admin(request: Request, action: str, resource: str | None = None) -> MarketUser:
     user = resolve_user(request)
     host = host_of(request)
-    decided = await call_first(
-        host.pm.hook.permission_allowed, host=host, actor=user.as_actor(), action=action, resource=resource
-    )
+    decided = await ask_permission(host, user.as_actor(), action, resource)
     if decided is True:
         return user
     if decided is False or not user.is_admin:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bolt_host.services.tasks import TaskCancelled
+from bolt_host.plugin import TaskCancelled
 
 from . import lifecycle as lc
 from .envelope import MarketError

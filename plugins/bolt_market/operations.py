@@ -15,8 +15,7 @@ import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bolt_host.services.ports import is_port_free
-from bolt_host.services.tasks import TaskCancelled, TaskHandle
+from bolt_host.plugin import TaskCancelled, TaskHandle, is_port_free
 
 from . import lifecycle as lc
 from .envelope import MarketError

@@ -18,10 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bolt_host.errors import BoltError
-from bolt_host.services.extract import ExtractError, safe_extract
-from bolt_host.services.manifest import app_name_for
-from bolt_host.services.tasks import TaskCancelled
+from bolt_host.plugin import BoltError, ExtractError, TaskCancelled, app_name_for, safe_extract
 
 from .envelope import MarketError
 

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import host_of
 
 from . import lifecycle as lc
 from .envelope import MarketError, bool_field, failure, market_route, read_json, reply, text_field

@@ -11,7 +11,7 @@ import psutil
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import host_of
 
 from . import __version__
 from . import lifecycle as lc

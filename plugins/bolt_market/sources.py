@@ -26,8 +26,7 @@ from urllib.parse import urlsplit
 
 from tinydb import Query
 
-from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSource
-from bolt_host.services.registry import RegistryClient, RegistryError
+from bolt_host.plugin import CatalogError, RegistryClient, RegistryError, RegistrySource, UploadSource
 
 from .envelope import MarketError
 

@@ -27,11 +27,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bolt_host.services.catalog import is_firmware
-from bolt_host.services.extract import ExtractError, extraction_dir, safe_extract
-from bolt_host.services.manifest import app_name_for, inside, read_manifest
-from bolt_host.services.tasks import TaskCancelled, TaskHandle
-from bolt_host.services.versions import compare_versions
+from bolt_host.plugin import (
+    ExtractError,
+    TaskCancelled,
+    TaskHandle,
+    app_name_for,
+    compare_versions,
+    extraction_dir,
+    inside,
+    is_firmware,
+    read_manifest,
+    safe_extract,
+)
 
 from .jobs import JobError, Outcome, invalid, unique_names
 from .state import Robot, sha512_file

@@ -14,10 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bolt_host.services.catalog import is_firmware
-from bolt_host.services.manifest import app_name_for
-from bolt_host.services.tasks import TaskCancelled, TaskHandle
-from bolt_host.services.versions import compare_versions, max_version
+from bolt_host.plugin import TaskCancelled, TaskHandle, app_name_for, compare_versions, is_firmware, max_version
 
 from .state import Robot, sha512_file
 

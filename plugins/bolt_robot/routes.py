@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from bolt_host.errors import BoltError
-from bolt_host.web.auth import host_of, require_admin
+from bolt_host.plugin import BoltError, host_of, require_admin
 
 from .firmware import queue_firmware
 from .jobs import Outcome, queue_downloads, queue_installs, queue_uninstalls

@@ -16,8 +16,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_host.services.tasklogs import format_time
-from bolt_host.services.versions import compare_versions, sort_key
+from bolt_host.plugin import compare_versions, format_time, sort_key
 
 DOWNLOADS = "robot_downloads"
 FIRMWARE = "robot_firmware"
