@@ -12,7 +12,9 @@ from bolt_host.cli_client import ApiError, Client, json_option, print_json, prin
 ACTIVE = {"queued", "running"}
 
 
-def follow_task(client: Client, task_id: int, label: str, timeout: float | None = None, quiet: bool = False) -> dict:
+def follow_task(
+    client: Client, task_id: int, label: str, timeout: float | None = None, quiet: bool = False
+) -> dict[str, Any]:
     """Poll a task until it finishes, drawing a progress bar on stderr; return its final record."""
     import time
 

@@ -136,7 +136,7 @@ def on_event(host: Host, event: Event) -> Any:
 
 
 @hookspec(firstresult=True)
-def permission_allowed(host: Host, actor: dict | None, action: str, resource: str | None) -> Any:
+def permission_allowed(host: Host, actor: dict[str, Any] | None, action: str, resource: str | None) -> Any:
     """Decide whether ``actor`` (``{"user": ..., "app": ..., "isAdmin": ...}`` or
     None for anonymous) may perform ``action`` on ``resource``.
 
@@ -149,7 +149,7 @@ def permission_allowed(host: Host, actor: dict | None, action: str, resource: st
 
 
 @hookspec
-def app_environment(host: Host, app: dict) -> Any:
+def app_environment(host: Host, app: dict[str, Any]) -> Any:
     """Return a dict of extra environment variables for ``app`` before it starts.
 
     All implementations are called and their dicts merged (later plugins do not
@@ -158,7 +158,7 @@ def app_environment(host: Host, app: dict) -> Any:
 
 
 @hookspec(firstresult=True)
-def requested_port(host: Host, app: dict) -> Any:
+def requested_port(host: Host, app: dict[str, Any]) -> Any:
     """Return the port (an int in the host's port range) that ``app`` should listen on, or
     None to let the host's pool choose one.
 
@@ -169,7 +169,7 @@ def requested_port(host: Host, app: dict) -> Any:
 
 
 @hookspec(firstresult=True)
-def install_on_device(host: Host, device_id: str, package: dict, actor: dict) -> Any:
+def install_on_device(host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
     """Ask a fleet backend to install ``package`` on device ``device_id``.
 
     firstresult: return a dict describing the started operation; None means
@@ -179,7 +179,7 @@ def install_on_device(host: Host, device_id: str, package: dict, actor: dict) ->
 
 
 @hookspec(firstresult=True)
-def uninstall_from_device(host: Host, device_id: str, package: dict, actor: dict) -> Any:
+def uninstall_from_device(host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
     """Ask a fleet backend to remove ``package`` from device ``device_id``.
 
     firstresult: return a dict describing the started operation; None means
@@ -188,7 +188,7 @@ def uninstall_from_device(host: Host, device_id: str, package: dict, actor: dict
 
 
 @hookspec(firstresult=True)
-def list_devices(host: Host, actor: dict) -> Any:
+def list_devices(host: Host, actor: dict[str, Any]) -> Any:
     """Return the devices ``actor`` may manage (list of dicts), or None when no
     loaded plugin manages devices.
     """

@@ -101,7 +101,7 @@ class Apps:
 
     def local_catalog(self) -> list[dict[str, Any]]:
         """package.json of every app folder in the local repository."""
-        found = []
+        found: list[dict[str, Any]] = []
         if not self.local_repo.is_dir():
             return found
         for folder in sorted(self.local_repo.iterdir()):

@@ -227,7 +227,9 @@ class Tasks:
         record = self._records.get(int(task_id))
         return _copy(record) if record else None
 
-    def list(self, kind: str | None = None, module: str | None = None, status: str | None = None) -> list[dict]:
+    def list(
+        self, kind: str | None = None, module: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
         """Records matching every given filter, newest first."""
         found = [
             _copy(r)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 _SEMVER = re.compile(
     r"""
@@ -47,7 +48,7 @@ class Version:
     release: tuple[int, int, int] | None = None
     prerelease: tuple[str, ...] = ()
     build: tuple[str, ...] = ()
-    _key: tuple = field(default=(), repr=False, compare=False)
+    _key: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def is_release(self) -> bool:
@@ -59,7 +60,7 @@ class Version:
         return self.release is not None and bool(self.prerelease)
 
     @property
-    def precedence(self) -> tuple:
+    def precedence(self) -> tuple[Any, ...]:
         """What semver compares: equal for versions differing only in build metadata."""
         return self._key
 
@@ -70,7 +71,7 @@ def _identifier_key(ident: str) -> Identifier:
     return (_ALPHA, ident)
 
 
-def _precedence(release: tuple[int, int, int] | None, pre: tuple[str, ...], raw: str) -> tuple:
+def _precedence(release: tuple[int, int, int] | None, pre: tuple[str, ...], raw: str) -> tuple[Any, ...]:
     if release is None:
         return (_NON_RELEASE, raw)
     if not pre:
@@ -100,7 +101,7 @@ def compare_versions(a: str, b: str) -> int:
     return (ka > kb) - (ka < kb)
 
 
-def sort_key(s: str) -> tuple:
+def sort_key(s: str) -> tuple[Any, ...]:
     """Key for ``sorted``: semver precedence, ties broken by the raw text so the order is total."""
     return (parse_version(s).precedence, str(s))
 

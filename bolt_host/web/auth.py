@@ -82,8 +82,8 @@ def _resolve_user(request: Request, host: Host, found: Actor) -> None:
         found.user = check_login(request, host, name, password)
         found.via = "basic"
     elif user_token:
-        name = host.sessions.user_for_token(user_token)
-        user = host.users.get(name) if name else None
+        token_user = host.sessions.user_for_token(user_token)
+        user = host.users.get(token_user) if token_user else None
         if user is None or user.get("isBlocked"):
             raise BoltError(errors.NOT_LOGGED_IN, "The user token is invalid or has expired")
         found.user, found.via = user, "token"

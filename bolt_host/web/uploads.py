@@ -198,7 +198,7 @@ async def receive_multipart(
     if not params.get(b"boundary"):
         raise UploadRefused(NO_BOUNDARY, "multipart upload without a boundary")
     form = _Form(folder, limit, file_field, accept)
-    parser = MultipartParser(params[b"boundary"], form.callbacks())
+    parser = MultipartParser(params[b"boundary"], form.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():
             parser.write(chunk)
