@@ -21,7 +21,7 @@ Groups:
 - **Uploads**: ``receive_multipart``, ``receive_raw``, ``ReceivedUpload``,
   ``UploadRefused`` (its ``kind`` constants in ``uploads``), ``clean_partial_uploads``,
   ``open_part_file``.
-- **Packages and installs**: ``submit_install`` / ``install_job`` (install as a task),
+- **Packages and installs**: ``install_as_task``,
   ``TaskHandle``, ``TaskCancelled``, ``safe_extract``, ``extraction_dir``,
   ``pack_directory``, ``ExtractError``, ``read_tarball_manifest``, ``CatalogError``,
   ``read_manifest``, ``build_app``, ``app_name_for``, ``inside``, ``is_firmware``,
@@ -36,10 +36,10 @@ from bolt_host import errors, hookimpl, hookspec
 from bolt_host.errors import BoltError
 from bolt_host.host import Host
 from bolt_host.plugin.answers import ErrorFormat, PluginError, current_trace_id, read_json_body, retry_after_headers
+from bolt_host.plugin.installs import install_as_task
 from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSource, is_firmware, read_tarball_manifest
 from bolt_host.services.events import Event
 from bolt_host.services.extract import ExtractError, extraction_dir, pack_directory, safe_extract
-from bolt_host.services.installs import install_job, submit_install
 from bolt_host.services.manifest import app_name_for, build_app, inside, read_manifest
 from bolt_host.services.ports import is_port_free
 from bolt_host.services.registry import RegistryClient, RegistryError
@@ -116,7 +116,7 @@ __all__ = [
     "hookspec",
     "host_of",
     "inside",
-    "install_job",
+    "install_as_task",
     "is_firmware",
     "is_port_free",
     "load_secret_key",
@@ -141,6 +141,5 @@ __all__ = [
     "retry_after_headers",
     "safe_extract",
     "sort_key",
-    "submit_install",
     "uploads",
 ]
