@@ -13,7 +13,7 @@ Groups:
   ``visibility``, ``appdb``), ``Event``, ``Database``, ``INITIAL_SCHEMA``.
 - **Who is calling**: ``Actor``, ``actor``, ``host_of``, ``require_user``,
   ``require_admin``, ``require_installer``, ``require_operator``, ``require_caller``,
-  ``require_app``, ``ask_permission``, ``check_login``, ``basic_credentials``,
+  ``require_app``, ``ask_permission``, ``admin_allowed``, ``check_login``, ``basic_credentials``,
   ``client_key``, ``cross_origin_write_allowed``, ``SAFE_METHODS``.
 - **Answers**: ``ok``, ``read_body``, ``read_json_body``, ``require_str``, ``flag``,
   ``current_trace_id``, ``BoltError``, ``errors``; a backend's own error format with the
@@ -53,6 +53,7 @@ from bolt_host.web import uploads
 from bolt_host.web.auth import (
     Actor,
     actor,
+    admin_allowed,
     ask_permission,
     basic_credentials,
     check_login,
@@ -98,6 +99,7 @@ __all__ = [
     "UploadRefused",
     "UploadSource",
     "actor",
+    "admin_allowed",
     "app_name_for",
     "ask_permission",
     "basic_credentials",

@@ -134,7 +134,10 @@ class Apps:
         system: bool | None = None,
         upgrade: bool = False,
         expect_name: str | None = None,
+        prepare: Callable[[Path], None] | None = None,
     ) -> dict[str, Any]:
+        """Extract ``tarball`` safely and install it; ``prepare(root)`` runs (in a thread) on the
+        extracted package first: a check that raises to refuse it, or a rewrite (a clone's name)."""
         from bolt_host.services.extract import ExtractError, safe_extract
 
         staging = self._staging_dir()
@@ -143,6 +146,8 @@ class Apps:
                 root = await asyncio.to_thread(safe_extract, tarball, staging)
             except ExtractError as exc:
                 raise BoltError(errors.DOWNLOAD_FAILED, f"Unsafe or broken package: {exc.reason}") from exc
+            if prepare is not None:
+                await asyncio.to_thread(prepare, root)
             return await self.install_tree(root, source, system, upgrade, expect_name=expect_name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

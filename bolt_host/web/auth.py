@@ -189,6 +189,15 @@ async def ask_permission(host: Host, caller: dict[str, Any], action: str, resour
     return answer if isinstance(answer, bool) else None
 
 
+async def admin_allowed(
+    host: Host, caller: dict[str, Any], is_admin: bool, action: str, resource: str | None = None
+) -> bool:
+    """Whether ``caller`` may do an admin's ``action``: a plugin's ``permission_allowed`` answer
+    decides, else the admin role does."""
+    decided = await ask_permission(host, caller, action, resource)
+    return is_admin if decided is None else decided
+
+
 def require_caller(request: Request) -> Actor:
     """Anyone who sent valid credentials; the first check of a handler that must read its
     body (to name the resource) before it can ask :func:`require_installer`."""

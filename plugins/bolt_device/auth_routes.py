@@ -26,7 +26,7 @@ from .kapua import (
     unauthorized,
     user_id,
 )
-from .web import backend_of, caller, json_body, kapua_endpoint, page, require_admin, scope_for
+from .web import backend_of, caller, json_body, kapua_endpoint, page, require_admin, scope_for, writer_in_scope
 
 
 @kapua_endpoint
@@ -90,9 +90,7 @@ async def list_accounts(request: Request) -> Response:
 
 @kapua_endpoint
 async def create_account(request: Request) -> Response:
-    who = caller(request)
-    scope = scope_for(who, request.path_params["scopeId"], "account", "write")
-    require_admin(who, "account", "write", scope)
+    _, scope = writer_in_scope(request, "account")
     body = await json_body(request, "accountCreator")
     organization = {
         key[len("organization"):][:1].lower() + key[len("organization") + 1 :]: value

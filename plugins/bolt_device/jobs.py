@@ -7,17 +7,14 @@ reports to the manager through Kura-style notifications.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bolt_host.plugin import read_manifest, safe_extract
+from bolt_host.plugin import read_manifest
 
 from .downloads import display_uri, fetch, parse_hash
 from .reboot import schedule_reboot
@@ -232,21 +229,17 @@ class JobRunner:
         notify(job_id, "install", "IN_PROGRESS", 0)
         host = self.host
 
+        def check(root: Path) -> None:
+            manifest = read_manifest(root)
+            if manifest.get("name") != request.name:
+                raise ValueError(f"the package names itself {manifest.get('name')!r}, not {request.name!r}")
+            if str(manifest.get("version")) != request.version:
+                raise ValueError(f"the package is version {manifest.get('version')!r}, not {request.version!r}")
+
         async def job(task: Any) -> dict[str, Any]:
-            host.apps.apps_dir.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=host.apps.apps_dir))
-            try:
-                root = await asyncio.to_thread(safe_extract, tarball, staging)
-                manifest = read_manifest(root)
-                if manifest.get("name") != request.name:
-                    raise ValueError(f"the package names itself {manifest.get('name')!r}, not {request.name!r}")
-                if str(manifest.get("version")) != request.version:
-                    raise ValueError(f"the package is version {manifest.get('version')!r}, not {request.version!r}")
-                source = {"type": "url", "url": display_uri(request.uri), "operation": job_id}
-                task.log(f"=== installing {request.name}@{request.version}")
-                app = await host.apps.install_tree(root, source, False, True, expect_name=request.name)
-            finally:
-                await asyncio.to_thread(shutil.rmtree, staging, True)
+            source = {"type": "url", "url": display_uri(request.uri), "operation": job_id}
+            task.log(f"=== installing {request.name}@{request.version}")
+            app = await host.apps.install_tarball(tarball, source, False, True, expect_name=request.name, prepare=check)
             if not app.get("firmware") and not host.supervisor.is_active(app["name"]):
                 task.log(f"=== starting {app['name']}")
                 await host.supervisor.start_app(app)

@@ -71,6 +71,14 @@ def require_admin(who: Caller, domain: str, action: str, scope: str) -> None:
         raise unauthorized(domain, action, scope)
 
 
+def writer_in_scope(request: Request, domain: str) -> tuple[Caller, str]:
+    """The caller and the scope the path names, for a change in ``domain``: only admins write."""
+    who = caller(request)
+    scope = scope_for(who, request.path_params["scopeId"], domain, "write")
+    require_admin(who, domain, "write", scope)
+    return who, scope
+
+
 def scope_for(who: Caller, raw: str, domain: str, action: str) -> str:
     """The scope a path names (``_`` is the caller's own); another scope is a 403."""
     scope = who.scope if raw == "_" else raw

@@ -23,7 +23,7 @@ from bolt_host.plugin import (
     SAFE_METHODS,
     Actor,
     BoltError,
-    ask_permission,
+    admin_allowed,
     check_login,
     cross_origin_write_allowed,
     host_of,
@@ -105,11 +105,7 @@ async def require_admin(
     if who is None:
         how = "HTTP Basic credentials of an admin" if basic_only else "Log in as an admin (or use HTTP Basic)"
         raise EnterpriseError(401, f"{how} required")
-    host = host_of(request)
-    decided = await ask_permission(host, who.as_dict(), action, resource)
-    if decided is True:
-        return who
-    if decided is False or not who.is_admin:
+    if not await admin_allowed(host_of(request), who.as_dict(), who.is_admin, action, resource):
         raise EnterpriseError(403, "Only an admin may do this")
     return who
 

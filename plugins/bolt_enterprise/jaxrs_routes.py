@@ -102,13 +102,8 @@ def _changer(action: str, target: str) -> Handler:
             raise EnterpriseError(404, f"No apps with the ids {', '.join(unknown)}")
         chosen = [app for app in found.values() if app is not None]
         for app in chosen:
-            if action == "subscribe":
-                enterprise.subscriptions.subscribe(app["name"], target, subject, who.user_name)
-            else:
-                enterprise.subscriptions.unsubscribe(app["name"], target, subject)
-            await enterprise.host.publish(
-                f"enterprise-{action}d", {"app": app["name"], target: [subject]}, publisher="enterprise"
-            )
+            await enterprise.change(action == "subscribe", app["name"], target, [subject], who.user_name,
+                                    f"enterprise-{action}d")
         return reply(_summaries(enterprise, [app["name"] for app in chosen]))
 
     change.__name__ = f"{action}_{target}"

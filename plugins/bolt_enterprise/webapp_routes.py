@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_host.plugin import Actor, read_body
+from bolt_host.plugin import Actor
 
 from .access import caller, require_admin, require_login
 from .assets import app_url, asset_id, asset_type, check_type, provider_of
-from .context import Enterprise, enterprise_of
+from .context import Enterprise, enterprise_of, login_form
 from .replies import EnterpriseError, done, reply, store_endpoint
 
 SUBSCRIPTION_TYPES = ("INDIVIDUAL", "ENTERPRISE")
@@ -87,9 +87,7 @@ async def _subscribers(request: Request, body: dict[str, Any], who: Actor) -> tu
 @store_endpoint
 async def subscribe(request: Request) -> Response:
     """Subscribe to a web app (form: apiName, apiVersion, apiTier, subscriptionType, apiProvider, appName)."""
-    who = require_login(request)
-    body = await read_body(request)
-    enterprise = enterprise_of(request)
+    who, body, enterprise = await login_form(request)
     app = _webapp(enterprise, body, who)
     kind, subjects, subscription_type = await _subscribers(request, body, who)
     enterprise.subscriptions.check_subjects(kind, subjects)
@@ -111,9 +109,7 @@ async def subscribe(request: Request) -> Response:
 @store_endpoint
 async def unsubscribe(request: Request) -> Response:
     """Unsubscribe from a web app (the same form fields as subscribing)."""
-    who = require_login(request)
-    body = await read_body(request)
-    enterprise = enterprise_of(request)
+    who, body, enterprise = await login_form(request)
     app = _webapp(enterprise, body, who)
     kind, subjects, _ = await _subscribers(request, body, who)
     removed = sum(enterprise.subscriptions.unsubscribe(app["name"], kind, s) for s in subjects)

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from bolt_host.plugin import actor, ask_permission, host_of
+from bolt_host.plugin import actor, admin_allowed, ask_permission, host_of
 
 from .envelope import MarketError
 
@@ -72,19 +72,13 @@ def resolve_user(request: Request) -> MarketUser:
 async def require_market_user(request: Request, action: str, resource: str | None = None) -> MarketUser:
     """A user allowed to ``action`` (plugins may refuse through ``permission_allowed``)."""
     user = resolve_user(request)
-    host = host_of(request)
-    decided = await ask_permission(host, user.as_actor(), action, resource)
-    if decided is False:
+    if await ask_permission(host_of(request), user.as_actor(), action, resource) is False:
         raise MarketError(403, f"Not allowed to {action}")
     return user
 
 
 async def require_market_admin(request: Request, action: str, resource: str | None = None) -> MarketUser:
     user = resolve_user(request)
-    host = host_of(request)
-    decided = await ask_permission(host, user.as_actor(), action, resource)
-    if decided is True:
-        return user
-    if decided is False or not user.is_admin:
+    if not await admin_allowed(host_of(request), user.as_actor(), user.is_admin, action, resource):
         raise MarketError(403, "This operation needs an admin")
     return user

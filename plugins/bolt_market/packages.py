@@ -13,12 +13,10 @@ import asyncio
 import hashlib
 import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bolt_host.plugin import BoltError, ExtractError, TaskCancelled, app_name_for, safe_extract
+from bolt_host.plugin import BoltError, TaskCancelled, app_name_for
 
 from .envelope import MarketError
 
@@ -134,22 +132,17 @@ async def put_on_host(
     so a cancel raises :class:`TaskCancelled` either before the host holds anything or
     after a whole install that the caller then removes; never with a half-swapped folder.
     """
-    staging_parent = Path(host.settings.data_dir) / "apps"
-    staging_parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-market-", dir=staging_parent))
-    try:
-        try:
-            root = await asyncio.to_thread(safe_extract, tarball, staging)
-        except ExtractError as exc:
-            raise MarketError(400, f"Unsafe or broken package: {exc.reason}") from None
+    is_clone = name != instance_name(package) or title is not None
+
+    def prepare(root: Path) -> None:  # between extraction and install, in a thread
         _stop_if_cancelled(cancel)
-        is_clone = name != instance_name(package) or title is not None
         if is_clone:
-            await asyncio.to_thread(_rename_package, root, package, name, title)
+            _rename_package(root, package, name, title)
             _stop_if_cancelled(cancel)
-        return await host.apps.install_tree(root, app_source, False, upgrade, expect_name=None if is_clone else package)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    return await host.apps.install_tarball(
+        tarball, app_source, False, upgrade, expect_name=None if is_clone else package, prepare=prepare
+    )
 
 
 def _stop_if_cancelled(cancel: asyncio.Event | None) -> None:

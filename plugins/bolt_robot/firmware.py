@@ -29,7 +29,6 @@ from typing import Any
 
 from bolt_host.plugin import (
     ExtractError,
-    TaskCancelled,
     TaskHandle,
     app_name_for,
     compare_versions,
@@ -40,7 +39,7 @@ from bolt_host.plugin import (
     safe_extract,
 )
 
-from .jobs import JobError, Outcome, invalid, unique_names
+from .jobs import JobError, Outcome, fetch_package, invalid, unique_names
 from .state import Robot, sha512_file
 
 FLASH_TIMEOUT = 600.0
@@ -73,18 +72,7 @@ def firmware_job(robot: Robot, name: str, version: str):
     async def run(task: TaskHandle) -> dict[str, Any]:
         task.log(f"=== installing firmware {name}:{version}")
         task.log("=== downloading")
-
-        def progress(received: int, total: int | None) -> None:
-            task.check_cancelled()
-            if total:
-                task.progress(0.5 * min(received / total, 1.0))
-
-        try:
-            tarball, _ = await robot.host.catalog.fetch(name, version, progress=progress)
-        except TaskCancelled:
-            raise
-        except Exception as exc:
-            raise JobError(f"download of {name}:{version} failed: {getattr(exc, 'message', None) or exc}") from exc
+        tarball, _ = await fetch_package(robot, task, name, version, 0.5)
         task.log("=== checking checksum")
         digest = await asyncio.to_thread(sha512_file, tarball)
         task.log(f"sha512 {digest}")
