@@ -328,7 +328,7 @@ async def follow(path: Path, from_offset: int = 0, poll_interval: float = 0.25) 
     path now names another file) is followed by draining the old file and
     continuing at the start of the new one.  Ends only when cancelled or closed.
     """
-    handle = None
+    handle: BinaryIO | None = None
     try:
         while handle is None:
             try:

@@ -8,6 +8,7 @@ record, running process) as it was.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import shutil
@@ -99,7 +100,7 @@ class Apps:
                 return candidate.read_text(encoding="utf-8", errors="replace")
         raise BoltError(errors.LOCAL_README_FAILED, f"No README.md in {relative!r}")
 
-    def local_catalog(self) -> list[dict[str, Any]]:
+    def local_catalog(self) -> builtins.list[dict[str, Any]]:
         """package.json of every app folder in the local repository."""
         found: list[dict[str, Any]] = []
         if not self.local_repo.is_dir():
@@ -406,7 +407,7 @@ def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:
     """Copy a folder without following links that leave it and without VCS/cache folders."""
     base = src.resolve()
 
-    def ignore(folder: str, names: list[str]) -> list[str]:
+    def ignore(folder: str, names: list[str]) -> builtins.list[str]:
         skipped = []
         for entry in names:
             path = Path(folder) / entry

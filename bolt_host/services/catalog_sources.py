@@ -39,7 +39,8 @@ class CatalogError(Exception):
 def make_entry(manifest: dict[str, Any], versions: Iterable[str], source: str) -> dict[str, Any]:
     """A catalog entry from the latest version's manifest."""
     bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}
-    keywords = manifest.get("keywords") if isinstance(manifest.get("keywords"), list) else []
+    keywords = manifest.get("keywords")
+    keywords = keywords if isinstance(keywords, list) else []
     return {
         "name": str(manifest["name"]),
         "version": str(manifest["version"]),
@@ -78,8 +79,8 @@ class LocalSource:
             return found
         for folder in sorted(self.folder.iterdir()):
             manifest = _read_json(folder / "package.json") if folder.is_dir() else None
-            if _valid_manifest(manifest):
-                found.setdefault(manifest["name"], (folder, manifest))  # type: ignore[index]
+            if manifest is not None and _valid_manifest(manifest):
+                found.setdefault(manifest["name"], (folder, manifest))
         return found
 
     def _find(self, name: str, version: str | None) -> tuple[Path, dict[str, Any]]:

@@ -87,7 +87,7 @@ class _TooMuchData(Exception):
 class _BoundedReader:
     """File-like view of a (decompressed) stream that refuses to go past ``limit`` bytes."""
 
-    def __init__(self, stream: BinaryIO, limit: int) -> None:
+    def __init__(self, stream: BinaryIO | gzip.GzipFile, limit: int) -> None:
         self._stream = stream
         self._limit = limit
         self._pos = stream.tell()
@@ -356,9 +356,9 @@ def _verify_links(entries: list[_Entry], tmp: Path, package_root: Path) -> None:
 def _open_tar(raw: BinaryIO, limits: ExtractLimits) -> tarfile.TarFile:
     magic = raw.read(2)
     raw.seek(0)
-    stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
+    stream: BinaryIO | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
     limit = limits.max_bytes + (limits.max_members + 1) * _METADATA_PER_MEMBER + MiB
-    return tarfile.open(fileobj=_BoundedReader(stream, limit), mode="r:")  # type: ignore[arg-type]
+    return tarfile.open(fileobj=_BoundedReader(stream, limit), mode="r:")  # type: ignore[call-overload]
 
 
 def _run(archive: Path, dest_parent: Path, limits: ExtractLimits, tmp_holder: list[Path]) -> Path:

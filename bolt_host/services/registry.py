@@ -279,7 +279,8 @@ class RegistryClient:
 
     def _resolve(self, doc: dict[str, Any], name: str, version: str | None) -> dict[str, Any]:
         versions = doc.get("versions") or {}
-        tags = doc.get("dist-tags") if isinstance(doc.get("dist-tags"), dict) else {}
+        tags = doc.get("dist-tags")
+        tags = tags if isinstance(tags, dict) else {}
         if version is None:
             resolved = tags.get("latest") or max_version(versions)
         elif version in versions:

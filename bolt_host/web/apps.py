@@ -37,8 +37,8 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
 def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
     """The package name and version a registry preview asks about, both checked."""
     name = body.get("name")
-    app_name_for(name)
-    return name, optional_version(body.get("version"))
+    app_name_for(name)  # raises unless it is a valid package name
+    return str(name), optional_version(body.get("version"))
 
 
 async def list_apps(request: Request) -> Response:

@@ -73,9 +73,9 @@ async def _app_name(request: Request) -> str:
 
 async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
     """The apps a start or stop is about, every one checked before anything happens."""
-    names = await _app_names(request)
-    bulk = names is not None
-    names = names if bulk else [await _app_name(request)]
+    listed = await _app_names(request)
+    bulk = listed is not None
+    names = listed if listed is not None else [await _app_name(request)]
     host = host_of(request)
     for name in names:
         await require_operator(request, action, name)
