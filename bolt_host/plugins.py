@@ -237,7 +237,8 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, info: PluginI
     pm.bolt_info[name] = info  # type: ignore[attr-defined]
 
 
-def _entry_point_plugins() -> list[tuple[str, ModuleType, str | None, str]]:
+def _entry_point_plugins() -> list[tuple[str, object, str | None, str]]:
+    """(name, the object the entry point names: a module or a plugin instance, version, its package)."""
     found = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
