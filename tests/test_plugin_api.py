@@ -121,3 +121,32 @@ def test_pluggy_is_not_bypassed_by_the_host_for_firstresult(tmp_path: Path) -> N
     assert inspect.iscoroutine(answer)
     answer.close()
     assert isinstance(pm, pluggy.PluginManager)
+
+
+class SystemOnly:
+    """A route only system apps may call, through the API's require_system_app."""
+
+    @hookimpl
+    def register_routes(self, host: Any) -> list[Any]:
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        from bolt_host.plugin import require_system_app
+
+        async def whoami(request: Any) -> Any:
+            return JSONResponse({"app": require_system_app(request).app})
+
+        return [Route("/system-only", whoami, methods=["GET"])]
+
+
+async def test_require_system_app_admits_only_a_system_apps_token(tmp_path: Path) -> None:
+    from bolt_host import errors
+
+    async with running_host(tmp_path, plugins=[SystemOnly()]) as bolt:
+        for path in ("notes", "app-admin"):
+            assert (await bolt.admin.post("/api/apps/local", json={"path": path})).status_code == 201
+        assert (await bolt.admin.get("/system-only")).json()["code"] == errors.APP_TOKEN_MISSING
+        async with bolt.client_with(**{"X-Bolt-App-Token": bolt.host.tokens.issue("notes")}) as plain:
+            assert (await plain.get("/system-only")).json()["code"] == errors.NOT_SYSTEM_APP
+        async with bolt.client_with(**{"X-Bolt-App-Token": bolt.host.tokens.issue("app-admin")}) as system:
+            assert (await system.get("/system-only")).json() == {"app": "app-admin"}

@@ -13,8 +13,9 @@ Groups:
   ``visibility``, ``appdb``), ``Event``, ``Database``, ``INITIAL_SCHEMA``.
 - **Who is calling**: ``Actor``, ``actor``, ``host_of``, ``require_user``,
   ``require_admin``, ``require_installer``, ``require_operator``, ``require_caller``,
-  ``require_app``, ``ask_permission``, ``admin_allowed``, ``check_login``, ``basic_credentials``,
-  ``client_key``, ``cross_origin_write_allowed``, ``SAFE_METHODS``.
+  ``require_app``, ``require_system_app``, ``ask_permission``, ``admin_allowed``,
+  ``check_login``, ``basic_credentials``, ``client_key``, ``cross_origin_write_allowed``,
+  ``SAFE_METHODS``.
 - **Answers**: ``ok``, ``read_body``, ``read_json_body``, ``require_str``, ``flag``,
   ``current_trace_id``, ``BoltError``, ``errors``; a backend's own error format with the
   ``register_error_formats`` hook, :class:`ErrorFormat` and :class:`PluginError`.
@@ -65,6 +66,7 @@ from bolt_host.web.auth import (
     require_caller,
     require_installer,
     require_operator,
+    require_system_app,
     require_user,
 )
 from bolt_host.web.envelope import flag, ok, read_body, require_str
@@ -139,6 +141,7 @@ __all__ = [
     "require_installer",
     "require_operator",
     "require_str",
+    "require_system_app",
     "require_user",
     "retry_after_headers",
     "safe_extract",

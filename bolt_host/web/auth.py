@@ -260,3 +260,11 @@ def require_app(request: Request) -> Actor:
     if request.headers.get(APP_TOKEN_HEADER) is None:
         raise BoltError(errors.APP_TOKEN_MISSING)
     return who
+
+
+def require_system_app(request: Request) -> Actor:
+    """A request made by a system app with its X-Bolt-App-Token (110 without one, 504 for another app)."""
+    who = require_app(request)
+    if not who.app_system:
+        raise BoltError(errors.NOT_SYSTEM_APP)
+    return who
