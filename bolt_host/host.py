@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from bolt_host.services.appdb import AppDatabases
     from bolt_host.services.apps import Apps
     from bolt_host.services.catalog import Catalog
+    from bolt_host.services.registry import RegistryClient
     from bolt_host.services.sessions import LoginThrottle
     from bolt_host.services.tasks import Tasks
     from bolt_host.services.visibility import Visibility
@@ -230,7 +231,7 @@ class Host:
             except Exception:
                 log.exception("plugin %s failed during shutdown", plugin)
 
-    def _registry_client(self) -> Any:
+    def _registry_client(self) -> RegistryClient | None:
         if not self.settings.registry:
             return None
         from bolt_host.services.registry import RegistryClient

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinydb import Query
 
@@ -31,6 +31,12 @@ from bolt_host.services.manifest import (
 )
 from bolt_host.services.users import now_iso
 from bolt_host.storage import INITIAL_SCHEMA, Database
+
+if TYPE_CHECKING:
+    from bolt_host.services.appdb import AppDatabases
+    from bolt_host.services.registry import RegistryClient
+    from bolt_host.services.supervisor import Supervisor
+    from bolt_host.services.visibility import Visibility
 
 log = logging.getLogger("bolt_host.apps")
 
@@ -49,10 +55,11 @@ class Apps:
         self.local_repo = local_repo
         self._publish = publish
         self._locks: dict[str, asyncio.Lock] = {}
-        self.supervisor: Any = None  # set by the Host once supervision is running
-        self.registry: Any = None  # set by the Host when a registry is configured
-        self.appdb: Any = None
-        self.visibility: Any = None
+        # Set by the Host as the services they name start (they need the apps service first).
+        self.supervisor: Supervisor | None = None
+        self.registry: RegistryClient | None = None  # only when a registry is configured
+        self.appdb: AppDatabases | None = None
+        self.visibility: Visibility | None = None
 
     # reads -------------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
