@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bolt_host.plugin import hookimpl
+from bolt_host.plugin import Host, hookimpl
 
 __version__ = "0.2.0"
 
@@ -38,7 +38,7 @@ class DevicePlugin:
         self.config = config
         self.__name__ = "device" if config is None else f"device-{id(self):x}"
 
-    def _config(self, host: Any) -> Any:
+    def _config(self, host: Host) -> Any:
         from .config import DeviceConfig
 
         if self.config is not None:
@@ -48,7 +48,7 @@ class DevicePlugin:
         return host.state[CONFIG_KEY]
 
     @hookimpl
-    def register_routes(self, host: Any) -> list[Any]:
+    def register_routes(self, host: Host) -> list[Any]:
         if self._config(host).mode != "manager":
             return []
         from . import auth_routes, device_routes
@@ -56,7 +56,7 @@ class DevicePlugin:
         return [*auth_routes.routes(), *device_routes.routes()]
 
     @hookimpl
-    async def startup(self, host: Any) -> None:
+    async def startup(self, host: Host) -> None:
         config = self._config(host)
         if not config.active:
             return
@@ -67,7 +67,7 @@ class DevicePlugin:
         await backend.start()
 
     @hookimpl
-    async def shutdown(self, host: Any) -> None:
+    async def shutdown(self, host: Host) -> None:
         from .backend import STATE_KEY
 
         backend = host.state.pop(STATE_KEY, None)
@@ -75,12 +75,14 @@ class DevicePlugin:
             await backend.stop()
 
     @hookimpl
-    def list_devices(self, host: Any, actor: dict[str, Any]) -> Any:
+    def list_devices(self, host: Host, actor: dict[str, Any]) -> Any:
         backend = _manager(host)
         return None if backend is None else backend.devices_for(actor)
 
     @hookimpl
-    async def install_on_device(self, host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
+    async def install_on_device(
+        self, host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]
+    ) -> Any:
         backend = _manager(host)
         if backend is None:
             return None
@@ -96,7 +98,7 @@ class DevicePlugin:
 
     @hookimpl
     async def uninstall_from_device(
-        self, host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]
+        self, host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]
     ) -> Any:
         backend = _manager(host)
         if backend is None:
@@ -113,7 +115,7 @@ class DevicePlugin:
         return public_operation(operation)
 
 
-def _manager(host: Any) -> Any:
+def _manager(host: Host) -> Any:
     from .backend import STATE_KEY
 
     backend = host.state.get(STATE_KEY)

@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from bolt_host.plugin import Host
+
 from . import wire
 from .config import DeviceConfig
 from .jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
@@ -55,7 +57,7 @@ class Job:
 
 
 class Agent:
-    def __init__(self, host: Any, config: DeviceConfig) -> None:
+    def __init__(self, host: Host, config: DeviceConfig) -> None:
         assert config.broker is not None
         self.host = host
         self.config = config

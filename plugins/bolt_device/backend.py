@@ -12,6 +12,8 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from bolt_host.plugin import Host
+
 from .config import BrokerAddress, DeviceConfig
 
 log = logging.getLogger("bolt_device")
@@ -19,7 +21,7 @@ STATE_KEY = "device"
 
 
 class DeviceBackend:
-    def __init__(self, host: Any, config: DeviceConfig) -> None:
+    def __init__(self, host: Host, config: DeviceConfig) -> None:
         self.host = host
         self.config = config
         self.accounts: Any = None

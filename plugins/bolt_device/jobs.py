@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bolt_host.plugin import read_manifest
+from bolt_host.plugin import Host, read_manifest
 
 from .downloads import display_uri, fetch, parse_hash
 from .reboot import schedule_reboot
@@ -142,7 +142,7 @@ class UninstallRequest:
         )
 
 
-def installed_packages(host: Any) -> list[dict[str, Any]]:
+def installed_packages(host: Host) -> list[dict[str, Any]]:
     """Kapua ``devicePackage`` entries for the host's installed apps."""
     found = []
     for app in host.apps.list():
@@ -158,7 +158,7 @@ def installed_packages(host: Any) -> list[dict[str, Any]]:
     return found
 
 
-def find_app(host: Any, name: str) -> dict[str, Any] | None:
+def find_app(host: Host, name: str) -> dict[str, Any] | None:
     app = host.apps.get(name)
     if app is not None:
         return app
@@ -166,7 +166,7 @@ def find_app(host: Any, name: str) -> dict[str, Any] | None:
 
 
 class JobRunner:
-    def __init__(self, host: Any, notifier: Notifier) -> None:
+    def __init__(self, host: Host, notifier: Notifier) -> None:
         self.host = host
         self.notifier = notifier
 

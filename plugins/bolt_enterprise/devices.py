@@ -17,7 +17,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_host.plugin import BoltError, now_iso
+from bolt_host.plugin import BoltError, Host, now_iso
 
 from .assets import asset_id, device_package
 from .replies import EnterpriseError
@@ -61,7 +61,7 @@ def _key(app: str, device: str) -> Any:
 
 
 class DeviceInstalls:
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self._host = host
 
     async def devices(self, actor: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bolt_host.plugin import hookspec
+from bolt_host.plugin import Host, hookspec
 
 
 @hookspec(firstresult=True)
-def verify_payment(host: Any, source: str, app: dict[str, Any], user: str, receipt: Any) -> Any:
+def verify_payment(host: Host, source: str, app: dict[str, Any], user: str, receipt: Any) -> Any:
     """Verify a purchase receipt for ``app`` bought by ``user`` from ``source``.
 
     firstresult: return a dict describing the verified purchase, or False to

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from bolt_host.plugin import actor, admin_allowed, ask_permission, host_of
+from bolt_host.plugin import Host, actor, admin_allowed, ask_permission, host_of
 
 from .envelope import MarketError
 
@@ -35,7 +35,7 @@ class MarketUser:
         return {"user": self.name, "isAdmin": self.is_admin, "app": None, "system": False}
 
 
-def _from_record(host: Any, user: dict[str, Any] | None, via: str) -> MarketUser:
+def _from_record(host: Host, user: dict[str, Any] | None, via: str) -> MarketUser:
     if user is None or user.get("isBlocked"):
         raise MarketError(401, NO_USER)
     return MarketUser(user["name"], host.users.is_admin(user), via, user)

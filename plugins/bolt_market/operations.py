@@ -311,7 +311,7 @@ def submit_cancel(market: Market, user: MarketUser, row: dict[str, Any]) -> dict
     async def run(task: TaskHandle) -> dict[str, Any]:
         tasks = market.host.tasks
         record = tasks.get(target) if target is not None else None
-        if record is None or record["status"] not in ("queued", "running"):
+        if target is None or record is None or record["status"] not in ("queued", "running"):
             market.set_state(name, f"{phase}CancelFailed", message="nothing to cancel")
             raise MarketError(400, f"{name} has no operation in progress")
         if record["status"] == "queued":

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bolt_host.plugin import BoltError, TaskCancelled, app_name_for
+from bolt_host.plugin import BoltError, Host, TaskCancelled, app_name_for
 
 from .envelope import MarketError
 
@@ -117,7 +117,7 @@ def declared_defaults(bolt: dict[str, Any]) -> dict[str, str]:
 
 
 async def put_on_host(
-    host: Any,
+    host: Host,
     tarball: Path,
     app_source: dict[str, Any],
     name: str,
@@ -150,7 +150,7 @@ def _stop_if_cancelled(cancel: asyncio.Event | None) -> None:
         raise TaskCancelled("canceled by the user")
 
 
-async def restrict_to_owner(host: Any, name: str, user: str) -> None:
+async def restrict_to_owner(host: Host, name: str, user: str) -> None:
     """Only the owner (and admins) may use the instance through the host's ``/x`` proxy."""
     await host.apps.update(name, {"controlledVisibility": True})
     host.visibility.grant_user(name, user, by="market")

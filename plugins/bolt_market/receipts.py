@@ -26,6 +26,8 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from bolt_host.plugin import Host
+
 from .envelope import MarketError
 
 ALGORITHMS = ("ES256", "ES384", "Ed25519", "EdDSA", "RS256", "PS256")
@@ -134,7 +136,7 @@ def check_receipt(
     }
 
 
-def builtin_verify_payment(host: Any, source: str, app: dict[str, Any], user: str, receipt: Any) -> Any:
+def builtin_verify_payment(host: Host, source: str, app: dict[str, Any], user: str, receipt: Any) -> Any:
     """The built-in payment verifier: a receipt VC signed by the app developer's key, for this purchase."""
     market = host.state.get("market")
     if market is None or not isinstance(receipt, dict):

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from tinydb import Query
 
-from bolt_host.plugin import CatalogError, RegistryClient, RegistryError, RegistrySource, UploadSource
+from bolt_host.plugin import CatalogError, Host, RegistryClient, RegistryError, RegistrySource, UploadSource
 
 from .envelope import MarketError
 
@@ -47,7 +47,7 @@ BUILTINS = (
 class SourceHandle:
     """One configured source, able to list, describe and fetch packages."""
 
-    def __init__(self, host: Any, config: dict[str, Any]) -> None:
+    def __init__(self, host: Host, config: dict[str, Any]) -> None:
         self.host = host
         self.config = config
         self.id: str = config["id"]
@@ -149,7 +149,7 @@ class SourceHandle:
 class Sources:
     """Every configured source, by id."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self._db = host.db
         self._db.migrate(TABLE, {1: lambda t: None})

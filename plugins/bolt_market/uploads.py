@@ -25,6 +25,7 @@ from bolt_host.plugin import (
     BoltError,
     CatalogError,
     ExtractError,
+    Host,
     build_app,
     read_tarball_manifest,
     safe_extract,
@@ -38,7 +39,7 @@ SUFFIXES = (".tgz", ".tar.gz")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]")
 
 
-def upload_limit(host: Any) -> int:
+def upload_limit(host: Host) -> int:
     return min(MAX_CHART_BYTES, int(host.settings.max_upload_bytes))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_host.plugin import compare_versions, format_time, sort_key
+from bolt_host.plugin import Host, compare_versions, format_time, sort_key
 
 DOWNLOADS = "robot_downloads"
 FIRMWARE = "robot_firmware"
@@ -101,14 +101,14 @@ class FirmwareVersions:
 class Robot:
     """The backend's state, kept in ``host.state["robot"]``."""
 
-    host: Any
+    host: Host
     secret: str | None
     downloads: Downloads
     firmware: FirmwareVersions
     install_wait: float = DEFAULT_INSTALL_WAIT
 
     @classmethod
-    def create(cls, host: Any) -> Robot:
+    def create(cls, host: Host) -> Robot:
         secret = os.environ.get(SECRET_ENV) or None
         return cls(
             host=host,
