@@ -66,6 +66,7 @@ async def test_cookie_session_writes_follow_the_cross_origin_rule(bolt: RunningH
         {"Sec-Fetch-Site": "same-site"},
         {"Sec-Fetch-Site": "cross-site", "Origin": own},  # the fetch metadata is what counts
         {"Origin": "http://evil.example"},
+        {"Origin": own + ":8081"},  # another port of this machine: an older browser's same-site page
         {"Origin": "null"},
         {"Sec-Fetch-Site": "same-origin", "X-CSRF-Token": "not-the-token"},  # a wrong token never falls back
     )

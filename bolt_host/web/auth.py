@@ -20,7 +20,7 @@ from starlette.requests import Request
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.sessions import CLIENT_MAX_FAILURES
-from bolt_host.web.origin import SAFE_METHODS, write_allowed
+from bolt_host.web.origin import write_allowed
 
 if TYPE_CHECKING:
     from bolt_host.host import Host
@@ -116,7 +116,7 @@ def require_same_origin_write(request: Request, host: Host, session_csrf: str | 
     an ``Origin`` equal to ours), which a page on another site, or on another port of
     this host, cannot forge.  Clients that are no browser send neither header and pass.
     """
-    if request.method in SAFE_METHODS or write_allowed(request, session_csrf, trusted_origins(host)):
+    if write_allowed(request, session_csrf, trusted_origins(host)):
         return
     raise BoltError(
         errors.CSRF_FAILED,
