@@ -181,7 +181,7 @@ class JobRunner:
         cache_dir = self.host.settings.data_dir / "cache" / "device"
         cache_dir.mkdir(parents=True, exist_ok=True)
         dest = cache_file(cache_dir, job_id)
-        notify(job_id, "download", "IN_PROGRESS", 0, **{"dp.download.index": 0})
+        notify(job_id, "download", "IN_PROGRESS", 0, "", **{"dp.download.index": 0})
         sizes: dict[str, int] = {"received": 0}
 
         async def job(task: Any) -> dict[str, Any]:
@@ -194,7 +194,7 @@ class JobRunner:
                 now = time.monotonic()
                 if percent >= last["percent"] + NOTIFY_EVERY_PERCENT and now - last["at"] >= NOTIFY_MIN_SECONDS:
                     last.update(percent=percent, at=now)
-                    notify(job_id, "download", "IN_PROGRESS", percent, **{"dp.download.size": total or 0})
+                    notify(job_id, "download", "IN_PROGRESS", percent, "", **{"dp.download.size": total or 0})
 
             auth = (request.username, request.password or "") if request.username else None
             size = await fetch(
@@ -214,7 +214,7 @@ class JobRunner:
             if done["status"] != "succeeded":
                 notify(job_id, "download", "FAILED", 0, done.get("error") or done["status"])
                 return
-            notify(job_id, "download", "COMPLETED", 100, **{"dp.download.size": sizes["received"]})
+            notify(job_id, "download", "COMPLETED", 100, "", **{"dp.download.size": sizes["received"]})
             if not request.install:
                 return
             if await self.install(request, dest) and request.reboot:

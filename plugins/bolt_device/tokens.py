@@ -65,7 +65,7 @@ class AccessTokens:
             "jti": token_id,
         }
         jwt = self._encode(claims)
-        row = {
+        row: dict[str, Any] = {
             "id": token_id,
             "user": user,
             "scopeId": scope,

@@ -156,7 +156,7 @@ async def tags(request: Request) -> Response:
     who = caller(request)
     host = enterprise_of(request).host
     if who is not None:
-        apps = host.visibility.visible_apps(who.user_name)
+        apps = host.visibility.visible_apps(who.user_name or "")
     else:
         apps = [app for app in host.apps.list() if not app.get("controlledVisibility")]
     counts = Counter(tag for app in apps if asset_type(app) == kind for tag in app.get("tags") or [])

@@ -8,7 +8,7 @@ status the Olares Market uses (400, 401, 403, 404, 413, 422, 500, 503).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -97,6 +97,10 @@ async def read_json(request: Request, required: bool = False) -> dict[str, Any]:
     return body
 
 
+@overload
+def text_field(body: dict[str, Any], *names: str, required: Literal[True] = True, limit: int = 256) -> str: ...
+@overload
+def text_field(body: dict[str, Any], *names: str, required: bool, limit: int = 256) -> str | None: ...
 def text_field(body: dict[str, Any], *names: str, required: bool = True, limit: int = 256) -> str | None:
     """The first of ``names`` present in ``body`` as a non-empty string (several spellings allowed)."""
     for name in names:

@@ -93,7 +93,7 @@ def requested_port(entrances: list[dict[str, Any]]) -> int | None:
 
 def missing_required_envs(bolt: dict[str, Any], envs: list[dict[str, str]]) -> list[str]:
     """Names the manifest's ``bolt.envs`` marks required that neither the request nor a default fills."""
-    declared = bolt.get("envs") if isinstance(bolt.get("envs"), list) else []
+    declared = _declared_envs(bolt)
     given = {e["envName"] for e in envs}
     missing = []
     for item in declared:
@@ -105,8 +105,13 @@ def missing_required_envs(bolt: dict[str, Any], envs: list[dict[str, str]]) -> l
     return missing
 
 
+def _declared_envs(bolt: dict[str, Any]) -> list[Any]:
+    declared = bolt.get("envs")
+    return declared if isinstance(declared, list) else []
+
+
 def declared_defaults(bolt: dict[str, Any]) -> dict[str, str]:
-    declared = bolt.get("envs") if isinstance(bolt.get("envs"), list) else []
+    declared = _declared_envs(bolt)
     defaults = {}
     for item in declared:
         if isinstance(item, dict) and item.get("default") not in (None, ""):

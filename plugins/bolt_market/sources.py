@@ -135,7 +135,8 @@ class SourceHandle:
             doc = await self._client.packument(name)
         except RegistryError:
             return {}
-        times = doc.get("time") if isinstance(doc.get("time"), dict) else {}
+        times = doc.get("time")
+        times = times if isinstance(times, dict) else {}
         return {str(k): str(v) for k, v in times.items()}
 
     def describe(self) -> dict[str, Any]:

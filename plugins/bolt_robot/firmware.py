@@ -111,7 +111,8 @@ def flash_plan(root: Path, name: str, version: str) -> tuple[list[str], Path]:
         raise JobError(getattr(exc, "message", None) or str(exc)) from exc
     if manifest.get("name") != name or manifest.get("version") != version:
         raise JobError(f"the package is {manifest.get('name')}:{manifest.get('version')}, expected {name}:{version}")
-    bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}
+    bolt = manifest.get("bolt")
+    bolt = bolt if isinstance(bolt, dict) else {}
     if not bolt.get("firmware"):
         raise JobError(f"{name} is not a firmware package")
     command = bolt.get("flash")
