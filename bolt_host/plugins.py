@@ -238,19 +238,28 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, info: PluginI
 
 
 def _entry_point_plugins() -> list[tuple[str, object, str | None, str]]:
-    """(name, the object the entry point names: a module or a plugin instance, version, its package)."""
+    """``(name, plugin, version, entry point value)`` for every entry point of the group."""
     found = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
-            module = ep.load()
+            loaded = ep.load()
         except Exception as exc:
             raise PluginLoadError(f"entry point {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
         version = ep.dist.version if ep.dist else None
-        found.append((ep.name, module, version, ep.module))  # the package: where to look
+        found.append((ep.name, plugin_object(loaded), version, ep.value))
     return found
 
 
-def _plugins_dir_modules(folder: Path) -> list[tuple[str, ModuleType, Path]]:
+def plugin_object(loaded: object) -> object:
+    """What to register for an entry point: a package's ``plugin`` object (the shape the built-in
+    backends have) when it has one, else what the entry point names (a module of hook functions,
+    or an object)."""
+    if isinstance(loaded, ModuleType):
+        return getattr(loaded, "plugin", None) or loaded
+    return loaded
+
+
+def _plugins_dir_modules(folder: Path) -> list[tuple[str, object, Path]]:
     if not folder.is_dir():
         raise PluginLoadError(f"plugins dir {folder} does not exist")
     modules = []
@@ -265,7 +274,7 @@ def _plugins_dir_modules(folder: Path) -> list[tuple[str, ModuleType, Path]]:
             spec.loader.exec_module(module)
         except Exception as exc:
             raise PluginLoadError(f"plugin file {path} failed to import: {exc}") from exc
-        modules.append((path.stem, module, path))
+        modules.append((path.stem, plugin_object(module), path))
     return modules
 
 

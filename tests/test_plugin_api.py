@@ -150,3 +150,17 @@ async def test_require_system_app_admits_only_a_system_apps_token(tmp_path: Path
             assert (await plain.get("/system-only")).json()["code"] == errors.NOT_SYSTEM_APP
         async with bolt.client_with(**{"X-Bolt-App-Token": bolt.host.tokens.issue("app-admin")}) as system:
             assert (await system.get("/system-only")).json() == {"app": "app-admin"}
+
+
+async def test_a_plugins_dir_file_registers_its_plugin_object(tmp_path: Path) -> None:
+    """The worked backend saved as a loose file: the host registers its ``plugin``, as for an entry point."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    match = re.search(r"<!-- example-backend -->\s*```python\n(.*?)```", DOCS, re.S)
+    assert match
+    (folder / "shelf.py").write_text(match.group(1))
+    async with running_host(tmp_path / "data", plugins_dir=folder) as bolt:
+        anonymous = await bolt.client.get("/shelf/items")
+        assert anonymous.status_code == 401 and "shelf_error" in anonymous.json()
+        listed = {p["name"]: p for p in (await bolt.client.get("/-/plugins")).json()}
+        assert {"register_routes", "register_error_formats"} <= set(listed["shelf"]["hooks"])

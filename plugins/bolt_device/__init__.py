@@ -4,7 +4,7 @@ Kapua's device-packages REST API, with Kura's DEPLOY-V2 protocol over MQTT.
 One host runs it as the **manager** (``BOLT_DEVICE_MODE=manager``: Kapua's REST
 under ``/v1``), every other host as an **agent** (``BOLT_DEVICE_MODE=agent``).
 Without ``BOLT_DEVICE_MODE`` the plugin is inert: no routes, no broker, no
-network.  The entry point names :data:`plugin`; it imports only ``bolt_host.plugin``.
+network.  The host registers :data:`plugin`; it imports only ``bolt_host.plugin``.
 See docs/device.md.
 
 Modules: ``config`` (env), ``backend`` (what runs per mode), ``wire`` (topics

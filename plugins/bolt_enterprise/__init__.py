@@ -2,7 +2,7 @@
 users, roles, apps and (when a device backend is loaded) devices.
 
 Registered through the `bolt_host` entry-point group like any third-party
-plugin (the entry point names :data:`plugin`); it imports only ``bolt_host.plugin``.
+plugin (the host registers its :data:`plugin`); it imports only ``bolt_host.plugin``.
 Routes live under ``/store/...`` and ``/api/v1/apps/mobile/...``; see docs/enterprise.md.
 """
 

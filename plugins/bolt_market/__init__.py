@@ -1,7 +1,7 @@
 """The `market` store backend: the Olares Market API (``/app-store/api/v2``) on bolt-host.
 
 Registered through the `bolt_host` entry-point group like any third-party
-plugin (the entry point names :data:`plugin`); it imports only ``bolt_host.plugin``
+plugin (the host registers its :data:`plugin`); it imports only ``bolt_host.plugin``
 and declares one hook of its own, ``verify_payment`` (``hookspecs``).  See docs/market.md.
 
 Modules: ``routes*`` (HTTP), ``envelope`` (answers), ``identity`` (who calls),

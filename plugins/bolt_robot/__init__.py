@@ -1,7 +1,7 @@
 """The `robot` store backend: the robot App Store API (``/app_store/...``) on bolt-host.
 
 Registered through the `bolt_host` entry-point group like any third-party
-plugin (the entry point names :data:`plugin`).  It imports only
+plugin (the host registers its :data:`plugin`).  It imports only
 ``bolt_host.plugin`` and answers in the robot's own format.  See docs/robot.md.
 
 Modules: ``routes`` (HTTP and access), ``packages`` (package list and status),
