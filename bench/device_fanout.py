@@ -4,8 +4,8 @@ Measures, for installing one small app (download from a registry, SHA256 check,
 install, start) on every device at once through Kapua's ``_download`` API:
 
 * time until every device is connected (after the agent processes start);
-* the 50 ``POST .../packages/_download`` calls: wall time and per-call latency;
-* time until every device reported ``install COMPLETED`` (the app is running);
+* the N ``POST .../packages/_download`` calls: wall time and per-call latency;
+* time until every operation ended (the last `endedOn`; COMPLETED = the app is running);
 * the manager's RSS (before / peak / after) and CPU (mean / peak, % of one core)
   sampled every 100 ms during the fan-out, by pid with psutil;
 * MQTT publishes per second through the broker during the fan-out (mean, and the
@@ -17,6 +17,12 @@ The manager is a real ``python -m bolt_host serve`` process with
 ``--per-process`` of them per process (bench/device_agents.py).  Usage::
 
     python bench/device_fanout.py --agents 50 --per-process 10
+    python bench/device_fanout.py --agents 500 --per-process 50 --app sleep --restart-broker-after 1
+
+``--app sleep`` installs an app whose process is ``sleep`` (cheap to spawn) instead of a
+Python loop; ``--restart-broker-after S`` restarts Mosquitto S seconds into the burst, and
+the result then says whether every operation still ended (COMPLETED, or FAILED with a
+reason) and none was left RUNNING.
 
 Everything binds 127.0.0.1; each phase has a deadline; every process started here
 (broker, manager, agent processes and the apps they started) is ended by pid.
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +76,12 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
         time.sleep(interval)
 
 
-def make_app(folder: Path) -> tuple[bytes, dict[str, Any]]:
-    manifest = {"name": "fanout-app", "version": "1.0.0", "keywords": ["bolt-app"],
-                "bolt": {"main": "main.py", "server": False}}
+def make_app(folder: Path, kind: str = "python") -> tuple[bytes, dict[str, Any]]:
+    """The app to install: a Python process (``python``), or ``sleep`` (a process that costs
+    next to nothing to spawn, so a many-device run on few cores measures the fleet, not Python
+    start-ups)."""
+    bolt = {"main": "main.py", "server": False} if kind == "python" else {"start": "sleep 86400", "server": False}
+    manifest = {"name": "fanout-app", "version": "1.0.0", "keywords": ["bolt-app"], "bolt": bolt}
     src = folder / "fanout-app"
     src.mkdir(parents=True)
     (src / "package.json").write_text(json.dumps(manifest))
@@ -117,13 +127,13 @@ class BrokerCounter:
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         self.count += 1
         self.times.append(time.monotonic())
-        if "/NOTIFY/" in message.topic and message.topic.endswith("/install"):
+        if "/NOTIFY/" in message.topic and message.topic.endswith(("/install", "/download")):
             metrics = json.loads(message.payload).get("metrics", {})
-            device = message.topic.split("/")[-2]
-            if metrics.get("dp.install.status") == "COMPLETED":
+            device, step = message.topic.split("/")[-2:]
+            if step == "install" and metrics.get("dp.install.status") == "COMPLETED":
                 self.installed.setdefault(device, time.monotonic())
-            elif metrics.get("dp.install.status") == "FAILED":
-                self.failed[device] = metrics.get("dp.install.error.message", "")
+            elif metrics.get(f"dp.{step}.status") == "FAILED":
+                self.failed[device] = metrics.get(f"dp.{step}.error.message", "")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -149,19 +159,71 @@ def end(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
         process.wait(timeout=timeout)
 
 
-async def fan_out(base: str, token: str, devices: list[dict[str, Any]], request: dict[str, Any]) -> list[float]:
+async def fan_out(
+    base: str, token: str, devices: list[dict[str, Any]], request: dict[str, Any]
+) -> list[tuple[float, int, dict[str, Any]]]:
+    """One ``_download`` per device, all at once: (seconds, status, body) per call."""
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=len(devices) + 5)
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120, limits=limits) as client:
 
-        async def one(device: dict[str, Any]) -> float:
+        async def one(device: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
             started = time.perf_counter()
             response = await client.post(f"/v1/_/devices/{device['id']}/packages/_download", json=request)
-            if response.status_code != 200:
-                raise RuntimeError(f"{device['clientId']}: {response.status_code} {response.text}")
-            return time.perf_counter() - started
+            return time.perf_counter() - started, response.status_code, {**response.json(), "device": device["id"]}
 
         return await asyncio.gather(*(one(d) for d in devices))
+
+
+def wait_operations(api: httpx.Client, started: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    """Every started operation once it is no longer RUNNING (polling only the pending ones)."""
+    pending = {o["id"]: o for o in started}
+    ended: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while pending:
+        for operation_id, operation in list(pending.items()):
+            current = api.get(f"/v1/_/devices/{operation['device']}/operations/{operation_id}").json()
+            if current.get("status") != "RUNNING":
+                ended.append(current)
+                del pending[operation_id]
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} operations still RUNNING after {timeout}s")
+        if pending:
+            time.sleep(1.0)  # a poll of the manager's API, not a wait for an event
+    return ended
+
+
+def epoch_of(iso_time: str) -> float:
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
+def log_complete(operation: dict[str, Any]) -> bool:
+    """A COMPLETED install's log has every step; a FAILED one says why."""
+    lines = operation.get("log", "").splitlines()
+    if operation["status"] == "COMPLETED":
+        return "download COMPLETED 100%" in lines and "install COMPLETED 100%" in lines
+    return bool(lines) and any(":" in line or not line.startswith(("download", "install")) for line in lines)
+
+
+class BrokerRestart(threading.Thread):
+    """Restarts the broker ``after`` seconds into the burst; records when it was down."""
+
+    def __init__(self, broker: Mosquitto, after: float) -> None:
+        super().__init__(daemon=True)
+        self.broker, self.after = broker, after
+        self.go = threading.Event()
+        self.down_at = self.up_at = 0.0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        self.go.wait()
+        time.sleep(self.after)  # the moment in the burst chosen on the command line
+        try:
+            self.down_at = time.monotonic()
+            self.broker.restart()
+            self.up_at = time.monotonic()
+        except BaseException as exc:  # reported in the result, never lost in a thread
+            self.error = exc
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         broker.start()
         registry.start()
-        data, manifest = make_app(work)
+        data, manifest = make_app(work, args.app)
         doc = registry.publish_tarball(manifest["name"], manifest["version"], data, manifest)
         port = free_port()
         env = {**os.environ, "BOLT_DEVICE_MODE": "manager", "BOLT_DEVICE_BROKER_URL": broker.url,
@@ -229,29 +291,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         request = {"uri": doc["dist"]["tarball"], "name": manifest["name"], "version": manifest["version"],
                    "fileHash": sha256_of(data), "install": True}
         sampler = Sampler(manager.pid)
+        restart = BrokerRestart(broker, args.restart_broker_after) if args.restart_broker_after is not None else None
+        if restart is not None:
+            restart.start()
         messages_before = counter.count
         sampler.start()
-        fan_started = time.monotonic()
-        latencies = asyncio.run(fan_out(base, token, devices, request))
+        fan_wall, fan_started = time.time(), time.monotonic()
+        if restart is not None:
+            restart.go.set()
+        calls = asyncio.run(fan_out(base, token, devices, request))
         accepted_seconds = time.monotonic() - fan_started
-        wait_for(lambda: len(counter.installed) + len(counter.failed) >= args.agents, 300,
-                 "every device to finish installing", interval=0.05)
-        last_install = max(counter.installed.values()) if counter.installed else time.monotonic()
-        fan_seconds = last_install - fan_started
+        latencies = [seconds for seconds, _, _ in calls]
+        started_ops = [body for _, status, body in calls if status == 200]
+        refused = [f"{status} {body.get('kapuaErrorCode') or body.get('type')}" for _, status, body in calls
+                   if status != 200]
+        if restart is not None:
+            restart.join(timeout=120)
+        # the subscriber sees the last notifications without loading the manager; what it missed
+        # (a broker restart blinds it for a moment) is then read from the manager's API
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: len(set(counter.installed) | set(counter.failed)) >= len(started_ops), 300,
+                     "every device's last notification", interval=0.1)
+        operations = wait_operations(api, started_ops, 300)
+        last_end = max((epoch_of(o["endedOn"]) for o in operations if o.get("endedOn")), default=fan_wall)
+        fan_seconds = last_end - fan_wall
         messages = counter.count - messages_before
         window = [t for t in counter.times if t >= fan_started]
         peak_rate = max((sum(1 for u in window if t <= u < t + 1.0) for t in window), default=0)
         sampler.halt.set()
         sampler.join()
-
-        def all_ended() -> list[dict[str, Any]] | None:
-            ops = []
-            for device in devices:
-                ops.extend(api.get(f"/v1/_/devices/{device['id']}/operations").json()["items"])
-            return ops if all(o["status"] != "RUNNING" for o in ops) else None
-
-        operations = wait_for(all_ended, 60, "every operation to close", interval=0.5)
         completed = sum(o["status"] == "COMPLETED" for o in operations)
+        running = {"type": "attributePredicate", "attributeName": "status", "attributeValue": "RUNNING"}
+        in_manager = still_running = 0
+        for device in devices:  # every operation the burst made, those the refused calls closed included
+            path = f"/v1/_/devices/{device['id']}/operations/_count"
+            in_manager += api.post(path, json={}).json()["count"]
+            still_running += api.post(path, json={"predicate": running}).json()["count"]
+        failed_reasons = sorted({o["log"].splitlines()[-1] for o in operations if o["status"] != "COMPLETED"})
         app_pids = descendants([a.pid for a in agents])
         cpu = [s[0] for s in sampler.samples] or [0.0]
         rss = [s[1] for s in sampler.samples] or [0]
@@ -265,10 +341,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "postAllAcceptedSeconds": round(accepted_seconds, 3),
             "postLatencyMs": {"p50": round(statistics.median(latencies) * 1000, 1),
                               "max": round(max(latencies) * 1000, 1)},
+            "app": args.app,
             "installAllSeconds": round(fan_seconds, 2),
-            "installedAndStarted": len(counter.installed),
-            "failed": counter.failed,
+            "callsRefused": refused,
+            "operationsStarted": len(started_ops),
+            "operationsInManager": in_manager,
+            "operationsStillRunning": still_running,
             "operationsCompleted": completed,
+            "operationsFailed": len(operations) - completed,
+            "operationsFailedReasons": failed_reasons,
+            "operationsWithCompleteLog": sum(log_complete(o) for o in operations),
+            "brokerRestart": None if restart is None else {
+                "after": args.restart_broker_after, "downSeconds": round(restart.up_at - restart.down_at, 2),
+                "error": repr(restart.error) if restart.error else None},
+            "loadAverage": [round(x, 2) for x in os.getloadavg()],
             "managerRssMiB": {"idle": round(max(idle_rss) / 2**20, 1), "peak": round(max(rss) / 2**20, 1),
                               "after": round(rss[-1] / 2**20, 1)},
             "managerCpuPercent": {"mean": round(statistics.mean(cpu), 1), "peak": round(max(cpu), 1)},
@@ -302,6 +388,10 @@ def main() -> None:
     parser.add_argument("--per-process", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "device_fanout.json")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, data dirs)")
+    parser.add_argument("--app", choices=("python", "sleep"), default="python",
+                        help="the installed app's process: a Python loop, or 'sleep' (cheap to spawn)")
+    parser.add_argument("--restart-broker-after", type=float, default=None, metavar="SECONDS",
+                        help="restart Mosquitto this many seconds into the burst")
     args = parser.parse_args()
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from bolt_host import __version__
-from bolt_host.config import Settings, parse_setting, settings_from_env
+from bolt_host.cli_client import StartupError
+from bolt_host.config import Settings, env_name, parse_setting, settings_from_env
+from bolt_host.datadir import DataDirBusy, DataDirError, DataDirLock, check_usable
 from bolt_host.errors import BoltError
+from bolt_host.listener import ListenError, UnknownHost, bind_listener
+from bolt_host.log_levels import LOG_LEVELS, configure_logging
 from bolt_host.plugins import PluginLoadError, discover
 from bolt_host.statefile import RUNTIME_STATE_FILE, StateFile
 from bolt_host.storage import CorruptDatabaseError, Database
@@ -25,10 +31,47 @@ def _settings(**flags: Any) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
-@click.group()
+def _setting_label(name: str, flags: dict[str, Any]) -> str:
+    """How the user gave setting ``name``: its flag, or its env twin when the flag was not used."""
+    if flags.get(name) is None and env_name(name) in os.environ:
+        return env_name(name)
+    return "--" + name.replace("_", "-")
+
+
+def _serve_settings(flags: dict[str, Any]) -> Settings:
+    """Settings for ``serve``; any bad value is a :class:`StartupError` naming the setting and value."""
+    raw_range = flags.get("port_range")
+    if raw_range:
+        try:
+            flags["port_range"] = parse_setting("port_range", raw_range)
+        except ValueError as exc:
+            raise StartupError(f"--port-range {raw_range}: {exc}") from exc
+    try:
+        settings = settings_from_env(**flags)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    if not 0 <= settings.port < 65536:  # 0: any free port
+        raise StartupError(f"{_setting_label('port', flags)} {settings.port}: not a port number (0-65535)")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise StartupError(
+            f"{_setting_label('log_level', flags)} {settings.log_level}: not one of {', '.join(LOG_LEVELS).lower()}"
+        )
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bolt-host")
 def main() -> None:
-    """bolt-host: install, supervise and serve apps."""
+    """bolt-host: install, supervise and serve apps.
+
+    \b
+    Examples:
+      bolt-host serve                          # run the host on 127.0.0.1:4000
+      bolt-host login --user admin             # store a login for the commands below
+      bolt-host apps install-local hello-web   # install from the local repository
+      bolt-host apps start hello-web
+      bolt-host apps logs hello-web --lines 50
+    """
 
 
 @main.command()
@@ -59,13 +102,41 @@ def main() -> None:
 @click.option("--port-range", default=None, help="Ports for apps, e.g. 20000-29999 [env BOLT_PORT_RANGE].")
 @click.option("--log-level", default=None, help="Log level [env BOLT_LOG_LEVEL; default info].")
 def serve(**flags: Any) -> None:
-    """Run the host until SIGINT or SIGTERM."""
+    """Run the host until SIGINT or SIGTERM.
+
+    \b
+    Examples:
+      bolt-host serve
+      bolt-host serve --port 8080 --data-dir /srv/bolt --registry http://127.0.0.1:4873
+      BOLT_ADMIN_PASSWORD=secret bolt-host serve --log-level debug
+    """
     import uvicorn
 
-    if flags.get("port_range"):
-        flags["port_range"] = parse_setting("port_range", flags["port_range"])
-    settings = _settings(**flags)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Check every setting and bind the socket before the data dir is touched: a refused
+    # start leaves no folder, no password and no half-run start-up behind.
+    settings = _serve_settings(flags)
+    data_label = _setting_label("data_dir", flags)
+    try:
+        check_usable(settings.data_dir)
+    except DataDirError as exc:
+        raise StartupError(f"{data_label} {settings.data_dir}: {exc}") from exc
+    try:
+        listener = bind_listener(settings.host, settings.port)
+    except UnknownHost as exc:
+        raise StartupError(f"{_setting_label('host', flags)} {settings.host}: {exc}") from exc
+    except ListenError as exc:
+        where = f"{settings.host}:{settings.port}"
+        raise StartupError(f"{_setting_label('port', flags)} {settings.port} ({where}): {exc}") from exc
+    if settings.port == 0:  # the port the kernel chose, for the banner and the apps' BOLT_HOST_URL
+        settings = settings.with_overrides(port=listener.getsockname()[1])
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()  # held until this process exits; the kernel releases it on any death
+    except DataDirBusy as exc:
+        listener.close()
+        raise StartupError(f"{data_label} {settings.data_dir}: {exc}; one host per data dir") from exc
     try:  # here, so a corrupt db refuses the start with one clear line (in the lifespan it is a traceback)
         Database(settings.data_dir / "db.json").close()
         StateFile(settings.data_dir / RUNTIME_STATE_FILE)
@@ -78,17 +149,21 @@ def serve(**flags: Any) -> None:
     except PluginLoadError as exc:
         raise click.ClickException(str(exc)) from exc
 
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        **server_options(settings),
+    )
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=False,
-            **server_options(settings),
-        )
+        server.run(sockets=[listener])
     except CorruptDatabaseError as exc:
         raise click.ClickException(str(exc)) from exc
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the start-up failed (its reason is in the log above)
 
 
 def _print_banner(settings: Settings, generated_password: str | None) -> None:
@@ -138,6 +213,25 @@ def _users(data_dir: Path | None) -> Any:
     return store
 
 
+@contextlib.contextmanager
+def _offline_write(data_dir: Path | None, online: str) -> Iterator[None]:
+    """Hold the data dir's lock for an offline write, or refuse while a host is serving it.
+
+    A running host keeps its state in memory and would overwrite the change with its next
+    write, so the change must go through the host itself (``online`` is that command).
+    """
+    folder = _settings(data_dir=data_dir).data_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with DataDirLock(folder, purpose="bolt-host admin"):
+            yield
+    except DataDirBusy as exc:
+        raise click.ClickException(
+            f"{folder} is {exc}: a running host would overwrite this change; use `{online}` against it "
+            "(or stop the host first)"
+        ) from exc
+
+
 _data_dir_option = click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None, help="State folder [env BOLT_DATA_DIR]."
 )
@@ -149,9 +243,15 @@ _data_dir_option = click.option(
 @click.option("--role", "roles", multiple=True, default=["guest"], show_default=True)
 @_data_dir_option
 def admin_users_add(name: str, password: str, roles: tuple[str, ...], data_dir: Path | None) -> None:
-    """Create a user."""
+    """Create a user.
+
+    \b
+    Examples:
+      bolt-host admin users add zoe --role admin --data-dir /srv/bolt
+    """
     try:
-        user = _users(data_dir).create(name, password, list(roles))
+        with _offline_write(data_dir, f"bolt-host users add {name}"):
+            user = _users(data_dir).create(name, password, list(roles))
     except BoltError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"created user {user['name']} with roles {', '.join(user['roles'])}")
@@ -161,7 +261,12 @@ def admin_users_add(name: str, password: str, roles: tuple[str, ...], data_dir: 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_data_dir_option
 def admin_users_list(as_json: bool, data_dir: Path | None) -> None:
-    """List users."""
+    """List users.
+
+    \b
+    Examples:
+      bolt-host admin users list --json
+    """
     found = _users(data_dir).list()
     if as_json:
         click.echo(json.dumps(found, indent=2))
@@ -175,9 +280,15 @@ def admin_users_list(as_json: bool, data_dir: Path | None) -> None:
 @click.option("--password", prompt="New password", hide_input=True, confirmation_prompt=True)
 @_data_dir_option
 def admin_users_passwd(name: str, password: str, data_dir: Path | None) -> None:
-    """Set a user's password."""
+    """Set a user's password.
+
+    \b
+    Examples:
+      bolt-host admin users passwd admin --data-dir /srv/bolt
+    """
     try:
-        _users(data_dir).set_password(name, password)
+        with _offline_write(data_dir, f"bolt-host users passwd --user {name}"):
+            _users(data_dir).set_password(name, password)
     except BoltError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"password changed for {name}")
@@ -187,7 +298,13 @@ def admin_users_passwd(name: str, password: str, data_dir: Path | None) -> None:
 @click.option("--plugins-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_command(plugins_dir: Path | None, as_json: bool) -> None:
-    """List the plugins that would load, with their hooks."""
+    """List the plugins that would load, with their hooks.
+
+    \b
+    Examples:
+      bolt-host plugins
+      bolt-host plugins --plugins-dir ./my-plugins --json
+    """
     try:
         infos = discover(_settings(plugins_dir=plugins_dir))
     except PluginLoadError as exc:
@@ -203,10 +320,11 @@ def plugins_command(plugins_dir: Path | None, as_json: bool) -> None:
 def _add_remote_commands() -> None:
     """Commands that talk to a running host over HTTP (cli_*.py; see docs/cli.md)."""
     from bolt_host.cli_apps import apps
+    from bolt_host.cli_registry import registry
     from bolt_host.cli_tasks import tasks
     from bolt_host.cli_users import login, logout, users, whoami
 
-    for command in (apps, tasks, users, login, logout, whoami):
+    for command in (apps, tasks, users, login, logout, whoami, registry):
         main.add_command(command)
 
 

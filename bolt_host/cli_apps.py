@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
+from bolt_host import errors
 from bolt_host.cli_client import (
     EXIT_API_ERROR,
+    HINTS,
     Client,
+    describe_code,
     human_bytes,
     human_duration,
     json_option,
@@ -46,7 +50,7 @@ def _row(app: dict[str, Any], context: dict[str, Any] | None) -> list[Any]:
     return [
         app["name"],
         app.get("version", ""),
-        context.get("status", "stopped"),
+        "errored" if context.get("errored") else context.get("status", "stopped"),
         context.get("port") or "-",
         f"{cpu:.1f}%" if isinstance(cpu, int | float) and context else "-",
         human_bytes(context.get("memory")),
@@ -68,7 +72,13 @@ def apps() -> None:
 @json_option
 @remote
 def apps_list(client: Client, as_json: bool) -> None:
-    """List installed apps with their status, port, CPU, memory, uptime and restarts."""
+    """List installed apps with their status, port, CPU, memory, uptime and restarts.
+
+    \b
+    Examples:
+      bolt-host apps list
+      bolt-host apps list --json
+    """
     installed = client.get("/api/apps")
     contexts = _contexts(client)
     if as_json:
@@ -82,7 +92,12 @@ def apps_list(client: Client, as_json: bool) -> None:
 @json_option
 @remote
 def apps_show(client: Client, name: str, as_json: bool) -> None:
-    """Show one app and, if it runs, its context."""
+    """Show one app and, if it runs, its context.
+
+    \b
+    Examples:
+      bolt-host apps show hello-web
+    """
     app = client.get(f"/api/apps/{name}")
     context = _contexts(client).get(name)
     if as_json:
@@ -94,7 +109,13 @@ def apps_show(client: Client, name: str, as_json: bool) -> None:
     row = _row(app, context)
     for key, value in zip(COLUMNS[2:8], row[2:8], strict=True):
         click.echo(f"{key:<12} {value}")
-    if context and context.get("reason"):
+    last = (context or {}).get("lastExit") or app.get("lastExit")
+    if last:  # how it last ended on its own, kept until its next start
+        ended = f"code {last['code']}" if last.get("code") is not None else last.get("signal") or "-"
+        click.echo(f"{'last exit':<12} {ended} at {last.get('at')}: {last.get('reason')}")
+        for line in last.get("log") or []:
+            click.echo(f"{'':<12} | {line}")
+    elif context and context.get("reason"):
         click.echo(f"{'reason':<12} {context['reason']}")
 
 
@@ -119,7 +140,13 @@ def apps_install(
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Install NAME[@VERSION] from the host's registry, with a progress bar."""
+    """Install NAME[@VERSION] from the host's registry, with a progress bar.
+
+    \b
+    Examples:
+      bolt-host apps install notes
+      bolt-host apps install hello-web@1.0.0 --upgrade
+    """
     name, version = split_spec(spec)
     body: dict[str, Any] = {"name": name, **_system_flag(system)}
     if version:
@@ -154,6 +181,12 @@ def apps_install_local(
     A folder here is packed (without node_modules, .git, __pycache__ and symlinks) and
     uploaded, like a .tgz; a PATH that does not exist here, or --repo, names a folder
     of the host's local repository (`--local-repo` of serve), e.g. `hello-web`.
+
+    \b
+    Examples:
+      bolt-host apps install-local hello-web       # from the host's local repository
+      bolt-host apps install-local ./my-app        # a folder here, packed and uploaded
+      bolt-host apps install-local my-app-1.0.0.tgz --upgrade
     """
     local = Path(path).expanduser()
     options: dict[str, Any] = {**_system_flag(system), **({"upgrade": True} if upgrade else {})}
@@ -176,33 +209,64 @@ class _nothing:
         return None
 
 
+VERBS = {"start": "started", "stop": "stopped", "restart": "restarted"}
+
+
+def _result_line(action: str, context: dict[str, Any]) -> str:
+    """``hello-web: started (port 20001, pid 4242)``."""
+    facts = [f"port {context['port']}"] if context.get("port") else []
+    if context.get("pid") and context.get("status") == "running":
+        facts.append(f"pid {context['pid']}")
+    return f"{context['name']}: {VERBS[action]}" + (f" ({', '.join(facts)})" if facts else "")
+
+
+def _failure_line(name: str, error: dict[str, Any]) -> str:
+    """``nosuch: ERROR no such app [Bolt code 403 (app not found)]``, and its hint."""
+    line = f"{name}: ERROR {error['message']} [{describe_code(error['code'])}]"
+    hint = HINTS.get(error["code"])
+    return line + (f"\n  hint: {hint}" if hint else "")
+
+
 def _operate(client: Client, action: str, name: str, as_json: bool) -> None:
     with stderr_console().status(f"{action} {name}", spinner="dots") if not as_json else _nothing():
         context = client.post(f"/api/apps/{action}", {"name": name})
     if as_json:
         print_json(context)
         return
-    port = f" on port {context['port']}" if context.get("port") else ""
-    pid = f" (pid {context['pid']})" if context.get("pid") and context.get("status") == "running" else ""
-    click.echo(f"{name} {context.get('status')}{port}{pid}")
+    click.echo(_result_line(action, context))
 
 
 def _operate_many(client: Client, action: str, names: tuple[str, ...], as_json: bool) -> None:
-    """One call for several apps; each result on its own line, exit 1 if any failed."""
+    """One call for several apps; each name's result on its own line, exit 1 if any failed.
+
+    The API refuses the whole call when a name is not installed, so names that are not are
+    reported here and the others still go.
+    """
     if len(names) == 1:
         _operate(client, action, names[0], as_json)
         return
-    with stderr_console().status(f"{action} {len(names)} apps", spinner="dots") if not as_json else _nothing():
-        answer = client.post(f"/api/apps/{action}", {"names": list(names)})
+    installed = {app["name"] for app in client.get("/api/apps")}
+    wanted = list(dict.fromkeys(names))
+    failed: dict[str, dict[str, Any]] = {
+        name: {"code": errors.APP_NOT_FOUND, "message": "no such app"} for name in wanted if name not in installed
+    }
+    known = [name for name in wanted if name in installed]
+    done: list[dict[str, Any]] = []
+    if known:
+        with stderr_console().status(f"{action} {len(known)} apps", spinner="dots") if not as_json else _nothing():
+            answer = client.post(f"/api/apps/{action}", {"names": known})
+        done = answer["started" if action == "start" else "stopped"]
+        failed.update(answer["failed"])
     if as_json:
-        print_json(answer)
+        print_json({VERBS[action]: done, "failed": failed})
     else:
-        for context in answer["started" if action == "start" else "stopped"]:
-            port = f" on port {context['port']}" if context.get("port") else ""
-            click.echo(f"{context['name']} {context.get('status')}{port}")
-    for name, error in answer["failed"].items():
-        click.echo(f"bolt-host: {name}: error {error['code']}: {error['message']}", err=True)
-    if answer["failed"]:
+        results = {context["name"]: _result_line(action, context) for context in done}
+        for name in wanted:  # in the order asked
+            if name in results:
+                click.echo(results[name])
+            else:
+                click.echo(_failure_line(name, failed[name]), err=True)
+    if failed:
         raise SystemExit(EXIT_API_ERROR)
 
 
@@ -211,7 +275,13 @@ def _operate_many(client: Client, action: str, names: tuple[str, ...], as_json: 
 @json_option
 @remote
 def apps_start(client: Client, names: tuple[str, ...], as_json: bool) -> None:
-    """Start apps (several at once in one call); returns once they are ready."""
+    """Start apps (several at once in one call); returns once they are ready.
+
+    \b
+    Examples:
+      bolt-host apps start hello-web
+      bolt-host apps start hello-web notes ticker
+    """
     _operate_many(client, "start", names, as_json)
 
 
@@ -220,7 +290,12 @@ def apps_start(client: Client, names: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @remote
 def apps_stop(client: Client, names: tuple[str, ...], as_json: bool) -> None:
-    """Stop apps (several at once in one call); returns once their process trees are gone."""
+    """Stop apps (several at once in one call); returns once their process trees are gone.
+
+    \b
+    Examples:
+      bolt-host apps stop hello-web notes
+    """
     _operate_many(client, "stop", names, as_json)
 
 
@@ -229,7 +304,12 @@ def apps_stop(client: Client, names: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @remote
 def apps_restart(client: Client, name: str, as_json: bool) -> None:
-    """Restart an app."""
+    """Restart an app.
+
+    \b
+    Examples:
+      bolt-host apps restart hello-web
+    """
     _operate(client, "restart", name, as_json)
 
 
@@ -240,7 +320,13 @@ def apps_restart(client: Client, name: str, as_json: bool) -> None:
 @json_option
 @remote
 def apps_remove(client: Client, name: str, yes: bool, purge: bool, as_json: bool) -> None:
-    """Remove an app (stopping it first); its source and public files go, its data stays unless --purge."""
+    """Remove an app (stopping it first); its source and public files go, its data stays unless --purge.
+
+    \b
+    Examples:
+      bolt-host apps remove hello-web --yes
+      bolt-host apps remove notes --yes --purge
+    """
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("refusing to remove without confirmation; pass --yes")
@@ -256,11 +342,35 @@ def apps_remove(client: Client, name: str, yes: bool, purge: bool, as_json: bool
 @apps.command("logs")
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until interrupted.")
-@click.option("--start", type=int, default=0, show_default=True, help="First character to print.")
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=None, help="Only the last N lines.")
+@click.option(
+    "--since",
+    default=None,
+    metavar="WHEN",
+    help="From about WHEN on: a duration back from now (30s, 10m, 2h, 1d) or an ISO time. The app's own "
+    "lines carry no time; the host's timestamped lines (started, exited, ...) place them.",
+)
+@click.option("--start", type=int, default=0, hidden=True, help="First character to print (the API's offset).")
 @remote
-def apps_logs(client: Client, name: str, follow: bool, start: int) -> None:
-    """Print an app's log (stdout and stderr of every run)."""
-    if not follow:
+def apps_logs(client: Client, name: str, follow: bool, lines: int | None, since: str | None, start: int) -> None:
+    """Print an app's log: its output (stdout and stderr of every run) and the host's
+    timestamped lines about it (starting, started, exited with code 3, stopping (by admin), ...).
+
+    \b
+    Examples:
+      bolt-host apps logs hello-web --lines 50
+      bolt-host apps logs hello-web --since 10m -f
+    """
+    if lines is not None or since is not None:
+        params: dict[str, Any] = {"lines": lines} if lines is not None else {}
+        if since is not None:
+            params["since"] = since_time(since)
+        response = client.request("GET", f"/api/apps/{name}/logs", params=params)
+        click.echo(response.text, nl=False)
+        if not follow:
+            return
+        start = int(response.headers.get("X-TEXT-SIZE", "0"))
+    elif not follow:
         response = client.request("GET", f"/api/apps/{name}/logs", params={"start": start})
         click.echo(response.text, nl=False)
         return
@@ -273,3 +383,21 @@ def apps_logs(client: Client, name: str, follow: bool, start: int) -> None:
                     sys.stdout.flush()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_time(text: str) -> str:
+    """``10m`` (back from now) or an ISO time -> an ISO UTC time for the API."""
+    raw = text.strip()
+    if raw[:-1].replace(".", "", 1).isdigit() and raw[-1:] in _UNITS:
+        when = datetime.now(UTC) - timedelta(seconds=float(raw[:-1]) * _UNITS[raw[-1]])
+    else:
+        try:
+            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            hint = f"{text!r}: use a duration (30s, 10m, 2h, 1d) or an ISO time"
+            raise click.BadParameter(hint, param_hint="--since") from None
+        when = when if when.tzinfo else when.astimezone()
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 import click
 import httpx
 
+from bolt_host import errors
+
 DEFAULT_URL = "http://127.0.0.1:4000"
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
@@ -34,30 +36,101 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 # errors ------------------------------------------------------------------------------
+# What each Bolt code means, in a few words, and what to do about it where something helps.
+CODE_NAMES: dict[int, str] = {
+    errors.APP_NAME_MISSING: "app name missing",
+    errors.APP_NAME_TAKEN: "app already installed",
+    errors.APP_NOT_FOUND: "app not found",
+    errors.APP_NAME_INVALID: "bad app name",
+    errors.APP_NOT_RUNNING: "app not running",
+    errors.APP_START_FAILED: "start failed",
+    errors.APP_STOP_FAILED: "stop failed",
+    errors.DOWNLOAD_FAILED: "download failed",
+    errors.REGISTRY_PACKAGE_FAILED: "registry package failed",
+    errors.LOCAL_PACKAGE_FAILED: "local package failed",
+    errors.NOT_LOGGED_IN: "not logged in",
+    errors.LOGIN_FAILED: "login failed",
+    errors.NO_ADMIN_RIGHT: "no admin right",
+    errors.NOT_SYSTEM_APP: "not a system app",
+    errors.USER_EXISTS: "user exists",
+    errors.USER_NOT_FOUND: "user not found",
+    errors.BAD_REQUEST: "bad request",
+    errors.RATE_LIMITED: "too many attempts",
+    errors.PAYLOAD_TOO_LARGE: "too large",
+    errors.STORAGE_FULL: "disk full",
+}
+HINTS: dict[int, str] = {
+    errors.APP_NAME_TAKEN: "already installed: use --upgrade to replace it",
+    errors.APP_NOT_FOUND: "`bolt-host apps list` shows the installed apps",
+    errors.APP_NOT_RUNNING: "`bolt-host apps start NAME` starts it",
+    errors.APP_START_FAILED: "`bolt-host apps logs NAME --lines 50` shows what it printed",
+    errors.NOT_LOGGED_IN: "run `bolt-host login`, or set BOLT_USER and BOLT_PASSWORD",
+    errors.LOGIN_FAILED: "check the user name and password (`bolt-host login` stores a login)",
+    errors.NO_ADMIN_RIGHT: "log in as a user with an admin role",
+    errors.APP_NAME_INVALID: "app names are lowercase letters, digits, '-', '_' and '.'",
+    errors.DOWNLOAD_FAILED: "is the host's registry (serve --registry URL) reachable?",
+    errors.REGISTRY_PACKAGE_FAILED: "is the package in the host's registry (serve --registry URL)?",
+}
+
+
+def describe_code(code: int) -> str:
+    """``Bolt code 403 (app not found)``: never mistaken for an HTTP status."""
+    name = CODE_NAMES.get(code) or errors.MESSAGES.get(code, "").lower()
+    return f"Bolt code {code} ({name})" if name else f"Bolt code {code}"
+
+
 class ApiError(click.ClickException):
-    """The host answered with a Bolt error envelope (exit code 1)."""
+    """The host answered with a Bolt error envelope (exit code 1).
+
+    Shown as one line on stderr (message, Bolt code, trace id) and a hint where one helps;
+    under ``--json`` as a JSON object on stdout instead.
+    """
 
     exit_code = EXIT_API_ERROR
 
     def __init__(self, message: str, code: int | None = None, status: int | None = None, trace: str | None = None):
         super().__init__(message)
         self.code, self.status, self.trace = code, status, trace
+        self.as_json = False
+
+    @property
+    def hint(self) -> str | None:
+        return HINTS.get(self.code) if self.code is not None else None
 
     def format_message(self) -> str:
-        code = f" {self.code}" if self.code is not None else ""
-        trace = f" (trace {self.trace})" if self.trace else ""
-        return f"error{code}: {self.message}{trace}"
+        details = [describe_code(self.code)] if self.code is not None else []
+        if self.trace:
+            details.append(f"trace {self.trace}")
+        return f"error: {self.message}" + (f" [{', '.join(details)}]" if details else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "code": self.code, "trace": self.trace, "hint": self.hint}}
 
     def show(self, file: Any = None) -> None:
+        if self.as_json:
+            print_json(self.as_dict())
+            return
         click.echo(f"bolt-host: {self.format_message()}", err=True)
+        if self.hint:
+            click.echo(f"  hint: {self.hint}", err=True)
+
+
+class StartupError(click.ClickException):
+    """A setting that prevents a server's start: one ``Error: ...`` line, exit 2, nothing touched."""
+
+    exit_code = EXIT_USAGE
 
 
 class ConnectError(click.ClickException):
     """The host could not be reached (exit code 3)."""
 
     exit_code = EXIT_CONNECT
+    as_json = False
 
     def show(self, file: Any = None) -> None:
+        if self.as_json:
+            print_json({"error": {"message": self.message, "code": None, "trace": None, "hint": None}})
+            return
         click.echo(f"bolt-host: {self.message}", err=True)
 
 
@@ -246,11 +319,15 @@ def remote(func: F) -> F:
     @click.option("--token", default=None, help="User token from `bolt-host login` [env BOLT_TOKEN].")
     @functools.wraps(func)
     def wrapper(url: str | None, user: str | None, password: str | None, token: str | None, **kwargs: Any) -> Any:
-        client = Client(resolve_target(url, user, password, token))
         try:
-            return func(client, **kwargs)
-        finally:
-            client.close()
+            client = Client(resolve_target(url, user, password, token))
+            try:
+                return func(client, **kwargs)
+            finally:
+                client.close()
+        except (ApiError, ConnectError) as exc:
+            exc.as_json = bool(kwargs.get("as_json"))  # --json: the error as JSON on stdout too
+            raise
 
     return wrapper  # type: ignore[return-value]
 
@@ -263,8 +340,14 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def print_table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
-    """A table for people (rich), or plain tab-separated lines when stdout is not a terminal."""
+def print_table(
+    columns: list[str], rows: list[list[Any]], title: str | None = None, keep: int = 0, wrap: int | None = None
+) -> None:
+    """A table for people (rich), or plain tab-separated lines when stdout is not a terminal.
+
+    Column ``keep`` (the name) is never cut; the others wrap to fit the terminal's width, or,
+    with ``wrap``, only that one (a long free text) wraps and the short ones stay whole.
+    """
     if not sys.stdout.isatty():
         click.echo("\t".join(c.upper() for c in columns))
         for row in rows:
@@ -274,16 +357,33 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if wrap is not None and _fixed_width(columns, rows, wrap) + 2 + 12 > console.width:
+        wrap = None  # the short columns alone nearly fill the line: let them wrap too
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for index, column in enumerate(columns):
-        if index == 0:  # names are never cut; the other columns wrap on a narrow terminal
-            widest = max([len(column)] + [len(str(row[0])) for row in rows])
+        if index == keep:  # names are never cut; the other columns wrap on a narrow terminal
+            widest = max([len(column)] + [len(str(row[keep])) for row in rows])
             table.add_column(column, no_wrap=True, min_width=min(widest, 48))
-        else:
+        elif wrap is None:
             table.add_column(column)
+        elif index == wrap:
+            table.add_column(column, overflow="fold", min_width=12)
+        else:
+            table.add_column(column, no_wrap=True)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)
+    console.print(table)
+
+
+def _fixed_width(columns: list[str], rows: list[list[Any]], wrap: int) -> int:
+    """The width of every column but ``wrap`` at their longest, with the gaps between them."""
+    widths = [
+        max([len(column)] + [len("" if row[index] is None else str(row[index])) for row in rows])
+        for index, column in enumerate(columns)
+        if index != wrap
+    ]
+    return sum(widths) + 2 * (len(widths) - 1)
 
 
 def human_bytes(value: Any) -> str:

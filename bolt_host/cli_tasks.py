@@ -56,7 +56,13 @@ def tasks() -> None:
 @json_option
 @remote
 def tasks_list(client: Client, kind: str | None, status: str | None, module: str | None, as_json: bool) -> None:
-    """List tasks, newest first."""
+    """List tasks, newest first.
+
+    \b
+    Examples:
+      bolt-host tasks list
+      bolt-host tasks list --status failed --module hello-web
+    """
     params = {k: v for k, v in {"kind": kind, "status": status, "module": module}.items() if v}
     found = client.get("/api/tasks", params=params)
     if as_json:
@@ -68,14 +74,27 @@ def tasks_list(client: Client, kind: str | None, status: str | None, module: str
             t["kind"],
             t["module"],
             t.get("version") or "",
-            t["status"],
-            f"{round(float(t.get('progress') or 0) * 100)}%",
-            t.get("create_time") or "",
+            _status(t),
+            short_time(t.get("create_time")),
             t.get("error") or "",
         ]
         for t in found
     ]
-    print_table(["id", "kind", "module", "version", "status", "progress", "created", "error"], rows, title="Tasks")
+    print_table(["id", "kind", "module", "version", "status", "created", "error"], rows, title="Tasks", keep=2, wrap=6)
+
+
+def _status(task: dict[str, Any]) -> str:
+    """``running 40%`` while it runs; the bare status otherwise."""
+    if task["status"] == "running":
+        return f"running {round(float(task.get('progress') or 0) * 100)}%"
+    return task["status"]
+
+
+def short_time(value: Any) -> str:
+    """``2026-01-31 12:00:05`` (or ISO) -> ``01-31 12:00``: an 80-column table has no room for more."""
+    if not isinstance(value, str) or len(value) < 16 or value[10] not in "T ":
+        return "" if value is None else str(value)
+    return f"{value[5:10]} {value[11:16]}"
 
 
 @tasks.command("show")
@@ -84,7 +103,12 @@ def tasks_list(client: Client, kind: str | None, status: str | None, module: str
 @json_option
 @remote
 def tasks_show(client: Client, task_id: int, wait: bool, as_json: bool) -> None:
-    """Show one task (exit 1 with --wait if it did not succeed)."""
+    """Show one task (exit 1 with --wait if it did not succeed).
+
+    \b
+    Examples:
+      bolt-host tasks show 12 --wait
+    """
     record = client.get(f"/api/tasks/{task_id}")
     if wait and record["status"] in ACTIVE:
         record = follow_task(client, task_id, f"task {task_id}", quiet=as_json)
@@ -117,7 +141,12 @@ def tasks_show(client: Client, task_id: int, wait: bool, as_json: bool) -> None:
 @json_option
 @remote
 def tasks_log(client: Client, task_id: int, follow: bool, start: int, as_json: bool) -> None:
-    """Print a task's log (--json: one object with the text, once it is all there with -f)."""
+    """Print a task's log (--json: one object with the text, once it is all there with -f).
+
+    \b
+    Examples:
+      bolt-host tasks log 12 -f
+    """
     import time
 
     offset, text = start, []
@@ -141,7 +170,12 @@ def tasks_log(client: Client, task_id: int, follow: bool, start: int, as_json: b
 @json_option
 @remote
 def tasks_cancel(client: Client, task_id: int, as_json: bool) -> None:
-    """Cancel a queued task, or ask a running one to stop."""
+    """Cancel a queued task, or ask a running one to stop.
+
+    \b
+    Examples:
+      bolt-host tasks cancel 12
+    """
     record = client.post(f"/api/tasks/{task_id}/cancel")
     if as_json:
         print_json(record)

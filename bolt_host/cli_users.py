@@ -29,7 +29,12 @@ from bolt_host.cli_client import (
 @click.option("--user", "-u", default=None, help="User name [env BOLT_USER; prompted].")
 @click.option("--password", "-p", default=None, help="Password [env BOLT_PASSWORD; prompted].")
 def login(url: str | None, user: str | None, password: str | None) -> None:
-    """Log in and keep a user token in the config file (mode 0600) for later commands."""
+    """Log in and keep a user token in the config file (mode 0600) for later commands.
+
+    \b
+    Examples:
+      bolt-host login --url http://127.0.0.1:4000 --user admin
+    """
     import os
 
     target = Target(resolve_url(url))
@@ -51,7 +56,12 @@ def login(url: str | None, user: str | None, password: str | None) -> None:
 @click.command("logout")
 @click.option("--url", default=None, help="Host URL [env BOLT_URL; default: the configured one].")
 def logout(url: str | None) -> None:
-    """End the stored session on the host and forget its token."""
+    """End the stored session on the host and forget its token.
+
+    \b
+    Examples:
+      bolt-host logout
+    """
     config = load_config()
     chosen = resolve_url(url)
     saved = (config.get("hosts") or {}).pop(chosen, None)
@@ -74,7 +84,12 @@ def logout(url: str | None) -> None:
 @json_option
 @remote
 def whoami(client: Client, as_json: bool) -> None:
-    """Show the user the host sees for these credentials."""
+    """Show the user the host sees for these credentials.
+
+    \b
+    Examples:
+      bolt-host whoami
+    """
     me = client.get("/api/users/@current")
     if as_json:
         print_json(me)
@@ -91,7 +106,12 @@ def users() -> None:
 @json_option
 @remote
 def users_list(client: Client, as_json: bool) -> None:
-    """List users."""
+    """List users.
+
+    \b
+    Examples:
+      bolt-host users list
+    """
     found = client.get("/api/users")
     if as_json:
         print_json(found)
@@ -125,7 +145,12 @@ def users_add(
     email: str | None,
     as_json: bool,
 ) -> None:
-    """Create a user."""
+    """Create a user.
+
+    \b
+    Examples:
+      bolt-host users add zoe --role admin
+    """
     body: dict[str, Any] = {"name": name, "password": new_password, "roles": list(roles)}
     if display_name:
         body["displayName"] = display_name
@@ -153,12 +178,18 @@ def users_add(
 def users_passwd(
     client: Client, name: str | None, current_password: str | None, new_password: str, as_json: bool
 ) -> None:
-    """Change your own password (the API has no way to set another user's; see `bolt-host admin users passwd`)."""
+    """Change your own password (the API has no way to set another user's; see `bolt-host admin users passwd`).
+
+    \b
+    Examples:
+      bolt-host users passwd
+    """
     me = client.get("/api/users/@current")
     if name is not None and name != me["name"]:
         raise click.UsageError(
             f"you are logged in as {me['name']!r}: the host's API changes only your own password. Log in as "
-            f"{name!r}, or on the host machine run `bolt-host admin users passwd {name} --data-dir DIR`"
+            f"{name!r}, or, with the host stopped, run `bolt-host admin users passwd {name} --data-dir DIR` "
+            "on its machine"
         )
     current = current_password or (client.target.auth[1] if client.target.auth else None)
     if current is None:
@@ -183,7 +214,12 @@ def _prompt_current(name: str) -> str:
 @json_option
 @remote
 def users_remove(client: Client, name: str, as_json: bool) -> None:
-    """Delete a user (the last admin cannot be deleted)."""
+    """Delete a user (the last admin cannot be deleted).
+
+    \b
+    Examples:
+      bolt-host users remove zoe
+    """
     user = client.call("DELETE", f"/api/users/{name}")
     if as_json:
         print_json(user)
@@ -197,7 +233,12 @@ def users_remove(client: Client, name: str, as_json: bool) -> None:
 @json_option
 @remote
 def users_roles(client: Client, name: str, roles: tuple[str, ...], as_json: bool) -> None:
-    """Replace a user's roles (none given: no roles)."""
+    """Replace a user's roles (none given: no roles).
+
+    \b
+    Examples:
+      bolt-host users roles zoe admin
+    """
     user = client.call("PUT", f"/api/users/{name}/roles", json={"roles": list(roles)})
     if as_json:
         print_json(user)

@@ -33,9 +33,12 @@ def _parse_list(value: str) -> tuple[str, ...]:
 
 def _parse_port_range(value: str) -> tuple[int, int]:
     low, _, high = value.partition("-")
-    start, end = int(low), int(high or low)
+    try:
+        start, end = int(low), int(high or low)
+    except ValueError:
+        raise ValueError("not a port range: write LOW-HIGH, e.g. 20000-29999") from None
     if not (1024 <= start <= end <= 65535):
-        raise ValueError(f"port range must be within 1024-65535 and ordered: {value!r}")
+        raise ValueError("a port range must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")
     return start, end
 
 
@@ -146,7 +149,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None, **flags: Any) ->
         try:
             values[f.name] = parser(raw)
         except ValueError as exc:
-            raise ValueError(f"{env_name(f.name)}: {exc}") from exc
+            raise ValueError(f"{env_name(f.name)} {raw}: {exc}") from exc
     values.update({k: v for k, v in flags.items() if v is not None})
     return Settings(**values)
 

@@ -242,7 +242,21 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/v1/{scopeId}/devices/{deviceId}/operations"): NOBODY,
     ("GET", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}"): NOBODY,
     ("GET", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}/notifications"): NOBODY,
+    ("POST", "/v1/{scopeId}/devices/_query"): NOBODY,
+    ("POST", "/v1/{scopeId}/devices/_count"): NOBODY,
+    ("PUT", "/v1/{scopeId}/devices/{deviceId}"): NOBODY,
+    ("DELETE", "/v1/{scopeId}/devices/{deviceId}"): NOBODY,
+    ("GET", "/v1/{scopeId}/devices/{deviceId}/inventory/packages"): NOBODY,
+    ("POST", "/v1/{scopeId}/devices/{deviceId}/operations/_query"): NOBODY,
+    ("POST", "/v1/{scopeId}/devices/{deviceId}/operations/_count"): NOBODY,
+    ("DELETE", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}"): NOBODY,
+    ("POST", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}/notifications/_query"): NOBODY,
+    ("POST", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}/notifications/_count"): NOBODY,
+    ("GET", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}/notifications/{notificationId}"): NOBODY,
+    ("DELETE", "/v1/{scopeId}/devices/{deviceId}/operations/{operationId}/notifications/{notificationId}"): NOBODY,
     ("GET", "/v1/device-packages/{offerId}"): NOBODY,  # only a device given the offer's password
+    # every other path and method under /v1: Kapua's 401 without a Kapua token, then its 404/405
+    **{(method, "/v1/{rest:path}"): NOBODY for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")},
 }
 
 # Made-up path parameters (nothing real is touched), except where a real one is needed.

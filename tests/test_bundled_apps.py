@@ -97,10 +97,12 @@ def test_bolt_admin_manages_apps_for_a_logged_in_admin(live: LiveServer) -> None
         assert missing.status_code == 404 and missing.json()["code"] == errors.APP_NOT_FOUND
         assert admin.post("/api/install", json={"path": "../etc"}).status_code == 400
         form = admin.post("/actions", data={"action": "install", "path": "notes"}, follow_redirects=False)
-        assert form.status_code == 303 and form.headers["location"] == "/x/bolt-admin/"
+        assert form.status_code == 303 and form.headers["location"] == "/x/bolt-admin/?done=installed+notes+1.0.0"
         assert live.host.apps.get("notes") is not None
-        page = admin.get("/")
+        page = admin.get("/", params={"done": "installed notes 1.0.0"})  # the page the 303 leads to
         assert page.status_code == 200 and "notes" in page.text and 'action="/x/bolt-admin/actions"' in page.text
+        assert '<p class="notice" role="status" id="notice">installed notes 1.0.0</p>' in page.text
+        assert '<link rel="stylesheet" href="/dashboard/dashboard.css">' in page.text  # looks like the dashboard
     gus_headers = {"X-Bolt-User-Token": _token(live, "gus", "gus-password")}
     with httpx.Client(base_url=f"{live.url}/x/bolt-admin", headers=gus_headers, timeout=60) as gus:
         refused = gus.get("/api/overview")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def test_login_keeps_a_private_token_that_later_commands_use(live: LiveServer, c
     assert live.url not in json.loads(config_file.read_text())["hosts"]
     refused = run("whoami", "--url", live.url)
     assert refused.exit_code == 1
-    assert f"error {errors.NOT_LOGGED_IN}" in refused.stderr
+    assert f"[Bolt code {errors.NOT_LOGGED_IN} (" in refused.stderr
     config["hosts"][live.url]["token"] = "expired-or-forged"
     config_file.write_text(json.dumps(config))
     stale = run("whoami")
@@ -112,7 +113,7 @@ def test_login_keeps_a_private_token_that_later_commands_use(live: LiveServer, c
 def test_login_with_a_wrong_password_fails_with_the_api_message(live: LiveServer, clean_env: Path) -> None:
     result = run("login", "--url", live.url, "--user", "admin", "--password", "wrong-password")
     assert result.exit_code == 1
-    assert f"error {errors.LOGIN_FAILED}: Invalid user name or password" in result.stderr
+    assert "error: Invalid user name or password [Bolt code 212 (login failed)" in result.stderr
     assert not (clean_env / "bolt-host" / "config.json").exists()
 
 
@@ -124,7 +125,7 @@ def test_flags_win_over_env_which_wins_over_the_config(live: LiveServer) -> None
     assert flagged.exit_code == 0, flagged.output
     # env credentials (wrong) beat the stored token
     env_wrong = run("whoami", env={"BOLT_USER": "admin", "BOLT_PASSWORD": "not-the-password"})
-    assert env_wrong.exit_code == 1 and f"error {errors.LOGIN_FAILED}" in env_wrong.stderr
+    assert env_wrong.exit_code == 1 and f"[Bolt code {errors.LOGIN_FAILED} (" in env_wrong.stderr
     # a bad env token loses to flag credentials
     env_token = run("whoami", "-u", "admin", "-p", ADMIN_PASSWORD, env={"BOLT_TOKEN": "bogus"})
     assert env_token.exit_code == 0, env_token.output
@@ -149,14 +150,16 @@ def test_start_and_stop_several_apps_in_one_call(live: LiveServer) -> None:
     env = admin_env(live)
     for path in ("echo", "ticker"):
         assert run("apps", "install-local", path, env=env).exit_code == 0
-    started = run("apps", "start", "echo", "ticker", env=env)
-    assert started.exit_code == 0, started.stderr
-    lines = sorted(line.split()[:2] for line in started.stdout.splitlines())
-    assert lines == [["echo", "running"], ["ticker", "running"]]
+    started = run("apps", "start", "echo", "ticker", "nosuch", env=env)
+    assert started.exit_code == 1, started.stderr  # nosuch is not installed: reported, the others still start
+    lines = [line.split()[:2] for line in started.stdout.splitlines()]
+    assert lines == [["echo:", "started"], ["ticker:", "started"]]  # one line per name, in the order asked
+    assert f"nosuch: ERROR no such app [Bolt code {errors.APP_NOT_FOUND} (app not found)]" in started.stderr
     assert run("apps", "stop", "ticker", env=env).exit_code == 0
     stopped = run("apps", "stop", "echo", "ticker", env=env)
-    assert stopped.exit_code == 1 and "echo stopped" in stopped.stdout  # echo stopped, ticker was not running
-    assert f"ticker: error {errors.APP_NOT_RUNNING}" in stopped.stderr
+    assert stopped.exit_code == 1 and "echo: stopped" in stopped.stdout  # echo stopped, ticker was not running
+    not_running = f"ticker: ERROR App 'ticker' is not running [Bolt code {errors.APP_NOT_RUNNING} (app not running)]"
+    assert not_running in stopped.stderr and "hint: `bolt-host apps start NAME` starts it" in stopped.stderr
     assert live.host.supervisor.contexts() == []
 
 
@@ -165,7 +168,10 @@ def test_app_lifecycle_from_install_to_remove(live: LiveServer) -> None:
     installed = ok_json(run("apps", "install-local", "echo", "--json", env=env))
     assert installed["name"] == "echo" and installed["source"]["type"] == "local"
     again = run("apps", "install-local", "echo", env=env)
-    assert again.exit_code == 1 and f"error {errors.APP_NAME_TAKEN}" in again.stderr
+    assert again.exit_code == 1 and f"[Bolt code {errors.APP_NAME_TAKEN} (app already installed)" in again.stderr
+    assert "hint: already installed: use --upgrade to replace it" in again.stderr
+    as_json = run("apps", "install-local", "echo", "--json", env=env)
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["error"]["code"] == errors.APP_NAME_TAKEN
 
     started = ok_json(run("apps", "start", "echo", "--json", env=env))
     assert started["status"] == "running" and started["port"]
@@ -186,15 +192,15 @@ def test_app_lifecycle_from_install_to_remove(live: LiveServer) -> None:
     restarted = ok_json(run("apps", "restart", "echo", "--json", env=env))
     assert restarted["status"] == "running" and restarted["pid"] != started["pid"]
     stopped = run("apps", "stop", "echo", env=env)
-    assert stopped.exit_code == 0 and "echo stopped" in stopped.stdout
+    assert stopped.exit_code == 0 and "echo: stopped" in stopped.stdout
     not_running = run("apps", "stop", "echo", env=env)
-    assert not_running.exit_code == 1 and f"error {errors.APP_NOT_RUNNING}" in not_running.stderr
+    assert not_running.exit_code == 1 and f"[Bolt code {errors.APP_NOT_RUNNING} (" in not_running.stderr
 
     removed = run("apps", "remove", "echo", "--yes", env=env)
     assert removed.exit_code == 0 and "removed echo" in removed.stdout
     assert ok_json(run("apps", "list", "--json", env=env)) == []
     missing = run("apps", "show", "echo", env=env)
-    assert missing.exit_code == 1 and f"error {errors.APP_NOT_FOUND}" in missing.stderr
+    assert missing.exit_code == 1 and f"[Bolt code {errors.APP_NOT_FOUND} (" in missing.stderr
     assert "trace " in missing.stderr
 
 
@@ -264,7 +270,7 @@ def test_users_of_a_running_host(live: LiveServer) -> None:
     assert not_hers.exit_code == 2 and "only your own password" in not_hers.stderr
     assert run("whoami", env=env).exit_code == 0  # the admin's password is unchanged
     wrong = run("users", "passwd", "--current-password", "not-it", "--new-password", "carol-password-2", env=carol_env)
-    assert wrong.exit_code == 1 and f"error {errors.LOGIN_FAILED}" in wrong.stderr
+    assert wrong.exit_code == 1 and f"[Bolt code {errors.LOGIN_FAILED} (" in wrong.stderr
     changed = run("users", "passwd", "carol", "--new-password", "carol-password-2", env=carol_env)
     assert changed.exit_code == 0 and "password changed for carol" in changed.stdout, changed.output
     carol_env["BOLT_PASSWORD"] = "carol-password-2"
@@ -273,9 +279,9 @@ def test_users_of_a_running_host(live: LiveServer) -> None:
     demoted = ok_json(run("users", "roles", "carol", "--json", env=env))
     assert demoted["roles"] == []
     refused = run("apps", "start", "x", env=carol_env)
-    assert refused.exit_code == 1 and f"error {errors.NO_ADMIN_RIGHT}" in refused.stderr
+    assert refused.exit_code == 1 and f"[Bolt code {errors.NO_ADMIN_RIGHT} (" in refused.stderr
     dup = run("users", "add", "carol", "--new-password", "carol-password", env=env)
-    assert dup.exit_code == 1 and f"error {errors.USER_EXISTS}" in dup.stderr
+    assert dup.exit_code == 1 and f"[Bolt code {errors.USER_EXISTS} (" in dup.stderr
     assert run("users", "remove", "carol", env=env).exit_code == 0
     assert "carol" not in {u["name"] for u in ok_json(run("users", "list", "--json", env=env))}
     assert run("remote-users", "list", env=env).exit_code == 2  # one name for the users of a host
@@ -311,7 +317,7 @@ def test_install_local_uploads_a_folder_or_a_tarball_from_this_machine(
     assert (placed / "package.json").is_file()
     assert not (placed / "node_modules").exists() and not (placed / "outside-link").exists()
     taken = run("apps", "install-local", str(folder), env=env)
-    assert taken.exit_code == 1 and f"error {errors.APP_NAME_TAKEN}" in taken.stderr
+    assert taken.exit_code == 1 and f"[Bolt code {errors.APP_NAME_TAKEN} (" in taken.stderr
 
     newer = pack_directory(_carried_app(tmp_path / "there", "1.0.1"), tmp_path / "carried-1.0.1.tgz")
     upgraded = run("apps", "install-local", str(newer), "--upgrade", env=env)
@@ -393,7 +399,7 @@ def test_failed_installs_exit_1_with_the_reason(live_r: LiveServer, registry: Re
     ghost = run("apps", "install", "ghost-package", env=env)
     assert ghost.exit_code == 1 and "ghost-package" in ghost.stderr
     bad = run("apps", "install", "Bad Name!", env=env)
-    assert bad.exit_code == 1 and f"error {errors.APP_NAME_INVALID}" in bad.stderr
+    assert bad.exit_code == 1 and f"[Bolt code {errors.APP_NAME_INVALID} (" in bad.stderr
     assert ok_json(run("apps", "list", "--json", env=env)) == []
 
 
@@ -402,10 +408,12 @@ HALF_WAY = re.compile(rb"(?<![0-9])40%")  # a gated download holds at half: 0.8 
 
 
 @contextlib.contextmanager
-def in_a_terminal(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def in_a_terminal(
+    args: list[str], env: dict[str, str], columns: int = 120
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``bolt-host ARGS`` with stdout and stderr on a pseudo-terminal (rich draws live bars only there)."""
     master, slave = pty.openpty()
-    environ = {**os.environ, **env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    environ = {**os.environ, **env, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": "40"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bolt_host", *args], env=environ, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
     )
@@ -451,3 +459,57 @@ def test_progress_bars_are_drawn_while_a_download_is_half_way(
             done = _read_until(proc, re.compile(rb"status\s+succeeded"), timeout=30, fd=screen)
             assert b"100%" in done and f"task {queued['id']} [succeeded]".encode() in done
             assert proc.wait(timeout=30) == 0
+
+
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def test_the_tasks_table_fits_80_columns_and_never_cuts_the_name(
+    live_r: LiveServer, registry: RegistryServer
+) -> None:
+    env = admin_env(live_r)
+    long_name = "a-rather-long-app-name-x"
+    for name in (long_name, "ghost"):
+        assert run("apps", "install", name, env=env).exit_code == 1  # not in the registry: a failed task
+    failed = ok_json(run("tasks", "list", "--json", env=env))
+    assert all(t["status"] == "failed" and len(t["error"]) > 40 for t in failed), failed
+    with in_a_terminal(["tasks", "list"], env, columns=80) as (proc, screen):
+        assert proc.wait(timeout=30) == 0
+        shown = _read_until(proc, b"ghost", timeout=10, fd=screen)
+    lines = [ANSI.sub(b"", line).decode() for line in shown.replace(b"\r", b"").split(b"\n")]
+    assert max(len(line.rstrip()) for line in lines) <= 80, "\n".join(lines)
+    assert any(long_name in line for line in lines)  # whole, never cut
+    assert any("failed" in line for line in lines)
+
+
+def test_logs_by_lines_and_since_with_the_hosts_timestamped_lines(live: LiveServer) -> None:
+    env = admin_env(live)
+    assert run("apps", "install-local", "echo", env=env).exit_code == 0
+    first = ok_json(run("apps", "start", "echo", "--json", env=env))
+    assert run("apps", "stop", "echo", env=env).exit_code == 0
+    between = datetime.now(UTC)
+    second = ok_json(run("apps", "start", "echo", "--json", env=env))
+    assert run("apps", "stop", "echo", env=env).exit_code == 0
+
+    whole = run("apps", "logs", "echo", env=env).stdout
+    notes = [line.split(" ", 1)[1] for line in whole.splitlines() if " [bolt-host] " in line]
+    assert notes[:2] == ["[bolt-host] starting", f"[bolt-host] started (pid {first['pid']}, port {first['port']})"]
+    last_two = run("apps", "logs", "echo", "--lines", "2", env=env)
+    assert last_two.exit_code == 0 and last_two.stdout == "".join(whole.splitlines(keepends=True)[-2:])
+    assert " [bolt-host] stopped" in last_two.stdout.splitlines()[-1]
+    assert run("apps", "logs", "echo", "-n", "0", env=env).stdout == ""
+
+    since = run("apps", "logs", "echo", "--since", between.isoformat(), env=env)
+    assert since.exit_code == 0
+    assert since.stdout.splitlines()[0].endswith("[bolt-host] starting")
+    assert f"pid {second['pid']}" in since.stdout and f"pid {first['pid']}" not in since.stdout
+    assert run("apps", "logs", "echo", "--since", "1h", env=env).stdout == whole
+    bad = run("apps", "logs", "echo", "--since", "yesterday-ish", env=env)
+    assert bad.exit_code == 2 and "--since" in bad.stderr
+
+
+def test_every_command_takes_dash_h_and_shows_examples() -> None:
+    for command in (["-h"], ["serve", "-h"], ["apps", "logs", "-h"], ["apps", "start", "-h"], ["tasks", "list", "-h"],
+                    ["admin", "users", "add", "-h"], ["registry", "serve", "-h"]):
+        shown = run(*command)
+        assert shown.exit_code == 0 and "Examples:" in shown.stdout, (command, shown.stdout)

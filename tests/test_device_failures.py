@@ -6,6 +6,7 @@ device's host service.  Real Mosquitto, manager and agents as in test_device_fle
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -96,6 +97,59 @@ def test_a_device_that_does_not_answer_gets_the_timeout_body(fleet: Fleet) -> No
         assert any(topic.endswith("/DEPLOY-V2/EXEC/download") for topic in raw.received)
     finally:
         raw.stop()
+
+
+def test_a_job_request_still_unanswered_is_sent_again_when_the_device_reannounces(fleet: Fleet) -> None:
+    """What a broker restart loses (the request, or the reply) is asked again once the device is
+    back (its BIRTH): the same request id and job id, so the device answers the same job."""
+    raw = RawDevice(fleet.broker.port, "silent", PASSWORDS["silent"]).start()
+    try:
+        device_id = fleet.kapua.wait_connected("silent")["id"]
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(fleet.kapua.post, f"/_/devices/{device_id}/packages/_download",
+                               params={"timeout": 60000}, json=_file_request(fleet, "notes"))
+            first = wait_until(lambda: raw.requests("download"), timeout=20, what="the download request")[0]
+            raw.publish(raw._topic("BIRTH"), {"session": raw.session, "display_name": "raw"})  # back again
+            again = wait_until(lambda: raw.requests("download")[1:], timeout=20, what="the request sent again")[0]
+            assert (again["request.id"], again["job.id"]) == (first["request.id"], first["job.id"])
+            reply = f"$EDC/kapua-sys/{first['requester.client.id']}/DEPLOY-V2/REPLY/silent/{first['request.id']}"
+            raw.publish(reply, {"response.code": 200})
+            response = call.result(timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "RUNNING" and response.json()["operationId"] == first["job.id"]
+        assert len(raw.requests("download")) == 2
+    finally:
+        raw.stop()
+
+
+def test_an_agent_answers_a_job_it_knows_again_without_doing_it_twice(fleet: Fleet) -> None:
+    data, _ = pack_sample("notes", rename="twice-notes")
+    path = fleet.files.add("twice-notes.tgz", data)
+    asked_before = len(fleet.files.auth_seen)
+    operator = RawDevice(fleet.broker.port, "operator", PASSWORDS["operator"]).start(announce=False)
+    try:
+        operator.subscribe("$EDC/kapua-sys/operator/DEPLOY-V2/REPLY/+/+")
+        operator.subscribe("$EDC/kapua-sys/operator/DEPLOY-V2/NOTIFY/+/+")
+        request = {"requester.client.id": "operator", "job.id": "twice-1", "dp.job.id": "twice-1",
+                   "dp.uri": fleet.files_url + path, "dp.name": "twice-notes", "dp.version": "1.0.0",
+                   "dp.download.hash": sha256_of(data), "dp.install": False}
+        operator.publish("$EDC/kapua-sys/dev-2/DEPLOY-V2/EXEC/download", {**request, "request.id": "twice-a"})
+
+        def completed() -> list[dict[str, Any]]:
+            return [b for t, b in operator.messages
+                    if t.endswith("/NOTIFY/dev-2/download") and b["metrics"].get("dp.download.status") == "COMPLETED"]
+
+        wait_until(completed, timeout=30, what="the download to complete")
+        operator.publish("$EDC/kapua-sys/dev-2/DEPLOY-V2/EXEC/download", {**request, "request.id": "twice-b"})
+        replies = wait_until(lambda: [b for t, b in operator.messages if "/REPLY/dev-2/twice-" in t][1:] and
+                             [b for t, b in operator.messages if "/REPLY/dev-2/twice-" in t],
+                             timeout=20, what="both replies")
+        wait_until(lambda: len(completed()) >= 2, timeout=20, what="the last notification sent again")
+    finally:
+        operator.stop()
+    assert [r["metrics"]["response.code"] for r in replies] == [200, 200]
+    assert len(fleet.files.auth_seen) == asked_before + 1  # fetched once
+    assert len(fleet.agents["dev-2"].host.tasks.list(kind="download", module="twice-notes")) == 1
 
 
 def test_a_second_request_for_a_package_in_flight_is_refused(fleet: Fleet) -> None:

@@ -4,13 +4,16 @@ bash in the repository's root, then the sample is running."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -23,10 +26,10 @@ CLI = ROOT / ".venv" / "bin" / "bolt-host"
 pytestmark = pytest.mark.timeout(120)
 
 
-def _readme_block() -> str:
+def _readme_block(marker: str = "quickstart-sample") -> str:
     text = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- quickstart-sample -->\s*```sh\n(.*?)```", text, re.S)
-    assert match, "README.md lost its quick-start sample block"
+    match = re.search(rf"<!-- {marker} -->\s*```sh\n(.*?)```", text, re.S)
+    assert match, f"README.md lost its {marker} block"
     return match.group(1)
 
 
@@ -43,6 +46,27 @@ def _environment(home: Path, **extra: str) -> dict[str, str]:
     return {**kept, "HOME": str(home), **extra}
 
 
+@contextlib.contextmanager
+def _running(argv: list[str], env: dict[str, str], url: str, log_path: Path, **popen: Any) -> Iterator[None]:
+    """Run ``argv`` at the repository's root until the host at ``url`` is healthy; end it (and its
+    process group, when it has its own) afterwards, then anything of it that is still there."""
+    log = log_path.open("w")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, **popen)
+    try:
+        wait_until(lambda: _healthy(url) or proc.poll() is not None, timeout=60, what="the host")
+        assert proc.poll() is None, log_path.read_text()
+        yield
+    finally:
+        children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        if proc.poll() is None and popen.get("start_new_session"):
+            os.killpg(proc.pid, signal.SIGTERM)  # a script's group: it, the host and its helpers
+        end_process(proc)
+        for child in children:  # apps or helpers that outlived it, by pid
+            if child.is_running():
+                child.kill()
+        log.close()
+
+
 @pytest.fixture
 def default_host(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`bolt-host serve` with ./scripts/serve's flags and every default but the port."""
@@ -50,22 +74,9 @@ def default_host(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     home.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bolt_host", "serve", *_serve_flags(), "--port", str(port)],
-        env=_environment(home), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: _healthy(url) or proc.poll() is not None, timeout=60, what="the host")
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+    argv = [sys.executable, "-m", "bolt_host", "serve", *_serve_flags(), "--port", str(port)]
+    with _running(argv, _environment(home), url, tmp_path / "serve.log"):
         yield url, home
-    finally:
-        children = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
-        end_process(proc)
-        for child in children:  # apps the host failed to stop, by pid
-            if child.is_running():
-                child.kill()
-        log.close()
 
 
 def _healthy(url: str) -> bool:
@@ -75,19 +86,49 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.mark.skipif(not CLI.exists(), reason=f"{CLI} is missing (./scripts/setup makes it)")
-def test_the_readme_quick_start_installs_and_starts_a_sample(default_host: tuple[str, Path]) -> None:
-    url, home = default_host
+def _run_readme_block(marker: str, url: str, home: Path) -> tuple[str, str]:
+    """Run the README's block ``marker`` with bash against ``url``: (its stdout, the admin password)."""
     done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", _readme_block()],
+        ["bash", "-euo", "pipefail", "-c", _readme_block(marker)],
         cwd=ROOT, env=_environment(home, BOLT_URL=url), capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "hello-web" in done.stdout
-    password = (home / ".local" / "share" / "bolt-host" / "initial-admin-password").read_text().strip()
+    return done.stdout, (home / ".local" / "share" / "bolt-host" / "initial-admin-password").read_text().strip()
+
+
+@pytest.mark.skipif(not CLI.exists(), reason=f"{CLI} is missing (./scripts/setup makes it)")
+def test_the_readme_quick_start_installs_and_starts_a_sample(default_host: tuple[str, Path]) -> None:
+    url, home = default_host
+    output, password = _run_readme_block("quickstart-sample", url, home)
+    assert "hello-web" in output
     live = httpx.get(url + "/api/apps/@live", auth=("admin", password), timeout=10).json()["body"]
     assert [(c["name"], c["status"]) for c in live] == [("hello-web", "running")]
     page = httpx.get(f"http://127.0.0.1:{live[0]['port']}/health", timeout=10)
     assert page.status_code == 200
     bundled = httpx.get(url + "/api/apps/bolt-admin", auth=("admin", password), timeout=10).json()["body"]
     assert bundled["source"]["type"] == "bundled" and bundled["system"] is True
+
+
+@pytest.fixture
+def demo_registry_host(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`./scripts/serve --demo-registry` itself, on free ports, under a temporary HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    port, registry_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = ["./scripts/serve", "--demo-registry", "--port", str(port), "--no-install-bundled"]
+    env = _environment(home, BOLT_DEMO_REGISTRY_PORT=str(registry_port))
+    with _running(argv, env, url, tmp_path / "serve.log", start_new_session=True):
+        yield url, home
+    assert f"registry:   http://127.0.0.1:{registry_port}" in (tmp_path / "serve.log").read_text()
+
+
+@pytest.mark.skipif(not CLI.exists(), reason=f"{CLI} is missing (./scripts/setup makes it)")
+def test_the_readme_registry_block_installs_from_the_demo_registry(demo_registry_host: tuple[str, Path]) -> None:
+    url, home = demo_registry_host
+    output, password = _run_readme_block("quickstart-registry", url, home)
+    assert "installed notes 1.0.0" in output
+    app = httpx.get(url + "/api/apps/notes", auth=("admin", password), timeout=10).json()["body"]
+    assert app["source"]["type"] == "registry"
+    live = httpx.get(url + "/api/apps/@live", auth=("admin", password), timeout=10).json()["body"]
+    assert [(c["name"], c["status"]) for c in live] == [("notes", "running")]

@@ -138,19 +138,30 @@ def install(user_token: str, folder: Any) -> Any:
 
 
 # the page ------------------------------------------------------------------------------
+# Served through the host (/x/bolt-admin/), so it wears the dashboard's own stylesheet.
 PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Bolt Admin</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}}td,th{{padding:.3rem .8rem;text-align:left}}
-form{{display:inline}}.error{{color:#a00}}</style></head>
-<body><h1>Bolt Admin</h1>{content}</body></html>
+<html lang="en"><head><meta charset="utf-8"><title>Bolt Admin</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/dashboard/dashboard.css">
+<style>.notice{{padding:.6rem 1rem;border-radius:6px;margin:1rem 0;background:#e3f4ea;color:var(--ok)}}
+.notice.error{{background:#fbeeee;color:var(--danger)}}
+form{{display:inline}}ul.offers li{{margin:.4rem 0}}</style></head>
+<body><header class="topbar"><a class="brand" href="/dashboard/">bolt-host</a></header>
+<main><h1>Bolt Admin</h1>{content}</main></body></html>
 """
+LABELS = {"start": "Start", "stop": "Stop", "restart": "Restart", "uninstall": "Uninstall", "install": "Install"}
+STYLES = {"restart": "secondary", "uninstall": "danger"}
+DONE = {
+    "start": "started", "stop": "stopped", "restart": "restarted", "uninstall": "uninstalled", "install": "installed"
+}
 
 
 def _button(prefix: str, action: str, **fields: str) -> str:
     hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v)}">' for k, v in fields.items())
     return (
         f'<form method="post" action="{prefix}/actions"><input type="hidden" name="action" value="{action}">'
-        f"{hidden}<button>{action}</button></form>"
+        f'{hidden}<button class="small {STYLES.get(action, "")}" data-action="{action}">'
+        f"{LABELS[action]}</button></form>"
     )
 
 
@@ -158,22 +169,31 @@ def _app_row(prefix: str, app: dict[str, Any]) -> str:
     name = str(app["name"])
     verbs = ["stop", "restart"] if app["status"] in LIVE else ["start"]
     buttons = " ".join(_button(prefix, verb, name=name) for verb in [*verbs, "uninstall"])
-    cells = (name, app["displayName"], app["version"], app["status"], app["port"] or "", "yes" if app["system"] else "")
-    return "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + f"<td>{buttons}</td></tr>"
+    status = html.escape(str(app["status"]))
+    cells = [html.escape(str(c or "")) for c in (name, app["displayName"], app["version"])]
+    cells.append(f'<span class="status-pill {status}">{status}</span>')
+    cells += [html.escape(str(app["port"] or "")), "yes" if app["system"] else ""]
+    return f'<tr data-app="{html.escape(name)}">' + "".join(f"<td>{c}</td>" for c in cells) + (
+        f'<td class="actions">{buttons}</td></tr>'
+    )
 
 
 def _offer(prefix: str, entry: dict[str, Any]) -> str:
-    text = " ".join(html.escape(str(entry[k])) for k in ("name", "version", "description"))
-    return f"<li>{text} {_button(prefix, 'install', path=str(entry['path']))}</li>"
+    name, version = (html.escape(str(entry[k])) for k in ("name", "version"))
+    description = html.escape(str(entry["description"]))
+    return f"<li><strong>{name}</strong> {version} <span class=\"muted\">{description}</span> " + (
+        f"{_button(prefix, 'install', path=str(entry['path']))}</li>"
+    )
 
 
-def render(prefix: str, data: dict[str, Any]) -> str:
+def render(prefix: str, data: dict[str, Any], done: str = "") -> str:
     rows = "".join(_app_row(prefix, app) for app in data["apps"])
     offers = "".join(_offer(prefix, entry) for entry in data["installable"])
+    notice = f'<p class="notice" role="status" id="notice">{html.escape(done)}</p>' if done else ""
     return PAGE.format(
-        content="<h2>Installed apps</h2><table><tr><th>Name</th><th>Display name</th><th>Version</th>"
-        f"<th>Status</th><th>Port</th><th>System</th><th></th></tr>{rows}</table>"
-        f"<h2>Local repository</h2><ul>{offers or '<li>everything in it is installed</li>'}</ul>"
+        content=f"{notice}<h2>Installed apps</h2><table class=\"data\"><thead><tr><th>Name</th><th>Display name</th>"
+        f"<th>Version</th><th>Status</th><th>Port</th><th>System</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+        f'<h2>Local repository</h2><ul class="offers">{offers or "<li>everything in it is installed</li>"}</ul>'
     )
 
 
@@ -227,11 +247,12 @@ class Handler(BaseHTTPRequestHandler):
         print(f"refused ({exc.status}): {exc.message}", flush=True)
         if not page:
             return self.send(exc.status, exc.payload)
-        back = f'<p class="error">{html.escape(exc.message)}</p><p><a href="{self.prefix()}/">back</a></p>'
+        back = f'<p class="notice error" role="alert">{html.escape(exc.message)}</p>'
+        back += f'<p><a href="{self.prefix()}/">back</a></p>'
         return self.send(exc.status, PAGE.format(content=back), "text/html")
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/health":
             return self.send(200, "ok", "text/plain")
         if path not in ("/", "/api/overview"):
@@ -241,7 +262,10 @@ class Handler(BaseHTTPRequestHandler):
             data = overview(self.user_token())
         except Refused as exc:
             return self.refuse(exc, page)
-        return self.send(200, render(self.prefix(), data), "text/html") if page else self.send(200, data)
+        if not page:
+            return self.send(200, data)
+        done = dict(urllib.parse.parse_qsl(query)).get("done", "")[:200]  # what the last form did
+        return self.send(200, render(self.prefix(), data, done), "text/html")
 
     def do_POST(self) -> None:
         path = urllib.parse.unquote(self.path.split("?", 1)[0])
@@ -249,8 +273,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             raw = self.body()
             if page:
-                self.form_action(raw)
-                return self.send(303, "", "text/plain", Location=self.prefix() + "/")
+                done = self.form_action(raw)
+                where = self.prefix() + "/?" + urllib.parse.urlencode({"done": done})
+                return self.send(303, "", "text/plain", Location=where)
             action = ACTION_RE.match(path)
             if action:
                 return self.send(200, act(self.user_token(), *action.groups()))
@@ -260,17 +285,19 @@ class Handler(BaseHTTPRequestHandler):
             return self.refuse(exc, page)
         return self.send(404, {"error": {"message": "not found: " + path}})
 
-    def form_action(self, raw: bytes) -> None:
-        """The page's buttons: form-encoded ``action`` with ``name`` or ``path``."""
+    def form_action(self, raw: bytes) -> str:
+        """The page's buttons: form-encoded ``action`` with ``name`` or ``path``; says what was done."""
         fields = dict(urllib.parse.parse_qsl(raw.decode("utf-8", "replace")))
         token = self.user_token()
         what = fields.get("action", "")
         if what == "install":
-            install(token, fields.get("path"))
-        elif what in VERBS:
-            act(token, fields.get("name", ""), what)
-        else:
-            raise refused(400, f"unknown action {what[:40]!r}")
+            app = install(token, fields.get("path"))
+            return f"{DONE[what]} {app.get('name')} {app.get('version')}" if isinstance(app, dict) else DONE[what]
+        if what in VERBS:
+            name = fields.get("name", "")
+            act(token, name, what)
+            return f"{name} {DONE[what]}"
+        raise refused(400, f"unknown action {what[:40]!r}")
 
 
 def main() -> int:

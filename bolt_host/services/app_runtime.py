@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from bolt_host.storage import json_copy
 STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
 CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
 LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
+ERRORED_STATUSES = frozenset({STOPPED, CRASHED, FAILED})  # with a failed last exit: shown as "errored"
 DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
 
 
@@ -64,6 +66,7 @@ class AppRuntime:
     exit_code: int | None = None
     reason: str | None = None
     next_restart_at: float | None = None
+    last_exit: dict[str, Any] | None = None  # the last unrequested end, kept until the next start or stop
     log_offset: int = 0  # log size at spawn: the current run's lines start here
     start_task: asyncio.Task[dict[str, Any]] | None = None
     restart_task: asyncio.Task[None] | None = None
@@ -83,6 +86,30 @@ class AppRuntime:
         if self.started_monotonic is None or self.process is None or not self.process.alive:
             return None
         return time.monotonic() - self.started_monotonic
+
+    @property
+    def errored(self) -> bool:
+        """Ended on its own with a failure (non-zero code, signal, never ready) and not coming back by itself."""
+        if self.last_exit is None or self.process is not None:
+            return False
+        return self.status in ERRORED_STATUSES and self.last_exit.get("code") != 0
+
+    def keep_exit(self, code: int | None, summary: str, log_tail: list[str]) -> None:
+        """Remember how the process ended: code or signal, what it means, when, its last log lines."""
+        signal_name = None
+        if code is not None and code < 0:  # killed: Popen's negative signal number
+            try:
+                signal_name = signal.Signals(-code).name
+            except ValueError:
+                signal_name = f"signal {-code}"
+            code = None
+        self.last_exit = {
+            "code": code,
+            "signal": signal_name,
+            "reason": summary,
+            "at": iso_utc(time.time()),
+            "log": log_tail,
+        }
 
     def context(self, usage: TreeUsage | None) -> dict[str, Any]:
         """The public view: never the app's token or environment."""
@@ -116,6 +143,8 @@ class AppRuntime:
             "memory": usage.memory if usage else 0,
             "uptime": round(uptime, 3) if uptime is not None else 0.0,
             "nextRestartAt": iso_utc(self.next_restart_at) if self.status == BACKOFF else None,
+            "lastExit": self.last_exit,
+            "errored": self.errored,
         }
         if self.is_server:
             context["port"] = self.port
@@ -149,9 +178,12 @@ class AppRuntime:
             "desired": self.desired,
             "startedAt": iso_utc(self.started_at),
             "restarts": self.restarts,
+            "lastExit": self.last_exit,
         }
 
     def load_record(self, record: dict[str, Any]) -> None:
         self.generation = int(record.get("generation") or 0)
         self.restarts = int(record.get("restarts") or 0)
         self.desired = record.get("desired") or DESIRED_STOPPED
+        last_exit = record.get("lastExit")
+        self.last_exit = last_exit if isinstance(last_exit, dict) else None

@@ -37,6 +37,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,6 +48,8 @@ DEFAULT_KEEP = 3
 CHUNK = 64 * 1024
 MAX_INDEXED_FILES = 128
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+NOTE_TAG = "[bolt-host]"
+_NOTE_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) \[bolt-host\] ")
 
 
 class AppLogFiles:
@@ -87,6 +90,18 @@ class AppLogFiles:
 
     def tail(self, name: str, count: int, from_byte: int) -> list[str]:
         return tail_lines(self.path(name), count, from_byte)
+
+    def note(self, name: str, text: str) -> None:
+        """Append one timestamped host line (``<UTC time> [bolt-host] text``) to the app's log.
+
+        One ``write`` on an ``O_APPEND`` descriptor: it lands whole between the app's own writes.
+        """
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        fd = open_for_append(self.path(name))
+        try:
+            os.write(fd, f"{stamp} {NOTE_TAG} {text}\n".encode())
+        finally:
+            os.close(fd)
 
 
 def open_for_append(path: Path) -> int:
@@ -304,6 +319,35 @@ def read_range(path: Path, start: int, end: int | None = None) -> tuple[str, boo
             first_byte = index.locate(handle, start)
         text = _read_chars(handle, first_byte, stop - start)
     return text, stop < total, total
+
+
+def select_lines(path: Path, lines: int | None = None, since: float | None = None) -> tuple[str, int]:
+    """The log's last ``lines`` lines, from about time ``since`` on; and the log's size in characters.
+
+    An app's own output carries no time, the host's notes do (:meth:`AppLogFiles.note`), so
+    ``since`` starts right after the last note stamped before it: the lines kept may reach
+    back to that note, never less.  The size is where a follow continues.  Blocking I/O.
+    """
+    text, _, total = read_range(path, 0, None)
+    kept = text.splitlines(keepends=True)
+    if since is not None:
+        kept = kept[_first_line_since(kept, since) :]
+    if lines is not None:
+        kept = kept[len(kept) - lines :] if lines < len(kept) else kept
+    return "".join(kept), total
+
+
+def _first_line_since(lines: list[str], since: float) -> int:
+    first = 0
+    for number, line in enumerate(lines):
+        stamp = _NOTE_STAMP.match(line)
+        if stamp is None:
+            continue
+        when = datetime.fromisoformat(stamp.group(1).replace("Z", "+00:00")).timestamp()
+        if when >= since:
+            break
+        first = number + 1
+    return first
 
 
 def _read_chars(handle: BinaryIO, first_byte: int, count: int) -> str:

@@ -185,7 +185,7 @@ class Supervisor:
         async def stop_one(runtime: AppRuntime) -> None:
             async with runtime.lock:
                 if runtime.process is not None or runtime.status in (STARTING, BACKOFF):
-                    await self._stop_locked(runtime, desired_after=runtime.desired)
+                    await self._stop_locked(runtime, desired_after=runtime.desired, by="host shutdown")
 
         await asyncio.gather(*(stop_one(rt) for rt in list(self._apps.values())), return_exceptions=True)
         await self._cancel_background()
@@ -223,15 +223,18 @@ class Supervisor:
                 task = self._begin_start(runtime, app, automatic=False)
         return await self._join_start(task)
 
-    async def stop_app(self, name: str) -> dict[str, Any]:
-        """Stop ``name`` and return its final context once its whole tree is gone."""
+    async def stop_app(self, name: str, by: str | None = None) -> dict[str, Any]:
+        """Stop ``name`` and return its final context once its whole tree is gone.
+
+        ``by`` (who asked: a user or app name) goes into the app's log.
+        """
         runtime = self._apps.get(name)
         if runtime is None:
             raise BoltError(APP_NOT_RUNNING, f"App {name!r} is not running")
         async with runtime.lock:
-            return await self._stop_locked(runtime, desired_after=DESIRED_STOPPED)
+            return await self._stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by)
 
-    async def restart_app(self, app: dict[str, Any]) -> dict[str, Any]:
+    async def restart_app(self, app: dict[str, Any], by: str | None = None) -> dict[str, Any]:
         runtime = self._runtime(_app_name(app), app)
         async with runtime.lock:
             if runtime.status == STARTING and runtime.start_task is not None:
@@ -239,7 +242,7 @@ class Supervisor:
             else:
                 was_live = runtime.process is not None or runtime.status in (STARTING, BACKOFF)
                 if was_live:
-                    await self._stop_locked(runtime, desired_after=DESIRED_RUNNING)
+                    await self._stop_locked(runtime, desired_after=DESIRED_RUNNING, by=by)
                     runtime.restarts += 1
                 runtime.crashes.reset()
                 runtime.desired = DESIRED_RUNNING
@@ -255,8 +258,8 @@ class Supervisor:
         return [self._context(rt) for rt in self._apps.values() if rt.status in LIVE_STATUSES]
 
     def contexts_json(self) -> bytes:
-        """:meth:`contexts` as a JSON array (for ``GET /api/apps/@live``)."""
-        live = [rt for rt in self._apps.values() if rt.status in LIVE_STATUSES]
+        """:meth:`contexts` and the errored apps as a JSON array (for ``GET /api/apps/@live``)."""
+        live = [rt for rt in self._apps.values() if rt.status in LIVE_STATUSES or rt.errored]
         return b"[" + b",".join(rt.context_json(self._usage(rt)) for rt in live) + b"]"
 
     def log_path(self, name: str) -> Path:
@@ -293,6 +296,9 @@ class Supervisor:
         runtime.exit_code = runtime.reason = runtime.next_restart_at = None
         if automatic:
             runtime.restarts += 1
+        else:
+            runtime.last_exit = None  # kept until the next start asked for
+        self._note(runtime, f"restarting (restart {runtime.restarts})" if automatic else "starting")
         task = asyncio.create_task(self._run_start(runtime, automatic), name=f"start {runtime.name}")
         task.add_done_callback(_retrieve_exception)
         runtime.start_task = task
@@ -329,6 +335,8 @@ class Supervisor:
             await self._state.commit()  # the pid, written while the app got ready: on disk before we answer
         except OSError as exc:
             log.error("%s is running, but its record could not be saved yet: %s", runtime.name, exc)
+        port = f", port {runtime.port}" if runtime.port is not None else ""
+        self._note(runtime, f"started (pid {process.pid}{port})")
         await self._emit("app-started", runtime)
         return self._context(runtime)
 
@@ -379,7 +387,10 @@ class Supervisor:
         else:
             log.exception("unexpected error starting %s", runtime.name)
             summary = f"{type(exc).__name__}: {exc}"
-        reason = self._with_log_tail(runtime, summary)
+        tail = self._log_tail(runtime)
+        reason = self._with_log_tail(runtime, summary, tail)
+        runtime.keep_exit(exit_code, summary, tail)
+        self._note(runtime, f"start failed: {summary}")
         await self._cleanup(runtime)
         if automatic:
             await self._after_exit(runtime, exit_code, reason, uptime=0.0)
@@ -408,6 +419,8 @@ class Supervisor:
             if generation != runtime.generation or runtime.status != CRASHED or runtime.process is None:
                 return
             uptime = time.monotonic() - (runtime.started_monotonic or time.monotonic())
+            runtime.keep_exit(runtime.exit_code, runtime.reason or "", self._log_tail(runtime))
+            self._note(runtime, runtime.reason or "exited")
             await self._cleanup(runtime)
             await self._after_exit(runtime, runtime.exit_code, runtime.reason or "", uptime)
 
@@ -434,6 +447,7 @@ class Supervisor:
                 f"crash loop: {len(runtime.crashes.recent)} crashes within {policy.window_seconds:g} s, "
                 f"not restarted again (last: {reason})",
             )
+            self._note(runtime, f"crash loop: {len(runtime.crashes.recent)} crashes, not restarted again")
             self._persist_soon(runtime)
             await self._emit("app-failed", runtime)
             return
@@ -441,6 +455,7 @@ class Supervisor:
         runtime.status = BACKOFF
         runtime.next_restart_at = time.time() + delay
         self._persist_soon(runtime)
+        self._note(runtime, f"restart in {delay:.1f} s")
         await self._emit("app-backoff", runtime)
         runtime.restart_task = asyncio.create_task(
             self._restart_later(runtime, runtime.generation, delay), name=f"restart {runtime.name}"
@@ -455,7 +470,7 @@ class Supervisor:
             self._begin_start(runtime, runtime.app, automatic=True)
 
     # stopping ------------------------------------------------------------------
-    async def _stop_locked(self, runtime: AppRuntime, *, desired_after: str) -> dict[str, Any]:
+    async def _stop_locked(self, runtime: AppRuntime, *, desired_after: str, by: str | None = None) -> dict[str, Any]:
         was_pending = runtime.status in (STARTING, BACKOFF)
         start_task = runtime.start_task
         if start_task is not None and not start_task.done():
@@ -466,10 +481,12 @@ class Supervisor:
         if runtime.process is None and runtime.port is None and not was_pending:
             await self._persist(runtime)
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
-        runtime.status, runtime.reason = STOPPING, None
+        runtime.status, runtime.reason, runtime.last_exit = STOPPING, None, None
+        self._note(runtime, f"stopping (by {by})" if by else "stopping")
         await self._emit("app-stopping", runtime)
         exit_code = await self._cleanup(runtime)  # sets a reason only if something survived
         runtime.status, runtime.exit_code = STOPPED, exit_code
+        self._note(runtime, "stopped" if exit_code is None else f"stopped ({describe_exit(exit_code)})")
         runtime.next_restart_at = None
         runtime.crashes.reset()
         await self._persist(runtime)
@@ -529,6 +546,7 @@ class Supervisor:
             self._tokens.remember(runtime.name, token)
         self._persist_soon(runtime)
         log.info("adopted %s (pid %s) after a host restart", runtime.name, process.pid)
+        self._note(runtime, f"adopted after a host restart (pid {process.pid})")
         await self._emit("app-started", runtime)
 
     # helpers -------------------------------------------------------------------
@@ -545,8 +563,19 @@ class Supervisor:
         process = runtime.process
         return self._stats.latest(runtime.name, process.pid) if process is not None else None
 
-    def _with_log_tail(self, runtime: AppRuntime, summary: str) -> str:
-        lines = self._logs.tail(runtime.name, LOG_TAIL_LINES, runtime.log_offset)
+    def _log_tail(self, runtime: AppRuntime) -> list[str]:
+        """This run's last log lines (before the supervisor notes what became of it)."""
+        return self._logs.tail(runtime.name, LOG_TAIL_LINES, runtime.log_offset)
+
+    def _note(self, runtime: AppRuntime, text: str) -> None:
+        """A supervisor event in the app's own log, so ``apps logs`` tells what happened to it."""
+        try:
+            self._logs.note(runtime.name, text)
+        except OSError as exc:
+            log.warning("%s: could not write to its log: %s", runtime.name, exc)
+
+    def _with_log_tail(self, runtime: AppRuntime, summary: str, lines: list[str] | None = None) -> str:
+        lines = self._log_tail(runtime) if lines is None else lines
         return f"{summary}; last log lines:\n" + "\n".join(lines) if lines else summary
 
     async def _persist(self, runtime: AppRuntime) -> None:

@@ -44,13 +44,23 @@ def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
 async def list_apps(request: Request) -> Response:
     """Installed apps matching the query criteria (``?tags=demo&system=false``)."""
     await require_user(request, "apps.read")
-    return ok(host_of(request).apps.list(dict(request.query_params)))
+    host = host_of(request)
+    return ok([_with_last_exit(host, app) for app in host.apps.list(dict(request.query_params))])
 
 
 async def get_app(request: Request) -> Response:
     """One installed app (403 when not installed)."""
     await require_user(request, "apps.read")
-    return ok(host_of(request).apps.require(request.path_params["name"]))
+    host = host_of(request)
+    return ok(_with_last_exit(host, host.apps.require(request.path_params["name"])))
+
+
+def _with_last_exit(host: Any, app: dict[str, Any]) -> dict[str, Any]:
+    """The app with how its process last ended on its own (``lastExit``, ``errored``), if it did."""
+    context = host.supervisor.context(app["name"])
+    if not context or not context.get("lastExit"):
+        return app
+    return {**app, "lastExit": context["lastExit"], "errored": context["errored"]}
 
 
 async def install(request: Request) -> Response:

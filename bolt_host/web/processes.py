@@ -6,17 +6,20 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.web.auth import (
+    Actor,
     actor,
     host_of,
     require_caller,
@@ -113,9 +116,10 @@ async def stop(request: Request) -> Response:
     Or several at once, ``{names: [...]}``: ``{stopped: [contexts], failed: {...}}``."""
     names, bulk = await _operands(request, "apps.stop")
     supervisor = host_of(request).supervisor
+    by = _who(actor(request))
     if not bulk:
-        return ok(await supervisor.stop_app(names[0]))
-    return ok(await _for_each(names, supervisor.stop_app, "stopped"))
+        return ok(await supervisor.stop_app(names[0], by=by))
+    return ok(await _for_each(names, lambda name: supervisor.stop_app(name, by=by), "stopped"))
 
 
 async def restart(request: Request) -> Response:
@@ -125,7 +129,14 @@ async def restart(request: Request) -> Response:
     await require_operator(request, "apps.restart", name)
     host = host_of(request)
     app = host.apps.require(name)
-    return ok(await host.supervisor.restart_app(app))
+    return ok(await host.supervisor.restart_app(app, by=_who(actor(request))))
+
+
+def _who(caller: Actor) -> str | None:
+    """How the app's log names the caller of a stop or restart."""
+    if caller.user_name and caller.app:
+        return f"{caller.user_name} via app {caller.app}"
+    return caller.user_name or (f"app {caller.app}" if caller.app else None)
 
 
 async def live(request: Request) -> Response:
@@ -143,15 +154,31 @@ def _int_param(request: Request, key: str) -> int | None:
     return int(raw)
 
 
+def _time_param(request: Request, key: str) -> float | None:
+    raw = request.query_params.get(key)
+    if raw in (None, ""):
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BoltError(errors.BAD_REQUEST, f"'{key}' must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 async def logs(request: Request) -> Response:
-    """An app's log by character range (``?start=&end=``), or followed as server-sent events."""
-    from bolt_host.services.applogs import follow, read_range
+    """An app's log by character range (``?start=&end=``), or its last lines (``?lines=N``, from
+    about ``?since=<ISO time>``), or followed as server-sent events."""
+    from bolt_host.services.applogs import follow, read_range, select_lines
 
     name = request.path_params["name"]
     await require_operator(request, "apps.logs", name)
     host = host_of(request)
     host.apps.require(name)
     path = host.supervisor.log_path(name)
+    lines, since = _int_param(request, "lines"), _time_param(request, "since")
+    if lines is not None or since is not None:
+        text, total = await asyncio.to_thread(select_lines, path, lines, since)
+        return PlainTextResponse(text, headers={"X-TEXT-SIZE": str(total)}, media_type="text/plain; charset=utf-8")
     start_at = _int_param(request, "start") or 0
     if request.query_params.get("follow") == "true":
 
@@ -176,6 +203,9 @@ async def proxy(request: Request) -> Response:
     """
     host = host_of(request)
     name = request.path_params["name"]
+    login = _login_redirect(request)
+    if login is not None:
+        return login
     _check_proxy_access(request, name)
     context = host.supervisor.context(name)
     if not context or context.get("status") != "running" or not context.get("port"):
@@ -223,6 +253,21 @@ def app_response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, by
             continue
         kept.append((key.lower(), value))
     return kept
+
+
+def _login_redirect(request: Request) -> Response | None:
+    """A logged-out browser opening a page goes to the dashboard's log-in, and comes back after.
+
+    Only a page load (GET or HEAD accepting ``text/html``) by a caller with no credentials at
+    all; API clients keep their 401, and a logged-in user without the right keeps the 403.
+    """
+    if request.method not in ("GET", "HEAD") or "text/html" not in request.headers.get("accept", ""):
+        return None
+    who = actor(request)
+    if who.user is not None or who.app is not None:
+        return None
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/dashboard/?{urlencode({'next': back})}", status_code=303)
 
 
 def _check_proxy_access(request: Request, name: str) -> None:

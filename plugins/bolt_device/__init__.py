@@ -11,8 +11,9 @@ Modules: ``config`` (env), ``backend`` (what runs per mode), ``wire`` (topics
 and payloads), ``transport`` (MQTT link), ``manager`` / ``agent`` (the two
 sides), ``jobs`` / ``downloads`` / ``reboot`` (what an agent does),
 ``accounts`` / ``tokens`` / ``devices`` / ``operations`` (manager state),
-``fleet`` (manager actions), ``web`` / ``auth_routes`` / ``device_routes``
-(REST), ``kapua`` (ids, error bodies), ``broker`` (embedded broker).
+``fleet`` (manager actions), ``queries`` (Kapua's query bodies), ``web`` /
+``auth_routes`` / ``device_routes`` / ``registry_routes`` / ``fallback`` (REST), ``kapua``
+(ids, error bodies), ``broker`` (embedded broker).
 """
 
 from __future__ import annotations
@@ -51,9 +52,19 @@ class DevicePlugin:
     def register_routes(self, host: Host) -> list[Any]:
         if self._config(host).mode != "manager":
             return []
-        from . import auth_routes, device_routes
+        from . import auth_routes, device_routes, fallback, registry_routes
 
-        return [*auth_routes.routes(), *device_routes.routes()]
+        # registry_routes first: its literal ``_query``/``_count`` paths before ``{deviceId}``;
+        # fallback last: it answers every other /v1 path and method in Kapua's body
+        return [*auth_routes.routes(), *registry_routes.routes(), *device_routes.routes(), *fallback.routes()]
+
+    @hookimpl
+    def register_error_formats(self, host: Host) -> list[tuple[str, Any]]:
+        if self._config(host).mode != "manager":
+            return []
+        from .fallback import render_error
+
+        return [("/v1/", render_error)]
 
     @hookimpl
     async def startup(self, host: Host) -> None:
@@ -83,36 +94,37 @@ class DevicePlugin:
     async def install_on_device(
         self, host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]
     ) -> Any:
-        backend = _manager(host)
-        if backend is None:
-            return None
-        from . import fleet
-        from .operations import public_operation
+        async def start(fleet: Any, backend: Any, device: dict[str, Any], scope: str) -> Any:
+            fleet.require_connected(device)  # before packing a tarball an offline device cannot fetch
+            request = await fleet.package_download_request(backend, package)
+            return await fleet.start_download(backend, device, request, scope, backend.config.request_timeout_ms)
 
-        scope = backend.writable_scope(actor)
-        device = fleet.require_device(backend, scope, device_id)
-        fleet.require_connected(device)  # before packing a tarball an offline device cannot fetch
-        request = await fleet.package_download_request(backend, package)
-        operation = await fleet.start_download(backend, device, request, scope, backend.config.request_timeout_ms)
-        return public_operation(operation)
+        return await _operate(host, device_id, actor, start)
 
     @hookimpl
     async def uninstall_from_device(
         self, host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]
     ) -> Any:
-        backend = _manager(host)
-        if backend is None:
-            return None
-        from . import fleet
-        from .operations import public_operation
+        async def start(fleet: Any, backend: Any, device: dict[str, Any], scope: str) -> Any:
+            request = fleet.validate_uninstall(
+                {"name": package.get("package") or package["name"], "version": package.get("version")}
+            )
+            return await fleet.start_uninstall(backend, device, request, scope, backend.config.request_timeout_ms)
 
-        scope = backend.writable_scope(actor)
-        device = fleet.require_device(backend, scope, device_id)
-        request = fleet.validate_uninstall(
-            {"name": package.get("package") or package["name"], "version": package.get("version")}
-        )
-        operation = await fleet.start_uninstall(backend, device, request, scope, backend.config.request_timeout_ms)
-        return public_operation(operation)
+        return await _operate(host, device_id, actor, start)
+
+
+async def _operate(host: Host, device_id: str, actor: dict[str, Any], start: Any) -> Any:
+    """Start an operation on a device this host manages for ``actor``; None when it is no manager."""
+    backend = _manager(host)
+    if backend is None:
+        return None
+    from . import fleet
+    from .operations import public_operation
+
+    scope = backend.writable_scope(actor)
+    device = fleet.require_device(backend, scope, device_id)
+    return public_operation(await start(fleet, backend, device, scope))
 
 
 def _manager(host: Host) -> Any:

@@ -33,6 +33,7 @@ from bolt_host.plugin import Host
 from . import wire
 from .config import DeviceConfig
 from .jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
+from .recovery import last_words
 from .transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.agent")
@@ -41,6 +42,7 @@ REPLAY_SECONDS = 15 * 60
 STOP_GRACE_SECONDS = 5.0
 FLUSH_SECONDS = 5.0
 HANDOVER_KEY = "device-agent-handover"
+MAX_BIRTH_JOBS = 2000
 INTERRUPTED = "the device's host service stopped (shutdown or restart) before this step finished"
 STOPPING = "the device's host service is stopping; try again once it is back"
 
@@ -67,6 +69,7 @@ class Agent:
         self.jobs: dict[str, Job] = {}
         self.in_flight: dict[str, str] = {}  # package name -> job id
         self._session = ""
+        self._boot = uuid.uuid4().hex
         self._manager_session: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # request handlers
         self._job_tasks: set[asyncio.Task[Any]] = set()
@@ -90,7 +93,19 @@ class Agent:
         if handover:
             self.jobs.update(handover["jobs"])
             self.link.restore_outbox(handover["outbox"])
+        self._recover()
         self.link.start()
+
+    def _recover(self) -> None:
+        """Follow the jobs a crash cut off (or that ended before this start) to their last word;
+        it goes out after the BIRTH with the other replays."""
+        tasks = self.host.tasks.list()
+        for word in last_words(tasks, set(self.jobs), REPLAY_SECONDS, self.config.manager_id):
+            job = Job(word.job_id, word.package, word.requester, word.resource, finished=time.monotonic())
+            job.last[word.resource] = word.metrics
+            self.jobs[job.id] = job
+            log.info("job %s (%s) ended before this start: %s %s", job.id, job.package, word.resource,
+                     word.metrics.get(f"dp.{word.resource}.status"))
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         self._stopping = True
@@ -130,6 +145,15 @@ class Agent:
         return Outgoing(wire.presence_topic(self.account, self.client_id, "LWT", self.prefix), payload.encode())
 
     def birth_metrics(self) -> dict[str, Any]:
+        metrics = self._kura_birth_metrics()
+        # bolt extensions: this start's id and the jobs it follows, so the manager can end the
+        # operations a crash made it forget (bolt_device.reconciler); too many to list: none
+        metrics["bolt.boot"] = self._boot
+        if len(self.jobs) <= MAX_BIRTH_JOBS:
+            metrics["bolt.jobs"] = ",".join(sorted(self.jobs))
+        return metrics
+
+    def _kura_birth_metrics(self) -> dict[str, Any]:
         return {
             "session": self._session,
             "display_name": self.config.display_name or self.client_id,
@@ -229,6 +253,11 @@ class Agent:
 
     def _start(self, metrics: dict[str, Any], job: Job, action: Any, request: Any) -> tuple[int, str, Any]:
         """Accept a job (it starts once the reply is out) unless its package is in flight."""
+        known = self.jobs.get(job.id)
+        if known is not None:  # the same request again (a manager re-sends after a broker restart)
+            for resource, metrics in known.last.items():
+                self._send_notification(known, resource, metrics)
+            return wire.OK, "", None
         if self._stopping:
             return wire.ERROR, STOPPING, None
         if job.package in self.in_flight:
@@ -267,6 +296,10 @@ class Agent:
         job.step = resource
         job.last[resource] = metrics
         self._send_notification(job, resource, metrics)
+
+    def requester_of(self, job_id: str) -> str | None:
+        job = self.jobs.get(job_id)
+        return job.requester if job is not None else None
 
     def _send_notification(self, job: Job, resource: str, metrics: dict[str, Any]) -> None:
         topic = wire.notify_topic(self.account, job.requester, self.client_id, resource, self.prefix)

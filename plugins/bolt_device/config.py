@@ -47,6 +47,7 @@ class DeviceConfig:
     display_name: str = ""
     topic_prefix: str = "$EDC"
     request_timeout_ms: int = 30_000  # how long the fleet hooks (other backends' installs) wait for a reply
+    offline_deadline_seconds: int = 600  # a running operation whose device stays away this long ends FAILED
 
     @property
     def active(self) -> bool:
@@ -83,6 +84,7 @@ class DeviceConfig:
             refresh_seconds=_int(env, "BOLT_DEVICE_REFRESH_SECONDS", 5 * 3600),
             display_name=env.get("BOLT_DEVICE_DISPLAY_NAME") or client_id,
             request_timeout_ms=_int(env, "BOLT_DEVICE_REQUEST_TIMEOUT_MS", 30_000),
+            offline_deadline_seconds=_int(env, "BOLT_DEVICE_OFFLINE_DEADLINE_SECONDS", 600),
             topic_prefix=topic_prefix(env, mode, broker),
         )
 

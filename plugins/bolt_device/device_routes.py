@@ -3,6 +3,7 @@ and ``/v1/device-packages/{offerId}``, where devices download the manager's own 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -11,9 +12,9 @@ from starlette.routing import Route
 
 from bolt_host.plugin import BoltError, basic_credentials
 
-from . import fleet
+from . import fleet, queries
 from .devices import public_device
-from .kapua import illegal_argument, kapua_json, list_result, not_found, unauthenticated
+from .kapua import illegal_argument, kapua_json, not_found, unauthenticated
 from .offers import ROUTE as OFFERS_ROUTE
 from .operations import public_notification, public_operation
 from .web import (
@@ -21,29 +22,43 @@ from .web import (
     caller,
     json_body,
     kapua_endpoint,
-    page,
     scope_for,
     timeout_ms,
     writer_in_scope,
 )
 
 STATUSES = ("CONNECTED", "DISCONNECTED", "MISSING", "NULL")
+KAPUA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+MATCHED_BY_TERM = ("clientId", "displayName", "serialNumber", "modelId", "modelName", "firmwareVersion",
+                   "osVersion", "applicationFrameworkVersion", "connectionIp")
 
 
 @kapua_endpoint
 async def list_devices(request: Request) -> Response:
     scope = scope_for(caller(request), request.path_params["scopeId"], "device", "read")
-    devices = backend_of(request).devices.list(scope)
-    client_id = request.query_params.get("clientId")
-    status = request.query_params.get("status")
+    params = request.query_params
+    query = queries.from_params(params, queries.DEVICE_ATTRIBUTES, sortable=True)
+    if query.sort is None:
+        query.sort = ("clientId", queries.ASCENDING)
+    status = params.get("status")
     if status is not None and status not in STATUSES:
         raise illegal_argument("status", status, f"Expected one of {', '.join(STATUSES)}.")
-    devices = [
-        d for d in devices
-        if (client_id is None or d["clientId"] == client_id) and (status is None or d["connectionStatus"] == status)
-    ]
-    items, more = page(request, [public_device(d) for d in devices])
-    return kapua_json(list_result("deviceListResult", items, total=len(devices), limit_exceeded=more))
+    if params.get("clientId") is not None:
+        query.predicates.append(queries.equal("clientId", params["clientId"]))
+    if status is not None:
+        query.predicates.append(queries.equal("connection.status", status))
+    tag = params.get("tagId")
+    if tag is not None:
+        if not KAPUA_ID.fullmatch(tag):
+            raise illegal_argument("tagId", tag, "Expected a Kapua id (base64url).")
+        query.predicates.append(lambda body: tag in body.get("tagIds", []))  # devices carry no tags yet
+    term = params.get("matchTerm")
+    if term is not None:
+        query.predicates.append(lambda body: any(str(body.get(f) or "").startswith(term) for f in MATCHED_BY_TERM))
+    devices = [public_device(d) for d in backend_of(request).devices.list(scope)]
+    return kapua_json(query.result("deviceListResult", devices))
 
 
 @kapua_endpoint
@@ -92,14 +107,22 @@ def _device_to_change(request: Request) -> tuple[Any, Any, dict[str, Any]]:
     return who, backend, fleet.require_device(backend, scope, request.path_params["deviceId"])
 
 
+def _filtered(request: Request, attributes: frozenset[str]) -> queries.Query:
+    query = queries.from_params(request.query_params, attributes)
+    resource = request.query_params.get("resource")
+    if resource:
+        query.predicates.append(queries.equal("resource", resource))
+    return query
+
+
 @kapua_endpoint
 async def list_operations(request: Request) -> Response:
     scope = scope_for(caller(request), request.path_params["scopeId"], "device_management_registry", "read")
     backend = backend_of(request)
     device = fleet.require_device(backend, scope, request.path_params["deviceId"])
-    found = backend.operations.list(scope, device["id"], request.query_params.get("resource"))
-    items, more = page(request, [public_operation(o) for o in found])
-    return kapua_json(list_result("deviceManagementOperationListResult", items, total=len(found), limit_exceeded=more))
+    query = _filtered(request, queries.OPERATION_ATTRIBUTES)
+    found = [public_operation(o) for o in backend.operations.list(scope, device["id"])]
+    return kapua_json(query.result("deviceManagementOperationListResult", found))
 
 
 def _operation(request: Request, action: str = "read") -> tuple[dict, object]:
@@ -121,11 +144,9 @@ async def get_operation(request: Request) -> Response:
 @kapua_endpoint
 async def list_notifications(request: Request) -> Response:
     operation, backend = _operation(request)
-    found = backend.operations.notifications(operation, request.query_params.get("resource"))  # type: ignore[attr-defined]
-    items, more = page(request, [public_notification(n) for n in found])
-    return kapua_json(
-        list_result("managementOperationNotificationListResult", items, total=len(found), limit_exceeded=more)
-    )
+    query = _filtered(request, queries.NOTIFICATION_ATTRIBUTES)
+    found = [public_notification(n) for n in backend.operations.notifications(operation)]  # type: ignore[attr-defined]
+    return kapua_json(query.result("managementOperationNotificationListResult", found))
 
 
 @kapua_endpoint

@@ -12,7 +12,7 @@ from typing import Any
 
 from tinydb import Query
 
-from .kapua import illegal_argument, illegal_null, iso, new_id
+from .kapua import illegal_argument, illegal_null, iso, new_id, not_found, optimistic_lock
 
 TABLE = "device_devices"
 SCHEMA = {1: lambda table: None}
@@ -42,7 +42,8 @@ class Devices:
         self._db.migrate(TABLE, SCHEMA)
         self._table = db.table(TABLE)
         self._cache: dict[str, dict[str, Any]] = {row["id"]: dict(row) for row in self._table.all()}
-        self._seen_written: dict[str, float] = {}
+        self._seen_dirty: set[str] = set()
+        self._seen_written_at = 0.0
 
     def get(self, scope: str, device_id: str) -> dict[str, Any] | None:
         row = self._cache.get(device_id)
@@ -79,6 +80,28 @@ class Devices:
             self._table.insert(record)
             self._cache[record["id"]] = dict(record)
         return record
+
+    def update(self, device: dict[str, Any], body: dict[str, Any], modified_by: str) -> dict[str, Any]:
+        """Kapua's device update: ``displayName``, ``status`` and the descriptive fields; a stale
+        ``optlock`` is a 409, a different ``clientId`` a 400 (the client id names the device on MQTT)."""
+        changes = update_changes(device, body)
+        with self._db.transaction():
+            current = self._cache.get(device["id"])
+            if current is None:
+                raise not_found("device", device["id"])
+            if body.get("optlock") is not None and body["optlock"] != current["optlock"]:
+                raise optimistic_lock("device", device["id"])
+            changes.update(modifiedOn=iso(), modifiedBy=modified_by, optlock=current["optlock"] + 1)
+            self._table.update(changes, Query().id == device["id"])
+            current.update(changes)
+            return dict(current)
+
+    def delete(self, device: dict[str, Any]) -> None:
+        """Forget a device (a connected one is registered again by its next BIRTH, as in Kapua)."""
+        with self._db.transaction():
+            self._table.remove(Query().id == device["id"])
+            self._cache.pop(device["id"], None)
+            self._seen_dirty.discard(device["id"])
 
     def _new(self, scope: str, client_id: str, created_by: str) -> dict[str, Any]:
         now = iso()
@@ -127,9 +150,13 @@ class Devices:
                     "sentOn": sent_on,
                     "receivedOn": now,
                     "createdOn": now,
-                    "eventMessage": "~~".join(f"{k}={v}" for k, v in sorted((metrics or {}).items())),
+                    "eventMessage": "~~".join(
+                        f"{k}={v}" for k, v in sorted((metrics or {}).items()) if k != "bolt.jobs"
+                    ),
                 },
             }
+            if resource == "BIRTH" and (metrics or {}).get("bolt.boot"):
+                changes["agentBoot"] = str((metrics or {})["bolt.boot"])  # see bolt_device.reconciler
             for metric, field in BIRTH_FIELDS.items():
                 value = (metrics or {}).get(metric)
                 if resource == "BIRTH" and value is not None:
@@ -137,20 +164,30 @@ class Devices:
             self._table.update(changes, Query().id == device["id"])
             device.update(changes)
             self._cache[device["id"]] = dict(device)
-            self._seen_written[device["id"]] = time.monotonic()
+            self._seen_dirty.discard(device["id"])
         return device
 
     def seen(self, device_id: str) -> None:
-        """Any message from the device proves it is there: refresh the last-seen time
-        (in memory at once, on disk at most every SEEN_WRITE_SECONDS)."""
+        """Any message from the device proves it is there: refresh the last-seen time in
+        memory; :meth:`write_seen` stores the refreshed ones together."""
         record = self._cache.get(device_id)
         if record is None:
             return
         record["lastSeen"] = iso()
-        if time.monotonic() - self._seen_written.get(device_id, 0.0) >= SEEN_WRITE_SECONDS:
-            self._seen_written[device_id] = time.monotonic()
+        self._seen_dirty.add(device_id)
+
+    def write_seen(self) -> None:
+        """Store the last-seen times refreshed since the last call, in one write, at most every
+        SEEN_WRITE_SECONDS (a write per device would rewrite the whole database per device;
+        call it off the event loop)."""
+        if not self._seen_dirty or time.monotonic() - self._seen_written_at < SEEN_WRITE_SECONDS:
+            return
+        dirty, self._seen_dirty = self._seen_dirty, set()
+        self._seen_written_at = time.monotonic()
+        updates = [({"lastSeen": self._cache[d]["lastSeen"]}, Query().id == d) for d in dirty if d in self._cache]
+        if updates:
             with self._db.transaction():
-                self._table.update({"lastSeen": record["lastSeen"]}, Query().id == device_id)
+                self._table.update_multiple(updates)
 
     def mark_all_disconnected(self) -> None:
         """At manager start-up nothing is known: devices re-announce when they see the manager."""
@@ -159,6 +196,30 @@ class Devices:
             self._table.update(changes)
         for record in self._cache.values():
             record.update(changes)
+
+
+EDITABLE_FIELDS = ("displayName", "serialNumber", "modelId", "modelName", "firmwareVersion", "osVersion",
+                   "applicationFrameworkVersion")
+
+
+def update_changes(device: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    client_id = body.get("clientId")
+    if client_id is not None and client_id != device["clientId"]:
+        raise illegal_argument("device.clientId", client_id, "The client id of a device cannot change.")
+    changes: dict[str, Any] = {}
+    status = body.get("status")
+    if status is not None:
+        if status not in ("ENABLED", "DISABLED"):
+            raise illegal_argument("device.status", status, "Expected ENABLED or DISABLED.")
+        changes["status"] = status
+    for name in EDITABLE_FIELDS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > 255:
+            raise illegal_argument(f"device.{name}", value, "Expected a string of at most 255 characters.")
+        changes[name] = value
+    return changes
 
 
 def public_device(record: dict[str, Any]) -> dict[str, Any]:

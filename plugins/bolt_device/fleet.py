@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from .backend import DeviceBackend
 from .devices import CONNECTED
 from .downloads import display_uri, parse_hash
-from .kapua import KapuaError, illegal_argument, illegal_null, not_connected, not_found
+from .kapua import KapuaError, illegal_argument, illegal_null, not_connected, not_found, timed_out
 from .manager import reply_error
 from .offers import ROUTE as OFFERS_ROUTE
 from .offers import OfferError
@@ -108,6 +108,8 @@ async def _send(
     metrics: dict[str, Any], created_by: str, timeout_ms: int,
 ) -> dict[str, Any]:
     require_connected(device)
+    if timeout_ms <= 0:  # Kapua would send and give up at once; we send nothing the operation could not track
+        raise timed_out(timeout_ms)
     operation = await backend.operations.create(device, resource, properties, created_by)
     metrics = {**metrics, "job.id": operation["operationId"], "dp.job.id": operation["operationId"]}
     try:

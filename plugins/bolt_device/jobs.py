@@ -33,6 +33,9 @@ class Notifier(Protocol):
     def notify(self, job_id: str, resource: str, status: str, progress: int, message: str = "", **extra: Any) -> None:
         ...
 
+    def requester_of(self, job_id: str) -> str | None:
+        ...
+
 
 def _text(metrics: dict[str, Any], name: str, required: bool = True, limit: int = 2048) -> str | None:
     value = metrics.get(name)
@@ -147,10 +150,12 @@ def installed_packages(host: Host) -> list[dict[str, Any]]:
     found = []
     for app in host.apps.list():
         name = app.get("package") or app["name"]
+        state = "ACTIVE" if host.supervisor.is_active(app["name"]) else "RESOLVED"
         entry = {
             "name": name,
             "version": app["version"],
-            "bundleInfos": {"bundleInfo": [{"name": app["name"], "version": app["version"]}]},
+            # status: an OSGi bundle's state, for Kapua's inventory (ACTIVE = the app is running)
+            "bundleInfos": {"bundleInfo": [{"name": app["name"], "version": app["version"], "status": state}]},
         }
         if app.get("dateCreated"):
             entry["installDate"] = app["dateCreated"]
@@ -170,8 +175,13 @@ class JobRunner:
         self.host = host
         self.notifier = notifier
 
-    async def _run_task(self, kind: str, name: str, version: str | None, job: Any, job_id: str) -> dict[str, Any]:
-        record = self.host.tasks.submit(kind, name, version, job, meta={"deviceJob": job_id})
+    async def _run_task(
+        self, kind: str, name: str, version: str | None, job: Any, job_id: str, **meta: Any
+    ) -> dict[str, Any]:
+        """Run a step as a host Task; its meta lets the next boot tell the manager how a crash left it
+        (see :mod:`bolt_device.recovery`)."""
+        meta = {"deviceJob": job_id, "deviceRequester": self.notifier.requester_of(job_id), **meta}
+        record = self.host.tasks.submit(kind, name, version, job, meta=meta)
         return await self.host.tasks.wait(record["id"])
 
     # download (+ install) -----------------------------------------------------
@@ -210,7 +220,8 @@ class JobRunner:
             return {"size": size}
 
         try:
-            done = await self._run_task("download", request.name, request.version, job, job_id)
+            done = await self._run_task("download", request.name, request.version, job, job_id,
+                                        deviceInstall=request.install)
             if done["status"] != "succeeded":
                 notify(job_id, "download", "FAILED", 0, done.get("error") or done["status"])
                 return

@@ -62,8 +62,12 @@ def list_result(kind: str, items: list[dict[str, Any]], total: int | None = None
 class KapuaError(Exception):
     """An error answered in Kapua's body.  ``extra`` adds the typed fields."""
 
-    def __init__(self, status: int, code: str, message: str, kind: str = "kapuaErrorInfo", **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, kind: str = "kapuaErrorInfo",
+        headers: dict[str, str] | None = None, **extra: Any,
+    ) -> None:
         super().__init__(message)
+        self.headers = dict(headers or {})
         self.status = status
         self.code = code
         self.message = message
@@ -80,10 +84,10 @@ class KapuaError(Exception):
         }
 
     def response(self) -> Response:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
         response = kapua_json(self.body(), self.status)
-        if headers:
-            response.headers.update(headers)
+        if self.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        response.headers.update(self.headers)
         return response
 
 
@@ -119,6 +123,24 @@ def unauthorized(domain: str, action: str, scope: str) -> KapuaError:
 def not_found(entity_type: str, entity_id: str) -> KapuaError:
     message = f"The entity of type {entity_type} with id/name {entity_id} was not found."
     return kapua_error("ENTITY_NOT_FOUND", message, entityType=entity_type, entityId=entity_id)
+
+
+def optimistic_lock(entity_type: str, entity_id: str) -> KapuaError:
+    return KapuaError(
+        409,
+        "OPTIMISTIC_LOCKING",
+        f"The {entity_type} {entity_id} was changed by someone else: read it again (its optlock) and retry.",
+        kind="kapuaErrorInfo",
+    )
+
+
+def method_not_allowed(method: str, path: str, allowed: list[str]) -> KapuaError:
+    return KapuaError(405, "METHOD_NOT_ALLOWED", f"The method {method} is not allowed on {path}.",
+                      headers={"Allow": ", ".join(allowed)})
+
+
+def unknown_path(path: str) -> KapuaError:
+    return KapuaError(404, "NOT_FOUND", f"No resource at {path}.")
 
 
 def illegal_argument(name: str, value: Any, why: str = "") -> KapuaError:

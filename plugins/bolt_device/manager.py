@@ -21,6 +21,7 @@ from .config import DeviceConfig
 from .devices import CONNECTED, Devices
 from .kapua import KapuaError, iso_from_ms, not_connected, send_failed, timed_out
 from .operations import Operations
+from .reconciler import Reconciler
 from .transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.manager")
@@ -38,9 +39,11 @@ class Manager:
         self.operations = operations
         self._publish_event = publish
         self._pending: dict[str, tuple[asyncio.Future[wire.Payload], str, str]] = {}  # id -> (reply, account, client)
+        self._sent: dict[str, tuple[str, str, bytes]] = {}  # id -> (device id, topic, payload) of a waiting job
         self._sessions: dict[str, str] = {}  # device id -> session nonce of its current connection
         self._inbox: asyncio.Queue[tuple[str, str, str, wire.Payload]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self.reconciler = Reconciler(devices, operations, config.offline_deadline_seconds, self._ended)
         me = config.client_id
         self.prefix = config.topic_prefix
         self.link = MqttLink(
@@ -59,6 +62,7 @@ class Manager:
     async def start(self) -> None:
         self.devices.mark_all_disconnected()
         self._worker = asyncio.create_task(self._apply_notifications(), name="device-notifications")
+        self.reconciler.start()
         self.link.start()
 
     async def stop(self) -> None:
@@ -66,6 +70,7 @@ class Manager:
             wire.manager_status_topic(self.config.client_id), wire.Payload({"online": False}).encode(), retain=True
         )
         await self.link.stop(last_words=offline)
+        await self.reconciler.stop()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -78,6 +83,15 @@ class Manager:
         status = wire.Payload({"online": True, "session": uuid.uuid4().hex})
         await self.link.publish(wire.manager_status_topic(self.config.client_id), status.encode(), retain=True)
 
+    async def _send_again(self, device_id: str) -> None:
+        """A broker restart loses what it had not delivered (clean sessions, no persistence): when a
+        device (re)announces itself, it is subscribed again, so its job requests still waiting for a
+        reply go out again; an agent answers a job it already knows as before."""
+        for request_id, (target, topic, payload) in list(self._sent.items()):
+            if target == device_id and request_id in self._pending:
+                with contextlib.suppress(NotConnected):
+                    await self.link.publish(topic, payload, qos=wire.QOS)
+
     # requests -----------------------------------------------------------------
     async def request(
         self, device: dict[str, Any], verb: str, resource: str, metrics: dict[str, Any], timeout_ms: int
@@ -85,6 +99,8 @@ class Manager:
         """Send a DEPLOY-V2 request to ``device`` and wait for its reply."""
         if device["connectionStatus"] != CONNECTED:
             raise not_connected(device["id"], device["clientId"])
+        if timeout_ms <= 0:  # no reply can come in time; unlike Kapua, nothing is sent that would act unseen
+            raise timed_out(timeout_ms)
         account = self.accounts.get(device["scopeId"])
         if account is None:
             raise send_failed("the device's account no longer exists")
@@ -98,6 +114,8 @@ class Manager:
                 await self.link.publish(topic, payload.encode(), qos=wire.QOS)
             except NotConnected as exc:
                 raise send_failed(f"the manager is not connected to the broker ({exc})") from exc
+            if verb == "EXEC":  # only jobs are safe to send twice (the job id makes them idempotent)
+                self._sent[request_id] = (device["id"], topic, payload.encode())
             try:
                 async with asyncio.timeout(timeout_ms / 1000.0):
                     return await future
@@ -105,6 +123,7 @@ class Manager:
                 raise timed_out(timeout_ms) from exc
         finally:
             self._pending.pop(request_id, None)
+            self._sent.pop(request_id, None)
 
     # incoming -----------------------------------------------------------------
     async def _on_message(self, topic: str, raw: bytes, retained: bool) -> None:
@@ -132,9 +151,14 @@ class Manager:
         known = self.devices.by_client(account["id"], topic.client)
         if kind != "BIRTH" and known is not None and self._sessions.get(known["id"], session) != session:
             return  # the will or goodbye of an older connection, after a newer BIRTH
-        device = self.devices.presence(account["id"], topic.client, kind, iso_from_ms(payload.sent_on), payload.metrics)
+        # off the event loop: a fleet re-announcing itself at once is one database write per device
+        device = await asyncio.to_thread(
+            self.devices.presence, account["id"], topic.client, kind, iso_from_ms(payload.sent_on), payload.metrics
+        )
         if kind == "BIRTH":
             self._sessions[device["id"]] = session
+            await self.reconciler.on_birth(known, device, payload.metrics)
+            await self._send_again(device["id"])
         await self._publish_event(
             "device-connected" if kind == "BIRTH" else "device-disconnected",
             {"id": device["id"], "clientId": topic.client, "scopeId": account["id"], "event": kind},
@@ -176,15 +200,19 @@ class Manager:
                 items.append((operation, payload.metrics, resource, iso_from_ms(payload.sent_on)))
             try:
                 ended = await asyncio.to_thread(self.operations.notify_many, items) if items else []
+                await asyncio.to_thread(self.devices.write_seen)
             except Exception:
                 log.exception("could not store %d notifications", len(items))
                 continue
             for operation in ended:
-                with contextlib.suppress(Exception):
-                    await self._publish_event(
-                        "device-operation-ended",
-                        {"id": operation["id"], "deviceId": operation["deviceId"], "status": operation["status"]},
-                    )
+                await self._ended(operation)
+
+    async def _ended(self, operation: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self._publish_event(
+                "device-operation-ended",
+                {"id": operation["id"], "deviceId": operation["deviceId"], "status": operation["status"]},
+            )
 
 
 def reply_error(payload: wire.Payload) -> KapuaError | None:

@@ -144,6 +144,10 @@ class Operations:
         operation_id = self._by_job.get(job_id)
         return dict(self._running[operation_id]) if operation_id else None
 
+    def running(self) -> list[dict[str, Any]]:
+        """Every RUNNING operation (from memory)."""
+        return [dict(record) for record in self._running.values()]
+
     def list(self, scope: str, device_id: str, resource: str | None = None) -> list[dict[str, Any]]:
         query = (Query().scopeId == scope) & (Query().deviceId == device_id)
         if resource:
@@ -160,6 +164,27 @@ class Operations:
         return sorted(found, key=lambda r: (r["sentOn"], r["seq"]))
 
     # changes ------------------------------------------------------------------
+    def notification(self, operation: dict[str, Any], notification_id: str) -> dict[str, Any] | None:
+        return next((n for n in self.notifications(operation) if n["id"] == notification_id), None)
+
+    def delete(self, operation: dict[str, Any]) -> None:
+        """Remove an operation and its notifications (Kapua's registry delete); a running one
+        is forgotten, so its device's later notifications are dropped."""
+        with self._db.transaction():
+            current = self._running.get(operation["id"])
+            if current is not None:
+                self._forget(current, "DELETED")
+            self._ops.remove(Query().id == operation["id"])
+            self._notes.remove(Query().operationId == operation["id"])
+
+    def delete_notification(self, operation: dict[str, Any], notification_id: str) -> bool:
+        with self._db.transaction():
+            known = self._running_notes.get(operation["id"])
+            if known is not None:
+                known[:] = [n for n in known if n["id"] != notification_id]
+            removed = self._notes.remove((Query().operationId == operation["id"]) & (Query().id == notification_id))
+        return bool(removed)
+
     def _closing(self, record: dict[str, Any], status: str, reason: str | None) -> dict[str, Any]:
         lines = [_log_line(n) for n in self.notifications(record)]
         if reason:

@@ -1,22 +1,27 @@
-"""Kapua access tokens: an HMAC-signed JWT (``tokenId``) plus a refresh token.
+"""Kapua access tokens: an HS256 JWT (``tokenId``, joserfc) plus a refresh token.
 
 The signing key lives under ``<data-dir>/device/`` (mode 0600).  Each token
 has a row in ``device_access_tokens`` (only digests of the JWT's id and of
 the refresh token are kept); logout and refresh invalidate the row, so a
-signed but invalidated JWT is refused.
+signed but invalidated JWT is refused.  Only HS256 is accepted (``none`` and
+every other algorithm are refused before the signature is looked at), and
+``exp``, ``iat`` and ``nbf`` are checked without leeway (the manager signs and checks
+with one clock).
+Tokens signed before joserfc (same key, same claims, no ``nbf``) verify the same.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
 from tinydb import Query
 
 from bolt_host.plugin import load_secret_key
@@ -26,14 +31,7 @@ from .kapua import KapuaError, iso, new_id, unauthenticated, user_id
 TABLE = "device_access_tokens"
 SCHEMA = {1: lambda table: None}
 ISSUER = "https://bolt-host/device"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+ALGORITHMS = ["HS256"]  # the allow-list: a token naming anything else (``none`` included) is refused
 
 
 def _digest(value: str) -> str:
@@ -46,7 +44,13 @@ class AccessTokens:
         self._db.migrate(TABLE, SCHEMA)
         key_dir = data_dir / "device"
         key_dir.mkdir(parents=True, exist_ok=True)
-        self._key = load_secret_key(key_dir)
+        self._key = OctKey.import_key(load_secret_key(key_dir))
+        self._claims = jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": ISSUER},
+            exp={"essential": True},
+            iat={"essential": True},
+            jti={"essential": True},
+        )
         self._rows: dict[str, dict[str, Any]] = {row["id"]: dict(row) for row in db.table(TABLE).all()}
         self.token_seconds = token_seconds
         self.refresh_seconds = refresh_seconds
@@ -59,12 +63,13 @@ class AccessTokens:
         claims = {
             "iss": ISSUER,
             "iat": int(now),
+            "nbf": int(now),
             "exp": int(now + self.token_seconds),
             "sub": user,
             "sId": scope,
             "jti": token_id,
         }
-        jwt = self._encode(claims)
+        signed = self._encode(claims)
         row: dict[str, Any] = {
             "id": token_id,
             "user": user,
@@ -93,7 +98,7 @@ class AccessTokens:
             "modifiedOn": row["createdOn"],
             "modifiedBy": scope,
             "optlock": 1,
-            "tokenId": jwt,
+            "tokenId": signed,
             "userId": user_id(user),
             "expiresOn": iso(row["expires"]),
             "refreshToken": refresh,
@@ -101,21 +106,25 @@ class AccessTokens:
         }
 
     # check --------------------------------------------------------------------
-    def verify(self, jwt: str) -> dict[str, Any]:
-        """The token's row when ``jwt`` is well signed, unexpired and not invalidated."""
-        claims = self._decode(jwt)
-        if claims is None or claims.get("exp", 0) < time.time():
-            raise unauthenticated("The access token is invalid or has expired")
+    def verify(self, token: str) -> dict[str, Any]:
+        """The token's row when ``token`` is well signed, unexpired and not invalidated."""
+        claims = self._decode(token)
+        try:
+            if claims is None:
+                raise JoseError("bad signature or algorithm")
+            self._claims.validate(claims)
+        except JoseError as exc:
+            raise unauthenticated("The access token is invalid or has expired") from exc
         row = self._rows.get(str(claims.get("jti")))
         if row is None or row.get("invalidated"):
             raise unauthenticated("The access token has been invalidated")
         return dict(row)
 
-    def refresh(self, jwt: Any, refresh_token: Any) -> dict[str, Any]:
+    def refresh(self, token: Any, refresh_token: Any) -> dict[str, Any]:
         """A new token from an old (even expired) one and its still-valid refresh token."""
-        if not isinstance(jwt, str) or not isinstance(refresh_token, str):
+        if not isinstance(token, str) or not isinstance(refresh_token, str):
             raise unauthenticated("Send tokenId and refreshToken")
-        claims = self._decode(jwt)
+        claims = self._decode(token)
         row = self._rows.get(str(claims.get("jti"))) if claims else None
         if (
             row is None
@@ -139,23 +148,13 @@ class AccessTokens:
 
     # JWT ----------------------------------------------------------------------
     def _encode(self, claims: dict[str, Any]) -> str:
-        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = f"{header}.{payload}".encode()
-        signature = _b64(hmac.new(self._key, signing_input, hashlib.sha256).digest())
-        return f"{header}.{payload}.{signature}"
+        return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self._key, algorithms=ALGORITHMS)
 
-    def _decode(self, jwt: str) -> dict[str, Any] | None:
+    def _decode(self, token: str) -> dict[str, Any] | None:
+        """The claims of a well-signed HS256 token (not yet checked for time), else None."""
         try:
-            header_b64, payload_b64, signature_b64 = jwt.split(".")
-            header = json.loads(_unb64(header_b64))
-            if header.get("alg") != "HS256":
-                return None
-            expected = hmac.new(self._key, f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
-            if not hmac.compare_digest(expected, _unb64(signature_b64)):
-                return None
-            claims = json.loads(_unb64(payload_b64))
-        except (ValueError, TypeError):
+            claims = jwt.decode(token, self._key, algorithms=ALGORITHMS).claims
+        except (JoseError, ValueError, TypeError):
             return None
         return claims if isinstance(claims, dict) else None
 

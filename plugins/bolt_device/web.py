@@ -14,8 +14,9 @@ from starlette.responses import Response
 
 from bolt_host.plugin import BoltError
 
+from . import queries
 from .backend import STATE_KEY, DeviceBackend
-from .kapua import KapuaError, illegal_argument, unauthenticated, unauthorized
+from .kapua import KapuaError, illegal_argument, method_not_allowed, unauthenticated, unauthorized
 from .tokens import bearer_token
 
 log = logging.getLogger("bolt_device.web")
@@ -57,12 +58,25 @@ class Caller:
 
 
 def caller(request: Request) -> Caller:
+    """The token's user (401 without one); every handler asks this first."""
     backend = backend_of(request)
     row = backend.tokens.verify(bearer_token(request.headers.get("authorization")))
     user = backend.host.users.get(row["user"])
     if user is None or user.get("isBlocked"):
         raise unauthenticated("The user of this access token no longer exists or is blocked")
+    _refuse_query_words(request)
     return Caller(row["user"], row["scopeId"], row["id"], backend.host.users.is_admin(user))
+
+
+# ``.../devices/_count`` also matches ``.../devices/{deviceId}``: Kapua routes the literal
+# path first, so another method than POST there is a 405, not "no device _count".
+QUERY_WORDS = ("_query", "_count")
+
+
+def _refuse_query_words(request: Request) -> None:
+    last = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+    if last in QUERY_WORDS and last in request.path_params.values():
+        raise method_not_allowed(request.method, request.url.path, ["POST"])
 
 
 def require_admin(who: Caller, domain: str, action: str, scope: str) -> None:
@@ -103,8 +117,9 @@ async def json_body(request: Request, name: str) -> dict[str, Any]:
 
 
 def int_param(request: Request, name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    """A whole-number query parameter; absent is ``default``, empty is refused (as Kapua refuses it)."""
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -116,11 +131,10 @@ def int_param(request: Request, name: str, default: int, low: int = 0, high: int
 
 
 def timeout_ms(request: Request) -> int:
-    return int_param(request, "timeout", DEFAULT_TIMEOUT_MS, low=1, high=MAX_TIMEOUT_MS)
+    """``timeout`` in ms; 0 is allowed (the device cannot answer in time: Kapua's timeout error at once)."""
+    return int_param(request, "timeout", DEFAULT_TIMEOUT_MS, low=0, high=MAX_TIMEOUT_MS)
 
 
 def page(request: Request, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
-    offset = int_param(request, "offset", 0)
-    limit = int_param(request, "limit", 50, low=1, high=1000)
-    chosen = items[offset : offset + limit]
-    return chosen, offset + limit < len(items)
+    query = queries.from_params(request.query_params, ())
+    return items[query.offset : query.offset + query.limit], query.offset + query.limit < len(items)

@@ -1,4 +1,4 @@
-"""The app state machine the Market mirrors from Olares' app-service (stores.md b.7).
+"""The app state machine the Market mirrors from Olares' app-service (docs/market.md has the table).
 
 Forward path: ``pending -> downloading -> installing -> initializing -> running``;
 ``running <-> stopped`` through stop/resume; ``upgrading`` and ``uninstalling``

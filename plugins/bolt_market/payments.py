@@ -1,4 +1,4 @@
-"""Purchases of priced apps: the Olares payment state machine (stores.md b.8), kept per user.
+"""Purchases of priced apps: the Olares payment state machine, kept per user.
 
 An app is priced when its manifest's ``bolt.price`` is set
 (``{amount, currency, product_id, developer}``).  Flow, per (user, source, app):

@@ -1,4 +1,4 @@
-"""How the Market shows catalog entries and instances (the Olares shapes, stores.md b.5)."""
+"""How the Market shows catalog entries and instances (the Olares shapes)."""
 
 from __future__ import annotations
 

@@ -61,6 +61,8 @@ function showLogin(message = "") {
   clear(document.getElementById("view"));
   document.getElementById("login-view").hidden = false;
   document.getElementById("login-error").textContent = message;
+  const next = returnPath();
+  if (next) document.getElementById("login-hint").textContent = `Log in to open ${next}.`;
   document.getElementById("login-name").focus();
 }
 
@@ -110,6 +112,11 @@ async function login(event) {
       password: document.getElementById("login-password").value,
     });
     document.getElementById("login-password").value = "";
+    const next = returnPath();
+    if (next) {
+      location.assign(next); // back to the app page that sent us here (any user it lets in)
+      return;
+    }
     if (!answer.user.isAdmin) {
       await post("/api/users/logout").catch(() => null);
       error.textContent = "This dashboard is for admins; your user has no admin role.";
@@ -121,6 +128,13 @@ async function login(event) {
   } finally {
     button.disabled = false;
   }
+}
+
+// Where to go after logging in: ?next=/x/<app>/... set by the host's redirect, same origin only.
+function returnPath() {
+  const next = new URLSearchParams(location.search).get("next");
+  if (!next || !next.startsWith("/x/") || next.includes("\\")) return null;
+  return next;
 }
 
 async function logout() {
@@ -141,6 +155,11 @@ async function start() {
   });
   try {
     const me = await get("/api/users/@current");
+    const next = returnPath();
+    if (next) {
+      location.replace(next);
+      return;
+    }
     if (me.isAdmin) {
       showApp(me);
       return;

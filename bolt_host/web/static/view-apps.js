@@ -11,11 +11,13 @@ export function render(container, _params, { onHostEvent }) {
   const empty = h("p", { class: "muted", id: "apps-empty", hidden: true }, "No apps installed yet. ",
     h("a", { href: "#/install" }, "Install one."));
   const table = h("table", { class: "data", id: "apps-table" },
-    h("thead", {}, h("tr", {}, ...["Name", "Version", "Status", "Port", "CPU", "Memory", "Uptime", "Restarts", ""].map((c) => h("th", {}, c)))),
+    h("thead", {}, h("tr", {}, ...["Name", "Version", "Status", "Port", "CPU", "Memory", "Uptime", "Restarts", ""]
+      .map((c) => h("th", { class: c ? c.toLowerCase() : "actions" }, c)))),
     body);
   const panel = systemPanel({ compact: true });
+  const summary = h("span", { class: "muted", id: "apps-summary" });
   container.append(
-    h("div", { class: "heading" }, h("h1", {}, "Apps"), h("a", { class: "button", href: "#/install" }, "Install an app")),
+    h("div", { class: "heading" }, h("h1", {}, "Apps"), summary, h("a", { class: "button", href: "#/install" }, "Install an app")),
     panel.element, table, empty,
   );
 
@@ -25,11 +27,16 @@ export function render(container, _params, { onHostEvent }) {
 
   const paint = () => {
     empty.hidden = state.apps.length > 0;
+    const running = state.apps.filter((app) => (state.contexts.get(app.name) || {}).status === "running").length;
+    summary.textContent = `${running} of ${state.apps.length} running`; // painted with the table, never stale
+    const errored = state.apps.filter((app) => (state.contexts.get(app.name) || {}).errored).length;
+    if (errored) summary.textContent += `, ${errored} errored`;
     const seen = new Set();
     let previous = null;
     for (const app of state.apps) {
       const context = state.contexts.get(app.name);
-      const sig = JSON.stringify([app, context && [context.status, context.port, context.reason, context.restarts, context.pid],
+      const sig = JSON.stringify([app, context && [context.status, context.port, context.reason, context.restarts, context.pid,
+        context.errored, context.lastExit && context.lastExit.at],
         state.busy.has(app.name)]);
       let entry = rows.get(app.name);
       if (!entry || entry.sig !== sig) {
@@ -55,7 +62,9 @@ export function render(container, _params, { onHostEvent }) {
   };
 
   const row = (app, context) => {
-    const status = context ? context.status : "stopped";
+    // errored: it ended on its own with a failure and is not coming back by itself (lastExit says how)
+    const status = context ? (context.errored ? "errored" : context.status) : "stopped";
+    const why = context && context.errored && context.lastExit ? context.lastExit.reason : (context && context.reason) || "";
     const busy = state.busy.has(app.name);
     const running = ACTIVE.has(status);
     const action = (name, label, cls = "") =>
@@ -69,7 +78,8 @@ export function render(container, _params, { onHostEvent }) {
         app.displayName && app.displayName !== app.name ? h("div", { class: "muted small" }, app.name) : null,
         app.system ? h("span", { class: "badge" }, "system") : null),
       h("td", { class: "version" }, app.version || ""),
-      h("td", { class: "status" }, h("span", { class: `status-pill ${status}`, title: (context && context.reason) || "" }, status)),
+      h("td", { class: "status" }, h("span", { class: `status-pill ${status}`, title: why }, status),
+        status === "errored" ? h("div", { class: "reason small error" }, why) : null),
       h("td", { class: "port" }, context && context.port ? String(context.port) : "-"),
       stats.cpu, stats.memory, stats.uptime,
       h("td", { class: "restarts" }, context ? String(context.restarts ?? 0) : "0"),
@@ -127,7 +137,7 @@ export function render(container, _params, { onHostEvent }) {
     try {
       const context = await post(`/api/apps/${name}`, { name: app.name });
       state.contexts.set(app.name, context);
-      toast(`${app.name}: ${context.status}`);
+      toast(`${app.name}: ${{ start: "started", stop: "stopped", restart: "restarted" }[name] || context.status}`);
     } catch (err) {
       showError(err);
     } finally {

@@ -148,11 +148,11 @@ export function render(container, params) {
         await followTask(task.id, bar, label);
         finished(status, await get(`/api/apps/${encodeURIComponent(pkg.appName)}`));
       }
+      button.textContent = "Installed"; // done: installing again would only be refused
       load();
     } catch (err) {
       clear(status).append(h("p", { class: "error", id: "install-error" }, err.message));
       showError(err);
-    } finally {
       button.disabled = false;
     }
   }

@@ -1,0 +1,152 @@
+"""Operations that a crash cuts off: an agent killed with ``kill -9`` mid-download (a real
+``bolt-host serve`` process), restarted on the same data dir, on a wiped one, or never again.
+Real Mosquitto with the broker ACL, the manager as in test_device_fleet."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.device.fleet import PASSWORDS, ROOT_ACCOUNT, Fleet, running_fleet, sha256_of
+from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.packages import pack_sample
+from tests.helpers import free_port, requires_tool, wait_until
+
+pytestmark = [
+    requires_tool(MOSQUITTO, "the mosquitto binary is not installed (apt-get install mosquitto)"),
+    pytest.mark.timeout(180),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT = "dev-3"
+ADMIN_PASSWORD = "crash-test-admin"
+DEADLINE_SECONDS = 20  # longer than an agent's restart here, short enough to wait for once
+CRASH_REASON = "the host stopped while this task was running (crash or kill); marked failed at boot"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(tmp_path_factory.mktemp("fleet"), offline_deadline_seconds=DEADLINE_SECONDS) as running:
+        try:
+            yield running
+        finally:
+            running.files.release()
+
+
+class AgentProcess:
+    """``python -m bolt_host serve`` as device ``dev-3``; ended by its pid (its process group)."""
+
+    def __init__(self, fleet: Fleet, data_dir: Path) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {**os.environ, "BOLT_DEVICE_MODE": "agent", "BOLT_DEVICE_BROKER_URL": fleet.broker.url,
+               "BOLT_DEVICE_CLIENT_ID": CLIENT, "BOLT_DEVICE_USERNAME": CLIENT,
+               "BOLT_DEVICE_PASSWORD": PASSWORDS[CLIENT], "BOLT_DEVICE_SCOPE": ROOT_ACCOUNT,
+               "BOLT_ADMIN_PASSWORD": ADMIN_PASSWORD, "BOLT_DISABLE_PLUGINS": "robot,market,enterprise",
+               "BOLT_AUTOSTART": "false", "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bolt_host", "serve", "--port", self.url.rsplit(":", 1)[1],
+                 "--data-dir", str(data_dir), "--log-level", "warning"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """``kill -9`` of the host process alone: no goodbye, no task clean-up."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def end(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        response = httpx.get(self.url + "/api/tasks", auth=("admin", ADMIN_PASSWORD), timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["body"]
+
+
+@contextlib.contextmanager
+def agent_process(fleet: Fleet, data_dir: Path) -> Iterator[AgentProcess]:
+    agent = AgentProcess(fleet, data_dir)
+    try:
+        yield agent
+    finally:
+        agent.end()
+
+
+def _start_gated_download(fleet: Fleet, device_id: str, name: str) -> dict[str, Any]:
+    """A download of a file served half now, half never: the agent is mid-download when this returns."""
+    data, manifest = pack_sample("notes", rename=name)
+    path = fleet.files.add(f"{name}.tgz", data, gated=True)
+    fleet.files.requested.clear()
+    body = {"uri": fleet.files_url + path, "name": manifest["name"], "version": manifest["version"],
+            "fileHash": sha256_of(data), "install": True}
+    response = fleet.kapua.post(f"/_/devices/{device_id}/packages/_download", json=body)
+    assert response.status_code == 200, response.text
+    assert fleet.files.requested.wait(timeout=60), "the agent never started downloading"
+    return response.json()
+
+
+def _notes(fleet: Fleet, device_id: str, operation_id: str) -> list[dict[str, Any]]:
+    return fleet.kapua.get(f"/_/devices/{device_id}/operations/{operation_id}/notifications").json()["items"]
+
+
+def _killed_mid_download(fleet: Fleet, agent: AgentProcess, name: str) -> tuple[str, dict[str, Any]]:
+    device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
+    operation = _start_gated_download(fleet, device_id, name)
+    wait_until(lambda: [t for t in agent.tasks() if t["kind"] == "download" and t["status"] == "running"],
+               timeout=30, what="the download task running on the agent")
+    agent.kill()
+    fleet.kapua.wait_status(CLIENT, "DISCONNECTED", timeout=60)  # the broker sent its will
+    assert fleet.kapua.operation(device_id, operation["id"])["status"] == "RUNNING"
+    return device_id, operation
+
+
+def test_an_agent_killed_mid_download_reports_the_cut_on_restart(fleet: Fleet, tmp_path: Path) -> None:
+    data_dir = tmp_path / "dev-3"
+    with agent_process(fleet, data_dir) as agent:
+        device_id, operation = _killed_mid_download(fleet, agent, "crash-notes")
+    with agent_process(fleet, data_dir):
+        fleet.kapua.wait_connected(CLIENT, timeout=90)
+        done = fleet.kapua.wait_operation_end(device_id, operation["id"], timeout=30)
+    assert done["status"] == "FAILED", done
+    assert CRASH_REASON in done["log"]
+    last = _notes(fleet, device_id, operation["id"])[-1]
+    assert (last["resource"], last.get("status"), last["message"]) == ("download", "FAILED", CRASH_REASON)
+
+
+def test_a_wiped_agent_that_does_not_know_the_operation_ends_it(fleet: Fleet, tmp_path: Path) -> None:
+    with agent_process(fleet, tmp_path / "before") as agent:
+        device_id, operation = _killed_mid_download(fleet, agent, "wiped-notes")
+    with agent_process(fleet, tmp_path / "reflashed"):  # same device, its data gone
+        fleet.kapua.wait_connected(CLIENT, timeout=90)
+        done = fleet.kapua.wait_operation_end(device_id, operation["id"], timeout=30)
+    assert done["status"] == "FAILED", done
+    assert "does not know this operation" in done["log"]
+
+
+def test_an_operation_of_a_device_that_never_returns_fails_at_the_deadline(fleet: Fleet, tmp_path: Path) -> None:
+    with agent_process(fleet, tmp_path / "gone") as agent:
+        device_id, operation = _killed_mid_download(fleet, agent, "gone-notes")
+    done = fleet.kapua.wait_operation_end(device_id, operation["id"], timeout=DEADLINE_SECONDS + 30)
+    assert done["status"] == "FAILED", done
+    assert f"did not come back within {DEADLINE_SECONDS} s" in done["log"]
+    device = fleet.kapua.device_by_client(CLIENT)
+    assert device is not None and device["connection"]["status"] == "DISCONNECTED"
