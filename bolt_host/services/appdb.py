@@ -179,13 +179,13 @@ def _operator(value: Any, op: str, arg: Any) -> bool:
     if op == "$nin":
         return value is _MISSING or (isinstance(arg, list) and value not in arg)
     if op == "$eq":
-        return value == arg
+        return bool(value == arg)
     if op == "$ne":
-        return value != arg
+        return bool(value != arg)
     if value is _MISSING:
         return False
     try:
-        return {"$gt": value > arg, "$gte": value >= arg, "$lt": value < arg, "$lte": value <= arg}[op]
+        return bool({"$gt": value > arg, "$gte": value >= arg, "$lt": value < arg, "$lte": value <= arg}[op])
     except TypeError:
         return False
 

@@ -189,7 +189,7 @@ def _collapse(fd: int, length: int) -> bool:
     libc = _libc()
     if libc is None:
         return False
-    return libc.fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, ctypes.c_int64(0), ctypes.c_int64(length)) == 0
+    return bool(libc.fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, ctypes.c_int64(0), ctypes.c_int64(length)) == 0)
 
 
 @functools.cache

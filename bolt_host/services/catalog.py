@@ -244,11 +244,13 @@ class Catalog:
     # delivery ----------------------------------------------------------------
     async def manifest(self, name: str, version: str | None = None) -> dict[str, Any]:
         _, source = self.source_for(name, version)
-        return await source.manifest(name, version)
+        manifest: dict[str, Any] = await source.manifest(name, version)
+        return manifest
 
     async def readme(self, name: str, version: str | None = None) -> str:
         _, source = self.source_for(name, version)
-        return await source.readme(name, version)
+        readme: str = await source.readme(name, version)
+        return readme
 
     async def fetch(
         self, name: str, version: str | None = None, progress: Progress | None = None
@@ -263,7 +265,8 @@ class Catalog:
     def app_source(source: Any, name: str, version: str) -> dict[str, Any]:
         describe = getattr(source, "app_source", None)
         if callable(describe):
-            return describe(name, version)
+            described: dict[str, Any] = describe(name, version)
+            return described
         return {"type": source.name, "package": name, "version": version}
 
     # persistence -------------------------------------------------------------

@@ -193,13 +193,16 @@ class RegistrySource:
                 return self._last.get(name)
 
     async def manifest(self, name: str, version: str | None = None) -> dict[str, Any]:
-        return await self._call(self.client.manifest(name, version))
+        manifest: dict[str, Any] = await self._call(self.client.manifest(name, version))
+        return manifest
 
     async def readme(self, name: str, version: str | None = None) -> str:
-        return await self._call(self.client.readme(name, version))
+        readme: str = await self._call(self.client.readme(name, version))
+        return readme
 
     async def fetch(self, name: str, version: str, progress: Progress | None = None) -> Path:
-        return await self._call(self.client.download(name, version, progress=progress))
+        path: Path = await self._call(self.client.download(name, version, progress=progress))
+        return path
 
     def app_source(self, name: str, version: str) -> dict[str, Any]:
         return {"type": "registry", "registry": self.client.base_url, "package": name, "version": version}

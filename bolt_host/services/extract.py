@@ -39,7 +39,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 MiB = 1024 * 1024
 TEMP_PREFIX = ".extract-"
@@ -358,7 +358,8 @@ def _open_tar(raw: BinaryIO, limits: ExtractLimits) -> tarfile.TarFile:
     raw.seek(0)
     stream: BinaryIO | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
     limit = limits.max_bytes + (limits.max_members + 1) * _METADATA_PER_MEMBER + MiB
-    return tarfile.open(fileobj=_BoundedReader(stream, limit), mode="r:")  # type: ignore[call-overload]
+    reader: Any = _BoundedReader(stream, limit)  # file-like enough for tarfile's stream reading
+    return tarfile.open(fileobj=reader, mode="r:")
 
 
 def _run(archive: Path, dest_parent: Path, limits: ExtractLimits, tmp_holder: list[Path]) -> Path:

@@ -454,4 +454,5 @@ def _jsonable(value: Any) -> Any:
 
 
 def _copy(record: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(record))
+    copied: dict[str, Any] = json.loads(json.dumps(record))
+    return copied

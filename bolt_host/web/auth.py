@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
 
@@ -53,7 +53,7 @@ class Actor:
 
 
 def host_of(request: Request) -> Host:
-    return request.app.state.host
+    return cast("Host", request.app.state.host)
 
 
 def client_key(request: Request) -> str:
@@ -65,7 +65,7 @@ def actor(request: Request) -> Actor:
     and on a cookie-authenticated write refused by the cross-origin check."""
     cached = request.scope.get("bolt_actor")
     if cached is not None:
-        return cached
+        return cast(Actor, cached)
     host = host_of(request)
     found = Actor()
     _resolve_user(request, host, found)
