@@ -127,6 +127,7 @@ def _system_flag(system: bool | None) -> dict[str, Any]:
 @click.argument("spec", metavar="NAME[@VERSION]")
 @click.option("--system/--no-system", default=None, help="Install as a system app (default: what the package says).")
 @click.option("--upgrade", is_flag=True, help="Replace an installed version.")
+@click.option("--install-scripts", is_flag=True, help="Run the npm install scripts the app asks for.")
 @click.option("--no-wait", is_flag=True, help="Queue the install task and print it without waiting.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
 @json_option
@@ -136,6 +137,7 @@ def apps_install(
     spec: str,
     system: bool | None,
     upgrade: bool,
+    install_scripts: bool,
     no_wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -153,6 +155,8 @@ def apps_install(
         body["version"] = version
     if upgrade:
         body["upgrade"] = True
+    if install_scripts:
+        body["installScripts"] = True
     record = client.post("/api/apps/install-task", body)
     if no_wait:
         print_json(record) if as_json else click.echo(f"queued task {record['id']}")
@@ -171,10 +175,11 @@ def apps_install(
 @click.option("--repo", "in_repo", is_flag=True, help="PATH names a folder of the host's local repository.")
 @click.option("--system/--no-system", default=None, help="Install as a system app (default: what the package says).")
 @click.option("--upgrade", is_flag=True, help="Replace an installed version.")
+@click.option("--install-scripts", is_flag=True, help="Run the npm install scripts the app asks for.")
 @json_option
 @remote
 def apps_install_local(
-    client: Client, path: str, in_repo: bool, system: bool | None, upgrade: bool, as_json: bool
+    client: Client, path: str, in_repo: bool, system: bool | None, upgrade: bool, install_scripts: bool, as_json: bool
 ) -> None:
     """Install PATH: an app folder or a .tgz on this machine, else a folder of the host's local repository.
 
@@ -190,6 +195,8 @@ def apps_install_local(
     """
     local = Path(path).expanduser()
     options: dict[str, Any] = {**_system_flag(system), **({"upgrade": True} if upgrade else {})}
+    if install_scripts:
+        options["installScripts"] = True
     with stderr_console().status(f"installing {path}", spinner="dots") if not as_json else _nothing():
         if in_repo or not local.exists():
             app = client.post("/api/apps/local", {"path": path, **options})
@@ -213,7 +220,9 @@ VERBS = {"start": "started", "stop": "stopped", "restart": "restarted"}
 
 
 def _result_line(action: str, context: dict[str, Any]) -> str:
-    """``hello-web: started (port 20001, pid 4242)``."""
+    """``hello-web: started (port 20001, pid 4242)``; a server-less app's bare context has no status."""
+    if "status" not in context:
+        return f"{context['name']}: {VERBS[action]} (server-less: open /public/{context['name']}/)"
     facts = [f"port {context['port']}"] if context.get("port") else []
     if context.get("pid") and context.get("status") == "running":
         facts.append(f"pid {context['pid']}")

@@ -64,6 +64,7 @@ class Settings:
     max_download_bytes: int = 200 * 1_048_576
     stop_grace_seconds: float = 10.0
     ready_timeout_seconds: float = 30.0
+    dependency_timeout_seconds: float = 600.0  # each package-manager run of an install (npm, uv)
     stats_interval_seconds: float = 2.0
     autostart: bool = True
     pinned_packages: tuple[str, ...] = ()
@@ -122,6 +123,7 @@ _PARSERS: dict[str, Any] = {
     "max_download_bytes": int,
     "stop_grace_seconds": float,
     "ready_timeout_seconds": float,
+    "dependency_timeout_seconds": float,
     "stats_interval_seconds": float,
     "autostart": _parse_bool,
     "pinned_packages": _parse_list,

@@ -163,6 +163,7 @@ class Host:
         data_dir = settings.data_dir
         self.apps = Apps(self.db, data_dir, settings.local_repo, self.publish)
         self.apps.clean_staging()
+        self.apps.dependencies.timeout = settings.dependency_timeout_seconds
         remove_partial_downloads(data_dir / "cache")
         self.appdb = AppDatabases(data_dir / "databases")
         stack.callback(self.appdb.close)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,3 +104,21 @@ def requires_tool(available: object, reason: str) -> pytest.MarkDecorator:
     if os.environ.get(REQUIRE_ALL_TOOLS_ENV) == "1":
         return getattr(pytest.mark, MISSING_TOOL_MARK)(reason=reason)
     return pytest.mark.skip(reason=reason)
+
+
+@contextlib.asynccontextmanager
+async def app_started(admin: Any, name: str) -> AsyncIterator[dict[str, Any]]:
+    """Start ``name`` through the API (``admin``: an httpx client of a host) and stop it at the end."""
+    answer = await admin.post("/api/apps/start", json={"name": name})
+    assert answer.status_code == 200, answer.text
+    try:
+        yield answer.json()["body"]
+    finally:
+        await admin.post("/api/apps/stop", json={"name": name})
+
+
+def private_port_range() -> tuple[int, int]:
+    """A window of app ports of its own below the default pool and the ephemeral range, so hosts
+    that other suites run at the same time on this machine do not hand out the same ports."""
+    base = random.randrange(10000, 19800, 200)
+    return base, base + 199

@@ -490,6 +490,24 @@ async def test_boot_rolls_a_record_forward_to_the_version_its_folder_holds(tmp_p
     assert app["version"] == "2.0.0" and app["order"] == 7
 
 
+async def test_a_rolled_forward_record_keeps_the_apps_own_python(tmp_path: Path) -> None:
+    """The venv the dependency step made came with the swapped-in folder: the record names it."""
+    from bolt_host.testing import running_host
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _make_app(repo, "up3")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        assert (await bolt.admin.post("/api/apps/local", json={"path": "up3"})).status_code == 201
+    folder = tmp_path / "data" / "apps" / "up3"
+    (folder / ".venv" / "bin").mkdir(parents=True)
+    (folder / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    _set_version(tmp_path / "data" / "apps", "up3", "2.0.0")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        app = (await bolt.admin.get("/api/apps/up3")).json()["body"]
+    assert app["version"] == "2.0.0" and app["python"] == str(folder / ".venv" / "bin" / "python")
+
+
 async def test_boot_ends_a_process_spawned_but_never_recorded(tmp_path: Path) -> None:
     """Killed between the spawn and the record of its pid: boot finds the process by its marker
     and app token, and ends it, instead of leaving a second, unknown copy of the app running."""

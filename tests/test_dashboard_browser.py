@@ -41,6 +41,7 @@ HOSTILE_README = """# evil-readme
 
 <script>window.__pwned = "script"</script>
 <img src="x" onerror="window.__pwned = 'img'">
+
 [click me](javascript:window.__pwned='link') and [fine](https://example.org/docs)
 
 | a | b |
@@ -214,6 +215,19 @@ def test_the_apps_table_follows_the_event_stream(page: Any, live: LiveServer) ->
     assert page.problems.messages == []  # type: ignore[attr-defined]
 
 
+def test_a_serverless_app_offers_open_instead_of_start_and_stop(page: Any, live: LiveServer) -> None:
+    log_in(page)
+    with admin_http(live) as client:
+        assert client.post("/api/apps/local", json={"path": "static-docs"}).status_code == 201
+    row = app_row(page, "static-docs")
+    expect(row).to_be_visible()
+    expect(row.locator("a[data-action=open]")).to_have_attribute("href", "/public/static-docs/index.html")
+    expect(row.locator("button[data-action=start]")).to_have_count(0)
+    expect(row.locator("button[data-action=stop]")).to_have_count(0)
+    expect(row.locator("button[data-action=remove]")).to_have_count(1)
+    assert page.problems.messages == []  # type: ignore[attr-defined]
+
+
 def test_registry_install_shows_a_progress_bar_and_a_task(page: Any, live: LiveServer) -> None:
     log_in(page)
     expect(page.locator("#topbar")).to_be_visible()
@@ -238,16 +252,19 @@ def test_registry_install_shows_a_progress_bar_and_a_task(page: Any, live: LiveS
     assert page.problems.messages == []  # type: ignore[attr-defined]
 
 
-def test_a_hostile_readme_is_shown_as_text(page: Any) -> None:
+def test_a_hostile_readme_is_rendered_harmless(page: Any) -> None:
+    """The host renders READMEs with their HTML and sanitizes it (issue 22): scripts are dropped,
+    an image keeps only its alt text (nothing is fetched), harmless formatting stays."""
     log_in(page)
     expect(page.locator("#topbar")).to_be_visible()
     page.goto("/dashboard/#/install/local")
     page.locator('#package-list li[data-package="evil-readme"] button').click()
     readme = page.locator("#package-readme")
     expect(readme.locator("h1")).to_have_text("evil-readme")
-    expect(readme).to_contain_text('<script>window.__pwned = "script"</script>')
-    expect(readme).to_contain_text("<img src=")
-    assert readme.locator("script, img, b, i, iframe").count() == 0
+    expect(readme.locator("td b")).to_have_text("bold?")  # an HTML block inside a table cell renders
+    expect(readme.locator("td code")).to_have_text("<i>code</i>")  # code stays code
+    assert readme.locator("script, iframe, i").count() == 0
+    assert readme.locator("img[src], img[onerror], [onerror], [onclick]").count() == 0
     assert readme.locator("a[href^=javascript]").count() == 0
     expect(readme.locator('a[href="https://example.org/docs"]')).to_have_attribute("rel", re.compile("noopener"))
     assert page.evaluate("window.__pwned") is None
@@ -322,44 +339,31 @@ MARKDOWN_ATTACKS = [
 ]
 
 
-def test_the_markdown_renderer_never_emits_active_html(page: Any) -> None:
+def test_server_rendered_readmes_stay_inert_in_the_browser(page: Any) -> None:
+    """What the host's sanitizer emits, parsed by Chromium itself: no active tag or attribute survives."""
+    from bolt_host.services.readme_html import ATTRIBUTES, TAGS, render_readme
+
     page.goto("/dashboard/")
     expect(page.locator("#login-view")).to_be_visible()
     rendered = page.evaluate(
-        """async (cases) => {
-            const { renderMarkdown } = await import("/dashboard/markdown.js");
-            return cases.map((source) => {
-                const box = document.createElement("div");
-                box.innerHTML = renderMarkdown(source);
-                const tags = [...box.querySelectorAll("*")].map((el) => el.tagName.toLowerCase());
-                const attrs = [...box.querySelectorAll("*")].flatMap((el) => [...el.attributes].map((a) => a.name));
-                const hrefs = [...box.querySelectorAll("a")].map((a) => a.getAttribute("href"));
-                return { tags, attrs, hrefs, text: box.textContent };
-            });
-        }""",
-        MARKDOWN_ATTACKS,
+        """(cases) => cases.map((html) => {
+            const box = document.createElement("div");
+            box.innerHTML = html;
+            const tags = [...box.querySelectorAll("*")].map((el) => el.tagName.toLowerCase());
+            const attrs = [...box.querySelectorAll("*")].flatMap((el) => [...el.attributes].map((a) => a.name));
+            const hrefs = [...box.querySelectorAll("a[href]")].map((a) => a.getAttribute("href"));
+            return { tags, attrs, hrefs, text: box.textContent };
+        })""",
+        [render_readme(source) for source in MARKDOWN_ATTACKS],
     )
-    allowed_tags = {
-        "p",
-        "code",
-        "pre",
-        "a",
-        "table",
-        "thead",
-        "tbody",
-        "tr",
-        "th",
-        "td",
-        "blockquote",
-        "ul",
-        "li",
-        "span",
-    }
+    allowed_attrs = set().union(*ATTRIBUTES.values()) | {"rel", "target"}
     for source, result in zip(MARKDOWN_ATTACKS, rendered, strict=True):
-        assert set(result["tags"]) <= allowed_tags, (source, result)
-        assert set(result["attrs"]) <= {"href", "rel", "target", "class"}, (source, result)
+        assert set(result["tags"]) <= TAGS, (source, result)
+        assert not {"script", "iframe", "svg"} & set(result["tags"]), (source, result)
+        assert set(result["attrs"]) <= allowed_attrs, (source, result)
+        assert not any(name.startswith("on") for name in result["attrs"]), (source, result)
         for href in result["hrefs"]:
             assert href.startswith("https://") and '"' not in href and " " not in href, (source, href)
-    assert "<script>alert(1)</script>" in rendered[0]["text"]
-    assert "</code></pre><script>" in rendered[9]["text"]
+    assert "alert(1)" not in rendered[0]["text"]  # a script is dropped with its content
+    assert "</code></pre><script>" in rendered[9]["text"]  # inside a code block it is text
     assert page.evaluate("typeof window.alert") == "function"

@@ -23,6 +23,7 @@ from bolt_host.services.processes import (
     terminate_tree,
 )
 from bolt_host.services.proctable import MARKER_VARIABLE, ProcessTable, read_marker
+from bolt_host.services.start_command import LAUNCHER
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import PROCS, process_gone, read_pid_file, wait_file
 
@@ -51,7 +52,8 @@ def test_build_command_from_start_or_main() -> None:
     assert build_command({"start": "node server.js --port 1"}) == ["node", "server.js", "--port", "1"]
     assert build_command({"start": ["./run", 3]}) == ["./run", "3"]
     assert build_command({"main": "app.py"}) == [sys.executable, "app.py"]
-    assert build_command({"main": "server.js"}) == ["node", "server.js"]
+    # issue 13: a .js main goes through the launcher, which listens for a module that exports an app
+    assert build_command({"main": "server.js"}) == ["node", str(LAUNCHER), "server.js"]
     with pytest.raises(BoltError):
         build_command({"name": "x", "main": None, "start": None})
     with pytest.raises(BoltError):

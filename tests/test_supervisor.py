@@ -227,10 +227,11 @@ async def test_environment_holds_only_what_is_allowed(harness: Harness, monkeypa
 
     assert set(env) == {
         "PATH", "LANG", "HOME", "TZ", "APP_SETTING", "PLUGIN_VALUE", "HOST",
-        "BOLT_APP_NAME", "BOLT_APP_TOKEN", "BOLT_HOST_URL", "BOLT_SUPERVISOR_ID",
+        "BOLT_APP_NAME", "BOLT_APP_TOKEN", "BOLT_HOST_URL", "BOLT_SUPERVISOR_ID", "BOLT_CHILD_PROC",
     }  # fmt: skip
     assert env["HOST"] == "127.0.0.1" and env["BOLT_APP_NAME"] == "envy"
     assert env["PLUGIN_VALUE"] == "for-envy" and env["APP_SETTING"] == "x"
+    assert env["BOLT_CHILD_PROC"] == "true"  # as Bolt marks its child apps
     assert env["BOLT_SUPERVISOR_ID"] == "envy:1"
     assert env["BOLT_HOST_URL"] == "http://127.0.0.1:4000"
     assert harness.tokens.app_for(env["BOLT_APP_TOKEN"]) == "envy"
@@ -366,15 +367,29 @@ async def test_a_running_apps_log_is_rotated_in_place_without_losing_a_line(harn
 async def test_missing_command_or_folder_fails_cleanly(harness: Harness) -> None:
     supervisor = harness.supervisor()
     await supervisor.boot()
-    no_command = harness.app("nocmd", "http_server.py", start=None, main=None)
     no_binary = harness.app("nobin", "http_server.py", start=["/nonexistent/binary"])
 
-    for app in (no_command, no_binary):
-        with pytest.raises(BoltError) as failure:
-            await supervisor.start_app(app)
-        assert failure.value.code == APP_START_FAILED
-        assert supervisor.context(app["name"])["status"] == "failed"
-        assert supervisor.context(app["name"])["port"] is None
+    with pytest.raises(BoltError) as failure:
+        await supervisor.start_app(no_binary)
+    assert failure.value.code == APP_START_FAILED
+    assert supervisor.context("nobin")["status"] == "failed"
+    assert supervisor.context("nobin")["port"] is None
+
+
+async def test_an_app_with_nothing_to_run_is_serverless(harness: Harness) -> None:
+    """Neither start nor main (issue 13): Bolt's bare context, no process, stoppable, startable again."""
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    app = harness.app("nocmd", "http_server.py", start=None, main=None)
+
+    context = await supervisor.start_app(app)
+    assert set(context) == {"name", "path", "app"} and context["name"] == "nocmd"
+    assert supervisor.is_active("nocmd") and supervisor.context("nocmd")["pid"] is None
+    assert await supervisor.start_app(app) == context  # idempotent
+    stopped = await supervisor.stop_app("nocmd")
+    assert stopped["status"] == "stopped" and not supervisor.is_active("nocmd")
+    await supervisor.start_app(app)
+    assert supervisor.context("nocmd")["status"] == "running"
 
 
 async def test_the_stats_sampler_stops_even_when_a_read_lands_with_the_stop() -> None:

@@ -102,21 +102,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(home: Path, port: int) -> Path:
+def write_config(home: Path, port: int, uplink: str | None = None) -> Path:
+    """Verdaccio's config; with ``uplink`` (a registry URL) unscoped packages it lacks come from there."""
+    uplinks = f"{{npmjs: {{url: '{uplink}', timeout: 60s, maxage: 30m}}}}" if uplink else "{}"
+    proxy = "\n    proxy: npmjs" if uplink else ""
     config = f"""
 storage: {home / "storage"}
 auth:
   htpasswd:
     file: {home / "htpasswd"}
     max_users: 10
-uplinks: {{}}
+uplinks: {uplinks}
 packages:
   '@bolt-private/*':
     access: $authenticated
     publish: $authenticated
-  '**':
+  '@bolt-test/*':
     access: $all
     publish: $authenticated
+  '**':
+    access: $all
+    publish: $authenticated{proxy}
 listen: 127.0.0.1:{port}
 max_body_size: 20mb
 web:

@@ -27,7 +27,8 @@ Groups:
   ``pack_directory``, ``ExtractError``, ``read_tarball_manifest``, ``CatalogError``,
   ``read_manifest``, ``build_app``, ``app_name_for``, ``inside``, ``is_firmware``,
   ``RegistrySource``, ``UploadSource``, ``RegistryClient``, ``RegistryError``.
-- **Small helpers**: ``compare_versions``, ``max_version``, ``sort_key``,
+- **Small helpers**: ``compare_versions``, ``max_version``, ``sort_key``, ``resolve_version``,
+  ``render_readme`` (a README as safe HTML),
   ``now_iso``, ``format_time``, ``is_port_free``, ``load_secret_key``.
 """
 
@@ -43,12 +44,13 @@ from bolt_host.services.events import Event
 from bolt_host.services.extract import ExtractError, extraction_dir, pack_directory, safe_extract
 from bolt_host.services.manifest import app_name_for, build_app, inside, read_manifest
 from bolt_host.services.ports import is_port_free
+from bolt_host.services.readme_html import render_readme
 from bolt_host.services.registry import RegistryClient, RegistryError
 from bolt_host.services.sessions import load_secret_key
 from bolt_host.services.tasklogs import format_time
 from bolt_host.services.tasks import TaskCancelled, TaskHandle
 from bolt_host.services.users import now_iso
-from bolt_host.services.versions import compare_versions, max_version, sort_key
+from bolt_host.services.versions import compare_versions, max_version, resolve_version, sort_key
 from bolt_host.storage import INITIAL_SCHEMA, Database
 from bolt_host.web import uploads
 from bolt_host.web.auth import (
@@ -135,6 +137,7 @@ __all__ = [
     "read_tarball_manifest",
     "receive_multipart",
     "receive_raw",
+    "render_readme",
     "require_admin",
     "require_app",
     "require_caller",
@@ -143,6 +146,7 @@ __all__ = [
     "require_str",
     "require_system_app",
     "require_user",
+    "resolve_version",
     "retry_after_headers",
     "safe_extract",
     "sort_key",

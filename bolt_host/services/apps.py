@@ -21,6 +21,7 @@ from tinydb import Query
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.dependencies import DependencySteps
 from bolt_host.services.manifest import (
     UPDATABLE_FIELDS,
     app_name_for,
@@ -29,6 +30,7 @@ from bolt_host.services.manifest import (
     read_manifest,
     validate_app_name,
 )
+from bolt_host.services.python_env import venv_python
 from bolt_host.services.users import now_iso
 from bolt_host.storage import INITIAL_SCHEMA, Database
 
@@ -60,6 +62,7 @@ class Apps:
         self.registry: RegistryClient | None = None  # only when a registry is configured
         self.appdb: AppDatabases | None = None
         self.visibility: Visibility | None = None
+        self.dependencies = DependencySteps(data_dir / "cache")
 
     # reads -------------------------------------------------------------------
     def get(self, name: str) -> dict[str, Any] | None:
@@ -119,19 +122,28 @@ class Apps:
         return found
 
     # installs ----------------------------------------------------------------
-    async def install_local(self, relative: Any, system: bool | None = None, upgrade: bool = False) -> dict[str, Any]:
+    async def install_local(
+        self, relative: Any, system: bool | None = None, upgrade: bool = False, *, run_scripts: bool = False
+    ) -> dict[str, Any]:
         folder = self.local_folder(relative)
-        return await self.install_folder(folder, {"type": "local", "path": str(relative)}, system, upgrade)
+        source = {"type": "local", "path": str(relative)}
+        return await self.install_folder(folder, source, system, upgrade, run_scripts=run_scripts)
 
     async def install_folder(
-        self, folder: Path, source: dict[str, Any], system: bool | None = None, upgrade: bool = False
+        self,
+        folder: Path,
+        source: dict[str, Any],
+        system: bool | None = None,
+        upgrade: bool = False,
+        *,
+        run_scripts: bool = False,
     ) -> dict[str, Any]:
         """Install a copy of the app folder ``folder`` (the caller has checked where it is)."""
         staging = self._staging_dir()
         try:
             root = staging / "package"
             await asyncio.to_thread(_copy_tree, folder, root)
-            return await self.install_tree(root, source, system, upgrade)
+            return await self.install_tree(root, source, system, upgrade, run_scripts=run_scripts)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -143,6 +155,8 @@ class Apps:
         upgrade: bool = False,
         expect_name: str | None = None,
         prepare: Callable[[Path], None] | None = None,
+        *,
+        run_scripts: bool = False,
     ) -> dict[str, Any]:
         """Extract ``tarball`` safely and install it; ``prepare(root)`` runs (in a thread) on the
         extracted package first: a check that raises to refuse it, or a rewrite (a clone's name)."""
@@ -156,12 +170,20 @@ class Apps:
                 raise BoltError(errors.DOWNLOAD_FAILED, f"Unsafe or broken package: {exc.reason}") from exc
             if prepare is not None:
                 await asyncio.to_thread(prepare, root)
-            return await self.install_tree(root, source, system, upgrade, expect_name=expect_name)
+            return await self.install_tree(
+                root, source, system, upgrade, expect_name=expect_name, run_scripts=run_scripts
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     async def install_upload(
-        self, chunks: AsyncIterator[bytes], filename: str, system: bool | None = None, upgrade: bool = False
+        self,
+        chunks: AsyncIterator[bytes],
+        filename: str,
+        system: bool | None = None,
+        upgrade: bool = False,
+        *,
+        run_scripts: bool = False,
     ) -> dict[str, Any]:
         """Install a package tarball that arrives as a stream of bytes (an upload), written to staging first."""
         staging = self._staging_dir()
@@ -174,7 +196,8 @@ class Apps:
                     handle.write(chunk)
             if size == 0:
                 raise BoltError(errors.BAD_REQUEST, "The upload is empty: send the package tarball as the body")
-            return await self.install_tarball(tarball, {"type": "upload", "filename": filename}, system, upgrade)
+            source = {"type": "upload", "filename": filename}
+            return await self.install_tarball(tarball, source, system, upgrade, run_scripts=run_scripts)
         except BoltError as exc:
             if exc.code == errors.DOWNLOAD_FAILED:  # a broken tarball: the uploader's input, not an upstream failure
                 raise BoltError(errors.BAD_REQUEST, exc.message) from exc
@@ -189,6 +212,8 @@ class Apps:
         system: bool | None = None,
         upgrade: bool = False,
         progress: Callable[[int, int | None], None] | None = None,
+        *,
+        run_scripts: bool = False,
     ) -> dict[str, Any]:
         registry = self.require_registry()
         version = optional_version(version)
@@ -202,7 +227,9 @@ class Apps:
         )
         await self._publish("app-downloaded", {"name": app_name, "version": meta["version"]})
         source = {"type": "registry", "registry": registry.base_url, "package": package, "version": meta["version"]}
-        return await self.install_tarball(tarball, source, system, upgrade, expect_name=package)
+        return await self.install_tarball(
+            tarball, source, system, upgrade, expect_name=package, run_scripts=run_scripts
+        )
 
     def require_registry(self) -> Any:
         if self.registry is None:
@@ -219,8 +246,14 @@ class Apps:
         system: bool | None,
         upgrade: bool,
         expect_name: str | None = None,
+        *,
+        run_scripts: bool = False,
     ) -> dict[str, Any]:
-        """Validate the staged tree at ``root`` and swap it into place."""
+        """Validate the staged tree at ``root``, install its dependencies there, swap it into place.
+
+        An upgrade of a running app restarts it on the new version; when that does not become
+        ready the previous folder and record are put back and the previous version restarted.
+        """
         manifest = read_manifest(root)
         if expect_name is not None and manifest.get("name") != expect_name:
             raise BoltError(
@@ -228,6 +261,10 @@ class Apps:
                 f"The package names itself {manifest.get('name')!r}, expected {expect_name!r}",
             )
         name = build_app(manifest, self.apps_dir / "pending", source, system, now_iso(), root=root)["name"]
+        if self.get(name) and not upgrade:  # before spending minutes on dependencies
+            raise BoltError(errors.APP_NAME_TAKEN)
+        registry = self.registry.base_url if self.registry is not None else None
+        prepared = await self.dependencies.prepare(root, manifest, registry=registry, run_scripts=run_scripts)
         async with self.lock_for(name):
             previous = self.get(name)
             if previous and not upgrade:
@@ -236,15 +273,28 @@ class Apps:
             if previous and system is None:
                 system = previous.get("system")
             app = build_app(manifest, self.apps_dir / name, source, system, created, root=root)
+            app.update(prepared.fields(root, self.apps_dir / name))
             if previous:
                 app.update({k: previous[k] for k in ("order",) if k in previous})
-            await asyncio.to_thread(self._swap_in, root, app)
+            restart = previous is not None and self.supervisor is not None and self.supervisor.is_active(name)
+            swapped = await asyncio.to_thread(self._swap_in, root, app)
             with self._db.transaction():
                 self._db.table(TABLE).upsert(app, Query().name == name)
-        await self._after_install(app, previous)
+        try:
+            if restart:
+                assert previous is not None
+                await self._restart_or_roll_back(app, previous, swapped)
+        finally:
+            await asyncio.to_thread(_remove_all, [old for _, old in swapped if old is not None])
+        await self._publish(
+            "app-updated" if previous else "app-installed",
+            {"app": app, "previousVersion": previous["version"] if previous else None},
+        )
         return app
 
-    def _swap_in(self, root: Path, app: dict[str, Any]) -> None:
+    def _swap_in(self, root: Path, app: dict[str, Any]) -> builtins.list[tuple[Path, Path | None]]:
+        """Move the staged app (and its public files) into place: ``(final place, what it replaced,
+        kept aside or None)`` for each, so a failed upgrade can put things back."""
         name = app["name"]
         public_stage = root.parent / "public"
         for entry in app["public"]:
@@ -254,15 +304,38 @@ class Apps:
             elif src.is_file():
                 public_stage.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, public_stage / src.name)
-        _replace_dir(root, self.apps_dir / name)
+        swapped = [(self.apps_dir / name, _replace_dir(root, self.apps_dir / name))]
         if public_stage.exists():
-            _replace_dir(public_stage, self.public_dir / name)
+            swapped.append((self.public_dir / name, _replace_dir(public_stage, self.public_dir / name)))
+        return swapped
 
-    async def _after_install(self, app: dict[str, Any], previous: dict[str, Any] | None) -> None:
-        event = "app-updated" if previous else "app-installed"
-        await self._publish(event, {"app": app, "previousVersion": previous["version"] if previous else None})
-        if previous and self.supervisor is not None and self.supervisor.is_active(app["name"]):
+    async def _restart_or_roll_back(
+        self, app: dict[str, Any], previous: dict[str, Any], swapped: builtins.list[tuple[Path, Path | None]]
+    ) -> None:
+        """Restart ``app`` on its new version; if it does not become ready, reinstate ``previous``."""
+        name = app["name"]
+        assert self.supervisor is not None  # an upgrade of a running app: supervision is up
+        try:
             await self.supervisor.restart_app(app)
+            return
+        except BoltError as exc:
+            failure = exc.message
+        log.warning("%s %s did not start; rolling back to %s", name, app["version"], previous["version"])
+        async with self.lock_for(name):
+            await asyncio.to_thread(_swap_back, swapped)
+            with self._db.transaction():
+                self._db.table(TABLE).upsert(previous, Query().name == name)
+        swapped.clear()  # nothing left aside to remove
+        try:
+            await self.supervisor.restart_app(previous)
+            outcome = f"rolled back to {previous['version']}, which is running again"
+        except BoltError as exc:
+            outcome = f"rolled back to {previous['version']}, which did not start either: {exc.message}"
+        raise BoltError(
+            errors.APP_START_FAILED,
+            f"The upgrade of {name} to {app['version']} did not start ({failure}); {outcome}",
+            user_message=f"The new version of {name} did not start, so the previous one was put back.",
+        )
 
     # changes -----------------------------------------------------------------
     async def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -354,6 +427,8 @@ class Apps:
             if fresh["name"] != app["name"]:
                 continue
             fresh.update({k: app[k] for k in ("order",) if k in app})
+            python = venv_python(folder)  # the dependency step's venv came with the folder
+            fresh["python"] = str(python) if python.exists() else None
             with self._db.transaction():
                 self._db.table(TABLE).upsert(fresh, Query().name == app["name"])
             log.warning(
@@ -392,8 +467,9 @@ async def registry_call(awaitable: Awaitable[Any], code: int) -> Any:
         raise BoltError(code, str(exc)) from exc
 
 
-def _replace_dir(new: Path, final: Path) -> None:
-    """Move ``new`` to ``final``; an existing ``final`` is moved aside first and removed after."""
+def _replace_dir(new: Path, final: Path) -> Path | None:
+    """Move ``new`` to ``final``; an existing ``final`` is moved aside (``.old-<name>-XXXXXXXX``,
+    which boot's recovery understands) and returned, for the caller to remove or put back."""
     final.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if final.exists():
@@ -406,8 +482,20 @@ def _replace_dir(new: Path, final: Path) -> None:
         if old is not None:
             old.rename(final)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return old
+
+
+def _swap_back(swapped: list[tuple[Path, Path | None]]) -> None:
+    """Undo ``_swap_in``: each folder it replaced goes back; one it created goes."""
+    for final, old in swapped:
+        replaced = _replace_dir(old, final) if old is not None else final
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _remove_all(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:

@@ -51,7 +51,7 @@ from bolt_host.services.catalog_sources import (
     make_entry,
     read_tarball_manifest,
 )
-from bolt_host.services.versions import compare_versions, sort_key
+from bolt_host.services.versions import compare_versions, resolve_version, sort_key
 from bolt_host.storage import INITIAL_SCHEMA, Database
 
 if TYPE_CHECKING:
@@ -231,33 +231,42 @@ class Catalog:
 
     def source_for(self, name: str, version: str | None = None) -> tuple[dict[str, Any], Any]:
         """The entry and source to fetch ``name@version`` from (the winner if it has that version)."""
+        entry, source, _ = self.resolve(name, version)
+        return entry, source
+
+    def resolve(self, name: str, version: str | None = None) -> tuple[dict[str, Any], Any, str | None]:
+        """Entry, source and concrete version for ``name@version``: an exact version, or an npm
+        range (``^6``) resolved against the winner's versions, then each other source's.
+        The version is None when the caller asked for the latest (the source decides)."""
         found = self.find(name)
         if found is None:
             raise CatalogError(f"{name} is not in the catalog")
-        if version is None or version in found[0]["versions"]:
-            return found
-        for entry, source in self._candidates(name):
-            if version in entry["versions"]:
-                return entry, source
+        if version is None:
+            return (*found, None)
+        for entry, source in [found, *self._candidates(name)]:
+            resolved = resolve_version(version, entry["versions"], {"latest": entry["version"]})
+            if resolved is not None:
+                return entry, source, resolved
         raise CatalogError(f"no source has {name} {version}")
 
     # delivery ----------------------------------------------------------------
     async def manifest(self, name: str, version: str | None = None) -> dict[str, Any]:
-        _, source = self.source_for(name, version)
-        manifest: dict[str, Any] = await source.manifest(name, version)
+        _, source, resolved = self.resolve(name, version)
+        manifest: dict[str, Any] = await source.manifest(name, resolved)
         return manifest
 
     async def readme(self, name: str, version: str | None = None) -> str:
-        _, source = self.source_for(name, version)
-        readme: str = await source.readme(name, version)
+        _, source, resolved = self.resolve(name, version)
+        readme: str = await source.readme(name, resolved)
         return readme
 
     async def fetch(
         self, name: str, version: str | None = None, progress: Progress | None = None
     ) -> tuple[Path, dict[str, Any]]:
-        """A verified tarball of ``name@version`` (None: the latest) and the ``source`` to record for the app."""
-        entry, source = self.source_for(name, version)
-        version = version or entry["version"]
+        """A verified tarball of ``name@version`` (None: the latest; an npm range: the version
+        npm would pick) and the ``source`` to record for the app."""
+        entry, source, resolved = self.resolve(name, version)
+        version = resolved or entry["version"]
         path = await source.fetch(name, version, progress)
         return Path(path), self.app_source(source, name, version)
 

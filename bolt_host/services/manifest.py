@@ -10,6 +10,8 @@ from typing import Any
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.manifest_fields import BOLT_FIELDS, PACKAGE_FIELDS
+from bolt_host.services.npm_dependencies import dependency_count, requests_install_scripts
+from bolt_host.services.start_command import describe, resolve_command
 
 RESERVED_NAMES = {"bolt", "api", "x", "public", "node_modules"}
 APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._~-]{0,213}(@[a-z0-9][a-z0-9._~-]*)?$")
@@ -75,6 +77,7 @@ def build_app(
         raise BoltError(errors.LOCAL_PACKAGE_FAILED, "package.json has no version")
     bolt = check_manifest(manifest, root or path)
     main = bolt.get("main")
+    command = resolve_command(manifest, bolt, root or path)
     app = {
         "name": name,
         "package": manifest["name"],
@@ -88,7 +91,11 @@ def build_app(
         "path": str(path),
         "main": main,
         "start": bolt.get("start"),
-        "server": bolt.get("server", True) and bool(main or bolt.get("start")),
+        "command": command,
+        "startCommand": describe(command),
+        "server": bolt.get("server", True) and command is not None,
+        "dependencies": dependency_count(manifest),
+        "installScripts": requests_install_scripts(manifest),
         "health": bolt.get("health"),
         "restart": bolt.get("restart", "on-failure"),
         "env": {key: str(value) for key, value in bolt.get("env", {}).items()},
@@ -106,6 +113,25 @@ def build_app(
         if key in bolt:
             app[key] = bolt[key]
     return app
+
+
+def install_preview(manifest: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """What an admin should know before installing: the start command, the dependencies to
+    fetch, whether install scripts are asked for.  ``folder`` None: not downloaded yet."""
+    try:
+        command = resolve_command(manifest, check_manifest(manifest, folder or Path(".")), folder)
+        start: str | None = describe(command)
+        problem = None
+    except BoltError as exc:
+        command, start, problem = None, None, exc.message
+    return {
+        "startFrom": command.get("from") if command else None,
+        "startCommand": start,
+        "serverless": command is None and problem is None,
+        "dependencies": dependency_count(manifest),
+        "installScripts": requests_install_scripts(manifest),
+        "problem": problem,
+    }
 
 
 def check_manifest(manifest: dict[str, Any], root: Path) -> dict[str, Any]:

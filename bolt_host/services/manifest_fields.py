@@ -139,6 +139,7 @@ BOLT_FIELDS: dict[str, Check] = {
     "image": _path,
     "price": _object,
     "entrances": _object_list,
+    "installScripts": _boolean,
 }
 
 # Top-level package.json fields the host copies into the app object.

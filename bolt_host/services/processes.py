@@ -25,7 +25,6 @@ import ctypes
 import logging
 import os
 import select
-import shlex
 import signal
 import subprocess
 import sys
@@ -35,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bolt_host.errors import APP_START_FAILED, BoltError
 from bolt_host.services.proctable import (
     ProcessTable,
     SharedSnapshots,
@@ -44,6 +42,7 @@ from bolt_host.services.proctable import (
     read_marker,
     start_time,
 )
+from bolt_host.services.start_command import command_argv, command_environment
 
 log = logging.getLogger("bolt_host.processes")
 
@@ -70,21 +69,8 @@ def enable_child_subreaper() -> bool:
 
 
 def build_command(app: Mapping[str, Any]) -> list[str]:
-    """The argv for ``app``: its ``start`` command, else derived from ``main``."""
-    start = app.get("start")
-    if isinstance(start, str) and start.strip():
-        return shlex.split(start)
-    if isinstance(start, list) and start:
-        return [str(part) for part in start]
-    main = app.get("main")
-    if main:
-        suffix = Path(str(main)).suffix.lower()
-        if suffix == ".py":
-            return [sys.executable, str(main)]
-        if suffix in (".js", ".mjs", ".cjs"):
-            return ["node", str(main)]
-        raise BoltError(APP_START_FAILED, f"{app.get('name')}: no known way to run main {main!r}; set 'start'")
-    raise BoltError(APP_START_FAILED, f"{app.get('name')}: neither 'start' nor 'main' is set")
+    """The argv for ``app``, from the command resolved at install (:mod:`start_command`)."""
+    return command_argv(app)
 
 
 def base_environment(source: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -101,6 +87,7 @@ def app_environment(
     """An app's whole environment: a few safe host variables, the manifest's ``env``, what
     plugins add (``extra``), then the host's own variables, which nothing can override."""
     env = base_environment()
+    env.update(command_environment(app, env["PATH"]))
     env.update({str(key): str(value) for key, value in (app.get("env") or {}).items()})
     env.update({str(key): str(value) for key, value in extra.items()})
     if port is not None:

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from bolt_host.services.versions import max_version, sort_key
+from bolt_host.services.versions import resolve_version, sort_key
 
 MiB = 1024 * 1024
 METADATA_MAX_BYTES = 64 * MiB
@@ -281,12 +281,7 @@ class RegistryClient:
         versions = doc.get("versions") or {}
         tags = doc.get("dist-tags")
         tags = tags if isinstance(tags, dict) else {}
-        if version is None:
-            resolved = tags.get("latest") or max_version(versions)
-        elif version in versions:
-            resolved = version
-        else:
-            resolved = tags.get(version)
+        resolved = resolve_version(version, versions, tags)
         meta = versions.get(resolved) if isinstance(resolved, str) else None
         if not isinstance(meta, dict):
             available = sorted(versions, key=sort_key)
@@ -303,7 +298,8 @@ class RegistryClient:
     async def manifest(self, name: str, version: str | None = None) -> dict[str, Any]:
         """The document of one version (package.json fields plus ``dist``).
 
-        ``version`` None means ``dist-tags.latest``; a dist-tag name is resolved too.
+        ``version`` None means ``dist-tags.latest``; a dist-tag or an npm range (``^6``,
+        ``~6.0``, ``>=5 <7``) is resolved as npm resolves it.
         """
         doc = await self.packument(name)
         return self._resolve(doc, name, version)

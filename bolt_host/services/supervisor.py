@@ -70,6 +70,7 @@ from bolt_host.services.processes import (
 from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, processes_by_marker, read_environ_value
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
+from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
 from bolt_host.services.tokens import AppTokens
 from bolt_host.statefile import StateFile
@@ -211,6 +212,8 @@ class Supervisor:
         if self._closing:
             raise BoltError(APP_START_FAILED, "The host is shutting down; nothing new starts")
         runtime = self._runtime(_app_name(app), app)
+        if is_serverless(app):
+            return await self._open_serverless(runtime, app)
         async with runtime.lock:
             if runtime.status == RUNNING:
                 return self._context(runtime)
@@ -236,6 +239,11 @@ class Supervisor:
 
     async def restart_app(self, app: dict[str, Any], by: str | None = None) -> dict[str, Any]:
         runtime = self._runtime(_app_name(app), app)
+        if is_serverless(app):
+            async with runtime.lock:
+                if runtime.process is not None or runtime.status in (STARTING, BACKOFF):
+                    await self._stop_locked(runtime, desired_after=DESIRED_RUNNING)
+            return await self._open_serverless(runtime, app)
         async with runtime.lock:
             if runtime.status == STARTING and runtime.start_task is not None:
                 task = runtime.start_task  # a start in flight is already a fresh process
@@ -288,6 +296,20 @@ class Supervisor:
                 log.exception("rotating app logs failed")
 
     # starting ------------------------------------------------------------------
+    async def _open_serverless(self, runtime: AppRuntime, app: dict[str, Any]) -> dict[str, Any]:
+        """A server-less app has no process: it is "running" once opened, and its start answers
+        Bolt's bare context ``{name, path, app}``."""
+        async with runtime.lock:
+            runtime.app = dict(app)
+            if runtime.status != RUNNING:
+                runtime.status, runtime.desired = RUNNING, DESIRED_RUNNING
+                runtime.exit_code = runtime.reason = None
+                runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
+                await self._persist(runtime)
+                await self._emit("app-started", runtime)
+            context = self._context(runtime)
+        return {key: context[key] for key in ("name", "path", "app")}
+
     def _begin_start(self, runtime: AppRuntime, app: dict[str, Any], *, automatic: bool) -> asyncio.Task[Any]:
         """Reserve ``starting`` and create the start task; call with the app's lock held."""
         runtime.app = dict(app)
@@ -478,7 +500,8 @@ class Supervisor:
             await asyncio.wait({start_task})
         self._cancel_restart_timer(runtime)
         runtime.desired = desired_after
-        if runtime.process is None and runtime.port is None and not was_pending:
+        serverless_open = runtime.status == RUNNING and runtime.process is None
+        if runtime.process is None and runtime.port is None and not was_pending and not serverless_open:
             await self._persist(runtime)
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
         runtime.status, runtime.reason, runtime.last_exit = STOPPING, None, None

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -90,6 +91,16 @@ CRASH_REASON_QUEUED = "the host stopped before this task started (crash or kill)
 
 Publish = Callable[[str, Any], Awaitable[Any]]
 Job = Callable[["TaskHandle"], Awaitable[Any]]
+
+
+# The task whose job is running in this asyncio context, so code deep in an install (the
+# package manager's output, its cancel checks) reaches the task log without being passed it.
+_CURRENT: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar("bolt_current_task", default=None)
+
+
+def current_task() -> TaskHandle | None:
+    """The :class:`TaskHandle` of the task running the caller, or None outside any task."""
+    return _CURRENT.get()
 
 
 class TaskCancelled(Exception):
@@ -311,8 +322,10 @@ class Tasks:
         record.update(status="running", start_time=format_time())
         self._keep(record, f"start time: {record['start_time']}", f"{_title(record)} begin")
         self._emit("task-started", record)
+        handle = TaskHandle(self, record)
+        _CURRENT.set(handle)  # _run is its own asyncio task: the value stays within this job
         try:
-            result = await job(TaskHandle(self, record))
+            result = await job(handle)
         except TaskCancelled as exc:
             if self._closing:
                 self._finish(record, "failed", error=SHUTDOWN_REASON)

@@ -1,45 +1,54 @@
-"""Ordering of package versions.
+"""Package versions: npm's ordering and ranges (node-semver's Python port), plus non-releases.
 
-Versions that parse as semantic versions compare by semver precedence: numeric
-parts numerically, a prerelease (``1.2.3-rc.1``, also build-ish suffixes such as
-``1.2.3-pi64``) below its release, numeric prerelease identifiers below
-alphanumeric ones, build metadata (``+sha.1``) ignored.  The loose forms npm
-accepts are tolerated: a leading ``v`` or ``=`` and missing minor/patch parts
-(``1.2`` ranks as ``1.2.0``).
+Parsing, precedence and range matching are node-semver's (PyPI ``node-semver``, a port of
+npm's own ``semver`` package), in its loose mode as npm uses it: a leading ``v`` or ``=``,
+prereleases (``1.2.3-rc.1``, also build-ish suffixes such as ``1.2.3-pi64``) below their
+release, numeric prerelease identifiers below alphanumeric ones, build metadata (``+sha.1``)
+ignored.  bolt-host adds two rules on top:
 
-Anything that does not parse (``master``, ``latest-dev``, a git branch name) is
-a *non-release*: it ranks above every release, and non-releases order among
-themselves by their text.  The original string is always kept in
-:attr:`Version.raw`.
+* ``1.2`` and ``2`` rank as ``1.2.0`` and ``2.0.0`` (old robot catalogs use them).
+* Anything that does not parse (``master``, ``latest-dev``, a git branch name) is a
+  *non-release*: it ranks above every release (the robot seed relies on ``master`` being the
+  newest), non-releases order among themselves by their text, and no range ever selects one
+  (only its exact name does).
+
+The original string is always kept in :attr:`Version.raw`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_SEMVER = re.compile(
-    r"""
-    ^[v=]?\s*
-    (?P<major>\d+)
-    (?:\.(?P<minor>\d+))?
-    (?:\.(?P<patch>\d+))?
-    (?:-(?P<pre>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?
-    (?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?
-    $
-    """,
-    re.VERBOSE,
-)
+import nodesemver
 
-# Sort-key building blocks: releases sort before non-releases; inside a release,
-# a prerelease sorts before the plain release; numeric identifiers before words.
+_FULL = nodesemver.regexp[nodesemver.LOOSE]  # the library's own "is this a whole version" pattern
+_SHORT = re.compile(r"^[v=\s]*(\d+)(?:\.(\d+))?\s*$")
+
+# Sort-key building blocks: releases sort before non-releases.
 _RELEASE, _NON_RELEASE = 0, 1
-_PRERELEASE, _FINAL = 0, 1
-_NUMERIC, _ALPHA = 0, 1
 
-Identifier = tuple[int, int | str]
+
+@functools.total_ordering
+class _Precedence:
+    """node-semver's comparison as a sort key (equal for versions differing only in build)."""
+
+    __slots__ = ("semver",)
+
+    def __init__(self, semver: nodesemver.SemVer) -> None:
+        self.semver = semver
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Precedence) and self.semver.compare(other.semver) == 0
+
+    def __lt__(self, other: _Precedence) -> bool:
+        return bool(self.semver.compare(other.semver) < 0)
+
+    def __hash__(self) -> int:
+        return hash((self.semver.major, self.semver.minor, self.semver.patch, tuple(self.semver.prerelease)))
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class Version:
     release: tuple[int, int, int] | None = None
     prerelease: tuple[str, ...] = ()
     build: tuple[str, ...] = ()
+    semver: nodesemver.SemVer | None = field(default=None, repr=False, compare=False)
     _key: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -65,34 +75,34 @@ class Version:
         return self._key
 
 
-def _identifier_key(ident: str) -> Identifier:
-    if ident.isdigit():
-        return (_NUMERIC, int(ident))
-    return (_ALPHA, ident)
+def _semver(text: str) -> nodesemver.SemVer | None:
+    stripped = text.strip()
+    short = _SHORT.match(stripped)
+    if short:
+        stripped = f"{short[1]}.{short[2] or 0}.0"
+    elif not _FULL.match(stripped):
+        return None  # e.g. "1.2.3.4", which the port would otherwise cut short
+    try:
+        return nodesemver.make_semver(stripped, loose=True)
+    except ValueError:
+        return None
 
 
-def _precedence(release: tuple[int, int, int] | None, pre: tuple[str, ...], raw: str) -> tuple[Any, ...]:
-    if release is None:
-        return (_NON_RELEASE, raw)
-    if not pre:
-        return (_RELEASE, *release, (_FINAL,))
-    return (_RELEASE, *release, (_PRERELEASE, *(_identifier_key(i) for i in pre)))
-
-
+@functools.lru_cache(maxsize=4096)
 def parse_version(s: str) -> Version:
     """Parse ``s``; never raises: an unparseable string becomes a non-release."""
     text = str(s)
-    match = _SEMVER.match(text.strip())
-    if match is None:
-        return Version(raw=text, _key=_precedence(None, (), text))
-    release = (
-        int(match["major"]),
-        int(match["minor"] or 0),
-        int(match["patch"] or 0),
+    semver = _semver(text)
+    if semver is None:
+        return Version(raw=text, _key=(_NON_RELEASE, text))
+    return Version(
+        raw=text,
+        release=(semver.major, semver.minor, semver.patch),
+        prerelease=tuple(str(part) for part in semver.prerelease),
+        build=tuple(str(part) for part in semver.build),
+        semver=semver,
+        _key=(_RELEASE, _Precedence(semver)),
     )
-    pre = tuple(match["pre"].split(".")) if match["pre"] else ()
-    build = tuple(match["build"].split(".")) if match["build"] else ()
-    return Version(raw=text, release=release, prerelease=pre, build=build, _key=_precedence(release, pre, text))
 
 
 def compare_versions(a: str, b: str) -> int:
@@ -109,3 +119,42 @@ def sort_key(s: str) -> tuple[Any, ...]:
 def max_version(versions: Iterable[str]) -> str | None:
     """The highest version of ``versions`` (the original string), or None if there is none."""
     return max(versions, key=sort_key, default=None)
+
+
+def is_range(spec: str) -> bool:
+    """Is ``spec`` an npm version range (``^6``, ``~6.0``, ``>=5 <7``, ``6.x``, ``*``)?"""
+    return nodesemver.valid_range(spec, loose=True) is not None
+
+
+def satisfies(version: str, spec: str) -> bool:
+    """Does release ``version`` fall in range ``spec`` (prereleases only when the range names one)?"""
+    parsed = parse_version(version).semver
+    return parsed is not None and is_range(spec) and nodesemver.make_range(spec, loose=True).test(parsed)
+
+
+def resolve_version(
+    spec: str | None, versions: Iterable[str], tags: Mapping[str, object] | None = None
+) -> str | None:
+    """The version npm would install for ``name@spec``, or None when nothing matches.
+
+    ``None`` means the ``latest`` tag (else the highest version); an exact version (also a
+    non-release such as ``master``) or a dist-tag is taken as it is; a range picks the
+    ``latest`` tag when it is in the range, else the highest version in it, as npm does.
+    """
+    available = [str(v) for v in versions]
+    tags = tags or {}
+    tagged = tags.get("latest")
+    latest = tagged if isinstance(tagged, str) and tagged in available else None
+    if spec is None:
+        return latest or max_version(available)
+    if spec in available:
+        return spec
+    tagged = tags.get(spec)
+    if isinstance(tagged, str) and tagged in available:
+        return tagged
+    if not is_range(spec):
+        return None
+    if isinstance(latest, str) and satisfies(latest, spec):
+        return latest
+    in_range = [version for version in available if satisfies(version, spec)]
+    return max_version(in_range)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from starlette.requests import Request
@@ -13,19 +13,26 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.apps import optional_version, registry_call
-from bolt_host.services.manifest import app_name_for
+from bolt_host.services.manifest import app_name_for, install_preview
+from bolt_host.services.readme_html import render_readme
 from bolt_host.web.auth import host_of, require_admin, require_caller, require_installer, require_user
 from bolt_host.web.envelope import flag, ok, read_body
 
-INSTALL_FIELDS = {"name", "version", "system", "upgrade"}
-LOCAL_FIELDS = {"path", "system", "upgrade"}
-UPLOAD_FIELDS = {"filename", "system", "upgrade"}
+INSTALL_FIELDS = {"name", "version", "system", "upgrade", "installScripts"}
+LOCAL_FIELDS = {"path", "system", "upgrade", "installScripts"}
+UPLOAD_FIELDS = {"filename", "system", "upgrade", "installScripts"}
 UPLOAD_PATH = "/api/apps/upload"  # also in Host.large_body_prefixes: its body may be up to max_upload_bytes
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+@-]")
 
 
 def _optional_system(body: dict[str, Any]) -> bool | None:
     return flag(body, "system") if "system" in body else None
+
+
+def with_install_preview(manifest: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """The package.json plus ``_install``: how bolt-host will start it, its dependency count,
+    whether it asks to run install scripts (see docs/manifest.md)."""
+    return {**manifest, "_install": install_preview(manifest, folder)}
 
 
 def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
@@ -70,7 +77,11 @@ async def install(request: Request) -> Response:
     await require_installer(request, "apps.install", body.get("name"))
     _check_fields(body, INSTALL_FIELDS)
     app = await host_of(request).apps.install_registry(
-        body.get("name"), body.get("version"), _optional_system(body), flag(body, "upgrade")
+        body.get("name"),
+        body.get("version"),
+        _optional_system(body),
+        flag(body, "upgrade"),
+        run_scripts=flag(body, "installScripts"),
     )
     return ok(app, status=201)
 
@@ -82,7 +93,7 @@ async def registry_package(request: Request) -> Response:
     name, version = _registry_target(body)
     registry = host_of(request).apps.require_registry()
     meta = await registry_call(registry.manifest(name, version), errors.REGISTRY_PACKAGE_FAILED)
-    return ok({k: v for k, v in meta.items() if k not in {"readme", "_npmUser"}})
+    return ok(with_install_preview({k: v for k, v in meta.items() if k not in {"readme", "_npmUser"}}, None))
 
 
 async def registry_readme(request: Request) -> Response:
@@ -91,7 +102,7 @@ async def registry_readme(request: Request) -> Response:
     body = await read_body(request)
     name, version = _registry_target(body)
     registry = host_of(request).apps.require_registry()
-    return ok(await registry_call(registry.readme(name, version), errors.REGISTRY_README_FAILED))
+    return ok(_readme_as(body, await registry_call(registry.readme(name, version), errors.REGISTRY_README_FAILED)))
 
 
 async def install_local(request: Request) -> Response:
@@ -100,7 +111,9 @@ async def install_local(request: Request) -> Response:
     body = await read_body(request)
     await require_installer(request, "apps.install", body.get("path"))
     _check_fields(body, LOCAL_FIELDS)
-    app = await host_of(request).apps.install_local(body.get("path"), _optional_system(body), flag(body, "upgrade"))
+    app = await host_of(request).apps.install_local(
+        body.get("path"), _optional_system(body), flag(body, "upgrade"), run_scripts=flag(body, "installScripts")
+    )
     return ok(app, status=201)
 
 
@@ -113,7 +126,11 @@ async def install_upload(request: Request) -> Response:
         raise BoltError(errors.BAD_REQUEST, "Send the package tarball as the raw body (Content-Type: application/gzip)")
     name = _UNSAFE_NAME.sub("_", PurePosixPath(options.get("filename") or "").name)[:200] or "upload.tgz"
     app = await host_of(request).apps.install_upload(
-        request.stream(), name, _optional_system(options), flag(options, "upgrade")
+        request.stream(),
+        name,
+        _optional_system(options),
+        flag(options, "upgrade"),
+        run_scripts=flag(options, "installScripts"),
     )
     return ok(app, status=201)
 
@@ -133,14 +150,26 @@ async def local_package(request: Request) -> Response:
     """A local app's package.json: ``{path}``."""
     await require_admin(request, "apps.preview")
     body = await read_body(request)
-    return ok(host_of(request).apps.local_package(body.get("path")))
+    apps = host_of(request).apps
+    path = body.get("path")
+    return ok(with_install_preview(apps.local_package(path), apps.local_folder(path)))
 
 
 async def local_readme(request: Request) -> Response:
     """A local app's README.md: ``{path}``."""
     await require_admin(request, "apps.preview")
     body = await read_body(request)
-    return ok(host_of(request).apps.local_readme(body.get("path")))
+    return ok(_readme_as(body, host_of(request).apps.local_readme(body.get("path"))))
+
+
+def _readme_as(body: dict[str, Any], markdown: str) -> str:
+    """The README as asked: markdown as Bolt served it, or ``"format": "html"`` rendered and sanitized."""
+    wanted = body.get("format", "markdown")
+    if wanted == "html":
+        return render_readme(markdown)
+    if wanted != "markdown":
+        raise BoltError(errors.BAD_REQUEST, "'format' must be \"markdown\" or \"html\"")
+    return markdown
 
 
 async def local_catalog(request: Request) -> Response:

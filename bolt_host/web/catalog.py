@@ -9,6 +9,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.catalog import CatalogError
+from bolt_host.services.readme_html import render_readme
 from bolt_host.web.auth import host_of, require_admin
 from bolt_host.web.envelope import ok
 
@@ -32,7 +33,8 @@ async def list_catalog(request: Request) -> Response:
 
 
 async def catalog_package(request: Request) -> Response:
-    """One catalog package: ``?name=&version=`` gives ``{entry, manifest, readme}`` (admin; readme may be null)."""
+    """One catalog package: ``?name=&version=`` gives ``{entry, manifest, readme, readmeHtml}`` (admin; the
+    readme may be null; ``readmeHtml`` is it rendered and sanitized for a page)."""
     await require_admin(request, "catalog.read")
     name = request.query_params.get("name")
     if not name:
@@ -53,7 +55,8 @@ async def catalog_package(request: Request) -> Response:
     except Exception:  # no README is not an error for a preview
         readme = None
     manifest = {k: v for k, v in manifest.items() if k not in {"readme", "_npmUser"}}
-    return ok({"entry": entry, "manifest": manifest, "readme": readme})
+    readme_html = render_readme(readme) if readme is not None else None
+    return ok({"entry": entry, "manifest": manifest, "readme": readme, "readmeHtml": readme_html})
 
 
 routes = [

@@ -23,7 +23,7 @@ from bolt_host.web.auth import host_of, require_admin, require_caller, require_i
 from bolt_host.web.envelope import error_response, flag, ok, read_body
 
 FILTERS = ("kind", "status", "module")
-INSTALL_FIELDS = {"name", "version", "system", "upgrade"}
+INSTALL_FIELDS = {"name", "version", "system", "upgrade", "installScripts"}
 DOWNLOAD_SHARE = 0.8  # of an install task's progress bar; extracting and swapping in take the rest
 
 
@@ -114,6 +114,7 @@ async def install_task(request: Request) -> Response:
     version = optional_version(body.get("version"))
     system = flag(body, "system") if "system" in body else None
     upgrade = flag(body, "upgrade")
+    run_scripts = flag(body, "installScripts")
     host.apps.require_registry()
     if not upgrade and host.apps.get(app_name):
         raise BoltError(errors.APP_NAME_TAKEN, f"An app named {app_name!r} is already installed; use upgrade")
@@ -131,7 +132,9 @@ async def install_task(request: Request) -> Response:
                     seen["last"] = fraction
                     task.log(f"=== downloaded {received} of {total} bytes")
 
-        app = await host.apps.install_registry(package, version, system, upgrade, progress=progress)
+        app = await host.apps.install_registry(
+            package, version, system, upgrade, progress=progress, run_scripts=run_scripts
+        )
         task.log(f"=== installed {app['name']} {app['version']}")
         return {"name": app["name"], "version": app["version"], "system": app.get("system", False)}
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, overload
 
-from bolt_host.plugin import TaskCancelled, TaskHandle, is_port_free
+from bolt_host.plugin import TaskCancelled, TaskHandle, is_port_free, resolve_version
 
 from . import lifecycle as lc
 from .envelope import MarketError
@@ -57,14 +57,30 @@ def refuse_state(name: str, state: str | None, op: str) -> MarketError:
     )
 
 
-async def catalog_entry(market: Market, source_id: str, package: str, version: str | None) -> dict[str, Any]:
+@overload
+async def catalog_entry(market: Market, source_id: str, package: str, version: str) -> tuple[dict[str, Any], str]: ...
+@overload
+async def catalog_entry(
+    market: Market, source_id: str, package: str, version: str | None
+) -> tuple[dict[str, Any], str | None]: ...
+async def catalog_entry(
+    market: Market, source_id: str, package: str, version: str | None
+) -> tuple[dict[str, Any], str | None]:
+    """The source's entry for ``package`` and the exact version ``version`` (an npm range too) picks."""
     handle = market.sources.get(source_id)
     entry = await handle.find(package)
     if entry is None:
         raise MarketError(404, f"App not found: {package} in source {source_id}")
-    if version is not None and version not in (entry.get("versions") or [entry["version"]]):
+    if version is None:
+        return entry, None
+    resolved = entry_version(entry, version)
+    if resolved is None:
         raise MarketError(404, f"App not found: {package} has no version {version} in source {source_id}")
-    return entry
+    return entry, resolved
+
+
+def entry_version(entry: dict[str, Any], version: str) -> str | None:
+    return resolve_version(version, entry.get("versions") or [entry["version"]], {"latest": entry["version"]})
 
 
 async def check_new_instance(market: Market, user: MarketUser, plan: Plan, entry: dict[str, Any]) -> None:

@@ -9,13 +9,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.plugin import host_of
+from bolt_host.plugin import host_of, render_readme
 
 from .calls import market_call
 from .envelope import MarketError, market_route, read_json, reply, text_field
 from .identity import require_market_admin, require_market_user
 from .market import Market, market_of
-from .operations import default_envs
+from .operations import default_envs, entry_version
 from .packages import missing_required_envs, parse_envs
 from .payments import price_of
 from .sources import UPLOAD_SOURCE
@@ -115,14 +115,15 @@ async def version_history(request: Request) -> Response:
     handle, entry = await find_entry(market, name, text_field(body, "source", required=False))
     times = await handle.release_times(name)
     bolt = entry.get("bolt") or {}
+    notes = str(bolt.get("releaseNotes") or entry.get("description") or "")  # markdown, as Umbrel's releaseNotes
     rows = [
         {
             "appName": name,
             "version": version,
             "versionName": version,
             "mergedAt": times.get(version, ""),
-            "upgradeDescription": (bolt.get("releaseNotes") or entry.get("description") or "")
-            if version == entry["version"] else "",
+            "upgradeDescription": notes if version == entry["version"] else "",
+            "upgradeDescriptionHtml": render_readme(notes) if version == entry["version"] and notes else "",
             "source": handle.id,
         }
         for version in reversed(entry.get("versions") or [entry["version"]])
@@ -137,9 +138,10 @@ async def app_package(request: Request) -> Response:
     market = market_of(host_of(request))
     name = request.path_params["id"]
     handle, entry = await find_entry(market, name, request.query_params.get("source") or None)
-    version = request.query_params.get("version") or entry["version"]
-    if version not in (entry.get("versions") or [entry["version"]]):
-        raise MarketError(404, f"App not found: {name} has no version {version} in source {handle.id}")
+    asked = request.query_params.get("version") or entry["version"]
+    version = entry_version(entry, asked)
+    if version is None:
+        raise MarketError(404, f"App not found: {name} has no version {asked} in source {handle.id}")
     manifest = await handle.manifest(name, version)
     config = market.store.app_config(user.name, name)
     bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}

@@ -82,7 +82,7 @@ async def install(request: Request) -> Response:
     version = text_field(body, "version")
     if package != app_id:
         raise MarketError(400, f"app_name {package!r} does not match the app id {app_id!r} in the path")
-    entry = await catalog_entry(market, source, package, version)
+    entry, version = await catalog_entry(market, source, package, version)
     envs = default_envs(entry, parse_envs(body.get("envs")), market.store.app_config(user.name, package)["envs"])
     plan = Plan(lc.INSTALL, user.name, instance_name(package), package, source, version, envs=envs)
     await check_new_instance(market, user, plan, entry)
@@ -97,7 +97,7 @@ async def clone(request: Request) -> Response:
     package = text_field(body, "app_name", "appName", required=False) or app_id
     title = text_field(body, "title")
     version = text_field(body, "version", required=False)
-    entry = await catalog_entry(market, source, package, version)
+    entry, version = await catalog_entry(market, source, package, version)
     envs = default_envs(entry, parse_envs(body.get("envs")), market.store.app_config(user.name, package)["envs"])
     name = clone_name(package, body)
     plan = Plan(lc.CLONE, user.name, name, package, source, version or entry["version"], title=title, envs=envs,
@@ -129,7 +129,7 @@ async def upgrade(request: Request) -> Response:
     named = text_field(body, "app_name", "appName", required=False)
     if named not in (None, package, name):
         raise MarketError(400, f"app_name {named!r} does not match the app {name!r}")
-    entry = await catalog_entry(market, source, package, version)
+    entry, version = await catalog_entry(market, source, package, version)
     envs = parse_envs(body["envs"]) if "envs" in body else []
     await market.payments.require_purchase(user, source, entry)
     plan = Plan(lc.UPGRADE, row["user"], name, package, source, version, title=row.get("title"), envs=envs,

@@ -69,9 +69,14 @@ export function render(container, _params, { onHostEvent }) {
     const running = ACTIVE.has(status);
     const action = (name, label, cls = "") =>
       h("button", { type: "button", class: `small ${cls}`, dataset: { action: name }, disabled: busy, onclick: () => act(app, name) }, label);
-    const open = context && status === "running" && context.port
-      ? h("a", { class: "button small secondary", href: `/x/${encodeURIComponent(app.name)}${app.index && app.index !== "/" ? app.index : "/"}`, target: "_blank", rel: "noopener", dataset: { action: "open" } }, "Open")
-      : null;
+    // A server-less app (nothing to run) has no Start/Stop: it is opened at its public files.
+    const serverless = app.command === null;
+    const page = app.index && app.index !== "/" ? app.index : "/";
+    const open = serverless
+      ? h("a", { class: "button small", href: `/public/${encodeURIComponent(app.name)}${page === "/" ? "/index.html" : page}`, target: "_blank", rel: "noopener", dataset: { action: "open" } }, "Open")
+      : context && status === "running" && context.port
+        ? h("a", { class: "button small secondary", href: `/x/${encodeURIComponent(app.name)}${page}`, target: "_blank", rel: "noopener", dataset: { action: "open" } }, "Open")
+        : null;
     const stats = { cpu: h("td", { class: "cpu" }), memory: h("td", { class: "memory" }), uptime: h("td", { class: "uptime" }) };
     const tr = h("tr", { dataset: { app: app.name, status } },
       h("td", { class: "name" }, h("strong", {}, app.displayName || app.name),
@@ -84,8 +89,8 @@ export function render(container, _params, { onHostEvent }) {
       stats.cpu, stats.memory, stats.uptime,
       h("td", { class: "restarts" }, context ? String(context.restarts ?? 0) : "0"),
       h("td", { class: "actions" },
-        running ? action("stop", "Stop") : action("start", "Start"),
-        action("restart", "Restart", "secondary"),
+        serverless ? null : running ? action("stop", "Stop") : action("start", "Start"),
+        serverless ? null : action("restart", "Restart", "secondary"),
         h("a", { class: "button small secondary", href: `#/logs/${encodeURIComponent(app.name)}`, dataset: { action: "logs" } }, "Logs"),
         open,
         action("remove", "Remove", "danger")),

@@ -1,7 +1,6 @@
 // Install: browse the local repository and the registry, preview a package, install it.
 
 import { get, post } from "./api.js";
-import { renderMarkdown } from "./markdown.js";
 import { clear, h, progressBar, showError, toast } from "./ui.js";
 
 const FACTS = [
@@ -12,11 +11,12 @@ const FACTS = [
   ["author", (m) => (typeof m.author === "object" && m.author ? m.author.name : m.author)],
   ["license", (m) => m.license],
   ["keywords", (m) => (Array.isArray(m.keywords) ? m.keywords.join(", ") : "")],
-  ["entry file", (m) => (m.bolt && m.bolt.main) || m.main],
-  ["server", (m) => (m.bolt && m.bolt.server === false ? "no (runs without a port)" : "yes")],
+  ["starts with", (m) => (m._install ? (m._install.problem || m._install.startCommand) : "")],
+  ["server", (m) => (m._install && m._install.serverless ? "no (server-less: public files only)" : m.bolt && m.bolt.server === false ? "no (runs without a port)" : "yes")],
   ["system app", (m) => (m.bolt && m.bolt.system ? "yes" : "no")],
   ["tags", (m) => (m.bolt && Array.isArray(m.bolt.tags) ? m.bolt.tags.join(", ") : "")],
-  ["dependencies", (m) => (m.dependencies ? Object.keys(m.dependencies).join(", ") : "none")],
+  ["dependencies", (m) => (m.dependencies ? `${Object.keys(m.dependencies).length}: ${Object.keys(m.dependencies).join(", ")}` : "none")],
+  ["install scripts", (m) => (m._install && m._install.installScripts ? "requested (run only if you grant it)" : "none")],
   ["homepage", (m) => m.homepage],
 ];
 
@@ -84,15 +84,15 @@ export function render(container, params) {
   async function showPreview(pkg) {
     clear(preview).append(h("p", { class: "muted" }, `Loading ${pkg.name}…`));
     let manifest;
-    let readme = null;
+    let readmeHtml = null;
     try {
       if (pkg.kind === "local") {
         manifest = await post("/api/apps/local-package", { path: pkg.path });
-        readme = await post("/api/apps/local-readme", { path: pkg.path }).catch(() => null);
+        readmeHtml = await post("/api/apps/local-readme", { path: pkg.path, format: "html" }).catch(() => null);
       } else {
         const found = await get(`/api/catalog/package?name=${encodeURIComponent(pkg.name)}`);
         manifest = found.manifest;
-        readme = found.readme;
+        readmeHtml = found.readmeHtml;
       }
     } catch (err) {
       clear(preview).append(h("p", { class: "error" }, err.message));
@@ -104,17 +104,20 @@ export function render(container, params) {
       ? h("select", { id: "install-version", "aria-label": "Version" },
           ...pkg.versions.slice().reverse().map((v) => h("option", { value: v, selected: v === pkg.version }, v)))
       : null;
+    const scripts = manifest._install && manifest._install.installScripts
+      ? h("input", { type: "checkbox", id: "install-scripts" })
+      : null;
     const status = h("div", { class: "install-status", id: "install-status" });
     const button = h("button", { type: "button", id: "install-button" }, installed ? `Upgrade (installed ${installed.version})` : "Install");
-    button.addEventListener("click", () => install(pkg, { system: system.checked, upgrade: Boolean(installed), version: version && version.value }, button, status));
+    button.addEventListener("click", () => install(pkg, { system: system.checked, installScripts: Boolean(scripts && scripts.checked), upgrade: Boolean(installed), version: version && version.value }, button, status));
     const facts = h("dl", { class: "facts", id: "package-facts" });
     for (const [label, pick] of FACTS) {
       const value = pick(manifest);
       if (value) facts.append(h("dt", {}, label), h("dd", {}, String(value)));
     }
     const readmeBox = h("article", { class: "readme", id: "package-readme" });
-    if (readme) {
-      readmeBox.innerHTML = renderMarkdown(readme); // escaped first: only the renderer's own tags
+    if (readmeHtml) {
+      readmeBox.innerHTML = readmeHtml; // rendered and sanitized by the host (allow-listed tags, safe links, no images)
     } else {
       readmeBox.append(h("p", { class: "muted" }, "This package has no README."));
     }
@@ -123,6 +126,7 @@ export function render(container, params) {
       facts,
       h("div", { class: "install-box" },
         h("label", { class: "inline" }, system, " Install as a system app (it may act for logged-in admins)"),
+        scripts ? h("label", { class: "inline" }, scripts, " Run its install scripts (npm lifecycle scripts run code on this host)") : null,
         version ? h("label", { class: "inline" }, "Version ", version) : null,
         button, status),
       h("h3", {}, "README"),
@@ -136,10 +140,10 @@ export function render(container, params) {
     try {
       if (pkg.kind === "local") {
         status.append(h("span", { class: "muted" }, "Installing…"));
-        const app = await post("/api/apps/local", { path: pkg.path, system: options.system, upgrade: options.upgrade });
+        const app = await post("/api/apps/local", { path: pkg.path, system: options.system, upgrade: options.upgrade, installScripts: options.installScripts });
         finished(status, app);
       } else {
-        const body = { name: pkg.name, system: options.system, upgrade: options.upgrade };
+        const body = { name: pkg.name, system: options.system, upgrade: options.upgrade, installScripts: options.installScripts };
         if (options.version) body.version = options.version;
         const task = await post("/api/apps/install-task", body);
         const bar = progressBar(task.progress);

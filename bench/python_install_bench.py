@@ -1,0 +1,94 @@
+"""A Python app with three requirements: bolt-host's ``prepare_python_env`` vs ``uv`` alone.
+
+Each round, in one process and interleaved so machine load hits both alike (who goes first
+alternates between rounds):
+
+- **uv alone, cold**: ``uv venv`` + ``uv pip install -r requirements.txt`` into an empty
+  folder with an empty cache (the floor: what an admin doing it by hand would wait).
+- **bolt-host, cold**: ``prepare_python_env`` on a staged copy of the app, empty cache.
+- **uv alone, warm** / **bolt-host, warm**: the same again with the cache the cold run filled
+  (a reinstall or an upgrade with the same requirements).
+
+Both use the same uv, the same index configuration (the machine's pip.conf translated) and
+the same interpreter.  Prints the medians and the ratios; ``--json`` writes them too::
+
+    python bench/python_install_bench.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from install_report import report  # noqa: E402
+
+from bolt_host.services.python_env import find_uv, prepare_python_env, uv_run_environment  # noqa: E402
+
+REQUIREMENTS = "flask\nrequests\npyyaml\n"
+
+
+def make_app(folder: Path) -> dict:
+    folder.mkdir(parents=True)
+    manifest = {"name": "bench-app", "version": "1.0.0", "bolt": {"main": "app.py"}}
+    (folder / "package.json").write_text(json.dumps(manifest))
+    (folder / "requirements.txt").write_text(REQUIREMENTS)
+    (folder / "app.py").write_text("import flask, requests, yaml\n")
+    return manifest
+
+
+def uv_alone(folder: Path, cache: Path) -> float:
+    folder.mkdir(parents=True)
+    (folder / "requirements.txt").write_text(REQUIREMENTS)
+    env = uv_run_environment(cache)
+    uv = str(find_uv())
+    venv = folder / ".venv"
+    started = time.perf_counter()
+    for argv in (
+        [uv, "venv", "--no-project", "--python", sys.executable, str(venv)],
+        [uv, "pip", "install", "--python", str(venv / "bin" / "python"), "-r", "requirements.txt"],
+    ):
+        subprocess.run(argv, cwd=folder, env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def through_bolt_host(folder: Path, cache: Path) -> float:
+    manifest = make_app(folder)
+    started = time.perf_counter()
+    asyncio.run(prepare_python_env(folder, cache_dir=cache, log=io.StringIO(), timeout=600, manifest=manifest))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    figures: dict[str, list[float]] = {"uv_cold": [], "bolt_cold": [], "uv_warm": [], "bolt_warm": []}
+    with tempfile.TemporaryDirectory(prefix="pybench-") as scratch:
+        base = Path(scratch)
+        for round_number in range(args.rounds):
+            run = base / str(round_number)
+            uv_cache, bolt_cache = run / "uv-cache", run / "bolt-cache"
+            pair = [("uv", uv_alone, uv_cache), ("bolt", through_bolt_host, bolt_cache)]
+            if round_number % 2:
+                pair.reverse()  # whoever goes first may warm the network path for the other
+            for phase in ("cold", "warm"):
+                for name, install, cache in pair:
+                    figures[f"{name}_{phase}"].append(install(run / f"{name}-{phase}", cache))
+            shutil.rmtree(run)
+    report(f"requirements: {REQUIREMENTS.split()}, {args.rounds} rounds", figures, "uv", args.json)
+
+if __name__ == "__main__":
+    main()
