@@ -64,6 +64,10 @@ class Settings:
     max_download_bytes: int = 200 * 1_048_576
     stop_grace_seconds: float = 10.0
     ready_timeout_seconds: float = 30.0
+    proxy_timeout_seconds: float = 60.0  # an app's server silent this long: 504 through /x/
+    header_timeout_seconds: float = 10.0  # a connection without complete request headers is closed
+    max_connections_per_ip: int = 128  # open connections per client address
+    max_ws_message_bytes: int = 1_048_576  # one WebSocket message through /x/, either way
     dependency_timeout_seconds: float = 600.0  # each package-manager run of an install (npm, uv)
     stats_interval_seconds: float = 2.0
     autostart: bool = True
@@ -123,6 +127,10 @@ _PARSERS: dict[str, Any] = {
     "max_download_bytes": int,
     "stop_grace_seconds": float,
     "ready_timeout_seconds": float,
+    "proxy_timeout_seconds": float,
+    "header_timeout_seconds": float,
+    "max_connections_per_ip": int,
+    "max_ws_message_bytes": int,
     "dependency_timeout_seconds": float,
     "stats_interval_seconds": float,
     "autostart": _parse_bool,

@@ -36,6 +36,7 @@ APP_NAME_MISSING = 400
 APP_NAME_TAKEN = 401
 APP_SAVE_FAILED = 402
 APP_NOT_FOUND = 403
+APP_INTEGRITY_FAILED = 404
 APP_NAME_INVALID = 405
 COLLECTION_NAME_INVALID = 406
 APP_PATH_MISSING = 410
@@ -60,6 +61,8 @@ APP_START_FAILED = 1105  # the app's process did not start or never became ready
 APP_STOP_FAILED = 1106  # the app's process could not be stopped
 EVENT_NAME_RESERVED = 1107  # an app tried to publish one of the host's event names
 HOST_NOT_ALLOWED = 1108  # the request's Host header names no host this server answers for
+APP_BAD_GATEWAY = 1120  # the proxy got no valid HTTP answer from the app's server
+APP_GATEWAY_TIMEOUT = 1121  # the app's server did not answer the proxy in time
 
 MESSAGES: dict[int, str] = {
     OK: "OK",
@@ -88,6 +91,7 @@ MESSAGES: dict[int, str] = {
     APP_NAME_TAKEN: "An app with the same name already exists",
     APP_SAVE_FAILED: "Could not save app",
     APP_NOT_FOUND: "Could not retrieve app",
+    APP_INTEGRITY_FAILED: "Could not start app due to security concerns",
     APP_NAME_INVALID: "Invalid characters in app name",
     COLLECTION_NAME_INVALID: "Invalid characters in collection name",
     APP_PATH_MISSING: "App path missing",
@@ -107,6 +111,8 @@ MESSAGES: dict[int, str] = {
     APP_STOP_FAILED: "Could not stop app",
     EVENT_NAME_RESERVED: "This event name is reserved for the host",
     HOST_NOT_ALLOWED: "This server does not answer for that host name",
+    APP_BAD_GATEWAY: "The app's server gave no valid answer",
+    APP_GATEWAY_TIMEOUT: "The app's server did not answer in time",
 }
 
 # HTTP status that mirrors each outcome; anything unlisted is a 400.
@@ -128,6 +134,7 @@ HTTP_STATUS: dict[int, int] = {
     NOT_SYSTEM_APP: 403,
     APP_NAME_TAKEN: 409,
     APP_NOT_FOUND: 404,
+    APP_INTEGRITY_FAILED: 403,
     APP_SAVE_FAILED: 500,
     DOWNLOAD_FAILED: 502,
     REGISTRY_PACKAGE_FAILED: 502,
@@ -142,6 +149,8 @@ HTTP_STATUS: dict[int, int] = {
     APP_STOP_FAILED: 500,
     EVENT_NAME_RESERVED: 403,
     HOST_NOT_ALLOWED: 421,
+    APP_BAD_GATEWAY: 502,
+    APP_GATEWAY_TIMEOUT: 504,
 }
 
 

@@ -21,6 +21,7 @@ from bolt_host import __version__
 from bolt_host.config import Settings
 from bolt_host.plugins import Hooks, PluginLoadError, await_maybe, make_plugin_manager
 from bolt_host.services.events import Event, EventBus
+from bolt_host.services.integrity import verify_app_hash
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
 from bolt_host.services.supervisor import SECTION as SUPERVISOR_SECTION
 from bolt_host.services.supervisor import Supervisor
@@ -173,7 +174,10 @@ class Host:
         self.apps.registry = self._registry_client()
         if self.apps.registry is not None:
             stack.push_async_callback(self.apps.registry.aclose)
-        self.proxy_client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+        # trust_env=False: an HTTP_PROXY in the host's environment must not carry app traffic away
+        self.proxy_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.proxy_timeout_seconds, connect=5.0), trust_env=False
+        )
         stack.push_async_callback(self.proxy_client.aclose)
         self.supervisor = Supervisor(
             state=self.runtime_state,
@@ -188,6 +192,7 @@ class Host:
             extra_env=self._plugin_environment,
             requested_port=self._plugin_port,
             load_app=self.apps.get,
+            verify_app=verify_app_hash,
             autostart=settings.autostart,
         )
         self.apps.supervisor = self.supervisor

@@ -64,3 +64,37 @@ def live_host(data_dir: Path, plugins: Any = (), **overrides: Any) -> Iterator[L
     app = create_app(settings, plugins=plugins)
     with serve(app, port=port) as live:
         yield live
+
+
+def private_ports() -> tuple[int, int]:
+    """App ports away from the default pool, which other hosts on this machine draw from too: an app
+    that cannot bind its port while another server answers there would pass a TCP readiness check."""
+    first = free_port()
+    return first, first + 20
+
+
+@contextlib.contextmanager
+def live_host_with_app(base: Path, app_folder: Path, **overrides: Any) -> Iterator[LiveServer]:
+    """A live host whose local repository holds ``app_folder``, installed and started; on the way
+    out the host stops it, and anything left is killed by pid."""
+    import os
+    import shutil
+
+    import httpx
+    import psutil
+
+    name = app_folder.name
+    shutil.copytree(app_folder, base / "repo" / name)
+    pids: list[int] = []
+    try:
+        with live_host(base / "data", local_repo=base / "repo", port_range=private_ports(), **overrides) as server:
+            with httpx.Client(base_url=server.url, auth=server.admin_auth, timeout=60) as admin:
+                assert admin.post("/api/apps/local", json={"path": name}).status_code == 201
+                started = admin.post("/api/apps/start", json={"name": name})
+                assert started.status_code == 200, started.text
+            pids.append(started.json()["body"]["pid"])
+            yield server
+    finally:
+        for pid in pids:
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                os.kill(pid, 9)

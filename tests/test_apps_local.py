@@ -150,7 +150,8 @@ async def test_update_changes_only_allowed_fields(repo_host: RunningHost) -> Non
     for bad in ({"path": "/tmp"}, {"order": "first"}, {"system": "yes"}, {}):
         response = await bolt.admin.put("/api/apps/notes", json=bad)
         assert response.status_code == 400, bad
-    assert bolt.host.apps.get("notes")["path"].endswith("apps/notes")
+    notes = bolt.host.apps.get("notes")
+    assert notes["folder"].endswith("apps/notes") and notes["path"] == "notes"
     unknown = await bolt.admin.put("/api/apps/ghost", json={"displayName": "x"})
     assert unknown.json()["code"] == errors.APP_NOT_FOUND
 

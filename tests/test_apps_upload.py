@@ -24,7 +24,7 @@ async def test_an_uploaded_tarball_is_installed(bolt: RunningHost, tmp_path: Pat
     assert answer.status_code == 201, answer.text
     app = answer.json()["body"]
     assert (app["name"], app["system"], app["source"]) == ("notes", True, {"type": "upload", "filename": "notes.tgz"})
-    assert (Path(app["path"]) / "package.json").is_file()
+    assert (Path(app["folder"]) / "package.json").is_file()
     assert list((bolt.host.apps.apps_dir).glob(".staging-*")) == []  # the upload is not kept
 
     again = await bolt.admin.post("/api/apps/upload", content=data, headers=GZIP)

@@ -36,7 +36,7 @@ async def test_bundled_apps_are_installed_once_then_upgraded(tmp_path: Path) -> 
         app = bolt.host.apps.get("bolt-admin")
         assert app is not None and app["system"] is True
         assert app["source"] == {"type": "bundled", "path": "bolt-admin"}
-        assert (Path(app["path"]) / "server.py").is_file()
+        assert (Path(app["folder"]) / "server.py").is_file()
     async with running_host(tmp_path / "data", **settings) as bolt:
         assert bolt.host.apps.get("bolt-admin") == app, "reinstalled although nothing changed"
     _bump(bundled / "bolt-admin", "1.0.1")

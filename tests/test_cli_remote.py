@@ -313,7 +313,7 @@ def test_install_local_uploads_a_folder_or_a_tarball_from_this_machine(
     installed = ok_json(run("apps", "install-local", str(folder), "--system", "--json", env=env))
     assert (installed["name"], installed["version"], installed["system"]) == ("carried", "1.0.0", True)
     assert installed["source"] == {"type": "upload", "filename": "carried-1.0.0.tgz"}
-    placed = Path(installed["path"])
+    placed = Path(installed["folder"])
     assert (placed / "package.json").is_file()
     assert not (placed / "node_modules").exists() and not (placed / "outside-link").exists()
     taken = run("apps", "install-local", str(folder), env=env)

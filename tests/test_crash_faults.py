@@ -302,9 +302,9 @@ def _check_round(
         contexts = {c["name"]: c for c in _wait_settled(client)}
         apps = {a["name"]: a for a in client.get("/api/apps").json()["body"]}
         for name, app in apps.items():
-            manifest = Path(app["path"]) / "package.json"
+            manifest = Path(app["folder"]) / "package.json"
             if not manifest.is_file():
-                problems.append(f"{name}: folder missing or half-installed ({app['path']})")
+                problems.append(f"{name}: folder missing or half-installed ({app['folder']})")
             elif json.loads(manifest.read_text())["version"] != app["version"]:
                 problems.append(
                     f"{name}: record says {app['version']}, folder holds {json.loads(manifest.read_text())['version']}"
@@ -469,7 +469,7 @@ async def test_boot_puts_back_a_folder_moved_aside_by_a_cut_off_swap(tmp_path: P
     (apps_dir / ".staging-x1y2z3w4").mkdir()
     async with running_host(tmp_path / "data", local_repo=repo) as bolt:
         app = (await bolt.admin.get("/api/apps/up1")).json()["body"]
-        assert json.loads((Path(app["path"]) / "package.json").read_text())["version"] == app["version"]
+        assert json.loads((Path(app["folder"]) / "package.json").read_text())["version"] == app["version"]
     assert sorted(p.name for p in apps_dir.iterdir()) == ["up1"]
 
 

@@ -194,6 +194,12 @@ HOSTILE: dict[str, tuple[Callable[[Path], list[M]], tuple[str, ...]]] = {
     ),
     "newline-in-name": (lambda t: [GOOD, M("package/a\nb", b"x")], ("control",)),
     "component-too-long": (lambda t: [GOOD, M("package/" + "a" * 300, b"x")], ("too long",)),
+    "nested-1100-folders": (
+        lambda t: [GOOD, *(M("package/" + "a/" * depth, type=tarfile.DIRTYPE, mode=0o755) for depth in range(1, 1101))],
+        ("nested more than 64 folders deep",),
+    ),
+    "nested-deep-file": (lambda t: [GOOD, M("package/" + "d/" * 70 + "f", b"x")], ("nested more than 64",)),
+    "path-too-long": (lambda t: [GOOD, M("package/" + ("b" * 200 + "/") * 6 + "f", b"x")], ("longer than 1024",)),
     "file-then-symlink-same-name": (
         lambda t: [GOOD, M("package/x", b"x"), M("package/x", type=tarfile.SYMTYPE, linkname="package.json")],
         ("package/x", "twice"),

@@ -115,7 +115,7 @@ async def test_a_bolt_js_module_exporting_express_runs_and_a_broken_upgrade_roll
         assert installed.status_code == 201, installed.text
         app = installed.json()["body"]
         assert app["command"] == {"from": "bolt.main", "node": "app.js"} and app["dependencies"] == 1
-        folder = Path(app["path"])
+        folder = Path(app["folder"])
         assert (folder / "node_modules" / "express" / "package.json").is_file()
         assert (bolt.host.settings.data_dir / "cache" / "npm").is_dir()  # npm's cache reused by later installs
 
@@ -150,9 +150,9 @@ async def test_an_npm_package_starts_through_its_start_script(proxy: Verdaccio, 
         app = installed.json()["body"]
         assert app["command"] == {"from": "scripts.start", "shell": "node ./bin/http-server"}
         assert app["dependencies"] == 13
-        assert (Path(app["path"]) / "node_modules" / "union").is_dir()
-        assert not (Path(app["path"]) / "node_modules" / "tap").exists()  # a devDependency
-        shipped = json.loads((Path(app["path"]) / "package.json").read_text())
+        assert (Path(app["folder"]) / "node_modules" / "union").is_dir()
+        assert not (Path(app["folder"]) / "node_modules" / "tap").exists()  # a devDependency
+        shipped = json.loads((Path(app["folder"]) / "package.json").read_text())
         assert "tap" in shipped["devDependencies"]  # hidden from npm while it ran, then put back
         async with app_started(bolt.admin, "http-server"):
             listing = await bolt.admin.get("/x/http-server/")
@@ -165,7 +165,7 @@ async def test_install_scripts_run_only_when_granted(proxy: Verdaccio, tmp_path:
         assert preview["_install"]["installScripts"] is True and preview["_install"]["serverless"] is True
         plain = await bolt.admin.post("/api/apps", json={"name": "@bolt-test/scripted"})
         assert plain.status_code == 201, plain.text
-        folder = Path(plain.json()["body"]["path"])
+        folder = Path(plain.json()["body"]["folder"])
         assert (folder / "node_modules" / "ms").is_dir()
         assert not (folder / "postinstall-ran").exists()
         assert plain.json()["body"]["installScriptsRun"] is False

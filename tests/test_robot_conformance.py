@@ -190,15 +190,19 @@ def test_the_seed_one_call_at_a_time(tmp_path: Path, registry) -> None:
         follow_install = installed.json()["follow"]["task_id"]
         client.wait_status("follow", "up_to_date")
 
-        # --- Install Package from a Local File (via the staging folder; /tmp itself is refused)
+        # --- Install Package from a Local File: the seed's own request, a file in the temp folder
         tarball, _ = packed(make_package(pkgs, "ax", "2.6.4"))
-        outside = tmp_path / "ax.2.6.4.pi64.tar.gz"
-        outside.write_bytes(tarball)
-        assert client.app_store_install_local_file(str(outside)).status_code == 400
-        staged = client.app_store_upload_local_file(tarball, "ax.2.6.4.pi64.tar.gz").json()["filename"]
+        in_tmp = tmp_path.resolve() / "ax.2.6.4.pi64.tar.gz"  # tmp_path lies in the system temp folder
+        in_tmp.write_bytes(tarball)
+        local = client.app_store_install_local_file(str(in_tmp))
+        assert local.status_code == 201, local.text
+        assert local.json() == {"module_name": "ax", "version": "2.6.4"}
+        # and through the staging folder, for a client on another machine
+        newer, _ = packed(make_package(pkgs, "ax", "2.6.5"))
+        staged = client.app_store_upload_local_file(newer, "ax.2.6.5.pi64.tar.gz").json()["filename"]
         local = client.app_store_install_local_file(staged)
         assert local.status_code == 201
-        assert local.json() == {"module_name": "ax", "version": "2.6.4"}
+        assert local.json() == {"module_name": "ax", "version": "2.6.5"}
 
         # --- Uninstall Packages
         removed = client.app_store_uninstall_packages(["follow"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from bolt_robot import uploads
-from bolt_robot.state import install_wait_from
+from bolt_robot.state import LOCAL_FILE_DIRS_ENV, install_wait_from
 
 from tests.helpers import wait_until
 from tests.registry_server import RegistryServer
@@ -55,9 +55,10 @@ def test_upload_then_install_local_file(tmp_path: Path) -> None:
         assert client.app_store_install_local_file(Path(second["filename"]).name).json()["version"] == "2.7.0"
 
 
-def test_install_local_file_refuses_files_outside_the_staging_folder(tmp_path: Path) -> None:
+def test_install_local_file_refuses_files_outside_the_staging_folder(tmp_path: Path, monkeypatch) -> None:
     outside = tmp_path / "ax.tgz"
     outside.write_bytes(packed(make_package(tmp_path, "ax", "1.0.0"))[0])
+    monkeypatch.setenv(LOCAL_FILE_DIRS_ENV, str(tmp_path / "data" / "uploads"))  # only the staging folder
     with robot_host(tmp_path / "data") as robot:
         client = robot.client
         staging = tmp_path / "data" / "uploads"

@@ -74,7 +74,7 @@ def test_start_unknown_app_and_missing_name(live: LiveServer) -> None:
     with _admin(live) as admin:
         assert admin.post("/api/apps/start", json={"name": "ghost"}).json()["code"] == errors.APP_NOT_FOUND
         assert admin.post("/api/apps/start", json={}).json()["code"] == errors.APP_NAME_MISSING
-        assert admin.post("/api/apps/stop", json={"name": "ghost"}).json()["code"] == errors.APP_NOT_FOUND
+        assert admin.post("/api/apps/stop", json={"name": "ghost"}).json()["code"] == errors.APP_NOT_RUNNING
 
 
 def test_app_environment_has_its_token_and_no_host_secrets(live: LiveServer) -> None:

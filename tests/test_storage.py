@@ -199,7 +199,7 @@ async def test_a_fresh_host_gives_every_table_a_schema_version(tmp_path: Path) -
         bolt.host.visibility.grant_user("notes", "admin")
         await bolt.host.catalog.ready(timeout=10)
         versions = {table: bolt.host.db.schema_version(table) for table in CORE_TABLES}
-    assert versions == dict.fromkeys(CORE_TABLES, 1)
+    assert versions == {**dict.fromkeys(CORE_TABLES, 1), "apps": 2}  # apps 2: Bolt's path, the folder apart
     stored = json.loads((tmp_path / "db.json").read_text())
     versioned = {row["table"] for row in stored["_meta"].values()}
     assert set(stored) - {"_meta"} <= versioned, "tables without a schema version"

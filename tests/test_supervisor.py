@@ -59,7 +59,9 @@ async def test_start_waits_for_health_then_stop_frees_the_port(harness: Harness)
 
     final = await supervisor.stop_app("web")
 
-    assert final["status"] == "stopped" and final["pid"] is None
+    assert final["status"] == "stopped"
+    assert (final["pid"], final["port"]) == (context["pid"], context["port"])  # the answer says what ran, as Bolt
+    assert supervisor.context("web")["pid"] is None
     assert process_gone(context["pid"])
     assert is_port_free(context["port"])
     assert not supervisor.is_active("web") and supervisor.contexts() == []

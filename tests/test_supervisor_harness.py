@@ -78,7 +78,8 @@ class Harness:
         app: dict[str, Any] = {
             "name": name,
             "version": "1.0.0",
-            "path": str(folder),
+            "path": name,
+            "folder": str(folder),
             "main": None,
             "start": [sys.executable, str(PROCS / script), *args],
             "server": True,

@@ -13,7 +13,7 @@ Groups:
   ``visibility``, ``appdb``), ``Event``, ``Database``, ``INITIAL_SCHEMA``.
 - **Who is calling**: ``Actor``, ``actor``, ``host_of``, ``require_user``,
   ``require_admin``, ``require_installer``, ``require_operator``, ``require_caller``,
-  ``require_app``, ``require_system_app``, ``ask_permission``, ``admin_allowed``,
+  ``require_app``, ``require_system_app``, ``refuse_non_system_app``, ``ask_permission``, ``admin_allowed``,
   ``check_login``, ``basic_credentials``, ``client_key``, ``cross_origin_write_allowed``,
   ``SAFE_METHODS``.
 - **Answers**: ``ok``, ``read_body``, ``read_json_body``, ``require_str``, ``flag``,
@@ -27,14 +27,15 @@ Groups:
   ``pack_directory``, ``ExtractError``, ``read_tarball_manifest``, ``CatalogError``,
   ``read_manifest``, ``build_app``, ``app_name_for``, ``inside``, ``is_firmware``,
   ``RegistrySource``, ``UploadSource``, ``RegistryClient``, ``RegistryError``.
-- **Small helpers**: ``compare_versions``, ``max_version``, ``sort_key``, ``resolve_version``,
+- **Small helpers**: ``jsondepth`` (JSON with its nesting capped), ``fits_filesystem``,
+  ``compare_versions``, ``max_version``, ``sort_key``, ``resolve_version``,
   ``render_readme`` (a README as safe HTML),
   ``now_iso``, ``format_time``, ``is_port_free``, ``load_secret_key``.
 """
 
 from __future__ import annotations
 
-from bolt_host import errors, hookimpl, hookspec
+from bolt_host import errors, hookimpl, hookspec, jsondepth
 from bolt_host.errors import BoltError
 from bolt_host.host import Host
 from bolt_host.plugin.answers import ErrorFormat, PluginError, current_trace_id, read_json_body, retry_after_headers
@@ -42,7 +43,7 @@ from bolt_host.plugin.installs import install_as_task
 from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSource, is_firmware, read_tarball_manifest
 from bolt_host.services.events import Event
 from bolt_host.services.extract import ExtractError, extraction_dir, pack_directory, safe_extract
-from bolt_host.services.manifest import app_name_for, build_app, inside, read_manifest
+from bolt_host.services.manifest import app_name_for, build_app, fits_filesystem, inside, read_manifest
 from bolt_host.services.ports import is_port_free
 from bolt_host.services.readme_html import render_readme
 from bolt_host.services.registry import RegistryClient, RegistryError
@@ -63,6 +64,7 @@ from bolt_host.web.auth import (
     client_key,
     cross_origin_write_allowed,
     host_of,
+    refuse_non_system_app,
     require_admin,
     require_app,
     require_caller,
@@ -116,6 +118,7 @@ __all__ = [
     "current_trace_id",
     "errors",
     "extraction_dir",
+    "fits_filesystem",
     "flag",
     "format_time",
     "hookimpl",
@@ -125,6 +128,7 @@ __all__ = [
     "install_as_task",
     "is_firmware",
     "is_port_free",
+    "jsondepth",
     "load_secret_key",
     "max_version",
     "now_iso",
@@ -137,6 +141,7 @@ __all__ = [
     "read_tarball_manifest",
     "receive_multipart",
     "receive_raw",
+    "refuse_non_system_app",
     "render_readme",
     "require_admin",
     "require_app",

@@ -16,7 +16,6 @@ runs (413 body cap, 500 safety net).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bolt_host import jsondepth
 from bolt_host.errors import BoltError
 from bolt_host.web.envelope import trace_id_var
 
@@ -120,6 +120,6 @@ async def read_json_body(request: Request, limit: int, refuse: Callable[[int, st
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return jsondepth.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise refuse(400, f"Invalid request body: {exc}") from None

@@ -26,6 +26,7 @@ CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
 LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
 ERRORED_STATUSES = frozenset({STOPPED, CRASHED, FAILED})  # with a failed last exit: shown as "errored"
 DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
+PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python"})  # secrets and the host's absolute paths
 
 
 def encode_json(value: Any) -> bytes:
@@ -151,10 +152,11 @@ class AppRuntime:
         return context
 
     def _public_app(self) -> tuple[dict[str, Any], bytes]:
-        """The app without its ``env`` and that view's JSON, recomputed when ``app`` is replaced."""
+        """The app without its ``env`` and the host's folder, and that view's JSON, recomputed
+        when ``app`` is replaced."""
         cached = self._public
         if cached is None or cached[0] is not self.app:
-            view = {key: json_copy(value) for key, value in self.app.items() if key != "env"}
+            view = {key: json_copy(value) for key, value in self.app.items() if key not in PRIVATE_APP_FIELDS}
             cached = self._public = (self.app, view, encode_json(view))
         return cached[1], cached[2]
 

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinydb import Query
+from tinydb.table import Table
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.dependencies import DependencySteps
+from bolt_host.services.integrity import with_app_hash
 from bolt_host.services.manifest import (
     UPDATABLE_FIELDS,
     app_name_for,
@@ -29,8 +31,10 @@ from bolt_host.services.manifest import (
     inside,
     read_manifest,
     validate_app_name,
+    without_folder,
 )
 from bolt_host.services.python_env import venv_python
+from bolt_host.services.trees import remove_tree
 from bolt_host.services.users import now_iso
 from bolt_host.storage import INITIAL_SCHEMA, Database
 
@@ -43,7 +47,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("bolt_host.apps")
 
 TABLE = "apps"
-SCHEMAS = {TABLE: INITIAL_SCHEMA}
+
+
+def _split_path_and_folder(table: Table) -> None:
+    """Version 2: ``path`` is Bolt's (where the app came from); the host's folder moves to ``folder``."""
+    for row in table.all():
+        if "folder" in row:
+            continue
+        source = row.get("source") or {}
+        path = source.get("path") or source.get("package") or row["name"]
+        moved = {"folder": row.get("path"), "path": path, "module": row.get("module", False)}
+        table.update(moved, doc_ids=[row.doc_id])
+
+
+SCHEMAS = {TABLE: {**INITIAL_SCHEMA, 2: _split_path_and_folder}}
 Publish = Callable[[str, Any], Awaitable[Any]]
 
 
@@ -65,8 +82,11 @@ class Apps:
         self.dependencies = DependencySteps(data_dir / "cache")
 
     # reads -------------------------------------------------------------------
-    def get(self, name: str) -> dict[str, Any] | None:
-        row = self._db.table(TABLE).get(Query().name == name)
+    def get(self, name: Any) -> dict[str, Any] | None:
+        """The app named ``name`` in any case (Bolt lower-cases app names); None for a non-string."""
+        if not isinstance(name, str):
+            return None
+        row = self._db.table(TABLE).get(Query().name == name.lower())
         return dict(row) if row else None
 
     @property
@@ -145,7 +165,7 @@ class Apps:
             await asyncio.to_thread(_copy_tree, folder, root)
             return await self.install_tree(root, source, system, upgrade, run_scripts=run_scripts)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, ignore_errors=True)
 
     async def install_tarball(
         self,
@@ -174,7 +194,7 @@ class Apps:
                 root, source, system, upgrade, expect_name=expect_name, run_scripts=run_scripts
             )
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, ignore_errors=True)
 
     async def install_upload(
         self,
@@ -203,7 +223,7 @@ class Apps:
                 raise BoltError(errors.BAD_REQUEST, exc.message) from exc
             raise
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, ignore_errors=True)
 
     async def install_registry(
         self,
@@ -260,6 +280,7 @@ class Apps:
                 errors.REGISTRY_PACKAGE_FAILED,
                 f"The package names itself {manifest.get('name')!r}, expected {expect_name!r}",
             )
+        _check_registry_version(manifest, source)
         name = build_app(manifest, self.apps_dir / "pending", source, system, now_iso(), root=root)["name"]
         if self.get(name) and not upgrade:  # before spending minutes on dependencies
             raise BoltError(errors.APP_NAME_TAKEN)
@@ -274,6 +295,7 @@ class Apps:
                 system = previous.get("system")
             app = build_app(manifest, self.apps_dir / name, source, system, created, root=root)
             app.update(prepared.fields(root, self.apps_dir / name))
+            with_app_hash(app, root)
             if previous:
                 app.update({k: previous[k] for k in ("order",) if k in previous})
             restart = previous is not None and self.supervisor is not None and self.supervisor.is_active(name)
@@ -288,7 +310,7 @@ class Apps:
             await asyncio.to_thread(_remove_all, [old for _, old in swapped if old is not None])
         await self._publish(
             "app-updated" if previous else "app-installed",
-            {"app": app, "previousVersion": previous["version"] if previous else None},
+            {"app": without_folder(app), "previousVersion": previous["version"] if previous else None},
         )
         return app
 
@@ -343,32 +365,36 @@ class Apps:
         if unknown:
             raise BoltError(errors.BAD_REQUEST, f"Cannot change: {', '.join(sorted(unknown))}")
         checked = _checked_changes(changes)
+        name = name.lower()  # app names are lowercase; callers may name them in any case
         async with self.lock_for(name):
             app = self.require(name)
             app.update(checked)
             with self._db.transaction():
                 self._db.table(TABLE).update(checked, Query().name == name)
-        await self._publish("app-updated", {"app": app, "changed": sorted(checked)})
+        await self._publish("app-updated", {"app": without_folder(app), "changed": sorted(checked)})
         return app
 
     async def delete(
         self, name: str, delete_database: bool = False, delete_public: bool = False, delete_source: bool = False
     ) -> dict[str, Any]:
+        name = name.lower()  # app names are lowercase; callers may name them in any case
         async with self.lock_for(name):
             app = self.require(name)
-            await self._publish("app-uninstalling", {"app": app})
+            await self._publish("app-uninstalling", {"app": without_folder(app)})
             await self._stop_before_delete(name)
-            with self._db.transaction():
-                self._db.table(TABLE).remove(Query().name == name)
+            # Files first, the record last: a removal that fails leaves the app listed (delete
+            # it again), never an unlisted folder that a reinstall or a boot trips over.
             if delete_source:
-                await asyncio.to_thread(shutil.rmtree, self.apps_dir / name, True)
+                await asyncio.to_thread(remove_tree, self.apps_dir / name)
             if delete_public:
-                await asyncio.to_thread(shutil.rmtree, self.public_dir / name, True)
+                await asyncio.to_thread(remove_tree, self.public_dir / name)
             if delete_database and self.appdb is not None:
                 self.appdb.drop_app(name)
+            with self._db.transaction():
+                self._db.table(TABLE).remove(Query().name == name)
             if self.visibility is not None:
                 self.visibility.forget_app(name)
-        await self._publish("app-uninstalled", {"app": app})
+        await self._publish("app-uninstalled", {"app": without_folder(app)})
         return app
 
     async def _stop_before_delete(self, name: str) -> None:
@@ -394,26 +420,28 @@ class Apps:
         """Recover from installs a crash cut off (at boot, before anything runs).
 
         Staging dirs go.  A folder moved aside for a swap (``.old-<name>-XXXXXXXX``) is put
-        back when the swap never completed (its place is empty), else removed.  A record
+        back when the swap never completed (its place is empty) and the app is still
+        recorded, else removed: an unrecorded folder never comes back as ``apps/<name>``.  A record
         whose folder already holds the new version (killed between the swap and the db
         write) is rolled forward to it, so record and files always agree.
         """
         if not self.apps_dir.is_dir():
             return
         for leftover in self.apps_dir.glob(".staging-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            remove_tree(leftover, ignore_errors=True)
+        recorded = {row.get("name") for row in self._db.table(TABLE).all()}
         for leftover in [*self.apps_dir.glob(".old-*"), *self.public_dir.glob(".old-*")]:
             original = leftover.parent / leftover.name[len(".old-") : -len("-XXXXXXXX")]
-            if original.name and not original.exists():
+            if original.name in recorded and not original.exists():
                 leftover.rename(original)
             else:
-                shutil.rmtree(leftover, ignore_errors=True)
+                remove_tree(leftover, ignore_errors=True)
         self._roll_forward_records()
 
     def _roll_forward_records(self) -> None:
         for row in self._db.table(TABLE).all():
             app = dict(row)
-            folder = Path(str(app.get("path") or ""))
+            folder = Path(str(app.get("folder") or ""))
             try:
                 manifest = read_manifest(folder)
                 if manifest.get("version") == app.get("version"):
@@ -422,6 +450,7 @@ class Apps:
                 if "version" in source:
                     source["version"] = manifest.get("version")
                 fresh = build_app(manifest, folder, source, app.get("system"), app["dateCreated"])
+                fresh = with_app_hash(fresh, folder)
             except (BoltError, KeyError):
                 continue  # nothing whole to roll forward to; the record stays as it is
             if fresh["name"] != app["name"]:
@@ -434,6 +463,17 @@ class Apps:
             log.warning(
                 "%s: its folder holds %s (an install cut off by a crash); record updated", app["name"], fresh["version"]
             )
+
+
+def _check_registry_version(manifest: dict[str, Any], source: dict[str, Any]) -> None:
+    """A registry tarball must be the version the registry listed it as (npm refuses a mismatch too)."""
+    listed = source.get("version") if source.get("type") == "registry" else None
+    if listed is not None and manifest.get("version") != listed:
+        raise BoltError(
+            errors.REGISTRY_PACKAGE_FAILED,
+            f"Version mismatch: the registry lists {listed!r}, the package's package.json says "
+            f"{manifest.get('version')!r}; refused",
+        )
 
 
 def _stop_failed(name: str, why: str) -> BoltError:
@@ -490,12 +530,12 @@ def _swap_back(swapped: list[tuple[Path, Path | None]]) -> None:
     for final, old in swapped:
         replaced = _replace_dir(old, final) if old is not None else final
         if replaced is not None:
-            shutil.rmtree(replaced, ignore_errors=True)
+            remove_tree(replaced, ignore_errors=True)
 
 
 def _remove_all(folders: list[Path]) -> None:
     for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder, ignore_errors=True)
 
 
 def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:

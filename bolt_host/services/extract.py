@@ -4,7 +4,8 @@
 (a *pre-pass*, nothing is written yet) and rejects the archive if any member
 
 * has an absolute name, a drive letter, a ``..`` component, a NUL, a backslash or
-  another control character in its name, or a name longer than the limits;
+  another control character in its name, a name longer than the limits, or more
+  nested folders than allowed (a tree too deep to walk, copy or remove safely);
 * is a device file, a FIFO or another special type;
 * is a **hard link** (always refused: npm never packs them, and copying their
   targets is where tar extractors keep getting bypassed);
@@ -32,7 +33,6 @@ import contextlib
 import gzip
 import os
 import re
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -40,6 +40,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from bolt_host.services.trees import remove_tree
 
 MiB = 1024 * 1024
 TEMP_PREFIX = ".extract-"
@@ -57,8 +59,9 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 class ExtractLimits:
     max_members: int = 10_000
     max_bytes: int = 300 * MiB
-    max_name_bytes: int = 4096
+    max_name_bytes: int = 1024  # leaves room for the data dir's own path below PATH_MAX
     max_component_bytes: int = 255
+    max_depth: int = 64  # path components; npm's flat node_modules rarely needs a dozen
 
 
 class ExtractError(Exception):
@@ -141,6 +144,8 @@ def _name_parts(name: str, limits: ExtractLimits, what: str = "member") -> tuple
     for part in parts:
         if len(part.encode("utf-8", "surrogateescape")) > limits.max_component_bytes:
             raise ExtractError(f"{what} {_show(name)} has a path component that is too long")
+    if len(parts) > limits.max_depth:
+        raise ExtractError(f"{what} {_show(name)} is nested more than {limits.max_depth} folders deep")
     return parts
 
 
@@ -390,7 +395,7 @@ def safe_extract(archive: Path, dest_parent: Path, limits: ExtractLimits = Extra
         return _run(Path(archive), dest_parent, limits, tmp_holder)
     except BaseException as exc:
         for tmp in tmp_holder:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp, ignore_errors=True)
         if isinstance(exc, ExtractError):
             raise
         if isinstance(exc, _TooMuchData):

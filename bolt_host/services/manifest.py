@@ -23,7 +23,7 @@ def read_manifest(folder: Path, code: int = errors.LOCAL_PACKAGE_FAILED) -> dict
     """The parsed ``package.json`` of ``folder``; a clear ``code`` error otherwise."""
     path = folder / "package.json"
     if not path.is_file():
-        raise BoltError(code, f"No package.json in {folder.name or folder}")
+        raise BoltError(code, f"No package.json in {_shown_folder(folder)}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -88,7 +88,9 @@ def build_app(
         "tags": list(bolt.get("tags", [])),
         "keywords": list(manifest.get("keywords") or []),
         "system": bolt.get("system", False) if system is None else bool(system),
-        "path": str(path),
+        "module": bolt.get("module", False),
+        "path": bolt_path(source, name),
+        "folder": str(path),
         "main": main,
         "start": bolt.get("start"),
         "command": command,
@@ -101,6 +103,8 @@ def build_app(
         "env": {key: str(value) for key, value in bolt.get("env", {}).items()},
         "index": "/" + bolt.get("index", "/").lstrip("/"),
         "public": _public_paths(bolt.get("public")),
+        "files": dict(bolt.get("files", {})),
+        "checks": list(bolt.get("checks", [])),
         "hooks": dict(bolt.get("hooks", {})),
         "permissions": dict(bolt.get("permissions", {})),
         "controlledVisibility": bolt.get("controlledVisibility", False),
@@ -158,9 +162,28 @@ def check_manifest(manifest: dict[str, Any], root: Path) -> dict[str, Any]:
     for field in ("main", "image"):
         if field in bolt:
             inside(root, bolt[field], bad)
-    for entry in _public_paths(bolt.get("public")):
+    for entry in [*_public_paths(bolt.get("public")), *bolt.get("files", {}).values(), *bolt.get("checks", [])]:
         inside(root, entry, bad)
     return bolt
+
+
+def bolt_path(source: dict[str, Any], name: str) -> str:
+    """Bolt's ``path``: where the app was installed from, as a client can name it again
+    (the folder in the local repository, the registry package), never the host's folder."""
+    for key in ("path", "package"):
+        value = source.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return name
+
+
+HOST_PATH_FIELDS = frozenset({"folder", "python"})  # absolute paths on this host
+
+
+def without_folder(app: dict[str, Any]) -> dict[str, Any]:
+    """The app as callers who are not admins see it: without the host's absolute paths
+    (its folder, the Python of its environment)."""
+    return {key: value for key, value in app.items() if key not in HOST_PATH_FIELDS}
 
 
 def _author(author: Any) -> str:
@@ -177,14 +200,33 @@ def _public_paths(public: Any) -> list[str]:
     return list(public or [])
 
 
+def _shown_folder(folder: Path) -> str:
+    """A folder's name for a message; the host's own temp folders (``.extract-*``,
+    ``.staging-*``) are the package being installed, not a name anyone chose."""
+    return "the package's top folder" if folder.name.startswith(".") or not folder.name else repr(folder.name)
+
+
+NAME_MAX = 255  # bytes in one path component (Linux)
+PATH_MAX = 4095  # bytes in a whole path, without its terminating NUL
+
+
+def fits_filesystem(path: str | Path) -> bool:
+    """Whether the OS can look ``path`` up at all: longer ones fail with ENAMETOOLONG, which
+    ``Path.is_file()`` and friends raise instead of answering False."""
+    text = str(path).encode("utf-8", errors="surrogateescape")
+    return len(text) <= PATH_MAX and all(len(part) <= NAME_MAX for part in text.split(b"/"))
+
+
 def inside(root: Path, relative: Any, code: int) -> Path:
     """``root / relative`` if it stays inside ``root`` (links resolved), else a ``code`` error."""
     if not isinstance(relative, str) or not relative or "\x00" in relative:
         raise BoltError(code, "A path is missing or not a string")
     if Path(relative).is_absolute():
-        raise BoltError(code, f"Path {relative!r} must be relative")
+        raise BoltError(code, f"Path {relative[:80]!r} must be relative")
+    if not fits_filesystem(root / relative):
+        raise BoltError(code, f"Path {relative[:80]!r}... is too long")
     base = root.resolve()
     target = (base / relative).resolve()
     if not target.is_relative_to(base):
-        raise BoltError(code, f"Path {relative!r} leaves its folder")
+        raise BoltError(code, f"Path {relative[:80]!r} leaves its folder")
     return target

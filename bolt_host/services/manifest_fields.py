@@ -111,6 +111,12 @@ def _object(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be an object"
 
 
+def _file_map(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and _path(v) is None for k, v in value.items()):
+        return "must map names to file paths, such as {\"icon\": \"ico/icon.png\"}"
+    return None
+
+
 def _object_list(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         return "must be a list of objects"
@@ -139,6 +145,9 @@ BOLT_FIELDS: dict[str, Check] = {
     "image": _path,
     "price": _object,
     "entrances": _object_list,
+    "module": _boolean,
+    "files": _file_map,
+    "checks": _string_list,
     "installScripts": _boolean,
 }
 

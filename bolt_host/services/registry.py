@@ -17,7 +17,6 @@ import binascii
 import contextlib
 import hashlib
 import hmac
-import json
 import os
 import re
 import tempfile
@@ -29,6 +28,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from bolt_host import jsondepth
 from bolt_host.services.versions import resolve_version, sort_key
 
 MiB = 1024 * 1024
@@ -262,7 +262,7 @@ class RegistryClient:
                 "package", f"could not reach the registry at {shown} for {what}: {_describe(exc)}"
             ) from None
         try:
-            return json.loads(body)
+            return jsondepth.loads(body)
         except ValueError:
             raise self._error("package", f"the registry sent invalid JSON for {what}") from None
 

@@ -130,7 +130,7 @@ def command_argv(app: Mapping[str, Any]) -> list[str]:
     if "python" in command:
         return _python_argv(app, command["python"])
     executable = str(command["executable"])
-    return _executable_argv(Path(str(app.get("path") or ".")), executable)
+    return _executable_argv(Path(str(app.get("folder") or ".")), executable)
 
 
 def _python_argv(app: Mapping[str, Any], main: str) -> list[str]:
@@ -164,7 +164,7 @@ def _executable_argv(folder: Path, executable: str) -> list[str]:
 
 def command_environment(app: Mapping[str, Any], base_path: str) -> dict[str, str]:
     """Variables the command needs: npm's ``node_modules/.bin`` on PATH, Bolt's child marker."""
-    folder = Path(str(app.get("path") or "."))
+    folder = Path(str(app.get("folder") or "."))
     env = {"BOLT_CHILD_PROC": "true"}
     command = command_of(app) or {}
     if "shell" in command or "executable" in command:

@@ -86,6 +86,7 @@ Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 ExtraEnv = Callable[[dict[str, Any]], Awaitable[dict[str, str]]]
 RequestedPort = Callable[[dict[str, Any]], Awaitable[int | None]]
 LoadApp = Callable[[str], dict[str, Any] | None]
+VerifyApp = Callable[[dict[str, Any]], None]
 
 
 class Supervisor:
@@ -104,6 +105,7 @@ class Supervisor:
         extra_env: ExtraEnv | None = None,
         requested_port: RequestedPort | None = None,
         load_app: LoadApp | None = None,
+        verify_app: VerifyApp | None = None,
         autostart: bool = True,
         restart_policy: RestartPolicy | None = None,
         log_max_bytes: int = applogs.DEFAULT_MAX_BYTES,
@@ -120,6 +122,7 @@ class Supervisor:
         self._extra_env = extra_env
         self._requested_port = requested_port
         self._load_app = load_app
+        self._verify_app = verify_app
         self._autostart = autostart
         self._policy = restart_policy or RestartPolicy()
         self._apps: dict[str, AppRuntime] = {}
@@ -213,6 +216,7 @@ class Supervisor:
             raise BoltError(APP_START_FAILED, "The host is shutting down; nothing new starts")
         runtime = self._runtime(_app_name(app), app)
         if is_serverless(app):
+            await self._verify(app)  # as Bolt: the checks come before even a server-less app's context
             return await self._open_serverless(runtime, app)
         async with runtime.lock:
             if runtime.status == RUNNING:
@@ -220,6 +224,7 @@ class Supervisor:
             if runtime.status == STARTING and runtime.start_task is not None:
                 task = runtime.start_task
             else:
+                await self._verify(app)
                 await self._discard_leftovers(runtime)
                 runtime.crashes.reset()
                 runtime.desired = DESIRED_RUNNING
@@ -240,6 +245,7 @@ class Supervisor:
     async def restart_app(self, app: dict[str, Any], by: str | None = None) -> dict[str, Any]:
         runtime = self._runtime(_app_name(app), app)
         if is_serverless(app):
+            await self._verify(app)
             async with runtime.lock:
                 if runtime.process is not None or runtime.status in (STARTING, BACKOFF):
                     await self._stop_locked(runtime, desired_after=DESIRED_RUNNING)
@@ -248,6 +254,7 @@ class Supervisor:
             if runtime.status == STARTING and runtime.start_task is not None:
                 task = runtime.start_task  # a start in flight is already a fresh process
             else:
+                await self._verify(app)
                 was_live = runtime.process is not None or runtime.status in (STARTING, BACKOFF)
                 if was_live:
                     await self._stop_locked(runtime, desired_after=DESIRED_RUNNING, by=by)
@@ -256,6 +263,12 @@ class Supervisor:
                 runtime.desired = DESIRED_RUNNING
                 task = self._begin_start(runtime, app, automatic=False)
         return await self._join_start(task)
+
+    async def _verify(self, app: dict[str, Any]) -> None:
+        """The host's checks an app must pass before a start (its ``bolt.checks`` files unchanged);
+        a refusal raises before anything changes."""
+        if self._verify_app is not None:
+            await asyncio.to_thread(self._verify_app, app)
 
     def context(self, name: str) -> dict[str, Any] | None:
         runtime = self._apps.get(name)
@@ -338,6 +351,8 @@ class Supervisor:
     async def _run_start(self, runtime: AppRuntime, automatic: bool) -> dict[str, Any]:
         await self._emit("app-starting", runtime)
         try:
+            if automatic:  # a crash restart passes the checks a caller's start passes
+                await self._verify(runtime.app)
             process = await self._spawn(runtime)
             await wait_until_ready(
                 exited=process.exited,
@@ -365,9 +380,9 @@ class Supervisor:
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         app, name = runtime.app, runtime.name
         argv = build_command(app)
-        folder = app.get("path")
+        folder = app.get("folder")
         if not folder or not Path(folder).is_dir():
-            raise BoltError(APP_START_FAILED, f"The folder of app {name!r} is missing: {folder!r}")
+            raise _removed(name)
         if runtime.is_server:
             wanted = await self._requested_port(app) if self._requested_port is not None else None
             runtime.port = self._ports.acquire(name, wanted)
@@ -382,7 +397,9 @@ class Supervisor:
         try:
             launched, runtime.log_offset = self._launch(runtime, argv, folder, env)
         except OSError as exc:
-            raise BoltError(APP_START_FAILED, f"Could not run {argv[0]!r}: {exc.strerror or exc}") from exc
+            if not Path(folder).is_dir():  # a delete won the race since the check above
+                raise _removed(name) from exc
+            raise BoltError(APP_START_FAILED, f"Could not run {Path(argv[0]).name!r}: {exc.strerror or exc}") from exc
         process = runtime.process = AppProcess.watch(launched)
         runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
@@ -507,6 +524,7 @@ class Supervisor:
         runtime.status, runtime.reason, runtime.last_exit = STOPPING, None, None
         self._note(runtime, f"stopping (by {by})" if by else "stopping")
         await self._emit("app-stopping", runtime)
+        had_pid, had_port = (runtime.process.pid if runtime.process is not None else None), runtime.port
         exit_code = await self._cleanup(runtime)  # sets a reason only if something survived
         runtime.status, runtime.exit_code = STOPPED, exit_code
         self._note(runtime, "stopped" if exit_code is None else f"stopped ({describe_exit(exit_code)})")
@@ -514,7 +532,12 @@ class Supervisor:
         runtime.crashes.reset()
         await self._persist(runtime)
         await self._emit("app-stopped", runtime)
-        return self._context(runtime)
+        context = self._context(runtime)
+        # As Bolt answers a stop: the context the app ran with (that pid and port are gone now).
+        context["pid"] = had_pid
+        if "port" in context:  # server apps only
+            context["port"] = had_port
+        return context
 
     async def _cleanup(self, runtime: AppRuntime) -> int | None:
         """Kill what is left of the app's tree, reap it, free its port, revoke its token."""
@@ -662,3 +685,7 @@ def _retrieve_exception(task: asyncio.Task[Any]) -> None:
     # Start tasks nobody awaits (automatic restarts) must not log "exception never retrieved".
     if not task.cancelled():
         task.exception()
+
+
+def _removed(name: str) -> BoltError:
+    return BoltError(APP_START_FAILED, f"App {name!r} was removed (its folder is gone); it cannot start")

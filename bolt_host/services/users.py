@@ -20,6 +20,7 @@ from bolt_host.storage import INITIAL_SCHEMA, Database
 USERS = "users"
 ROLES = "roles"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 MAX_TEXT = 200
 SCHEMAS = {USERS: INITIAL_SCHEMA, ROLES: INITIAL_SCHEMA}
@@ -43,12 +44,19 @@ def public_user(user: dict[str, Any]) -> dict[str, Any]:
 def validate_user_name(name: Any) -> str:
     if not isinstance(name, str) or not name:
         raise BoltError(errors.CREDENTIALS_MISSING, "User name missing")
-    if not NAME_RE.match(name):
+    if not USER_NAME_RE.match(name):
         raise BoltError(
             errors.BAD_REQUEST,
-            "User names are 1-64 characters: lowercase letters, digits, '.', '_' or '-'",
+            "User names are 1-64 characters: letters, digits, '.', '_' or '-'",
         )
     return name
+
+
+def named(name: str) -> Any:
+    """The query for the user called ``name`` in any case: names are kept as they were
+    given (``storeUser``) and compared case-insensitively, for uniqueness and for login."""
+    folded = name.casefold() if isinstance(name, str) else None
+    return Query().name.test(lambda stored: isinstance(stored, str) and stored.casefold() == folded)
 
 
 def _optional_text(value: Any, field: str) -> str | None:
@@ -113,7 +121,7 @@ class Users:
         return len(self._db.table(USERS))
 
     def get(self, name: str) -> dict[str, Any] | None:
-        found = self._db.table(USERS).get(Query().name == name)
+        found = self._db.table(USERS).get(named(name))
         return dict(found) if found else None
 
     def list(self, criteria: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -134,7 +142,7 @@ class Users:
         roles = self._checked_roles(roles if roles is not None else ["guest"])
         with self._db.transaction():
             table = self._db.table(USERS)
-            if table.contains(Query().name == name):
+            if table.contains(named(name)):
                 raise BoltError(errors.USER_EXISTS)
             user = {
                 "name": name,
@@ -168,7 +176,7 @@ class Users:
             demoted = self.is_admin(user) and not self.is_admin({**user, "roles": checked})
             if demoted and sum(self.is_admin(u) for u in self._all_raw()) <= 1:
                 raise BoltError(errors.BAD_REQUEST, "Refusing to take the admin role from the last admin")
-            self._db.table(USERS).update({"roles": checked}, Query().name == name)
+            self._db.table(USERS).update({"roles": checked}, named(name))
         return public_user(self.get(name) or {})
 
     def delete(self, name: str) -> dict[str, Any]:
@@ -178,7 +186,7 @@ class Users:
                 raise BoltError(errors.USER_NOT_FOUND)
             if self.is_admin(user) and sum(self.is_admin(u) for u in self._all_raw()) <= 1:
                 raise BoltError(errors.BAD_REQUEST, "Refusing to delete the last admin")
-            self._db.table(USERS).remove(Query().name == name)
+            self._db.table(USERS).remove(named(name))
         return public_user(user)
 
     def _all_raw(self) -> builtins.list[dict[str, Any]]:
@@ -195,7 +203,7 @@ class Users:
     def set_password(self, name: str, new_password: Any) -> None:
         new_password = validate_password(new_password)
         with self._db.transaction():
-            updated = self._db.table(USERS).update({"passwordHash": hash_password(new_password)}, Query().name == name)
+            updated = self._db.table(USERS).update({"passwordHash": hash_password(new_password)}, named(name))
         if not updated:
             raise BoltError(errors.USER_NOT_FOUND)
 
@@ -205,7 +213,7 @@ class Users:
             if user:
                 self._db.table(USERS).update(
                     {"lastVisit": now_iso(), "visits": int(user.get("visits") or 0) + 1},
-                    Query().name == name,
+                    named(name),
                 )
 
     def bootstrap_admin(self, data_dir: Path, password: str | None) -> str | None:

@@ -54,14 +54,18 @@ class Visibility:
 
     def grant_user(self, app: str, user: str, by: str | None = None) -> dict[str, Any]:
         self._apps.require(app)
-        if self._users.get(user) is None:
+        found = self._users.get(user)
+        if found is None:
             raise BoltError(errors.USER_NOT_FOUND, f"No user named {user!r}")
+        user = found["name"]  # as stored: user names match in any case
         grant = {"app": app, "user": user, "grantedBy": by, "dateCreated": now_iso()}
         with self._db.transaction():
             self._db.table(APP_USERS).upsert(grant, (Query().app == app) & (Query().user == user))
         return grant
 
     def revoke_user(self, app: str, user: str) -> int:
+        found = self._users.get(user)
+        user = found["name"] if found else user
         with self._db.transaction():
             return len(self._db.table(APP_USERS).remove((Query().app == app) & (Query().user == user)))
 

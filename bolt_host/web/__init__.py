@@ -7,12 +7,14 @@ from starlette.routing import BaseRoute
 
 def core_routes() -> list[BaseRoute]:
     """The host's own routes in matching order (fixed paths before ``/api/apps/{name}``)."""
-    from bolt_host.web import appdata, apps, catalog, dashboard, meta, processes, tasks, users
+    from bolt_host.web import appdata, apps, catalog, dashboard, meta, processes, proxy, tasks, users, wsproxy
 
     return [
         *meta.routes,
         *users.routes,
         *processes.routes,
+        *proxy.routes,
+        *wsproxy.routes,
         *apps.routes,
         *appdata.routes,
         *tasks.routes,

@@ -13,9 +13,16 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.apps import optional_version, registry_call
-from bolt_host.services.manifest import app_name_for, install_preview
+from bolt_host.services.manifest import app_name_for, install_preview, without_folder
 from bolt_host.services.readme_html import render_readme
-from bolt_host.web.auth import host_of, require_admin, require_caller, require_installer, require_user
+from bolt_host.web.auth import (
+    host_of,
+    refuse_non_system_app,
+    require_admin,
+    require_caller,
+    require_installer,
+    require_user,
+)
 from bolt_host.web.envelope import flag, ok, read_body
 
 INSTALL_FIELDS = {"name", "version", "system", "upgrade", "installScripts"}
@@ -50,16 +57,18 @@ def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
 
 async def list_apps(request: Request) -> Response:
     """Installed apps matching the query criteria (``?tags=demo&system=false``)."""
-    await require_user(request, "apps.read")
+    who = await require_user(request, "apps.read")
     host = host_of(request)
-    return ok([_with_last_exit(host, app) for app in host.apps.list(dict(request.query_params))])
+    found = [_with_last_exit(host, app) for app in host.apps.list(dict(request.query_params))]
+    return ok(found if who.is_admin else [without_folder(app) for app in found])
 
 
 async def get_app(request: Request) -> Response:
-    """One installed app (403 when not installed)."""
-    await require_user(request, "apps.read")
+    """One installed app, its name in any case (403 when not installed)."""
+    who = await require_user(request, "apps.read")
     host = host_of(request)
-    return ok(_with_last_exit(host, host.apps.require(request.path_params["name"])))
+    app = _with_last_exit(host, host.apps.require(request.path_params["name"]))
+    return ok(app if who.is_admin else without_folder(app))
 
 
 def _with_last_exit(host: Any, app: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +81,7 @@ def _with_last_exit(host: Any, app: dict[str, Any]) -> dict[str, Any]:
 
 async def install(request: Request) -> Response:
     """Install from the configured registry: ``{name, version?, system?, upgrade?}``."""
+    refuse_non_system_app(request)
     require_caller(request)
     body = await read_body(request)
     await require_installer(request, "apps.install", body.get("name"))
@@ -107,6 +117,7 @@ async def registry_readme(request: Request) -> Response:
 
 async def install_local(request: Request) -> Response:
     """Install from the local repository: ``{path, system?, upgrade?}`` (path relative to it)."""
+    refuse_non_system_app(request)
     require_caller(request)
     body = await read_body(request)
     await require_installer(request, "apps.install", body.get("path"))

@@ -142,7 +142,7 @@ def check_login(request: Request, host: Host, name: Any, password: Any) -> dict[
     if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
         raise BoltError(errors.CREDENTIALS_MISSING)
     client = client_key(request)
-    pair = f"{client}|user:{name[:MAX_NAME_IN_KEY]}"  # a guesser locks out itself, not the name everywhere
+    pair = f"{client}|user:{name[:MAX_NAME_IN_KEY].casefold()}"  # a guesser locks out itself, not the name everywhere
     throttle = host.login_throttle
     wait = throttle.retry_after(pair, client)
     if wait > 0:
@@ -217,16 +217,29 @@ async def require_user(request: Request, action: str = "read", resource: str | N
     return who
 
 
+def refuse_non_system_app(request: Request) -> None:
+    """Bolt's first installer check, made before any user credential is looked at: an app
+    token must be known (113) and belong to a system app (504)."""
+    token = request.headers.get(APP_TOKEN_HEADER)
+    if token is None:
+        return
+    host = host_of(request)
+    name = host.tokens.app_for(token)
+    if name is None:
+        raise BoltError(errors.APP_TOKEN_UNKNOWN)
+    if not app_is_system(host, name):
+        raise BoltError(errors.NOT_SYSTEM_APP)
+
+
 async def require_admin(request: Request, action: str = "admin", resource: str | None = None) -> Actor:
-    """An admin user (any app token present must belong to a system app)."""
+    """An admin user; an app token present must belong to a system app, which is checked first."""
+    refuse_non_system_app(request)
     who = actor(request)
     decided = await _decided_by_plugins(request, action, resource)
     if decided is True:
         return who
     if who.user is None:
         raise BoltError(errors.NOT_LOGGED_IN, "Log in as an admin")
-    if who.app is not None and not who.app_system:
-        raise BoltError(errors.NOT_SYSTEM_APP)
     if decided is False or not who.is_admin:
         raise BoltError(errors.NO_ADMIN_RIGHT)
     return who

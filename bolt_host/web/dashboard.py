@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.manifest import fits_filesystem
 from bolt_host.services.registry import display_url
 from bolt_host.web.auth import host_of, require_admin
 from bolt_host.web.envelope import ok
@@ -56,6 +57,8 @@ def _static_file(relative: str) -> Path:
     missing = BoltError(errors.ENDPOINT_NOT_FOUND, f"No dashboard file {relative[:80]!r}")
     parts = relative.split("/")
     if "\0" in relative or any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        raise missing
+    if not fits_filesystem(STATIC_DIR / relative):
         raise missing
     root = STATIC_DIR.resolve()
     target = (root / relative).resolve()

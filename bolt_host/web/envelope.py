@@ -8,7 +8,6 @@ with the HTTP status mirroring the outcome.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import secrets
 from typing import Any
@@ -18,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bolt_host import errors
+from bolt_host import errors, jsondepth
 from bolt_host.errors import BoltError
 
 log = logging.getLogger("bolt_host.web")
@@ -99,7 +98,7 @@ async def read_body(request: Request) -> dict[str, Any]:
     if content_type == "application/x-www-form-urlencoded":
         return _form_to_dict(raw.decode("utf-8", errors="replace"))
     try:
-        data = json.loads(raw)
+        data = jsondepth.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BoltError(errors.BAD_REQUEST, f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

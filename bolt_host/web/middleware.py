@@ -110,8 +110,11 @@ class HostHeaderMiddleware:
         self.format_for = format_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.names is None or _host_name(scope) in self.names:
+        if scope["type"] not in ("http", "websocket") or self.names is None or _host_name(scope) in self.names:
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # refused before the handshake completes (a 403)
+            await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
             return
         err = BoltError(errors.HOST_NOT_ALLOWED, "The Host header names no host this server answers for")
         await _send_envelope(send, err, trace_id_var.get(), err.http_status, _renderer(self.format_for, scope))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
@@ -48,7 +48,7 @@ def write_allowed(request: Request, session_csrf: str | None = None, trusted_ori
     return from_this_origin(request, trusted_origins)
 
 
-def from_this_origin(request: Request, trusted_origins: tuple[str, ...] = ()) -> bool:
+def from_this_origin(request: HTTPConnection, trusted_origins: tuple[str, ...] = ()) -> bool:
     """The browser's word (or its silence) that the request comes from a page of this origin."""
     site = request.headers.get("sec-fetch-site")
     if site is not None:

@@ -134,7 +134,7 @@ async def delete_user(request: Request) -> Response:
     host = host_of(request)
     name = request.path_params["name"]
     user = host.users.delete(name)
-    host.sessions.end_all_for(name)
+    host.sessions.end_all_for(user["name"])  # as stored: the path may name the user in another case
     await host.publish("user-deleted", user)
     return ok(user)
 

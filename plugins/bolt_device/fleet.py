@@ -199,7 +199,7 @@ async def offered_download_request(backend: DeviceBackend, package: dict[str, An
     if app is None:
         raise not_found("package", str(package.get("name")))
     folder = (host.apps.apps_dir / app["name"]).resolve()
-    if Path(app["path"]).resolve() != folder or not folder.is_dir():
+    if Path(app["folder"]).resolve() != folder or not folder.is_dir():
         raise KapuaError(409, "PACKAGE_UNAVAILABLE", f"The files of {app['name']} are not in the manager's apps folder")
     try:
         offer, password = await backend.offers.offer(folder)

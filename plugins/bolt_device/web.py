@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.plugin import BoltError
+from bolt_host.plugin import BoltError, jsondepth
 
 from . import queries
 from .backend import STATE_KEY, DeviceBackend
@@ -108,7 +107,7 @@ async def json_body(request: Request, name: str) -> dict[str, Any]:
 
         raise illegal_null(name)
     try:
-        body = json.loads(raw)
+        body = jsondepth.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise illegal_argument(name, raw[:100].decode(errors="replace"), "The body is not JSON.") from exc
     if not isinstance(body, dict):

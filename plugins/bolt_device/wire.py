@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bolt_host.plugin import jsondepth
+
 EDC = "$EDC"
 APP = "DEPLOY-V2"
 PRESENCE = ("BIRTH", "DC", "LWT")
@@ -38,7 +40,7 @@ class Payload:
         if not raw:
             return cls()
         try:
-            doc = json.loads(raw)
+            doc = jsondepth.loads(raw)
         except (ValueError, UnicodeDecodeError):
             return cls()
         if not isinstance(doc, dict):

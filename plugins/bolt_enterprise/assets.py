@@ -58,8 +58,8 @@ def _publisher(app: Mapping[str, Any]) -> str | None:
     """Who published the package, as npm records it (``_npmUser``, ``publisher``, the first of
     ``maintainers``), from the app object or else its installed ``package.json``."""
     found = _publisher_in(app)
-    if found is None and isinstance(app.get("path"), str):
-        manifest = Path(app["path"]) / "package.json"
+    if found is None and isinstance(app.get("folder"), str):
+        manifest = Path(app["folder"]) / "package.json"
         with contextlib.suppress(OSError):
             found = _publisher_in_file(str(manifest), manifest.stat().st_mtime_ns)
     return found
@@ -150,12 +150,32 @@ def mobile_summary(app: Mapping[str, Any], base_url: str, with_location: bool = 
         "platform": "bolt" if kind == "mobileapp" else "webapp",
         "type": "enterprise" if kind == "mobileapp" else "webapp",
         "identifier": url or package,
+        "iconImage": icon_url(app, base_url),
     }
     if kind == "mobileapp":
         summary["packageName"] = package
     if with_location:
         summary["location"] = url or asset_path(app, base_url)
     return summary
+
+
+def icon_url(app: Mapping[str, Any], base_url: str) -> str:
+    """Where the app's icon (``bolt.files.icon``) is served, when it is one of its public files
+    (``/public/<app>/...``); an empty string when the app publishes no icon."""
+    icon = (app.get("files") or {}).get("icon") if isinstance(app.get("files"), Mapping) else None
+    if not isinstance(icon, str) or not icon:
+        return ""
+    icon = icon.strip("/")
+    for entry in app.get("public") or []:
+        entry = str(entry).strip("/")
+        if icon == entry:
+            served = icon.rsplit("/", 1)[-1]
+        elif icon.startswith(entry + "/"):
+            served = icon[len(entry) + 1:]
+        else:
+            continue
+        return f"{base_url}/public/{quote(app['name'], safe='')}/{quote(served)}"
+    return ""
 
 
 def device_package(app: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,14 +7,13 @@ seed's sample answer (``"limit": 0``) shows.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_host.plugin import Actor
+from bolt_host.plugin import Actor, jsondepth
 
 from .access import require_admin
 from .assets import TENANT, find_app, mobile_summary, non_negative, page
@@ -81,7 +80,7 @@ async def role_subscriptions(request: Request) -> Response:
 
 async def _app_ids(request: Request) -> list[str]:
     try:
-        ids = json.loads(await request.body() or b"null")
+        ids = jsondepth.loads(await request.body() or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnterpriseError(400, f"The body must be a JSON array of app ids: {exc}") from exc
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):

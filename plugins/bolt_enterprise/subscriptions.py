@@ -42,12 +42,18 @@ class Subscriptions:
             code = errors.USER_NOT_FOUND if kind == "user" else errors.ROLE_NOT_FOUND
             raise BoltError(code, f"Unknown {kind}s: {', '.join(map(str, unknown))}")
 
+    def _as_stored(self, kind: str, subject: str) -> str:
+        """A user as the host stores the name (names match in any case); roles as given."""
+        user = self._users.get(subject) if kind == "user" else None
+        return user["name"] if user else subject
+
     # changes --------------------------------------------------------------------
     def subscribe(
         self, app: str, kind: str, subject: str, by: str | None, details: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Subscribe (idempotent: a second call only refreshes ``details``)."""
         self.check_subjects(kind, [subject])
+        subject = self._as_stored(kind, subject)
         with self._db.transaction():
             table = self._db.table(TABLE)
             existing = table.get(_key(app, kind, subject))
@@ -71,6 +77,7 @@ class Subscriptions:
 
     def unsubscribe(self, app: str, kind: str, subject: str) -> bool:
         """Remove one entitlement; False when there was none."""
+        subject = self._as_stored(kind, subject)
         with self._db.transaction():
             table = self._db.table(TABLE)
             row = table.get(_key(app, kind, subject))
@@ -111,6 +118,7 @@ class Subscriptions:
         """The user's own entitlements and those of the roles they hold now."""
         user = self._users.get(user_name)
         roles = set(user.get("roles", [])) if user else set()
+        user_name = user["name"] if user else user_name
         return [
             r for r in self.all()
             if (r["kind"] == "user" and r["subject"] == user_name) or (r["kind"] == "role" and r["subject"] in roles)

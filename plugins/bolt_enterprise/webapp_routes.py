@@ -141,7 +141,7 @@ async def user_subscriptions(request: Request) -> Response:
     """A user's web-app subscriptions, their roles' included (their own, or anyone's for an admin)."""
     who = require_login(request)
     name = request.path_params["username"]
-    if name != who.user_name:
+    if name.casefold() != (who.user_name or "").casefold():
         await require_admin(request, "enterprise.subscriptions.read", name)
     enterprise = enterprise_of(request)
     if enterprise.host.users.get(name) is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from bolt_host.plugin import Host, actor, admin_allowed, ask_permission, host_of
+from bolt_host.plugin import BoltError, Host, actor, admin_allowed, ask_permission, host_of, refuse_non_system_app
 
 from .envelope import MarketError
 
@@ -78,6 +78,12 @@ async def require_market_user(request: Request, action: str, resource: str | Non
 
 
 async def require_market_admin(request: Request, action: str, resource: str | None = None) -> MarketUser:
+    """An admin; as for the host's installers, an app token sent along must be a system app's
+    (checked first: another app's token with an admin's credentials is refused, Bolt's 504)."""
+    try:
+        refuse_non_system_app(request)
+    except BoltError as exc:
+        raise MarketError(exc.http_status, exc.message, {"code": exc.code}) from None
     user = resolve_user(request)
     if not await admin_allowed(host_of(request), user.as_actor(), user.is_admin, action, resource):
         raise MarketError(403, "This operation needs an admin")

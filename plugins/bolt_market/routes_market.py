@@ -20,7 +20,7 @@ from .packages import missing_required_envs, parse_envs
 from .payments import price_of
 from .sources import UPLOAD_SOURCE
 from .uploads import find_uploaded, publish, receive_chart, upload_limit, validate_in_thread
-from .views import app_info, simple_state, user_sources
+from .views import app_details, app_info, simple_state, user_sources
 
 
 @market_route
@@ -96,7 +96,7 @@ async def apps_info(request: Request) -> Response:
         for handle in handles:
             entry = await handle.find(app_id)
             if entry is not None:
-                hit = app_info(entry, handle.id)
+                hit = app_details(entry, handle.id)
                 break
         if hit is None:
             missing.append({"appid": app_id, "sourceDataName": source_id})

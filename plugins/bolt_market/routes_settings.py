@@ -80,7 +80,7 @@ async def add_source(request: Request) -> Response:
     handle, created = await market.sources.add(body, market.payments.check_config)
     await handle.entries(refresh=True)
     market.store.log("source", user.name, None, source=handle.id, status="succeeded",
-                     message=("added" if created else "updated") + f" {handle.type} source {handle.id}")
+                     message=("added" if created else "updated") + f" {handle.public_type} source {handle.id}")
     message = "Market source added successfully" if created else "Market source updated successfully"
     return reply([h.describe() for h in market.sources.all()], message)
 
@@ -175,7 +175,7 @@ def components(market: Market) -> list[dict[str, Any]]:
     return [
         {"name": "task_executor", "status": "running" if host.started else "stopped", "active_tasks": len(active)},
         {"name": "sources", "status": "degraded" if any(h.error for h in market.sources.all()) else "healthy",
-         "sources": [{"id": h.id, "type": h.type, "error": h.error} for h in market.sources.all()]},
+         "sources": [{"id": h.id, "type": h.public_type, "error": h.error} for h in market.sources.all()]},
         {"name": "catalog", "status": "healthy" if not host.catalog.errors() else "degraded",
          "last_refresh": host.catalog.last_refresh, "errors": host.catalog.errors()},
         {"name": "supervisor", "status": "running", "live_apps": len(host.supervisor.contexts())},
@@ -200,7 +200,7 @@ def _cache_stats(market: Market) -> dict[str, Any]:
     for handle in market.sources.all():
         entries = handle.cached_entries()
         sources[handle.id] = {
-            "type": handle.type,
+            "type": handle.public_type,
             "entries": len(entries),
             "bytes": len(json.dumps(entries, default=str)),
             "error": handle.error,

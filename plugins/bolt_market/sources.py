@@ -1,9 +1,10 @@
 """Market sources: where installable apps come from.
 
-Three types:
+Three kinds (shown to clients as the documented ``type``: ``local`` or ``remote``):
 
-* ``catalog`` (built-in ``market.bolt``): the host's catalog (local repository,
-  configured registry, host uploads).
+* ``catalog`` (built-in ``market.bolt``, type ``local``): the host's catalog (local
+  repository, configured registry, host uploads), less firmware packages (the robot
+  store flashes those; the Market installs apps that run here).
 * ``local`` (built-in ``upload``; admins may add more): packages uploaded through
   ``POST /apps/upload``, kept in ``data_dir/market/sources/<id>/``.
 * ``remote``: an npm-protocol registry URL, listed by its ``keywords:bolt-app``
@@ -20,6 +21,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +44,11 @@ BUILTINS = (
     {"id": UPLOAD_SOURCE, "name": "Uploads", "type": "local", "base_url": "",
      "description": "Packages uploaded through the Market", "builtin": True},
 )
+
+
+def offered(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries the Market offers: apps that install and run on this host, so no firmware."""
+    return [e for e in entries if (e.get("bolt") or {}).get("firmware") is not True]
 
 
 class SourceHandle:
@@ -72,6 +79,11 @@ class SourceHandle:
         self._lock = asyncio.Lock()
 
     @property
+    def public_type(self) -> str:
+        """The type the Market document knows: the host's own catalog is a ``local`` source."""
+        return "local" if self.type == "catalog" else self.type
+
+    @property
     def client(self) -> RegistryClient | None:
         return self._client
 
@@ -88,12 +100,12 @@ class SourceHandle:
                 await catalog.ready(timeout=10)
             self.error = "; ".join(f"{k}: {v}" for k, v in catalog.errors().items()) or None
             self._listed_at = catalog.last_refresh
-            return catalog.entries()
+            return offered(catalog.entries())
         fresh = self._listed_at is not None and time.time() - self._listed_at < REMOTE_TTL
         if self.type == "local" or refresh or not fresh:
             async with self._lock:
                 try:
-                    self._entries = [e for e in await self._backend.list_packages() if e]
+                    self._entries = offered(e for e in await self._backend.list_packages() if e)
                     self.error = None
                 except (CatalogError, RegistryError, OSError) as exc:
                     self.error = getattr(exc, "message", None) or str(exc)
@@ -101,7 +113,7 @@ class SourceHandle:
         return list(self._entries)
 
     def cached_entries(self) -> list[dict[str, Any]]:
-        return self.host.catalog.entries() if self.type == "catalog" else list(self._entries)
+        return offered(self.host.catalog.entries()) if self.type == "catalog" else list(self._entries)
 
     async def find(self, name: str) -> dict[str, Any] | None:
         return next((e for e in await self.entries() if e["name"] == name), None)
@@ -144,6 +156,7 @@ class SourceHandle:
         public["payment_configured"] = bool(self.config.get("signing_keys"))
         public["developers"] = sorted((self.config.get("developers") or {}).keys())
         public["error"] = self.error
+        public["type"] = self.public_type
         return public
 
 
@@ -192,7 +205,7 @@ class Sources:
             raise MarketError(400, "'type' must be 'local' or 'remote'")
         config = dict(existing.config) if existing else {"id": source_id, "builtin": False}
         if existing and existing.config.get("builtin"):
-            if body.get("type") not in (None, existing.type) or body.get("base_url") not in (None, ""):
+            if body.get("type") not in (None, existing.public_type) or body.get("base_url") not in (None, ""):
                 raise MarketError(400, f"The built-in source {source_id!r} only takes payment keys and a description")
         else:
             config["type"] = kind

@@ -42,6 +42,54 @@ def app_info(entry: dict[str, Any], source_id: str) -> dict[str, Any]:
     }
 
 
+def app_details(entry: dict[str, Any], source_id: str) -> dict[str, Any]:
+    """A ``POST /apps`` item: the app's info plus ``app_info.app_entry``, the entry the real
+    service returns, with the entrances a client opens."""
+    bolt = entry.get("bolt") or {}
+    title = bolt.get("displayName") or entry["name"]
+    app_entry = {
+        "id": entry["name"],
+        "appID": entry["name"],
+        "name": entry["name"],
+        "cfgType": "app",
+        "chartName": entry["name"],
+        "title": title,
+        "version": entry["version"],
+        "versionName": entry["version"],
+        "description": entry.get("description") or "",
+        "categories": list(bolt.get("tags") or []),
+        "developer": entry.get("author") if isinstance(entry.get("author"), str) else "",
+        "icon": (bolt.get("files") or {}).get("icon", "") if isinstance(bolt.get("files"), dict) else "",
+        "entrances": entrances_of(entry),
+        "envs": bolt.get("envs") or [],
+        "price": bolt.get("price"),
+        "source": source_id,
+    }
+    return {**app_info(entry, source_id), "app_info": {"app_entry": app_entry}}
+
+
+def entrances_of(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The app's entrances: ``bolt.entrances`` as declared, else one for a server app, opened
+    through the host at ``/x/<name>`` + ``bolt.index`` on ``bolt.port`` (0: from the pool)."""
+    bolt = entry.get("bolt") or {}
+    if isinstance(bolt.get("entrances"), list) and bolt["entrances"]:
+        return [dict(item) for item in bolt["entrances"] if isinstance(item, dict)]
+    if bolt.get("server") is False or not (bolt.get("main") or bolt.get("start")):
+        return []
+    index = "/" + str(bolt.get("index") or "/").lstrip("/")
+    port = bolt.get("port") if isinstance(bolt.get("port"), int) and not isinstance(bolt.get("port"), bool) else 0
+    return [{
+        "name": entry["name"],
+        "title": bolt.get("displayName") or entry["name"],
+        "host": entry["name"],
+        "port": port,
+        "url": f"/x/{entry['name']}{index}",
+        "authLevel": "private",
+        "openMethod": "default",
+        "invisible": False,
+    }]
+
+
 def app_state(market: Market, row: dict[str, Any]) -> dict[str, Any]:
     context = market.host.supervisor.context(row["name"])
     entrances = []
@@ -98,7 +146,7 @@ async def user_sources(market: Market, rows: list[dict[str, Any]], with_info: bo
     """``{source id: {type, app_info_latest?, app_state_latest}}`` for one user's view."""
     sources: dict[str, Any] = {}
     for handle in market.sources.all():
-        item: dict[str, Any] = {"type": handle.type, "name": handle.config.get("name")}
+        item: dict[str, Any] = {"type": handle.public_type, "name": handle.config.get("name")}
         if with_info:
             item["app_info_latest"] = [app_info(e, handle.id) for e in await handle.entries()]
             item["others"] = {"tags": sorted({t for e in handle.cached_entries()

@@ -43,6 +43,7 @@ class RobotPlugin:
         robot.uploads_dir.mkdir(parents=True, exist_ok=True)
         clean_partial_uploads(robot.uploads_dir)
         shutil.rmtree(robot.staging_dir, ignore_errors=True)
+        shutil.rmtree(robot.local_copies_dir, ignore_errors=True)
 
 
 plugin = RobotPlugin()

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from bolt_host.plugin import BoltError, host_of, require_admin
+from bolt_host.plugin import BoltError, host_of, jsondepth, require_admin
 
 from .firmware import queue_firmware
 from .jobs import Outcome, queue_downloads, queue_installs, queue_uninstalls
@@ -90,7 +90,7 @@ def guarded(handler: Handler) -> Handler:
 
 async def json_body(request: Request) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = jsondepth.loads(await request.body())
     except ValueError:
         raise BadRequest("the body must be a JSON object") from None
     if not isinstance(body, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,20 @@ FIRMWARE = "robot_firmware"
 SECRET_ENV = "BOLT_ROBOT_SECRET"
 INSTALL_WAIT_ENV = "BOLT_ROBOT_INSTALL_WAIT"
 DEFAULT_INSTALL_WAIT = 60.0  # seconds install_local_file holds its request before answering with the task
+LOCAL_FILE_DIRS_ENV = "BOLT_ROBOT_LOCAL_FILE_DIRS"
+
+
+def local_file_dirs_from(environ: Mapping[str, str], uploads_dir: Path) -> tuple[Path, ...]:
+    """The folders ``install_local_file`` may read from: ``BOLT_ROBOT_LOCAL_FILE_DIRS``
+    (absolute folders separated by ``:``), else the upload staging folder and the system
+    temp folder (the robot document's own example names a file in ``/tmp``)."""
+    raw = environ.get(LOCAL_FILE_DIRS_ENV, "").strip()
+    if not raw:
+        return (uploads_dir, Path(tempfile.gettempdir()))
+    folders = tuple(Path(part) for part in raw.split(os.pathsep) if part.strip())
+    if not folders or not all(folder.is_absolute() for folder in folders):
+        raise ValueError(f"{LOCAL_FILE_DIRS_ENV} must list absolute folders separated by ':', not {raw!r}")
+    return folders
 
 
 def install_wait_from(environ: Mapping[str, str]) -> float:
@@ -106,6 +121,7 @@ class Robot:
     downloads: Downloads
     firmware: FirmwareVersions
     install_wait: float = DEFAULT_INSTALL_WAIT
+    local_file_dirs: tuple[Path, ...] = ()
 
     @classmethod
     def create(cls, host: Host) -> Robot:
@@ -116,6 +132,7 @@ class Robot:
             downloads=Downloads(host.db),
             firmware=FirmwareVersions(host.db),
             install_wait=install_wait_from(os.environ),
+            local_file_dirs=local_file_dirs_from(os.environ, Path(host.settings.data_dir) / "uploads"),
         )
 
     @property
@@ -125,6 +142,11 @@ class Robot:
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def local_copies_dir(self) -> Path:
+        """Private copies of the local files being installed (removed once installed)."""
+        return self.data_dir / "cache" / "local-files"
 
     @property
     def firmware_dir(self) -> Path:

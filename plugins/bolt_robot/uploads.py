@@ -3,9 +3,10 @@
 ``POST /app_store/services/upload_local_file`` streams one tarball (a multipart
 ``file`` field, or the raw body with ``?filename=``) into ``data_dir/uploads``,
 never holding it in memory and refusing it once it passes
-``settings.max_upload_bytes``.  ``install_local_file`` only accepts files inside
-that folder: a bare name is looked up there, an absolute path must resolve
-(links followed) to a file in it.
+``settings.max_upload_bytes``.  ``install_local_file`` takes a bare name (looked up
+in that folder) or an absolute path inside the configured folders (by default that
+folder and the system temp folder): a regular file with no link on its path, copied
+with ``O_NOFOLLOW`` before it is checked and installed.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ import asyncio
 import errno
 import os
 import re
+import shutil
+import stat
+import uuid
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 
-from bolt_host.plugin import BoltError, CatalogError, TaskHandle, app_name_for, read_tarball_manifest
+from bolt_host.plugin import (
+    BoltError,
+    CatalogError,
+    TaskHandle,
+    app_name_for,
+    fits_filesystem,
+    read_tarball_manifest,
+)
 from bolt_host.plugin import open_part_file as open_part_file  # what publish_part expects; tests use it
 from bolt_host.plugin import uploads as streamed
 
@@ -120,20 +131,60 @@ def claim_name(part: Path, candidate: Path) -> None:
 # ---------------------------------------------------------------- installing
 
 
-def staged_file(robot: Robot, filename: Any) -> Path:
-    """The file ``filename`` names, which must lie inside the upload staging folder."""
-    hint = (
-        f"filename must name a file in the upload staging folder {robot.uploads_dir} "
-        "(upload it with POST /app_store/services/upload_local_file)"
-    )
+def local_file(robot: Robot, filename: Any) -> Path:
+    """The file ``filename`` names: a bare name in the upload staging folder, or an absolute
+    path inside one of ``robot.local_file_dirs``; a regular file with no link anywhere on
+    its path.  Anything else is refused with a message saying what is accepted."""
+    folders = [folder.resolve() for folder in robot.local_file_dirs]
+    hint = local_file_hint(robot)
     if not isinstance(filename, str) or not filename or "\x00" in filename:
         raise UploadError(hint)
-    folder = robot.uploads_dir.resolve()
     given = Path(filename)
-    resolved = (given if given.is_absolute() else folder / given).resolve()
-    if not resolved.is_relative_to(folder) or resolved == folder or not resolved.is_file():
+    if not given.is_absolute():
+        given = robot.uploads_dir.resolve() / given
+    if not fits_filesystem(given):
         raise UploadError(hint)
-    return resolved
+    if ".." in given.parts or not any(given.is_relative_to(f) and given != f for f in folders):
+        raise UploadError(hint)
+    return given
+
+
+def local_file_hint(robot: Robot) -> str:
+    folders = [folder.resolve() for folder in robot.local_file_dirs]
+    return (
+        "filename must name a regular file (no symbolic links on its path) in the upload staging "
+        f"folder or, by absolute path, in one of {', '.join(str(f) for f in folders)} "
+        "(upload it with POST /app_store/services/upload_local_file)"
+    )
+
+
+def _open_without_links(path: Path) -> int:
+    """A read-only descriptor of the absolute ``path``, opened one component at a time with
+    ``O_NOFOLLOW``, so a link anywhere on the path (even one swapped in meanwhile) fails."""
+    fd = os.open(path.anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in path.parts[1:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def copy_local_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target``: a regular file reached without following any link."""
+    try:
+        fd = _open_without_links(source)
+    except OSError as exc:
+        raise UploadError(f"{source} cannot be opened without following a link ({exc.strerror})") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UploadError(f"{source} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "xb") as out:
+            shutil.copyfileobj(handle, out, 1 << 20)
 
 
 async def install_local_file(robot: Robot, filename: Any) -> tuple[int, dict[str, Any]]:
@@ -143,18 +194,31 @@ async def install_local_file(robot: Robot, filename: Any) -> tuple[int, dict[str
     running then is answered ``202`` with its ``task_id`` (follow it in the
     install jobs), so no request is held open for as long as an install takes.
     """
-    path = staged_file(robot, filename)
+    original = local_file(robot, filename)
+    copy_id = uuid.uuid4().hex
+    path = robot.local_copies_dir / f"{copy_id}.tgz"  # the bytes checked are the bytes installed
     try:
+        await asyncio.to_thread(copy_local_file, original, path)
         manifest = await asyncio.to_thread(read_tarball_manifest, path)
         app_name_for(manifest["name"])
-    except (CatalogError, BoltError) as exc:
-        raise UploadError(f"{path.name} is not a package tarball: {getattr(exc, 'message', None) or exc}") from exc
+    except (CatalogError, BoltError, UploadError) as exc:
+        path.unlink(missing_ok=True)
+        if isinstance(exc, UploadError):
+            raise UploadError(f"{exc.message}; {local_file_hint(robot)}") from exc
+        raise UploadError(f"{original.name} is not a package tarball: {getattr(exc, 'message', None) or exc}") from exc
     name, version = manifest["name"], manifest["version"]
-    source = {"type": "upload", "filename": path.name, "version": version}
-    record = robot.host.tasks.submit(
-        "install", name, version, _local_install_job(robot, name, version, path, source),
-        dedupe_key=f"robot:install-file:{path}", meta={"backend": "robot", "filename": path.name},
-    )
+    source = {"type": "upload", "filename": original.name, "version": version}
+    try:
+        record = robot.host.tasks.submit(
+            "install", name, version, _local_install_job(robot, name, version, path, source),
+            dedupe_key=f"robot:install-file:{original}",
+            meta={"backend": "robot", "filename": original.name, "copy": copy_id},
+        )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if (record.get("meta") or {}).get("copy") != copy_id:  # the same file is being installed already
+        path.unlink(missing_ok=True)
     try:
         done = await robot.host.tasks.wait(record["id"], timeout=robot.install_wait)
     except TimeoutError:
@@ -166,9 +230,12 @@ async def install_local_file(robot: Robot, filename: Any) -> tuple[int, dict[str
 
 def _local_install_job(robot: Robot, name: str, version: str, path: Path, source: dict[str, Any]):
     async def run(task: TaskHandle) -> dict[str, Any]:
-        task.log(f"=== installing {name}:{version} from the local file {path.name}")
-        task.log("=== checking checksum")
-        task.log(f"sha512 {await asyncio.to_thread(sha512_file, path)}")
-        return await install_package(robot, task, name, path, source, version)
+        try:
+            task.log(f"=== installing {name}:{version} from the local file {source['filename']}")
+            task.log("=== checking checksum")
+            task.log(f"sha512 {await asyncio.to_thread(sha512_file, path)}")
+            return await install_package(robot, task, name, path, source, version)
+        finally:
+            path.unlink(missing_ok=True)
 
     return run

@@ -1,0 +1,112 @@
+"""Slow clients: a time limit on reading a request's headers, and a cap on connections per address.
+
+uvicorn times out idle keep-alive connections, but not a connection that never finishes
+its headers (slowloris): 300 of them held every one open.  :func:`guarded_protocol` gives
+uvicorn an HTTP protocol (its own h11 one, extended) that
+
+* closes a connection whose request headers are not complete ``header_timeout`` seconds
+  after it opened or after its previous answer;
+* keeps at most ``per_address`` connections per client address: a new one first pushes out
+  that address's oldest connection still waiting for headers (so a flood of slow sockets
+  cannot lock out the same address's real requests), and is refused when none is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+class GuardedH11Protocol(H11Protocol):
+    header_timeout: float = 10.0
+    per_address: int = 128
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._address: str | None = None
+
+    # connection life ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._address = self.client[0] if self.client else None
+        if self._address is not None and not self._admit(self._address):
+            self.transport.close()
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()  # the next request's headers get the same limit
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._forget()  # the WebSocket protocol takes the connection over from here
+        super().handle_websocket_upgrade(event)
+
+    # headers -------------------------------------------------------------------------
+    def waiting_for_headers(self) -> bool:
+        idle = self.cycle is None or self.cycle.response_complete
+        return idle and self.conn.their_state in (h11.IDLE, h11.DONE)
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._on_header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _on_header_timeout(self) -> None:
+        self._header_timer = None
+        if self.waiting_for_headers() and not self.transport.is_closing():
+            self.logger.debug("closing a connection from %s: no complete request headers in time", self._address)
+            self.transport.close()
+
+    # per-address cap ---------------------------------------------------------------------
+    def _open_by_address(self) -> dict[str, list[GuardedH11Protocol]]:
+        table = getattr(self.server_state, "bolt_connections_by_address", None)
+        if table is None:
+            table = {}
+            self.server_state.bolt_connections_by_address = table  # type: ignore[attr-defined]
+        return table
+
+    def _admit(self, address: str) -> bool:
+        mine = self._open_by_address().setdefault(address, [])
+        if len(mine) >= self.per_address:
+            oldest_waiting = next((other for other in mine if other.waiting_for_headers()), None)
+            if oldest_waiting is None:
+                self.logger.warning("refusing a connection from %s: %d already open", address, len(mine))
+                return False
+            oldest_waiting.transport.close()
+            oldest_waiting._forget()
+        mine.append(self)
+        return True
+
+    def _forget(self) -> None:
+        self._cancel_header_timer()
+        if self._address is None:
+            return
+        table = self._open_by_address()
+        mine = table.get(self._address, [])
+        if self in mine:
+            mine.remove(self)
+        if not mine:
+            table.pop(self._address, None)
+
+
+def guarded_protocol(header_timeout: float, per_address: int) -> type[GuardedH11Protocol]:
+    """The protocol class for uvicorn's ``http=`` option, with these limits."""
+    return type(
+        "GuardedH11Protocol",
+        (GuardedH11Protocol,),
+        {"header_timeout": header_timeout, "per_address": per_address},
+    )

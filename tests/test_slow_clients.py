@@ -1,0 +1,107 @@
+"""Slowloris against a real uvicorn: 300 sockets on 127.0.0.1 that never finish their headers.
+
+Normal requests keep being answered, no more connections than the per-address cap stay
+open, and the slow ones are closed once the header time limit has passed.
+"""
+
+from __future__ import annotations
+
+import base64
+import select
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from bolt_host.testing import ADMIN_PASSWORD
+from tests.helpers import wait_until
+from tests.servers import LiveServer, live_host
+
+SLOW = 300
+CAP = 50
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveServer]:
+    with live_host(tmp_path / "data", header_timeout_seconds=1.0, max_connections_per_ip=CAP) as server:
+        yield server
+
+
+def _slow_sockets(live: LiveServer, count: int) -> list[socket.socket]:
+    address = urlsplit(live.url)
+    opened = []
+    for _ in range(count):
+        sock = socket.create_connection((address.hostname, address.port), timeout=10)
+        sock.sendall(b"GET /-/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and never the rest
+        opened.append(sock)
+    return opened
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed ``sock`` (anything it sent before is read on the way)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(65536) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
+def test_slow_headers_neither_starve_others_nor_stay_open(live: LiveServer) -> None:
+    slow = _slow_sockets(live, SLOW)
+    try:
+        answer = httpx.get(live.url + "/-/health", timeout=30)
+        assert answer.status_code == 200
+        connections = live.server.server_state.connections
+        assert len(connections) <= CAP, f"{len(connections)} connections open from one address"
+
+        still_open = list(slow)
+
+        def all_closed() -> bool:
+            still_open[:] = [sock for sock in still_open if not _closed_by_server(sock)]
+            return not still_open
+
+        wait_until(all_closed, timeout=30, what="the server to close every slow connection")
+        assert httpx.get(live.url + "/-/health", timeout=30).status_code == 200
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_connection_that_answered_gets_the_same_limit_for_its_next_headers(live: LiveServer) -> None:
+    address = urlsplit(live.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"GET /-/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first:
+            first += sock.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /-/health HTTP/1.1\r\n")  # the next request, never finished
+        wait_until(lambda: _closed_by_server(sock), timeout=30, what="the server to close the connection")
+
+
+
+def test_a_new_connection_is_refused_when_every_one_of_its_address_is_busy(tmp_path: Path) -> None:
+    # a header limit far beyond the wait below: only the refusal can close the fourth connection
+    with live_host(tmp_path / "data", max_connections_per_ip=3, header_timeout_seconds=600) as live:
+        address = urlsplit(live.url)
+        auth = "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+        busy = []
+        try:
+            for _ in range(3):  # event streams: each holds its connection with a request in progress
+                sock = socket.create_connection((address.hostname, address.port), timeout=10)
+                head = f"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\n\r\n"
+                sock.sendall(head.encode())
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+                busy.append(sock)
+            with socket.create_connection((address.hostname, address.port), timeout=10) as extra:
+                wait_until(lambda: _closed_by_server(extra), timeout=30, what="the fourth connection to be refused")
+            assert all(not _closed_by_server(sock) for sock in busy), "a busy connection was pushed out"
+        finally:
+            for sock in busy:
+                sock.close()
