@@ -31,6 +31,20 @@ def _parse_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _parse_isolation(value: str) -> str:
+    if value not in {"auto", "bwrap", "off"}:
+        raise ValueError(f"must be auto, bwrap or off: {value!r}")
+    return value
+
+
+def _parse_uid_range(value: str) -> tuple[int, int]:
+    low, _, high = value.partition("-")
+    start, end = int(low), int(high or low)
+    if not (1000 <= start <= end < 2**31):
+        raise ValueError(f"uid range must be ordered numbers from 1000 up: {value!r}")
+    return start, end
+
+
 def _parse_port_range(value: str) -> tuple[int, int]:
     low, _, high = value.partition("-")
     try:
@@ -75,6 +89,20 @@ class Settings:
     trust_proxy: bool = False
     allowed_hosts: tuple[str, ...] = ()  # more Host header names to serve ("*": any); see host_names
     log_level: str = "info"
+    isolation: str = "auto"  # auto (a uid per app as root, bubblewrap otherwise), bwrap, off
+    app_uid_range: tuple[int, int] = (70000, 79999)
+    limit_memory: str | None = None  # host-wide defaults for apps' bolt.limits
+    limit_pids: int | None = 1024
+    limit_cpu: float | None = None
+    limit_nofile: int | None = 4096
+
+    @property
+    def default_limits(self) -> dict[str, Any]:
+        """The ``limit_*`` settings as a limits layer (checked by :func:`check_limits`)."""
+        from bolt_host.services.limits import check_limits
+
+        raw = {"memory": self.limit_memory, "pids": self.limit_pids, "cpu": self.limit_cpu, "nofile": self.limit_nofile}
+        return check_limits({key: value for key, value in raw.items() if value is not None})
 
     @property
     def url(self) -> str:
@@ -137,6 +165,11 @@ _PARSERS: dict[str, Any] = {
     "pinned_packages": _parse_list,
     "trust_proxy": _parse_bool,
     "allowed_hosts": _parse_list,
+    "isolation": _parse_isolation,
+    "app_uid_range": _parse_uid_range,
+    "limit_pids": int,
+    "limit_cpu": float,
+    "limit_nofile": int,
 }
 
 # Env names that differ from BOLT_<FIELD>.

@@ -20,6 +20,7 @@ import pluggy
 from bolt_host import __version__
 from bolt_host.config import Settings
 from bolt_host.plugins import Hooks, PluginLoadError, await_maybe, make_plugin_manager
+from bolt_host.services.envnames import AdminEnv
 from bolt_host.services.events import Event, EventBus
 from bolt_host.services.integrity import verify_app_hash
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from bolt_host.services.apps import Apps
     from bolt_host.services.catalog import Catalog
     from bolt_host.services.registry import RegistryClient
+    from bolt_host.services.sandbox import Isolation
     from bolt_host.services.sessions import LoginThrottle
     from bolt_host.services.tasks import Tasks
     from bolt_host.services.visibility import Visibility
@@ -70,6 +72,8 @@ class Host:
         # (path prefix, renderer) from ``register_error_formats``, longest prefix first.
         self.error_formats: list[tuple[str, Callable[[int, Any], dict[str, Any]]]] = []
         self.app: Starlette | None = None
+        self.isolation: Isolation | None = None  # once started (None: turned off)
+        self.admin_env: AdminEnv  # created when storage opens
         # The services: declared here with their types, created by start() (storage first).
         self.db: Database
         self.runtime_state: StateFile
@@ -133,6 +137,10 @@ class Host:
         self.db.migrate_all(HOST_SCHEMAS)
         self.runtime_state = StateFile(data_dir / RUNTIME_STATE_FILE)
         move_tables_from(self.db, self.runtime_state, {SUPERVISOR_SECTION: "name", TOKENS_SECTION: "app"})
+        self.isolation = self._isolation()
+        self.admin_env = AdminEnv(self.runtime_state)
+        if self.isolation is not None:
+            self.isolation.secure_data_dir()
         self.users = Users(self.db)
         self.sessions = Sessions(self.db, load_secret_key(data_dir))
         self.login_throttle = LoginThrottle()
@@ -194,8 +202,11 @@ class Host:
             load_app=self.apps.get,
             verify_app=verify_app_hash,
             autostart=settings.autostart,
+            isolation=self.isolation,
         )
         self.apps.supervisor = self.supervisor
+        self.apps.isolation = self.isolation
+        self.apps.admin_env = self.admin_env
         self.app_hooks = AppHookDelivery(self.apps, self.supervisor, self.tokens)
         stack.push_async_callback(self.app_hooks.aclose)
         self.events.subscribe(self.app_hooks)
@@ -237,6 +248,21 @@ class Host:
             except Exception:
                 log.exception("plugin %s failed during shutdown", plugin)
 
+    def _isolation(self) -> Isolation | None:
+        """The isolation service, or None when the admin turned it off (``BOLT_ISOLATION=off``)."""
+        from bolt_host.services.sandbox import BWRAP, Isolation, detect_mode
+
+        settings = self.settings
+        if settings.isolation == "off":
+            return None
+        return Isolation(
+            data_dir=settings.data_dir,
+            state=self.runtime_state,
+            uid_range=settings.app_uid_range,
+            default_limits=settings.default_limits,
+            mode=BWRAP if settings.isolation == "bwrap" else detect_mode(),
+        )
+
     def _registry_client(self) -> RegistryClient | None:
         if not self.settings.registry:
             return None
@@ -250,11 +276,13 @@ class Host:
         await self.publish(name, body)
 
     async def _plugin_environment(self, app: dict[str, Any]) -> dict[str, str]:
-        """Environment that plugins add to ``app``; earlier plugins keep their keys."""
+        """Environment that plugins add to ``app`` (earlier plugins keep their keys), then the
+        values an admin set for its declared names."""
         merged: dict[str, str] = {}
         for extra in await self.hooks.call("app_environment", app=app):
             for key, value in (extra or {}).items():
                 merged.setdefault(str(key), str(value))
+        merged.update(self.admin_env.values(str(app.get("name"))))
         return merged
 
     async def _plugin_port(self, app: dict[str, Any]) -> int | None:

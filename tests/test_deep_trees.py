@@ -73,7 +73,7 @@ async def test_an_app_holding_a_very_deep_tree_is_deleted_and_reinstalled(tmp_pa
     async with running_host(tmp_path / "data", local_repo=repo) as bolt:
         installed = await bolt.admin.post("/api/apps/local", json={"path": "deep"})
         assert installed.status_code == 201, installed.text
-        folder = Path(installed.json()["body"]["path"])
+        folder = Path(installed.json()["body"]["folder"])
         _nest(folder, 1_100)  # what the app wrote into its folder
 
         again = await bolt.admin.post("/api/apps/local", json={"path": "deep", "upgrade": True})

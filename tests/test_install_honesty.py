@@ -39,7 +39,7 @@ class DeleteWinsTheRace:
 
     @hookimpl
     async def requested_port(self, host: Any, app: dict[str, Any]) -> None:
-        remove_tree(app["path"])
+        remove_tree(app["folder"])
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ async def test_the_bottle_sample_installs_as_a_task_and_is_served(tmp_path: Path
         installed = await bolt.admin.post("/api/apps/local", json={"path": "hello-bottle"})
         assert installed.status_code == 201, installed.text
         app = installed.json()["body"]
-        assert app["python"] == str(Path(app["path"]) / ".venv" / "bin" / "python")
+        assert app["python"] == str(Path(app["folder"]) / ".venv" / "bin" / "python")
         assert Path(app["python"]).exists()
         assert (bolt.host.settings.data_dir / "cache" / "uv").is_dir()
         async with app_started(bolt.admin, "hello-bottle"):

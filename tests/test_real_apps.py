@@ -94,6 +94,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdaccio]:
                                           dependencies={"@bolt-test/does-not-exist": "^1.0.0"},
                                           bolt={"main": "index.js"}))
         pid_file = home / "hanging.pid"  # home is storage's parent: the test finds it there
+        home.chmod(0o1777)  # the install script runs as the app's own uid (issue 17): it must write its pid here
         hang = f"require('fs').writeFileSync('{pid_file}', String(process.pid)); setInterval(() => {{}}, 1000)"
         publish(home, url, token, package(src, "@bolt-test/hangs", "1.0.0", {}, dependencies={"ms": "2.1.3"},
                                           scripts={"postinstall": f'node -e "{hang}"'},
@@ -117,7 +118,13 @@ async def test_a_bolt_js_module_exporting_express_runs_and_a_broken_upgrade_roll
         assert app["command"] == {"from": "bolt.main", "node": "app.js"} and app["dependencies"] == 1
         folder = Path(app["folder"])
         assert (folder / "node_modules" / "express" / "package.json").is_file()
-        assert (bolt.host.settings.data_dir / "cache" / "npm").is_dir()  # npm's cache reused by later installs
+        # npm's cache, reused by later installs: the app's own when npm ran as the app (issue 17)
+        isolation = bolt.host.isolation
+        cache = isolation.home_of(app["name"]) / ".cache" if isolation else bolt.host.settings.data_dir / "cache"
+        assert (cache / "npm").is_dir()
+        if isolation is not None and isolation.mode == "uid":  # npm itself ran as the app's uid
+            assert (cache / "npm" / "_cacache").stat().st_uid == isolation.identities.known(app["name"])
+            assert (folder / "node_modules").stat().st_uid == 0  # and the code is root's again
 
         started = await bolt.admin.post("/api/apps/start", json={"name": app["name"]})
         assert started.status_code == 200, started.text

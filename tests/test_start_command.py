@@ -70,10 +70,11 @@ def test_python_mains_and_unknown_ones(tmp_path: Path) -> None:
 
 def test_scripts_get_node_modules_bin_on_path_and_shell_bins_run_as_themselves(tmp_path: Path) -> None:
     folder = app_folder(tmp_path, "sh", {"run.sh": "#!/bin/sh\nexec true\n"}, bin="run.sh")
-    app = {"name": "sh", "path": str(folder), "command": resolved(folder)}
+    app = {"name": "sh", "path": "sh", "folder": str(folder), "command": resolved(folder)}
     assert command_argv(app) == [str(folder / "run.sh")]
     node_bin = app_folder(tmp_path, "nb", {"cli": "#!/usr/bin/env node\n"}, bin={"cli": "cli"})
-    assert command_argv({"name": "nb", "path": str(node_bin), "command": resolved(node_bin)}) == ["node", "cli"]
+    node_app = {"name": "nb", "path": "nb", "folder": str(node_bin), "command": resolved(node_bin)}
+    assert command_argv(node_app) == ["node", "cli"]
 
 
 EXPORTS = {

@@ -27,6 +27,8 @@ Groups:
   ``pack_directory``, ``ExtractError``, ``read_tarball_manifest``, ``CatalogError``,
   ``read_manifest``, ``build_app``, ``app_name_for``, ``inside``, ``is_firmware``,
   ``RegistrySource``, ``UploadSource``, ``RegistryClient``, ``RegistryError``.
+- **App environment names**: ``declared_names``, ``caller_env_problem``, ``refusal`` (the
+  core's rule: callers set only the names a manifest declares).
 - **Small helpers**: ``jsondepth`` (JSON with its nesting capped), ``fits_filesystem``,
   ``compare_versions``, ``max_version``, ``sort_key``, ``resolve_version``,
   ``render_readme`` (a README as safe HTML),
@@ -41,6 +43,7 @@ from bolt_host.host import Host
 from bolt_host.plugin.answers import ErrorFormat, PluginError, current_trace_id, read_json_body, retry_after_headers
 from bolt_host.plugin.installs import install_as_task
 from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSource, is_firmware, read_tarball_manifest
+from bolt_host.services.envnames import caller_env_problem, declared_names, refusal
 from bolt_host.services.events import Event
 from bolt_host.services.extract import ExtractError, extraction_dir, pack_directory, safe_extract
 from bolt_host.services.manifest import app_name_for, build_app, fits_filesystem, inside, read_manifest
@@ -110,12 +113,14 @@ __all__ = [
     "ask_permission",
     "basic_credentials",
     "build_app",
+    "caller_env_problem",
     "check_login",
     "clean_partial_uploads",
     "client_key",
     "compare_versions",
     "cross_origin_write_allowed",
     "current_trace_id",
+    "declared_names",
     "errors",
     "extraction_dir",
     "fits_filesystem",
@@ -141,6 +146,7 @@ __all__ = [
     "read_tarball_manifest",
     "receive_multipart",
     "receive_raw",
+    "refusal",
     "refuse_non_system_app",
     "render_readme",
     "require_admin",

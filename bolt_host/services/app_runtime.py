@@ -71,6 +71,7 @@ class AppRuntime:
     log_offset: int = 0  # log size at spawn: the current run's lines start here
     start_task: asyncio.Task[dict[str, Any]] | None = None
     restart_task: asyncio.Task[None] | None = None
+    confinement: Any = None  # a sandbox.Confinement while a confined process may be alive
     _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
 
     @property

@@ -23,8 +23,12 @@ from tinydb.table import Table
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.dependencies import DependencySteps
+from bolt_host.services.envnames import caller_env_problem
 from bolt_host.services.integrity import with_app_hash
+from bolt_host.services.limits import LimitError, check_limits
 from bolt_host.services.manifest import (
+    ADMIN_FIELDS,
+    KEPT_ON_UPGRADE,
     UPDATABLE_FIELDS,
     app_name_for,
     build_app,
@@ -40,7 +44,9 @@ from bolt_host.storage import INITIAL_SCHEMA, Database
 
 if TYPE_CHECKING:
     from bolt_host.services.appdb import AppDatabases
+    from bolt_host.services.envnames import AdminEnv
     from bolt_host.services.registry import RegistryClient
+    from bolt_host.services.sandbox import Isolation
     from bolt_host.services.supervisor import Supervisor
     from bolt_host.services.visibility import Visibility
 
@@ -79,6 +85,8 @@ class Apps:
         self.registry: RegistryClient | None = None  # only when a registry is configured
         self.appdb: AppDatabases | None = None
         self.visibility: Visibility | None = None
+        self.isolation: Isolation | None = None  # set by the Host (None: isolation off)
+        self.admin_env: AdminEnv | None = None  # set by the Host
         self.dependencies = DependencySteps(data_dir / "cache")
 
     # reads -------------------------------------------------------------------
@@ -285,7 +293,15 @@ class Apps:
         if self.get(name) and not upgrade:  # before spending minutes on dependencies
             raise BoltError(errors.APP_NAME_TAKEN)
         registry = self.registry.base_url if self.registry is not None else None
-        prepared = await self.dependencies.prepare(root, manifest, registry=registry, run_scripts=run_scripts)
+        confined = self._confined_install(name, root)
+        try:
+            prepared = await self.dependencies.prepare(
+                root, manifest, registry=registry, run_scripts=run_scripts, confine=confined
+            )
+        finally:
+            if confined is not None and self.isolation is not None:  # the app's uid wrote there:
+                # its code is root's again before it runs
+                await asyncio.to_thread(self.isolation.share_code, self._install_identity(name, root), root)
         async with self.lock_for(name):
             previous = self.get(name)
             if previous and not upgrade:
@@ -297,7 +313,7 @@ class Apps:
             app.update(prepared.fields(root, self.apps_dir / name))
             with_app_hash(app, root)
             if previous:
-                app.update({k: previous[k] for k in ("order",) if k in previous})
+                app.update({k: previous[k] for k in KEPT_ON_UPGRADE if k in previous})
             restart = previous is not None and self.supervisor is not None and self.supervisor.is_active(name)
             swapped = await asyncio.to_thread(self._swap_in, root, app)
             with self._db.transaction():
@@ -313,6 +329,25 @@ class Apps:
             {"app": without_folder(app), "previousVersion": previous["version"] if previous else None},
         )
         return app
+
+    def _install_identity(self, name: str, root: Path) -> dict[str, Any]:
+        installed = self.get(name) or {}
+        return {"name": name, "folder": str(root), "isolation": installed.get("isolation", True)}
+
+    def _confined_install(
+        self, name: str, root: Path
+    ) -> Callable[[str], Awaitable[tuple[builtins.list[str], Path]]] | None:
+        """How the dependency step runs a tool as the app (its uid or sandbox), or None."""
+        isolation = self.isolation
+        if isolation is None:
+            return None
+        app = self._install_identity(name, root)
+        isolation.assign(app)
+
+        async def confine(tool: str) -> tuple[builtins.list[str], Path]:
+            return await asyncio.to_thread(isolation.install_prefix, app, root, tool)
+
+        return confine
 
     def _swap_in(self, root: Path, app: dict[str, Any]) -> builtins.list[tuple[Path, Path | None]]:
         """Move the staged app (and its public files) into place: ``(final place, what it replaced,
@@ -361,13 +396,23 @@ class Apps:
 
     # changes -----------------------------------------------------------------
     async def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(changes) - UPDATABLE_FIELDS
+        """Change fields of an installed app; ``isolation`` and ``limits`` (admin-only: the
+        caller checks) apply from the app's next start."""
+        unknown = set(changes) - UPDATABLE_FIELDS - ADMIN_FIELDS
         if unknown:
             raise BoltError(errors.BAD_REQUEST, f"Cannot change: {', '.join(sorted(unknown))}")
+        changes = dict(changes)
+        env = _checked_env(changes.pop("env")) if "env" in changes else None
         checked = _checked_changes(changes)
         name = name.lower()  # app names are lowercase; callers may name them in any case
         async with self.lock_for(name):
             app = self.require(name)
+            if env is not None:
+                problem = caller_env_problem(env, set(app.get("env") or {}))
+                if problem:
+                    raise BoltError(errors.BAD_REQUEST, problem)
+                assert self.admin_env is not None  # set by the Host before any request
+                await self.admin_env.change(name, env)
             app.update(checked)
             with self._db.transaction():
                 self._db.table(TABLE).update(checked, Query().name == name)
@@ -392,6 +437,11 @@ class Apps:
                 self.appdb.drop_app(name)
             with self._db.transaction():
                 self._db.table(TABLE).remove(Query().name == name)
+            if self.admin_env is not None:
+                self.admin_env.forget(name)
+            if self.isolation is not None:
+                self.isolation.forget(name)
+                await asyncio.to_thread(self.isolation.hand_back_data, name, delete_data=delete_database)
             if self.visibility is not None:
                 self.visibility.forget_app(name)
         await self._publish("app-uninstalled", {"app": without_folder(app)})
@@ -455,7 +505,7 @@ class Apps:
                 continue  # nothing whole to roll forward to; the record stays as it is
             if fresh["name"] != app["name"]:
                 continue
-            fresh.update({k: app[k] for k in ("order",) if k in app})
+            fresh.update({k: app[k] for k in KEPT_ON_UPGRADE if k in app})
             python = venv_python(folder)  # the dependency step's venv came with the folder
             fresh["python"] = str(python) if python.exists() else None
             with self._db.transaction():
@@ -555,10 +605,27 @@ def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:
     shutil.copytree(src, dest, ignore=ignore, dirs_exist_ok=merge, symlinks=False)
 
 
+def _checked_env(value: Any) -> dict[str, str | None]:
+    """An admin's ``env``: names to string values (``null`` removes the admin's value)."""
+    if not isinstance(value, dict) or not value:
+        raise BoltError(errors.BAD_REQUEST, "'env' must be an object of declared names to strings (null removes one)")
+    for key, item in value.items():
+        if item is not None and (not isinstance(item, str) or "\x00" in item or len(item) > 4096):
+            problem = f"The value of env {key[:40]!r} must be a string (4096 characters at most)"
+            raise BoltError(errors.BAD_REQUEST, problem)
+    return dict(value)
+
+
 def _checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for key, value in changes.items():
-        if key in {"system", "controlledVisibility"}:
+        if key == "limits":
+            try:
+                checked["adminLimits"] = check_limits(value, allow_null=True)
+            except LimitError as exc:
+                raise BoltError(errors.BAD_REQUEST, f"'limits' {exc}") from exc
+            continue
+        if key in {"system", "controlledVisibility", "isolation"}:
             if not isinstance(value, bool):
                 raise BoltError(errors.BAD_REQUEST, f"'{key}' must be true or false")
         elif key == "order":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -92,19 +92,29 @@ class DependencySteps:
         self.timeout = timeout
 
     async def prepare(
-        self, root: Path, manifest: dict[str, Any], *, registry: str | None, run_scripts: bool
+        self,
+        root: Path,
+        manifest: dict[str, Any],
+        *,
+        registry: str | None,
+        run_scripts: bool,
+        confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None = None,
     ) -> Prepared:
+        """``confine(tool)`` gives the argv prefix that runs ``tool`` as the app (its uid or
+        sandbox) and the app's own cache folder for it; without it tools run as the host."""
         requested = requests_install_scripts(manifest)
         run_scripts = run_scripts and requested  # a grant nobody asked for runs nothing
         sink = TaskLog()
         if needs_npm(root, manifest):
             sink.line(f"=== installing {dependency_count(manifest)} npm dependencies")
+            prefix, npm_cache = await confine("npm") if confine is not None else ([], self.npm_cache)
             await _until_cancelled(
                 install_npm_dependencies(
                     root,
                     manifest,
                     registry=registry,
-                    cache_dir=self.npm_cache,
+                    cache_dir=npm_cache,
+                    prefix=prefix,
                     run_scripts=run_scripts,
                     timeout=self.timeout,
                     log=sink,

@@ -9,6 +9,7 @@ from typing import Any
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.limits import check_limits
 from bolt_host.services.manifest_fields import BOLT_FIELDS, PACKAGE_FIELDS
 from bolt_host.services.npm_dependencies import dependency_count, requests_install_scripts
 from bolt_host.services.start_command import describe, resolve_command
@@ -17,6 +18,8 @@ RESERVED_NAMES = {"bolt", "api", "x", "public", "node_modules"}
 APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._~-]{0,213}(@[a-z0-9][a-z0-9._~-]*)?$")
 PACKAGE_NAME_RE = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
 UPDATABLE_FIELDS = {"displayName", "description", "order", "system", "tags", "controlledVisibility"}
+ADMIN_FIELDS = {"isolation", "limits", "env"}  # only an admin changes these (PUT /api/apps/<name>)
+KEPT_ON_UPGRADE = ("order", "isolation", "adminLimits")
 
 
 def read_manifest(folder: Path, code: int = errors.LOCAL_PACKAGE_FAILED) -> dict[str, Any]:
@@ -110,6 +113,8 @@ def build_app(
         "controlledVisibility": bolt.get("controlledVisibility", False),
         "order": bolt.get("order", 0),
         "firmware": bolt.get("firmware", False),
+        "limits": check_limits(bolt.get("limits", {})),
+        "isolation": True,  # an admin may set false (PUT /api/apps/<name>); kept on upgrades
         "source": source,
         "dateCreated": created,
     }

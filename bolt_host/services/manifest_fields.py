@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bolt_host.services.limits import manifest_limits_problem
+
 Check = Callable[[Any], str | None]
 
 RESTART_POLICIES = ("always", "never", "on-failure")
@@ -145,6 +147,7 @@ BOLT_FIELDS: dict[str, Check] = {
     "image": _path,
     "price": _object,
     "entrances": _object_list,
+    "limits": manifest_limits_problem,
     "module": _boolean,
     "files": _file_map,
     "checks": _string_list,

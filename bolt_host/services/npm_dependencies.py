@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,11 @@ async def install_npm_dependencies(
     run_scripts: bool,
     timeout: float,
     log: LogSink,
+    prefix: Sequence[str] = (),
 ) -> None:
     """Run npm in ``root``; a 415 naming npm's failing line and quoting its last lines if it
-    fails or overruns ``timeout`` (its whole tree, install scripts included, is killed)."""
+    fails or overruns ``timeout`` (its whole tree, install scripts included, is killed).
+    ``prefix`` runs it as the app (see :meth:`~bolt_host.services.sandbox.Isolation.install_prefix`)."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         raise BoltError(
@@ -79,7 +81,7 @@ async def install_npm_dependencies(
     try:
         with _without_dev_dependencies(root, lockfile=argv[1] == "ci"):
             await run_logged(
-                argv,
+                [*prefix, *argv],
                 cwd=root,
                 env=_npm_environment(),
                 log=log,

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bolt_host.services.envnames import refusal
 from bolt_host.services.proctable import (
     ProcessTable,
     SharedSnapshots,
@@ -89,7 +90,12 @@ def app_environment(
     env = base_environment()
     env.update(command_environment(app, env["PATH"]))
     env.update({str(key): str(value) for key, value in (app.get("env") or {}).items()})
-    env.update({str(key): str(value) for key, value in extra.items()})
+    for key, value in extra.items():
+        why = refusal(str(key))
+        if why is not None:  # the APIs refuse these with a 400; a plugin's dict is checked here
+            log.warning("%s: env %s from a plugin not passed on: %s", name, key, why)
+            continue
+        env[str(key)] = str(value)
     if port is not None:
         env["PORT"] = str(port)
     env.update({"HOST": LOOPBACK, "BOLT_APP_NAME": name, "BOLT_APP_TOKEN": token, "BOLT_HOST_URL": host_url})

@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bolt_host.services import processes, proctable
 
@@ -51,9 +52,15 @@ class TreeSampler:
         self._cpu_before: dict[int, tuple[float, float]] = {}  # pid -> (create time, cpu seconds)
         self._before: float | None = None  # monotonic time of the last pass
         self._markers: dict[tuple[int, float], str | None] = {}
+        self._group_before: dict[int, float] = {}  # main pid -> its cgroup's cpu seconds
 
-    def sample(self, roots: Mapping[str, int], markers: Mapping[str, str]) -> tuple[dict[str, TreeUsage], list[Orphan]]:
-        """``roots``: app -> main pid; ``markers``: marker -> app.  Returns usage and orphans."""
+    def sample(
+        self, roots: Mapping[str, int], markers: Mapping[str, str], groups: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, TreeUsage], list[Orphan]]:
+        """``roots``: app -> main pid; ``markers``: marker -> app; ``groups``: app -> its
+        :class:`~bolt_host.services.cgroups.AppCgroup`, whose kernel counters replace the tree
+        walk for that app.  Returns usage and orphans."""
+        groups = groups or {}
         table = proctable.ProcessTable.snapshot()
         now = time.monotonic()
         elapsed = now - self._before if self._before is not None else 0.0
@@ -68,7 +75,9 @@ class TreeSampler:
         ]
         self._markers = {key: value for key, value in self._markers.items() if key[0] in create_times}
 
-        tree_roots: dict[str, list[int]] = {name: [pid] for name, pid in roots.items() if pid in create_times}
+        measured = {name: self._measure_group(roots[name], groups[name], elapsed) for name in groups if name in roots}
+        self._group_before = {pid: seconds for pid, seconds in self._group_before.items() if pid in main_pids}
+        tree_roots = {name: [pid] for name, pid in roots.items() if pid in create_times and measured.get(name) is None}
         for orphan in orphans:
             owner = markers.get(orphan.marker)
             if owner in tree_roots:
@@ -76,11 +85,23 @@ class TreeSampler:
 
         trees = {name: table.descendants(start) for name, start in tree_roots.items()}
         usage = {name: self._measure(roots[name], members, table, elapsed) for name, members in trees.items()}
+        usage.update({name: found for name, found in measured.items() if found is not None})
         self._cpu_before = {
             pid: (create_times[pid], table.cpu_seconds[pid]) for members in trees.values() for pid in members
         }
         self._before = now
         return usage, orphans
+
+    def _measure_group(self, main_pid: int, group: Any, elapsed: float) -> TreeUsage | None:
+        """Usage from the cgroup's counters (two file reads), or None to walk the tree instead."""
+        counters = group.usage()
+        if counters is None:
+            return None
+        cpu_seconds, memory = counters
+        before = self._group_before.get(main_pid)
+        self._group_before[main_pid] = cpu_seconds
+        cpu = max(0.0, cpu_seconds - before) / elapsed * 100 if before is not None and elapsed > 0 else 0.0
+        return TreeUsage(pid=main_pid, cpu=round(cpu, 1), memory=memory, processes=len(group.members()))
 
     def _marker_of(self, pid: int, create_time: float) -> str | None:
         key = (pid, create_time)
@@ -125,12 +146,14 @@ class StatsSampler:
         markers: Callable[[], dict[str, str]],
         on_orphans: Callable[[list[Orphan]], None] | None = None,
         idle_interval: float = 30.0,
+        groups: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.interval = interval
         self.idle_interval = max(idle_interval, interval)
         self._roots = roots
         self._markers = markers
         self._on_orphans = on_orphans
+        self._groups = groups
         self._sampler = TreeSampler()
         self._latest: dict[str, TreeUsage] = {}
         self._task: asyncio.Task[None] | None = None
@@ -155,7 +178,8 @@ class StatsSampler:
 
     async def refresh(self) -> None:
         roots, markers = self._roots(), self._markers()
-        usage, orphans = await asyncio.to_thread(self._sampler.sample, roots, markers)
+        groups = self._groups() if self._groups is not None else None
+        usage, orphans = await asyncio.to_thread(self._sampler.sample, roots, markers, groups)
         self._latest = usage
         self.passes += 1
         if orphans and self._on_orphans is not None:

@@ -31,6 +31,7 @@ starts share writes (group commit) and the event loop never waits on fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -54,6 +55,7 @@ from bolt_host.services.app_runtime import (
     STOPPING,
     AppRuntime,
 )
+from bolt_host.services.limits import out_of_memory_reason
 from bolt_host.services.ports import PortPool, wait_port_free
 from bolt_host.services.processes import (
     AppProcess,
@@ -70,6 +72,7 @@ from bolt_host.services.processes import (
 from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, processes_by_marker, read_environ_value
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
+from bolt_host.services.sandbox import Confinement, Isolation
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
 from bolt_host.services.tokens import AppTokens
@@ -110,8 +113,10 @@ class Supervisor:
         restart_policy: RestartPolicy | None = None,
         log_max_bytes: int = applogs.DEFAULT_MAX_BYTES,
         log_keep: int = applogs.DEFAULT_KEEP,
+        isolation: Isolation | None = None,
     ) -> None:
         self._state = state
+        self._isolation = isolation
         self._logs = applogs.AppLogFiles(Path(data_dir) / "logs" / "apps", log_max_bytes, log_keep)
         self._tokens = tokens
         self._host_url = host_url
@@ -128,7 +133,9 @@ class Supervisor:
         self._apps: dict[str, AppRuntime] = {}
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
-        self._stats = StatsSampler(stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans)
+        self._stats = StatsSampler(
+            stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans, groups=self._stat_groups
+        )
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -387,6 +394,10 @@ class Supervisor:
             wanted = await self._requested_port(app) if self._requested_port is not None else None
             runtime.port = self._ports.acquire(name, wanted)
         extra = await self._extra_env(app) if self._extra_env is not None else {}
+        if self._isolation is not None:
+            runtime.confinement = await self._confine(runtime, argv)
+            argv = runtime.confinement.argv
+            extra = {**extra, **runtime.confinement.env}
         env = app_environment(
             app, extra, name=name, port=runtime.port, token=self._tokens.issue(name), host_url=self._host_url
         )
@@ -406,6 +417,14 @@ class Supervisor:
         self._persist_soon(runtime)  # written while the app gets ready
         return process
 
+    async def _confine(self, runtime: AppRuntime, argv: list[str]) -> Confinement:
+        assert self._isolation is not None
+        try:  # in a thread: the first start after an install hands the whole code tree to the app's gid
+            self._isolation.assign(runtime.app)
+            return await asyncio.to_thread(self._isolation.confine, runtime.app, argv)
+        except (OSError, RuntimeError) as exc:
+            raise BoltError(APP_START_FAILED, f"Could not confine app {runtime.name!r}: {exc}") from exc
+
     def _launch(self, runtime: AppRuntime, argv: list[str], folder: str, env: dict[str, str]) -> tuple[Launched, int]:
         """Open the app's log and start its process.
 
@@ -420,7 +439,7 @@ class Supervisor:
     async def _start_failed(self, runtime: AppRuntime, exc: Exception, automatic: bool) -> dict[str, Any]:
         exit_code = exc.exit_code if isinstance(exc, ExitedDuringStart) else None
         if isinstance(exc, ExitedDuringStart):
-            summary = f"{describe_exit(exit_code)} during start"
+            summary = f"{self._out_of_memory(runtime) or describe_exit(exit_code)} during start"
         elif isinstance(exc, NeverReady | BoltError):
             summary = exc.message if isinstance(exc, BoltError) else str(exc)
         else:
@@ -449,7 +468,8 @@ class Supervisor:
         adopted = runtime.process is not None and runtime.process.adopted
         runtime.status = CRASHED
         runtime.exit_code = exited.result()
-        runtime.reason = "exited (adopted)" if adopted else describe_exit(runtime.exit_code)
+        exited_how = "exited (adopted)" if adopted else describe_exit(runtime.exit_code)
+        runtime.reason = self._out_of_memory(runtime) or exited_how
         log.info("%s (pid %s) %s", runtime.name, runtime.process.pid if runtime.process else None, runtime.reason)
         self._in_background(self._handle_crash(runtime, generation))
 
@@ -561,6 +581,8 @@ class Supervisor:
             process.reap()
             process.close()
             runtime.process = None
+        if runtime.confinement is not None:
+            await self._empty_cgroup(runtime)
         if runtime.port is not None:
             if not await wait_port_free(runtime.port, PORT_FREE_TIMEOUT):
                 log.warning("%s: port %s still busy after its tree is gone", runtime.name, runtime.port)
@@ -568,6 +590,30 @@ class Supervisor:
             runtime.port = None
         self._tokens.revoke(runtime.name)
         return exit_code
+
+    async def _empty_cgroup(self, runtime: AppRuntime) -> None:
+        """Kill whatever is still in the app's cgroup (an escaper that dropped the marker and
+        left the process group), then remove the group."""
+        confinement, runtime.confinement = runtime.confinement, None
+        cgroup = confinement.cgroup if confinement is not None else None
+        if cgroup is None:
+            return
+        killed, left = await asyncio.to_thread(cgroup.kill_all)
+        for pid in killed:  # escapers that re-parented to the host: reap them by pid, never waitpid(-1)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if left:
+            log.warning("%s: processes %s survived SIGKILL in its cgroup", runtime.name, sorted(left))
+            runtime.reason = f"processes {sorted(left)} survived SIGKILL (stuck in the kernel?)"
+        await asyncio.to_thread(cgroup.remove)
+
+    def _out_of_memory(self, runtime: AppRuntime) -> str | None:
+        """The out-of-memory reason when the app's memory limit killed a process of it (noted
+        in the app's log with the exit, as any reason is), or None."""
+        confinement = runtime.confinement
+        if confinement is None or not confinement.out_of_memory():
+            return None
+        return out_of_memory_reason(confinement.limits)
 
     async def _discard_leftovers(self, runtime: AppRuntime) -> None:
         """Before a new start: cancel a pending restart, sweep a crashed tree not yet swept."""
@@ -584,6 +630,8 @@ class Supervisor:
     # adoption ------------------------------------------------------------------
     async def _adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:
         runtime.adopt(process, record)
+        if self._isolation is not None:
+            runtime.confinement = self._isolation.reattach(runtime.app)
         if runtime.port is not None:
             self._ports.hold(runtime.port, runtime.name)
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
@@ -665,6 +713,14 @@ class Supervisor:
 
     def _stat_roots(self) -> dict[str, int]:
         return {rt.name: rt.process.pid for rt in self._apps.values() if rt.process is not None}
+
+    def _stat_groups(self) -> dict[str, Any]:
+        """Apps with a cgroup of their own: their stats come from its counters."""
+        return {
+            rt.name: rt.confinement.cgroup
+            for rt in self._apps.values()
+            if rt.process is not None and rt.confinement is not None and rt.confinement.cgroup is not None
+        }
 
     def _stat_markers(self) -> dict[str, str]:
         return {rt.marker: rt.name for rt in self._apps.values() if rt.process is not None}

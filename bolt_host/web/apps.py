@@ -13,6 +13,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.apps import optional_version, registry_call
+from bolt_host.services.limits import LimitError, check_limits
 from bolt_host.services.manifest import app_name_for, install_preview, without_folder
 from bolt_host.services.readme_html import render_readme
 from bolt_host.web.auth import (
@@ -48,6 +49,20 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
         raise BoltError(errors.BAD_REQUEST, f"Unknown fields: {', '.join(sorted(unknown))}")
 
 
+def _preview(host: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A package's facts plus ``_isolation``: how it would run here (mode, limits, mechanisms)."""
+    if host.isolation is None:
+        return {**manifest, "_isolation": {"mode": "off"}}
+    bolt = manifest.get("bolt")
+    bolt = bolt if isinstance(bolt, dict) else {}
+    try:
+        app = {"name": app_name_for(manifest.get("name")), "limits": check_limits(bolt.get("limits") or {})}
+    except (BoltError, LimitError):
+        return manifest  # the install itself will name what is wrong
+    described = host.isolation.describe(app)
+    return {**manifest, "_isolation": {key: described[key] for key in ("mode", "limits", "mechanisms")}}
+
+
 def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
     """The package name and version a registry preview asks about, both checked."""
     name = body.get("name")
@@ -68,6 +83,11 @@ async def get_app(request: Request) -> Response:
     who = await require_user(request, "apps.read")
     host = host_of(request)
     app = _with_last_exit(host, host.apps.require(request.path_params["name"]))
+    if host.isolation is not None:
+        app["confinement"] = host.isolation.describe(app)
+    app["adminEnv"] = host.admin_env.names(app["name"])  # names only: values may be secrets
+    if not who.is_admin:
+        app.get("confinement", {}).pop("dataFolder", None)  # a host path, as without_folder drops
     return ok(app if who.is_admin else without_folder(app))
 
 
@@ -103,7 +123,8 @@ async def registry_package(request: Request) -> Response:
     name, version = _registry_target(body)
     registry = host_of(request).apps.require_registry()
     meta = await registry_call(registry.manifest(name, version), errors.REGISTRY_PACKAGE_FAILED)
-    return ok(with_install_preview({k: v for k, v in meta.items() if k not in {"readme", "_npmUser"}}, None))
+    package = with_install_preview({k: v for k, v in meta.items() if k not in {"readme", "_npmUser"}}, None)
+    return ok(_preview(host_of(request), package))
 
 
 async def registry_readme(request: Request) -> Response:
@@ -161,9 +182,10 @@ async def local_package(request: Request) -> Response:
     """A local app's package.json: ``{path}``."""
     await require_admin(request, "apps.preview")
     body = await read_body(request)
-    apps = host_of(request).apps
+    host = host_of(request)
     path = body.get("path")
-    return ok(with_install_preview(apps.local_package(path), apps.local_folder(path)))
+    package = with_install_preview(host.apps.local_package(path), host.apps.local_folder(path))
+    return ok(_preview(host, package))
 
 
 async def local_readme(request: Request) -> Response:
@@ -190,7 +212,8 @@ async def local_catalog(request: Request) -> Response:
 
 
 async def update_app(request: Request) -> Response:
-    """Change ``displayName, description, order, system, tags, controlledVisibility``."""
+    """Change ``displayName, description, order, system, tags, controlledVisibility``, and the
+    admin's ``isolation`` (false: run as the host's user) and ``limits`` (over the manifest's)."""
     name = request.path_params["name"]
     await require_installer(request, "apps.update", name)
     body = await read_body(request)

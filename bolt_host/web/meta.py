@@ -40,7 +40,8 @@ BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 async def health(request: Request) -> Response:
     """Liveness: version and uptime (no auth)."""
     host = host_of(request)
-    return ok({"status": "ok", "version": host.version, "uptime": round(host.uptime, 3)})
+    isolation = host.isolation.summary() if host.isolation is not None else {"mode": "off"}
+    return ok({"status": "ok", "version": host.version, "uptime": round(host.uptime, 3), "isolation": isolation})
 
 
 async def plugins(request: Request) -> Response:

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bolt_host.plugin import BoltError, Host, TaskCancelled, app_name_for
+from bolt_host.plugin import BoltError, Host, TaskCancelled, app_name_for, caller_env_problem, declared_names, refusal
 
 from .envelope import MarketError
 
@@ -56,12 +56,22 @@ def parse_envs(value: Any) -> list[dict[str, str]]:
             raise MarketError(400, f"Invalid env name {str(name)[:64]!r}")
         if RESERVED_ENV.match(name):
             raise MarketError(400, f"The env {name} is reserved by the host")
+        if refusal(name):
+            raise MarketError(400, f"The env {name} cannot be set: {refusal(name)}")
         if isinstance(raw, bool | int | float):
             raw = json.dumps(raw)
         if not isinstance(raw, str) or len(raw) > MAX_ENV_VALUE or "\x00" in raw:
             raise MarketError(400, f"The value of env {name} must be a string of at most {MAX_ENV_VALUE} characters")
         parsed[name] = raw
     return [{"envName": k, "value": v} for k, v in parsed.items()]
+
+
+def declared_only(entry: dict[str, Any], envs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``envs`` if the package's manifest declares every name (``bolt.envs`` / ``bolt.env``), else a 400."""
+    problem = caller_env_problem((e["envName"] for e in envs), declared_names(entry.get("bolt") or {}))
+    if problem:
+        raise MarketError(400, problem)
+    return envs
 
 
 def parse_entrances(value: Any) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from .operations import (
     submit_cancel,
     submit_uninstall,
 )
-from .packages import clone_name, instance_name, parse_entrances, parse_envs
+from .packages import clone_name, declared_only, instance_name, parse_entrances, parse_envs
 
 SYNC_WAIT_DEFAULT = 600.0
 SYNC_WAIT_MAX = 1800.0
@@ -83,7 +83,8 @@ async def install(request: Request) -> Response:
     if package != app_id:
         raise MarketError(400, f"app_name {package!r} does not match the app id {app_id!r} in the path")
     entry, version = await catalog_entry(market, source, package, version)
-    envs = default_envs(entry, parse_envs(body.get("envs")), market.store.app_config(user.name, package)["envs"])
+    envs = default_envs(entry, declared_only(entry, parse_envs(body.get("envs"))),
+                        market.store.app_config(user.name, package)["envs"])
     plan = Plan(lc.INSTALL, user.name, instance_name(package), package, source, version, envs=envs)
     await check_new_instance(market, user, plan, entry)
     return await _answer(market, "install", submit(market, plan), body)
@@ -98,7 +99,8 @@ async def clone(request: Request) -> Response:
     title = text_field(body, "title")
     version = text_field(body, "version", required=False)
     entry, version = await catalog_entry(market, source, package, version)
-    envs = default_envs(entry, parse_envs(body.get("envs")), market.store.app_config(user.name, package)["envs"])
+    envs = default_envs(entry, declared_only(entry, parse_envs(body.get("envs"))),
+                        market.store.app_config(user.name, package)["envs"])
     name = clone_name(package, body)
     plan = Plan(lc.CLONE, user.name, name, package, source, version or entry["version"], title=title, envs=envs,
                 entrances=parse_entrances(body.get("entrances")), clone_of=instance_name(package))
@@ -130,7 +132,7 @@ async def upgrade(request: Request) -> Response:
     if named not in (None, package, name):
         raise MarketError(400, f"app_name {named!r} does not match the app {name!r}")
     entry, version = await catalog_entry(market, source, package, version)
-    envs = parse_envs(body["envs"]) if "envs" in body else []
+    envs = declared_only(entry, parse_envs(body["envs"])) if "envs" in body else []
     await market.payments.require_purchase(user, source, entry)
     plan = Plan(lc.UPGRADE, row["user"], name, package, source, version, title=row.get("title"), envs=envs,
                 by=user.name)

@@ -1,0 +1,251 @@
+"""A control group per app, where the machine lets the host make them.
+
+Detected at start-up, never assumed:
+
+* **cgroup v2** when the host's own cgroup has ``memory``, ``pids`` and ``cpu`` in its
+  ``cgroup.subtree_control`` and the host may create folders there (a delegated subtree,
+  e.g. systemd's ``Delegate=yes``, or root on a pure v2 machine whose root cgroup is ours).
+* **cgroup v1** per controller (``memory``, ``pids``, ``cpu``, ``cpuacct``) where that
+  hierarchy is mounted and the host may create a folder under its own cgroup in it.
+* Otherwise none: :mod:`sandbox` falls back to rlimits.
+
+Layout: ``<own cgroup>/bolt-<id of the data dir>/<app>`` in each hierarchy, so two hosts on
+one machine never share a group.  A process joins its app's groups by writing its own pid
+to their ``cgroup.procs`` before it execs the app (the wrapper in :mod:`sandbox`), so
+nothing it forks is ever outside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bolt_host.cgroups")
+
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+V2_CONTROLLERS = ("memory", "pids", "cpu")
+CPU_PERIOD_US = 100_000
+KILL_DEADLINE = 5.0
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    """Where app groups go: ``version`` is "v2", "v1" or "" (none); ``bases`` per controller
+    (v1) or one entry ``"unified"`` (v2)."""
+
+    version: str
+    bases: Mapping[str, Path]
+
+    @property
+    def limited(self) -> frozenset[str]:
+        """The limits this support enforces: memory, pids, cpu."""
+        if self.version == "v2":
+            return frozenset(V2_CONTROLLERS)
+        return frozenset(key for key in V2_CONTROLLERS if key in self.bases)
+
+    @property
+    def label(self) -> str:
+        return f"cgroup {self.version}" if self.version else "none"
+
+    def group(self, name: str) -> AppCgroup | None:
+        return AppCgroup(self, name) if self.version else None
+
+
+NO_CGROUPS = CgroupSupport("", {})
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """``(mount point, fs type, super options)`` of every cgroup mount."""
+    found = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            left, _, right = line.partition(" - ")
+            fields, tail = left.split(), right.split()
+            if len(tail) >= 3 and tail[0] in {"cgroup", "cgroup2"}:
+                found.append((fields[4].replace("\\040", " "), tail[0], set(tail[2].split(","))))
+    return found
+
+
+def _own_paths() -> dict[str, str]:
+    """The host's cgroup path per v1 controller, and ``""`` -> its v2 path."""
+    paths: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/self/cgroup", encoding="utf-8") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                paths[controller] = path
+    return paths
+
+
+def _make_base(parent: Path, leaf: str) -> Path | None:
+    base = parent / leaf
+    try:
+        base.mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return base
+
+
+def detect(data_dir: Path) -> CgroupSupport:
+    """The best cgroup support this host has for apps of ``data_dir``."""
+    leaf = "bolt-" + hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+    mounts, own = _mounts(), _own_paths()
+    for mount, kind, _ in mounts:
+        if kind != "cgroup2" or "" not in own:
+            continue
+        parent = Path(mount + own[""])
+        try:
+            delegated = set((parent / "cgroup.subtree_control").read_text().split())
+        except OSError:
+            continue
+        if set(V2_CONTROLLERS) <= delegated and os.access(parent, os.W_OK):
+            base = _make_base(parent, leaf)
+            if base is not None and _enable_v2_controllers(base):
+                return CgroupSupport("v2", {"unified": base})
+    bases: dict[str, Path] = {}
+    for mount, kind, options in mounts:
+        for controller in V1_CONTROLLERS:
+            if kind == "cgroup" and controller in options and controller in own and controller not in bases:
+                base = _make_base(Path(mount + own[controller]), leaf)
+                if base is not None:
+                    bases[controller] = base
+    return CgroupSupport("v1", bases) if bases else NO_CGROUPS
+
+
+def _enable_v2_controllers(base: Path) -> bool:
+    try:
+        (base / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in V2_CONTROLLERS))
+    except OSError:
+        return False
+    return True
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+def _read_int(path: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(path.read_text().split()[0])
+    return None
+
+
+def _read_keyed(path: Path, key: str) -> int | None:
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    return None
+
+
+class AppCgroup:
+    """One app's groups (one per v1 hierarchy, or one v2 group)."""
+
+    def __init__(self, support: CgroupSupport, name: str) -> None:
+        self.version = support.version
+        self.dirs = {controller: base / name for controller, base in support.bases.items()}
+
+    def create(self, limits: Mapping[str, Any]) -> None:
+        """Make the groups and write the limits (lifting any a reused group still had)."""
+        for folder in self.dirs.values():
+            folder.mkdir(exist_ok=True)
+        memory, pids, cpu = limits.get("memory"), limits.get("pids"), limits.get("cpu")
+        quota = str(int(cpu * CPU_PERIOD_US)) if cpu else None
+        if self.version == "v2":
+            folder = self.dirs["unified"]
+            _write(folder / "memory.max", str(memory) if memory else "max")
+            with contextlib.suppress(OSError):  # no swap accounting: nothing to cap
+                _write(folder / "memory.swap.max", "0" if memory else "max")
+            _write(folder / "pids.max", str(pids) if pids else "max")
+            _write(folder / "cpu.max", f"{quota or 'max'} {CPU_PERIOD_US}")
+            return
+        if "memory" in self.dirs:
+            folder = self.dirs["memory"]
+            with contextlib.suppress(OSError):  # memsw must not be below the limit: lift it first
+                _write(folder / "memory.memsw.limit_in_bytes", "-1")
+            _write(folder / "memory.limit_in_bytes", str(memory) if memory else "-1")
+            with contextlib.suppress(OSError):  # swap would let the app pass its limit
+                _write(folder / "memory.memsw.limit_in_bytes", str(memory) if memory else "-1")
+        if "pids" in self.dirs:
+            _write(self.dirs["pids"] / "pids.max", str(pids) if pids else "max")
+        if "cpu" in self.dirs:
+            _write(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(self.dirs["cpu"] / "cpu.cfs_quota_us", quota or "-1")
+
+    def procs_files(self) -> list[Path]:
+        return [folder / "cgroup.procs" for folder in self.dirs.values()]
+
+    def members(self) -> set[int]:
+        found: set[int] = set()
+        for path in self.procs_files():
+            with contextlib.suppress(OSError, ValueError):
+                found.update(int(line) for line in path.read_text().split())
+        return found
+
+    def kill_all(self, deadline: float = KILL_DEADLINE) -> tuple[set[int], set[int]]:
+        """SIGKILL every member until the groups are empty: ``(pids killed, pids left at the
+        deadline)``.  Killed processes that re-parented to the host are then its zombies: the
+        caller reaps them (they may carry no marker the host would know them by).
+
+        v2 has ``cgroup.kill`` (atomic, even against a fork bomb); v1 repeats snapshot + kill,
+        which the pids limit keeps finite."""
+        killed: set[int] = set()
+        if self.version == "v2":
+            killed |= self.members()
+            with contextlib.suppress(OSError):
+                _write(self.dirs["unified"] / "cgroup.kill", "1")
+        end = time.monotonic() + deadline
+        while True:
+            members = self.members() - {os.getpid()}
+            if not members or time.monotonic() > end:
+                return killed, members
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            killed |= members
+            time.sleep(0.01)  # poll: the kernel gives no wake-up when a v1 group empties
+
+    def oom_kills(self) -> int:
+        """How many processes the memory limit has killed in this group so far."""
+        if self.version == "v2":
+            return _read_keyed(self.dirs["unified"] / "memory.events", "oom_kill") or 0
+        folder = self.dirs.get("memory")
+        if folder is None:
+            return 0
+        counted = _read_keyed(folder / "memory.oom_control", "oom_kill")
+        if counted is not None:
+            return counted
+        return 1 if (_read_int(folder / "memory.failcnt") or 0) > 0 else 0  # kernels before 4.13
+
+    def usage(self) -> tuple[float, int] | None:
+        """``(cpu seconds, memory bytes)`` of the whole group, from the kernel's counters."""
+        if self.version == "v2":
+            folder = self.dirs["unified"]
+            cpu_us, memory = _read_keyed(folder / "cpu.stat", "usage_usec"), _read_int(folder / "memory.current")
+            return (cpu_us / 1e6, memory) if cpu_us is not None and memory is not None else None
+        if "cpuacct" not in self.dirs or "memory" not in self.dirs:
+            return None
+        cpu_ns = _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
+        memory = _read_int(self.dirs["memory"] / "memory.usage_in_bytes")
+        return (cpu_ns / 1e9, memory) if cpu_ns is not None and memory is not None else None
+
+    def remove(self) -> None:
+        """Remove the (empty) groups; a group still busy stays and is reused by the next start."""
+        for folder in self.dirs.values():
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    log.warning("could not remove cgroup %s: %s", folder, exc)

@@ -1,0 +1,362 @@
+"""Who an app's processes run as, what they can see, and the limits they get.
+
+Modes, chosen once at start-up:
+
+* ``uid``: the host is root.  Each app runs as its own uid/gid (:mod:`identities`), its code
+  ``root:<gid>`` 0750/0640 (readable, not writable), its data folder ``home/<app>`` its own
+  (0700, also ``HOME``), everything else of the data dir 0600/0700 of root.
+* ``bwrap``: the host is not root and bubblewrap is installed.  Each app runs in a mount
+  namespace where the data dir is an empty tmpfs except its code (read-only) and its data
+  folder, the rest of the system is read-only, and ``/tmp`` is private.
+* ``none``: neither; apps run as the host's user (one warning at start-up).
+
+An admin may opt one app out (``isolation: false``); it then runs as the host's user.
+
+No ``preexec_fn`` (see :mod:`processes`): the spawned argv is a short chain of execs that
+ends in the app's own command, each doing one thing before the next exec, so the app's
+first instruction already runs confined and nothing it forks escapes:
+``sh`` (joins the app's cgroups) -> ``prlimit`` (rlimits) -> ``setpriv`` (drops to the
+app's uid, no new privileges) or ``bwrap`` -> the app.  The pid stays the same throughout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bolt_host.services import cgroups
+from bolt_host.services.identities import DEFAULT_UID_RANGE, Identities
+from bolt_host.services.limits import effective_limits, format_bytes
+from bolt_host.statefile import StateFile
+
+log = logging.getLogger("bolt_host.sandbox")
+
+UID, BWRAP, NONE, OFF = "uid", "bwrap", "none", "off"
+HOMES = "home"  # data_dir/home/<app>: each app's writable folder ($BOLT_APP_DATA, HOME)
+PRIVATE_SUBDIRS = ("public", "databases", "logs", "cache", "uploads")
+# Joins each cgroup.procs given before "--", then execs the rest (the app's chain).
+JOIN_SCRIPT = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+
+
+def _tool(name: str) -> str | None:
+    return shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/bin/{name}") if os.access(p, os.X_OK)), None)
+
+
+def detect_mode() -> str:
+    if os.geteuid() == 0 and _tool("setpriv") and _tool("prlimit"):
+        return UID
+    if os.geteuid() != 0 and bwrap_works():
+        return BWRAP
+    return NONE
+
+
+def bwrap_works() -> bool:
+    """Can bubblewrap make a sandbox here?  Not where user namespaces are turned off."""
+    bwrap = _tool("bwrap")
+    if bwrap is None:
+        return False
+    try:
+        probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--", "true"]
+        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@dataclass
+class Confinement:
+    """How one start of an app is confined: the argv to spawn and what to check after."""
+
+    argv: list[str]
+    env: dict[str, str]
+    mode: str
+    limits: dict[str, Any]
+    cgroup: cgroups.AppCgroup | None = None
+    oom_baseline: int = 0
+    uid: int | None = None
+
+    def out_of_memory(self) -> bool:
+        return self.cgroup is not None and self.cgroup.oom_kills() > self.oom_baseline
+
+
+@dataclass
+class Isolation:
+    """The host's isolation service (one per host)."""
+
+    data_dir: Path
+    state: StateFile
+    uid_range: tuple[int, int] = DEFAULT_UID_RANGE
+    default_limits: Mapping[str, Any] = field(default_factory=dict)
+    mode: str = field(default_factory=detect_mode)
+    support: cgroups.CgroupSupport | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.identities = Identities(self.state, self.uid_range)
+        if self.support is None:
+            self.support = cgroups.detect(self.data_dir)
+        if self.mode == NONE:
+            log.warning(
+                "apps run as the host's own user and can read its data dir: run the host as root "
+                "(a uid per app) or install bubblewrap (a sandbox per app); see SECURITY.md"
+            )
+
+    # the data dir --------------------------------------------------------------------
+    def secure_data_dir(self) -> None:
+        """Host state 0600/0700; only the way to each app's own folders is open (0711)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        passable = 0o711 if self.mode == UID else 0o700
+        os.chmod(self.data_dir, passable)
+        for name in ("apps", HOMES):
+            (self.data_dir / name).mkdir(exist_ok=True)
+            os.chmod(self.data_dir / name, passable)
+        for name in PRIVATE_SUBDIRS:
+            if (self.data_dir / name).is_dir():
+                os.chmod(self.data_dir / name, 0o700)
+        for entry in self.data_dir.iterdir():
+            if entry.is_file() and not entry.is_symlink():
+                os.chmod(entry, 0o600)
+        closed = [str(parent) for parent in self.data_dir.resolve().parents if not parent.stat().st_mode & 0o001]
+        if self.mode == UID and closed:
+            log.warning(
+                "apps cannot reach their code: %s not passable by other users (chmod o+x, or move the data dir)",
+                ", ".join(closed),
+            )
+
+    def home_of(self, name: str) -> Path:
+        return self.data_dir / HOMES / name
+
+    # one app ---------------------------------------------------------------------------
+    def mode_for(self, app: Mapping[str, Any]) -> str:
+        return OFF if app.get("isolation") is False else self.mode
+
+    def limits_for(self, app: Mapping[str, Any]) -> dict[str, Any]:
+        return effective_limits(self.default_limits, app.get("limits"), app.get("adminLimits"))
+
+    def assign(self, app: Mapping[str, Any]) -> int | None:
+        """The app's uid in ``uid`` mode, allocated if new; on the event loop (host state)."""
+        return self.identities.uid_for(str(app["name"])) if self.mode_for(app) == UID else None
+
+    def confine(self, app: Mapping[str, Any], argv: list[str]) -> Confinement:
+        """Prepare ``app``'s folders and groups and wrap ``argv`` (after :meth:`assign`).
+
+        Blocking (chown, cgroup files): run it in a worker thread."""
+        name, mode = str(app["name"]), self.mode_for(app)
+        limits = self.limits_for(app)
+        home = self.home_of(name)
+        uid = self.identities.known(name) if mode == UID else None
+        if mode == UID and uid is None:
+            raise RuntimeError(f"no uid assigned to {name!r}")
+        self._prepare_home(home, uid)
+        code = code_folder(app)
+        if uid is not None:
+            self._share_code(code, uid)
+        cgroup = self.support.group(name) if self.support is not None else None
+        baseline = 0
+        if cgroup is not None:
+            cgroup.create(limits)
+            baseline = cgroup.oom_kills()
+        chain = self._drop_privileges(mode, uid, code, home) + argv
+        chain = self._rlimits(mode, limits) + chain
+        if cgroup is not None:
+            chain = ["/bin/sh", "-c", JOIN_SCRIPT, "bolt-join", *map(str, cgroup.procs_files()), "--", *chain]
+        env = {"BOLT_APP_DATA": str(home), "HOME": str(home)}
+        return Confinement(chain, env, mode, limits, cgroup, baseline, uid)
+
+    def reattach(self, app: Mapping[str, Any]) -> Confinement:
+        """The confinement of a process a previous host started (adopted after a restart)."""
+        name = str(app["name"])
+        cgroup = self.support.group(name) if self.support is not None else None
+        baseline = cgroup.oom_kills() if cgroup is not None else 0
+        uid = self.identities.known(name) if self.mode_for(app) == UID else None
+        return Confinement([], {}, self.mode_for(app), self.limits_for(app), cgroup, baseline, uid)
+
+    def wrap_command(
+        self, app: Mapping[str, Any], argv: list[str], *, writable: list[Path] | None = None
+    ) -> list[str]:
+        """``argv`` run as ``app``'s identity/sandbox (for dependency installs and install scripts).
+
+        Call :meth:`assign` first (on the event loop); this part blocks.  ``writable`` folders
+        (the staged code being installed) are handed to the app's uid or bound writable in its
+        sandbox; the caller hands them back (:meth:`share_code`) before the app runs.  Limits
+        apply as for the app itself, without a cgroup."""
+        name, mode = str(app["name"]), self.mode_for(app)
+        home = self.home_of(name)
+        uid = self.identities.known(name) if mode == UID else None
+        self._prepare_home(home, uid)
+        for folder in writable or []:
+            if uid is not None:
+                self._make_passable(folder)
+                _chown_tree(folder, uid, uid, dir_mode=0o700, file_mode=None)
+        extra = [] if uid is not None else list(writable or [])
+        chain = self._drop_privileges(mode, uid, code_folder(app), home, extra_writable=extra)
+        return self._rlimits(mode, self.limits_for(app)) + chain + argv
+
+    def install_prefix(self, app: Mapping[str, Any], staged: Path, tool: str) -> tuple[list[str], Path]:
+        """For a dependency install into ``staged`` (after :meth:`assign`; blocking): the argv
+        prefix that runs the tool as the app (its uid or sandbox, ``HOME`` its data folder) and
+        a cache folder of the app's own for ``tool`` (a shared cache could be poisoned by one
+        app for the next).  Hand ``staged`` back with :meth:`share_code` afterwards."""
+        home = self.home_of(str(app["name"]))
+        cache = home / ".cache" / tool
+        prefix = self.wrap_command(app, [], writable=[staged])
+        cache.mkdir(parents=True, exist_ok=True)
+        uid = self.identities.known(str(app["name"])) if self.mode_for(app) == UID else None
+        if uid is not None:
+            _chown_tree(home / ".cache", uid, uid, dir_mode=0o700, file_mode=None)
+        return [*prefix, _tool("env") or "env", f"HOME={home}"], cache
+
+    def share_code(self, app: Mapping[str, Any], folder: Path | None = None) -> None:
+        """Hand ``folder`` (default: the app's code) back to root, readable by the app's gid:
+        after an install step wrote into it as the app's uid.  Blocking."""
+        uid = self.identities.known(str(app["name"]))
+        if self.mode_for(app) == UID and uid is not None:
+            self._share_code(Path(folder or code_folder(app)), uid, force=True)
+
+    def forget(self, name: str) -> None:
+        """After a delete, on the event loop: free the uid (then :meth:`hand_back_data`)."""
+        self.identities.release(name)
+
+    def hand_back_data(self, name: str, *, delete_data: bool) -> None:
+        """After a delete (blocking): the data folder goes, or is handed back to root so a later
+        app given the same uid cannot read it."""
+        home = self.home_of(name)
+        if delete_data:
+            shutil.rmtree(home, ignore_errors=True)
+        elif home.is_dir() and os.geteuid() == 0:
+            _chown_tree(home, 0, 0, dir_mode=0o700, file_mode=None)
+
+    # what is shown -----------------------------------------------------------------------
+    def describe(self, app: Mapping[str, Any]) -> dict[str, Any]:
+        """For the app object: mode, uid, effective limits and the mechanism of each."""
+        name, mode = str(app["name"]), self.mode_for(app)
+        limits = self.limits_for(app)
+        shown = dict(limits)
+        if "memory" in shown:
+            shown["memory"] = format_bytes(shown["memory"])
+        return {
+            "mode": mode,
+            "uid": self.identities.known(name) if mode == UID else None,
+            "dataFolder": str(self.home_of(name)),
+            "limits": shown,
+            "mechanisms": {key: self.mechanism(key, mode) for key in limits},
+        }
+
+    def mechanism(self, key: str, mode: str) -> str:
+        enforced = self.support.limited if self.support is not None else frozenset()
+        if key in enforced:
+            return self.support.label  # type: ignore[union-attr]
+        if key == "memory":
+            return "rlimit (address space)"
+        if key == "pids":
+            return "rlimit (processes of the app's uid)" if mode == UID else "not enforced (needs cgroups)"
+        if key == "cpu":
+            return "not enforced (needs cgroups)"
+        return "rlimit"
+
+    def summary(self) -> dict[str, Any]:
+        """For ``/-/health``: the host-wide mode and limit mechanisms."""
+        support = self.support or cgroups.NO_CGROUPS
+        return {
+            "mode": self.mode,
+            "cgroups": support.label,
+            "mechanisms": {key: self.mechanism(key, self.mode) for key in ("memory", "pids", "cpu", "nofile")},
+        }
+
+    # helpers --------------------------------------------------------------------------
+    def _prepare_home(self, home: Path, uid: int | None) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        if uid is not None and home.stat().st_uid != uid:
+            _chown_tree(home, uid, uid, dir_mode=0o700, file_mode=None)
+        elif uid is None:
+            os.chmod(home, 0o700)
+
+    def _share_code(self, code: Path, gid: int, *, force: bool = False) -> None:
+        """Code ``root:<gid>``, group read (and execute where the owner has it), nothing for others.
+
+        Only inside ``apps/``: a folder elsewhere is never taken over.  Done once per
+        installed tree (a fresh install swaps in a root:root tree)."""
+        apps = (self.data_dir / "apps").resolve()
+        resolved = code.resolve()
+        if not resolved.is_relative_to(apps) or resolved == apps:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            if force or resolved.stat().st_gid != gid:
+                _chown_tree(resolved, 0, gid, dir_mode=0o750, file_mode=0o640)
+
+    def _make_passable(self, folder: Path) -> None:
+        """Let other uids pass (o+x, not list) through the folders from ``apps/`` down to
+        ``folder`` (a staging dir is 0700), never above the data dir."""
+        apps = (self.data_dir / "apps").resolve()
+        for parent in Path(folder).resolve().parents:
+            if not parent.is_relative_to(apps) or parent == apps:
+                break
+            os.chmod(parent, parent.stat().st_mode | 0o001)
+
+    def _drop_privileges(
+        self, mode: str, uid: int | None, code: Path, home: Path, extra_writable: list[Path] | None = None
+    ) -> list[str]:
+        if mode == UID and uid is not None:
+            return [_tool("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                    "--no-new-privs", "--"]
+        if mode == BWRAP:
+            bwrap = [_tool("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                     "--tmpfs", "/tmp", "--tmpfs", str(self.data_dir),
+                     "--ro-bind", str(code), str(code), "--bind", str(home), str(home)]
+            for folder in extra_writable or []:
+                bwrap += ["--bind", str(folder), str(folder)]
+            # the empty data dir read-only too: nothing written there could look like host state
+            return [*bwrap, "--remount-ro", str(self.data_dir), "--chdir", str(code), "--"]
+        return []
+
+    def _rlimits(self, mode: str, limits: Mapping[str, Any]) -> list[str]:
+        """``prlimit`` for what cgroups do not cover: files always, processes per uid, memory as
+        address space.  None when nothing applies (no extra exec)."""
+        enforced = self.support.limited if self.support is not None else frozenset()
+        options = []
+        if limits.get("nofile"):
+            options.append(f"--nofile={limits['nofile']}")
+        if limits.get("pids") and "pids" not in enforced and mode == UID:
+            options.append(f"--nproc={limits['pids']}")
+        if limits.get("memory") and "memory" not in enforced:
+            options.append(f"--as={limits['memory']}")
+        return [_tool("prlimit") or "prlimit", *options, "--"] if options else []
+
+
+def code_folder(app: Mapping[str, Any]) -> Path:
+    """Where the app's code is (``folder``; ``path`` in app objects from before it was named so)."""
+    return Path(str(app.get("folder") or app.get("path")))
+
+
+def _chown_tree(root: Path, uid: int, gid: int, *, dir_mode: int, file_mode: int | None) -> None:
+    """Own ``root`` and everything under it (links themselves, never their targets).
+
+    ``file_mode`` None keeps the owner's bits and clears group/other; else group gets read
+    (and execute where the owner has it)."""
+
+    def fix(path: str, is_dir: bool) -> None:
+        os.lchown(path, uid, gid)
+        if is_dir:
+            os.chmod(path, dir_mode)
+            return
+        mode = os.lstat(path).st_mode & 0o700
+        if file_mode is None:
+            os.chmod(path, mode)
+        else:
+            os.chmod(path, (mode | 0o040) | (0o010 if mode & 0o100 else 0) | (file_mode & 0o600))
+
+    fix(str(root), True)
+    for folder, dirs, files in os.walk(root):
+        for names, is_dir in ((dirs, True), (files, False)):
+            for entry in names:
+                path = os.path.join(folder, entry)
+                if os.path.islink(path):
+                    os.lchown(path, uid, gid)
+                else:
+                    fix(path, is_dir)
