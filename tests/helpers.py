@@ -122,3 +122,12 @@ def private_port_range() -> tuple[int, int]:
     that other suites run at the same time on this machine do not hand out the same ports."""
     base = random.randrange(10000, 19800, 200)
     return base, base + 199
+
+
+def write_package(folder: Path, manifest: dict[str, Any], files: dict[str, str]) -> Path:
+    """A package folder: ``package.json`` from ``manifest`` and the given text files."""
+    folder.mkdir(parents=True)
+    (folder / "package.json").write_text(json.dumps(manifest))
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return folder

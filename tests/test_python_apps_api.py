@@ -23,7 +23,8 @@ async def test_the_bottle_sample_installs_as_a_task_and_is_served(tmp_path: Path
         app = installed.json()["body"]
         assert app["python"] == str(Path(app["folder"]) / ".venv" / "bin" / "python")
         assert Path(app["python"]).exists()
-        assert (bolt.host.settings.data_dir / "cache" / "uv").is_dir()
+        # uv's cache is the app's own (it runs as the app), as npm's is
+        assert (bolt.host.settings.data_dir / "home" / "hello-bottle" / ".cache" / "uv").is_dir()
         async with app_started(bolt.admin, "hello-bottle"):
             page = await bolt.admin.get("/x/hello-bottle/")
             assert page.status_code == 200 and "Hello from Bottle" in page.text

@@ -293,10 +293,16 @@ class Apps:
         if self.get(name) and not upgrade:  # before spending minutes on dependencies
             raise BoltError(errors.APP_NAME_TAKEN)
         registry = self.registry.base_url if self.registry is not None else None
+        credentials = self.registry.npm_credentials() if self.registry is not None else None
         confined = self._confined_install(name, root)
         try:
             prepared = await self.dependencies.prepare(
-                root, manifest, registry=registry, run_scripts=run_scripts, confine=confined
+                root,
+                manifest,
+                registry=registry,
+                run_scripts=run_scripts,
+                confine=confined,
+                registry_credentials=credentials,
             )
         finally:
             if confined is not None and self.isolation is not None:  # the app's uid wrote there:

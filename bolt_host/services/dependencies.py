@@ -99,9 +99,11 @@ class DependencySteps:
         registry: str | None,
         run_scripts: bool,
         confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None = None,
+        registry_credentials: str | None = None,
     ) -> Prepared:
         """``confine(tool)`` gives the argv prefix that runs ``tool`` as the app (its uid or
-        sandbox) and the app's own cache folder for it; without it tools run as the host."""
+        sandbox) and the app's own cache folder for it; without it tools run as the host.
+        ``registry_credentials`` (``.npmrc`` lines) let npm fetch from a private registry."""
         requested = requests_install_scripts(manifest)
         run_scripts = run_scripts and requested  # a grant nobody asked for runs nothing
         sink = TaskLog()
@@ -115,6 +117,7 @@ class DependencySteps:
                     registry=registry,
                     cache_dir=npm_cache,
                     prefix=prefix,
+                    credentials=registry_credentials,
                     run_scripts=run_scripts,
                     timeout=self.timeout,
                     log=sink,
@@ -125,8 +128,9 @@ class DependencySteps:
         python = None
         if needs_python_env(root, manifest):
             sink.line("=== preparing the app's Python environment")
+            prefix, uv_cache = await confine("uv") if confine is not None else ([], self.python_cache)
             prepared = prepare_python_env(
-                root, cache_dir=self.python_cache, log=sink, timeout=self.timeout, manifest=manifest
+                root, cache_dir=uv_cache, prefix=prefix, log=sink, timeout=self.timeout, manifest=manifest
             )
             python = await _until_cancelled(prepared, sink)
         sink.flush()

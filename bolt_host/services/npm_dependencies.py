@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,13 @@ async def install_npm_dependencies(
     timeout: float,
     log: LogSink,
     prefix: Sequence[str] = (),
+    credentials: str | None = None,
 ) -> None:
     """Run npm in ``root``; a 415 naming npm's failing line and quoting its last lines if it
     fails or overruns ``timeout`` (its whole tree, install scripts included, is killed).
-    ``prefix`` runs it as the app (see :meth:`~bolt_host.services.sandbox.Isolation.install_prefix`)."""
+    ``prefix`` runs it as the app (see :meth:`~bolt_host.services.sandbox.Isolation.install_prefix`);
+    ``credentials`` (``.npmrc`` lines for the registry) reach npm only through a temporary
+    config file beside its cache, removed afterwards."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         raise BoltError(
@@ -79,11 +83,11 @@ async def install_npm_dependencies(
     argv = npm_argv(npm, root, registry=registry, cache_dir=cache_dir, run_scripts=run_scripts)
     log.write(f"$ npm {' '.join(argv[1:])}\n")
     try:
-        with _without_dev_dependencies(root, lockfile=argv[1] == "ci"):
+        with _without_dev_dependencies(root, lockfile=argv[1] == "ci"), _user_config(cache_dir, credentials) as env:
             await run_logged(
                 [*prefix, *argv],
                 cwd=root,
-                env=_npm_environment(),
+                env=env,
                 log=log,
                 timeout=timeout,
                 what=f"Installing the npm dependencies of {manifest.get('name')}",
@@ -121,6 +125,29 @@ def _without_dev_dependencies(root: Path, *, lockfile: bool) -> Iterator[None]:
         yield
     finally:
         path.write_bytes(original)
+
+
+@contextlib.contextmanager
+def _user_config(cache_dir: Path, credentials: str | None) -> Iterator[dict[str, str]]:
+    """npm's environment, with ``credentials`` in a user config of its own for this run.
+
+    The file is beside the cache (the one place npm's user, the app's uid or sandbox, can read
+    that is not the app's code), 0600 and owned like the cache, and gone when npm is done."""
+    env = _npm_environment()
+    if credentials is None:
+        yield env
+        return
+    fd, path = tempfile.mkstemp(prefix=".npmrc-", dir=cache_dir.parent)
+    try:
+        owner = cache_dir.stat()
+        os.fchown(fd, owner.st_uid, owner.st_gid)
+        with os.fdopen(fd, "w", encoding="utf-8") as config:
+            config.write(credentials)
+        env["npm_config_userconfig"] = path
+        yield env
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _npm_environment() -> dict[str, str]:

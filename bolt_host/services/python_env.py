@@ -10,6 +10,9 @@ installed into with the venv's interpreter path only; the staged folder is renam
 after the install, and ``bin/python`` (a link to the host's base interpreter, found through
 ``pyvenv.cfg`` next to it) works from any folder.
 
+uv runs as the app (its uid or sandbox, as npm does), with a cache in the app's own data
+folder: a requirement's build step gets the app's rights, never the host's.
+
 Both small servers (uvicorn for ASGI, waitress for WSGI) go into a ``module:attr`` app's
 environment in the same resolution as its requirements, so whether the object is ASGI or WSGI
 is decided when it starts (by :mod:`bolt_host.launchers.pyserve`), never by importing the
@@ -24,7 +27,7 @@ import shutil
 import sys
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +102,33 @@ def find_uv() -> Path:
     )
 
 
+def reachable_by_others(path: Path) -> bool:
+    """Can any user run ``path`` (every folder on the way passable, the file executable)?"""
+    try:
+        real = path.resolve(strict=True)
+        return all(folder.stat().st_mode & 0o001 for folder in real.parents) and bool(real.stat().st_mode & 0o001)
+    except OSError:
+        return False
+
+
+def base_interpreter(*, for_other_user: bool) -> Path:
+    """The interpreter an app's venv is built on: the host's own, unless the app runs as another
+    user who cannot reach it (a pyenv under ``/root``), then the system's of the same version."""
+    host = Path(sys.executable)
+    if not for_other_user or reachable_by_others(host):
+        return host
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for folder in ("/usr/local/bin", "/usr/bin"):
+        for name in (version, "python3"):
+            candidate = Path(folder) / name
+            if reachable_by_others(candidate):
+                return candidate
+    return host
+
+
 def uv_run_environment(cache_dir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment uv runs in: the host's safe basics and network settings, the machine's
-    pip/uv index configuration, the shared cache, and never a downloaded interpreter."""
+    pip/uv index configuration, ``cache_dir``, and never a downloaded interpreter."""
     environ = os.environ if environ is None else environ
     env = base_environment(environ)
     env.update({key: environ[key] for key in NETWORK_VARIABLES if key in environ})
@@ -111,10 +138,18 @@ def uv_run_environment(cache_dir: Path, environ: Mapping[str, str] | None = None
 
 
 async def prepare_python_env(
-    folder: Path, *, cache_dir: Path, log: LogSink, timeout: float, manifest: dict[str, Any]
+    folder: Path,
+    *,
+    cache_dir: Path,
+    log: LogSink,
+    timeout: float,
+    manifest: dict[str, Any],
+    prefix: Sequence[str] = (),
 ) -> Path:
     """Create ``folder/.venv`` and install the app's dependencies into it; return its python.
 
+    ``prefix`` runs uv as the app (see :meth:`~bolt_host.services.sandbox.Isolation.install_prefix`):
+    a requirement's build step then has the app's rights, not the host's.
     ``timeout`` bounds the whole preparation.  Any failure (uv missing, an unknown package,
     no network, the time limit) is a :data:`DEPENDENCIES_FAILED` error quoting uv's last lines,
     and the half-made environment is removed.
@@ -126,11 +161,13 @@ async def prepare_python_env(
     cache_dir.mkdir(parents=True, exist_ok=True)
     env = uv_run_environment(cache_dir)
     deadline = time.monotonic() + timeout
+    # a prefix from a root host runs uv as the app's own uid (a sandbox keeps the host's)
+    base = base_interpreter(for_other_user=bool(prefix) and os.geteuid() == 0)
 
     async def uv_step(what: str, *arguments: str) -> None:
         log.write(f"$ uv {' '.join(arguments)}\n")
         await run_logged(
-            [str(uv), *arguments, "--no-progress"],
+            [*prefix, str(uv), *arguments, "--no-progress"],
             cwd=folder,
             env=env,
             log=log,
@@ -143,7 +180,7 @@ async def prepare_python_env(
     try:
         await uv_step(
             "Creating the app's Python environment",
-            *("venv", "--relocatable", "--no-project", "--python", sys.executable, str(venv)),
+            *("venv", "--relocatable", "--no-project", "--python", str(base), str(venv)),
         )
         requirements = install_arguments(folder, manifest)
         if requirements:

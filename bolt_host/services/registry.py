@@ -194,6 +194,19 @@ class RegistryClient:
         """The registry URL without credentials (None when not configured)."""
         return display_url(self._base) if self._base else None
 
+    def npm_credentials(self) -> str | None:
+        """The registry's credentials as ``.npmrc`` lines scoped to it (npm's ``//host/path/:``
+        form, so npm sends them to this registry only), or None when it has none."""
+        if self._base is None or not (self._token or self._basic):
+            return None
+        parts = urlsplit(self._base)
+        scope = "//" + parts.netloc + parts.path.rstrip("/") + "/:"
+        if self._token:
+            return f"{scope}_authToken={self._token}\n"
+        assert self._basic is not None
+        pair = f"{self._basic[0]}:{self._basic[1]}".encode()
+        return f"{scope}_auth={base64.b64encode(pair).decode()}\n"
+
     async def __aenter__(self) -> RegistryClient:
         return self
 
