@@ -7,5 +7,6 @@ import pluggy
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("bolt_host")
+hookspec = pluggy.HookspecMarker("bolt_host")
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["__version__", "hookimpl", "hookspec"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -35,6 +34,7 @@ def create_app(
     host = host or Host(settings, plugins=plugins)
     routes = collect_routes(host)
     host.error_formats = collect_error_formats(host)
+    host.large_body_prefixes.extend(collect_upload_paths(host))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -83,29 +83,37 @@ def collect_routes(host: Host) -> list[BaseRoute]:
     owners: dict[tuple[str, str], str] = {}
     routes: list[BaseRoute] = core_routes()
     _claim(owners, routes, CORE)
-    for impl in host.pm.hook.register_routes.get_hookimpls():
-        contributed = impl.function(host=host)
-        if inspect.isawaitable(contributed):
-            raise PluginLoadError(f"plugin {impl.plugin_name!r}: register_routes must return a list, not a coroutine")
+    for plugin, contributed in reversed(host.hooks.each_now("register_routes")):  # in registration order
         contributed = list(contributed or [])
-        _claim(owners, contributed, impl.plugin_name)
+        _claim(owners, contributed, plugin)
         routes.extend(contributed)
     return routes
+
+
+def collect_upload_paths(host: Host) -> list[str]:
+    """Every plugin's ``register_upload_paths`` prefixes; each must be an absolute path prefix."""
+    prefixes: list[str] = []
+    for plugin, contributed in reversed(host.hooks.each_now("register_upload_paths")):
+        for prefix in contributed or []:
+            if not isinstance(prefix, str) or not prefix.startswith("/"):
+                raise PluginLoadError(f"plugin {plugin!r}: register_upload_paths must return \"/path/prefix\" strings")
+            prefixes.append(prefix)
+    return prefixes
 
 
 def collect_error_formats(host: Host) -> list[tuple[str, Any]]:
     """Every plugin's ``(prefix, render)`` claim, longest prefix first; a prefix claimed twice is an error."""
     owners: dict[str, str] = {}
     formats: list[tuple[str, Any]] = []
-    for impl in host.pm.hook.register_error_formats.get_hookimpls():
-        for prefix, render in impl.function(host=host) or []:
+    for plugin, contributed in reversed(host.hooks.each_now("register_error_formats")):
+        for prefix, render in contributed or []:
             if not isinstance(prefix, str) or not prefix.startswith("/") or not callable(render):
-                raise PluginLoadError(f"plugin {impl.plugin_name!r}: register_error_formats must return "
+                raise PluginLoadError(f"plugin {plugin!r}: register_error_formats must return "
                                       "(\"/path/prefix\", render) pairs")
             if prefix in owners:
                 raise PluginLoadError(f"error format for {prefix} is claimed by both {owners[prefix]!r} "
-                                      f"and {impl.plugin_name!r}")
-            owners[prefix] = impl.plugin_name
+                                      f"and {plugin!r}")
+            owners[prefix] = plugin
             formats.append((prefix, render))
     return sorted(formats, key=lambda item: len(item[0]), reverse=True)
 

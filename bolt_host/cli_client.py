@@ -264,7 +264,8 @@ class Client:
     def _error(self, response: httpx.Response) -> ApiError:
         error = error_from(response)
         if response.status_code == 401 and self.target.from_config:
-            error.message += " (the stored login may have expired: run `bolt-host login` again)"
+            hint = " (the stored login may have expired: run `bolt-host login` again)"
+            error = ApiError(error.message + hint, error.code, error.status, error.trace)
         return error
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -12,7 +12,9 @@ from bolt_host.cli_client import ApiError, Client, json_option, print_json, prin
 ACTIVE = {"queued", "running"}
 
 
-def follow_task(client: Client, task_id: int, label: str, timeout: float | None = None, quiet: bool = False) -> dict:
+def follow_task(
+    client: Client, task_id: int, label: str, timeout: float | None = None, quiet: bool = False
+) -> dict[str, Any]:
     """Poll a task until it finishes, drawing a progress bar on stderr; return its final record."""
     import time
 
@@ -25,7 +27,7 @@ def follow_task(client: Client, task_id: int, label: str, timeout: float | None 
     with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
         bar = progress.add_task(escape(label), total=1.0)
         while True:
-            record = client.get(f"/api/tasks/{task_id}")
+            record: dict[str, Any] = client.get(f"/api/tasks/{task_id}")
             status = record["status"]
             described = escape(f"{label} [{status}]")  # as text: "[running]" is not a rich style tag
             progress.update(bar, completed=float(record.get("progress") or 0), description=described)
@@ -85,7 +87,7 @@ def _status(task: dict[str, Any]) -> str:
     """``running 40%`` while it runs; the bare status otherwise."""
     if task["status"] == "running":
         return f"running {round(float(task.get('progress') or 0) * 100)}%"
-    return task["status"]
+    return str(task["status"])
 
 
 def short_time(value: Any) -> str:

@@ -45,7 +45,9 @@ def pack_folder(folder: Path, out: Path) -> Path:
 def _send(client: Client, tarball: Path, options: dict[str, Any]) -> dict[str, Any]:
     params = {"filename": tarball.name, **{key: "true" if value else "false" for key, value in options.items()}}
     headers = {"Content-Type": "application/gzip", "Content-Length": str(tarball.stat().st_size)}
-    return client.call("POST", "/api/apps/upload", params=params, headers=headers, content=_chunks(tarball))
+    answer: dict[str, Any] = client.call("POST", "/api/apps/upload", params=params, headers=headers,
+                                         content=_chunks(tarball))
+    return answer
 
 
 def _chunks(path: Path) -> Iterator[bytes]:

@@ -1,9 +1,24 @@
-"""Every hook a bolt-host plugin can implement.
+"""Every hook of the core; plugins may declare more of their own (``register_hookspecs``).
 
-Plugins implement hooks with ``@bolt_host.hookimpl``.  A hook may return its
-value directly or an awaitable; the host always awaits what it gets (see
-:func:`bolt_host.plugins.await_maybe`).  pluggy calls implementations
-last-registered-first; where order matters the docstring says so.
+Plugins implement hooks with ``@bolt_host.hookimpl`` (or ``bolt_host.plugin.hookimpl``).
+A hook may return its value directly or an awaitable; every call goes through
+``host.hooks.call`` (:class:`bolt_host.plugins.Hooks`), which awaits each answer
+before it counts, so an ``async def`` implementation of a ``firstresult`` hook may
+abstain by returning None.  Plugins never call ``pm.hook`` themselves.  pluggy's order
+applies: last registered first, ``tryfirst``/``trylast`` honoured; hook wrappers are refused.
+
+Lifecycle, in this order:
+1. The plugin manager is made: every plugin is registered, then ``register_hookspecs``
+   adds the hooks plugins declare, then misspelled implementations fail start-up.
+2. The app is built (``create_app``): ``register_routes``, ``register_error_formats`` and
+   ``register_upload_paths`` run once, synchronously, and must return plain lists.  The
+   host's services are declared (typed) on :class:`bolt_host.host.Host` but not started:
+   route factories build routes and keep no service; handlers use ``host``'s services,
+   which exist and are started before any request is served.
+3. ``Host.start()``: storage, then every service (apps, supervisor, tasks, catalog with
+   ``register_sources``), then each plugin's ``startup``, one at a time.
+4. Requests are served; ``on_event``, ``permission_allowed``, ``app_environment``... fire.
+5. ``Host.stop()``: each plugin's ``shutdown``, then the services, newest first.
 
 Families:
 - ``register_*``: return a list; the host merges all lists.  Two plugins
@@ -16,13 +31,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pluggy
+from bolt_host import hookspec
 
 if TYPE_CHECKING:
     from bolt_host.host import Host
     from bolt_host.services.events import Event
 
-hookspec = pluggy.HookspecMarker("bolt_host")
+
+
+@hookspec
+def register_hookspecs() -> Any:
+    """Return a list of modules or classes whose functions are hookspecs (marked with
+    ``@bolt_host.hookspec``): the hooks this plugin lets other plugins implement.
+
+    Called once while the plugin manager is made, before implementations are checked, so
+    a plugin's own hooks are declared as if they were the core's (pytest's
+    ``pytest_addhooks``).  Call them with ``host.hooks.call(name, ...)``; a hook declared by
+    a plugin that is not loaded does not exist (``host.hooks.declared(name)`` says so).
+    Declaring a hook the core or another plugin already declares fails start-up.
+    """
 
 
 @hookspec
@@ -51,9 +78,21 @@ def shutdown(host: Host) -> Any:
 def register_routes(host: Host) -> Any:
     """Return a list of Starlette ``Route``/``Mount`` objects to mount on the host.
 
-    Called once at start-up.  Paths must be unique across plugins: a path
-    (with its methods) registered twice fails start-up naming both plugins.
-    Handlers should use only ``host``'s public services.
+    Called once while the app is built, before ``Host.start()``: build the routes and keep
+    no service in the factory; handlers read ``host``'s services, which exist and are
+    started before any request is served.  Must return a plain list (not an awaitable).
+    Paths must be unique across plugins: a path (with its methods) registered twice fails
+    start-up naming both plugins.  Handlers should use only ``bolt_host.plugin``.
+    """
+
+
+@hookspec
+def register_upload_paths(host: Host) -> Any:
+    """Return a list of path prefixes whose request bodies may be as large as
+    ``settings.max_upload_bytes`` (uploads); every other route is capped at ``max_body_bytes``.
+
+    Called once while the app is built; lists are merged.  The body-limit middleware
+    enforces the cap while the body streams, so a handler never sees more than that.
     """
 
 
@@ -62,15 +101,8 @@ def register_sources(host: Host) -> Any:
     """Return a list of package sources (objects with ``name`` and the
     :class:`bolt_host.services.catalog.Source` methods) to add to the catalog.
 
-    Called once at start-up.  Source names must be unique across plugins.
-    """
-
-
-@hookspec
-def register_permissions(host: Host) -> Any:
-    """Return a list of ``(route_path_prefix, rule)`` pairs documenting who may call
-    the plugin's routes (``"public"``, ``"user"``, ``"admin"``).  Used by the
-    auth-matrix tests and ``/-/plugins``; enforcement stays in the handlers.
+    Called once at start-up, while the catalog is built (after apps and tasks exist).
+    Source names must be unique across plugins.
     """
 
 
@@ -104,19 +136,20 @@ def on_event(host: Host, event: Event) -> Any:
 
 
 @hookspec(firstresult=True)
-def permission_allowed(host: Host, actor: dict | None, action: str, resource: str | None) -> Any:
+def permission_allowed(host: Host, actor: dict[str, Any] | None, action: str, resource: str | None) -> Any:
     """Decide whether ``actor`` (``{"user": ..., "app": ..., "isAdmin": ...}`` or
     None for anonymous) may perform ``action`` on ``resource``.
 
     firstresult: the first implementation returning True or False decides;
     return None to abstain.  When every plugin abstains, the host's built-in
-    rules decide (see ``bolt_host.web.auth``).  ``action`` names what is asked,
+    rules decide (see ``bolt_host.web.auth``).  Asked by the core's checks and by the
+    store backends' own (``bolt_host.plugin.ask_permission``).  ``action`` names what is asked,
     e.g. ``apps.install``, ``apps.start``, ``users.create``.
     """
 
 
 @hookspec
-def app_environment(host: Host, app: dict) -> Any:
+def app_environment(host: Host, app: dict[str, Any]) -> Any:
     """Return a dict of extra environment variables for ``app`` before it starts.
 
     All implementations are called and their dicts merged (later plugins do not
@@ -125,7 +158,7 @@ def app_environment(host: Host, app: dict) -> Any:
 
 
 @hookspec(firstresult=True)
-def requested_port(host: Host, app: dict) -> Any:
+def requested_port(host: Host, app: dict[str, Any]) -> Any:
     """Return the port (an int in the host's port range) that ``app`` should listen on, or
     None to let the host's pool choose one.
 
@@ -136,16 +169,7 @@ def requested_port(host: Host, app: dict) -> Any:
 
 
 @hookspec(firstresult=True)
-def verify_payment(host: Host, source: str, app: dict, user: str, receipt: Any) -> Any:
-    """Verify a purchase receipt for ``app`` bought by ``user`` from ``source``.
-
-    firstresult: return a dict describing the verified purchase, or False to
-    refuse; None abstains.  Used by the market backend.
-    """
-
-
-@hookspec(firstresult=True)
-def install_on_device(host: Host, device_id: str, package: dict, actor: dict) -> Any:
+def install_on_device(host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
     """Ask a fleet backend to install ``package`` on device ``device_id``.
 
     firstresult: return a dict describing the started operation; None means
@@ -155,7 +179,7 @@ def install_on_device(host: Host, device_id: str, package: dict, actor: dict) ->
 
 
 @hookspec(firstresult=True)
-def uninstall_from_device(host: Host, device_id: str, package: dict, actor: dict) -> Any:
+def uninstall_from_device(host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
     """Ask a fleet backend to remove ``package`` from device ``device_id``.
 
     firstresult: return a dict describing the started operation; None means
@@ -164,7 +188,7 @@ def uninstall_from_device(host: Host, device_id: str, package: dict, actor: dict
 
 
 @hookspec(firstresult=True)
-def list_devices(host: Host, actor: dict) -> Any:
+def list_devices(host: Host, actor: dict[str, Any]) -> Any:
     """Return the devices ``actor`` may manage (list of dicts), or None when no
     loaded plugin manages devices.
     """

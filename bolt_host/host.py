@@ -1,8 +1,10 @@
 """The Host: owns the storage, the plugin manager and every service.
 
-It is handed to every hook.  Plugins use its public attributes (``settings``,
-``db``, ``events``, ``users``, ``sessions``, ``tokens`` and the services the
-later layers add) and never reach into private state.
+It is handed to every hook.  Every service is declared with its type in
+``__init__``; they exist from :meth:`Host.start` on (storage first, then the
+services, then the plugins' ``startup``), which completes before any request is
+served.  Plugins use the attributes listed in ``bolt_host.plugin.PluginHost`` and
+never reach into private state.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from bolt_host import __version__
 from bolt_host.config import Settings
-from bolt_host.plugins import PluginLoadError, await_maybe, call_all, call_first, make_plugin_manager
+from bolt_host.plugins import Hooks, PluginLoadError, await_maybe, make_plugin_manager
 from bolt_host.services.envnames import AdminEnv
 from bolt_host.services.events import Event, EventBus
 from bolt_host.services.integrity import verify_app_hash
@@ -29,6 +31,20 @@ from bolt_host.services.tokens import AppTokens
 from bolt_host.services.users import Users
 from bolt_host.statefile import RUNTIME_STATE_FILE, StateFile, move_tables_from
 from bolt_host.storage import INITIAL_SCHEMA, Database
+
+if TYPE_CHECKING:
+    import httpx
+    from starlette.applications import Starlette
+
+    from bolt_host.services.app_hooks import AppHookDelivery
+    from bolt_host.services.appdb import AppDatabases
+    from bolt_host.services.apps import Apps
+    from bolt_host.services.catalog import Catalog
+    from bolt_host.services.registry import RegistryClient
+    from bolt_host.services.sandbox import Isolation
+    from bolt_host.services.sessions import LoginThrottle
+    from bolt_host.services.tasks import Tasks
+    from bolt_host.services.visibility import Visibility
 
 log = logging.getLogger("bolt_host")
 
@@ -44,18 +60,35 @@ class Host:
         self.settings = settings
         self.version = __version__
         self.pm: pluggy.PluginManager = make_plugin_manager(settings, extra=plugins)
+        self.hooks = Hooks(self.pm, self)
         self.events = EventBus()
         self.started = False
         self.started_at: float | None = None
         self.generated_admin_password: str | None = None
         self.state: dict[str, Any] = {}  # per-plugin scratch space, keyed by plugin name
-        # Routes allowed bodies up to max_upload_bytes: uploads, and the app proxy.
+        # Routes allowed bodies up to max_upload_bytes: uploads, the app proxy, and the
+        # plugins' ``register_upload_paths`` (added while the app is built).
         self.large_body_prefixes: list[str] = ["/x/", "/api/apps/upload"]
         # (path prefix, renderer) from ``register_error_formats``, longest prefix first.
         self.error_formats: list[tuple[str, Callable[[int, Any], dict[str, Any]]]] = []
-        self.app: Any = None
-        self.isolation: Any = None  # services.sandbox.Isolation once started (None: turned off)
-        self.admin_env: Any = None  # services.envnames.AdminEnv once started
+        self.app: Starlette | None = None
+        self.isolation: Isolation | None = None  # once started (None: turned off)
+        self.admin_env: AdminEnv  # created when storage opens
+        # The services: declared here with their types, created by start() (storage first).
+        self.db: Database
+        self.runtime_state: StateFile
+        self.users: Users
+        self.sessions: Sessions
+        self.login_throttle: LoginThrottle
+        self.tokens: AppTokens
+        self.apps: Apps
+        self.appdb: AppDatabases
+        self.visibility: Visibility
+        self.proxy_client: httpx.AsyncClient
+        self.supervisor: Supervisor
+        self.app_hooks: AppHookDelivery
+        self.tasks: Tasks
+        self.catalog: Catalog
         self._running: contextlib.AsyncExitStack | None = None  # how to undo the current start
 
     # lifecycle -------------------------------------------------------------
@@ -196,26 +229,26 @@ class Host:
         ``shutdown`` later reaches every plugin whose start-up completed (and those
         with no ``startup`` at all), never one that did not get that far.
         """
-        with_startup = {impl.plugin_name for impl in self.pm.hook.startup.get_hookimpls()}
+        with_startup = set(self.hooks.implementers("startup"))
         started: set[str] = set()
         stack.push_async_callback(self._stop_plugins, lambda name: name not in with_startup or name in started)
-        for impl in reversed(self.pm.hook.startup.get_hookimpls()):  # pluggy's order: last registered first
+        for plugin, call in self.hooks.bound("startup"):  # pluggy's order: last registered first
             try:
-                await await_maybe(impl.function(host=self))
+                await await_maybe(call())
             except Exception as exc:
-                raise PluginStartupError(f"plugin {impl.plugin_name!r} failed to start: {exc}") from exc
-            started.add(impl.plugin_name)
+                raise PluginStartupError(f"plugin {plugin!r} failed to start: {exc}") from exc
+            started.add(plugin)
 
     async def _stop_plugins(self, wanted: Callable[[str], bool]) -> None:
-        for impl in reversed(self.pm.hook.shutdown.get_hookimpls()):
-            if not wanted(impl.plugin_name):
+        for plugin, call in self.hooks.bound("shutdown"):
+            if not wanted(plugin):
                 continue
             try:
-                await await_maybe(impl.function(host=self))
+                await await_maybe(call())
             except Exception:
-                log.exception("plugin %s failed during shutdown", impl.plugin_name)
+                log.exception("plugin %s failed during shutdown", plugin)
 
-    def _isolation(self) -> Any:
+    def _isolation(self) -> Isolation | None:
         """The isolation service, or None when the admin turned it off (``BOLT_ISOLATION=off``)."""
         from bolt_host.services.sandbox import BWRAP, Isolation, detect_mode
 
@@ -230,7 +263,7 @@ class Host:
             mode=BWRAP if settings.isolation == "bwrap" else detect_mode(),
         )
 
-    def _registry_client(self) -> Any:
+    def _registry_client(self) -> RegistryClient | None:
         if not self.settings.registry:
             return None
         from bolt_host.services.registry import RegistryClient
@@ -246,7 +279,7 @@ class Host:
         """Environment that plugins add to ``app`` (earlier plugins keep their keys), then the
         values an admin set for its declared names."""
         merged: dict[str, str] = {}
-        for extra in await call_all(self.pm.hook.app_environment, host=self, app=app):
+        for extra in await self.hooks.call("app_environment", app=app):
             for key, value in (extra or {}).items():
                 merged.setdefault(str(key), str(value))
         merged.update(self.admin_env.values(str(app.get("name"))))
@@ -254,11 +287,11 @@ class Host:
 
     async def _plugin_port(self, app: dict[str, Any]) -> int | None:
         """The port a plugin asks for ``app`` (first answer wins), or None to let the pool choose."""
-        port = await call_first(self.pm.hook.requested_port, host=self, app=app)
+        port = await self.hooks.call("requested_port", app=app)
         return port if isinstance(port, int) and not isinstance(port, bool) else None
 
     async def _forward_event_to_plugins(self, event: Event) -> None:
-        await call_all(self.pm.hook.on_event, host=self, event=event)
+        await self.hooks.call("on_event", event=event)
 
     # helpers for hooks and handlers -----------------------------------------
     @property

@@ -25,7 +25,7 @@ class TooDeep(ValueError):
     """The document nests deeper than allowed (a ValueError, like any other bad JSON)."""
 
 
-def depth_of(raw: bytes | str) -> int:
+def depth_of(raw: bytes | bytearray | str) -> int:
     """The deepest nesting of arrays and objects in ``raw`` (brackets inside strings do not count)."""
     data = raw.encode("utf-8", errors="surrogatepass") if isinstance(raw, str) else bytes(raw)
     brackets = _BRACKETS.findall(_STRINGS.sub(b"", data))

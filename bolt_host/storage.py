@@ -215,7 +215,7 @@ class Database:
     @property
     def revision(self) -> int:
         """Changes each time anything is written (cache keys for derived views)."""
-        return self._db.storage.revision  # type: ignore[attr-defined]
+        return int(self._db.storage.revision)  # type: ignore[attr-defined]
 
     def table(self, name: str) -> Table:
         return self._db.table(name, cache_size=0)

@@ -50,20 +50,44 @@ async def test_no_admin_right_is_337_and_changes_nothing(bolt: RunningHost) -> N
     assert bolt.host.users.get("admin") is not None
 
 
-async def test_cookie_session_needs_csrf_token_for_writes(bolt: RunningHost) -> None:
+async def test_cookie_session_writes_follow_the_cross_origin_rule(bolt: RunningHost) -> None:
+    """Go's CrossOriginProtection model: a browser page of another origin (another site, or another
+    port of this machine: same-site) is refused; a client that is no browser, a page of this origin
+    and the X-CSRF-Token from login pass."""
     login = await bolt.client.post("/api/users/login", json={"name": "admin", "password": bolt.admin_password})
     assert login.status_code == 200
     body = login.json()["body"]
     assert "bolt_session" in login.cookies
     me = await bolt.client.get("/api/users/@current")
     assert me.json()["body"]["name"] == "admin"
-    refused = await bolt.client.post("/api/users", json={"name": "carl", "password": "carl-password"})
-    assert refused.status_code == 403 and refused.json()["code"] == errors.CSRF_FAILED
-    assert bolt.host.users.get("carl") is None
-    allowed = await bolt.client.post(
-        "/api/users", json={"name": "carl", "password": "carl-password"}, headers={"X-CSRF-Token": body["csrfToken"]}
+    own = str(bolt.client.base_url).rstrip("/")
+    refused_headers = (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": own},  # the fetch metadata is what counts
+        {"Origin": "http://evil.example"},
+        {"Origin": own + ":8081"},  # another port of this machine: an older browser's same-site page
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "same-origin", "X-CSRF-Token": "not-the-token"},  # a wrong token never falls back
     )
-    assert allowed.status_code == 201
+    for headers in refused_headers:
+        refused = await bolt.client.post("/api/users", json={"name": "carl", "password": "carl-password"},
+                                         headers=headers)
+        assert refused.status_code == 403 and refused.json()["code"] == errors.CSRF_FAILED, headers
+    assert bolt.host.users.get("carl") is None
+    passing_headers = (
+        {},  # curl with a cookie jar: not a browser
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+        {"Origin": own},
+        {"Sec-Fetch-Site": "cross-site", "X-CSRF-Token": body["csrfToken"]},
+    )
+    for number, headers in enumerate(passing_headers):
+        name = f"carl{number}"
+        allowed = await bolt.client.post("/api/users", json={"name": name, "password": "carl-password"},
+                                         headers=headers)
+        assert allowed.status_code == 201, headers
+        assert bolt.host.users.get(name) is not None
 
 
 async def test_login_issues_a_new_session_id_each_time(bolt: RunningHost) -> None:

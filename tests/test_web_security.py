@@ -168,7 +168,7 @@ def test_the_same_write_with_the_csrf_token_goes_through(site: Site) -> None:
     login = httpx.post(site.live.url + "/api/users/login", json={"name": "admin", "password": ADMIN_PASSWORD})
     csrf = login.json()["body"]["csrfToken"]
     with httpx.Client(base_url=site.live.url, cookies=login.cookies, timeout=30) as browser:
-        refused = browser.post("/api/roles", json={"name": "csrf-a"})
+        refused = browser.post("/api/roles", json={"name": "csrf-a"}, headers={"Sec-Fetch-Site": "same-site"})
         assert refused.status_code == 403
         assert browser.post("/api/roles", json={"name": "csrf-a"}, headers={"X-CSRF-Token": csrf}).status_code == 201
         wrong = browser.post("/api/roles", json={"name": "csrf-b"}, headers={"X-CSRF-Token": csrf[:-1] + "x"})
@@ -304,7 +304,7 @@ def test_a_forged_logout_ends_nothing(site: Site) -> None:
     with httpx.Client(base_url=site.live.url, timeout=30) as browser:
         login = browser.post("/api/users/login", json={"name": "admin", "password": ADMIN_PASSWORD})
         csrf = login.json()["body"]["csrfToken"]
-        forged = browser.post("/api/users/logout")
+        forged = browser.post("/api/users/logout", headers={"Sec-Fetch-Site": "cross-site"})
         assert forged.status_code == 403 and forged.json()["code"] == errors.CSRF_FAILED
         assert browser.get("/api/users/@current").status_code == 200  # still logged in
         assert browser.post("/api/users/logout", headers={"X-CSRF-Token": csrf}).status_code == 200

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -47,7 +48,7 @@ def is_asgi(application: object) -> bool:
     return len(parameters) == 3
 
 
-def serve_asgi(application: object, port: int) -> None:
+def serve_asgi(application: Any, port: int) -> None:
     import uvicorn
 
     class Server(uvicorn.Server):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,16 @@ class AppDatabases:
             raise BoltError(errors.DB_QUERY_MISSING, "'object' must be a document")
         return self._write(app, collection, query, lambda doc: {**document, "_id": doc["_id"]}, upsert, False, document)
 
-    def _write(self, app, collection, query, change, upsert, multi, seed) -> int:
+    def _write(
+        self,
+        app: str,
+        collection: str,
+        query: Any,
+        change: Callable[[dict[str, Any]], dict[str, Any]],
+        upsert: bool,
+        multi: bool,
+        seed: dict[str, Any],
+    ) -> int:
         matcher = compile_query(query)
         db = self._db(app)
         with db.transaction():
@@ -123,7 +133,7 @@ class AppDatabases:
         self._open.clear()
 
 
-def compile_query(query: Any):
+def compile_query(query: Any) -> Callable[[dict[str, Any]], bool]:
     if query is None:
         query = {}
     if not isinstance(query, dict):
@@ -169,13 +179,13 @@ def _operator(value: Any, op: str, arg: Any) -> bool:
     if op == "$nin":
         return value is _MISSING or (isinstance(arg, list) and value not in arg)
     if op == "$eq":
-        return value == arg
+        return bool(value == arg)
     if op == "$ne":
-        return value != arg
+        return bool(value != arg)
     if value is _MISSING:
         return False
     try:
-        return {"$gt": value > arg, "$gte": value >= arg, "$lt": value < arg, "$lte": value <= arg}[op]
+        return bool({"$gt": value > arg, "$gte": value >= arg, "$lt": value < arg, "$lte": value <= arg}[op])
     except TypeError:
         return False
 

@@ -189,7 +189,7 @@ def _collapse(fd: int, length: int) -> bool:
     libc = _libc()
     if libc is None:
         return False
-    return libc.fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, ctypes.c_int64(0), ctypes.c_int64(length)) == 0
+    return bool(libc.fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, ctypes.c_int64(0), ctypes.c_int64(length)) == 0)
 
 
 @functools.cache
@@ -372,7 +372,7 @@ async def follow(path: Path, from_offset: int = 0, poll_interval: float = 0.25) 
     path now names another file) is followed by draining the old file and
     continuing at the start of the new one.  Ends only when cancelled or closed.
     """
-    handle = None
+    handle: BinaryIO | None = None
     try:
         while handle is None:
             try:

@@ -8,13 +8,14 @@ record, running process) as it was.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinydb import Query
 from tinydb.table import Table
@@ -40,6 +41,14 @@ from bolt_host.services.python_env import venv_python
 from bolt_host.services.trees import remove_tree
 from bolt_host.services.users import now_iso
 from bolt_host.storage import INITIAL_SCHEMA, Database
+
+if TYPE_CHECKING:
+    from bolt_host.services.appdb import AppDatabases
+    from bolt_host.services.envnames import AdminEnv
+    from bolt_host.services.registry import RegistryClient
+    from bolt_host.services.sandbox import Isolation
+    from bolt_host.services.supervisor import Supervisor
+    from bolt_host.services.visibility import Visibility
 
 log = logging.getLogger("bolt_host.apps")
 
@@ -71,17 +80,18 @@ class Apps:
         self.local_repo = local_repo
         self._publish = publish
         self._locks: dict[str, asyncio.Lock] = {}
-        self.supervisor: Any = None  # set by the Host once supervision is running
-        self.registry: Any = None  # set by the Host when a registry is configured
-        self.appdb: Any = None
-        self.visibility: Any = None
-        self.isolation: Any = None  # the sandbox.Isolation, set by the Host (None: isolation off)
-        self.admin_env: Any = None  # the envnames.AdminEnv, set by the Host
+        # Set by the Host as the services they name start (they need the apps service first).
+        self.supervisor: Supervisor | None = None
+        self.registry: RegistryClient | None = None  # only when a registry is configured
+        self.appdb: AppDatabases | None = None
+        self.visibility: Visibility | None = None
+        self.isolation: Isolation | None = None  # set by the Host (None: isolation off)
+        self.admin_env: AdminEnv | None = None  # set by the Host
         self.dependencies = DependencySteps(data_dir / "cache")
 
     # reads -------------------------------------------------------------------
-    def get(self, name: str) -> dict[str, Any] | None:
-        """The app named ``name`` in any case (Bolt lower-cases app names)."""
+    def get(self, name: Any) -> dict[str, Any] | None:
+        """The app named ``name`` in any case (Bolt lower-cases app names); None for a non-string."""
         if not isinstance(name, str):
             return None
         row = self._db.table(TABLE).get(Query().name == name.lower())
@@ -128,9 +138,9 @@ class Apps:
                 return candidate.read_text(encoding="utf-8", errors="replace")
         raise BoltError(errors.LOCAL_README_FAILED, f"No README.md in {relative!r}")
 
-    def local_catalog(self) -> list[dict[str, Any]]:
+    def local_catalog(self) -> builtins.list[dict[str, Any]]:
         """package.json of every app folder in the local repository."""
-        found = []
+        found: list[dict[str, Any]] = []
         if not self.local_repo.is_dir():
             return found
         for folder in sorted(self.local_repo.iterdir()):
@@ -172,9 +182,12 @@ class Apps:
         system: bool | None = None,
         upgrade: bool = False,
         expect_name: str | None = None,
+        prepare: Callable[[Path], None] | None = None,
         *,
         run_scripts: bool = False,
     ) -> dict[str, Any]:
+        """Extract ``tarball`` safely and install it; ``prepare(root)`` runs (in a thread) on the
+        extracted package first: a check that raises to refuse it, or a rewrite (a clone's name)."""
         from bolt_host.services.extract import ExtractError, safe_extract
 
         staging = self._staging_dir()
@@ -183,6 +196,8 @@ class Apps:
                 root = await asyncio.to_thread(safe_extract, tarball, staging)
             except ExtractError as exc:
                 raise BoltError(errors.DOWNLOAD_FAILED, f"Unsafe or broken package: {exc.reason}") from exc
+            if prepare is not None:
+                await asyncio.to_thread(prepare, root)
             return await self.install_tree(
                 root, source, system, upgrade, expect_name=expect_name, run_scripts=run_scripts
             )
@@ -290,7 +305,8 @@ class Apps:
                 registry_credentials=credentials,
             )
         finally:
-            if confined is not None:  # the app's uid wrote there: its code is root's again before it runs
+            if confined is not None and self.isolation is not None:  # the app's uid wrote there:
+                # its code is root's again before it runs
                 await asyncio.to_thread(self.isolation.share_code, self._install_identity(name, root), root)
         async with self.lock_for(name):
             previous = self.get(name)
@@ -324,19 +340,22 @@ class Apps:
         installed = self.get(name) or {}
         return {"name": name, "folder": str(root), "isolation": installed.get("isolation", True)}
 
-    def _confined_install(self, name: str, root: Path) -> Callable[[str], Awaitable[tuple[list[str], Path]]] | None:
+    def _confined_install(
+        self, name: str, root: Path
+    ) -> Callable[[str], Awaitable[tuple[builtins.list[str], Path]]] | None:
         """How the dependency step runs a tool as the app (its uid or sandbox), or None."""
-        if self.isolation is None:
+        isolation = self.isolation
+        if isolation is None:
             return None
         app = self._install_identity(name, root)
-        self.isolation.assign(app)
+        isolation.assign(app)
 
-        async def confine(tool: str) -> tuple[list[str], Path]:
-            return await asyncio.to_thread(self.isolation.install_prefix, app, root, tool)
+        async def confine(tool: str) -> tuple[builtins.list[str], Path]:
+            return await asyncio.to_thread(isolation.install_prefix, app, root, tool)
 
         return confine
 
-    def _swap_in(self, root: Path, app: dict[str, Any]) -> list[tuple[Path, Path | None]]:
+    def _swap_in(self, root: Path, app: dict[str, Any]) -> builtins.list[tuple[Path, Path | None]]:
         """Move the staged app (and its public files) into place: ``(final place, what it replaced,
         kept aside or None)`` for each, so a failed upgrade can put things back."""
         name = app["name"]
@@ -354,10 +373,11 @@ class Apps:
         return swapped
 
     async def _restart_or_roll_back(
-        self, app: dict[str, Any], previous: dict[str, Any], swapped: list[tuple[Path, Path | None]]
+        self, app: dict[str, Any], previous: dict[str, Any], swapped: builtins.list[tuple[Path, Path | None]]
     ) -> None:
         """Restart ``app`` on its new version; if it does not become ready, reinstate ``previous``."""
         name = app["name"]
+        assert self.supervisor is not None  # an upgrade of a running app: supervision is up
         try:
             await self.supervisor.restart_app(app)
             return
@@ -397,6 +417,7 @@ class Apps:
                 problem = caller_env_problem(env, set(app.get("env") or {}))
                 if problem:
                     raise BoltError(errors.BAD_REQUEST, problem)
+                assert self.admin_env is not None  # set by the Host before any request
                 await self.admin_env.change(name, env)
             app.update(checked)
             with self._db.transaction():
@@ -564,7 +585,8 @@ def _swap_back(swapped: list[tuple[Path, Path | None]]) -> None:
     """Undo ``_swap_in``: each folder it replaced goes back; one it created goes."""
     for final, old in swapped:
         replaced = _replace_dir(old, final) if old is not None else final
-        remove_tree(replaced, ignore_errors=True)
+        if replaced is not None:
+            remove_tree(replaced, ignore_errors=True)
 
 
 def _remove_all(folders: list[Path]) -> None:
@@ -576,7 +598,7 @@ def _copy_tree(src: Path, dest: Path, merge: bool = False) -> None:
     """Copy a folder without following links that leave it and without VCS/cache folders."""
     base = src.resolve()
 
-    def ignore(folder: str, names: list[str]) -> list[str]:
+    def ignore(folder: str, names: list[str]) -> builtins.list[str]:
         skipped = []
         for entry in names:
             path = Path(folder) / entry

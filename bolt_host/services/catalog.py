@@ -37,7 +37,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bolt_host.services.catalog_sources import (
     APP_KEYWORD,
@@ -53,6 +53,9 @@ from bolt_host.services.catalog_sources import (
 )
 from bolt_host.services.versions import compare_versions, resolve_version, sort_key
 from bolt_host.storage import INITIAL_SCHEMA, Database
+
+if TYPE_CHECKING:
+    from bolt_host.host import Host
 
 log = logging.getLogger("bolt_host.catalog")
 
@@ -249,11 +252,13 @@ class Catalog:
     # delivery ----------------------------------------------------------------
     async def manifest(self, name: str, version: str | None = None) -> dict[str, Any]:
         _, source, resolved = self.resolve(name, version)
-        return await source.manifest(name, resolved)
+        manifest: dict[str, Any] = await source.manifest(name, resolved)
+        return manifest
 
     async def readme(self, name: str, version: str | None = None) -> str:
         _, source, resolved = self.resolve(name, version)
-        return await source.readme(name, resolved)
+        readme: str = await source.readme(name, resolved)
+        return readme
 
     async def fetch(
         self, name: str, version: str | None = None, progress: Progress | None = None
@@ -269,7 +274,8 @@ class Catalog:
     def app_source(source: Any, name: str, version: str) -> dict[str, Any]:
         describe = getattr(source, "app_source", None)
         if callable(describe):
-            return describe(name, version)
+            described: dict[str, Any] = describe(name, version)
+            return described
         return {"type": source.name, "package": name, "version": version}
 
     # persistence -------------------------------------------------------------
@@ -300,7 +306,7 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         log.error("catalog refresh failed", exc_info=task.exception())
 
 
-async def build_catalog(host: Any) -> Catalog:
+async def build_catalog(host: Host) -> Catalog:
     """The host's catalog: local folder, registry (when configured), uploads, then plugin sources.
 
     Starts the first refresh in the background.  A plugin source whose name is
@@ -318,14 +324,14 @@ async def build_catalog(host: Any) -> Catalog:
 
         catalog.add_source(RegistrySource(host.apps.registry, settings.pinned_packages, installed))
     catalog.add_source(UploadSource(data_dir / "uploads", data_dir / "cache"))
-    for impl in host.pm.hook.register_sources.get_hookimpls():
+    for plugin, call in reversed(host.hooks.bound("register_sources")):  # in registration order
         try:
-            contributed = await await_maybe(impl.function(host=host))
+            contributed = await await_maybe(call())
         except Exception as exc:
-            raise PluginLoadError(f"plugin {impl.plugin_name!r}: register_sources failed: {exc}") from exc
+            raise PluginLoadError(f"plugin {plugin!r}: register_sources failed: {exc}") from exc
         for source in contributed or []:
             try:
-                catalog.add_source(source, impl.plugin_name)
+                catalog.add_source(source, plugin)
             except ValueError as exc:
                 raise PluginLoadError(str(exc)) from exc
     catalog.refresh_soon()

@@ -39,7 +39,8 @@ class CatalogError(Exception):
 def make_entry(manifest: dict[str, Any], versions: Iterable[str], source: str) -> dict[str, Any]:
     """A catalog entry from the latest version's manifest."""
     bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}
-    keywords = manifest.get("keywords") if isinstance(manifest.get("keywords"), list) else []
+    keywords = manifest.get("keywords")
+    keywords = keywords if isinstance(keywords, list) else []
     return {
         "name": str(manifest["name"]),
         "version": str(manifest["version"]),
@@ -78,8 +79,8 @@ class LocalSource:
             return found
         for folder in sorted(self.folder.iterdir()):
             manifest = _read_json(folder / "package.json") if folder.is_dir() else None
-            if _valid_manifest(manifest):
-                found.setdefault(manifest["name"], (folder, manifest))  # type: ignore[index]
+            if manifest is not None and _valid_manifest(manifest):
+                found.setdefault(manifest["name"], (folder, manifest))
         return found
 
     def _find(self, name: str, version: str | None) -> tuple[Path, dict[str, Any]]:
@@ -192,13 +193,16 @@ class RegistrySource:
                 return self._last.get(name)
 
     async def manifest(self, name: str, version: str | None = None) -> dict[str, Any]:
-        return await self._call(self.client.manifest(name, version))
+        manifest: dict[str, Any] = await self._call(self.client.manifest(name, version))
+        return manifest
 
     async def readme(self, name: str, version: str | None = None) -> str:
-        return await self._call(self.client.readme(name, version))
+        readme: str = await self._call(self.client.readme(name, version))
+        return readme
 
     async def fetch(self, name: str, version: str, progress: Progress | None = None) -> Path:
-        return await self._call(self.client.download(name, version, progress=progress))
+        path: Path = await self._call(self.client.download(name, version, progress=progress))
+        return path
 
     def app_source(self, name: str, version: str) -> dict[str, Any]:
         return {"type": "registry", "registry": self.client.base_url, "package": name, "version": version}

@@ -39,7 +39,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bolt_host.services.trees import remove_tree
 
@@ -90,7 +90,7 @@ class _TooMuchData(Exception):
 class _BoundedReader:
     """File-like view of a (decompressed) stream that refuses to go past ``limit`` bytes."""
 
-    def __init__(self, stream: BinaryIO, limit: int) -> None:
+    def __init__(self, stream: BinaryIO | gzip.GzipFile, limit: int) -> None:
         self._stream = stream
         self._limit = limit
         self._pos = stream.tell()
@@ -361,9 +361,10 @@ def _verify_links(entries: list[_Entry], tmp: Path, package_root: Path) -> None:
 def _open_tar(raw: BinaryIO, limits: ExtractLimits) -> tarfile.TarFile:
     magic = raw.read(2)
     raw.seek(0)
-    stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
+    stream: BinaryIO | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="rb") if magic == GZIP_MAGIC else raw
     limit = limits.max_bytes + (limits.max_members + 1) * _METADATA_PER_MEMBER + MiB
-    return tarfile.open(fileobj=_BoundedReader(stream, limit), mode="r:")  # type: ignore[arg-type]
+    reader: Any = _BoundedReader(stream, limit)  # file-like enough for tarfile's stream reading
+    return tarfile.open(fileobj=reader, mode="r:")
 
 
 def _run(archive: Path, dest_parent: Path, limits: ExtractLimits, tmp_holder: list[Path]) -> Path:

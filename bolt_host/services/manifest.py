@@ -176,8 +176,9 @@ def bolt_path(source: dict[str, Any], name: str) -> str:
     """Bolt's ``path``: where the app was installed from, as a client can name it again
     (the folder in the local repository, the registry package), never the host's folder."""
     for key in ("path", "package"):
-        if isinstance(source.get(key), str) and source[key]:
-            return source[key]
+        value = source.get(key)
+        if isinstance(value, str) and value:
+            return value
     return name
 
 

@@ -62,9 +62,9 @@ def pip_options(environ: Mapping[str, str], files: list[Path] | None = None) -> 
                     if key in TRANSLATIONS:
                         options[key] = value.split()
     for key in TRANSLATIONS:
-        value = environ.get("PIP_" + key.upper().replace("-", "_"))
-        if value is not None:
-            options[key] = value.split()
+        from_env = environ.get("PIP_" + key.upper().replace("-", "_"))
+        if from_env is not None:
+            options[key] = from_env.split()
     return options
 
 

@@ -66,7 +66,7 @@ def enable_child_subreaper() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 def build_command(app: Mapping[str, Any]) -> list[str]:
@@ -153,8 +153,8 @@ def _exit_code_from(result: Any) -> int | None:
     if result is None:
         return None
     if result.si_code == os.CLD_EXITED:
-        return result.si_status
-    return -result.si_status
+        return int(result.si_status)
+    return -int(result.si_status)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def read_marker(pid: int) -> str | None:
 
 @functools.cache
 def boot_time() -> float:
-    return psutil.boot_time()
+    return float(psutil.boot_time())
 
 
 def start_time(pid: int) -> float | None:

@@ -64,7 +64,7 @@ def is_object_reference(main: Any) -> bool:
     return isinstance(main, str) and bool(OBJECT_REFERENCE.match(main))
 
 
-def needs_python_env(folder: Path, manifest: dict) -> bool:
+def needs_python_env(folder: Path, manifest: dict[str, Any]) -> bool:
     """Does the app at ``folder`` need an environment of its own (see the module's docstring)?"""
     return bool(install_arguments(folder, manifest))
 
@@ -143,7 +143,7 @@ async def prepare_python_env(
     cache_dir: Path,
     log: LogSink,
     timeout: float,
-    manifest: dict,
+    manifest: dict[str, Any],
     prefix: Sequence[str] = (),
 ) -> Path:
     """Create ``folder/.venv`` and install the app's dependencies into it; return its python.
@@ -193,7 +193,7 @@ async def prepare_python_env(
     return venv_python(folder)
 
 
-def install_arguments(folder: Path, manifest: dict) -> list[str]:
+def install_arguments(folder: Path, manifest: dict[str, Any]) -> list[str]:
     """What ``uv pip install`` gets: the requirement files, and the servers for ``module:attr``."""
     arguments: list[str] = []
     if (folder / "requirements.txt").is_file():

@@ -292,7 +292,8 @@ class RegistryClient:
 
     def _resolve(self, doc: dict[str, Any], name: str, version: str | None) -> dict[str, Any]:
         versions = doc.get("versions") or {}
-        tags = doc.get("dist-tags") if isinstance(doc.get("dist-tags"), dict) else {}
+        tags = doc.get("dist-tags")
+        tags = tags if isinstance(tags, dict) else {}
         resolved = resolve_version(version, versions, tags)
         meta = versions.get(resolved) if isinstance(resolved, str) else None
         if not isinstance(meta, dict):

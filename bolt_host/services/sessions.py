@@ -125,7 +125,7 @@ class Sessions:
         row = self._get_by_digest(str(payload.get("s")))
         if row is None or row["user"] != payload.get("u"):
             return None
-        return row["user"]
+        return str(row["user"])
 
     def _payload(self, token: str | None) -> dict[str, Any] | None:
         """The signed, unexpired payload of ``token``, else None."""

@@ -90,7 +90,8 @@ def _procfile_web(root: Path) -> str | None:
 def command_of(app: Mapping[str, Any]) -> dict[str, Any] | None:
     """The app's stored command; records from before it was stored derive it from start/main."""
     if "command" in app:
-        return app["command"]
+        stored: dict[str, Any] | None = app["command"]
+        return stored
     return resolve_command({}, {key: app.get(key) for key in ("start", "main")}, None)
 
 

@@ -140,6 +140,10 @@ class Supervisor:
         self._closing = False
 
     # public API ----------------------------------------------------------------
+    def _token_of(self, name: str, token: str | None) -> bool:
+        """Whether ``token`` is the app token the host gave ``name``."""
+        return token is not None and self._tokens.app_for(token) == name
+
     async def boot(self) -> None:
         """Adopt recorded processes that are still ours; autostart apps meant to run.
 
@@ -171,7 +175,7 @@ class Supervisor:
                 runtime.name,
                 runtime.marker,
                 unrecorded.get(runtime.marker, []),
-                belongs=lambda token, name=name: self._tokens.app_for(token) == name,
+                belongs=functools.partial(self._token_of, name),
                 grace=self._grace,
                 snapshots=self._snapshots,
             )

@@ -238,7 +238,9 @@ class Tasks:
         record = self._records.get(int(task_id))
         return _copy(record) if record else None
 
-    def list(self, kind: str | None = None, module: str | None = None, status: str | None = None) -> list[dict]:
+    def list(
+        self, kind: str | None = None, module: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
         """Records matching every given filter, newest first."""
         found = [
             _copy(r)
@@ -465,4 +467,5 @@ def _jsonable(value: Any) -> Any:
 
 
 def _copy(record: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(record))
+    copied: dict[str, Any] = json.loads(json.dumps(record))
+    return copied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import secrets
@@ -157,7 +158,7 @@ class Users:
             table.insert(user)
         return public_user(user)
 
-    def _checked_roles(self, roles: Any) -> list[str]:
+    def _checked_roles(self, roles: Any) -> builtins.list[str]:
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise BoltError(errors.BAD_REQUEST, "roles must be a list of role names")
         known = {r["name"] for r in self.roles()}
@@ -188,7 +189,7 @@ class Users:
             self._db.table(USERS).remove(named(name))
         return public_user(user)
 
-    def _all_raw(self) -> list[dict[str, Any]]:
+    def _all_raw(self) -> builtins.list[dict[str, Any]]:
         return [dict(u) for u in self._db.table(USERS).all()]
 
     def check_password(self, name: str, password: str) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import nodesemver
 
@@ -44,7 +45,7 @@ class _Precedence:
         return isinstance(other, _Precedence) and self.semver.compare(other.semver) == 0
 
     def __lt__(self, other: _Precedence) -> bool:
-        return self.semver.compare(other.semver) < 0
+        return bool(self.semver.compare(other.semver) < 0)
 
     def __hash__(self) -> int:
         return hash((self.semver.major, self.semver.minor, self.semver.patch, tuple(self.semver.prerelease)))
@@ -57,7 +58,7 @@ class Version:
     prerelease: tuple[str, ...] = ()
     build: tuple[str, ...] = ()
     semver: nodesemver.SemVer | None = field(default=None, repr=False, compare=False)
-    _key: tuple = field(default=(), repr=False, compare=False)
+    _key: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def is_release(self) -> bool:
@@ -69,7 +70,7 @@ class Version:
         return self.release is not None and bool(self.prerelease)
 
     @property
-    def precedence(self) -> tuple:
+    def precedence(self) -> tuple[Any, ...]:
         """What semver compares: equal for versions differing only in build metadata."""
         return self._key
 
@@ -110,7 +111,7 @@ def compare_versions(a: str, b: str) -> int:
     return (ka > kb) - (ka < kb)
 
 
-def sort_key(s: str) -> tuple:
+def sort_key(s: str) -> tuple[Any, ...]:
     """Key for ``sorted``: semver precedence, ties broken by the raw text so the order is total."""
     return (parse_version(s).precedence, str(s))
 
@@ -142,7 +143,8 @@ def resolve_version(
     """
     available = [str(v) for v in versions]
     tags = tags or {}
-    latest = tags.get("latest") if tags.get("latest") in available else None
+    tagged = tags.get("latest")
+    latest = tagged if isinstance(tagged, str) and tagged in available else None
     if spec is None:
         return latest or max_version(available)
     if spec in available:

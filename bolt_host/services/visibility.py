@@ -79,7 +79,7 @@ class Visibility:
         user = self._users.get(user_name)
         if user is None:
             raise BoltError(errors.USER_NOT_FOUND)
-        apps = self._apps.list()
+        apps: list[dict[str, Any]] = self._apps.list()
         if self._users.is_admin(user):
             return apps
         granted = self._granted_apps(user)

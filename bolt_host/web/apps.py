@@ -53,7 +53,8 @@ def _preview(host: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     """A package's facts plus ``_isolation``: how it would run here (mode, limits, mechanisms)."""
     if host.isolation is None:
         return {**manifest, "_isolation": {"mode": "off"}}
-    bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}
+    bolt = manifest.get("bolt")
+    bolt = bolt if isinstance(bolt, dict) else {}
     try:
         app = {"name": app_name_for(manifest.get("name")), "limits": check_limits(bolt.get("limits") or {})}
     except (BoltError, LimitError):
@@ -65,8 +66,8 @@ def _preview(host: Any, manifest: dict[str, Any]) -> dict[str, Any]:
 def _registry_target(body: dict[str, Any]) -> tuple[str, str | None]:
     """The package name and version a registry preview asks about, both checked."""
     name = body.get("name")
-    app_name_for(name)
-    return name, optional_version(body.get("version"))
+    app_name_for(name)  # raises unless it is a valid package name
+    return str(name), optional_version(body.get("version"))
 
 
 async def list_apps(request: Request) -> Response:

@@ -3,8 +3,9 @@
 A request's user comes from the session cookie, HTTP Basic or
 ``X-Bolt-User-Token``; its app from ``X-Bolt-App-Token``.  A credential that
 is presented but wrong fails the request at once (401); it never falls back
-to anonymous.  Cookie-authenticated writes need the session's CSRF token in
-``X-CSRF-Token``.
+to anonymous.  Cookie-authenticated writes must pass the cross-origin check of
+:mod:`bolt_host.web.origin` (a page of this origin, a client that is no browser, or
+the session's CSRF token in ``X-CSRF-Token``).
 """
 
 from __future__ import annotations
@@ -12,23 +13,22 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.sessions import CLIENT_MAX_FAILURES
+from bolt_host.web.origin import write_allowed
 
 if TYPE_CHECKING:
     from bolt_host.host import Host
 
 SESSION_COOKIE = "bolt_session"
 CSRF_COOKIE = "bolt_csrf"
-CSRF_HEADER = "x-csrf-token"
 APP_TOKEN_HEADER = "x-bolt-app-token"
 USER_TOKEN_HEADER = "x-bolt-user-token"
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 MAX_NAME_IN_KEY = 64  # longer names are no user's; they share a throttle key
 
 
@@ -53,31 +53,28 @@ class Actor:
 
 
 def host_of(request: Request) -> Host:
-    return request.app.state.host
+    return cast("Host", request.app.state.host)
 
 
 def client_key(request: Request) -> str:
     return f"client:{request.client.host if request.client else 'unknown'}"
 
 
-def actor(request: Request, check_csrf: bool = True) -> Actor:
-    """Resolve (once per request) and return the caller; raises on bad credentials.
-
-    ``check_csrf=False`` is only for the app proxy, which checks writes with
-    :func:`require_same_origin_write` instead (apps' own pages carry no CSRF token).
-    """
+def actor(request: Request) -> Actor:
+    """Resolve (once per request) and return the caller; raises on bad credentials
+    and on a cookie-authenticated write refused by the cross-origin check."""
     cached = request.scope.get("bolt_actor")
     if cached is not None:
-        return cached
+        return cast(Actor, cached)
     host = host_of(request)
     found = Actor()
-    _resolve_user(request, host, found, check_csrf)
+    _resolve_user(request, host, found)
     _resolve_app(request, host, found)
     request.scope["bolt_actor"] = found
     return found
 
 
-def _resolve_user(request: Request, host: Host, found: Actor, check_csrf: bool) -> None:
+def _resolve_user(request: Request, host: Host, found: Actor) -> None:
     header = request.headers.get("authorization", "")
     user_token = request.headers.get(USER_TOKEN_HEADER)
     if header.lower().startswith("basic "):
@@ -85,8 +82,8 @@ def _resolve_user(request: Request, host: Host, found: Actor, check_csrf: bool) 
         found.user = check_login(request, host, name, password)
         found.via = "basic"
     elif user_token:
-        name = host.sessions.user_for_token(user_token)
-        user = host.users.get(name) if name else None
+        token_user = host.sessions.user_for_token(user_token)
+        user = host.users.get(token_user) if token_user else None
         if user is None or user.get("isBlocked"):
             raise BoltError(errors.NOT_LOGGED_IN, "The user token is invalid or has expired")
         found.user, found.via = user, "token"
@@ -95,44 +92,35 @@ def _resolve_user(request: Request, host: Host, found: Actor, check_csrf: bool) 
         user = host.users.get(session.user) if session else None
         if session is None or user is None or user.get("isBlocked"):
             raise BoltError(errors.NOT_LOGGED_IN, "The session has ended; log in again")
-        if check_csrf and request.method not in SAFE_METHODS and not _csrf_ok(request, session.csrf):
-            raise BoltError(
-                errors.CSRF_FAILED,
-                "Cookie-authenticated writes need the X-CSRF-Token header from login",
-                user_title="Request refused",
-            )
+        require_same_origin_write(request, host, session.csrf)
         found.user, found.via, found.session_id = user, "session", session.id
     if found.user is not None:
         found.is_admin = host.users.is_admin(found.user)
 
 
-def _csrf_ok(request: Request, expected: str) -> bool:
-    import hmac
-
-    supplied = request.headers.get(CSRF_HEADER, "")
-    return bool(supplied) and hmac.compare_digest(supplied, expected)
+def trusted_origins(host: Host) -> tuple[str, ...]:
+    """Origins that pass the cross-origin check besides the request's own Host: the host's URL."""
+    return (host.settings.url,)
 
 
-def require_same_origin_write(request: Request, who: Actor) -> None:
-    """Cookie-authenticated writes through the app proxy: the CSRF token, or a browser's word
-    that the request comes from a page of this very origin.
+def cross_origin_write_allowed(request: Request, session_csrf: str | None = None) -> bool:
+    """The host's cross-origin check for ``request`` (see :mod:`bolt_host.web.origin`)."""
+    return write_allowed(request, session_csrf, trusted_origins(host_of(request)))
 
-    Apps' own pages send their writes with ``fetch`` and no CSRF token; the browser marks
-    those ``Sec-Fetch-Site: same-origin`` (older browsers: an ``Origin`` equal to ours),
-    which a page on another site, or on another port of this host, cannot forge.
+
+def require_same_origin_write(request: Request, host: Host, session_csrf: str | None) -> None:
+    """Refuse a cookie-authenticated write that a browser says comes from another origin.
+
+    Apps' own pages (through the app proxy) and the dashboard send their writes with
+    ``fetch``; the browser marks those ``Sec-Fetch-Site: same-origin`` (older browsers:
+    an ``Origin`` equal to ours), which a page on another site, or on another port of
+    this host, cannot forge.  Clients that are no browser send neither header and pass.
     """
-    if who.via != "session" or request.method in SAFE_METHODS:
-        return
-    session = host_of(request).sessions.get(who.session_id)
-    if session is not None and _csrf_ok(request, session.csrf):
-        return
-    site = request.headers.get("sec-fetch-site")
-    own_origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if site == "same-origin" or (site is None and request.headers.get("origin") == own_origin):
+    if write_allowed(request, session_csrf, trusted_origins(host)):
         return
     raise BoltError(
         errors.CSRF_FAILED,
-        "Cookie-authenticated writes through /x/ need the X-CSRF-Token header or a page of this origin",
+        "Cross-origin write refused: send it from a page of this origin, or with the X-CSRF-Token header from login",
         user_title="Request refused",
     )
 
@@ -191,14 +179,23 @@ def app_is_system(host: Host, name: str) -> bool:
 
 # checks a handler makes ---------------------------------------------------------
 async def _decided_by_plugins(request: Request, action: str, resource: str | None) -> bool | None:
-    from bolt_host.plugins import call_first
-
-    host = host_of(request)
     who = actor(request)
-    answer = await call_first(
-        host.pm.hook.permission_allowed, host=host, actor=who.as_dict(), action=action, resource=resource
-    )
+    return await ask_permission(host_of(request), who.as_dict(), action, resource)
+
+
+async def ask_permission(host: Host, caller: dict[str, Any], action: str, resource: str | None = None) -> bool | None:
+    """The plugins' ``permission_allowed`` answer for ``caller``: True, False, or None when all abstain."""
+    answer = await host.hooks.call("permission_allowed", actor=caller, action=action, resource=resource)
     return answer if isinstance(answer, bool) else None
+
+
+async def admin_allowed(
+    host: Host, caller: dict[str, Any], is_admin: bool, action: str, resource: str | None = None
+) -> bool:
+    """Whether ``caller`` may do an admin's ``action``: a plugin's ``permission_allowed`` answer
+    decides, else the admin role does."""
+    decided = await ask_permission(host, caller, action, resource)
+    return is_admin if decided is None else decided
 
 
 def require_caller(request: Request) -> Actor:
@@ -275,4 +272,12 @@ def require_app(request: Request) -> Actor:
     who = actor(request)
     if request.headers.get(APP_TOKEN_HEADER) is None:
         raise BoltError(errors.APP_TOKEN_MISSING)
+    return who
+
+
+def require_system_app(request: Request) -> Actor:
+    """A request made by a system app with its X-Bolt-App-Token (110 without one, 504 for another app)."""
+    who = require_app(request)
+    if not who.app_system:
+        raise BoltError(errors.NOT_SYSTEM_APP)
     return who

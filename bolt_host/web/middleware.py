@@ -124,7 +124,7 @@ def _host_name(scope: Scope) -> str | None:
     """The name in the ``Host`` header, without its port (``[::1]:4000`` -> ``::1``)."""
     for key, value in scope.get("headers", []):
         if key == b"host":
-            text = value.decode("latin-1").strip().lower()
+            text: str = value.decode("latin-1").strip().lower()
             if text.startswith("["):
                 return text[1 : text.find("]")] if "]" in text else None
             return text.rpartition(":")[0] if ":" in text else text

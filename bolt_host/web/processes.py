@@ -59,9 +59,9 @@ async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
     """The apps a start or stop is about, as installed (names in any case), every one checked
     before anything happens.  Stopping an app that is not installed is Bolt's 420: nothing of
     that name runs."""
-    names = await _app_names(request)
-    bulk = names is not None
-    names = names if bulk else [await _app_name(request)]
+    listed = await _app_names(request)
+    bulk = listed is not None
+    names = listed if listed is not None else [await _app_name(request)]
     host = host_of(request)
     found = []
     for name in names:

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
-from bolt_host.web.auth import Actor, actor, host_of, require_same_origin_write
+from bolt_host.web.auth import Actor, actor, host_of
 
 log = logging.getLogger("bolt_host.web")
 
@@ -60,7 +60,7 @@ async def proxy(request: Request) -> Response:
     login = _login_redirect(request)
     if login is not None:
         return login
-    check_proxy_access(request, name, require_same_origin_write)
+    check_proxy_access(request, name)  # cookie writes: actor() applied the cross-origin check
     port = running_port(request, name)
     path = request.path_params.get("path", "")
     url = f"http://127.0.0.1:{port}/{path}"
@@ -106,7 +106,7 @@ def _login_redirect(request: Request) -> Response | None:
     """
     if request.method not in ("GET", "HEAD") or "text/html" not in request.headers.get("accept", ""):
         return None
-    who = actor(request, check_csrf=False)
+    who = actor(request)
     if who.user is not None or who.app is not None:
         return None
     back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -175,12 +175,16 @@ def _connection_tokens(values: list[str]) -> set[str]:
     return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}
 
 
-def check_proxy_access(connection: HTTPConnection, name: str, same_origin: Callable[[Any, Actor], None]) -> None:
-    """A caller who may use app ``name``, checked by ``same_origin`` for cross-site use."""
-    who = actor(connection, check_csrf=False)  # type: ignore[arg-type]
+def check_proxy_access(
+    connection: HTTPConnection, name: str, same_origin: Callable[[Any, Actor], None] | None = None
+) -> None:
+    """A caller who may use app ``name``; ``same_origin`` checks cross-site use where ``actor``
+    does not (a WebSocket handshake is a GET)."""
+    who = actor(connection)  # type: ignore[arg-type]
     if who.user is None and who.app is None:
         raise BoltError(errors.NOT_LOGGED_IN, "Log in to use apps through the host")
-    same_origin(connection, who)
+    if same_origin is not None:
+        same_origin(connection, who)
     if who.is_admin or who.app_system or who.app == name:
         return
     host = host_of(connection)  # type: ignore[arg-type]
@@ -192,7 +196,7 @@ def _user_token_for_system_app(connection: HTTPConnection, name: str) -> str | N
     """System apps act for the logged-in user, so they get a user token (never a password)."""
     host = host_of(connection)  # type: ignore[arg-type]
     app = host.apps.get(name)
-    who = actor(connection, check_csrf=False)  # type: ignore[arg-type]
+    who = actor(connection)  # type: ignore[arg-type]
     if not app or not app.get("system") or who.user is None:
         return None
     if who.via == "token":

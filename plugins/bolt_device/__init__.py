@@ -4,7 +4,8 @@ Kapua's device-packages REST API, with Kura's DEPLOY-V2 protocol over MQTT.
 One host runs it as the **manager** (``BOLT_DEVICE_MODE=manager``: Kapua's REST
 under ``/v1``), every other host as an **agent** (``BOLT_DEVICE_MODE=agent``).
 Without ``BOLT_DEVICE_MODE`` the plugin is inert: no routes, no broker, no
-network.  See docs/device.md.
+network.  The host registers :data:`plugin`; it imports only ``bolt_host.plugin``.
+See docs/device.md.
 
 Modules: ``config`` (env), ``backend`` (what runs per mode), ``wire`` (topics
 and payloads), ``transport`` (MQTT link), ``manager`` / ``agent`` (the two
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bolt_host import hookimpl
+from bolt_host.plugin import Host, hookimpl
 
 __version__ = "0.2.0"
 
@@ -38,8 +39,8 @@ class DevicePlugin:
         self.config = config
         self.__name__ = "device" if config is None else f"device-{id(self):x}"
 
-    def _config(self, host: Any) -> Any:
-        from bolt_device.config import DeviceConfig
+    def _config(self, host: Host) -> Any:
+        from .config import DeviceConfig
 
         if self.config is not None:
             return self.config
@@ -48,137 +49,89 @@ class DevicePlugin:
         return host.state[CONFIG_KEY]
 
     @hookimpl
-    def register_routes(self, host: Any) -> list[Any]:
+    def register_routes(self, host: Host) -> list[Any]:
         if self._config(host).mode != "manager":
             return []
-        from bolt_device import auth_routes, device_routes, fallback, registry_routes
+        from . import auth_routes, device_routes, fallback, registry_routes
 
         # registry_routes first: its literal ``_query``/``_count`` paths before ``{deviceId}``;
         # fallback last: it answers every other /v1 path and method in Kapua's body
         return [*auth_routes.routes(), *registry_routes.routes(), *device_routes.routes(), *fallback.routes()]
 
     @hookimpl
-    def register_error_formats(self, host: Any) -> list[tuple[str, Any]]:
+    def register_error_formats(self, host: Host) -> list[tuple[str, Any]]:
         if self._config(host).mode != "manager":
             return []
-        from bolt_device.fallback import render_error
+        from .fallback import render_error
 
         return [("/v1/", render_error)]
 
     @hookimpl
-    def register_permissions(self, host: Any) -> list[tuple[str, str]]:
-        if self._config(host).mode != "manager":
-            return []
-        return [
-            ("/v1/authentication/user", "public"),
-            ("/v1/authentication/refresh", "public"),
-            ("/v1/device-packages/", "public"),  # no host user: the offer's own Basic credentials
-            ("/v1/", "user"),
-        ]
-
-    @hookimpl
-    async def startup(self, host: Any) -> None:
+    async def startup(self, host: Host) -> None:
         config = self._config(host)
         if not config.active:
             return
-        from bolt_device.backend import STATE_KEY, DeviceBackend
+        from .backend import STATE_KEY, DeviceBackend
 
         backend = DeviceBackend(host, config)
         host.state[STATE_KEY] = backend
         await backend.start()
 
     @hookimpl
-    async def shutdown(self, host: Any) -> None:
-        from bolt_device.backend import STATE_KEY
+    async def shutdown(self, host: Host) -> None:
+        from .backend import STATE_KEY
 
         backend = host.state.pop(STATE_KEY, None)
         if backend is not None:
             await backend.stop()
 
     @hookimpl
-    def list_devices(self, host: Any, actor: dict[str, Any]) -> Any:
+    def list_devices(self, host: Host, actor: dict[str, Any]) -> Any:
         backend = _manager(host)
         return None if backend is None else backend.devices_for(actor)
 
     @hookimpl
-    async def install_on_device(self, host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
-        backend = _manager(host)
-        if backend is None:
-            return None
-        from bolt_device import fleet
-        from bolt_device.operations import public_operation
+    async def install_on_device(
+        self, host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]
+    ) -> Any:
+        async def start(fleet: Any, backend: Any, device: dict[str, Any], scope: str) -> Any:
+            fleet.require_connected(device)  # before packing a tarball an offline device cannot fetch
+            request = await fleet.package_download_request(backend, package)
+            return await fleet.start_download(backend, device, request, scope, backend.config.request_timeout_ms)
 
-        scope = backend.writable_scope(actor)
-        device = fleet.require_device(backend, scope, device_id)
-        fleet.require_connected(device)  # before packing a tarball an offline device cannot fetch
-        request = await fleet.package_download_request(backend, package)
-        operation = await fleet.start_download(backend, device, request, scope, backend.config.request_timeout_ms)
-        return public_operation(operation)
+        return await _operate(host, device_id, actor, start)
 
     @hookimpl
     async def uninstall_from_device(
-        self, host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]
+        self, host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]
     ) -> Any:
-        backend = _manager(host)
-        if backend is None:
-            return None
-        from bolt_device import fleet
-        from bolt_device.operations import public_operation
+        async def start(fleet: Any, backend: Any, device: dict[str, Any], scope: str) -> Any:
+            request = fleet.validate_uninstall(
+                {"name": package.get("package") or package["name"], "version": package.get("version")}
+            )
+            return await fleet.start_uninstall(backend, device, request, scope, backend.config.request_timeout_ms)
 
-        scope = backend.writable_scope(actor)
-        device = fleet.require_device(backend, scope, device_id)
-        request = fleet.validate_uninstall(
-            {"name": package.get("package") or package["name"], "version": package.get("version")}
-        )
-        operation = await fleet.start_uninstall(backend, device, request, scope, backend.config.request_timeout_ms)
-        return public_operation(operation)
+        return await _operate(host, device_id, actor, start)
 
 
-def _manager(host: Any) -> Any:
-    from bolt_device.backend import STATE_KEY
+async def _operate(host: Host, device_id: str, actor: dict[str, Any], start: Any) -> Any:
+    """Start an operation on a device this host manages for ``actor``; None when it is no manager."""
+    backend = _manager(host)
+    if backend is None:
+        return None
+    from . import fleet
+    from .operations import public_operation
+
+    scope = backend.writable_scope(actor)
+    device = fleet.require_device(backend, scope, device_id)
+    return public_operation(await start(fleet, backend, device, scope))
+
+
+def _manager(host: Host) -> Any:
+    from .backend import STATE_KEY
 
     backend = host.state.get(STATE_KEY)
     return backend if backend is not None and backend.manager is not None else None
 
 
-_FROM_ENV = DevicePlugin()
-
-
-@hookimpl
-def register_routes(host: Any) -> list[Any]:
-    return _FROM_ENV.register_routes(host)
-
-
-@hookimpl
-def register_permissions(host: Any) -> list[tuple[str, str]]:
-    return _FROM_ENV.register_permissions(host)
-
-
-@hookimpl
-def register_error_formats(host: Any) -> list[tuple[str, Any]]:
-    return _FROM_ENV.register_error_formats(host)
-
-
-@hookimpl
-async def startup(host: Any) -> None:
-    await _FROM_ENV.startup(host)
-
-
-@hookimpl
-async def shutdown(host: Any) -> None:
-    await _FROM_ENV.shutdown(host)
-
-
-@hookimpl
-def list_devices(host: Any, actor: dict[str, Any]) -> Any:
-    return _FROM_ENV.list_devices(host, actor)
-
-
-@hookimpl
-async def install_on_device(host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
-    return await _FROM_ENV.install_on_device(host, device_id, package, actor)
-
-
-@hookimpl
-async def uninstall_from_device(host: Any, device_id: str, package: dict[str, Any], actor: dict[str, Any]) -> Any:
-    return await _FROM_ENV.uninstall_from_device(host, device_id, package, actor)
+plugin = DevicePlugin()  # the entry point's copy: configured from BOLT_DEVICE_* when the host starts

@@ -13,7 +13,9 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_device.kapua import illegal_argument, iso, not_found, scope_id
+from bolt_host.plugin import Host
+
+from .kapua import illegal_argument, iso, not_found, scope_id
 
 ACCOUNTS = "device_accounts"
 MEMBERS = "device_user_scopes"
@@ -22,7 +24,7 @@ ROOT_NUMBER = 1
 
 
 class Accounts:
-    def __init__(self, host: Any, root_name: str) -> None:
+    def __init__(self, host: Host, root_name: str) -> None:
         self._host = host
         self._db = host.db
         self._db.migrate(ACCOUNTS, SCHEMA)
@@ -33,14 +35,16 @@ class Accounts:
     def _ensure_root(self, name: str) -> dict[str, Any]:
         with self._db.transaction():
             table = self._db.table(ACCOUNTS)
-            root = table.get(Query().number == ROOT_NUMBER)
-            if root is None:
+            found = table.get(Query().number == ROOT_NUMBER)
+            if found is None:
                 root = self._record(ROOT_NUMBER, name, None)
                 table.insert(root)
-            elif root["name"] != name:
+                return root
+            root = dict(found)
+            if root["name"] != name:
                 table.update({"name": name, "modifiedOn": iso()}, Query().number == ROOT_NUMBER)
-                root = table.get(Query().number == ROOT_NUMBER)
-        return dict(root)
+                root = dict(table.get(Query().number == ROOT_NUMBER) or root)
+        return root
 
     @staticmethod
     def _record(number: int, name: str, parent: str | None, organization: dict[str, Any] | None = None) -> dict:

@@ -28,11 +28,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from bolt_device import wire
-from bolt_device.config import DeviceConfig
-from bolt_device.jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
-from bolt_device.recovery import last_words
-from bolt_device.transport import MqttLink, NotConnected, Outgoing
+from bolt_host.plugin import Host
+
+from . import wire
+from .config import DeviceConfig
+from .jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
+from .recovery import last_words
+from .transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.agent")
 
@@ -57,7 +59,7 @@ class Job:
 
 
 class Agent:
-    def __init__(self, host: Any, config: DeviceConfig) -> None:
+    def __init__(self, host: Host, config: DeviceConfig) -> None:
         assert config.broker is not None
         self.host = host
         self.config = config

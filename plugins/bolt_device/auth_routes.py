@@ -12,8 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_device.accounts import public_account
-from bolt_device.kapua import (
+from bolt_host.plugin import BoltError, check_login, errors
+
+from .accounts import public_account
+from .kapua import (
     KapuaError,
     illegal_argument,
     iso,
@@ -24,10 +26,7 @@ from bolt_device.kapua import (
     unauthorized,
     user_id,
 )
-from bolt_device.web import backend_of, caller, json_body, kapua_endpoint, page, require_admin, scope_for
-from bolt_host import errors
-from bolt_host.errors import BoltError
-from bolt_host.web.auth import check_login
+from .web import backend_of, caller, json_body, kapua_endpoint, page, require_admin, scope_for, writer_in_scope
 
 
 @kapua_endpoint
@@ -91,9 +90,7 @@ async def list_accounts(request: Request) -> Response:
 
 @kapua_endpoint
 async def create_account(request: Request) -> Response:
-    who = caller(request)
-    scope = scope_for(who, request.path_params["scopeId"], "account", "write")
-    require_admin(who, "account", "write", scope)
+    _, scope = writer_in_scope(request, "account")
     body = await json_body(request, "accountCreator")
     organization = {
         key[len("organization"):][:1].lower() + key[len("organization") + 1 :]: value

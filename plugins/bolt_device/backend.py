@@ -12,14 +12,16 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from bolt_device.config import BrokerAddress, DeviceConfig
+from bolt_host.plugin import Host
+
+from .config import BrokerAddress, DeviceConfig
 
 log = logging.getLogger("bolt_device")
 STATE_KEY = "device"
 
 
 class DeviceBackend:
-    def __init__(self, host: Any, config: DeviceConfig) -> None:
+    def __init__(self, host: Host, config: DeviceConfig) -> None:
         self.host = host
         self.config = config
         self.accounts: Any = None
@@ -35,18 +37,18 @@ class DeviceBackend:
         if self.config.mode == "manager":
             await self._start_manager()
         elif self.config.mode == "agent":
-            from bolt_device.agent import Agent
+            from .agent import Agent
 
             self.agent = Agent(self.host, self.config)
             await self.agent.start()
 
     async def _start_manager(self) -> None:
-        from bolt_device.accounts import Accounts
-        from bolt_device.devices import Devices
-        from bolt_device.manager import Manager
-        from bolt_device.offers import PackageOffers
-        from bolt_device.operations import Operations
-        from bolt_device.tokens import AccessTokens
+        from .accounts import Accounts
+        from .devices import Devices
+        from .manager import Manager
+        from .offers import PackageOffers
+        from .operations import Operations
+        from .tokens import AccessTokens
 
         host, config = self.host, self.config
         self.accounts = Accounts(host, config.account)
@@ -56,7 +58,7 @@ class DeviceBackend:
         settings = host.settings
         self.offers = PackageOffers(settings.data_dir / "cache" / "device-offers", settings.max_download_bytes)
         if config.broker is None:
-            from bolt_device.broker import EmbeddedBroker
+            from .broker import EmbeddedBroker
 
             self.broker = EmbeddedBroker("127.0.0.1", config.embedded_broker_port)
             await self.broker.start()
@@ -95,7 +97,7 @@ class DeviceBackend:
 
     def writable_scope(self, actor: dict[str, Any]) -> str:
         """Like :meth:`_manager_scope`, failing closed with Kapua's 403."""
-        from bolt_device.kapua import unauthorized
+        from .kapua import unauthorized
 
         scope = self._manager_scope(actor)
         if scope is None:
@@ -104,7 +106,7 @@ class DeviceBackend:
 
     def devices_for(self, actor: dict[str, Any]) -> list[dict[str, Any]]:
         """The devices ``actor`` may manage (change); none for a caller who may only read."""
-        from bolt_device.devices import public_device
+        from .devices import public_device
 
         scope = self._manager_scope(actor)
         if scope is None:

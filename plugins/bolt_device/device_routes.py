@@ -4,27 +4,28 @@ and ``/v1/device-packages/{offerId}``, where devices download the manager's own 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from bolt_device import fleet, queries
-from bolt_device.devices import public_device
-from bolt_device.kapua import illegal_argument, kapua_json, not_found, unauthenticated
-from bolt_device.offers import ROUTE as OFFERS_ROUTE
-from bolt_device.operations import public_notification, public_operation
-from bolt_device.web import (
+from bolt_host.plugin import BoltError, basic_credentials
+
+from . import fleet, queries
+from .devices import public_device
+from .kapua import illegal_argument, kapua_json, not_found, unauthenticated
+from .offers import ROUTE as OFFERS_ROUTE
+from .operations import public_notification, public_operation
+from .web import (
     backend_of,
     caller,
     json_body,
     kapua_endpoint,
-    require_admin,
     scope_for,
     timeout_ms,
+    writer_in_scope,
 )
-from bolt_host.errors import BoltError
-from bolt_host.web.auth import basic_credentials
 
 STATUSES = ("CONNECTED", "DISCONNECTED", "MISSING", "NULL")
 KAPUA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -62,9 +63,7 @@ async def list_devices(request: Request) -> Response:
 
 @kapua_endpoint
 async def create_device(request: Request) -> Response:
-    who = caller(request)
-    scope = scope_for(who, request.path_params["scopeId"], "device", "write")
-    require_admin(who, "device", "write", scope)
+    who, scope = writer_in_scope(request, "device")
     body = await json_body(request, "deviceCreator")
     device = backend_of(request).devices.register(scope, body, created_by=who.scope)
     return kapua_json(public_device(device), 201)
@@ -87,28 +86,25 @@ async def list_packages(request: Request) -> Response:
 
 @kapua_endpoint
 async def download(request: Request) -> Response:
-    who = caller(request)
-    scope = scope_for(who, request.path_params["scopeId"], "device_management", "write")
-    require_admin(who, "device_management", "write", scope)
-    backend = backend_of(request)
-    device = fleet.require_device(backend, scope, request.path_params["deviceId"])
-    wait = timeout_ms(request)
+    who, backend, device = _device_to_change(request)
     checked = fleet.validate_download(await json_body(request, fleet.REQUEST))
-    operation = await fleet.start_download(backend, device, checked, who.scope, wait)
+    operation = await fleet.start_download(backend, device, checked, who.scope, timeout_ms(request))
     return kapua_json(public_operation(operation))
 
 
 @kapua_endpoint
 async def uninstall(request: Request) -> Response:
-    who = caller(request)
-    scope = scope_for(who, request.path_params["scopeId"], "device_management", "write")
-    require_admin(who, "device_management", "write", scope)
-    backend = backend_of(request)
-    device = fleet.require_device(backend, scope, request.path_params["deviceId"])
-    wait = timeout_ms(request)
+    who, backend, device = _device_to_change(request)
     checked = fleet.validate_uninstall(await json_body(request, fleet.UNINSTALL))
-    operation = await fleet.start_uninstall(backend, device, checked, who.scope, wait)
+    operation = await fleet.start_uninstall(backend, device, checked, who.scope, timeout_ms(request))
     return kapua_json(public_operation(operation))
+
+
+def _device_to_change(request: Request) -> tuple[Any, Any, dict[str, Any]]:
+    """The admin caller, the backend and the device the path names, for a package operation."""
+    who, scope = writer_in_scope(request, "device_management")
+    backend = backend_of(request)
+    return who, backend, fleet.require_device(backend, scope, request.path_params["deviceId"])
 
 
 def _filtered(request: Request, attributes: frozenset[str]) -> queries.Query:

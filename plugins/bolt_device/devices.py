@@ -12,7 +12,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_device.kapua import illegal_argument, illegal_null, iso, new_id, not_found, optimistic_lock
+from .kapua import illegal_argument, illegal_null, iso, new_id, not_found, optimistic_lock
 
 TABLE = "device_devices"
 SCHEMA = {1: lambda table: None}
@@ -156,7 +156,7 @@ class Devices:
                 },
             }
             if resource == "BIRTH" and (metrics or {}).get("bolt.boot"):
-                changes["agentBoot"] = str(metrics["bolt.boot"])  # see bolt_device.reconciler
+                changes["agentBoot"] = str((metrics or {})["bolt.boot"])  # see bolt_device.reconciler
             for metric, field in BIRTH_FIELDS.items():
                 value = (metrics or {}).get(metric)
                 if resource == "BIRTH" and value is not None:

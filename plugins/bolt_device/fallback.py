@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from bolt_device.kapua import KapuaError, method_not_allowed, unknown_path
-from bolt_device.web import caller, kapua_endpoint
+from .kapua import KapuaError, method_not_allowed, unknown_path
+from .web import caller, kapua_endpoint
 
 PATH = "/v1/{rest:path}"
 # Every method a client may send (Starlette gives a function route GET only unless told).

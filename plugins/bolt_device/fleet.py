@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bolt_device.backend import DeviceBackend
-from bolt_device.devices import CONNECTED
-from bolt_device.downloads import display_uri, parse_hash
-from bolt_device.kapua import KapuaError, illegal_argument, illegal_null, not_connected, not_found, timed_out
-from bolt_device.manager import reply_error
-from bolt_device.offers import ROUTE as OFFERS_ROUTE
-from bolt_device.offers import OfferError
-from bolt_device.operations import FAILED
+from .backend import DeviceBackend
+from .devices import CONNECTED
+from .downloads import display_uri, parse_hash
+from .kapua import KapuaError, illegal_argument, illegal_null, not_connected, not_found, timed_out
+from .manager import reply_error
+from .offers import ROUTE as OFFERS_ROUTE
+from .offers import OfferError
+from .operations import FAILED
 
 REQUEST = "packageDownloadRequest"
 UNINSTALL = "packageUninstallRequest"

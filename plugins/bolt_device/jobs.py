@@ -7,20 +7,17 @@ reports to the manager through Kura-style notifications.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bolt_device.downloads import display_uri, fetch, parse_hash
-from bolt_device.reboot import schedule_reboot
-from bolt_host.services.extract import safe_extract
-from bolt_host.services.manifest import read_manifest
+from bolt_host.plugin import Host, read_manifest
+
+from .downloads import display_uri, fetch, parse_hash
+from .reboot import schedule_reboot
 
 NOTIFY_EVERY_PERCENT = 10
 NOTIFY_MIN_SECONDS = 0.2
@@ -148,7 +145,7 @@ class UninstallRequest:
         )
 
 
-def installed_packages(host: Any) -> list[dict[str, Any]]:
+def installed_packages(host: Host) -> list[dict[str, Any]]:
     """Kapua ``devicePackage`` entries for the host's installed apps."""
     found = []
     for app in host.apps.list():
@@ -166,7 +163,7 @@ def installed_packages(host: Any) -> list[dict[str, Any]]:
     return found
 
 
-def find_app(host: Any, name: str) -> dict[str, Any] | None:
+def find_app(host: Host, name: str) -> dict[str, Any] | None:
     app = host.apps.get(name)
     if app is not None:
         return app
@@ -174,7 +171,7 @@ def find_app(host: Any, name: str) -> dict[str, Any] | None:
 
 
 class JobRunner:
-    def __init__(self, host: Any, notifier: Notifier) -> None:
+    def __init__(self, host: Host, notifier: Notifier) -> None:
         self.host = host
         self.notifier = notifier
 
@@ -194,7 +191,7 @@ class JobRunner:
         cache_dir = self.host.settings.data_dir / "cache" / "device"
         cache_dir.mkdir(parents=True, exist_ok=True)
         dest = cache_file(cache_dir, job_id)
-        notify(job_id, "download", "IN_PROGRESS", 0, **{"dp.download.index": 0})
+        notify(job_id, "download", "IN_PROGRESS", 0, "", **{"dp.download.index": 0})
         sizes: dict[str, int] = {"received": 0}
 
         async def job(task: Any) -> dict[str, Any]:
@@ -207,7 +204,7 @@ class JobRunner:
                 now = time.monotonic()
                 if percent >= last["percent"] + NOTIFY_EVERY_PERCENT and now - last["at"] >= NOTIFY_MIN_SECONDS:
                     last.update(percent=percent, at=now)
-                    notify(job_id, "download", "IN_PROGRESS", percent, **{"dp.download.size": total or 0})
+                    notify(job_id, "download", "IN_PROGRESS", percent, "", **{"dp.download.size": total or 0})
 
             auth = (request.username, request.password or "") if request.username else None
             size = await fetch(
@@ -228,7 +225,7 @@ class JobRunner:
             if done["status"] != "succeeded":
                 notify(job_id, "download", "FAILED", 0, done.get("error") or done["status"])
                 return
-            notify(job_id, "download", "COMPLETED", 100, **{"dp.download.size": sizes["received"]})
+            notify(job_id, "download", "COMPLETED", 100, "", **{"dp.download.size": sizes["received"]})
             if not request.install:
                 return
             if await self.install(request, dest) and request.reboot:
@@ -243,21 +240,17 @@ class JobRunner:
         notify(job_id, "install", "IN_PROGRESS", 0)
         host = self.host
 
+        def check(root: Path) -> None:
+            manifest = read_manifest(root)
+            if manifest.get("name") != request.name:
+                raise ValueError(f"the package names itself {manifest.get('name')!r}, not {request.name!r}")
+            if str(manifest.get("version")) != request.version:
+                raise ValueError(f"the package is version {manifest.get('version')!r}, not {request.version!r}")
+
         async def job(task: Any) -> dict[str, Any]:
-            host.apps.apps_dir.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=host.apps.apps_dir))
-            try:
-                root = await asyncio.to_thread(safe_extract, tarball, staging)
-                manifest = read_manifest(root)
-                if manifest.get("name") != request.name:
-                    raise ValueError(f"the package names itself {manifest.get('name')!r}, not {request.name!r}")
-                if str(manifest.get("version")) != request.version:
-                    raise ValueError(f"the package is version {manifest.get('version')!r}, not {request.version!r}")
-                source = {"type": "url", "url": display_uri(request.uri), "operation": job_id}
-                task.log(f"=== installing {request.name}@{request.version}")
-                app = await host.apps.install_tree(root, source, False, True, expect_name=request.name)
-            finally:
-                await asyncio.to_thread(shutil.rmtree, staging, True)
+            source = {"type": "url", "url": display_uri(request.uri), "operation": job_id}
+            task.log(f"=== installing {request.name}@{request.version}")
+            app = await host.apps.install_tarball(tarball, source, False, True, expect_name=request.name, prepare=check)
             if not app.get("firmware") and not host.supervisor.is_active(app["name"]):
                 task.log(f"=== starting {app['name']}")
                 await host.supervisor.start_app(app)

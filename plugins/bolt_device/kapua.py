@@ -91,29 +91,38 @@ class KapuaError(Exception):
         return response
 
 
+# Kapua's error codes: (HTTP status, the ``type`` of its error body).
+_ERRORS = {
+    "UNAUTHENTICATED": (401, "unauthenticatedExceptionInfo"),
+    "SUBJECT_UNAUTHORIZED": (403, "subjectUnauthorizedExceptionInfo"),
+    "ENTITY_NOT_FOUND": (404, "entityNotFoundExceptionInfo"),
+    "ILLEGAL_ARGUMENT": (400, "illegalArgumentExceptionInfo"),
+    "ILLEGAL_NULL_ARGUMENT": (400, "illegalNullArgumentExceptionInfo"),
+    "DEVICE_NOT_CONNECTED": (409, "deviceNotConnectedExceptionInfo"),
+    "TIMEOUT": (500, "deviceManagementTimeoutExceptionInfo"),
+    "SEND_ERROR": (500, "deviceManagementSendExceptionInfo"),
+    "RESPONSE_CODE": (500, "deviceManagementResponseCodeExceptionInfo"),
+}
+
+
+def kapua_error(code: str, message: str, **extra: Any) -> KapuaError:
+    status, kind = _ERRORS[code]
+    return KapuaError(status, code, message, kind=kind, **extra)
+
+
 def unauthenticated(message: str = "No valid access token: log in at /v1/authentication/user") -> KapuaError:
-    return KapuaError(401, "UNAUTHENTICATED", message, kind="unauthenticatedExceptionInfo")
+    return kapua_error("UNAUTHENTICATED", message)
 
 
 def unauthorized(domain: str, action: str, scope: str) -> KapuaError:
-    return KapuaError(
-        403,
-        "SUBJECT_UNAUTHORIZED",
-        f"The current subject has not the required permission {domain}:{action}:{scope} to perform this operation",
-        kind="subjectUnauthorizedExceptionInfo",
-        permission=f"{domain}:{action}:{scope}",
-    )
+    permission = f"{domain}:{action}:{scope}"
+    message = f"The current subject has not the required permission {permission} to perform this operation"
+    return kapua_error("SUBJECT_UNAUTHORIZED", message, permission=permission)
 
 
 def not_found(entity_type: str, entity_id: str) -> KapuaError:
-    return KapuaError(
-        404,
-        "ENTITY_NOT_FOUND",
-        f"The entity of type {entity_type} with id/name {entity_id} was not found.",
-        kind="entityNotFoundExceptionInfo",
-        entityType=entity_type,
-        entityId=entity_id,
-    )
+    message = f"The entity of type {entity_type} with id/name {entity_id} was not found."
+    return kapua_error("ENTITY_NOT_FOUND", message, entityType=entity_type, entityId=entity_id)
 
 
 def optimistic_lock(entity_type: str, entity_id: str) -> KapuaError:
@@ -139,64 +148,31 @@ def illegal_argument(name: str, value: Any, why: str = "") -> KapuaError:
     message = f"An illegal value was provided for the argument {name}: {shown}."
     if why:
         message += f" {why}"
-    return KapuaError(
-        400,
-        "ILLEGAL_ARGUMENT",
-        message,
-        kind="illegalArgumentExceptionInfo",
-        argumentName=name,
-        argumentValue=shown,
-    )
+    return kapua_error("ILLEGAL_ARGUMENT", message, argumentName=name, argumentValue=shown)
 
 
 def illegal_null(name: str) -> KapuaError:
-    return KapuaError(
-        400,
-        "ILLEGAL_NULL_ARGUMENT",
-        f"An illegal null value was provided for the argument {name}.",
-        kind="illegalNullArgumentExceptionInfo",
-        argumentName=name,
-    )
+    message = f"An illegal null value was provided for the argument {name}."
+    return kapua_error("ILLEGAL_NULL_ARGUMENT", message, argumentName=name)
 
 
 def not_connected(device_id: str, client_id: str) -> KapuaError:
-    return KapuaError(
-        409,
-        "DEVICE_NOT_CONNECTED",
-        f"The device {client_id} ({device_id}) is not connected: the request cannot be sent.",
-        kind="deviceNotConnectedExceptionInfo",
-        deviceId=device_id,
-    )
+    message = f"The device {client_id} ({device_id}) is not connected: the request cannot be sent."
+    return kapua_error("DEVICE_NOT_CONNECTED", message, deviceId=device_id)
 
 
 def timed_out(timeout_ms: int) -> KapuaError:
-    return KapuaError(
-        500,
-        "TIMEOUT",
-        f"The device did not answer within the timeout of {timeout_ms} ms.",
-        kind="deviceManagementTimeoutExceptionInfo",
-        timeout=timeout_ms,
-    )
+    message = f"The device did not answer within the timeout of {timeout_ms} ms."
+    return kapua_error("TIMEOUT", message, timeout=timeout_ms)
 
 
 def send_failed(reason: str) -> KapuaError:
-    return KapuaError(
-        500,
-        "SEND_ERROR",
-        f"The request could not be sent to the device: {reason}",
-        kind="deviceManagementSendExceptionInfo",
-    )
+    return kapua_error("SEND_ERROR", f"The request could not be sent to the device: {reason}")
 
 
 def device_refused(code: int, message: str) -> KapuaError:
-    return KapuaError(
-        500,
-        "RESPONSE_CODE",
-        f"The device answered with an error: {code} {message}".rstrip(),
-        kind="deviceManagementResponseCodeExceptionInfo",
-        responseCode=code,
-        errorMessage=message,
-    )
+    text = f"The device answered with an error: {code} {message}".rstrip()
+    return kapua_error("RESPONSE_CODE", text, responseCode=code, errorMessage=message)
 
 
 def user_id(name: str) -> str:

@@ -15,14 +15,14 @@ import logging
 import uuid
 from typing import Any
 
-from bolt_device import wire
-from bolt_device.accounts import Accounts
-from bolt_device.config import DeviceConfig
-from bolt_device.devices import CONNECTED, Devices
-from bolt_device.kapua import KapuaError, iso_from_ms, not_connected, send_failed, timed_out
-from bolt_device.operations import Operations
-from bolt_device.reconciler import Reconciler
-from bolt_device.transport import MqttLink, NotConnected, Outgoing
+from . import wire
+from .accounts import Accounts
+from .config import DeviceConfig
+from .devices import CONNECTED, Devices
+from .kapua import KapuaError, iso_from_ms, not_connected, send_failed, timed_out
+from .operations import Operations
+from .reconciler import Reconciler
+from .transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.manager")
 NOTIFICATION_BATCH = 500
@@ -217,7 +217,7 @@ class Manager:
 
 def reply_error(payload: wire.Payload) -> KapuaError | None:
     """The Kapua error for a non-200 reply, or None."""
-    from bolt_device.kapua import device_refused
+    from .kapua import device_refused
 
     code = payload.metrics.get("response.code", wire.OK)
     try:

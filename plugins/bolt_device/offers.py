@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bolt_host.services.extract import pack_directory
+from bolt_host.plugin import pack_directory
 
 OFFER_SECONDS = 30 * 60
 ROUTE = "/v1/device-packages"

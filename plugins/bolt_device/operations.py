@@ -13,11 +13,12 @@ Download credentials are never stored: only the fact that some were given.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from typing import Any
 
 from tinydb import Query
 
-from bolt_device.kapua import iso, new_id
+from .kapua import iso, new_id
 
 OPERATIONS = "device_operations"
 NOTIFICATIONS = "device_notifications"
@@ -153,7 +154,7 @@ class Operations:
             query &= Query().resource == resource
         return sorted((dict(r) for r in self._ops.search(query)), key=lambda r: r["createdOn"])
 
-    def notifications(self, operation: dict[str, Any], resource: str | None = None) -> list[dict[str, Any]]:
+    def notifications(self, operation: dict[str, Any], resource: str | None = None) -> builtins.list[dict[str, Any]]:
         if operation["id"] in self._running_notes:
             found = [dict(n) for n in self._running_notes[operation["id"]]]
         else:
@@ -209,7 +210,9 @@ class Operations:
         ended = self.notify_many([(operation, metrics, resource, sent_on)])
         return ended[0] if ended else self._running.get(operation["id"])
 
-    def notify_many(self, items: list[tuple[dict[str, Any], dict[str, Any], str, str]]) -> list[dict[str, Any]]:
+    def notify_many(
+        self, items: builtins.list[tuple[dict[str, Any], dict[str, Any], str, str]]
+    ) -> builtins.list[dict[str, Any]]:
         """Store a batch of notifications (duplicates and those of ended operations are
         dropped: devices re-send their last ones after a reconnect) and close the
         operations they end.  Returns the operations that ended."""

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bolt_device.kapua import illegal_argument, list_result
+from .kapua import illegal_argument, list_result
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+
+from bolt_host.plugin import Host
 
 log = logging.getLogger("bolt_device.reboot")
 STATE_KEY = "device-reboot"
 
 
-def schedule_reboot(host: Any, delay_ms: int) -> None:
+def schedule_reboot(host: Host, delay_ms: int) -> None:
     current = host.state.get(STATE_KEY)
     if current is not None and not current.done():
         return  # one restart at a time
     host.state[STATE_KEY] = asyncio.create_task(restart_host_service(host, delay_ms / 1000.0))
 
 
-async def restart_host_service(host: Any, delay: float = 0.0) -> list[str]:
+async def restart_host_service(host: Host, delay: float = 0.0) -> list[str]:
     if delay > 0:
         await asyncio.sleep(delay)
     running = [c["name"] for c in host.supervisor.contexts() if c.get("status") in ("running", "starting")]

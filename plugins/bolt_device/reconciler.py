@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from bolt_device.devices import CONNECTED, Devices
-from bolt_device.operations import FAILED, Operations
+from .devices import CONNECTED, Devices
+from .operations import FAILED, Operations
 
 log = logging.getLogger("bolt_device.reconciler")
 FORGOTTEN = "the device restarted (crash or kill) and does not know this operation: it will never finish"

@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_device import fleet, queries
-from bolt_device.devices import public_device
-from bolt_device.kapua import kapua_json, not_found
-from bolt_device.operations import public_notification, public_operation
-from bolt_device.web import (
+from . import fleet, queries
+from .devices import public_device
+from .kapua import kapua_json, not_found
+from .operations import public_notification, public_operation
+from .web import (
     Caller,
     backend_of,
     caller,

@@ -24,8 +24,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 from tinydb import Query
 
-from bolt_device.kapua import KapuaError, iso, new_id, unauthenticated, user_id
-from bolt_host.services.sessions import load_secret_key
+from bolt_host.plugin import load_secret_key
+
+from .kapua import KapuaError, iso, new_id, unauthenticated, user_id
 
 TABLE = "device_access_tokens"
 SCHEMA = {1: lambda table: None}
@@ -69,7 +70,7 @@ class AccessTokens:
             "jti": token_id,
         }
         signed = self._encode(claims)
-        row = {
+        row: dict[str, Any] = {
             "id": token_id,
             "user": user,
             "scopeId": scope,

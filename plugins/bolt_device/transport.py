@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
-from bolt_device.config import BrokerAddress
+from .config import BrokerAddress
 
 log = logging.getLogger("bolt_device.mqtt")
 

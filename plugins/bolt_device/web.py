@@ -11,12 +11,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_device import queries
-from bolt_device.backend import STATE_KEY, DeviceBackend
-from bolt_device.kapua import KapuaError, illegal_argument, method_not_allowed, unauthenticated, unauthorized
-from bolt_device.tokens import bearer_token
-from bolt_host import jsondepth
-from bolt_host.errors import BoltError
+from bolt_host.plugin import BoltError, jsondepth
+
+from . import queries
+from .backend import STATE_KEY, DeviceBackend
+from .kapua import KapuaError, illegal_argument, method_not_allowed, unauthenticated, unauthorized
+from .tokens import bearer_token
 
 log = logging.getLogger("bolt_device.web")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -84,6 +84,14 @@ def require_admin(who: Caller, domain: str, action: str, scope: str) -> None:
         raise unauthorized(domain, action, scope)
 
 
+def writer_in_scope(request: Request, domain: str) -> tuple[Caller, str]:
+    """The caller and the scope the path names, for a change in ``domain``: only admins write."""
+    who = caller(request)
+    scope = scope_for(who, request.path_params["scopeId"], domain, "write")
+    require_admin(who, domain, "write", scope)
+    return who, scope
+
+
 def scope_for(who: Caller, raw: str, domain: str, action: str) -> str:
     """The scope a path names (``_`` is the caller's own); another scope is a 403."""
     scope = who.scope if raw == "_" else raw
@@ -95,7 +103,7 @@ def scope_for(who: Caller, raw: str, domain: str, action: str) -> str:
 async def json_body(request: Request, name: str) -> dict[str, Any]:
     raw = await request.body()
     if not raw:
-        from bolt_device.kapua import illegal_null
+        from .kapua import illegal_null
 
         raise illegal_null(name)
     try:

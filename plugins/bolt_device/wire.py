@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bolt_host import jsondepth
+from bolt_host.plugin import jsondepth
 
 EDC = "$EDC"
 APP = "DEPLOY-V2"
@@ -45,8 +45,9 @@ class Payload:
             return cls()
         if not isinstance(doc, dict):
             return cls()
-        metrics = doc.get("metrics") if isinstance(doc.get("metrics"), dict) else {}
-        sent_on = doc.get("sentOn") if isinstance(doc.get("sentOn"), int) else int(time.time() * 1000)
+        metrics, sent_on = doc.get("metrics"), doc.get("sentOn")
+        metrics = metrics if isinstance(metrics, dict) else {}
+        sent_on = sent_on if isinstance(sent_on, int) else int(time.time() * 1000)
         return cls(metrics=metrics, body=doc.get("body"), sent_on=sent_on)
 
 

@@ -5,33 +5,38 @@ session cookie ``JSESSIONID`` (the ``/store`` routes; the cookie is scoped to
 ``Path=/store``, HttpOnly, SameSite=Strict).  A presented credential that is
 wrong fails the request; it never falls back to anonymous.
 
-Writes (any method but GET/HEAD/OPTIONS) that come from a browser page, which
-browsers mark with ``Origin`` or ``Sec-Fetch-Site``, must be same-origin and,
-when the session cookie authenticates them, carry the session's CSRF token in
-``X-CSRF-Token`` (returned by login).  Clients that are not browsers (curl, the
-seed's examples, scripts) send neither header and need no token: no browser
-can be tricked into sending a request without them.
+Writes (any method but GET/HEAD/OPTIONS), authenticated or not, pass the host's
+cross-origin check (Go's ``CrossOriginProtection`` model): a browser page of this
+origin (``Sec-Fetch-Site: same-origin``/``none``, or a matching ``Origin``), a
+client that is not a browser (curl, the seed's examples, scripts send neither
+header), or, with the session cookie, the session's CSRF token in
+``X-CSRF-Token`` (returned by login).  Anything else is refused with 403.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from bolt_enterprise.replies import EnterpriseError
-from bolt_host.errors import BoltError
-from bolt_host.plugins import call_first
-from bolt_host.web.auth import SAFE_METHODS, Actor, check_login, host_of
-from bolt_host.web.auth import basic_credentials as core_basic_credentials
+from bolt_host.plugin import (
+    SAFE_METHODS,
+    Actor,
+    BoltError,
+    admin_allowed,
+    check_login,
+    cross_origin_write_allowed,
+    host_of,
+)
+from bolt_host.plugin import basic_credentials as core_basic_credentials
+
+from .replies import EnterpriseError
 
 if TYPE_CHECKING:
-    from bolt_host.host import Host
+    from bolt_host.plugin import Host
 
 STORE_COOKIE = "JSESSIONID"
 STORE_COOKIE_PATH = "/store"
-CSRF_HEADER = "x-csrf-token"
 _CALLER_KEY = "enterprise_caller"
 
 
@@ -73,31 +78,13 @@ def _resolve(request: Request, host: Host, allow_session: bool) -> Actor | None:
     return who
 
 
-def from_browser(request: Request) -> bool:
-    return "origin" in request.headers or "sec-fetch-site" in request.headers
-
-
-def same_origin(request: Request) -> bool:
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site in {"same-origin", "none"}
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    own = f"{request.url.scheme}://{request.url.netloc}"
-    return origin in {own, host_of(request).settings.url}
-
-
 def check_write(request: Request, who: Actor | None) -> None:
-    """Refuse cross-origin browser writes, and cookie writes from a browser without the CSRF token."""
-    if not from_browser(request):
-        return
-    if not same_origin(request):
-        raise EnterpriseError(403, "Cross-origin writes to the store are refused")
-    if who is not None and who.via == "session":
-        supplied = request.headers.get(CSRF_HEADER, "")
-        if not supplied or not hmac.compare_digest(supplied, who.extra["csrf"]):
-            raise EnterpriseError(403, "Store writes from a browser need the X-CSRF-Token header from login")
+    """Refuse a write the host's cross-origin check refuses (a page of another origin, a wrong token)."""
+    csrf = who.extra["csrf"] if who is not None and who.via == "session" else None
+    if not cross_origin_write_allowed(request, csrf):
+        raise EnterpriseError(
+            403, "Cross-origin writes to the store are refused (a page of this origin, or the X-CSRF-Token from login)"
+        )
 
 
 def require_login(request: Request) -> Actor:
@@ -118,13 +105,7 @@ async def require_admin(
     if who is None:
         how = "HTTP Basic credentials of an admin" if basic_only else "Log in as an admin (or use HTTP Basic)"
         raise EnterpriseError(401, f"{how} required")
-    host = host_of(request)
-    decided = await call_first(
-        host.pm.hook.permission_allowed, host=host, actor=who.as_dict(), action=action, resource=resource
-    )
-    if decided is True:
-        return who
-    if decided is False or not who.is_admin:
+    if not await admin_allowed(host_of(request), who.as_dict(), who.is_admin, action, resource):
         raise EnterpriseError(403, "Only an admin may do this")
     return who
 

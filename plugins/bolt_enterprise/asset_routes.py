@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_enterprise.access import require_admin
-from bolt_enterprise.assets import asset_type, check_type, non_negative, page, provider_of, store_asset
-from bolt_enterprise.context import enterprise_of
-from bolt_enterprise.replies import EnterpriseError, reply, store_endpoint
+from .access import require_admin
+from .assets import asset_type, check_type, non_negative, page, provider_of, store_asset
+from .context import enterprise_of
+from .replies import EnterpriseError, reply, store_endpoint
 
 DEFAULT_COUNT = 10
 

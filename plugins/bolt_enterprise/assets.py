@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bolt_enterprise.replies import EnterpriseError
+from .replies import EnterpriseError
 
 ASSET_TYPES = ("webapp", "mobileapp", "site")
 DEFAULT_PROVIDER = "admin"  # WSO2's default provider, used when a package names no author

@@ -7,15 +7,17 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
-from bolt_enterprise import devices, subscriptions
-from bolt_enterprise.assets import find_app
-from bolt_enterprise.devices import DeviceInstalls
-from bolt_enterprise.replies import EnterpriseError
-from bolt_enterprise.subscriptions import Subscriptions
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import Actor, host_of, read_body
+
+from . import devices, subscriptions
+from .access import require_login
+from .assets import find_app
+from .devices import DeviceInstalls
+from .replies import EnterpriseError
+from .subscriptions import Subscriptions
 
 if TYPE_CHECKING:
-    from bolt_host.host import Host
+    from bolt_host.plugin import Host
 
 STATE_KEY = "enterprise"
 
@@ -53,5 +55,21 @@ class Enterprise:
         return found
 
 
+    async def change(self, adding: bool, app: str, kind: str, subjects: list[str], by: str | None, event: str) -> None:
+        """Subscribe (``adding``) or unsubscribe ``subjects`` of ``kind`` to ``app``, then publish ``event``."""
+        for subject in subjects:
+            if adding:
+                self.subscriptions.subscribe(app, kind, subject, by)
+            else:
+                self.subscriptions.unsubscribe(app, kind, subject)
+        await self.host.publish(event, {"app": app, kind: subjects}, publisher="enterprise")
+
+
 def enterprise_of(request: Request) -> Enterprise:
     return host_of(request).state[STATE_KEY]
+
+
+async def login_form(request: Request) -> tuple[Actor, dict[str, Any], Enterprise]:
+    """``(caller, form or JSON body, enterprise)`` for a logged-in caller's write; the caller is checked first."""
+    who = require_login(request)
+    return who, await read_body(request), enterprise_of(request)

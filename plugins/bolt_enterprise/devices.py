@@ -17,11 +17,10 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_enterprise.assets import asset_id, device_package
-from bolt_enterprise.replies import EnterpriseError
-from bolt_host.errors import BoltError
-from bolt_host.plugins import call_first
-from bolt_host.services.users import now_iso
+from bolt_host.plugin import BoltError, Host, now_iso
+
+from .assets import asset_id, device_package
+from .replies import EnterpriseError
 
 log = logging.getLogger("bolt_enterprise")
 
@@ -62,7 +61,7 @@ def _key(app: str, device: str) -> Any:
 
 
 class DeviceInstalls:
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self._host = host
 
     async def devices(self, actor: dict[str, Any]) -> list[dict[str, Any]]:
@@ -139,9 +138,8 @@ class DeviceInstalls:
         return [r for r in rows if app is None or r["app"] == app]
 
     async def _ask(self, hook_name: str, **kwargs: Any) -> Any:
-        hook = getattr(self._host.pm.hook, hook_name)
         try:
-            return await call_first(hook, host=self._host, **kwargs)
+            return await self._host.hooks.call(hook_name, **kwargs)
         except (BoltError, EnterpriseError):
             raise
         except Exception as exc:

@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_enterprise.access import require_admin
-from bolt_enterprise.assets import TENANT, find_app, mobile_summary, non_negative, page
-from bolt_enterprise.context import Enterprise, enterprise_of
-from bolt_enterprise.replies import EnterpriseError, Handler, reply, store_endpoint
-from bolt_host import jsondepth
-from bolt_host.web.auth import Actor
+from bolt_host.plugin import Actor, jsondepth
+
+from .access import require_admin
+from .assets import TENANT, find_app, mobile_summary, non_negative, page
+from .context import Enterprise, enterprise_of
+from .replies import EnterpriseError, Handler, reply, store_endpoint
 
 
 async def _admin_of_tenant(request: Request, action: str) -> tuple[Enterprise, Actor]:
@@ -101,13 +101,8 @@ def _changer(action: str, target: str) -> Handler:
             raise EnterpriseError(404, f"No apps with the ids {', '.join(unknown)}")
         chosen = [app for app in found.values() if app is not None]
         for app in chosen:
-            if action == "subscribe":
-                enterprise.subscriptions.subscribe(app["name"], target, subject, who.user_name)
-            else:
-                enterprise.subscriptions.unsubscribe(app["name"], target, subject)
-            await enterprise.host.publish(
-                f"enterprise-{action}d", {"app": app["name"], target: [subject]}, publisher="enterprise"
-            )
+            await enterprise.change(action == "subscribe", app["name"], target, [subject], who.user_name,
+                                    f"enterprise-{action}d")
         return reply(_summaries(enterprise, [app["name"] for app in chosen]))
 
     change.__name__ = f"{action}_{target}"

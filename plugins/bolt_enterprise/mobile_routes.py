@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_enterprise.access import require_admin, require_login
-from bolt_enterprise.assets import asset_id
-from bolt_enterprise.context import enterprise_of
-from bolt_enterprise.replies import EnterpriseError, done, reply, store_endpoint
-from bolt_host.web.envelope import read_body
+from bolt_host.plugin import read_body
+
+from .access import require_admin, require_login
+from .assets import asset_id
+from .context import enterprise_of, login_form
+from .replies import EnterpriseError, done, reply, store_endpoint
 
 ACTIONS = ("install", "uninstall")
 TARGETS = ("role", "user")
@@ -27,9 +28,7 @@ TARGETS = ("role", "user")
 @store_endpoint
 async def install_for_user(request: Request) -> Response:
     """Install (subscribe) an app for the logged-in user: form ``asset=<app id>``."""
-    who = require_login(request)
-    body = await read_body(request)
-    enterprise = enterprise_of(request)
+    who, body, enterprise = await login_form(request)
     app = enterprise.visible_app(body.get("asset"), who.user_name or "")
     enterprise.subscriptions.subscribe(app["name"], "user", who.user_name or "", who.user_name)
     await enterprise.host.publish(
@@ -41,9 +40,7 @@ async def install_for_user(request: Request) -> Response:
 @store_endpoint
 async def install_on_device(request: Request) -> Response:
     """Install an app on one of the caller's devices through the device backend: form ``asset=<app id>``."""
-    who = require_login(request)
-    body = await read_body(request)
-    enterprise = enterprise_of(request)
+    who, body, enterprise = await login_form(request)
     app = enterprise.visible_app(body.get("asset"), who.user_name or "")
     device_id = request.path_params["device_id"]
     record = await enterprise.devices.install(app, device_id, who.as_dict(), request.path_params.get("device_type"))
@@ -56,9 +53,7 @@ async def install_on_device(request: Request) -> Response:
 @store_endpoint
 async def uninstall_from_devices(request: Request) -> Response:
     """Uninstall (unsubscribe) an app the caller installed: form ``asset=<app id>``."""
-    who = require_login(request)
-    body = await read_body(request)
-    enterprise = enterprise_of(request)
+    who, body, enterprise = await login_form(request)
     app = enterprise.visible_app(body.get("asset"), who.user_name or "")
     unsubscribed = enterprise.subscriptions.unsubscribe(app["name"], "user", who.user_name or "")
     removed, kept = await enterprise.devices.uninstall_for_user(app, who.as_dict())
@@ -110,14 +105,8 @@ async def perform(request: Request) -> Response:
     app = enterprise.app(body.get("app"))
     subjects = _names(body.get("data"))
     enterprise.subscriptions.check_subjects(target, subjects)  # all known, or nothing changes
-    for subject in subjects:
-        if action == "install":
-            enterprise.subscriptions.subscribe(app["name"], target, subject, who.user_name)
-        else:
-            enterprise.subscriptions.unsubscribe(app["name"], target, subject)
-    await enterprise.host.publish(
-        f"enterprise-{action}ed", {"app": app["name"], target: subjects}, publisher="enterprise"
-    )
+    await enterprise.change(action == "install", app["name"], target, subjects, who.user_name,
+                            f"enterprise-{action}ed")
     return reply({"status": "success"})
 
 

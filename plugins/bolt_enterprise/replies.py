@@ -7,37 +7,29 @@ message) but the HTTP status mirrors the outcome, so a failure is never a 200.
 
 from __future__ import annotations
 
-import functools
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bolt_host.errors import BoltError
-from bolt_host.web.envelope import trace_id_var
-
-log = logging.getLogger("bolt_enterprise")
+from bolt_host.plugin import BoltError, ErrorFormat, PluginError, retry_after_headers
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class EnterpriseError(Exception):
+class EnterpriseError(PluginError):
     """A failure with the HTTP status the store answers it with."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+        super().__init__(status, message, headers=headers)
 
     @classmethod
     def from_bolt(cls, err: BoltError) -> EnterpriseError:
-        headers = {}
-        if "retryAfter" in err.details:
-            headers["Retry-After"] = str(int(err.details["retryAfter"]))
-        return cls(err.http_status, err.message, headers)
+        return cls(err.http_status, err.message, retry_after_headers(err))
+
+
+STORE = ErrorFormat(lambda status, message, data: {"error": True, "message": message}, "enterprise")
 
 
 def reply(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -49,25 +41,10 @@ def done(message: str, status: int = 200, **extra: Any) -> JSONResponse:
     return reply({"error": False, "message": message, **extra}, status)
 
 
-def failure(err: EnterpriseError) -> JSONResponse:
-    return reply({"error": True, "message": err.message}, err.status, err.headers or None)
+def failure(err: EnterpriseError) -> Response:
+    return STORE.failure(err.status, err.message, headers=err.headers)
 
 
 def store_endpoint(handler: Handler) -> Handler:
     """Answer the handler's failures in the store format (the core would use the Bolt envelope)."""
-
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except EnterpriseError as exc:
-            err = exc
-        except BoltError as exc:
-            err = EnterpriseError.from_bolt(exc)
-        log.warning(
-            "trace=%s enterprise %s %s -> %s %s", trace_id_var.get(), request.method, request.url.path,
-            err.status, err.message,
-        )
-        return failure(err)
-
-    return endpoint
+    return STORE.endpoint(handler)

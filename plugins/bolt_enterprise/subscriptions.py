@@ -13,10 +13,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_host import errors
-from bolt_host.errors import BoltError
-from bolt_host.services.users import now_iso
-from bolt_host.storage import Database
+from bolt_host.plugin import BoltError, Database, errors, now_iso
 
 TABLE = "enterprise_subscriptions"
 SCHEMA = {1: lambda table: None}

@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_enterprise.access import STORE_COOKIE, STORE_COOKIE_PATH, check_write, require_admin
-from bolt_enterprise.replies import EnterpriseError, done, store_endpoint
-from bolt_host.web.auth import check_login, client_key, host_of
-from bolt_host.web.envelope import read_body
+from bolt_host.plugin import check_login, client_key, host_of, read_body
+
+from .access import STORE_COOKIE, STORE_COOKIE_PATH, check_write, require_admin
+from .replies import EnterpriseError, done, store_endpoint
 
 
 @store_endpoint

@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bolt_enterprise.access import caller, require_admin, require_login
-from bolt_enterprise.assets import app_url, asset_id, asset_type, check_type, provider_of
-from bolt_enterprise.context import Enterprise, enterprise_of
-from bolt_enterprise.replies import EnterpriseError, done, reply, store_endpoint
-from bolt_host.web.auth import Actor
-from bolt_host.web.envelope import read_body
+from bolt_host.plugin import Actor
+
+from .access import caller, require_admin, require_login
+from .assets import app_url, asset_id, asset_type, check_type, provider_of
+from .context import Enterprise, enterprise_of, login_form
+from .replies import EnterpriseError, done, reply, store_endpoint
 
 SUBSCRIPTION_TYPES = ("INDIVIDUAL", "ENTERPRISE")
 DEFAULT_DETAILS = {"apiTier": "Unlimited", "subscriptionType": "INDIVIDUAL", "appName": "DefaultApplication"}
@@ -87,9 +87,7 @@ async def _subscribers(request: Request, body: dict[str, Any], who: Actor) -> tu
 @store_endpoint
 async def subscribe(request: Request) -> Response:
     """Subscribe to a web app (form: apiName, apiVersion, apiTier, subscriptionType, apiProvider, appName)."""
-    who = require_login(request)
-    body = await read_body(request)
-    enterprise = enterprise_of(request)
+    who, body, enterprise = await login_form(request)
     app = _webapp(enterprise, body, who)
     kind, subjects, subscription_type = await _subscribers(request, body, who)
     enterprise.subscriptions.check_subjects(kind, subjects)
@@ -111,9 +109,7 @@ async def subscribe(request: Request) -> Response:
 @store_endpoint
 async def unsubscribe(request: Request) -> Response:
     """Unsubscribe from a web app (the same form fields as subscribing)."""
-    who = require_login(request)
-    body = await read_body(request)
-    enterprise = enterprise_of(request)
+    who, body, enterprise = await login_form(request)
     app = _webapp(enterprise, body, who)
     kind, subjects, _ = await _subscribers(request, body, who)
     removed = sum(enterprise.subscriptions.unsubscribe(app["name"], kind, s) for s in subjects)
@@ -160,7 +156,7 @@ async def tags(request: Request) -> Response:
     who = caller(request)
     host = enterprise_of(request).host
     if who is not None:
-        apps = host.visibility.visible_apps(who.user_name)
+        apps = host.visibility.visible_apps(who.user_name or "")
     else:
         apps = [app for app in host.apps.list() if not app.get("controlledVisibility")]
     counts = Counter(tag for app in apps if asset_type(app) == kind for tag in app.get("tags") or [])

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import host_of
 
 from . import lifecycle as lc
 from .envelope import PREFIX, MarketError, market_route

@@ -7,18 +7,13 @@ status the Olares Market uses (400, 401, 403, 404, 413, 422, 500, 503).
 
 from __future__ import annotations
 
-import functools
-import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bolt_host import errors, jsondepth
-from bolt_host.errors import BoltError
-
-log = logging.getLogger("bolt_market")
+from bolt_host.plugin import BoltError, ErrorFormat, PluginError, errors, read_json_body
 
 PREFIX = "/app-store/api/v2"
 MAX_JSON_BYTES = 1024 * 1024
@@ -36,22 +31,23 @@ _AUTH_CODES = {
 _FORBIDDEN_CODES = {errors.NO_ADMIN_RIGHT, errors.CSRF_FAILED, errors.NOT_SYSTEM_APP, errors.NO_START_RIGHT}
 
 
-class MarketError(Exception):
+class MarketError(PluginError):
     """A refused request: ``status`` and ``message`` go into the envelope, ``data`` too when given."""
 
     def __init__(self, status: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.data = data
+        super().__init__(status, message, data)
 
 
-def reply(data: Any = None, message: str = "OK", status: int = 200, success: bool = True) -> JSONResponse:
+def reply_content(data: Any, message: str, success: bool) -> dict[str, Any]:
     # The Go service omits a nil data field (``omitempty``); so do we.
     content: dict[str, Any] = {"success": success, "message": message}
     if data is not None:
         content["data"] = data
-    return JSONResponse(content, status_code=status)
+    return content
+
+
+def reply(data: Any = None, message: str = "OK", status: int = 200, success: bool = True) -> JSONResponse:
+    return JSONResponse(reply_content(data, message, success), status_code=status)
 
 
 def failure(status: int, message: str, data: Any = None) -> JSONResponse:
@@ -78,42 +74,33 @@ def status_for_bolt_error(err: BoltError) -> int:
     return 500 if status >= 500 else 400
 
 
+MARKET = ErrorFormat(
+    lambda status, message, data: reply_content(data, message, success=False),
+    "market",
+    status_for=status_for_bolt_error,
+    internal_error="Internal server error",
+)
+
+
 def market_route(handler: Handler) -> Handler:
     """Wrap ``handler`` so that every outcome, failures included, is a Market envelope."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except MarketError as exc:
-            return failure(exc.status, exc.message, exc.data)
-        except BoltError as exc:
-            return failure(status_for_bolt_error(exc), exc.message)
-        except Exception:
-            log.exception("market handler %s failed on %s %s", handler.__name__, request.method, request.url.path)
-            return failure(500, "Internal server error")
-
-    return wrapped
+    return MARKET.endpoint(handler)
 
 
 async def read_json(request: Request, required: bool = False) -> dict[str, Any]:
     """The JSON object in the body ({} when empty and not ``required``); 400 otherwise."""
-    raw = await request.body()
-    if len(raw) > MAX_JSON_BYTES:
-        raise MarketError(413, "Request body too large")
-    if not raw.strip():
-        if required:
-            raise MarketError(400, "Invalid request body: a JSON object is required")
+    body = await read_json_body(request, MAX_JSON_BYTES, MarketError)
+    if body is None and not required:
         return {}
-    try:
-        body = jsondepth.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MarketError(400, f"Invalid request body: {exc}") from None
     if not isinstance(body, dict):
         raise MarketError(400, "Invalid request body: a JSON object is required")
     return body
 
 
+@overload
+def text_field(body: dict[str, Any], *names: str, required: Literal[True] = True, limit: int = 256) -> str: ...
+@overload
+def text_field(body: dict[str, Any], *names: str, required: bool, limit: int = 256) -> str | None: ...
 def text_field(body: dict[str, Any], *names: str, required: bool = True, limit: int = 256) -> str | None:
     """The first of ``names`` present in ``body`` as a non-empty string (several spellings allowed)."""
     for name in names:

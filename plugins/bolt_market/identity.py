@@ -15,9 +15,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from bolt_host.errors import BoltError
-from bolt_host.plugins import call_first
-from bolt_host.web.auth import actor, host_of, refuse_non_system_app
+from bolt_host.plugin import BoltError, Host, actor, admin_allowed, ask_permission, host_of, refuse_non_system_app
 
 from .envelope import MarketError
 
@@ -37,7 +35,7 @@ class MarketUser:
         return {"user": self.name, "isAdmin": self.is_admin, "app": None, "system": False}
 
 
-def _from_record(host: Any, user: dict[str, Any] | None, via: str) -> MarketUser:
+def _from_record(host: Host, user: dict[str, Any] | None, via: str) -> MarketUser:
     if user is None or user.get("isBlocked"):
         raise MarketError(401, NO_USER)
     return MarketUser(user["name"], host.users.is_admin(user), via, user)
@@ -74,11 +72,7 @@ def resolve_user(request: Request) -> MarketUser:
 async def require_market_user(request: Request, action: str, resource: str | None = None) -> MarketUser:
     """A user allowed to ``action`` (plugins may refuse through ``permission_allowed``)."""
     user = resolve_user(request)
-    host = host_of(request)
-    decided = await call_first(
-        host.pm.hook.permission_allowed, host=host, actor=user.as_actor(), action=action, resource=resource
-    )
-    if decided is False:
+    if await ask_permission(host_of(request), user.as_actor(), action, resource) is False:
         raise MarketError(403, f"Not allowed to {action}")
     return user
 
@@ -91,12 +85,6 @@ async def require_market_admin(request: Request, action: str, resource: str | No
     except BoltError as exc:
         raise MarketError(exc.http_status, exc.message, {"code": exc.code}) from None
     user = resolve_user(request)
-    host = host_of(request)
-    decided = await call_first(
-        host.pm.hook.permission_allowed, host=host, actor=user.as_actor(), action=action, resource=resource
-    )
-    if decided is True:
-        return user
-    if decided is False or not user.is_admin:
+    if not await admin_allowed(host_of(request), user.as_actor(), user.is_admin, action, resource):
         raise MarketError(403, "This operation needs an admin")
     return user

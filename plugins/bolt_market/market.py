@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bolt_host.services.tasks import TaskCancelled
+from bolt_host.plugin import Host, TaskCancelled
 
 from . import lifecycle as lc
 from .envelope import MarketError
@@ -23,7 +23,7 @@ BACKEND = "market"
 
 @dataclass
 class Market:
-    host: Any
+    host: Host
     store: MarketStore
     sources: Sources
     payments: Any = None
@@ -31,7 +31,7 @@ class Market:
     _cancel_events: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, host: Any) -> Market:
+    def create(cls, host: Host) -> Market:
         from .payments import Payments
 
         market = cls(host=host, store=MarketStore(host.db), sources=Sources(host))
@@ -109,7 +109,7 @@ class Market:
         await self.sources.close()
 
 
-def market_of(host: Any) -> Market:
+def market_of(host: Host) -> Market:
     market = host.state.get("market")
     if market is None:
         raise MarketError(503, "The Market is starting; try again shortly")

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, overload
 
-from bolt_host.services.ports import is_port_free
-from bolt_host.services.tasks import TaskCancelled, TaskHandle
-from bolt_host.services.versions import resolve_version
+from bolt_host.plugin import TaskCancelled, TaskHandle, is_port_free, resolve_version
 
 from . import lifecycle as lc
 from .envelope import MarketError
@@ -59,6 +57,12 @@ def refuse_state(name: str, state: str | None, op: str) -> MarketError:
     )
 
 
+@overload
+async def catalog_entry(market: Market, source_id: str, package: str, version: str) -> tuple[dict[str, Any], str]: ...
+@overload
+async def catalog_entry(
+    market: Market, source_id: str, package: str, version: str | None
+) -> tuple[dict[str, Any], str | None]: ...
 async def catalog_entry(
     market: Market, source_id: str, package: str, version: str | None
 ) -> tuple[dict[str, Any], str | None]:
@@ -323,7 +327,7 @@ def submit_cancel(market: Market, user: MarketUser, row: dict[str, Any]) -> dict
     async def run(task: TaskHandle) -> dict[str, Any]:
         tasks = market.host.tasks
         record = tasks.get(target) if target is not None else None
-        if record is None or record["status"] not in ("queued", "running"):
+        if target is None or record is None or record["status"] not in ("queued", "running"):
             market.set_state(name, f"{phase}CancelFailed", message="nothing to cancel")
             raise MarketError(400, f"{name} has no operation in progress")
         if record["status"] == "queued":

@@ -13,16 +13,10 @@ import asyncio
 import hashlib
 import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bolt_host.errors import BoltError
-from bolt_host.services.envnames import caller_env_problem, declared_names, refusal
-from bolt_host.services.extract import ExtractError, safe_extract
-from bolt_host.services.manifest import app_name_for
-from bolt_host.services.tasks import TaskCancelled
+from bolt_host.plugin import BoltError, Host, TaskCancelled, app_name_for, caller_env_problem, declared_names, refusal
 
 from .envelope import MarketError
 
@@ -109,7 +103,7 @@ def requested_port(entrances: list[dict[str, Any]]) -> int | None:
 
 def missing_required_envs(bolt: dict[str, Any], envs: list[dict[str, str]]) -> list[str]:
     """Names the manifest's ``bolt.envs`` marks required that neither the request nor a default fills."""
-    declared = bolt.get("envs") if isinstance(bolt.get("envs"), list) else []
+    declared = _declared_envs(bolt)
     given = {e["envName"] for e in envs}
     missing = []
     for item in declared:
@@ -121,8 +115,13 @@ def missing_required_envs(bolt: dict[str, Any], envs: list[dict[str, str]]) -> l
     return missing
 
 
+def _declared_envs(bolt: dict[str, Any]) -> list[Any]:
+    declared = bolt.get("envs")
+    return declared if isinstance(declared, list) else []
+
+
 def declared_defaults(bolt: dict[str, Any]) -> dict[str, str]:
-    declared = bolt.get("envs") if isinstance(bolt.get("envs"), list) else []
+    declared = _declared_envs(bolt)
     defaults = {}
     for item in declared:
         if isinstance(item, dict) and item.get("default") not in (None, ""):
@@ -133,7 +132,7 @@ def declared_defaults(bolt: dict[str, Any]) -> dict[str, str]:
 
 
 async def put_on_host(
-    host: Any,
+    host: Host,
     tarball: Path,
     app_source: dict[str, Any],
     name: str,
@@ -148,22 +147,17 @@ async def put_on_host(
     so a cancel raises :class:`TaskCancelled` either before the host holds anything or
     after a whole install that the caller then removes; never with a half-swapped folder.
     """
-    staging_parent = Path(host.settings.data_dir) / "apps"
-    staging_parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-market-", dir=staging_parent))
-    try:
-        try:
-            root = await asyncio.to_thread(safe_extract, tarball, staging)
-        except ExtractError as exc:
-            raise MarketError(400, f"Unsafe or broken package: {exc.reason}") from None
+    is_clone = name != instance_name(package) or title is not None
+
+    def prepare(root: Path) -> None:  # between extraction and install, in a thread
         _stop_if_cancelled(cancel)
-        is_clone = name != instance_name(package) or title is not None
         if is_clone:
-            await asyncio.to_thread(_rename_package, root, package, name, title)
+            _rename_package(root, package, name, title)
             _stop_if_cancelled(cancel)
-        return await host.apps.install_tree(root, app_source, False, upgrade, expect_name=None if is_clone else package)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    return await host.apps.install_tarball(
+        tarball, app_source, False, upgrade, expect_name=None if is_clone else package, prepare=prepare
+    )
 
 
 def _stop_if_cancelled(cancel: asyncio.Event | None) -> None:
@@ -171,7 +165,7 @@ def _stop_if_cancelled(cancel: asyncio.Event | None) -> None:
         raise TaskCancelled("canceled by the user")
 
 
-async def restrict_to_owner(host: Any, name: str, user: str) -> None:
+async def restrict_to_owner(host: Host, name: str, user: str) -> None:
     """Only the owner (and admins) may use the instance through the host's ``/x`` proxy."""
     await host.apps.update(name, {"controlledVisibility": True})
     host.visibility.grant_user(name, user, by="market")

@@ -30,8 +30,6 @@ from typing import Any
 import httpx
 from tinydb import Query
 
-from bolt_host.plugins import call_first
-
 from .envelope import MarketError
 from .ledger import ReceiptLedger
 from .receipts import SignatureError, check_developers, check_jwks, unverified_claims, verify
@@ -286,8 +284,7 @@ class Payments:
                               tx_hash: str | None) -> dict[str, Any] | str:
         """The purchase ``token`` proves (the ``verify_payment`` hook's answer), or why it is refused."""
         receipt = {"vc": token, "tx_hash": tx_hash, "product_id": product_of(entry)}
-        verified = await call_first(self.host.pm.hook.verify_payment, host=self.host, source=source, app=entry,
-                                    user=user, receipt=receipt)
+        verified = await self.host.hooks.call("verify_payment", source=source, app=entry, user=user, receipt=receipt)
         if not isinstance(verified, dict):
             return receipt.get("error") or "no payment verifier accepted the receipt"
         if self.ledger.used_elsewhere(token, verified, (user, source, entry["name"])):

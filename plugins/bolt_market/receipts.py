@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+
+from bolt_host.plugin import Host
 
 from .envelope import MarketError
 
@@ -34,6 +36,8 @@ CLOCK_SKEW = 300
 MAX_TOKEN = 16 * 1024
 _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
 
+
+T = TypeVar("T", dict[str, Any], list[Any])
 
 class SignatureError(Exception):
     """A JWS was refused; the message says why (never includes key material)."""
@@ -49,7 +53,7 @@ def check_jwks(value: Any, what: str) -> dict[str, Any]:
         if _PRIVATE_MEMBERS & set(key) or key.get("kty") == "oct":
             raise MarketError(400, f"{what} must hold public keys only (key {key['kid']!r} is private or symmetric)")
     try:
-        KeySet.import_key_set(value)
+        KeySet.import_key_set(cast(Any, value))
     except (JoseError, ValueError, TypeError) as exc:
         raise MarketError(400, f"{what} is not a valid JWKS: {exc}") from None
     return {"keys": [dict(k) for k in value["keys"]]}
@@ -86,13 +90,13 @@ def unverified_claims(token: Any) -> dict[str, Any]:
     return payload
 
 
-def verify(token: str, jwks: dict[str, Any] | None) -> dict[str, Any]:
+def verify(token: Any, jwks: dict[str, Any] | None) -> dict[str, Any]:
     """The verified payload of ``token`` signed by one of ``jwks``; SignatureError otherwise."""
     if not jwks:
         raise SignatureError("no keys are configured to verify this signature")
     unverified_claims(token)
     try:
-        verified = jws.deserialize_compact(token, KeySet.import_key_set(jwks), algorithms=list(ALGORITHMS))
+        verified = jws.deserialize_compact(token, KeySet.import_key_set(cast(Any, jwks)), algorithms=list(ALGORITHMS))
         payload = json.loads(verified.payload)
     except (JoseError, ValueError, TypeError) as exc:
         raise SignatureError(f"the signature does not verify ({type(exc).__name__})") from None
@@ -108,18 +112,23 @@ def verify(token: str, jwks: dict[str, Any] | None) -> dict[str, Any]:
     return payload
 
 
+def _member(obj: dict[str, Any], key: str, kind: type[T]) -> T:
+    """``obj[key]`` when it is a ``kind`` (dict or list), else an empty one."""
+    value = obj.get(key)
+    return value if isinstance(value, kind) else kind()
+
+
 def check_receipt(
-    token: str, developer: str, keys: dict[str, Any], expected: dict[str, str]
+    token: Any, developer: Any, keys: dict[str, Any], expected: dict[str, Any]
 ) -> dict[str, Any]:
     """Verify a receipt VC against the developer's keys and the purchase it must describe."""
     payload = verify(token, keys)
     if payload.get("iss") != developer:
         raise SignatureError(f"the receipt was issued by {payload.get('iss')!r}, not the developer {developer!r}")
-    vc = payload.get("vc") if isinstance(payload.get("vc"), dict) else {}
-    types = vc.get("type") if isinstance(vc.get("type"), list) else []
-    if RECEIPT_TYPE not in types:
+    vc = _member(payload, "vc", dict)
+    if RECEIPT_TYPE not in _member(vc, "type", list):
         raise SignatureError(f"the credential is not an {RECEIPT_TYPE}")
-    subject = vc.get("credentialSubject") if isinstance(vc.get("credentialSubject"), dict) else {}
+    subject = _member(vc, "credentialSubject", dict)
     for field, wanted in expected.items():
         if wanted is not None and subject.get(field) != wanted:
             raise SignatureError(f"the receipt's {field} is {subject.get(field)!r}, expected {wanted!r}")
@@ -134,7 +143,7 @@ def check_receipt(
     }
 
 
-def builtin_verify_payment(host: Any, source: str, app: dict[str, Any], user: str, receipt: Any) -> Any:
+def builtin_verify_payment(host: Host, source: str, app: dict[str, Any], user: str, receipt: Any) -> Any:
     """The built-in payment verifier: a receipt VC signed by the app developer's key, for this purchase."""
     market = host.state.get("market")
     if market is None or not isinstance(receipt, dict):

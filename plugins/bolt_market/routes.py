@@ -9,10 +9,10 @@ from starlette.routing import Match, Route
 from . import routes_market as data
 from . import routes_ops as ops
 from . import routes_settings as settings
-from .envelope import PREFIX, failure
+from .envelope import PREFIX, Handler, failure
 
 
-def _r(path: str, endpoint, method: str) -> Route:  # type: ignore[no-untyped-def]
+def _r(path: str, endpoint: Handler, method: str) -> Route:
     return Route(PREFIX + path, endpoint, methods=[method])
 
 

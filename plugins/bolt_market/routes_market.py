@@ -9,9 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.services.readme_html import render_readme
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import host_of, render_readme
 
+from .calls import market_call
 from .envelope import MarketError, market_route, read_json, reply, text_field
 from .identity import require_market_admin, require_market_user
 from .market import Market, market_of
@@ -155,9 +155,7 @@ async def app_package(request: Request) -> Response:
 @market_route
 async def update_app_config(request: Request) -> Response:
     """Save this user's install configuration of a package: envs every later install or clone starts from."""
-    user = await require_market_user(request, "market.settings")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.settings")
     name = request.path_params["id"]
     if "envs" not in body:
         raise MarketError(400, "Missing required field: envs")
@@ -210,9 +208,7 @@ async def upload(request: Request) -> Response:
 
 @market_route
 async def delete_local_app(request: Request) -> Response:
-    user = await require_market_admin(request, "market.upload.delete")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.upload.delete", admin=True)
     name = text_field(body, "app_name", "appName")
     version = text_field(body, "app_version", "version")
     handle = market.sources.local(text_field(body, "source", required=False) or UPLOAD_SOURCE)

@@ -14,9 +14,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import host_of
 
 from . import lifecycle as lc
+from .calls import market_call
 from .envelope import MarketError, bool_field, failure, market_route, read_json, reply, text_field
 from .identity import MarketUser, require_market_user
 from .market import Market, market_of
@@ -75,9 +76,7 @@ def _owned(market: Market, user: MarketUser, name: str) -> dict[str, Any]:
 @market_route
 async def install(request: Request) -> Response:
     app_id = request.path_params["id"]
-    user = await require_market_user(request, "market.install", app_id)
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.install", app_id)
     source = text_field(body, "source")
     package = text_field(body, "app_name", "appName")
     version = text_field(body, "version")
@@ -94,9 +93,7 @@ async def install(request: Request) -> Response:
 @market_route
 async def clone(request: Request) -> Response:
     app_id = request.path_params["id"]
-    user = await require_market_user(request, "market.install", app_id)
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.install", app_id)
     source = text_field(body, "source")
     package = text_field(body, "app_name", "appName", required=False) or app_id
     title = text_field(body, "title")
@@ -114,9 +111,7 @@ async def clone(request: Request) -> Response:
 @market_route
 async def cancel(request: Request) -> Response:
     name = request.path_params["id"]
-    user = await require_market_user(request, "market.cancel", name)
-    body = await read_json(request)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.cancel", name, body_required=False)
     row = _owned(market, user, name)
     if not lc.can(row["state"], lc.CANCEL):
         raise refuse_state(name, row["state"], "cancel")
@@ -126,9 +121,7 @@ async def cancel(request: Request) -> Response:
 @market_route
 async def upgrade(request: Request) -> Response:
     name = request.path_params["id"]
-    user = await require_market_user(request, "market.upgrade", name)
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.upgrade", name)
     row = _owned(market, user, name)
     if not lc.can(row["state"], lc.UPGRADE):
         raise refuse_state(name, row["state"], "upgrade")
@@ -149,9 +142,7 @@ async def upgrade(request: Request) -> Response:
 @market_route
 async def uninstall(request: Request) -> Response:
     name = request.path_params["id"]
-    user = await require_market_user(request, "market.uninstall", name)
-    body = await read_json(request)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.uninstall", name, body_required=False)
     row = _owned(market, user, name)
     version = text_field(body, "version", required=False)
     if version is not None and version != row.get("version"):
@@ -226,13 +217,19 @@ async def open_app(request: Request) -> Response:
     return reply(_where(market, name, context), "Application opened successfully")
 
 
-@market_route
-async def resume(request: Request) -> Response:
+async def _named_in_body(request: Request, action: str) -> tuple[dict[str, Any], str, Market, dict[str, Any]]:
+    """``(body, app name, market, the caller's row)`` for a route that names the app in its body
+    (it must read the body to know what the permission check is about)."""
     body = await read_json(request, required=True)
     name = _app_name_field(body)
-    user = await require_market_user(request, "market.resume", name)
+    user = await require_market_user(request, action, name)
     market = market_of(host_of(request))
-    row = _owned(market, user, name)
+    return body, name, market, _owned(market, user, name)
+
+
+@market_route
+async def resume(request: Request) -> Response:
+    _, name, market, row = await _named_in_body(request, "market.resume")
     if row["state"] == lc.RUNNING:
         context = market.host.supervisor.context(name)
     elif lc.can(row["state"], lc.RESUME):
@@ -245,11 +242,7 @@ async def resume(request: Request) -> Response:
 
 @market_route
 async def stop(request: Request) -> Response:
-    body = await read_json(request, required=True)
-    name = _app_name_field(body)
-    user = await require_market_user(request, "market.stop", name)
-    market = market_of(host_of(request))
-    row = _owned(market, user, name)
+    body, name, market, row = await _named_in_body(request, "market.stop")
     rows = [row, *(_clones(market, row) if bool_field(body, "all") else [])]
     for each in rows:
         if each["state"] not in (lc.RUNNING, lc.STOPPED, lc.RESUMING, "stopFailed"):

@@ -12,11 +12,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import host_of
 
-from .envelope import MarketError, bool_field, market_route, read_json, reply, text_field
-from .identity import require_market_user
-from .market import market_of
+from .calls import market_call
+from .envelope import MarketError, bool_field, market_route, reply, text_field
+from .identity import MarketUser, require_market_user
+from .market import Market, market_of
 from .payments import frontend_status, row_status
 
 MAX_FRONTEND_DATA = 8 * 1024
@@ -61,9 +62,7 @@ async def purchase(request: Request) -> Response:
 @market_route
 async def restore_purchase(request: Request) -> Response:
     _forwarded_host(request)
-    user = await require_market_user(request, "market.purchase")
-    body = await read_json(request)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.purchase", body_required=False)
     source = request.path_params["source"]
     entry = await market.payments.entry(source, request.path_params["id"])
     token = text_field(body, "receipt", "vc", required=False, limit=16384)
@@ -80,9 +79,7 @@ def _signed_answer(row: dict[str, Any], user: str, token: str) -> dict[str, Any]
 @market_route
 async def submit_signature(request: Request) -> Response:
     _forwarded_host(request)
-    user = await require_market_user(request, "market.payment")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.payment")
     token = text_field(body, "jws", limit=16384)
     row = market.payments.accept_signature(user.name, token)
     return reply(_signed_answer(row, user.name, token), "Signature submission processed successfully")
@@ -90,9 +87,7 @@ async def submit_signature(request: Request) -> Response:
 
 @market_route
 async def fetch_signature_callback(request: Request) -> Response:
-    user = await require_market_user(request, "market.payment")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.payment")
     token = text_field(body, "jws", required=False, limit=16384)
     if not bool_field(body, "signed") or not token:
         market.payments.decline_signature(user.name, token)
@@ -104,13 +99,17 @@ async def fetch_signature_callback(request: Request) -> Response:
                  "Fetch signature callback processed")
 
 
+async def _payment_call(request: Request) -> tuple[MarketUser, dict[str, Any], Market, str, str]:
+    """``(caller, body, market, source, app id)`` for the payment calls the frontend makes."""
+    _forwarded_host(request)
+    user, body, market = await market_call(request, "market.payment")
+    source, app_id = text_field(body, "source_id", "source"), text_field(body, "app_id")
+    return user, body, market, source or "", app_id or ""
+
+
 @market_route
 async def frontend_start(request: Request) -> Response:
-    _forwarded_host(request)
-    user = await require_market_user(request, "market.payment")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
-    source, app_id = text_field(body, "source_id", "source"), text_field(body, "app_id")
+    user, body, market, source, app_id = await _payment_call(request)
     data = body.get("frontend_data")
     if data is not None and len(json.dumps(data)) > MAX_FRONTEND_DATA:
         raise MarketError(400, "frontend_data is limited to 8 KiB")
@@ -121,11 +120,7 @@ async def frontend_start(request: Request) -> Response:
 
 @market_route
 async def start_polling(request: Request) -> Response:
-    _forwarded_host(request)
-    user = await require_market_user(request, "market.payment")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
-    source, app_id = text_field(body, "source_id", "source"), text_field(body, "app_id")
+    user, body, market, source, app_id = await _payment_call(request)
     tx_hash = text_field(body, "tx_hash", "txHash")
     receipt = text_field(body, "receipt", "vc", required=False, limit=16384)
     product_id = body.get("product_id")
@@ -139,9 +134,7 @@ async def start_polling(request: Request) -> Response:
 
 @market_route
 async def resend_vc(request: Request) -> Response:
-    user = await require_market_user(request, "market.payment")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.payment")
     product_id = text_field(body, "product_id", "productId")
     await market.payments.resend(user.name, product_id)
     return reply({"product_id": product_id}, "VC resent to LarePass successfully")

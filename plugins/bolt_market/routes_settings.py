@@ -11,11 +11,12 @@ import psutil
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.web.auth import host_of
+from bolt_host.plugin import host_of
 
 from . import __version__
 from . import lifecycle as lc
-from .envelope import MarketError, float_query, int_query, market_route, read_json, reply
+from .calls import market_call
+from .envelope import MarketError, float_query, int_query, market_route, reply
 from .identity import require_market_admin, require_market_user
 from .market import Market, market_of
 from .views import app_state, task_view
@@ -75,9 +76,7 @@ async def list_sources(request: Request) -> Response:
 
 @market_route
 async def add_source(request: Request) -> Response:
-    user = await require_market_admin(request, "market.sources")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.sources", admin=True)
     handle, created = await market.sources.add(body, market.payments.check_config)
     await handle.entries(refresh=True)
     market.store.log("source", user.name, None, source=handle.id, status="succeeded",
@@ -111,9 +110,7 @@ async def get_settings(request: Request) -> Response:
 
 @market_route
 async def put_settings(request: Request) -> Response:
-    user = await require_market_user(request, "market.settings")
-    body = await read_json(request, required=True)
-    market = market_of(host_of(request))
+    user, body, market = await market_call(request, "market.settings")
     if len(json.dumps(body)) > MAX_SETTINGS_BYTES:
         raise MarketError(400, "Market settings are limited to 16 KiB")
     selected = body.get("selected_source")

@@ -28,8 +28,7 @@ from urllib.parse import urlsplit
 
 from tinydb import Query
 
-from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSource
-from bolt_host.services.registry import RegistryClient, RegistryError
+from bolt_host.plugin import CatalogError, Host, RegistryClient, RegistryError, RegistrySource, UploadSource
 
 from .envelope import MarketError
 
@@ -55,7 +54,7 @@ def offered(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 class SourceHandle:
     """One configured source, able to list, describe and fetch packages."""
 
-    def __init__(self, host: Any, config: dict[str, Any]) -> None:
+    def __init__(self, host: Host, config: dict[str, Any]) -> None:
         self.host = host
         self.config = config
         self.id: str = config["id"]
@@ -148,7 +147,8 @@ class SourceHandle:
             doc = await self._client.packument(name)
         except RegistryError:
             return {}
-        times = doc.get("time") if isinstance(doc.get("time"), dict) else {}
+        times = doc.get("time")
+        times = times if isinstance(times, dict) else {}
         return {str(k): str(v) for k, v in times.items()}
 
     def describe(self) -> dict[str, Any]:
@@ -163,7 +163,7 @@ class SourceHandle:
 class Sources:
     """Every configured source, by id."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self._db = host.db
         self._db.migrate(TABLE, {1: lambda t: None})

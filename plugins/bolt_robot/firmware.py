@@ -27,13 +27,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bolt_host.services.catalog import is_firmware
-from bolt_host.services.extract import ExtractError, extraction_dir, safe_extract
-from bolt_host.services.manifest import app_name_for, inside, read_manifest
-from bolt_host.services.tasks import TaskCancelled, TaskHandle
-from bolt_host.services.versions import compare_versions
+from bolt_host.plugin import (
+    ExtractError,
+    TaskHandle,
+    app_name_for,
+    compare_versions,
+    extraction_dir,
+    inside,
+    is_firmware,
+    read_manifest,
+    safe_extract,
+)
 
-from .jobs import JobError, Outcome, invalid, unique_names
+from .jobs import JobError, Outcome, fetch_package, invalid, unique_names
 from .state import Robot, sha512_file
 
 FLASH_TIMEOUT = 600.0
@@ -66,18 +72,7 @@ def firmware_job(robot: Robot, name: str, version: str):
     async def run(task: TaskHandle) -> dict[str, Any]:
         task.log(f"=== installing firmware {name}:{version}")
         task.log("=== downloading")
-
-        def progress(received: int, total: int | None) -> None:
-            task.check_cancelled()
-            if total:
-                task.progress(0.5 * min(received / total, 1.0))
-
-        try:
-            tarball, _ = await robot.host.catalog.fetch(name, version, progress=progress)
-        except TaskCancelled:
-            raise
-        except Exception as exc:
-            raise JobError(f"download of {name}:{version} failed: {getattr(exc, 'message', None) or exc}") from exc
+        tarball, _ = await fetch_package(robot, task, name, version, 0.5)
         task.log("=== checking checksum")
         digest = await asyncio.to_thread(sha512_file, tarball)
         task.log(f"sha512 {digest}")
@@ -116,7 +111,8 @@ def flash_plan(root: Path, name: str, version: str) -> tuple[list[str], Path]:
         raise JobError(getattr(exc, "message", None) or str(exc)) from exc
     if manifest.get("name") != name or manifest.get("version") != version:
         raise JobError(f"the package is {manifest.get('name')}:{manifest.get('version')}, expected {name}:{version}")
-    bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}
+    bolt = manifest.get("bolt")
+    bolt = bolt if isinstance(bolt, dict) else {}
     if not bolt.get("firmware"):
         raise JobError(f"{name} is not a firmware package")
     command = bolt.get("flash")

@@ -14,10 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bolt_host.services.catalog import is_firmware
-from bolt_host.services.manifest import app_name_for
-from bolt_host.services.tasks import TaskCancelled, TaskHandle
-from bolt_host.services.versions import compare_versions, max_version
+from bolt_host.plugin import TaskCancelled, TaskHandle, app_name_for, compare_versions, is_firmware, max_version
 
 from .state import Robot, sha512_file
 
@@ -69,21 +66,29 @@ def queue_downloads(robot: Robot, packages: Iterable[Any]) -> Outcome:
     return queued, skipped
 
 
+async def fetch_package(
+    robot: Robot, task: TaskHandle, name: str, version: str, share: float
+) -> tuple[Path, dict[str, Any]]:
+    """Fetch ``name@version`` through the catalog, the download counting for ``share`` of the progress;
+    cancellable while it streams."""
+
+    def progress(received: int, total: int | None) -> None:
+        task.check_cancelled()
+        if total:
+            task.progress(share * min(received / total, 1.0))
+
+    try:
+        return await robot.host.catalog.fetch(name, version, progress=progress)
+    except TaskCancelled:
+        raise
+    except Exception as exc:
+        raise JobError(f"download of {name}:{version} failed: {getattr(exc, 'message', None) or exc}") from exc
+
+
 def download_job(robot: Robot, name: str, version: str):
     async def run(task: TaskHandle) -> dict[str, Any]:
         task.log(f"=== downloading {name}:{version}")
-
-        def progress(received: int, total: int | None) -> None:
-            task.check_cancelled()
-            if total:
-                task.progress(DOWNLOAD_SHARE * min(received / total, 1.0))
-
-        try:
-            path, source = await robot.host.catalog.fetch(name, version, progress=progress)
-        except TaskCancelled:
-            raise
-        except Exception as exc:
-            raise JobError(f"download of {name}:{version} failed: {getattr(exc, 'message', None) or exc}") from exc
+        path, source = await fetch_package(robot, task, name, version, DOWNLOAD_SHARE)
         task.log(f"=== fetched from {source.get('type')}")
         task.log("=== checking checksum")
         digest = await asyncio.to_thread(sha512_file, path)

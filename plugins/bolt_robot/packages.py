@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bolt_host.services.catalog import is_firmware
-from bolt_host.services.versions import compare_versions
+from bolt_host.plugin import compare_versions, is_firmware
 
 from .state import Robot
 

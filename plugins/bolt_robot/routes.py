@@ -15,9 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from bolt_host import jsondepth
-from bolt_host.errors import BoltError
-from bolt_host.web.auth import host_of, require_admin
+from bolt_host.plugin import BoltError, host_of, jsondepth, require_admin
 
 from .firmware import queue_firmware
 from .jobs import Outcome, queue_downloads, queue_installs, queue_uninstalls
@@ -135,12 +133,29 @@ def skipped_headers(skipped: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- packages
 
 
-@guarded
-async def get_packages(request: Request) -> Response:
-    """Every package the catalog knows plus every installed app, with its status."""
-    robot = robot_of(request)
-    await robot.host.catalog.ready(timeout=CATALOG_WAIT)
-    return JSONResponse(list_packages(robot))
+def _listing(name: str, make_list: Callable[[Robot], Any], doc: str) -> Handler:
+    """A GET of a list the catalog feeds: waits (bounded) for the catalog's first refresh."""
+
+    async def listing(request: Request) -> Response:
+        robot = robot_of(request)
+        await robot.host.catalog.ready(timeout=CATALOG_WAIT)
+        return JSONResponse(make_list(robot))
+
+    listing.__name__, listing.__doc__ = name, doc
+    return guarded(listing)
+
+
+def _queueing(name: str, queue: Callable[[Robot, list[Any]], Outcome], doc: str) -> Handler:
+    """A POST of ``{"packages": [...]}`` that queues one task per package."""
+
+    async def queueing(request: Request) -> Response:
+        return outcome(queue(robot_of(request), await package_names(request)))
+
+    queueing.__name__, queueing.__doc__ = name, doc
+    return guarded(queueing)
+
+
+get_packages = _listing("get_packages", list_packages, "Every known or installed package, with its status.")
 
 
 @guarded
@@ -150,19 +165,9 @@ async def refresh_store(request: Request) -> Response:
     return JSONResponse({"status": 200})
 
 
-@guarded
-async def download_packages(request: Request) -> Response:
-    return outcome(queue_downloads(robot_of(request), await package_names(request)))
-
-
-@guarded
-async def install_packages(request: Request) -> Response:
-    return outcome(queue_installs(robot_of(request), await package_names(request)))
-
-
-@guarded
-async def uninstall_packages(request: Request) -> Response:
-    return outcome(queue_uninstalls(robot_of(request), await package_names(request)))
+download_packages = _queueing("download_packages", queue_downloads, "Queue downloads of the named packages.")
+install_packages = _queueing("install_packages", queue_installs, "Queue installs of the named packages.")
+uninstall_packages = _queueing("uninstall_packages", queue_uninstalls, "Queue uninstalls of the named packages.")
 
 
 @guarded
@@ -185,16 +190,8 @@ async def upload_local(request: Request) -> Response:
 # ---------------------------------------------------------------- firmware
 
 
-@guarded
-async def get_firmware(request: Request) -> Response:
-    robot = robot_of(request)
-    await robot.host.catalog.ready(timeout=CATALOG_WAIT)
-    return JSONResponse(list_firmware(robot))
-
-
-@guarded
-async def install_firmware(request: Request) -> Response:
-    return outcome(queue_firmware(robot_of(request), await package_names(request)))
+get_firmware = _listing("get_firmware", list_firmware, "Every firmware package, with the version flashed.")
+install_firmware = _queueing("install_firmware", queue_firmware, "Queue flashes of the named firmware packages.")
 
 
 # ---------------------------------------------------------------- jobs

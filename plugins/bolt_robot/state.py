@@ -17,8 +17,7 @@ from typing import Any
 
 from tinydb import Query
 
-from bolt_host.services.tasklogs import format_time
-from bolt_host.services.versions import compare_versions, sort_key
+from bolt_host.plugin import Host, compare_versions, format_time, sort_key
 
 DOWNLOADS = "robot_downloads"
 FIRMWARE = "robot_firmware"
@@ -117,7 +116,7 @@ class FirmwareVersions:
 class Robot:
     """The backend's state, kept in ``host.state["robot"]``."""
 
-    host: Any
+    host: Host
     secret: str | None
     downloads: Downloads
     firmware: FirmwareVersions
@@ -125,7 +124,7 @@ class Robot:
     local_file_dirs: tuple[Path, ...] = ()
 
     @classmethod
-    def create(cls, host: Any) -> Robot:
+    def create(cls, host: Host) -> Robot:
         secret = os.environ.get(SECRET_ENV) or None
         return cls(
             host=host,

@@ -12,30 +12,31 @@ with ``O_NOFOLLOW`` before it is checked and installed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import re
 import shutil
 import stat
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from bolt_host import errors
-from bolt_host.errors import BoltError
-from bolt_host.services.catalog import CatalogError, read_tarball_manifest
-from bolt_host.services.manifest import app_name_for, fits_filesystem
-from bolt_host.services.tasks import TaskHandle
+from bolt_host.plugin import (
+    BoltError,
+    CatalogError,
+    TaskHandle,
+    app_name_for,
+    fits_filesystem,
+    read_tarball_manifest,
+)
+from bolt_host.plugin import open_part_file as open_part_file  # what publish_part expects; tests use it
+from bolt_host.plugin import uploads as streamed
 
 from .jobs import install_package
 from .state import Robot, sha512_file
 
-PART_SUFFIX = ".part"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]")
 _TARBALL = (".tgz", ".tar.gz", ".tar")
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
@@ -52,85 +53,29 @@ class UploadError(Exception):
 
 # ---------------------------------------------------------------- receiving
 
-
-class _TooLarge(Exception):
-    pass
-
-
-class _FilePart:
-    """Callbacks for python-multipart that write the first file part straight to disk."""
-
-    def __init__(self, folder: Path, limit: int) -> None:
-        self.folder, self.limit = folder, limit
-        self.filename: str | None = None
-        self.path: Path | None = None
-        self.size = 0
-        self._handle: Any = None
-        self._writing = False
-        self._header_name = b""
-        self._header_value = b""
-        self._disposition = b""
-
-    def callbacks(self) -> dict[str, Any]:
-        return {
-            "on_part_begin": self._part_begin,
-            "on_header_field": lambda data, start, end: self._grow("_header_name", data[start:end]),
-            "on_header_value": lambda data, start, end: self._grow("_header_value", data[start:end]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        }
-
-    def _grow(self, attribute: str, data: bytes) -> None:
-        setattr(self, attribute, getattr(self, attribute) + data)
-
-    def _part_begin(self) -> None:
-        self._disposition = b""
-
-    def _header_end(self) -> None:
-        if self._header_name.lower() == b"content-disposition":
-            self._disposition = self._header_value
-        self._header_name = self._header_value = b""
-
-    def _headers_finished(self) -> None:
-        _, options = parse_options_header(self._disposition)
-        self._writing = b"filename" in options and self.path is None
-        if self._writing:
-            self.filename = options[b"filename"].decode("utf-8", errors="replace")
-            self.path, self._handle = open_part_file(self.folder)
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._writing:
-            self.size += end - start
-            if self.size > self.limit:
-                raise _TooLarge
-            self._handle.write(data[start:end])
-
-    def _part_end(self) -> None:
-        if self._writing:
-            self._handle.close()
-            self._writing = False
-
-    def close(self) -> None:
-        if self._handle is not None and not self._handle.closed:
-            self._handle.close()
-
-
-def open_part_file(folder: Path) -> tuple[Path, Any]:
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".upload-", suffix=PART_SUFFIX, dir=folder)
-    return Path(name), os.fdopen(fd, "wb")
+_MESSAGES = {
+    streamed.TOO_LARGE: "the upload is larger than the limit of {limit} bytes",
+    streamed.NO_BOUNDARY: "multipart upload without a boundary",
+    streamed.MALFORMED: "invalid multipart upload: {detail}",
+    streamed.NO_FILE: "the upload has no file; send the tarball as the multipart field 'file'",
+    streamed.EMPTY: "the upload is empty",
+}
 
 
 async def receive_upload(robot: Robot, request: Request) -> dict[str, Any]:
     """Store the request's tarball in the staging folder; ``{filename, module_name, version}``."""
     limit = int(robot.host.settings.max_upload_bytes)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        part, wanted = await _receive_multipart(robot, request, content_type, limit)
-    else:
-        part, wanted = await _receive_raw(robot, request, limit), request.query_params.get("filename") or ""
+    try:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            received = await streamed.receive_multipart(request, robot.uploads_dir, limit)
+            wanted = received.filename
+        else:
+            received = await streamed.receive_raw(request, robot.uploads_dir, limit)
+            wanted = request.query_params.get("filename") or ""
+    except streamed.UploadRefused as exc:
+        message = _MESSAGES.get(exc.kind, exc.message).format(limit=limit, detail=exc.detail)
+        raise UploadError(message, status=exc.status) from None
+    part = received.path
     try:
         manifest = await asyncio.to_thread(read_tarball_manifest, part)
         app_name_for(manifest["name"])
@@ -139,55 +84,6 @@ async def receive_upload(robot: Robot, request: Request) -> dict[str, Any]:
         raise UploadError(f"not a package tarball: {getattr(exc, 'message', None) or exc}") from exc
     final = publish_part(part, robot.uploads_dir, wanted or f"{manifest['name']}-{manifest['version']}.tgz")
     return {"filename": str(final), "module_name": manifest["name"], "version": manifest["version"]}
-
-
-async def _receive_multipart(robot: Robot, request: Request, content_type: str, limit: int) -> tuple[Path, str]:
-    _, params = parse_options_header(content_type)
-    if not params.get(b"boundary"):
-        raise UploadError("multipart upload without a boundary")
-    part = _FilePart(robot.uploads_dir, limit)
-    parser = MultipartParser(params[b"boundary"], part.callbacks())
-    try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
-    except BaseException as exc:
-        part.close()
-        if part.path is not None:
-            part.path.unlink(missing_ok=True)
-        raise _translated(exc, limit) from None
-    part.close()
-    if part.path is None:
-        raise UploadError("the upload has no file; send the tarball as the multipart field 'file'")
-    return part.path, part.filename or ""
-
-
-async def _receive_raw(robot: Robot, request: Request, limit: int) -> Path:
-    path, handle = open_part_file(robot.uploads_dir)
-    size = 0
-    try:
-        with handle:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _TooLarge
-                handle.write(chunk)
-    except BaseException as exc:
-        path.unlink(missing_ok=True)
-        raise _translated(exc, limit) from None
-    if size == 0:
-        path.unlink(missing_ok=True)
-        raise UploadError("the upload is empty")
-    return path
-
-
-def _translated(exc: BaseException, limit: int) -> BaseException:
-    too_large = isinstance(exc, _TooLarge) or (isinstance(exc, BoltError) and exc.code == errors.PAYLOAD_TOO_LARGE)
-    if too_large:
-        return UploadError(f"the upload is larger than the limit of {limit} bytes", status=413)
-    if isinstance(exc, Exception) and type(exc).__module__.startswith("python_multipart"):
-        return UploadError(f"invalid multipart upload: {exc}")
-    return exc
 
 
 def publish_part(part: Path, folder: Path, wanted: str) -> Path:
@@ -230,13 +126,6 @@ def claim_name(part: Path, candidate: Path) -> None:
             raise
         return
     part.unlink()
-
-
-def clean_partial_uploads(folder: Path) -> None:
-    """Remove uploads a crash or a dropped connection left half-written."""
-    for leftover in folder.glob(f".upload-*{PART_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            leftover.unlink()
 
 
 # ---------------------------------------------------------------- installing
