@@ -414,12 +414,13 @@ def _check_round(
                 problems.append(f"task {task_id} succeeded with {name} {version}, recorded {recorded}")
         # per-app data
         if app_token is not None:
-            stored = client.post(
-                "/api/db/crash/find", json={"query": {}}, headers={"X-Bolt-App-Token": app_token}
-            ).json()["body"]
-            lost = documents - {doc["seq"] for doc in stored}
-            if lost:
-                problems.append(f"{len(lost)} acknowledged documents lost: {sorted(lost)[:10]}")
+            found = client.post("/api/db/crash/find", json={"query": {}}, headers={"X-Bolt-App-Token": app_token})
+            if found.status_code != 200:
+                problems.append(f"echo's app token refused after boot: {found.text}")
+            else:
+                lost = documents - {doc["seq"] for doc in found.json()["body"]}
+                if lost:
+                    problems.append(f"{len(lost)} acknowledged documents lost: {sorted(lost)[:10]}")
         # processes
         live = app_processes(host.url)
         by_app: dict[str, list[int]] = {}
