@@ -433,16 +433,21 @@ class Apps:
             app = self.require(name)
             await self._publish("app-uninstalling", {"app": without_folder(app)})
             await self._stop_before_delete(name)
-            # Files first, the record last: a removal that fails leaves the app listed (delete
-            # it again), never an unlisted folder that a reinstall or a boot trips over.
-            if delete_source:
-                await asyncio.to_thread(remove_tree, self.apps_dir / name)
-            if delete_public:
-                await asyncio.to_thread(remove_tree, self.public_dir / name)
+            # Folders are moved aside (one rename each), the record goes, then the moved folders:
+            # a kill before the record's removal leaves the app whole (boot puts the folders
+            # back), one after it leaves only ``.old-*`` leftovers, which boot removes and never
+            # resurrects. A removal that fails is such a leftover too, never an unlisted folder
+            # in a reinstall's way.
+            aside = [
+                moved
+                for wanted, folder in ((delete_source, self.apps_dir / name), (delete_public, self.public_dir / name))
+                if wanted and (moved := _move_aside(folder)) is not None
+            ]
             if delete_database and self.appdb is not None:
                 self.appdb.drop_app(name)
             with self._db.transaction():
                 self._db.table(TABLE).remove(Query().name == name)
+            await asyncio.to_thread(_remove_all, aside)
             if self.admin_env is not None:
                 self.admin_env.forget(name)
             if self.isolation is not None:
@@ -567,17 +572,23 @@ def _replace_dir(new: Path, final: Path) -> Path | None:
     """Move ``new`` to ``final``; an existing ``final`` is moved aside (``.old-<name>-XXXXXXXX``,
     which boot's recovery understands) and returned, for the caller to remove or put back."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=final.parent))
-        old.rmdir()
-        final.rename(old)
+    old = _move_aside(final)
     try:
         new.rename(final)
     except BaseException:
         if old is not None:
             old.rename(final)
         raise
+    return old
+
+
+def _move_aside(folder: Path) -> Path | None:
+    """Rename ``folder`` (if there) to ``.old-<name>-XXXXXXXX`` beside it; return the new path."""
+    if not folder.exists():
+        return None
+    old = Path(tempfile.mkdtemp(prefix=f".old-{folder.name}-", dir=folder.parent))
+    old.rmdir()
+    folder.rename(old)
     return old
 
 
