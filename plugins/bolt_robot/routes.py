@@ -155,7 +155,21 @@ def _queueing(name: str, queue: Callable[[Robot, list[Any]], Outcome], doc: str)
     return guarded(queueing)
 
 
-get_packages = _listing("get_packages", list_packages, "Every known or installed package, with its status.")
+@guarded
+async def get_packages(request: Request) -> Response:
+    """Every known or installed package, with its status; ``?install=true`` adds each one's
+    install preview (outside the seed's ``Package`` type, so only when asked)."""
+    with_install = _install_wanted(request)
+    robot = robot_of(request)
+    await robot.host.catalog.ready(timeout=CATALOG_WAIT)
+    return JSONResponse(list_packages(robot, with_install=with_install))
+
+
+def _install_wanted(request: Request) -> bool:
+    value = request.query_params.get("install", "false").lower()
+    if value not in ("true", "false"):
+        raise BadRequest("'install' must be true or false")
+    return value == "true"
 
 
 @guarded
