@@ -294,6 +294,27 @@ def admin_users_passwd(name: str, password: str, data_dir: Path | None) -> None:
     click.echo(f"password changed for {name}")
 
 
+@admin.command("initial-password")
+@_data_dir_option
+def admin_initial_password(data_dir: Path | None) -> None:
+    """Print the password generated for `admin` on the data dir's first start.
+
+    \b
+    Examples:
+      export BOLT_PASSWORD="$(bolt-host admin initial-password)"
+    """
+    path = _settings(data_dir=data_dir).data_dir / "initial-admin-password"
+    try:
+        click.echo(path.read_text(encoding="utf-8").strip())
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"{path} does not exist: the host has not started on this data dir yet, or the password "
+            "came from BOLT_ADMIN_PASSWORD"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror}") from None
+
+
 @main.command("plugins")
 @click.option("--plugins-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

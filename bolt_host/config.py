@@ -14,8 +14,15 @@ BUNDLED_APPS = PACKAGE_ROOT.parent / "apps"  # first-party apps that ship with t
 
 
 def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "bolt-host"
+    """``$XDG_DATA_HOME/bolt-host``; else ``/var/lib/bolt-host`` for root, whose home is closed
+    to the per-app uids that must reach their code below the data dir; else
+    ``~/.local/share/bolt-host``."""
+    base = os.environ.get("XDG_DATA_HOME")
+    if base:
+        return Path(base) / "bolt-host"
+    if os.geteuid() == 0:
+        return Path("/var/lib/bolt-host")
+    return Path.home() / ".local" / "share" / "bolt-host"
 
 
 def _parse_bool(value: str) -> bool:

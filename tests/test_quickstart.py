@@ -43,7 +43,8 @@ def _serve_flags() -> list[str]:
 
 def _environment(home: Path, **extra: str) -> dict[str, str]:
     kept = {k: v for k, v in os.environ.items() if not k.startswith(("BOLT_", "XDG_"))}
-    return {**kept, "HOME": str(home), **extra}
+    # a temporary data home: as root the default would be /var/lib/bolt-host, the machine's own
+    return {**kept, "HOME": str(home), "XDG_DATA_HOME": str(home / ".local" / "share"), **extra}
 
 
 @contextlib.contextmanager

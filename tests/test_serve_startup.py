@@ -238,3 +238,39 @@ def test_libraries_log_at_warning_unless_debug() -> None:
     }
     assert levels["info"].stdout.split() == ["30", "30", "20"], levels["info"].stderr
     assert levels["debug"].stdout.split() == ["10", "10", "10"], levels["debug"].stderr
+
+
+def _initial_password(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bolt_host", "admin", "initial-password", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_root_keeps_its_data_outside_its_closed_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root the default data dir is /var/lib/bolt-host: root's home is closed to the apps'
+    own uids, which must pass through the data dir's parents to reach their code."""
+    from bolt_host.config import default_data_dir
+
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    expected = Path("/var/lib/bolt-host") if os.geteuid() == 0 else Path.home() / ".local/share/bolt-host"
+    assert default_data_dir() == expected
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / "bolt-host"
+
+
+def test_admin_initial_password_prints_the_generated_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    missing = _initial_password(_environ(), "--data-dir", str(data))
+    assert missing.returncode == 1 and "initial-admin-password does not exist" in missing.stderr
+    data.mkdir()
+    (data / "initial-admin-password").write_text("s3cret-from-first-start\n")
+    shown = _initial_password(_environ(XDG_DATA_HOME=str(tmp_path / "xdg")), "--data-dir", str(data))
+    assert shown.returncode == 0 and shown.stdout == "s3cret-from-first-start\n"
+    (tmp_path / "xdg" / "bolt-host").mkdir(parents=True)
+    (tmp_path / "xdg" / "bolt-host" / "initial-admin-password").write_text("by-default\n")
+    by_default = _initial_password(_environ(XDG_DATA_HOME=str(tmp_path / "xdg")))
+    assert by_default.returncode == 0 and by_default.stdout == "by-default\n"
