@@ -151,7 +151,7 @@ async def get_packages(request: Request) -> Response:
 def _install_wanted(request: Request) -> bool:
     value = request.query_params.get("install", "false").lower()
     if value not in ("true", "false"):
-        raise BadRequest("'install' must be true or false")
+        raise RobotError("'install' must be true or false")
     return value == "true"
 
 
