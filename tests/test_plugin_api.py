@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -213,3 +214,32 @@ async def test_the_multipart_helper_streams_to_disk_caps_and_cleans_up(tmp_path:
         missing = await bolt.client.post("/up", files={"other": ("c.bin", b"z")})
         assert missing.status_code == 400 and missing.json() == {"kind": "no-file"}
     assert sorted(p.name for p in folder.iterdir()) == ["stored.bin"]  # no part file left behind
+
+
+async def test_install_as_task_runs_the_backends_after_step_and_discards_its_copy(tmp_path: Path) -> None:
+    from bolt_host.config import BUNDLED_LOCAL_REPO
+    from bolt_host.plugin import install_as_task
+
+    async with running_host(tmp_path / "data") as bolt:
+        copy = tmp_path / "copy-of-hello-web"
+        shutil.copytree(BUNDLED_LOCAL_REPO / "hello-web", copy)
+        seen: list[tuple[str, bool]] = []
+
+        async def after(task: Any, app: dict[str, Any]) -> None:
+            seen.append((app["name"], bolt.host.apps.get(app["name"]) is not None))
+            task.log("backend bookkeeping done")
+
+        record = install_as_task(bolt.host, copy, {"type": "local", "path": "copy"}, name="hello-web", version=None,
+                                 after=after, discard_package=True)
+        done = await bolt.host.tasks.wait(record["id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        assert seen == [("hello-web", True)]
+        assert "backend bookkeeping done" in bolt.host.tasks.read_log(record["id"])[0]
+        assert not copy.exists()
+
+        broken = tmp_path / "broken.tgz"
+        broken.write_bytes(b"not a tarball")
+        failed = install_as_task(bolt.host, broken, {"type": "upload"}, name="broken", version="1.0.0",
+                                 after=after, discard_package=True)
+        assert (await bolt.host.tasks.wait(failed["id"], timeout=60))["status"] == "failed"
+        assert seen == [("hello-web", True)] and not broken.exists()

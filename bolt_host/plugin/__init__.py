@@ -25,7 +25,7 @@ Groups:
 - **Packages and installs**: ``install_as_task``,
   ``TaskHandle``, ``TaskCancelled``, ``safe_extract``, ``extraction_dir``,
   ``pack_directory``, ``ExtractError``, ``read_tarball_manifest``, ``CatalogError``,
-  ``read_manifest``, ``build_app``, ``app_name_for``, ``inside``, ``is_firmware``,
+  ``read_manifest``, ``build_app``, ``install_preview``, ``app_name_for``, ``inside``, ``is_firmware``,
   ``RegistrySource``, ``UploadSource``, ``RegistryClient``, ``RegistryError``.
 - **App environment names**: ``declared_names``, ``caller_env_problem``, ``refusal`` (the
   core's rule: callers set only the names a manifest declares).
@@ -46,7 +46,14 @@ from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSourc
 from bolt_host.services.envnames import caller_env_problem, declared_names, refusal
 from bolt_host.services.events import Event
 from bolt_host.services.extract import ExtractError, extraction_dir, pack_directory, safe_extract
-from bolt_host.services.manifest import app_name_for, build_app, fits_filesystem, inside, read_manifest
+from bolt_host.services.manifest import (
+    app_name_for,
+    build_app,
+    fits_filesystem,
+    inside,
+    install_preview,
+    read_manifest,
+)
 from bolt_host.services.ports import is_port_free
 from bolt_host.services.readme_html import render_readme
 from bolt_host.services.registry import RegistryClient, RegistryError
@@ -131,6 +138,7 @@ __all__ = [
     "host_of",
     "inside",
     "install_as_task",
+    "install_preview",
     "is_firmware",
     "is_port_free",
     "jsondepth",

@@ -61,7 +61,9 @@ class ErrorFormat:
     """How one backend answers failures.
 
     ``render(status, message, data)`` returns the JSON body.  ``status_for(err)`` maps a
-    core :class:`BoltError` to the backend's status (default: the error's own).
+    core :class:`BoltError` to the backend's status (default: the error's own); a backend
+    whose errors carry more than a status (codes, headers) gives ``from_bolt(err)`` instead,
+    returning its own :class:`PluginError`.
     ``internal_error`` set: any other exception is logged and answered as a 500 with that
     message in the backend's format (otherwise it reaches the host's safety net).
     """
@@ -72,11 +74,13 @@ class ErrorFormat:
         name: str,
         status_for: Callable[[BoltError], int] | None = None,
         internal_error: str | None = None,
+        from_bolt: Callable[[BoltError], PluginError] | None = None,
     ) -> None:
         self.render = render
         self.name = name
         self.status_for = status_for or (lambda err: err.http_status)
         self.internal_error = internal_error
+        self.from_bolt = from_bolt
 
     def failure(self, status: int, message: str, data: Any = None, headers: dict[str, str] | None = None) -> Response:
         return JSONResponse(self.render(status, message, data), status_code=status, headers=headers or None)
@@ -84,6 +88,8 @@ class ErrorFormat:
     def from_exception(self, exc: PluginError | BoltError) -> PluginError:
         if isinstance(exc, PluginError):
             return exc
+        if self.from_bolt is not None:
+            return self.from_bolt(exc)
         return PluginError(self.status_for(exc), exc.message, headers=retry_after_headers(exc))
 
     def endpoint(self, handler: Handler) -> Handler:

@@ -10,8 +10,9 @@ A *source* is any object with this shape (see :class:`Source`)::
     app_source(name, version) -> dict                     # optional: the installed app's ``source``
 
 An entry is ``{name, version (the latest), versions (ascending), description,
-keywords, bolt, source}`` where ``bolt`` is the latest manifest's ``bolt`` block
-and ``source`` the source's name.  ``progress`` is called as
+keywords, bolt, source, install}`` where ``bolt`` is the latest manifest's ``bolt`` block,
+``source`` the source's name and ``install`` the latest manifest's install preview
+(:func:`bolt_host.services.manifest.install_preview`; a plugin source may leave it out).  ``progress`` is called as
 ``progress(bytes_received, total_bytes_or_None)``.
 
 The built-in sources (in :mod:`bolt_host.services.catalog_sources`, re-exported

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from bolt_host.services.manifest import install_preview
 from bolt_host.services.versions import max_version, sort_key
 
 log = logging.getLogger("bolt_host.catalog")
@@ -36,8 +37,11 @@ class CatalogError(Exception):
     """A package or version is not in the catalog, or a source could not deliver it."""
 
 
-def make_entry(manifest: dict[str, Any], versions: Iterable[str], source: str) -> dict[str, Any]:
-    """A catalog entry from the latest version's manifest."""
+def make_entry(
+    manifest: dict[str, Any], versions: Iterable[str], source: str, folder: Path | None = None
+) -> dict[str, Any]:
+    """A catalog entry from the latest version's manifest; ``install`` is its install preview
+    (start command, dependency count, install scripts), seen from ``folder`` when it is local."""
     bolt = manifest.get("bolt") if isinstance(manifest.get("bolt"), dict) else {}
     keywords = manifest.get("keywords")
     keywords = keywords if isinstance(keywords, list) else []
@@ -49,6 +53,7 @@ def make_entry(manifest: dict[str, Any], versions: Iterable[str], source: str) -
         "keywords": [str(k) for k in keywords],
         "bolt": bolt,
         "source": source,
+        "install": install_preview(manifest, folder),
     }
 
 
@@ -93,7 +98,7 @@ class LocalSource:
 
     async def list_packages(self) -> list[dict[str, Any]]:
         folders = await asyncio.to_thread(self._folders)
-        return [make_entry(manifest, [manifest["version"]], self.name) for _, manifest in folders.values()]
+        return [make_entry(manifest, [manifest["version"]], self.name, folder) for folder, manifest in folders.values()]
 
     async def manifest(self, name: str, version: str | None = None) -> dict[str, Any]:
         return dict(self._find(name, version)[1])

@@ -15,6 +15,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+from bolt_host.plugin import BoltError, ErrorFormat, PluginError
+
 
 def new_id() -> str:
     """A Kapua-looking id: 8 random bytes, base64url without padding (e.g. ``WyczTs_GuDM``)."""
@@ -59,36 +61,39 @@ def list_result(kind: str, items: list[dict[str, Any]], total: int | None = None
     return body
 
 
-class KapuaError(Exception):
+class KapuaError(PluginError):
     """An error answered in Kapua's body.  ``extra`` adds the typed fields."""
 
     def __init__(
         self, status: int, code: str, message: str, kind: str = "kapuaErrorInfo",
         headers: dict[str, str] | None = None, **extra: Any,
     ) -> None:
-        super().__init__(message)
-        self.headers = dict(headers or {})
-        self.status = status
+        if status == 401:
+            headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
+        super().__init__(status, message, {"type": kind, "kapuaErrorCode": code, **extra}, dict(headers or {}))
         self.code = code
-        self.message = message
-        self.kind = kind
-        self.extra = extra
+
+    @classmethod
+    def from_bolt(cls, err: BoltError) -> KapuaError:
+        """A core error (bad body, no rights...) as Kapua would answer it."""
+        status = err.http_status if 400 <= err.http_status < 500 else 500
+        return cls(status, "ILLEGAL_ARGUMENT" if status == 400 else "INTERNAL_ERROR", err.message)
 
     def body(self) -> dict[str, Any]:
-        return {
-            "type": self.kind,
-            "httpErrorCode": self.status,
-            "message": self.message,
-            "kapuaErrorCode": self.code,
-            **self.extra,
-        }
+        return kapua_body(self.status, self.message, self.data)
 
     def response(self) -> Response:
-        response = kapua_json(self.body(), self.status)
-        if self.status == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        response.headers.update(self.headers)
-        return response
+        return KAPUA.failure(self.status, self.message, self.data, self.headers)
+
+
+def kapua_body(status: int, message: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``{type, httpErrorCode, message, kapuaErrorCode, ...typed fields}``."""
+    fields = dict(data)
+    kind, code = fields.pop("type"), fields.pop("kapuaErrorCode")
+    return {"type": kind, "httpErrorCode": status, "message": message, "kapuaErrorCode": code, **fields}
+
+
+KAPUA = ErrorFormat(kapua_body, "kapua", from_bolt=KapuaError.from_bolt)
 
 
 # Kapua's error codes: (HTTP status, the ``type`` of its error body).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,11 +10,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.plugin import BoltError, jsondepth
+from bolt_host.plugin import jsondepth
 
 from . import queries
 from .backend import STATE_KEY, DeviceBackend
-from .kapua import KapuaError, illegal_argument, method_not_allowed, unauthenticated, unauthorized
+from .kapua import KAPUA, KapuaError, illegal_argument, method_not_allowed, unauthenticated, unauthorized
 from .tokens import bearer_token
 
 log = logging.getLogger("bolt_device.web")
@@ -26,19 +25,7 @@ MAX_TIMEOUT_MS = 10 * 60_000
 
 def kapua_endpoint(handler: Handler) -> Handler:
     """Answer KapuaErrors (and core errors) in Kapua's error body."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except KapuaError as exc:
-            return exc.response()
-        except BoltError as exc:
-            status = exc.http_status if 400 <= exc.http_status < 500 else 500
-            code = "ILLEGAL_ARGUMENT" if status == 400 else "INTERNAL_ERROR"
-            return KapuaError(status, code, exc.message).response()
-
-    return wrapped
+    return KAPUA.endpoint(handler)
 
 
 def backend_of(request: Request) -> DeviceBackend:

@@ -38,8 +38,16 @@ def app_info(entry: dict[str, Any], source_id: str) -> dict[str, Any]:
             "envs": bolt.get("envs") or [],
             "price": bolt.get("price"),
             "sources": entry.get("sources") or [entry.get("source")],
+            "install": install_of(entry),
         },
     }
+
+
+def install_of(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The host's install preview of a catalog entry: ``{startFrom, startCommand, serverless,
+    dependencies, installScripts, problem}`` (None for an entry that has none)."""
+    install = entry.get("install")
+    return dict(install) if isinstance(install, dict) else None
 
 
 def app_details(entry: dict[str, Any], source_id: str) -> dict[str, Any]:
@@ -64,6 +72,7 @@ def app_details(entry: dict[str, Any], source_id: str) -> dict[str, Any]:
         "envs": bolt.get("envs") or [],
         "price": bolt.get("price"),
         "source": source_id,
+        "install": install_of(entry),
     }
     return {**app_info(entry, source_id), "app_info": {"app_entry": app_entry}}
 

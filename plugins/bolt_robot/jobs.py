@@ -168,11 +168,16 @@ async def install_package(
     except Exception as exc:
         raise JobError(getattr(exc, "message", None) or str(exc)) from exc
     task.progress(0.9)
-    if running:
-        task.log(f"=== {app_name} was running: restarted with version {app['version']}")
+    record_installed(robot, task, name, app, running)
+    return {"name": app["name"], "version": app["version"]}
+
+
+def record_installed(robot: Robot, task: TaskHandle, name: str, app: dict[str, Any], was_running: bool) -> None:
+    """The robot's bookkeeping once ``name`` is installed: older downloads forgotten, the log told."""
+    if was_running:
+        task.log(f"=== {app['name']} was running: restarted with version {app['version']}")
     robot.downloads.forget_up_to(name, app["version"])
     task.log(f"=== {name}:{app['version']} installed")
-    return {"name": app["name"], "version": app["version"]}
 
 
 # ---------------------------------------------------------------- uninstall

@@ -32,8 +32,9 @@ APP_KINDS = ("download", "install", "uninstall")
 ACTIVE = ("queued", "running")
 
 
-def list_packages(robot: Robot) -> list[dict[str, Any]]:
-    """Every non-firmware module the catalog knows plus every installed app, by name."""
+def list_packages(robot: Robot, with_install: bool = False) -> list[dict[str, Any]]:
+    """Every non-firmware module the catalog knows plus every installed app, by name;
+    ``with_install`` adds each catalog module's ``install`` preview (see :func:`install_view`)."""
     entries = {e["name"]: e for e in robot.host.catalog.entries() if not is_firmware(e)}
     apps = {app.get("package") or app["name"]: app for app in robot.host.apps.list() if not app.get("firmware")}
     tasks: dict[str, list[dict[str, Any]]] = {}
@@ -41,7 +42,8 @@ def list_packages(robot: Robot) -> list[dict[str, Any]]:
         if task["kind"] in APP_KINDS:
             tasks.setdefault(task["module"], []).append(task)
     return [
-        package_view(robot, name, entries.get(name), apps.get(name), tasks.get(name, []))
+        _with_install(package_view(robot, name, entries.get(name), apps.get(name), tasks.get(name, [])),
+                      entries.get(name) if with_install else None)
         for name in sorted(set(entries) | set(apps))
     ]
 
@@ -76,6 +78,27 @@ def package_view(
     if optional is not None:
         view["optional"] = optional
     return _ordered(view)
+
+
+def _with_install(view: dict[str, Any], entry: dict[str, Any] | None) -> dict[str, Any]:
+    """``view`` plus ``install`` (last, after the seed's fields) when ``entry`` has a preview."""
+    if entry is not None and isinstance(entry.get("install"), dict):
+        view["install"] = install_view(entry["install"])
+    return view
+
+
+def install_view(preview: dict[str, Any]) -> dict[str, Any]:
+    """The host's install preview in the robot's snake_case: how the latest version would
+    start (``serverless`` when there is nothing to run), its npm dependency count, whether
+    it asks to run install scripts, and why it could not be installed."""
+    return {
+        "start_from": preview.get("startFrom"),
+        "start_command": preview.get("startCommand"),
+        "serverless": preview.get("serverless"),
+        "dependencies": preview.get("dependencies"),
+        "install_scripts": preview.get("installScripts"),
+        "problem": preview.get("problem"),
+    }
 
 
 def firmware_view(robot: Robot, name: str, entry: dict[str, Any] | None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Answers are plain JSON (no Bolt envelope); errors that are not per-package are
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -17,11 +18,12 @@ from starlette.routing import Route
 
 from bolt_host.plugin import BoltError, host_of, jsondepth, require_admin
 
+from .answers import ROBOT, RobotError
 from .firmware import queue_firmware
 from .jobs import Outcome, queue_downloads, queue_installs, queue_uninstalls
 from .packages import list_firmware, list_packages
 from .state import Robot
-from .uploads import UploadError, install_local_file, receive_upload
+from .uploads import install_local_file, receive_upload
 
 PREFIX = "/app_store"
 UPLOAD_PATH = f"{PREFIX}/services/upload_local_file"
@@ -34,22 +36,12 @@ SKIPPED_HEADER_MAX = 4096  # characters; clients read response headers into smal
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
 def robot_of(request: Request) -> Robot:
     return host_of(request).state["robot"]
 
 
-def detail(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
-
-
-async def authorize(request: Request) -> Response | None:
-    """None if the caller may go on, else the refusal.
+async def authorize(request: Request) -> None:
+    """Return if the caller may go on, else raise the refusal.
 
     Every route needs the host's admin or, when ``BOLT_ROBOT_SECRET`` is set, a
     ``Secret`` header equal to it (checked in constant time).  A wrong secret is
@@ -59,49 +51,40 @@ async def authorize(request: Request) -> Response | None:
     supplied = request.headers.get("secret")
     if robot.secret is not None and supplied is not None:
         if hmac.compare_digest(supplied.encode(), robot.secret.encode()):
-            return None
-        return detail("invalid Secret", 401)
+            return
+        raise RobotError("invalid Secret", 401)
     try:
         action = "robot.read" if request.method == "GET" else "robot.write"  # for permission_allowed plugins
         await require_admin(request, action, request.url.path)
     except BoltError as exc:
-        return detail(exc.message, exc.http_status if exc.http_status in (401, 403) else 401)
-    return None
+        raise RobotError(exc.message, exc.http_status if exc.http_status in (401, 403) else 401) from None
 
 
 def guarded(handler: Handler) -> Handler:
-    """Check access first (failing closed), and turn request errors into ``{"detail"}`` answers."""
+    """Check access first (failing closed); refusals and request errors answer ``{"detail"}``."""
 
+    @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
-        refusal = await authorize(request)
-        if refusal is not None:
-            return refusal
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return detail(exc.message, 400)
-        except UploadError as exc:
-            return detail(exc.message, exc.status)
+        await authorize(request)
+        return await handler(request)
 
-    endpoint.__name__ = handler.__name__
-    endpoint.__doc__ = handler.__doc__
-    return endpoint
+    return ROBOT.endpoint(endpoint)
 
 
 async def json_body(request: Request) -> dict[str, Any]:
     try:
         body = jsondepth.loads(await request.body())
     except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
+        raise RobotError("the body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise RobotError("the body must be a JSON object")
     return body
 
 
 async def package_names(request: Request) -> list[Any]:
     packages = (await json_body(request)).get("packages")
     if not isinstance(packages, list) or not packages:
-        raise BadRequest("'packages' must be a non-empty list of module names")
+        raise RobotError("'packages' must be a non-empty list of module names")
     return packages
 
 
@@ -155,7 +138,21 @@ def _queueing(name: str, queue: Callable[[Robot, list[Any]], Outcome], doc: str)
     return guarded(queueing)
 
 
-get_packages = _listing("get_packages", list_packages, "Every known or installed package, with its status.")
+@guarded
+async def get_packages(request: Request) -> Response:
+    """Every known or installed package, with its status; ``?install=true`` adds each one's
+    install preview (outside the seed's ``Package`` type, so only when asked)."""
+    with_install = _install_wanted(request)
+    robot = robot_of(request)
+    await robot.host.catalog.ready(timeout=CATALOG_WAIT)
+    return JSONResponse(list_packages(robot, with_install=with_install))
+
+
+def _install_wanted(request: Request) -> bool:
+    value = request.query_params.get("install", "false").lower()
+    if value not in ("true", "false"):
+        raise RobotError("'install' must be true or false")
+    return value == "true"
 
 
 @guarded
@@ -200,7 +197,7 @@ install_firmware = _queueing("install_firmware", queue_firmware, "Queue flashes 
 def _group(request: Request) -> str:
     group = request.path_params["group"]
     if group not in JOB_GROUPS:
-        raise BadRequest(f"unknown job type {group!r}; use download or install")
+        raise RobotError(f"unknown job type {group!r}; use download or install")
     return group
 
 
@@ -242,9 +239,9 @@ def _position(value: Any, name: str) -> int | None:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise BadRequest(f"'{name}' must be a character index") from None
+        raise RobotError(f"'{name}' must be a character index") from None
     if number < 0:
-        raise BadRequest(f"'{name}' must not be negative")
+        raise RobotError(f"'{name}' must not be negative")
     return number
 
 
@@ -266,7 +263,7 @@ async def task_log(request: Request) -> Response:
     """Characters [start, end) of a task log, with X-MORE-DATA and X-TEXT-SIZE."""
     record = _task(request)
     if record is None:
-        return detail("task not found", 404)
+        raise RobotError("task not found", 404)
     start, end = await _log_range(request)
     text, more, total = robot_of(request).host.tasks.read_log(record["id"], start, end)
     headers = {"X-MORE-DATA": "true" if more else "false", "X-TEXT-SIZE": str(total)}
@@ -278,7 +275,7 @@ async def cancel_task(request: Request) -> Response:
     """bolt-host extension: cancel a queued task, or ask a running one to stop."""
     record = _task(request)
     if record is None:
-        return detail("task not found", 404)
+        raise RobotError("task not found", 404)
     after = robot_of(request).host.tasks.cancel(record["id"])
     return JSONResponse({key: after[key] for key in TASK_FIELDS}, status_code=201)
 

@@ -18,6 +18,7 @@ import re
 import shutil
 import stat
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,14 @@ from bolt_host.plugin import (
     TaskHandle,
     app_name_for,
     fits_filesystem,
+    install_as_task,
     read_tarball_manifest,
 )
 from bolt_host.plugin import open_part_file as open_part_file  # what publish_part expects; tests use it
 from bolt_host.plugin import uploads as streamed
 
-from .jobs import install_package
+from .answers import RobotError
+from .jobs import record_installed
 from .state import Robot, sha512_file
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@-]")
@@ -42,13 +45,8 @@ _TARBALL = (".tgz", ".tar.gz", ".tar")
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 
 
-class UploadError(Exception):
+class UploadError(RobotError):
     """The upload or the named file was refused; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 # ---------------------------------------------------------------- receiving
@@ -208,10 +206,11 @@ async def install_local_file(robot: Robot, filename: Any) -> tuple[int, dict[str
         raise UploadError(f"{original.name} is not a package tarball: {getattr(exc, 'message', None) or exc}") from exc
     name, version = manifest["name"], manifest["version"]
     source = {"type": "upload", "filename": original.name, "version": version}
+    before, after = _local_install_steps(robot, name, version, path, original.name)
     try:
-        record = robot.host.tasks.submit(
-            "install", name, version, _local_install_job(robot, name, version, path, source),
-            dedupe_key=f"robot:install-file:{original}",
+        record = install_as_task(
+            robot.host, path, source, name=name, version=version, expect_name=name, before=before, after=after,
+            discard_package=True, dedupe_key=f"robot:install-file:{original}",
             meta={"backend": "robot", "filename": original.name, "copy": copy_id},
         )
     except BaseException:
@@ -228,14 +227,21 @@ async def install_local_file(robot: Robot, filename: Any) -> tuple[int, dict[str
     return 201, {"module_name": name, "version": version}
 
 
-def _local_install_job(robot: Robot, name: str, version: str, path: Path, source: dict[str, Any]):
-    async def run(task: TaskHandle) -> dict[str, Any]:
-        try:
-            task.log(f"=== installing {name}:{version} from the local file {source['filename']}")
-            task.log("=== checking checksum")
-            task.log(f"sha512 {await asyncio.to_thread(sha512_file, path)}")
-            return await install_package(robot, task, name, path, source, version)
-        finally:
-            path.unlink(missing_ok=True)
+def _local_install_steps(robot: Robot, name: str, version: str, path: Path, filename: str) -> tuple[
+    Callable[[TaskHandle], Awaitable[None]], Callable[[TaskHandle, dict[str, Any]], Awaitable[None]]
+]:
+    """The robot's steps around the API's install: the checksum first, its bookkeeping after."""
+    was_running = False
 
-    return run
+    async def before(task: TaskHandle) -> None:
+        nonlocal was_running
+        task.log(f"=== installing {name}:{version} from the local file {filename}")
+        task.log("=== checking checksum")
+        task.log(f"sha512 {await asyncio.to_thread(sha512_file, path)}")
+        was_running = robot.host.supervisor.is_active(app_name_for(name))
+        task.log("=== extract")
+
+    async def after(task: TaskHandle, app: dict[str, Any]) -> None:
+        record_installed(robot, task, name, app, was_running)
+
+    return before, after
