@@ -13,6 +13,7 @@ from typing import Any
 from tinydb import Query
 
 from .kapua import illegal_argument, illegal_null, iso, new_id, not_connected, not_found, optimistic_lock
+from .rows import update_by_id
 
 TABLE = "device_devices"
 SCHEMA = {1: lambda table: None}
@@ -192,7 +193,7 @@ class Devices:
             if new:
                 self._table.insert_multiple(new)
                 self._stored.update(row["id"] for row in new)
-            self._update_rows({row["id"]: row for row in rows if row["id"] not in new_ids})
+            update_by_id(self._table, {row["id"]: row for row in rows if row["id"] not in new_ids})
 
     def retry_presence(self, dirty: set[str]) -> None:
         self._presence_dirty |= dirty
@@ -215,13 +216,7 @@ class Devices:
         dirty, self._seen_dirty = self._seen_dirty, set()
         self._seen_written_at = time.monotonic()
         with self._db.transaction():
-            self._update_rows({d: {"lastSeen": self._cache[d]["lastSeen"]} for d in dirty if d in self._cache})
-
-    def _update_rows(self, changes: dict[str, dict[str, Any]]) -> None:
-        """Apply ``changes`` (device id -> fields) in one write and one pass over the table
-        (TinyDB's update_multiple tests every condition against every row)."""
-        if changes:
-            self._table.update(lambda row: row.update(changes[row["id"]]), Query().id.test(changes.__contains__))
+            update_by_id(self._table, {d: {"lastSeen": self._cache[d]["lastSeen"]} for d in dirty if d in self._cache})
 
     def mark_all_disconnected(self) -> None:
         """At manager start-up nothing is known: devices re-announce when they see the manager."""
