@@ -114,6 +114,8 @@ class BrokerCounter:
         self.times: list[float] = []
         self.installed: dict[str, float] = {}
         self.failed: dict[str, str] = {}
+        self.requested: dict[str, float] = {}  # device -> when its first download request went through
+        self.replied: dict[str, float] = {}
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter")
         self.client.username_pw_set("bolt-manager-observer", MANAGER_PASSWORD)
         self.client.on_message = self._on_message
@@ -125,8 +127,13 @@ class BrokerCounter:
         self.client.subscribe([("$EDC/#", 1), ("bolt/#", 1)])
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        now = time.monotonic()
         self.count += 1
-        self.times.append(time.monotonic())
+        self.times.append(now)
+        if message.topic.endswith("/DEPLOY-V2/EXEC/download"):
+            self.requested.setdefault(message.topic.split("/")[2], now)
+        elif "/DEPLOY-V2/REPLY/" in message.topic:
+            self.replied.setdefault(message.topic.split("/")[-2], now)
         if "/NOTIFY/" in message.topic and message.topic.endswith(("/install", "/download")):
             metrics = json.loads(message.payload).get("metrics", {})
             device, step = message.topic.split("/")[-2:]
@@ -138,6 +145,29 @@ class BrokerCounter:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def stage_seconds(counter: BrokerCounter, started: float) -> dict[str, Any]:
+    """Where the time goes, per device, as the broker saw it: the manager's part (from the burst's
+    start to the device's request going through the broker), the agent's answer (request to
+    reply) and the agent's work (request to install COMPLETED: download, check, install, start)."""
+
+    def spread(values: list[float]) -> dict[str, float] | None:
+        if not values:
+            return None
+        ordered = sorted(values)
+        return {"p50": round(statistics.median(ordered), 2), "p90": round(ordered[int(len(ordered) * 0.9) - 1], 2),
+                "max": round(ordered[-1], 2)}
+
+    requested = counter.requested
+    return {
+        "callToRequestPublished": spread([t - started for t in requested.values()]),
+        "requestToReply": spread([counter.replied[d] - t for d, t in requested.items() if d in counter.replied]),
+        "requestToInstalled": spread([counter.installed[d] - t for d, t in requested.items()
+                                      if d in counter.installed]),
+        "lastRequestPublished": round(max(requested.values()) - started, 2) if requested else None,
+        "requestsSeen": len(requested),
+    }
 
 
 def descendants(pids: list[int]) -> list[int]:
@@ -231,6 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     users = {"bolt-manager": MANAGER_PASSWORD, "bolt-manager-observer": MANAGER_PASSWORD}
     users.update({f"agent-{i}": f"pw-{i}" for i in range(args.agents)})
     manager: subprocess.Popen[bytes] | None = None
+    profiler: subprocess.Popen[bytes] | None = None
     agents: list[subprocess.Popen[bytes]] = []
     app_pids: list[int] = []
     counter: BrokerCounter | None = None
@@ -245,7 +276,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {**os.environ, "BOLT_DEVICE_MODE": "manager", "BOLT_DEVICE_BROKER_URL": broker.url,
                "BOLT_DEVICE_USERNAME": "bolt-manager", "BOLT_DEVICE_PASSWORD": MANAGER_PASSWORD,
                "BOLT_ADMIN_PASSWORD": ADMIN_PASSWORD, "BOLT_DISABLE_PLUGINS": "robot,market,enterprise",
-               "BOLT_AUTOSTART": "false", "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
+               "BOLT_AUTOSTART": "false", "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}",
+               # every call comes from this one address (in a fleet: many clients, or one
+               # integration server); the host's per-address cap (128 by default) would refuse them
+               "BOLT_MAX_CONNECTIONS_PER_IP": str(args.agents + 16)}
         log = (work / "manager.log").open("wb")
         manager = subprocess.Popen(
             [sys.executable, "-m", "bolt_host", "serve", "--port", str(port), "--data-dir", str(work / "manager"),
@@ -280,7 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             items = api.get("/v1/_/devices", params={"limit": 1000, "status": "CONNECTED"}).json()["items"]
             return items if len(items) >= args.agents else None
 
-        devices = wait_for(connected, 180, f"{args.agents} devices connected", interval=0.25)
+        devices = wait_for(connected, 300, f"{args.agents} devices connected", interval=1.0)
         connect_seconds = time.monotonic() - started
         idle = Sampler(manager.pid)
         idle.start()
@@ -291,12 +325,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         request = {"uri": doc["dist"]["tarball"], "name": manifest["name"], "version": manifest["version"],
                    "fileHash": sha256_of(data), "install": True}
         sampler = Sampler(manager.pid)
+        if args.profile is not None:  # py-spy attached for the burst only; its output is not committed
+            profiler = subprocess.Popen(["py-spy", "record", "--pid", str(manager.pid), "-r", "100", "-f", "raw",
+                                         "-o", str(args.profile)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         restart = BrokerRestart(broker, args.restart_broker_after) if args.restart_broker_after is not None else None
         if restart is not None:
             restart.start()
         messages_before = counter.count
         sampler.start()
         fan_wall, fan_started = time.time(), time.monotonic()
+        counter.requested.clear()
+        counter.replied.clear()
         if restart is not None:
             restart.go.set()
         calls = asyncio.run(fan_out(base, token, devices, request))
@@ -320,6 +359,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         peak_rate = max((sum(1 for u in window if t <= u < t + 1.0) for t in window), default=0)
         sampler.halt.set()
         sampler.join()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
         completed = sum(o["status"] == "COMPLETED" for o in operations)
         running = {"type": "attributePredicate", "attributeName": "status", "attributeValue": "RUNNING"}
         in_manager = still_running = 0
@@ -329,6 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             still_running += api.post(path, json={"predicate": running}).json()["count"]
         failed_reasons = sorted({o["log"].splitlines()[-1] for o in operations if o["status"] != "COMPLETED"})
         app_pids = descendants([a.pid for a in agents])
+        stages = stage_seconds(counter, fan_started)
         cpu = [s[0] for s in sampler.samples] or [0.0]
         rss = [s[1] for s in sampler.samples] or [0]
         idle_rss = [s[1] for s in idle.samples] or [0]
@@ -343,6 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "max": round(max(latencies) * 1000, 1)},
             "app": args.app,
             "installAllSeconds": round(fan_seconds, 2),
+            "stagesSeconds": stages,
             "callsRefused": refused,
             "operationsStarted": len(started_ops),
             "operationsInManager": in_manager,
@@ -373,6 +417,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for pid in app_pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        end(profiler)
         end(manager)
         broker.stop()
         registry.stop()
@@ -390,6 +435,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, data dirs)")
     parser.add_argument("--app", choices=("python", "sleep"), default="python",
                         help="the installed app's process: a Python loop, or 'sleep' (cheap to spawn)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
+                        help="record the manager with py-spy during the burst (raw folded stacks)")
     parser.add_argument("--restart-broker-after", type=float, default=None, metavar="SECONDS",
                         help="restart Mosquitto this many seconds into the burst")
     args = parser.parse_args()
