@@ -170,6 +170,15 @@ def stage_seconds(counter: BrokerCounter, started: float) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def descendants(pids: list[int]) -> list[int]:
     found = []
     for pid in pids:
@@ -332,6 +341,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if restart is not None:
             restart.start()
         messages_before = counter.count
+        cpu_before = cpu_seconds([manager.pid]), cpu_seconds([a.pid for a in agents])
         sampler.start()
         fan_wall, fan_started = time.time(), time.monotonic()
         counter.requested.clear()
@@ -357,6 +367,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         messages = counter.count - messages_before
         window = [t for t in counter.times if t >= fan_started]
         peak_rate = max((sum(1 for u in window if t <= u < t + 1.0) for t in window), default=0)
+        cpu_spent = (cpu_seconds([manager.pid]) - cpu_before[0], cpu_seconds([a.pid for a in agents]) - cpu_before[1])
         sampler.halt.set()
         sampler.join()
         if profiler is not None:
@@ -402,6 +413,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "managerRssMiB": {"idle": round(max(idle_rss) / 2**20, 1), "peak": round(max(rss) / 2**20, 1),
                               "after": round(rss[-1] / 2**20, 1)},
             "managerCpuPercent": {"mean": round(statistics.mean(cpu), 1), "peak": round(max(cpu), 1)},
+            # CPU time used from the burst's start until every operation had ended, to tell the
+            # manager's own work from the agents' (their processes, not the apps they start)
+            "cpuSecondsDuringFanOut": {"manager": round(cpu_spent[0], 1), "agentProcesses": round(cpu_spent[1], 1)},
             "brokerMessages": messages,
             "brokerMessagesPerSecond": round(messages / fan_seconds, 1) if fan_seconds > 0 else None,
             "brokerMessagesPeakPerSecond": peak_rate,
