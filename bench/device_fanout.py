@@ -119,18 +119,25 @@ class BrokerCounter:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter")
         self.client.username_pw_set("bolt-manager-observer", MANAGER_PASSWORD)
         self.client.on_message = self._on_message
+        self.births: dict[str, list[float]] = {}  # device -> when each of its BIRTHs went through
         self.connected = threading.Event()
-        self.client.on_connect = lambda *a: self.connected.set()
+        self.client.on_connect = self._on_connect
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         wait_for(self.connected.is_set, 10, "counter connected")
-        self.client.subscribe([("$EDC/#", 1), ("bolt/#", 1)])
+
+    def _on_connect(self, client: Any, *args: Any) -> None:
+        # again after each reconnect (clean session), so a broker restart blinds it only while down
+        client.subscribe([("$EDC/#", 1), ("bolt/#", 1)])
+        self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         now = time.monotonic()
         self.count += 1
         self.times.append(now)
-        if message.topic.endswith("/DEPLOY-V2/EXEC/download"):
+        if message.topic.endswith("/MQTT/BIRTH"):
+            self.births.setdefault(message.topic.split("/")[2], []).append(now)
+        elif message.topic.endswith("/DEPLOY-V2/EXEC/download"):
             self.requested.setdefault(message.topic.split("/")[2], now)
         elif "/DEPLOY-V2/REPLY/" in message.topic:
             self.replied.setdefault(message.topic.split("/")[-2], now)
@@ -168,6 +175,16 @@ def stage_seconds(counter: BrokerCounter, started: float) -> dict[str, Any]:
         "lastRequestPublished": round(max(requested.values()) - started, 2) if requested else None,
         "requestsSeen": len(requested),
     }
+
+
+def births_after(counter: BrokerCounter, up_at: float) -> dict[str, Any]:
+    """How long after the broker came back each device announced itself again (its first BIRTH
+    then), and how many never did while the counter watched."""
+    back = sorted(min(t for t in times if t >= up_at) - up_at
+                  for times in counter.births.values() if any(t >= up_at for t in times))
+    if not back:
+        return {"devices": 0}
+    return {"devices": len(back), "p50": round(statistics.median(back), 2), "max": round(back[-1], 2)}
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -383,6 +400,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         failed_reasons = sorted({o["log"].splitlines()[-1] for o in operations if o["status"] != "COMPLETED"})
         app_pids = descendants([a.pid for a in agents])
         stages = stage_seconds(counter, fan_started)
+        if restart is not None:
+            stages["birthAfterRestart"] = births_after(counter, restart.up_at)
         cpu = [s[0] for s in sampler.samples] or [0.0]
         rss = [s[1] for s in sampler.samples] or [0]
         idle_rss = [s[1] for s in idle.samples] or [0]
