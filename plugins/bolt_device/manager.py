@@ -27,6 +27,7 @@ from .transport import MqttLink, NotConnected, Outgoing
 log = logging.getLogger("bolt_device.manager")
 NOTIFICATION_BATCH = 500
 RECONNECT_WAIT_SECONDS = 5.0
+RESEND_PAUSE_SECONDS = 0.5
 
 
 class Manager:
@@ -109,17 +110,23 @@ class Manager:
         device (re)announces itself, it is subscribed again, so its job requests still waiting for a
         reply go out again (from a task: the BIRTHs of a whole fleet must not wait for the broker's
         acknowledgements one by one); an agent answers a job it already knows as before."""
-        waiting = [(topic, payload) for request_id, (target, topic, payload) in self._sent.items()
+        waiting = [(request_id, topic, payload) for request_id, (target, topic, payload) in self._sent.items()
                    if target == device_id and request_id in self._pending]
         if waiting:
             task = asyncio.create_task(self._publish_all(waiting))
             self._resending.add(task)
             task.add_done_callback(self._resending.discard)
 
-    async def _publish_all(self, messages: list[tuple[str, bytes]]) -> None:
-        for topic, payload in messages:
-            with contextlib.suppress(NotConnected):
-                await self.link.publish(topic, payload, qos=wire.QOS)
+    async def _publish_all(self, messages: list[tuple[str, str, bytes]]) -> None:
+        """Publish each request while its call still waits; one the broker did not acknowledge in
+        time (a fleet reconnecting at once loads it) is published again rather than dropped."""
+        for request_id, topic, payload in messages:
+            while request_id in self._pending:
+                try:
+                    await self.link.publish(topic, payload, qos=wire.QOS)
+                    break
+                except NotConnected:
+                    await asyncio.sleep(RESEND_PAUSE_SECONDS)
 
     # requests -----------------------------------------------------------------
     async def request(
