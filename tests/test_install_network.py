@@ -1,20 +1,27 @@
 """Dependency installs reach only the configured registry or index (issue 17): npm with a granted
-install script, in a network namespace of its own whose one way out is the host's proxy.  Real
-host, real npm, a real npm-protocol registry on loopback and a second loopback server that is
-not the registry: the install works, the script's every way to that server fails."""
+install script and uv with a requirement's build step, each in a network namespace of its own
+whose one way out is the host's proxy.  Real host, real npm and uv, a real npm-protocol registry
+and a PEP 503 index on loopback, and a second loopback server that is neither: the installs
+work, every way the install code tries to that server fails."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
+import logging
 import socket
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bolt_host.services.egress import Egress
 from bolt_host.testing import running_host
-from tests.helpers import write_package
+from tests.helpers import async_wait_until, write_package
 from tests.registry_server import RegistryServer
 
 pytestmark = pytest.mark.timeout(240)
@@ -132,3 +139,115 @@ def test_the_allowed_destinations_are_the_registry_and_the_configured_indexes() 
     assert Egress.for_uv(mirror).allowed == {("mirror.example", 443), ("extra.example", 8080),
                                              ("wheels.example", 443)}
     assert Egress.for_uv({"UV_NO_INDEX": "1", "UV_FIND_LINKS": "file:///opt/wheels"}).allowed == set()
+
+
+# A Python requirement whose build step (run by uv as the app) tries the same two ways out.
+BACKEND = '''
+import os, socket, urllib.request, zipfile
+
+def _attempts():
+    found = []
+    try:
+        socket.create_connection(("127.0.0.1", FORBIDDEN), timeout=5).close()
+        found.append("direct=CONNECTED")
+    except OSError as exc:
+        found.append("direct=" + type(exc).__name__)
+    proxy = os.environ.get("HTTP_PROXY")
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
+        found.append("proxy=" + str(opener.open("http://127.0.0.1:FORBIDDEN/", timeout=5).status))
+    except urllib.error.HTTPError as exc:
+        found.append("proxy=" + str(exc.code))
+    except OSError as exc:
+        found.append("proxy=" + type(exc).__name__)
+    return " ".join(found)
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    name = "netprobe-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as wheel:
+        wheel.writestr("netprobe.py", "RESULT = %r\\n" % _attempts())
+        wheel.writestr("netprobe-1.0.dist-info/METADATA", "Metadata-Version: 2.1\\nName: netprobe\\nVersion: 1.0\\n")
+        wheel.writestr("netprobe-1.0.dist-info/WHEEL",
+                       "Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n")
+        wheel.writestr("netprobe-1.0.dist-info/RECORD", "")
+    return name
+'''
+
+
+def tiny_wheel(folder: Path) -> Path:
+    """``tinydep`` 1.0 as a wheel: what the loopback index serves."""
+    folder.mkdir(parents=True)
+    path = folder / "tinydep-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("tinydep.py", "VALUE = 'from-the-index'\n")
+        wheel.writestr("tinydep-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n")
+        wheel.writestr("tinydep-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr("tinydep-1.0.dist-info/RECORD", "")
+    return path
+
+
+@contextlib.contextmanager
+def simple_index(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """A PEP 503 index on loopback serving ``tinydep``: (its URL, the paths asked for)."""
+    wheel = tiny_wheel(root / "files")
+    page = root / "simple" / "tinydep"
+    page.mkdir(parents=True)
+    (page / "index.html").write_text(f'<a href="../../files/{wheel.name}">{wheel.name}</a>\n')
+    asked: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def test_uv_reaches_its_index_and_a_build_step_reaches_nothing_else(
+    tmp_path: Path, forbidden: CountingServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = tmp_path / "repo"
+    app = repo / "py-net"
+    probe = app / "netprobe"
+    probe.mkdir(parents=True)
+    (probe / "backend.py").write_text(BACKEND.replace("FORBIDDEN", str(forbidden.port)))
+    (probe / "pyproject.toml").write_text('[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+                                          'backend-path = ["."]\n[project]\nname = "netprobe"\nversion = "1.0"\n')
+    (app / "requirements.txt").write_text("./netprobe\ntinydep==1.0\n")
+    (app / "app.py").write_text("import netprobe, tinydep\nprint('PY-NET', netprobe.RESULT, tinydep.VALUE)\n")
+    bolt = {"main": "app.py", "server": False, "restart": "never"}
+    (app / "package.json").write_text(json.dumps({"name": "py-net", "version": "1.0.0", "bolt": bolt}))
+    with simple_index(tmp_path / "index") as (index_url, asked):
+        monkeypatch.setenv("UV_DEFAULT_INDEX", index_url)
+        async with running_host(tmp_path / "data", local_repo=repo) as running:
+            identity = {"name": "py-net", "folder": str(app), "isolation": True}
+            if not running.host.isolation.has_network_namespace(identity):
+                pytest.skip("this machine gives the host no network namespace for installs (see /-/health)")
+            caplog.set_level(logging.DEBUG, logger="bolt_host.dependencies")  # a plain install logs there
+            installed = await running.admin.post("/api/apps/local", json={"path": "py-net"})
+            assert installed.status_code == 201, installed.text + caplog.text
+            started = await running.admin.post("/api/apps/start", json={"name": "py-net"})
+            assert started.status_code == 200, started.text
+            log_file = running.host.settings.data_dir / "logs" / "apps" / "py-net.log"
+            await async_wait_until(lambda: "PY-NET" in log_file.read_text(errors="replace"), timeout=60, what="PY-NET")
+            line = next(x for x in log_file.read_text(errors="replace").splitlines() if x.startswith("PY-NET"))
+
+    assert any(path.endswith(".whl") for path in asked), asked  # tinydep came from the loopback index
+    assert "from-the-index" in line
+    assert "direct=CONNECTED" not in line and "proxy=403" in line, line
+    assert f"network: refused a connection to 127.0.0.1:{forbidden.port}" in caplog.text, caplog.text
+    assert forbidden.connections == 0
