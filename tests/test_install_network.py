@@ -12,7 +12,6 @@ import json
 import logging
 import socket
 import threading
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,16 @@ from typing import Any
 import pytest
 
 from bolt_host.services.egress import Egress
+from bolt_host.services.sandbox import BWRAP, detect_mode, network_namespace
 from bolt_host.testing import running_host
-from tests.helpers import async_wait_until, write_package
+from tests.helpers import async_wait_until, make_wheel, requires_tool, write_package
 from tests.registry_server import RegistryServer
 
 pytestmark = pytest.mark.timeout(240)
+NAMESPACE, WHY_NOT = network_namespace(detect_mode() == BWRAP)
+needs_namespace = requires_tool(
+    NAMESPACE is not None, f"this machine gives the host no network namespace for installs: {WHY_NOT}"
+)
 
 # The dependency's install script: connect straight to a port, and through the proxy npm was given.
 PROBE = """
@@ -92,6 +96,7 @@ def forbidden() -> Iterator[CountingServer]:
         yield server
 
 
+@needs_namespace
 async def test_a_granted_install_script_reaches_nothing_but_the_registry(
     tmp_path: Path, forbidden: CountingServer
 ) -> None:
@@ -104,9 +109,6 @@ async def test_a_granted_install_script_reaches_nothing_but_the_registry(
                "bolt": {"main": "app.js", "server": False, "restart": "never", "installScripts": True}}
         registry.publish_dir(write_package(tmp_path / "app", app, {"app.js": "console.log('ok');\n"}))
         async with running_host(tmp_path / "data", registry=registry.url) as bolt:
-            identity = {"name": "net-probe", "folder": str(tmp_path), "isolation": True}
-            if not bolt.host.isolation.has_network_namespace(identity):
-                pytest.skip("this machine gives the host no network namespace for installs (see /-/health)")
             task = await bolt.admin.post("/api/apps/install-task", json={"name": "net-probe", "installScripts": True})
             assert task.status_code == 201, task.text
             record = await bolt.host.tasks.wait(task.json()["body"]["id"], timeout=200)
@@ -174,22 +176,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 '''
 
 
-def tiny_wheel(folder: Path) -> Path:
-    """``tinydep`` 1.0 as a wheel: what the loopback index serves."""
-    folder.mkdir(parents=True)
-    path = folder / "tinydep-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as wheel:
-        wheel.writestr("tinydep.py", "VALUE = 'from-the-index'\n")
-        wheel.writestr("tinydep-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n")
-        wheel.writestr("tinydep-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        wheel.writestr("tinydep-1.0.dist-info/RECORD", "")
-    return path
-
-
 @contextlib.contextmanager
 def simple_index(root: Path) -> Iterator[tuple[str, list[str]]]:
     """A PEP 503 index on loopback serving ``tinydep``: (its URL, the paths asked for)."""
-    wheel = tiny_wheel(root / "files")
+    wheel = make_wheel(root / "files", "tinydep", "1.0", "VALUE = 'from-the-index'\n")
     page = root / "simple" / "tinydep"
     page.mkdir(parents=True)
     (page / "index.html").write_text(f'<a href="../../files/{wheel.name}">{wheel.name}</a>\n')
@@ -217,6 +207,7 @@ def simple_index(root: Path) -> Iterator[tuple[str, list[str]]]:
         thread.join(timeout=5)
 
 
+@needs_namespace
 async def test_uv_reaches_its_index_and_a_build_step_reaches_nothing_else(
     tmp_path: Path, forbidden: CountingServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -234,9 +225,6 @@ async def test_uv_reaches_its_index_and_a_build_step_reaches_nothing_else(
     with simple_index(tmp_path / "index") as (index_url, asked):
         monkeypatch.setenv("UV_DEFAULT_INDEX", index_url)
         async with running_host(tmp_path / "data", local_repo=repo) as running:
-            identity = {"name": "py-net", "folder": str(app), "isolation": True}
-            if not running.host.isolation.has_network_namespace(identity):
-                pytest.skip("this machine gives the host no network namespace for installs (see /-/health)")
             caplog.set_level(logging.DEBUG, logger="bolt_host.dependencies")  # a plain install logs there
             installed = await running.admin.post("/api/apps/local", json={"path": "py-net"})
             assert installed.status_code == 201, installed.text + caplog.text

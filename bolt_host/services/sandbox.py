@@ -379,7 +379,7 @@ class Isolation:
                     "--no-new-privs", "--"]
         if mode == BWRAP:
             bwrap = [_tool("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                     "--tmpfs", "/tmp", "--tmpfs", str(self.data_dir),
+                     "--tmpfs", "/tmp", *_host_files_in_tmp(), "--tmpfs", str(self.data_dir),
                      "--ro-bind", str(code), str(code), "--bind", str(home), str(home)]
             for folder in extra_writable or []:
                 bwrap += ["--bind", str(folder), str(folder)]
@@ -401,6 +401,18 @@ class Isolation:
         if limits.get("memory") and "memory" not in enforced and address_space:
             options.append(f"--as={limits['memory']}")
         return [_tool("prlimit") or "prlimit", *options, "--"] if options else []
+
+
+def _host_files_in_tmp() -> list[str]:
+    """``--ro-bind`` options for the host's interpreter and package where they live under
+    ``/tmp`` (a checkout or virtual environment there): the sandbox's private ``/tmp`` would
+    hide what apps run with (the host's Python, the Node launcher, the install network's jail)."""
+    folders = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent}
+    found: list[str] = []
+    for folder in sorted({folder.resolve() for folder in folders}):
+        if folder.is_relative_to("/tmp") and folder != Path("/tmp"):
+            found += ["--ro-bind", str(folder), str(folder)]
+    return found
 
 
 def runs_python(app: Mapping[str, Any]) -> bool:
