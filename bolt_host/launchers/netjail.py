@@ -41,7 +41,7 @@ def hand_over(channel_fd: int) -> int:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
-    port = listener.getsockname()[1]
+    port: int = listener.getsockname()[1]
     with socket.socket(fileno=channel_fd) as channel:
         fds = array.array("i", [listener.fileno()])
         channel.sendmsg([str(port).encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])

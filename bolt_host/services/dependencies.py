@@ -111,7 +111,7 @@ class DependencySteps:
         if needs_npm(root, manifest):
             sink.line(f"=== installing {dependency_count(manifest)} npm dependencies")
             prefix, npm_cache, namespaced = await confine("npm") if confine is not None else ([], self.npm_cache, False)
-            sink.line(_network_line(namespaced))
+            sink.line(_network_line(namespaced, confined=confine is not None))
             await _until_cancelled(
                 install_npm_dependencies(
                     root,
@@ -131,9 +131,9 @@ class DependencySteps:
         python = None
         if needs_python_env(root, manifest):
             sink.line("=== preparing the app's Python environment")
-            unconfined = ([], self.python_cache, False)
+            unconfined: tuple[list[str], Path, bool] = ([], self.python_cache, False)
             prefix, uv_cache, namespaced = await confine("uv") if confine is not None else unconfined
-            sink.line(_network_line(namespaced))
+            sink.line(_network_line(namespaced, confined=confine is not None))
             prepared = prepare_python_env(
                 root,
                 cache_dir=uv_cache,
@@ -148,9 +148,11 @@ class DependencySteps:
         return Prepared(dependency_count(manifest), requested, run_scripts, python)
 
 
-def _network_line(namespaced: bool) -> str:
+def _network_line(namespaced: bool, *, confined: bool) -> str:
     if namespaced:
         return "network: only the registry/index (a network namespace of its own, through the host's proxy)"
+    if not confined:
+        return "network: open (isolation is off: BOLT_ISOLATION=off)"
     return "network: open (no network namespace on this host; see SECURITY.md)"
 
 

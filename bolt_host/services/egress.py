@@ -126,8 +126,13 @@ class Gate:
     async def _accept_listener(self) -> None:
         loop = asyncio.get_running_loop()
         self._host_end.setblocking(False)
-        readable = loop.create_future()
-        loop.add_reader(self._host_end, lambda: readable.done() or readable.set_result(None))
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(self._host_end, wake)
         try:
             await readable
         finally:

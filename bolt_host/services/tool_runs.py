@@ -23,6 +23,8 @@ from bolt_host.services.egress import Egress, Gate, LogSink
 from bolt_host.services.processes import AppProcess, terminate_tree
 from bolt_host.services.proctable import MARKER_VARIABLE
 
+__all__ = ["LogSink", "run_logged"]  # LogSink: what callers hand run_logged
+
 TAIL_LINES = 15
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL once a tool overran or was cancelled
 
