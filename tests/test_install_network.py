@@ -116,13 +116,26 @@ async def test_a_granted_install_script_reaches_nothing_but_the_registry(
             assert record["status"] == "succeeded", task_log  # the registry itself was reachable
             shown = (await bolt.admin.get("/api/apps/net-probe")).json()["body"]
             health = (await bolt.admin.get("/-/health")).json()
+            first_probe = (Path(shown["folder"]) / "node_modules" / "probes-network" / "probed.txt").read_text()
 
-        assert shown["installScriptsRun"] is True
-        probed = (Path(shown["folder"]) / "node_modules" / "probes-network" / "probed.txt").read_text()
-        assert "direct-forbidden=CONNECTED" not in probed and "direct-registry=CONNECTED" not in probed, probed
-        assert "proxy-forbidden=403" in probed, probed
-        assert f"network: refused a connection to 127.0.0.1:{forbidden.port}" in task_log, task_log
-        assert "network: only the registry/index" in task_log
+            # An app an admin opted out of isolation still installs with the registry only.
+            opted_out = await bolt.admin.put("/api/apps/net-probe", json={"isolation": False})
+            assert opted_out.status_code == 200, opted_out.text
+            registry.publish_dir(write_package(tmp_path / "app2", {**app, "version": "1.0.1"}, {"app.js": ""}))
+            upgrade = {"name": "net-probe", "installScripts": True, "upgrade": True}
+            task = await bolt.admin.post("/api/apps/install-task", json=upgrade)
+            record = await bolt.host.tasks.wait(task.json()["body"]["id"], timeout=200)
+            upgrade_log, _, _ = bolt.host.tasks.read_log(record["id"])
+            assert record["status"] == "succeeded", upgrade_log
+            upgraded = (await bolt.admin.get("/api/apps/net-probe")).json()["body"]
+            second_probe = (Path(upgraded["folder"]) / "node_modules" / "probes-network" / "probed.txt").read_text()
+
+        assert shown["installScriptsRun"] is True and upgraded["confinement"]["mode"] == "off"
+        for probed, log in ((first_probe, task_log), (second_probe, upgrade_log)):
+            assert "direct-forbidden=CONNECTED" not in probed and "direct-registry=CONNECTED" not in probed, probed
+            assert "proxy-forbidden=403" in probed, probed
+            assert f"network: refused a connection to 127.0.0.1:{forbidden.port}" in log, log
+            assert "network: only the registry/index" in log
         assert forbidden.connections == 0
         assert shown["confinement"]["installNetwork"] == "registry/index only (network namespace)"
         assert "network namespace" in str(health)

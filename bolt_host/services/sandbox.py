@@ -84,17 +84,21 @@ def network_namespace(in_bwrap: bool) -> tuple[list[str] | None, str]:
     """How an install gets a network namespace of its own: ``(argv prefix or None, why not)``.
 
     In bubblewrap it is one more option of the sandbox (the prefix is then empty); otherwise
-    ``unshare --net`` (root), or with a user namespace of its own (unprivileged)."""
-    if in_bwrap:
-        bwrap = _tool("bwrap") or "bwrap"
+    ``unshare --net`` (root), or unprivileged a bubblewrap that shares the whole filesystem and
+    only unshares the network (it brings loopback up: ``unshare --user --map-current-user``
+    could not, its process keeps no capability across exec as a non-zero uid)."""
+    if in_bwrap or os.geteuid() != 0:
+        bwrap = _tool("bwrap")
+        if bwrap is None:
+            return None, "bubblewrap (bwrap) is not installed"
+        prefix = [] if in_bwrap else [bwrap, "--dev-bind", "/", "/", "--unshare-net", "--"]
         problem = _probe([bwrap, *BWRAP_PROBE, "--unshare-net", "--", "true"])
-        return ([] if problem is None else None), problem or ""
+        return (prefix if problem is None else None), problem or ""
     unshare = _tool("unshare")
     if unshare is None:
         return None, "unshare (util-linux) is not installed"
-    prefix = [unshare, "--net", "--"] if os.geteuid() == 0 else [unshare, "--user", "--map-current-user", "--net", "--"]
-    problem = _probe([*prefix, "true"])
-    return (prefix if problem is None else None), problem or ""
+    problem = _probe([unshare, "--net", "--", "true"])
+    return ([unshare, "--net", "--"] if problem is None else None), problem or ""
 
 
 @dataclass
