@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,10 @@ class StateFile:
 
     def rows(self, section: str) -> list[Row]:
         return [json_copy(row) for row in self._sections.get(section, {}).values()]
+
+    def shared_row(self, section: str, key: str) -> Row | None:
+        """A row itself, uncopied: for look-ups that only read it."""
+        return self._sections.get(section, {}).get(key)
 
     def shared_rows(self, section: str) -> list[Row]:
         """The rows themselves, uncopied: for look-ups that only read them."""
@@ -125,20 +131,32 @@ class StateFile:
     def commit_now(self) -> None:
         """Write synchronously (at boot, at shut-down and outside an event loop)."""
         version = self._version
-        atomic_write_bytes(self.path, self._encode())
+        try:
+            self._next_write()()
+        except OSError:
+            self._write_failed()
+            raise
         self._saved(version)
 
     async def _write_batches(self) -> None:
         while self._waiters:
             waiters, self._waiters = self._waiters, []
-            version, data = self._version, self._encode()  # every change its waiters made is in memory
+            version, write = self._version, self._next_write()  # every change its waiters made is in memory
             try:
-                await asyncio.to_thread(atomic_write_bytes, self.path, data)
+                await asyncio.to_thread(write)
             except OSError as exc:
+                self._write_failed()
                 _settle(waiters, exc)
             else:
                 self._saved(version)
                 _settle(waiters, None)
+
+    def _next_write(self) -> Callable[[], None]:
+        """What the next write does (built on the event loop, run in a worker thread)."""
+        return partial(atomic_write_bytes, self.path, self._encode())
+
+    def _write_failed(self) -> None:
+        """A write failed: nothing to undo here, the next write holds every change again."""
 
     def _saved(self, version: int) -> None:
         self._durable = max(self._durable, version)

@@ -11,6 +11,9 @@ Groups:
 - **The host**: ``Host`` with its typed services (``settings``, ``db``, ``events``,
   ``users``, ``sessions``, ``tokens``, ``apps``, ``supervisor``, ``tasks``, ``catalog``,
   ``visibility``, ``appdb``), ``Event``, ``Database``, ``INITIAL_SCHEMA``.
+- **A plugin's own state**: ``JournalFile`` (rows in memory, committed in groups by
+  appending what changed to a journal; for state that grows), ``move_tables_from``
+  (moves rows an older release kept in the host's ``db.json`` into it).
 - **Who is calling**: ``Actor``, ``actor``, ``host_of``, ``require_user``,
   ``require_admin``, ``require_installer``, ``require_operator``, ``require_caller``,
   ``require_app``, ``require_system_app``, ``refuse_non_system_app``, ``ask_permission``, ``admin_allowed``,
@@ -40,6 +43,7 @@ from __future__ import annotations
 from bolt_host import errors, hookimpl, hookspec, jsondepth
 from bolt_host.errors import BoltError
 from bolt_host.host import Host
+from bolt_host.journal import JournalFile
 from bolt_host.plugin.answers import ErrorFormat, PluginError, current_trace_id, read_json_body, retry_after_headers
 from bolt_host.plugin.installs import install_as_task
 from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSource, is_firmware, read_tarball_manifest
@@ -62,6 +66,7 @@ from bolt_host.services.tasklogs import format_time
 from bolt_host.services.tasks import TaskCancelled, TaskHandle
 from bolt_host.services.users import now_iso
 from bolt_host.services.versions import compare_versions, max_version, resolve_version, sort_key
+from bolt_host.statefile import move_tables_from
 from bolt_host.storage import INITIAL_SCHEMA, Database
 from bolt_host.web import uploads
 from bolt_host.web.auth import (
@@ -105,6 +110,7 @@ __all__ = [
     "Event",
     "ExtractError",
     "Host",
+    "JournalFile",
     "PluginError",
     "ReceivedUpload",
     "RegistryClient",
@@ -144,6 +150,7 @@ __all__ = [
     "jsondepth",
     "load_secret_key",
     "max_version",
+    "move_tables_from",
     "now_iso",
     "ok",
     "open_part_file",
