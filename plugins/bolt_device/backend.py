@@ -32,6 +32,7 @@ class DeviceBackend:
         self.agent: Any = None
         self.broker: Any = None
         self.offers: Any = None
+        self.state: Any = None  # the manager's devices, operations and notifications
 
     async def start(self) -> None:
         if self.config.mode == "manager":
@@ -53,8 +54,9 @@ class DeviceBackend:
         host, config = self.host, self.config
         self.accounts = Accounts(host, config.account)
         self.tokens = AccessTokens(host.db, host.settings.data_dir, config.token_seconds, config.refresh_seconds)
-        self.devices = Devices(host.db)
-        self.operations = Operations(host.db)
+        self.state = device_state(host)
+        self.devices = Devices(self.state)
+        self.operations = Operations(self.state)
         settings = host.settings
         self.offers = PackageOffers(settings.data_dir / "cache" / "device-offers", settings.max_download_bytes)
         if config.broker is None:
@@ -82,6 +84,9 @@ class DeviceBackend:
             await self.agent.stop()
         if self.manager is not None:
             await self.manager.stop()
+        if self.state is not None:
+            await self.state.commit()
+            self.state.close()
         if self.offers is not None:
             self.offers.close()
         if self.broker is not None:
@@ -121,3 +126,21 @@ class DeviceBackend:
             }
             for d in self.devices.list(scope)
         ]
+
+
+STATE_FILE = "device-state.json"
+
+
+def device_state(host: Host) -> Any:
+    """The manager's registry, operations and notifications: a journal of their own, so a burst
+    of notifications appends what changed instead of rewriting the host's whole ``db.json``
+    (older data dirs kept these tables there: they move over once)."""
+    from bolt_host.plugin import JournalFile, move_tables_from
+
+    from .devices import TABLE
+    from .operations import NOTIFICATIONS, OPERATIONS
+
+    state = JournalFile(host.settings.data_dir / STATE_FILE)
+    with host.db.transaction():
+        move_tables_from(host.db, state, {TABLE: "id", OPERATIONS: "id", NOTIFICATIONS: "id"})
+    return state

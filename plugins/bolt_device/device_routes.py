@@ -65,7 +65,9 @@ async def list_devices(request: Request) -> Response:
 async def create_device(request: Request) -> Response:
     who, scope = writer_in_scope(request, "device")
     body = await json_body(request, "deviceCreator")
-    device = backend_of(request).devices.register(scope, body, created_by=who.scope)
+    devices = backend_of(request).devices
+    device = devices.register(scope, body, created_by=who.scope)
+    await devices.saved()
     return kapua_json(public_device(device), 201)
 
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tinydb import Query
+from bolt_host.plugin import JournalFile
 
 from .kapua import illegal_argument, illegal_null, iso, new_id, not_connected, not_found, optimistic_lock
-from .rows import update_by_id
 
 TABLE = "device_devices"
-SCHEMA = {1: lambda table: None}
 CONNECTED = "CONNECTED"
 DISCONNECTED = "DISCONNECTED"
 SEEN_WRITE_SECONDS = 10.0
@@ -35,22 +33,28 @@ BIRTH_FIELDS = {
 
 
 class Devices:
-    """The registry, read from memory and written through to ``device_devices``
-    (every read of the host's TinyDB copies the whole file's contents, and every write
-    rewrites the whole file).  Presence is the exception: it changes in memory at once and
-    :meth:`store_presence` writes every device whose presence changed in one write, so a fleet
-    re-announcing itself after a broker restart is a few writes, not one per device."""
+    """The registry, read from memory and written through to the ``device_devices`` section
+    of the device backend's journal (a change is in memory at once and on disk with the next
+    commit; callers that answer await :meth:`saved`).  Presence is batched: it changes in
+    memory and :meth:`store_presence` records every device whose presence changed for one
+    commit, so a fleet re-announcing itself after a broker restart is a few appends, not one
+    per device."""
 
-    def __init__(self, db: Any) -> None:
-        self._db = db
-        self._db.migrate(TABLE, SCHEMA)
-        self._table = db.table(TABLE)
-        self._cache: dict[str, dict[str, Any]] = {row["id"]: dict(row) for row in self._table.all()}
+    def __init__(self, state: JournalFile) -> None:
+        self._state = state
+        self._cache: dict[str, dict[str, Any]] = {row["id"]: row for row in state.rows(TABLE)}
         self._by_client: dict[tuple[str, str], str] = {(r["scopeId"], r["clientId"]): i for i, r in self._cache.items()}
-        self._stored: set[str] = set(self._cache)  # ids that have a row in the table
         self._presence_dirty: set[str] = set()
         self._seen_dirty: set[str] = set()
         self._seen_written_at = 0.0
+
+    async def saved(self) -> None:
+        """Return once every change made so far is on disk."""
+        await self._state.commit()
+
+    def _store(self, record: dict[str, Any]) -> None:
+        self._state.put(TABLE, record["id"], record)
+        self._state.commit_soon()
 
     def get(self, scope: str, device_id: str) -> dict[str, Any] | None:
         row = self._cache.get(device_id)
@@ -82,42 +86,38 @@ class Devices:
         display = body.get("displayName")
         if display is not None and not isinstance(display, str):
             raise illegal_argument("deviceCreator.displayName", display)
-        with self._db.transaction():
-            if self.by_client(scope, client_id) is not None:
-                raise illegal_argument("deviceCreator.clientId", client_id, "A device with this client id exists.")
-            record = self._new(scope, client_id, created_by or scope)
-            if display:
-                record["displayName"] = display
-            self._table.insert(record)
-            self._stored.add(record["id"])
-            self._remember(dict(record))
+        if self.by_client(scope, client_id) is not None:
+            raise illegal_argument("deviceCreator.clientId", client_id, "A device with this client id exists.")
+        record = self._new(scope, client_id, created_by or scope)
+        if display:
+            record["displayName"] = display
+        self._store(record)
+        self._remember(dict(record))
         return record
 
     def update(self, device: dict[str, Any], body: dict[str, Any], modified_by: str) -> dict[str, Any]:
         """Kapua's device update: ``displayName``, ``status`` and the descriptive fields; a stale
         ``optlock`` is a 409, a different ``clientId`` a 400 (the client id names the device on MQTT)."""
         changes = update_changes(device, body)
-        with self._db.transaction():
-            current = self._cache.get(device["id"])
-            if current is None:
-                raise not_found("device", device["id"])
-            if body.get("optlock") is not None and body["optlock"] != current["optlock"]:
-                raise optimistic_lock("device", device["id"])
-            changes.update(modifiedOn=iso(), modifiedBy=modified_by, optlock=current["optlock"] + 1)
-            self._table.update(changes, Query().id == device["id"])
-            current.update(changes)
-            return dict(current)
+        current = self._cache.get(device["id"])
+        if current is None:
+            raise not_found("device", device["id"])
+        if body.get("optlock") is not None and body["optlock"] != current["optlock"]:
+            raise optimistic_lock("device", device["id"])
+        changes.update(modifiedOn=iso(), modifiedBy=modified_by, optlock=current["optlock"] + 1)
+        current.update(changes)
+        self._store(current)
+        return dict(current)
 
     def delete(self, device: dict[str, Any]) -> None:
         """Forget a device (a connected one is registered again by its next BIRTH, as in Kapua)."""
-        with self._db.transaction():
-            self._table.remove(Query().id == device["id"])
-            removed = self._cache.pop(device["id"], None)
-            if removed is not None:
-                self._by_client.pop((removed["scopeId"], removed["clientId"]), None)
-            self._stored.discard(device["id"])
-            self._presence_dirty.discard(device["id"])
-            self._seen_dirty.discard(device["id"])
+        self._state.delete(TABLE, device["id"])
+        self._state.commit_soon()
+        removed = self._cache.pop(device["id"], None)
+        if removed is not None:
+            self._by_client.pop((removed["scopeId"], removed["clientId"]), None)
+        self._presence_dirty.discard(device["id"])
+        self._seen_dirty.discard(device["id"])
 
     def _new(self, scope: str, client_id: str, created_by: str) -> dict[str, Any]:
         now = iso()
@@ -183,17 +183,12 @@ class Devices:
         return dirty
 
     def store_presence(self, dirty: set[str]) -> None:
-        """Store the devices ``dirty`` names in one write (call it off the event loop; on failure
-        hand them back with :meth:`retry_presence`).  Rows are copied under the database lock,
-        so an update or delete made meanwhile is what gets stored."""
-        with self._db.transaction():
-            rows = [dict(self._cache[d]) for d in dirty if d in self._cache]
-            new = [row for row in rows if row["id"] not in self._stored]
-            new_ids = {row["id"] for row in new}
-            if new:
-                self._table.insert_multiple(new)
-                self._stored.update(row["id"] for row in new)
-            update_by_id(self._table, {row["id"]: row for row in rows if row["id"] not in new_ids})
+        """Record the devices ``dirty`` names for the next commit (one append for all of them;
+        await :meth:`saved`, and on failure hand them back with :meth:`retry_presence`).  The rows
+        are taken as they are now, so an update or delete made meanwhile is what gets stored."""
+        for device_id in dirty:
+            if device_id in self._cache:
+                self._state.put(TABLE, device_id, self._cache[device_id])
 
     def retry_presence(self, dirty: set[str]) -> None:
         self._presence_dirty |= dirty
@@ -208,23 +203,23 @@ class Devices:
         self._seen_dirty.add(device_id)
 
     def write_seen(self) -> None:
-        """Store the last-seen times refreshed since the last call, in one write, at most every
-        SEEN_WRITE_SECONDS (a write per device would rewrite the whole database per device;
-        call it off the event loop)."""
+        """Record the last-seen times refreshed since the last call for the next commit, at most
+        every SEEN_WRITE_SECONDS (each is a whole row in the journal)."""
         if not self._seen_dirty or time.monotonic() - self._seen_written_at < SEEN_WRITE_SECONDS:
             return
         dirty, self._seen_dirty = self._seen_dirty, set()
         self._seen_written_at = time.monotonic()
-        with self._db.transaction():
-            update_by_id(self._table, {d: {"lastSeen": self._cache[d]["lastSeen"]} for d in dirty if d in self._cache})
+        for device_id in dirty:
+            if device_id in self._cache:
+                self._state.put(TABLE, device_id, self._cache[device_id])
 
     def mark_all_disconnected(self) -> None:
         """At manager start-up nothing is known: devices re-announce when they see the manager."""
         changes = {"connectionStatus": DISCONNECTED, "connectionModifiedOn": iso()}
-        with self._db.transaction():
-            self._table.update(changes)
         for record in self._cache.values():
             record.update(changes)
+            self._state.put(TABLE, record["id"], record)
+        self._state.commit_soon()
 
 
 def require_reachable(device: dict[str, Any]) -> None:

@@ -92,10 +92,12 @@ class Manager:
             self._presence_writer = asyncio.create_task(self._store_presence(), name="device-presence")
 
     async def _store_presence(self) -> None:
-        """Store presence in batches off the event loop: what arrives during a write goes in the next."""
+        """Store presence in batches (the write runs off the event loop): what arrives during a
+        write goes in the next."""
         while (dirty := self.devices.take_presence()):
             try:
-                await asyncio.to_thread(self.devices.store_presence, dirty)
+                self.devices.store_presence(dirty)
+                await self.devices.saved()
             except Exception:
                 log.exception("could not store the presence of %d devices; kept for the next change", len(dirty))
                 self.devices.retry_presence(dirty)
@@ -246,8 +248,9 @@ class Manager:
                     continue  # unknown, or a re-sent notification of an operation that already ended
                 items.append((operation, payload.metrics, resource, iso_from_ms(payload.sent_on)))
             try:
-                ended = await asyncio.to_thread(self.operations.notify_many, items) if items else []
-                await asyncio.to_thread(self.devices.write_seen)
+                ended = self.operations.notify_many(items) if items else []
+                self.devices.write_seen()
+                await self.operations.saved()  # one append for the batch, off the event loop
             except Exception:
                 log.exception("could not store %d notifications", len(items))
                 continue

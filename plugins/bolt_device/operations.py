@@ -12,22 +12,20 @@ Download credentials are never stored: only the fact that some were given.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 from typing import Any
 
-from tinydb import Query
+from bolt_host.plugin import JournalFile
 
 from .kapua import iso, new_id
-from .rows import update_by_id
 
 OPERATIONS = "device_operations"
 NOTIFICATIONS = "device_notifications"
-SCHEMA = {1: lambda table: None}
 RUNNING, COMPLETED, FAILED, STALE = "RUNNING", "COMPLETED", "FAILED", "STALE"
 # Kura notification statuses -> Kapua's (TranslatorAppNotifyKuraKapua); others stay None.
 KURA_STATUS = {"IN_PROGRESS": RUNNING, "COMPLETED": COMPLETED, "FAILED": FAILED}
 SECRET_PROPERTIES = {"username", "password"}
+SAME_NOTE = ("resource", "status", "progress", "message")  # a re-sent notification repeats these
 
 
 def property_type(value: Any) -> str:
@@ -39,46 +37,41 @@ def property_type(value: Any) -> str:
 
 
 class Operations:
-    """Operations and notifications.  Running operations and their notifications are
-    also kept in memory, so a burst of notifications costs two writes per batch and
-    no reads (every read of the host's TinyDB copies the whole file's contents)."""
+    """Operations and notifications, in the device backend's journal (``device-state.json``):
+    a change is made in memory at once and reaches the disk with the next commit, which
+    appends only the rows that changed (a burst of notifications costs one small append
+    per batch, never a rewrite of a file that grows with the fleet's history)."""
 
-    def __init__(self, db: Any) -> None:
-        self._db = db
-        db.migrate(OPERATIONS, SCHEMA)
-        db.migrate(NOTIFICATIONS, SCHEMA)
-        self._ops = db.table(OPERATIONS)
-        self._notes = db.table(NOTIFICATIONS)
+    def __init__(self, state: JournalFile) -> None:
+        self._state = state
         self._running: dict[str, dict[str, Any]] = {}  # operation id -> record
-        self._by_job: dict[str, str] = {}  # job id (operationId) -> operation id
-        self._running_notes: dict[str, list[dict[str, Any]]] = {}
+        self._by_job: dict[str, str] = {}  # job id (operationId) -> operation id, running ones
+        self._job_ids: dict[str, str] = {}  # job id -> operation id, every operation
+        self._notes_of: dict[str, list[str]] = {}  # operation id -> its notification ids
         self._ended_jobs: dict[str, str] = {}  # job id -> final status, for replays after the end
-        self._doc_ids: dict[str, int] = {}  # operation id and job id -> TinyDB doc id, for ended ones
-        for row in self._ops.all():
-            self._index(row, row.doc_id)
+        for row in state.shared_rows(OPERATIONS):
+            self._job_ids[row["operationId"]] = row["id"]
             if row["status"] == RUNNING:
                 self._remember(dict(row))
-        self._seq = len(self._notes)
-        self._to_insert: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._inserter: asyncio.Task[None] | None = None
+        self._seq = 0
+        for note in state.shared_rows(NOTIFICATIONS):
+            self._notes_of.setdefault(note["operationId"], []).append(note["id"])
+            self._seq = max(self._seq, int(note.get("seq") or 0))
 
-    def _index(self, record: dict[str, Any], doc_id: int) -> None:
-        self._doc_ids[record["id"]] = self._doc_ids[record["operationId"]] = doc_id
+    async def saved(self) -> None:
+        """Return once every change made so far is on disk."""
+        await self._state.commit()
 
     def _stored(self, operation_id: str) -> dict[str, Any] | None:
         """An operation's row, by its id or job id, without scanning the table."""
-        doc_id = self._doc_ids.get(operation_id)
-        row = self._ops.get(doc_id=doc_id) if doc_id is not None else None
-        return dict(row) if row else None
+        return self._state.get(OPERATIONS, self._job_ids.get(operation_id, operation_id))
 
     def _remember(self, record: dict[str, Any]) -> None:
         self._running[record["id"]] = record
         self._by_job[record["operationId"]] = record["id"]
-        self._running_notes[record["id"]] = [dict(n) for n in self._notes.search(Query().operationId == record["id"])]
 
     def _forget(self, record: dict[str, Any], status: str) -> None:
         self._running.pop(record["id"], None)
-        self._running_notes.pop(record["id"], None)
         self._by_job.pop(record["operationId"], None)
         self._ended_jobs[record["operationId"]] = status
         if len(self._ended_jobs) > 10_000:
@@ -90,35 +83,17 @@ class Operations:
         """A new RUNNING operation, stored before this returns.  Concurrent creations
         (a fan-out to many devices) are written together, off the event loop."""
         record = self._new(device, resource, properties, created_by)
-        self._running[record["id"]] = dict(record)
-        self._by_job[record["operationId"]] = record["id"]
-        self._running_notes[record["id"]] = []
-        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_insert.append((record, stored))
-        if self._inserter is None or self._inserter.done():
-            self._inserter = asyncio.create_task(self._insert_pending())
-        await stored
+        self._remember(dict(record))
+        self._job_ids[record["operationId"]] = record["id"]
+        self._state.put(OPERATIONS, record["id"], record)
+        try:
+            await self._state.commit()
+        except BaseException:
+            self._forget(record, FAILED)
+            self._job_ids.pop(record["operationId"], None)
+            self._state.delete(OPERATIONS, record["id"])
+            raise
         return record
-
-    async def _insert_pending(self) -> None:
-        while self._to_insert:
-            batch, self._to_insert = self._to_insert, []
-            try:
-                await asyncio.to_thread(self._insert_batch, [record for record, _ in batch])
-            except Exception as exc:
-                for record, stored in batch:
-                    self._forget(record, FAILED)
-                    if not stored.done():
-                        stored.set_exception(exc)
-                continue
-            for _, stored in batch:
-                if not stored.done():
-                    stored.set_result(None)
-
-    def _insert_batch(self, records: list[dict[str, Any]]) -> None:
-        with self._db.transaction():
-            for record, doc_id in zip(records, self._ops.insert_multiple(records), strict=True):
-                self._index(record, doc_id)
 
     @staticmethod
     def _new(device: dict[str, Any], resource: str, properties: dict[str, Any], created_by: str) -> dict[str, Any]:
@@ -161,43 +136,41 @@ class Operations:
         return [dict(record) for record in self._running.values()]
 
     def list(self, scope: str, device_id: str, resource: str | None = None) -> list[dict[str, Any]]:
-        query = (Query().scopeId == scope) & (Query().deviceId == device_id)
-        if resource:
-            query &= Query().resource == resource
-        return sorted((dict(r) for r in self._ops.search(query)), key=lambda r: r["createdOn"])
+        found = [
+            r for r in self._state.shared_rows(OPERATIONS)
+            if r["scopeId"] == scope and r["deviceId"] == device_id and (not resource or r["resource"] == resource)
+        ]
+        return sorted((dict(self._state.get(OPERATIONS, r["id"]) or {}) for r in found), key=lambda r: r["createdOn"])
 
     def notifications(self, operation: dict[str, Any], resource: str | None = None) -> builtins.list[dict[str, Any]]:
-        if operation["id"] in self._running_notes:
-            found = [dict(n) for n in self._running_notes[operation["id"]]]
-        else:
-            found = [dict(r) for r in self._notes.search(Query().operationId == operation["id"])]
-        if resource:
-            found = [n for n in found if n["resource"] == resource]
+        found = [self._state.get(NOTIFICATIONS, note_id) for note_id in self._notes_of.get(operation["id"], ())]
+        found = [n for n in found if n is not None and (not resource or n["resource"] == resource)]
         return sorted(found, key=lambda r: (r["sentOn"], r["seq"]))
 
-    # changes ------------------------------------------------------------------
+    # changes (in memory at once, on disk with the next commit: callers that answer await saved()) ----
     def notification(self, operation: dict[str, Any], notification_id: str) -> dict[str, Any] | None:
         return next((n for n in self.notifications(operation) if n["id"] == notification_id), None)
 
     def delete(self, operation: dict[str, Any]) -> None:
         """Remove an operation and its notifications (Kapua's registry delete); a running one
         is forgotten, so its device's later notifications are dropped."""
-        with self._db.transaction():
-            current = self._running.get(operation["id"])
-            if current is not None:
-                self._forget(current, "DELETED")
-            self._ops.remove(Query().id == operation["id"])
-            self._notes.remove(Query().operationId == operation["id"])
-            for key in (operation["id"], operation["operationId"]):
-                self._doc_ids.pop(key, None)
+        current = self._running.get(operation["id"])
+        if current is not None:
+            self._forget(current, "DELETED")
+        self._state.delete(OPERATIONS, operation["id"])
+        for note_id in self._notes_of.pop(operation["id"], []):
+            self._state.delete(NOTIFICATIONS, note_id)
+        self._job_ids.pop(operation["operationId"], None)
+        self._state.commit_soon()
 
     def delete_notification(self, operation: dict[str, Any], notification_id: str) -> bool:
-        with self._db.transaction():
-            known = self._running_notes.get(operation["id"])
-            if known is not None:
-                known[:] = [n for n in known if n["id"] != notification_id]
-            removed = self._notes.remove((Query().operationId == operation["id"]) & (Query().id == notification_id))
-        return bool(removed)
+        known = self._notes_of.get(operation["id"], [])
+        if notification_id not in known:
+            return False
+        known.remove(notification_id)
+        self._state.delete(NOTIFICATIONS, notification_id)
+        self._state.commit_soon()
+        return True
 
     def _closing(self, record: dict[str, Any], status: str, reason: str | None) -> dict[str, Any]:
         lines = [_log_line(n) for n in self.notifications(record)]
@@ -209,14 +182,14 @@ class Operations:
 
     def close(self, operation: dict[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
         """End ``operation`` with ``status`` unless it already ended; the log gathers every message."""
-        with self._db.transaction():
-            current = self._running.get(operation["id"])
-            if current is None:
-                return self._stored(operation["id"]) or dict(operation)
-            changes = self._closing(current, status, reason)
-            self._ops.update(changes, Query().id == operation["id"])
-            self._forget(current, status)
-            return {**current, **changes}
+        current = self._running.get(operation["id"])
+        if current is None:
+            return self._stored(operation["id"]) or dict(operation)
+        ended = {**current, **self._closing(current, status, reason)}
+        self._state.put(OPERATIONS, ended["id"], ended)
+        self._forget(current, status)
+        self._state.commit_soon()
+        return ended
 
     def notify(self, operation: dict[str, Any], metrics: dict[str, Any], resource: str, sent_on: str) -> dict | None:
         """Store one device notification; see :meth:`notify_many`."""
@@ -226,38 +199,31 @@ class Operations:
     def notify_many(
         self, items: builtins.list[tuple[dict[str, Any], dict[str, Any], str, str]]
     ) -> builtins.list[dict[str, Any]]:
-        """Store a batch of notifications (duplicates and those of ended operations are
-        dropped: devices re-send their last ones after a reconnect) and close the
-        operations they end.  Returns the operations that ended."""
-        with self._db.transaction():
-            new_notes: list[dict[str, Any]] = []
-            ending: dict[str, str] = {}
-            for operation, metrics, resource, sent_on in items:
-                current = self._running.get(operation["id"])
-                if current is None or current["id"] in ending:
-                    continue
-                note = self._note(current, metrics, resource, sent_on)
-                known = self._running_notes[current["id"]]
-                if any(n["resource"] == resource and n["status"] == note["status"] and n["progress"] == note["progress"]
-                       and n["message"] == note["message"] for n in known):
-                    continue
-                known.append(note)
-                new_notes.append(note)
-                if note["status"] == FAILED:
-                    ending[current["id"]] = FAILED
-                elif note["status"] == COMPLETED and self._is_final_step(current, resource):
-                    ending[current["id"]] = COMPLETED
-            if new_notes:
-                self._notes.insert_multiple(new_notes)
-            ended = []
-            updates = {}
-            for operation_id, status in ending.items():
-                current = self._running[operation_id]
-                updates[operation_id] = self._closing(current, status, None)
-                ended.append({**current, **updates[operation_id]})
-            update_by_id(self._ops, updates)
-            for record in ended:
-                self._forget(record, record["status"])
+        """Record a batch of notifications in memory (duplicates and those of ended operations
+        are dropped: devices re-send their last ones after a reconnect) and close the
+        operations they end; :meth:`saved` makes them durable.  Returns the operations that ended."""
+        ending: dict[str, str] = {}
+        for operation, metrics, resource, sent_on in items:
+            current = self._running.get(operation["id"])
+            if current is None or current["id"] in ending:
+                continue
+            note = self._note(current, metrics, resource, sent_on)
+            known = (self._state.shared_row(NOTIFICATIONS, i) for i in self._notes_of.get(current["id"], ()))
+            if any(n is not None and all(n[field] == note[field] for field in SAME_NOTE) for n in known):
+                continue
+            self._state.put(NOTIFICATIONS, note["id"], note)
+            self._notes_of.setdefault(current["id"], []).append(note["id"])
+            if note["status"] == FAILED:
+                ending[current["id"]] = FAILED
+            elif note["status"] == COMPLETED and self._is_final_step(current, resource):
+                ending[current["id"]] = COMPLETED
+        ended = []
+        for operation_id, status in ending.items():
+            current = self._running[operation_id]
+            record = {**current, **self._closing(current, status, None)}
+            self._state.put(OPERATIONS, operation_id, record)
+            self._forget(record, status)
+            ended.append(record)
         return ended
 
     def _note(self, operation: dict[str, Any], metrics: dict[str, Any], resource: str, sent_on: str) -> dict:

@@ -83,13 +83,18 @@ async def update_device(request: Request) -> Response:
     who, scope = _writer(request, "device")
     device = _device(request, scope)
     body = await json_body(request, "device")
-    return kapua_json(public_device(backend_of(request).devices.update(device, body, who.scope)))
+    devices = backend_of(request).devices
+    updated = devices.update(device, body, who.scope)
+    await devices.saved()
+    return kapua_json(public_device(updated))
 
 
 @kapua_endpoint
 async def delete_device(request: Request) -> Response:
     _, scope = _writer(request, "device")
-    backend_of(request).devices.delete(_device(request, scope))
+    devices = backend_of(request).devices
+    devices.delete(_device(request, scope))
+    await devices.saved()
     return Response(status_code=204)
 
 
@@ -151,7 +156,9 @@ async def count_operations(request: Request) -> Response:
 @kapua_endpoint
 async def delete_operation(request: Request) -> Response:
     _, scope = _writer(request, REGISTRY)
-    backend_of(request).operations.delete(_operation(request, scope))
+    operations = backend_of(request).operations
+    operations.delete(_operation(request, scope))
+    await operations.saved()
     return Response(status_code=204)
 
 
@@ -201,7 +208,9 @@ async def get_notification(request: Request) -> Response:
 async def delete_notification(request: Request) -> Response:
     _, scope = _writer(request, REGISTRY)
     operation, note = _notification(request, scope)
-    backend_of(request).operations.delete_notification(operation, note["id"])
+    operations = backend_of(request).operations
+    operations.delete_notification(operation, note["id"])
+    await operations.saved()
     return Response(status_code=204)
 
 
