@@ -114,13 +114,13 @@ class JournalFile(StateFile):
         line = b"{" + b",".join(
             _encode_json(section) + b":{" + b",".join(rows.values()) + b"}" for section, rows in pending.items()
         ) + b"}\n"
-        if self._must_compact or self._journal_bytes + len(line) > max(self.min_compact_bytes, self._snapshot_bytes):
+        if self._must_compact or self._fd is None or self._journal_bytes + len(line) > max(self.min_compact_bytes, self._snapshot_bytes):
             snapshot = b'{"journal":%d,"sections":' % (self._generation + 1) + self._encode() + b"}"
             return lambda: self._compact(snapshot)
         return lambda: self._append(line)
 
     def _append(self, line: bytes) -> None:
-        assert self._fd is not None
+        assert self._fd is not None  # _next_write compacts (opening a journal) when there is none
         view = memoryview(line)
         while view:
             view = view[os.write(self._fd, view):]
