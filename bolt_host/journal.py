@@ -114,7 +114,8 @@ class JournalFile(StateFile):
         line = b"{" + b",".join(
             _encode_json(section) + b":{" + b",".join(rows.values()) + b"}" for section, rows in pending.items()
         ) + b"}\n"
-        if self._must_compact or self._fd is None or self._journal_bytes + len(line) > max(self.min_compact_bytes, self._snapshot_bytes):
+        outgrown = self._journal_bytes + len(line) > max(self.min_compact_bytes, self._snapshot_bytes)
+        if self._must_compact or self._fd is None or outgrown:
             snapshot = b'{"journal":%d,"sections":' % (self._generation + 1) + self._encode() + b"}"
             return lambda: self._compact(snapshot)
         return lambda: self._append(line)
