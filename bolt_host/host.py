@@ -211,6 +211,8 @@ class Host:
         stack.push_async_callback(self.app_hooks.aclose)
         self.events.subscribe(self.app_hooks)
         stack.callback(self.events.unsubscribe, self.app_hooks)
+        if self.isolation is not None:  # runs after the supervisor's shutdown below
+            stack.callback(self.isolation.remove_empty_groups)
         stack.push_async_callback(self.supervisor.shutdown)
         await self.supervisor.boot()
         self.tasks = Tasks(self.db, data_dir / "logs" / "tasks", self.publish)

@@ -487,3 +487,32 @@ async def test_an_admin_sets_only_declared_env_names_and_never_refused_ones(tmp_
         assert shown.json()["body"]["adminEnv"] == ["GREETING"] and "secret-bonjour" not in shown.text
         await bolt.admin.post("/api/apps/start", json={"name": "greeter"})
         assert "GREETING=secret-bonjour" in await wait_for_line(bolt, "greeter", "GREETING=")
+
+
+async def test_an_apps_cgroup_stays_between_its_runs_and_goes_with_the_app(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_app(repo, "sleeper", 'import time\nprint("UP", flush=True)\ntime.sleep(600)\n')
+    write_app(repo, "kept", 'import time\nprint("UP", flush=True)\ntime.sleep(600)\n')
+    async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=2.0) as bolt:
+        support = require_cgroups(bolt)
+        for name in ("sleeper", "kept"):
+            await install_and_start(bolt, name)
+            await wait_for_line(bolt, name, "UP")
+        group = support.group("sleeper")
+        assert group is not None and group.members()
+        assert (await bolt.admin.post("/api/apps/stop", json={"name": "sleeper"})).status_code == 200
+        assert all(folder.is_dir() for folder in group.dirs.values()) and not group.members()  # kept, empty
+        again = await install_and_start_again(bolt, "sleeper")
+        await async_wait_until(lambda: again["pid"] in group.members(), what="the next run in the same group")
+        assert (await bolt.admin.delete("/api/apps/sleeper")).status_code == 200
+        assert not any(folder.exists() for folder in group.dirs.values())  # deleted with the app
+        kept = support.group("kept")
+        assert kept is not None and kept.members()
+    assert not any(folder.exists() for folder in kept.dirs.values())  # host shut down: nothing runs in it
+
+
+async def install_and_start_again(bolt: RunningHost, name: str) -> dict[str, Any]:
+    started = await bolt.admin.post("/api/apps/start", json={"name": name})
+    assert started.status_code == 200, started.text
+    return started.json()["body"]

@@ -28,13 +28,13 @@ ERRORED_STATUSES = frozenset({STOPPED, CRASHED, FAILED})  # with a failed last e
 DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
 PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python"})  # secrets and the host's absolute paths
 
-# A context's members, in the order they are written; cpu, memory and uptime change without
-# the runtime changing and are formatted on every read, the rest is encoded once per change.
-_HEAD_FIELDS = ("name", "path", "pid", "protocol", "host", "status", "startedAt", "restarts", "exitCode", "reason")
-_USAGE_ORDER = ("cpu", "memory", "uptime")
-_TAIL_FIELDS = ("nextRestartAt", "lastExit", "errored", "port")
-USAGE_FIELDS = frozenset(_USAGE_ORDER)
-CONTEXT_FIELDS = frozenset((*_HEAD_FIELDS, *_USAGE_ORDER, *_TAIL_FIELDS, "app"))
+# A context's members, in the order they are written (the app's manifest last).
+_ORDER = (
+    *("name", "path", "pid", "protocol", "host", "status", "startedAt", "restarts", "exitCode", "reason"),
+    *("cpu", "memory", "uptime", "nextRestartAt", "lastExit", "errored", "port"),
+)
+USAGE_FIELDS = frozenset({"cpu", "memory"})  # from the stats sampler
+CONTEXT_FIELDS = frozenset((*_ORDER, "app"))
 # The attributes a context shows: setting one drops the runtime's encoded contexts.
 _SHOWN_STATE = frozenset(
     {"app", "status", "process", "port", "started_at", "restarts", "exit_code", "reason", "next_restart_at"}
@@ -87,7 +87,7 @@ class AppRuntime:
     restart_task: asyncio.Task[None] | None = None
     confinement: Any = None  # a sandbox.Confinement while a confined process may be alive
     _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
-    _encoded: dict[frozenset[str], tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
+    _encoded: dict[frozenset[str], tuple[Any, bytes, bytes | None]] = field(default_factory=dict, repr=False)
 
     @property
     def marker(self) -> str:
@@ -137,45 +137,40 @@ class AppRuntime:
     def context_json(self, usage: TreeUsage | None, fields: frozenset[str] | None = None) -> bytes:
         """:meth:`context` (only ``fields``, when given) encoded as JSON.
 
-        ``GET /api/apps/@live`` answers with these.  What only a change of this runtime
-        can change is encoded once and kept until one of its attributes the context shows
-        is set again (see ``__setattr__``); per call only cpu, memory and uptime are
-        formatted.  At 200 apps, encoding every context on every call was most of the
-        request.
+        ``GET /api/apps/@live`` answers with these.  The encoding is kept, per field
+        selection, until an attribute the context shows is set again (see ``__setattr__``)
+        or the stats sampler gives ``usage`` anew; a read in between only formats the
+        uptime.  At 200 apps, encoding every context on every call was most of the request.
         """
         key = fields if fields is not None else CONTEXT_FIELDS
-        parts = self._encoded.get(key)
-        if parts is None:
-            parts = self._encode_steady(key)
+        cached = self._encoded.get(key)
+        if cached is None or cached[0] is not usage:
+            cached = (usage, *self._encode(key, usage))
             if len(self._encoded) < ENCODED_VARIANTS:  # a client cycling through field sets cannot grow it
-                self._encoded[key] = parts
-        head, tail = parts
-        changing = self._changing_json(usage, key) if not USAGE_FIELDS.isdisjoint(key) else b""
-        return b"{" + b",".join(part for part in (head, changing, tail) if part) + b"}"
+                self._encoded[key] = cached
+        _, before, after = cached
+        if after is None:
+            return before
+        uptime = self.uptime
+        return before + (repr(round(uptime, 3)).encode() if uptime is not None else b"0.0") + after
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key in _SHOWN_STATE:
             object.__setattr__(self, "_encoded", {})
         object.__setattr__(self, key, value)
 
-    def _encode_steady(self, fields: frozenset[str]) -> tuple[bytes, bytes]:
-        """The JSON members before and after cpu/memory/uptime (without braces)."""
-        context = self._live_fields(None)
-        head = {name: context[name] for name in _HEAD_FIELDS if name in fields}
-        tail = {name: context[name] for name in _TAIL_FIELDS if name in fields and name in context}
-        pieces = [encode_json(tail)[1:-1]] if tail else []
+    def _encode(self, fields: frozenset[str], usage: TreeUsage | None) -> tuple[bytes, bytes | None]:
+        """The JSON object up to the uptime's value and after it (None: no uptime selected)."""
+        context = self._live_fields(usage)
+        members = [encode_json({name: context[name]})[1:-1] for name in _ORDER if name in fields and name in context]
         if "app" in fields:
-            pieces.append(b'"app":' + self._public_app()[1])
-        return (encode_json(head)[1:-1] if head else b""), b",".join(pieces)
-
-    def _changing_json(self, usage: TreeUsage | None, fields: frozenset[str]) -> bytes:
-        uptime = self.uptime
-        values = {
-            "cpu": usage.cpu if usage else 0.0,
-            "memory": usage.memory if usage else 0,
-            "uptime": round(uptime, 3) if uptime is not None else 0.0,
-        }
-        return ",".join(f'"{name}":{values[name]!r}' for name in _USAGE_ORDER if name in fields).encode()
+            members.append(b'"app":' + self._public_app()[1])
+        if "uptime" not in fields:
+            return b"{" + b",".join(members) + b"}", None
+        at = [name for name in _ORDER if name in fields and name in context].index("uptime")
+        head = b",".join([*members[:at], b'"uptime":'])
+        rest = members[at + 1 :]
+        return b"{" + head, (b"," + b",".join(rest) if rest else b"") + b"}"
 
     def _live_fields(self, usage: TreeUsage | None) -> dict[str, Any]:
         uptime = self.uptime

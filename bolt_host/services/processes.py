@@ -414,8 +414,9 @@ async def terminate_tree(
     snapshots = snapshots or SharedSnapshots()
 
     async def members() -> list[TreeMember]:
-        if group_members is not None:
-            return [TreeMember(pid, started) for pid in group_members() if (started := start_time(pid)) is not None]
+        if group_members is not None:  # the main process too: it joins its group only after its first exec
+            pids = {process.pid, *group_members()}
+            return [TreeMember(pid, started) for pid in pids if (started := start_time(pid)) is not None]
         table = await snapshots.fresh()
         return find_tree(
             table, process.pid, process.pgid, marker, since, group_pinned=process.group_pinned, anywhere=process.adopted
