@@ -290,7 +290,8 @@ class Apps:
             )
         _check_registry_version(manifest, source)
         name = build_app(manifest, self.apps_dir / "pending", source, system, now_iso(), root=root)["name"]
-        if self.get(name) and not upgrade:  # before spending minutes on dependencies
+        installed = self.get(name)
+        if installed and not upgrade:  # before spending minutes on dependencies
             raise BoltError(errors.APP_NAME_TAKEN)
         registry = self.registry.base_url if self.registry is not None else None
         credentials = self.registry.npm_credentials() if self.registry is not None else None
@@ -303,6 +304,7 @@ class Apps:
                 run_scripts=run_scripts,
                 confine=confined,
                 registry_credentials=credentials,
+                previous=installed,
             )
         finally:
             if confined is not None and self.isolation is not None:  # the app's uid wrote there:

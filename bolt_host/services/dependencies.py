@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from bolt_host.services.npm_dependencies import (
     needs_npm,
     requests_install_scripts,
 )
+from bolt_host.services.npm_reuse import TreeChanged, copy_verified, inputs_key, reusable_tree, tree_digest
 from bolt_host.services.python_env import needs_python_env, prepare_python_env
 from bolt_host.services.tasks import TaskCancelled, current_task
 
@@ -39,6 +40,8 @@ class Prepared:
     install_scripts: bool  # requested by the manifest
     scripts_run: bool
     python: Path | None  # the app's own interpreter, inside the staged tree or elsewhere
+    npm_tree: dict[str, str] | None = None  # what a later install may reuse (see npm_reuse)
+    reused: bool = False  # node_modules copied from the installed version instead of running npm
 
     def fields(self, staged: Path, final: Path) -> dict[str, Any]:
         python = self.python
@@ -49,6 +52,8 @@ class Prepared:
             "installScripts": self.install_scripts,
             "installScriptsRun": self.scripts_run,
             "python": str(python) if python is not None else None,
+            "npmTree": self.npm_tree,
+            "dependenciesReused": self.reused,
         }
 
 
@@ -100,31 +105,21 @@ class DependencySteps:
         run_scripts: bool,
         confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None = None,
         registry_credentials: str | None = None,
+        previous: Mapping[str, Any] | None = None,
     ) -> Prepared:
         """``confine(tool)`` gives the argv prefix that runs ``tool`` as the app (its uid or
         sandbox) and the app's own cache folder for it; without it tools run as the host.
-        ``registry_credentials`` (``.npmrc`` lines) let npm fetch from a private registry."""
+        ``registry_credentials`` (``.npmrc`` lines) let npm fetch from a private registry.
+        ``previous`` is the installed version's record (an upgrade or reinstall): its
+        ``node_modules`` is reused when the dependencies are the same (see npm_reuse)."""
         requested = requests_install_scripts(manifest)
         run_scripts = run_scripts and requested  # a grant nobody asked for runs nothing
         sink = TaskLog()
+        npm_tree, reused = None, False
         if needs_npm(root, manifest):
-            sink.line(f"=== installing {dependency_count(manifest)} npm dependencies")
-            prefix, npm_cache = await confine("npm") if confine is not None else ([], self.npm_cache)
-            await _until_cancelled(
-                install_npm_dependencies(
-                    root,
-                    manifest,
-                    registry=registry,
-                    cache_dir=npm_cache,
-                    prefix=prefix,
-                    credentials=registry_credentials,
-                    run_scripts=run_scripts,
-                    timeout=self.timeout,
-                    log=sink,
-                ),
-                sink,
+            npm_tree, reused = await self._npm_step(
+                root, manifest, registry, run_scripts, confine, registry_credentials, previous, sink
             )
-            sink.progress(0.9)
         python = None
         if needs_python_env(root, manifest):
             sink.line("=== preparing the app's Python environment")
@@ -134,7 +129,65 @@ class DependencySteps:
             )
             python = await _until_cancelled(prepared, sink)
         sink.flush()
-        return Prepared(dependency_count(manifest), requested, run_scripts, python)
+        return Prepared(dependency_count(manifest), requested, run_scripts, python, npm_tree, reused)
+
+    async def _npm_step(
+        self,
+        root: Path,
+        manifest: dict[str, Any],
+        registry: str | None,
+        run_scripts: bool,
+        confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None,
+        credentials: str | None,
+        previous: Mapping[str, Any] | None,
+        sink: TaskLog,
+    ) -> tuple[dict[str, str] | None, bool]:
+        """``node_modules`` in ``root``, reused or from npm: ``(npmTree record, reused)``."""
+        shipped = (root / "node_modules").exists()
+        key = None if shipped else inputs_key(root, manifest, registry=registry, run_scripts=run_scripts)
+        if await _reuse_installed_tree(root, reusable_tree(previous, key), previous, sink):
+            assert previous is not None
+            return dict(previous["npmTree"]), True
+        sink.line(f"=== installing {dependency_count(manifest)} npm dependencies")
+        prefix, npm_cache = await confine("npm") if confine is not None else ([], self.npm_cache)
+        await _until_cancelled(
+            install_npm_dependencies(
+                root,
+                manifest,
+                registry=registry,
+                cache_dir=npm_cache,
+                prefix=prefix,
+                credentials=credentials,
+                run_scripts=run_scripts,
+                timeout=self.timeout,
+                log=sink,
+            ),
+            sink,
+        )
+        sink.progress(0.9)
+        if key is None:
+            return None, False
+        try:
+            digest = await asyncio.to_thread(tree_digest, root / "node_modules")
+        except (OSError, TreeChanged):  # a tree a copy could not reproduce: never reused
+            return None, False
+        return {"inputs": key, "digest": digest}, False
+
+
+async def _reuse_installed_tree(
+    root: Path, tree: Path | None, previous: Mapping[str, Any] | None, sink: TaskLog
+) -> bool:
+    """Copy the installed version's verified ``node_modules`` into ``root``; False (nothing
+    copied) when there is none to reuse or it changed since its install."""
+    if tree is None or previous is None:
+        return False
+    try:
+        await asyncio.to_thread(copy_verified, tree, root / "node_modules", previous["npmTree"]["digest"])
+    except TreeChanged as exc:
+        sink.line(f"=== not reusing the installed node_modules ({exc}): running npm")
+        return False
+    sink.line(f"=== same npm dependencies as version {previous.get('version')}: its node_modules reused (verified)")
+    return True
 
 
 async def _until_cancelled(work: Coroutine[Any, Any, T], sink: TaskLog) -> T:

@@ -182,7 +182,7 @@ def bolt_path(source: dict[str, Any], name: str) -> str:
     return name
 
 
-HOST_PATH_FIELDS = frozenset({"folder", "python"})  # absolute paths on this host
+HOST_PATH_FIELDS = frozenset({"folder", "python", "npmTree"})  # absolute paths on this host, the npm tree's digests
 
 
 def without_folder(app: dict[str, Any]) -> dict[str, Any]:
