@@ -1,7 +1,8 @@
 """Is a freshly spawned app ready?  Polled with short, growing intervals up to a deadline.
 
 Server apps are ready when their ``health`` path answers 2xx/3xx, or without a
-``health`` path when a TCP connect to their port succeeds.  Apps that are not
+``health`` path when a TCP connect to their port succeeds, and the listener on that port is
+the app's own (checked once, when the port first answers: :mod:`listeners`).  Apps that are not
 servers are ready once spawned and alive.  An exit during the wait ends it at
 once (the wait races the exit future; it never sleeps through a crash).
 
@@ -21,6 +22,8 @@ import select
 import socket
 from urllib.parse import quote
 
+from bolt_host.services.listeners import port_holder
+
 LOOPBACK = "127.0.0.1"
 FIRST_INTERVAL = 0.005
 MAX_INTERVAL = 0.05
@@ -37,22 +40,38 @@ class NeverReady(Exception):
     pass
 
 
+class ForeignListener(NeverReady):
+    """The port answers, but another process holds it: the app never will."""
+
+
 async def wait_until_ready(
     *,
     exited: asyncio.Future[int | None],
     port: int | None,
     health: str | None,
     timeout: float,
+    pid: int | None = None,
 ) -> None:
-    """Return once ready; raise :class:`ExitedDuringStart` or :class:`NeverReady`."""
+    """Return once ready; raise :class:`ExitedDuringStart` or :class:`NeverReady`
+    (:class:`ForeignListener` when ``pid``, the app's process, is given and another process
+    listens on ``port``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     interval = FIRST_INTERVAL
+    unverified = pid  # the listener's owner is checked once, then this is None
     while True:
         if exited.done():
             raise ExitedDuringStart(None if exited.cancelled() else exited.result())
-        if port is None or await _probe(port, health):
+        if port is None:
             return
+        if _listening(port):
+            if unverified is not None:
+                holder = port_holder(port, unverified)
+                if not holder.owned:
+                    raise ForeignListener(holder.describe(port))
+                unverified = None
+            if not health or await _health_ok(port, health):
+                return
         remaining = deadline - loop.time()
         if remaining <= 0:
             what = f"GET {health} answering 2xx/3xx" if health else f"port {port} accepting connections"
@@ -61,11 +80,7 @@ async def wait_until_ready(
         interval = min(interval * 1.5, MAX_INTERVAL)
 
 
-async def _probe(port: int, health: str | None) -> bool:
-    if not _listening(port):
-        return False
-    if not health:
-        return True
+async def _health_ok(port: int, health: str) -> bool:
     status = await _health_status(port, health if health.startswith("/") else f"/{health}")
     return status is not None and 200 <= status < 400
 
