@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from bolt_host.services.npm_reuse import TreeChanged, copy_verified, inputs_key, reusable_tree, tree_digest
+from bolt_host.services.npm_reuse import inputs_key, reusable_tree
+from bolt_host.services.tree_copies import TreeChanged, copy_verified, tree_digest
 from bolt_host.testing import running_host
 from tests.helpers import app_started, private_port_range, requires_tool
 from tests.test_real_apps import upstream_registry
@@ -61,11 +62,11 @@ async def test_same_dependencies_reuse_the_tree_and_anything_else_runs_npm(regis
     settings = {"port_range": private_port_range(), "registry": registry, "local_repo": repo}
     async with running_host(tmp_path / "data", **settings) as bolt:
         first = await install(bolt.admin)
-        assert first["dependenciesReused"] is False and ms_version(first) == "2.1.3"
+        assert first["dependenciesReused"] == [] and ms_version(first) == "2.1.3"
 
         write_app(source, "2.0.0", {"ms": "2.1.3"})  # new code, same dependencies
         second = await install(bolt.admin)
-        assert second["dependenciesReused"] is True and ms_version(second) == "2.1.3"
+        assert second["dependenciesReused"] == ["npm"] and ms_version(second) == "2.1.3"
         async with app_started(bolt.admin, "reuse-demo"):
             page = await bolt.admin.get("/x/reuse-demo/")
             assert page.status_code == 200 and page.text == "2h from 2.0.0"  # the copied tree works
@@ -78,23 +79,23 @@ async def test_same_dependencies_reuse_the_tree_and_anything_else_runs_npm(regis
         planted = Path(second["folder"]) / "node_modules" / "ms" / "index.js"
         planted.write_text(planted.read_text() + "\nglobalThis.tampered = true;\n")
         third = await install(bolt.admin)
-        assert third["dependenciesReused"] is False
+        assert third["dependenciesReused"] == []
         assert "tampered" not in (Path(third["folder"]) / "node_modules" / "ms" / "index.js").read_text()
 
         write_app(source, "3.0.0", {"ms": "2.1.2"})  # a changed dependency set goes through npm
         fourth = await install(bolt.admin)
-        assert fourth["dependenciesReused"] is False and ms_version(fourth) == "2.1.2"
+        assert fourth["dependenciesReused"] == [] and ms_version(fourth) == "2.1.2"
 
         granted = {"installScripts": True}  # asked for and granted: scripts run, so npm always runs
         write_app(source, "4.0.0", {"ms": "2.1.2"})
         manifest = json.loads((source / "package.json").read_text())
         (source / "package.json").write_text(json.dumps({**manifest, "bolt": {"main": "index.js", **granted}}))
         fifth = await install(bolt.admin, **granted)
-        assert fifth["installScriptsRun"] is True and fifth["dependenciesReused"] is False
+        assert fifth["installScriptsRun"] is True and fifth["dependenciesReused"] == []
         write_app(source, "5.0.0", {"ms": "2.1.2"})  # scripts no longer asked: they ran for the installed tree
         sixth = await install(bolt.admin)
-        assert sixth["installScriptsRun"] is False and sixth["dependenciesReused"] is False
-        assert (await install(bolt.admin))["dependenciesReused"] is True  # a plain reinstall of that
+        assert sixth["installScriptsRun"] is False and sixth["dependenciesReused"] == []
+        assert (await install(bolt.admin))["dependenciesReused"] == ["npm"]  # a plain reinstall of that
 
 
 async def test_a_lockfile_install_is_reused_until_the_lockfile_changes(registry: str, tmp_path: Path) -> None:
@@ -118,12 +119,12 @@ async def test_a_lockfile_install_is_reused_until_the_lockfile_changes(registry:
     locked("1.0.0", "^2.1.0")
     settings = {"port_range": private_port_range(), "registry": registry, "local_repo": repo}
     async with running_host(tmp_path / "data", **settings) as bolt:
-        assert (await install(bolt.admin))["dependenciesReused"] is False  # npm ci
-        assert (await install(bolt.admin))["dependenciesReused"] is True
+        assert (await install(bolt.admin))["dependenciesReused"] == []  # npm ci
+        assert (await install(bolt.admin))["dependenciesReused"] == ["npm"]
         lock = json.loads((source / "package-lock.json").read_text())
         lock["packages"][""]["license"] = "MIT"  # the same package.json, a different lockfile
         (source / "package-lock.json").write_text(json.dumps(lock, indent=2))
-        assert (await install(bolt.admin))["dependenciesReused"] is False
+        assert (await install(bolt.admin))["dependenciesReused"] == []
 
 
 def make_tree(root: Path) -> Path:

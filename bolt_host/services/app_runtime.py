@@ -26,7 +26,7 @@ CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
 LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
 ERRORED_STATUSES = frozenset({STOPPED, CRASHED, FAILED})  # with a failed last exit: shown as "errored"
 DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
-PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python", "npmTree"})  # secrets, the host's paths and digests
+PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python", "npmTree", "venvTree"})  # secrets, host paths, digests
 
 
 def encode_json(value: Any) -> bytes:

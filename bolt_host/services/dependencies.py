@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +23,11 @@ from bolt_host.services.npm_dependencies import (
     needs_npm,
     requests_install_scripts,
 )
-from bolt_host.services.npm_reuse import TreeChanged, copy_verified, inputs_key, reusable_tree, tree_digest
-from bolt_host.services.python_env import needs_python_env, prepare_python_env
+from bolt_host.services.npm_reuse import NODE_MODULES, inputs_key, reusable_tree
+from bolt_host.services.python_env import base_interpreter, needs_python_env, prepare_python_env, venv_python
+from bolt_host.services.python_reuse import VENV, venv_inputs_key
 from bolt_host.services.tasks import TaskCancelled, current_task
+from bolt_host.services.tree_copies import ReusableTree, TreeChanged
 
 log = logging.getLogger("bolt_host.dependencies")
 
@@ -41,7 +45,8 @@ class Prepared:
     scripts_run: bool
     python: Path | None  # the app's own interpreter, inside the staged tree or elsewhere
     npm_tree: dict[str, str] | None = None  # what a later install may reuse (see npm_reuse)
-    reused: bool = False  # node_modules copied from the installed version instead of running npm
+    venv_tree: dict[str, str] | None = None  # the same for the venv (see python_reuse)
+    reused: tuple[str, ...] = ()  # the tools ("npm", "uv") whose trees were copied from the installed version
 
     def fields(self, staged: Path, final: Path) -> dict[str, Any]:
         python = self.python
@@ -53,7 +58,8 @@ class Prepared:
             "installScriptsRun": self.scripts_run,
             "python": str(python) if python is not None else None,
             "npmTree": self.npm_tree,
-            "dependenciesReused": self.reused,
+            "venvTree": self.venv_tree,
+            "dependenciesReused": list(self.reused),
         }
 
 
@@ -111,25 +117,21 @@ class DependencySteps:
         sandbox) and the app's own cache folder for it; without it tools run as the host.
         ``registry_credentials`` (``.npmrc`` lines) let npm fetch from a private registry.
         ``previous`` is the installed version's record (an upgrade or reinstall): its
-        ``node_modules`` is reused when the dependencies are the same (see npm_reuse)."""
+        ``node_modules`` and venv are reused when the dependencies are the same (see
+        npm_reuse, python_reuse)."""
         requested = requests_install_scripts(manifest)
         run_scripts = run_scripts and requested  # a grant nobody asked for runs nothing
         sink = TaskLog()
-        npm_tree, reused = None, False
+        npm_tree = venv_tree = python = None
+        reused: list[str] = []
         if needs_npm(root, manifest):
-            npm_tree, reused = await self._npm_step(
-                root, manifest, registry, run_scripts, confine, registry_credentials, previous, sink
+            npm_tree = await self._npm_step(
+                root, manifest, registry, run_scripts, confine, registry_credentials, previous, sink, reused
             )
-        python = None
         if needs_python_env(root, manifest):
-            sink.line("=== preparing the app's Python environment")
-            prefix, uv_cache = await confine("uv") if confine is not None else ([], self.python_cache)
-            prepared = prepare_python_env(
-                root, cache_dir=uv_cache, prefix=prefix, log=sink, timeout=self.timeout, manifest=manifest
-            )
-            python = await _until_cancelled(prepared, sink)
+            python, venv_tree = await self._python_step(root, manifest, confine, previous, sink, reused)
         sink.flush()
-        return Prepared(dependency_count(manifest), requested, run_scripts, python, npm_tree, reused)
+        return Prepared(dependency_count(manifest), requested, run_scripts, python, npm_tree, venv_tree, tuple(reused))
 
     async def _npm_step(
         self,
@@ -141,13 +143,15 @@ class DependencySteps:
         credentials: str | None,
         previous: Mapping[str, Any] | None,
         sink: TaskLog,
-    ) -> tuple[dict[str, str] | None, bool]:
-        """``node_modules`` in ``root``, reused or from npm: ``(npmTree record, reused)``."""
+        reused: list[str],
+    ) -> dict[str, str] | None:
+        """``node_modules`` in ``root``, reused (``"npm"`` added to ``reused``) or from npm; its record."""
         shipped = (root / "node_modules").exists()
         key = None if shipped else inputs_key(root, manifest, registry=registry, run_scripts=run_scripts)
-        if await _reuse_installed_tree(root, reusable_tree(previous, key), previous, sink):
-            assert previous is not None
-            return dict(previous["npmTree"]), True
+        kept = await _reuse(NODE_MODULES, root, reusable_tree(previous, key), previous, sink)
+        if kept is not None:
+            reused.append("npm")
+            return kept
         sink.line(f"=== installing {dependency_count(manifest)} npm dependencies")
         prefix, npm_cache = await confine("npm") if confine is not None else ([], self.npm_cache)
         await _until_cancelled(
@@ -165,29 +169,64 @@ class DependencySteps:
             sink,
         )
         sink.progress(0.9)
-        if key is None:
-            return None, False
-        try:
-            digest = await asyncio.to_thread(tree_digest, root / "node_modules")
-        except (OSError, TreeChanged):  # a tree a copy could not reproduce: never reused
-            return None, False
-        return {"inputs": key, "digest": digest}, False
+        return await _record(NODE_MODULES, root, key)
+
+    async def _python_step(
+        self,
+        root: Path,
+        manifest: dict[str, Any],
+        confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None,
+        previous: Mapping[str, Any] | None,
+        sink: TaskLog,
+        reused: list[str],
+    ) -> tuple[Path, dict[str, str] | None]:
+        """The app's venv in ``root``, reused (``"uv"`` added to ``reused``) or made by uv:
+        its interpreter and its record."""
+        # as prepare_python_env picks it: confined tools of a root host run as the app's uid
+        base = base_interpreter(for_other_user=confine is not None and os.geteuid() == 0)
+        key = venv_inputs_key(root, manifest, base=base, environ=os.environ)
+        tree = VENV.installed(previous, key)
+        if tree is not None:
+            shutil.rmtree(root / VENV.folder, ignore_errors=True)  # one shipped in the package was built elsewhere
+        kept = await _reuse(VENV, root, tree, previous, sink)
+        if kept is not None:
+            reused.append("uv")
+            return venv_python(root), kept
+        sink.line("=== preparing the app's Python environment")
+        prefix, uv_cache = await confine("uv") if confine is not None else ([], self.python_cache)
+        prepared = prepare_python_env(
+            root, cache_dir=uv_cache, prefix=prefix, log=sink, timeout=self.timeout, manifest=manifest
+        )
+        python = await _until_cancelled(prepared, sink)
+        return python, await _record(VENV, root, key)
 
 
-async def _reuse_installed_tree(
-    root: Path, tree: Path | None, previous: Mapping[str, Any] | None, sink: TaskLog
-) -> bool:
-    """Copy the installed version's verified ``node_modules`` into ``root``; False (nothing
-    copied) when there is none to reuse or it changed since its install."""
+async def _reuse(
+    kind: ReusableTree, root: Path, tree: Path | None, previous: Mapping[str, Any] | None, sink: TaskLog
+) -> dict[str, str] | None:
+    """Copy the installed version's verified ``tree`` into ``root``; its record, or None
+    (nothing copied) when there is none to reuse or it changed since its install."""
     if tree is None or previous is None:
-        return False
+        return None
+    recorded = dict(previous[kind.record])
     try:
-        await asyncio.to_thread(copy_verified, tree, root / "node_modules", previous["npmTree"]["digest"])
+        await asyncio.to_thread(kind.copy_into, tree, root, recorded["digest"])
     except TreeChanged as exc:
-        sink.line(f"=== not reusing the installed node_modules ({exc}): running npm")
-        return False
-    sink.line(f"=== same npm dependencies as version {previous.get('version')}: its node_modules reused (verified)")
-    return True
+        sink.line(f"=== not reusing the installed {kind.folder} ({exc}): running {kind.tool}")
+        return None
+    sink.line(f"=== same dependencies as version {previous.get('version')}: its {kind.folder} reused (verified)")
+    return recorded
+
+
+async def _record(kind: ReusableTree, root: Path, key: str | None) -> dict[str, str] | None:
+    """What a later install needs to reuse the tree the package manager just wrote (None: never)."""
+    if key is None:
+        return None
+    try:
+        digest = await asyncio.to_thread(kind.digest_in, root)
+    except (OSError, TreeChanged):  # a tree a copy could not reproduce
+        return None
+    return {"inputs": key, "digest": digest}
 
 
 async def _until_cancelled(work: Coroutine[Any, Any, T], sink: TaskLog) -> T:

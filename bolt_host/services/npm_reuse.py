@@ -2,8 +2,8 @@
 
 npm spends seconds even when its cache holds everything (it still reads every packument,
 checks every tarball and writes every file); when the staged version asks for exactly
-what the installed one got, its ``node_modules`` is copied instead.  Copied, not
-hard-linked: the new version running, or a rollback to the old one, never shares a file.
+what the installed one got, its ``node_modules`` is copied instead (a verified copy:
+:mod:`tree_copies`).
 
 What decides "exactly what the installed one got" is the *inputs key* recorded with the app
 (``npmTree.inputs``): the lockfile's bytes, the manifest fields npm resolves from, the
@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from bolt_host.services.npm_dependencies import LOCKFILES
+from bolt_host.services.tree_copies import ReusableTree, executable_identity, file_sha256
 
 INPUTS_FORMAT = 1
+NODE_MODULES = ReusableTree(record="npmTree", folder="node_modules", tool="npm")
 MANIFEST_INPUTS = (
     "dependencies",
     "optionalDependencies",
@@ -49,11 +51,6 @@ MANIFEST_INPUTS = (
     "engines",
 )
 LOCAL_SPECS = ("file:", "link:", "./", "../", "/", "~/")  # not "~1.2": a semver range
-CHUNK = 1 << 16
-
-
-class TreeChanged(Exception):
-    """The installed tree is not the one recorded (or cannot be copied as it is)."""
 
 
 def inputs_key(root: Path, manifest: Mapping[str, Any], *, registry: str | None, run_scripts: bool) -> str | None:
@@ -66,7 +63,7 @@ def inputs_key(root: Path, manifest: Mapping[str, Any], *, registry: str | None,
     inputs = {
         "format": INPUTS_FORMAT,
         "manifest": {field: manifest.get(field) for field in MANIFEST_INPUTS},
-        "files": {name: _file_sha256(root / name) for name in (*LOCKFILES, ".npmrc")},
+        "files": {name: file_sha256(root / name) for name in (*LOCKFILES, ".npmrc")},
         "registry": (registry or "").rstrip("/"),
         "node": _node_identity(os.path.realpath(node)),
     }
@@ -74,96 +71,11 @@ def inputs_key(root: Path, manifest: Mapping[str, Any], *, registry: str | None,
 
 
 def reusable_tree(previous: Mapping[str, Any] | None, key: str | None) -> Path | None:
-    """The installed version's ``node_modules`` when its record says it came from ``key``."""
-    if key is None or not previous or previous.get("installScriptsRun"):
+    """The installed version's ``node_modules`` when its record says it came from ``key``
+    (and no install script wrote into it)."""
+    if previous and previous.get("installScriptsRun"):
         return None
-    recorded = previous.get("npmTree")
-    if not isinstance(recorded, dict) or recorded.get("inputs") != key or not recorded.get("digest"):
-        return None
-    tree = Path(str(previous.get("folder") or "")) / "node_modules"
-    return tree if tree.is_dir() and not tree.is_symlink() else None
-
-
-def copy_verified(source: Path, dest: Path, expected_digest: str) -> None:
-    """Copy the tree ``source`` to ``dest`` (which must not exist), hashing it as it is read;
-    :class:`TreeChanged` (and nothing left at ``dest``) unless it hashes to ``expected_digest``."""
-    try:
-        digest = _walk(source, dest)
-    except (OSError, TreeChanged) as exc:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise TreeChanged(str(exc)) from exc
-    if digest != expected_digest:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise TreeChanged("its files differ from what npm installed")
-
-
-def tree_digest(tree: Path) -> str:
-    """The digest :func:`copy_verified` checks, of the tree npm just wrote."""
-    return _walk(tree, None)
-
-
-def _walk(source: Path, dest: Path | None) -> str:
-    """Hash the tree at ``source`` (copying it to ``dest`` when given) without following links.
-
-    Entries are taken in sorted order, so the digest depends only on the tree's contents."""
-    outer = hashlib.sha256()
-    if dest is not None:
-        dest.mkdir()
-    for folder, dirs, files in os.walk(source):
-        dirs.sort()
-        relative = os.path.relpath(folder, source)
-        for name in sorted([*dirs, *files]):
-            path = os.path.join(folder, name)
-            entry = os.path.normpath(os.path.join(relative, name))
-            target = None if dest is None else os.path.join(dest, entry)
-            outer.update(_entry_record(source, path, entry, target))
-    return outer.hexdigest()
-
-
-def _entry_record(root: Path, path: str, entry: str, target: str | None) -> bytes:
-    info = os.lstat(path)
-    if os.path.islink(path):
-        link = os.readlink(path)
-        landing = os.path.normpath(os.path.join(os.path.dirname(entry), link))
-        if os.path.isabs(link) or landing.startswith(".."):
-            raise TreeChanged(f"{entry} links outside node_modules")
-        if target is not None:
-            os.symlink(link, target)
-        return f"l\0{entry}\0{link}\n".encode()
-    if os.path.isdir(path):
-        if target is not None:
-            os.mkdir(target)
-        return f"d\0{entry}\n".encode()
-    if not os.path.isfile(path):
-        raise TreeChanged(f"{entry} is neither a file, a folder nor a link")
-    executable = bool(info.st_mode & 0o100)
-    return f"f\0{entry}\0{int(executable)}\0{_copy_file(path, target, executable)}\n".encode()
-
-
-def _copy_file(path: str, target: str | None, executable: bool) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as reader:
-        writer = None
-        if target is not None:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-            writer = os.fdopen(os.open(target, flags, 0o755 if executable else 0o644), "wb")
-        try:
-            while chunk := reader.read(CHUNK):
-                digest.update(chunk)
-                if writer is not None:
-                    writer.write(chunk)
-        finally:
-            if writer is not None:
-                writer.close()
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    except OSError:
-        return "unreadable"
+    return NODE_MODULES.installed(previous, key)
 
 
 def _has_local_specs(manifest: Mapping[str, Any]) -> bool:
@@ -177,17 +89,14 @@ def _has_local_specs(manifest: Mapping[str, Any]) -> bool:
 
 
 def _node_identity(node: str) -> str:
-    """Which node runs the app (its modules' ABI): path, size and time of the executable, and
-    the version it reports (asked once per executable)."""
-    try:
-        info = os.stat(node)
-    except OSError:
-        return node
-    return f"{node}:{info.st_size}:{info.st_mtime_ns}:{_node_version(node, info.st_mtime_ns)}"
+    """Which node runs the app (its modules' ABI): the executable, and the version it reports
+    (asked once per executable)."""
+    identity = executable_identity(node)
+    return f"{identity}:{_node_version(node, identity)}"
 
 
 @functools.lru_cache(maxsize=4)
-def _node_version(node: str, _mtime_ns: int) -> str:
+def _node_version(node: str, _identity: str) -> str:
     try:
         done = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
