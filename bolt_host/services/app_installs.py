@@ -250,7 +250,9 @@ class AppInstalls:
         installed = self.get(name) or {}
         return {"name": name, "folder": str(root), "isolation": installed.get("isolation", True)}
 
-    def _confined_install(self, name: str, root: Path) -> Callable[[str], Awaitable[tuple[list[str], Path]]] | None:
+    def _confined_install(
+        self, name: str, root: Path
+    ) -> Callable[[str], Awaitable[tuple[list[str], Path, bool]]] | None:
         """How the dependency step runs a tool as the app (its uid or sandbox), or None."""
         isolation = self.isolation
         if isolation is None:
@@ -258,7 +260,7 @@ class AppInstalls:
         app = self._install_identity(name, root)
         isolation.assign(app)
 
-        async def confine(tool: str) -> tuple[list[str], Path]:
+        async def confine(tool: str) -> tuple[list[str], Path, bool]:
             return await asyncio.to_thread(isolation.install_prefix, app, root, tool)
 
         return confine

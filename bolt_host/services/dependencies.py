@@ -109,12 +109,13 @@ class DependencySteps:
         *,
         registry: str | None,
         run_scripts: bool,
-        confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None = None,
+        confine: Callable[[str], Awaitable[tuple[list[str], Path, bool]]] | None = None,
         registry_credentials: str | None = None,
         previous: Mapping[str, Any] | None = None,
     ) -> Prepared:
         """``confine(tool)`` gives the argv prefix that runs ``tool`` as the app (its uid or
-        sandbox) and the app's own cache folder for it; without it tools run as the host.
+        sandbox), the app's own cache folder for it and whether the prefix puts it in a network
+        namespace (then it reaches only the registry or index); without it tools run as the host.
         ``registry_credentials`` (``.npmrc`` lines) let npm fetch from a private registry.
         ``previous`` is the installed version's record (an upgrade or reinstall): its
         ``node_modules`` and venv are reused when the dependencies are the same (see
@@ -139,7 +140,7 @@ class DependencySteps:
         manifest: dict[str, Any],
         registry: str | None,
         run_scripts: bool,
-        confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None,
+        confine: Callable[[str], Awaitable[tuple[list[str], Path, bool]]] | None,
         credentials: str | None,
         previous: Mapping[str, Any] | None,
         sink: TaskLog,
@@ -153,7 +154,8 @@ class DependencySteps:
             reused.append("npm")
             return kept
         sink.line(f"=== installing {dependency_count(manifest)} npm dependencies")
-        prefix, npm_cache = await confine("npm") if confine is not None else ([], self.npm_cache)
+        prefix, npm_cache, namespaced = await confine("npm") if confine is not None else ([], self.npm_cache, False)
+        sink.line(_network_line(namespaced, confined=confine is not None))
         await _until_cancelled(
             install_npm_dependencies(
                 root,
@@ -165,6 +167,7 @@ class DependencySteps:
                 run_scripts=run_scripts,
                 timeout=self.timeout,
                 log=sink,
+                registry_only=namespaced,
             ),
             sink,
         )
@@ -175,7 +178,7 @@ class DependencySteps:
         self,
         root: Path,
         manifest: dict[str, Any],
-        confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None,
+        confine: Callable[[str], Awaitable[tuple[list[str], Path, bool]]] | None,
         previous: Mapping[str, Any] | None,
         sink: TaskLog,
         reused: list[str],
@@ -193,12 +196,28 @@ class DependencySteps:
             reused.append("uv")
             return venv_python(root), kept
         sink.line("=== preparing the app's Python environment")
-        prefix, uv_cache = await confine("uv") if confine is not None else ([], self.python_cache)
+        unconfined: tuple[list[str], Path, bool] = ([], self.python_cache, False)
+        prefix, uv_cache, namespaced = await confine("uv") if confine is not None else unconfined
+        sink.line(_network_line(namespaced, confined=confine is not None))
         prepared = prepare_python_env(
-            root, cache_dir=uv_cache, prefix=prefix, log=sink, timeout=self.timeout, manifest=manifest
+            root,
+            cache_dir=uv_cache,
+            prefix=prefix,
+            log=sink,
+            timeout=self.timeout,
+            manifest=manifest,
+            index_only=namespaced,
         )
         python = await _until_cancelled(prepared, sink)
         return python, await _record(VENV, root, key)
+
+
+def _network_line(namespaced: bool, *, confined: bool) -> str:
+    if namespaced:
+        return "network: only the registry/index (a network namespace of its own, through the host's proxy)"
+    if not confined:
+        return "network: open (isolation is off: BOLT_ISOLATION=off)"
+    return "network: open (no network namespace on this host; see SECURITY.md)"
 
 
 async def _reuse(

@@ -1,8 +1,9 @@
 """Is a freshly spawned app ready?  Polled with short, growing intervals up to a deadline.
 
 Server apps are ready when their ``health`` path answers 2xx/3xx, or without a
-``health`` path when a TCP connect to their port succeeds, and the listener on that port is
-the app's own (checked once, when the port first answers: :mod:`listeners`).  Apps that are not
+``health`` path when a TCP connect to their port succeeds; given the app's pid, the listener
+on that port must also be the app's own (checked once, when the port first answers:
+:mod:`listeners`).  Apps that are not
 servers are ready once spawned and alive.  An exit during the wait ends it at
 once (the wait races the exit future; it never sleeps through a crash).
 
