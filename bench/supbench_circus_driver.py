@@ -1,0 +1,67 @@
+"""Drives one circusd for ``supervisor_bench.py``; runs with bench/.venv-circus's Python.
+
+One JSON request per stdin line, one JSON answer per stdout line (prefixed ``@@``):
+``{"op": "start", "names": [...]}`` -> ``{"ok": true, "ms": ...}`` (per-watcher ``start``
+commands: circus's ``start`` without a name skips watchers with ``autostart = false``),
+``{"op": "stop"}`` (one ``stop`` of every watcher), ``{"op": "status"}`` (one ``status``
+call, what ``circusctl status`` sends: states, no pids), ``{"op": "pids", "names": [...]}``
+(one ``list`` per watcher), ``{"op": "quit"}`` (circusd's own shutdown).  ``ms`` is the
+time the call itself took, measured here so the pipe to the benchmark is not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from circus.client import CircusClient
+
+
+def main() -> None:
+    client = CircusClient(endpoint=sys.argv[1], timeout=120.0)
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request["op"]
+        t0 = time.perf_counter()
+        try:
+            result = run(client, op, request)
+            answer = {"ok": True, "result": result}
+        except Exception as exc:  # the benchmark reports it
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        answer["ms"] = (time.perf_counter() - t0) * 1000
+        sys.stdout.write("@@" + json.dumps(answer) + "\n")
+        sys.stdout.flush()
+        if op == "quit":
+            break
+    client.stop()
+
+
+def run(client: CircusClient, op: str, request: dict) -> object:
+    if op == "start":
+        for name in request["names"]:
+            check(client.call({"command": "start", "properties": {"name": name, "waiting": False}}))
+        return None
+    if op == "stop":
+        return check(client.call({"command": "stop", "properties": {"waiting": False}}))
+    if op == "status":
+        return check(client.call({"command": "status", "properties": {}}))
+    if op == "pids":
+        found = {}
+        for name in request["names"]:
+            answer = check(client.call({"command": "list", "properties": {"name": name}}))
+            found[name] = answer.get("pids", [])
+        return found
+    if op == "quit":
+        return check(client.call({"command": "quit", "properties": {"waiting": True}}))
+    raise ValueError(f"unknown op {op!r}")
+
+
+def check(answer: dict) -> dict:
+    if answer.get("status") != "ok":
+        raise RuntimeError(f"circus refused: {answer}")
+    return answer
+
+
+if __name__ == "__main__":
+    main()
