@@ -26,7 +26,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from supbench_model import CIRCUS_VENV, MB, PM2_DIR, PYTHON, System, app_environment
-from supbench_util import LOOPBACK, RUN_VARIABLE, free_port, wait_healthy, wait_pidfds, wait_pidfds_async
+from supbench_util import LOOPBACK, RUN_VARIABLE, free_port, wait_healthy, wait_or_kill, wait_pidfds, wait_pidfds_async
 
 MARK = "@@"  # the drivers' answers; anything else on their stdout is a library talking
 
@@ -93,6 +93,17 @@ class DrivenPeer(System):
 
     def supervisor_pid(self) -> int | None:
         return self.daemon_pid
+
+    async def stop_all(self) -> float:
+        assert self.driver is not None
+        running = await self.apps()
+        pidfds = [self.tracker.pidfd(pid) for pid, _ in running.values()]
+        t0 = time.monotonic()
+        call = asyncio.create_task(self.driver.arequest("stop"))
+        gone = await wait_pidfds_async(pidfds, self.deadline())
+        _, ms = await call
+        self.figures.stop_call_s = ms / 1000
+        return max(gone - t0, ms / 1000)
 
     def status_call(self) -> Callable[[], Any]:
         assert self.driver is not None
@@ -198,29 +209,13 @@ class Circus(DrivenPeer):
         pids, _ = await self.driver.arequest("pids", names=self.names)
         return {name: (found[0], self.ports[name]) for name, found in pids.items() if found}
 
-    async def stop_all(self) -> float:
-        assert self.driver is not None
-        running = await self.apps()
-        pidfds = [self.tracker.pidfd(pid) for pid, _ in running.values()]
-        t0 = time.monotonic()
-        call = asyncio.create_task(self.driver.arequest("stop"))
-        gone = await wait_pidfds_async(pidfds, self.deadline())
-        _, ms = await call
-        self.figures.stop_call_s = ms / 1000
-        return max(gone - t0, ms / 1000)
-
     def teardown(self) -> None:
         if self.driver is not None:
             with contextlib.suppress(Exception):
                 self.driver.request("quit")
             self.driver.close()
-        proc = self.proc
-        if proc is not None:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        if self.proc is not None:
+            wait_or_kill(self.proc, 30)
 
 
 class PM2(DrivenPeer):
@@ -260,17 +255,6 @@ class PM2(DrivenPeer):
         assert self.driver is not None
         listing, _ = await self.driver.arequest("status")
         return {name: (pid, self.ports[name]) for name, pid, status in listing if pid and status == "online"}
-
-    async def stop_all(self) -> float:
-        assert self.driver is not None
-        running = await self.apps()
-        pidfds = [self.tracker.pidfd(pid) for pid, _ in running.values()]
-        t0 = time.monotonic()
-        call = asyncio.create_task(self.driver.arequest("stop"))
-        gone = await wait_pidfds_async(pidfds, self.deadline())
-        _, ms = await call
-        self.figures.stop_call_s = ms / 1000
-        return max(gone - t0, ms / 1000)
 
     def teardown(self) -> None:
         if self.driver is None:

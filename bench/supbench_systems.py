@@ -27,6 +27,7 @@ from supbench_util import (
     median,
     probe_health,
     wait_healthy,
+    wait_or_kill,
     wait_pidfds_async,
 )
 
@@ -92,11 +93,7 @@ class PopenBaseline(System):
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            wait_or_kill(proc, 5)
 
 
 class Supervisord(System):
