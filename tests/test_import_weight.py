@@ -33,6 +33,7 @@ HEAVY = {
     "amqtt": "the device manager's embedded broker",
     "transitions": "amqtt's state machines",
     "websockets.asyncio.client": "the /x/ WebSocket proxy's client side",
+    "tarfile": "unpacking and packing packages (installs, uploads)",
 }
 
 PROBE = textwrap.dedent(
