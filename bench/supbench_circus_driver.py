@@ -1,8 +1,9 @@
 """Drives one circusd for ``supervisor_bench.py``; runs with bench/.venv-circus's Python.
 
 One JSON request per stdin line, one JSON answer per stdout line (prefixed ``@@``):
-``{"op": "start", "names": [...]}`` -> ``{"ok": true, "ms": ...}`` (per-watcher ``start``
-commands: circus's ``start`` without a name skips watchers with ``autostart = false``),
+``{"op": "start", "names": [...]}`` -> ``{"ok": true, "ms": ...}`` (one ``start`` per
+watcher, one after the other: circus's ``start`` of all or of a glob skips watchers with
+``autostart = false``, and circusd refuses a command while another is running),
 ``{"op": "stop"}`` (one ``stop`` of every watcher), ``{"op": "status"}`` (one ``status``
 call, what ``circusctl status`` sends: states, no pids), ``{"op": "pids", "names": [...]}``
 (one ``list`` per watcher), ``{"op": "quit"}`` (circusd's own shutdown).  ``ms`` is the
@@ -40,7 +41,8 @@ def main() -> None:
 def run(client: CircusClient, op: str, request: dict) -> object:
     if op == "start":
         for name in request["names"]:
-            check(client.call({"command": "start", "properties": {"name": name, "waiting": False}}))
+            # waiting: circusd runs one watcher command at a time and refuses the next meanwhile
+            check(client.call({"command": "start", "properties": {"name": name, "waiting": True}}))
         return None
     if op == "stop":
         return check(client.call({"command": "stop", "properties": {"waiting": False}}))
