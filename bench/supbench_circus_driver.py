@@ -18,6 +18,8 @@ import time
 
 from circus.client import CircusClient
 
+ALREADY_RUNNING = 5  # circus.exc: "arbiter is already running <command>"
+
 
 def main() -> None:
     client = CircusClient(endpoint=sys.argv[1], timeout=120.0)
@@ -42,21 +44,31 @@ def run(client: CircusClient, op: str, request: dict) -> object:
     if op == "start":
         for name in request["names"]:
             # waiting: circusd runs one watcher command at a time and refuses the next meanwhile
-            check(client.call({"command": "start", "properties": {"name": name, "waiting": True}}))
+            call(client, "start", name=name, waiting=True)
         return None
     if op == "stop":
-        return check(client.call({"command": "stop", "properties": {"waiting": False}}))
+        return call(client, "stop", waiting=False)
     if op == "status":
-        return check(client.call({"command": "status", "properties": {}}))
+        return call(client, "status")
     if op == "pids":
         found = {}
         for name in request["names"]:
-            answer = check(client.call({"command": "list", "properties": {"name": name}}))
+            answer = call(client, "list", name=name)
             found[name] = answer.get("pids", [])
         return found
     if op == "quit":
-        return check(client.call({"command": "quit", "properties": {"waiting": True}}))
+        return call(client, "quit", waiting=True)
     raise ValueError(f"unknown op {op!r}")
+
+
+def call(client: CircusClient, command: str, **properties: object) -> dict:
+    """One command; while circusd is busy with another (errno 5, e.g. its own start-up), ask again."""
+    deadline = time.monotonic() + 120
+    while True:
+        answer = client.call({"command": command, "properties": properties})
+        if answer.get("errno") != ALREADY_RUNNING or time.monotonic() > deadline:
+            return check(answer)
+        time.sleep(0.005)
 
 
 def check(answer: dict) -> dict:

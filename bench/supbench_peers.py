@@ -94,6 +94,25 @@ class DrivenPeer(System):
     def supervisor_pid(self) -> int | None:
         return self.daemon_pid
 
+    async def start_until_healthy(self, **fields: Any) -> tuple[float, float]:
+        """Send "start" and wait until every app answers; (when the last did, the call's ms).
+
+        A refused call ends the wait at once instead of at the phase deadline.
+        """
+        assert self.driver is not None
+        call = asyncio.create_task(self.driver.arequest("start", **fields))
+        healthy = asyncio.create_task(wait_healthy(self.ports.values(), self.deadline()))
+        await asyncio.wait({call, healthy}, return_when=asyncio.FIRST_EXCEPTION)
+        if call.done() and call.exception() is not None:
+            healthy.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await healthy
+        elif healthy.done() and healthy.exception() is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(call, 30)
+        _, ms = await call
+        return await healthy, ms
+
     async def stop_all(self) -> float:
         assert self.driver is not None
         running = await self.apps()
@@ -198,9 +217,7 @@ class Circus(DrivenPeer):
     async def start_all(self) -> float:
         assert self.driver is not None
         t0 = time.monotonic()
-        call = asyncio.create_task(self.driver.arequest("start", names=self.names))
-        answered = await wait_healthy(self.ports.values(), self.deadline())
-        _, ms = await call
+        answered, ms = await self.start_until_healthy(names=self.names)
         self.figures.notes["start_calls_ms"] = round(ms, 1)
         return answered - t0
 
@@ -245,9 +262,7 @@ class PM2(DrivenPeer):
             for name in self.names
         ]
         t0 = time.monotonic()
-        call = asyncio.create_task(self.driver.arequest("start", apps=apps, interpreter=PYTHON))
-        answered = await wait_healthy(self.ports.values(), self.deadline())
-        _, ms = await call
+        answered, ms = await self.start_until_healthy(apps=apps, interpreter=PYTHON)
         self.figures.notes["start_call_ms"] = round(ms, 1)
         return answered - t0
 
