@@ -22,7 +22,7 @@ from bolt_host.services.limits import LimitError, check_limits, format_bytes, pa
 from bolt_host.services.sandbox import UID
 from bolt_host.services.stats import TreeSampler
 from bolt_host.testing import RunningHost, running_host
-from tests.helpers import async_wait_until
+from tests.helpers import async_wait_until, write_package
 from tests.test_market_support import app_get, market_host
 
 ROOT = os.geteuid() == 0
@@ -484,3 +484,37 @@ async def test_an_admin_sets_only_declared_env_names_and_never_refused_ones(tmp_
         assert shown.json()["body"]["adminEnv"] == ["GREETING"] and "secret-bonjour" not in shown.text
         await bolt.admin.post("/api/apps/start", json={"name": "greeter"})
         assert "GREETING=secret-bonjour" in await wait_for_line(bolt, "greeter", "GREETING=")
+
+
+LIMITS_PROBE_JS = """
+const limits = require('fs').readFileSync('/proc/self/limits', 'utf8');
+const line = limits.split('\\n').find((l) => l.startsWith('Max address'));
+console.log('NODE-UP ' + line.split(/\\s{2,}/)[1]);
+"""
+LIMITS_PROBE_PY = """
+    line = next(l for l in open("/proc/self/limits") if l.startswith("Max address"))
+    print("PY-UP", line.split()[3], flush=True)
+"""
+
+
+async def test_without_cgroups_memory_is_an_address_space_limit_for_python_and_none_for_node(
+    iso: RunningHost,
+) -> None:
+    """V8 hangs or aborts ("Failed to reserve virtual memory for CodeRange") under an address-space
+    limit of 128-512 MiB, so a Node app must not get one; a Python app does.  The host is given no
+    cgroups, as on a machine without them."""
+    iso.host.isolation.support = cgroups.NO_CGROUPS
+    repo = iso.host.state["test-repo"]
+    bolt = {"main": "app.js", "server": False, "restart": "never", "limits": {"memory": "128MiB"}}
+    manifest = {"name": "node-mem", "version": "1.0.0", "bolt": bolt}
+    write_package(repo / "node-mem", manifest, {"app.js": LIMITS_PROBE_JS})
+    write_app(repo, "py-mem", LIMITS_PROBE_PY, limits={"memory": "128MiB"})
+    await install_and_start(iso, "node-mem")
+    await install_and_start(iso, "py-mem")
+    assert "NODE-UP unlimited" in await wait_for_line(iso, "node-mem", "NODE-UP")
+    assert f"PY-UP {128 * 1024 * 1024}" in await wait_for_line(iso, "py-mem", "PY-UP")
+    node = (await iso.admin.get("/api/apps/node-mem")).json()["body"]["confinement"]["mechanisms"]
+    python = (await iso.admin.get("/api/apps/py-mem")).json()["body"]["confinement"]["mechanisms"]
+    assert node["memory"].startswith("not enforced (needs cgroups") and python["memory"] == "rlimit (address space)"
+    health = (await iso.admin.get("/-/health")).json()["body"]["isolation"]["mechanisms"]
+    assert health["memory"] == "rlimit (address space) for Python apps, none for others"

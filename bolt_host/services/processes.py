@@ -166,9 +166,12 @@ class Launched:
     create_time: float
 
 
-def launch(argv: list[str], *, cwd: str | Path | None, env: dict[str, str], log_fd: int) -> Launched:
-    """Start ``argv`` in a session of its own, output to ``log_fd``.  Blocking: safe to run in a
-    worker thread, so a storm of starts does not stall the event loop while each child execs."""
+def launch(
+    argv: list[str], *, cwd: str | Path | None, env: dict[str, str], log_fd: int, pass_fds: tuple[int, ...] = ()
+) -> Launched:
+    """Start ``argv`` in a session of its own, output to ``log_fd``, inheriting only ``pass_fds``.
+    Blocking: safe to run in a worker thread, so a storm of starts does not stall the event loop
+    while each child execs."""
     popen = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -177,6 +180,7 @@ def launch(argv: list[str], *, cwd: str | Path | None, env: dict[str, str], log_
         stdout=log_fd,
         stderr=subprocess.STDOUT,
         close_fds=True,
+        pass_fds=pass_fds,
         start_new_session=True,
     )
     # Popen returns after a successful exec; the child is unreaped, so its pid is ours.
@@ -212,8 +216,16 @@ class AppProcess:
         self._loop.add_reader(pidfd, self._on_pidfd_readable)
 
     @classmethod
-    def spawn(cls, argv: list[str], *, cwd: str | Path | None, env: dict[str, str], log_fd: int) -> AppProcess:
-        return cls.watch(launch(argv, cwd=cwd, env=env, log_fd=log_fd))
+    def spawn(
+        cls,
+        argv: list[str],
+        *,
+        cwd: str | Path | None,
+        env: dict[str, str],
+        log_fd: int,
+        pass_fds: tuple[int, ...] = (),
+    ) -> AppProcess:
+        return cls.watch(launch(argv, cwd=cwd, env=env, log_fd=log_fd, pass_fds=pass_fds))
 
     @classmethod
     def watch(cls, launched: Launched) -> AppProcess:

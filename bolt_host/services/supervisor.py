@@ -16,9 +16,10 @@ for it outside the lock: a concurrent start joins the same task (one process,
 never two), a stop cancels it and kills what it spawned.  Each start bumps
 the app's generation; an exit event of an older generation is ignored.
 
-Mechanics live next door: spawn, pidfd exit watch, tree kill, adoption checks in
-:mod:`processes`; restart arithmetic in :mod:`restarts`; readiness in :mod:`readiness`;
-logs in :mod:`applogs`; ports in :mod:`ports`; CPU/memory in :mod:`stats`.
+Mechanics live next door: the spawn and the sweep after an exit in :mod:`spawner`;
+pidfd exit watch, tree kill, adoption checks in :mod:`processes`; restart arithmetic in
+:mod:`restarts`; readiness in :mod:`readiness`; logs in :mod:`applogs`; ports in :mod:`ports`;
+CPU/memory in :mod:`stats`.
 
 Persistence: section ``supervisor`` of the host's :class:`StateFile`
 (``runtime.json``) holds per app ``{name, pid, create_time, port, generation,
@@ -31,10 +32,8 @@ starts share writes (group commit) and the event loop never waits on fsync.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -55,24 +54,19 @@ from bolt_host.services.app_runtime import (
     STOPPING,
     AppRuntime,
 )
-from bolt_host.services.limits import out_of_memory_reason
-from bolt_host.services.ports import PortPool, wait_port_free
+from bolt_host.services.ports import PortPool
 from bolt_host.services.processes import (
     AppProcess,
-    Launched,
     OrphanReaper,
-    app_environment,
-    build_command,
     describe_exit,
     enable_child_subreaper,
     end_strays,
-    launch,
-    terminate_tree,
 )
-from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, processes_by_marker, read_environ_value
+from bolt_host.services.proctable import SharedSnapshots, processes_by_marker
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
-from bolt_host.services.sandbox import Confinement, Isolation
+from bolt_host.services.sandbox import Isolation
+from bolt_host.services.spawner import ExtraEnv, RequestedPort, Spawner, out_of_memory
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
 from bolt_host.services.tokens import AppTokens
@@ -82,12 +76,9 @@ log = logging.getLogger("bolt_host.supervisor")
 
 SECTION = "supervisor"  # of the host's StateFile (runtime.json)
 LOG_TAIL_LINES = 20
-PORT_FREE_TIMEOUT = 5.0
 LOG_CHECK_SECONDS = 60.0
 
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
-ExtraEnv = Callable[[dict[str, Any]], Awaitable[dict[str, str]]]
-RequestedPort = Callable[[dict[str, Any]], Awaitable[int | None]]
 LoadApp = Callable[[str], dict[str, Any] | None]
 VerifyApp = Callable[[dict[str, Any]], None]
 
@@ -116,16 +107,12 @@ class Supervisor:
         isolation: Isolation | None = None,
     ) -> None:
         self._state = state
-        self._isolation = isolation
         self._logs = applogs.AppLogFiles(Path(data_dir) / "logs" / "apps", log_max_bytes, log_keep)
         self._tokens = tokens
         self._host_url = host_url
-        self._ports = PortPool(port_range)
         self._grace = grace_seconds
         self._ready_timeout = ready_timeout
         self._publish = publish
-        self._extra_env = extra_env
-        self._requested_port = requested_port
         self._load_app = load_app
         self._verify_app = verify_app
         self._autostart = autostart
@@ -133,6 +120,17 @@ class Supervisor:
         self._apps: dict[str, AppRuntime] = {}
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
+        self._spawner = Spawner(
+            logs=self._logs,
+            tokens=tokens,
+            host_url=host_url,
+            ports=PortPool(port_range),
+            grace_seconds=grace_seconds,
+            snapshots=self._snapshots,
+            extra_env=extra_env,
+            requested_port=requested_port,
+            isolation=isolation,
+        )
         self._stats = StatsSampler(
             stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans, groups=self._stat_groups
         )
@@ -385,61 +383,17 @@ class Supervisor:
         return self._context(runtime)
 
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
-        app, name = runtime.app, runtime.name
-        argv = build_command(app)
-        folder = app.get("folder")
-        if not folder or not Path(folder).is_dir():
-            raise _removed(name)
-        if runtime.is_server:
-            wanted = await self._requested_port(app) if self._requested_port is not None else None
-            runtime.port = self._ports.acquire(name, wanted)
-        extra = await self._extra_env(app) if self._extra_env is not None else {}
-        if self._isolation is not None:
-            runtime.confinement = await self._confine(runtime, argv)
-            argv = runtime.confinement.argv
-            extra = {**extra, **runtime.confinement.env}
-        env = app_environment(
-            app, extra, name=name, port=runtime.port, token=self._tokens.issue(name), host_url=self._host_url
-        )
-        env[MARKER_VARIABLE] = runtime.marker
-        # Record this generation before its process exists: a host killed between the spawn
-        # and the write after it leaves a process that boot() still finds by its marker.
-        await self._persist(runtime)
-        try:
-            launched, runtime.log_offset = self._launch(runtime, argv, folder, env)
-        except OSError as exc:
-            if not Path(folder).is_dir():  # a delete won the race since the check above
-                raise _removed(name) from exc
-            raise BoltError(APP_START_FAILED, f"Could not run {Path(argv[0]).name!r}: {exc.strerror or exc}") from exc
-        process = runtime.process = AppProcess.watch(launched)
-        runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
+        # The generation is recorded before its process exists: a host killed between the
+        # spawn and the write after it leaves a process that boot() still finds by its marker.
+        process = await self._spawner.spawn(runtime, before_launch=functools.partial(self._persist, runtime))
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
         self._persist_soon(runtime)  # written while the app gets ready
         return process
 
-    async def _confine(self, runtime: AppRuntime, argv: list[str]) -> Confinement:
-        assert self._isolation is not None
-        try:  # in a thread: the first start after an install hands the whole code tree to the app's gid
-            self._isolation.assign(runtime.app)
-            return await asyncio.to_thread(self._isolation.confine, runtime.app, argv)
-        except (OSError, RuntimeError) as exc:
-            raise BoltError(APP_START_FAILED, f"Could not confine app {runtime.name!r}: {exc}") from exc
-
-    def _launch(self, runtime: AppRuntime, argv: list[str], folder: str, env: dict[str, str]) -> tuple[Launched, int]:
-        """Open the app's log and start its process.
-
-        On the event loop, not in a worker thread: measured on 200 starts, threads cost the
-        host 40 % more CPU (GIL hand-offs) for no gain in the time until all answered."""
-        log_fd, log_offset = self._logs.open_for_spawn(runtime.name)
-        try:
-            return launch(argv, cwd=folder, env=env, log_fd=log_fd), log_offset
-        finally:
-            os.close(log_fd)
-
     async def _start_failed(self, runtime: AppRuntime, exc: Exception, automatic: bool) -> dict[str, Any]:
         exit_code = exc.exit_code if isinstance(exc, ExitedDuringStart) else None
         if isinstance(exc, ExitedDuringStart):
-            summary = f"{self._out_of_memory(runtime) or describe_exit(exit_code)} during start"
+            summary = f"{out_of_memory(runtime) or describe_exit(exit_code)} during start"
         elif isinstance(exc, NeverReady | BoltError):
             summary = exc.message if isinstance(exc, BoltError) else str(exc)
         else:
@@ -469,7 +423,7 @@ class Supervisor:
         runtime.status = CRASHED
         runtime.exit_code = exited.result()
         exited_how = "exited (adopted)" if adopted else describe_exit(runtime.exit_code)
-        runtime.reason = self._out_of_memory(runtime) or exited_how
+        runtime.reason = out_of_memory(runtime) or exited_how
         log.info("%s (pid %s) %s", runtime.name, runtime.process.pid if runtime.process else None, runtime.reason)
         self._in_background(self._handle_crash(runtime, generation))
 
@@ -560,60 +514,7 @@ class Supervisor:
         return context
 
     async def _cleanup(self, runtime: AppRuntime) -> int | None:
-        """Kill what is left of the app's tree, reap it, free its port, revoke its token."""
-        exit_code = None
-        process = runtime.process
-        if process is not None:
-            grace = runtime.app.get("stopGraceSeconds")
-            survivors = await terminate_tree(
-                process,
-                marker=runtime.marker,
-                since=process.create_time,
-                grace=self._grace if grace is None else float(grace),
-                snapshots=self._snapshots,
-            )
-            if survivors:
-                log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", runtime.name, survivors)
-                runtime.reason = f"processes {survivors} survived SIGKILL (stuck in the kernel?)"
-            process.check_exited()
-            if process.exited.done() and not process.exited.cancelled() and not process.adopted:
-                exit_code = process.exited.result()
-            process.reap()
-            process.close()
-            runtime.process = None
-        if runtime.confinement is not None:
-            await self._empty_cgroup(runtime)
-        if runtime.port is not None:
-            if not await wait_port_free(runtime.port, PORT_FREE_TIMEOUT):
-                log.warning("%s: port %s still busy after its tree is gone", runtime.name, runtime.port)
-            self._ports.release(runtime.port)
-            runtime.port = None
-        self._tokens.revoke(runtime.name)
-        return exit_code
-
-    async def _empty_cgroup(self, runtime: AppRuntime) -> None:
-        """Kill whatever is still in the app's cgroup (an escaper that dropped the marker and
-        left the process group), then remove the group."""
-        confinement, runtime.confinement = runtime.confinement, None
-        cgroup = confinement.cgroup if confinement is not None else None
-        if cgroup is None:
-            return
-        killed, left = await asyncio.to_thread(cgroup.kill_all)
-        for pid in killed:  # escapers that re-parented to the host: reap them by pid, never waitpid(-1)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        if left:
-            log.warning("%s: processes %s survived SIGKILL in its cgroup", runtime.name, sorted(left))
-            runtime.reason = f"processes {sorted(left)} survived SIGKILL (stuck in the kernel?)"
-        await asyncio.to_thread(cgroup.remove)
-
-    def _out_of_memory(self, runtime: AppRuntime) -> str | None:
-        """The out-of-memory reason when the app's memory limit killed a process of it (noted
-        in the app's log with the exit, as any reason is), or None."""
-        confinement = runtime.confinement
-        if confinement is None or not confinement.out_of_memory():
-            return None
-        return out_of_memory_reason(confinement.limits)
+        return await self._spawner.cleanup(runtime)
 
     async def _discard_leftovers(self, runtime: AppRuntime) -> None:
         """Before a new start: cancel a pending restart, sweep a crashed tree not yet swept."""
@@ -630,14 +531,8 @@ class Supervisor:
     # adoption ------------------------------------------------------------------
     async def _adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:
         runtime.adopt(process, record)
-        if self._isolation is not None:
-            runtime.confinement = self._isolation.reattach(runtime.app)
-        if runtime.port is not None:
-            self._ports.hold(runtime.port, runtime.name)
+        self._spawner.take_over(runtime, process)
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
-        token = read_environ_value(process.pid, "BOLT_APP_TOKEN")
-        if token:  # lets the host sign the events it sends to the adopted app
-            self._tokens.remember(runtime.name, token)
         self._persist_soon(runtime)
         log.info("adopted %s (pid %s) after a host restart", runtime.name, process.pid)
         self._note(runtime, f"adopted after a host restart (pid {process.pid})")
@@ -742,6 +637,3 @@ def _retrieve_exception(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
-
-def _removed(name: str) -> BoltError:
-    return BoltError(APP_START_FAILED, f"App {name!r} was removed (its folder is gone); it cannot start")
