@@ -181,6 +181,14 @@ def header(opts: Options, ns: list[int], systems: list[str]) -> str:
 
 
 # main -----------------------------------------------------------------------------
+def ephemeral_ports() -> tuple[int, int] | None:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(low), int(high)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, action="append", help="number of apps (repeatable; default 50, 200 and 1000)")
@@ -236,6 +244,10 @@ async def amain(args: argparse.Namespace) -> int:
         py_spy=args.py_spy,
         bulk=not args.per_app_calls,
     )
+    ephemeral = ephemeral_ports()
+    if ephemeral and args.port_base + 3999 >= ephemeral[0] and args.port_base <= ephemeral[1]:
+        # an outgoing connection may take such a port between the check and an app's bind
+        raise SystemExit(f"--port-base {args.port_base}: its ports overlap the ephemeral range {ephemeral}")
     ns = args.n or [50, 200, 1000]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(systems) - set(SYSTEM_KEYS)
