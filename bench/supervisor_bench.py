@@ -66,7 +66,7 @@ SYSTEM_KEYS = ("popen", "supervisord", "circus", "pm2", "bolt-host")
 async def bench_n(n: int, systems: list[str], opts: Options, keep: bool) -> dict[str, Figures]:
     run_id = f"{os.getpid()}-{secrets.token_hex(4)}"
     workdir = Path(tempfile.mkdtemp(prefix=f"bolt-supbench-{n}-"))
-    workdir.chmod(0o711)  # as root bolt-host runs each app as its own uid: it must traverse to its folder
+    os.chmod(workdir, 0o711)  # as root the host runs each app as its own uid: they pass through to their code
     results: dict[str, Figures] = {}
     try:
         repo = write_local_repo(workdir, n, run_id)
