@@ -22,7 +22,7 @@ from bolt_host.config import Settings
 from bolt_host.plugins import Hooks, PluginLoadError, await_maybe, make_plugin_manager
 from bolt_host.services.envnames import AdminEnv
 from bolt_host.services.events import Event, EventBus
-from bolt_host.services.integrity import verify_app_hash
+from bolt_host.services.integrity import verify_app
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
 from bolt_host.services.supervisor import SECTION as SUPERVISOR_SECTION
 from bolt_host.services.supervisor import Supervisor
@@ -84,7 +84,7 @@ class Host:
         self.apps: Apps
         self.appdb: AppDatabases
         self.visibility: Visibility
-        self.proxy_client: httpx.AsyncClient
+        self._proxy_client: httpx.AsyncClient | None = None
         self.supervisor: Supervisor
         self.app_hooks: AppHookDelivery
         self.tasks: Tasks
@@ -158,8 +158,6 @@ class Host:
 
         Each service's way out is pushed on ``stack`` as soon as it exists.
         """
-        import httpx
-
         from bolt_host.services.app_hooks import AppHookDelivery
         from bolt_host.services.appdb import AppDatabases
         from bolt_host.services.apps import Apps
@@ -182,11 +180,7 @@ class Host:
         self.apps.registry = self._registry_client()
         if self.apps.registry is not None:
             stack.push_async_callback(self.apps.registry.aclose)
-        # trust_env=False: an HTTP_PROXY in the host's environment must not carry app traffic away
-        self.proxy_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.proxy_timeout_seconds, connect=5.0), trust_env=False
-        )
-        stack.push_async_callback(self.proxy_client.aclose)
+        stack.push_async_callback(self._close_proxy_client)
         self.supervisor = Supervisor(
             state=self.runtime_state,
             data_dir=data_dir,
@@ -200,7 +194,7 @@ class Host:
             extra_env=self._plugin_environment,
             requested_port=self._plugin_port,
             load_app=self.apps.get,
-            verify_app=verify_app_hash,
+            verify_app=verify_app,
             autostart=settings.autostart,
             isolation=self.isolation,
         )
@@ -211,6 +205,8 @@ class Host:
         stack.push_async_callback(self.app_hooks.aclose)
         self.events.subscribe(self.app_hooks)
         stack.callback(self.events.unsubscribe, self.app_hooks)
+        if self.isolation is not None:  # runs after the supervisor's shutdown below
+            stack.callback(self.isolation.remove_empty_groups)
         stack.push_async_callback(self.supervisor.shutdown)
         await self.supervisor.boot()
         self.tasks = Tasks(self.db, data_dir / "logs" / "tasks", self.publish)
@@ -262,6 +258,23 @@ class Host:
             default_limits=settings.default_limits,
             mode=BWRAP if settings.isolation == "bwrap" else detect_mode(),
         )
+
+    @property
+    def proxy_client(self) -> httpx.AsyncClient:
+        """The client of ``/x/<app>/`` requests, made at the first one (httpx costs memory)."""
+        if self._proxy_client is None:
+            import httpx
+
+            # trust_env=False: an HTTP_PROXY in the host's environment must not carry app traffic away
+            self._proxy_client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.proxy_timeout_seconds, connect=5.0), trust_env=False
+            )
+        return self._proxy_client
+
+    async def _close_proxy_client(self) -> None:
+        client, self._proxy_client = self._proxy_client, None
+        if client is not None:
+            await client.aclose()
 
     def _registry_client(self) -> RegistryClient | None:
         if not self.settings.registry:

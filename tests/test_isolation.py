@@ -347,11 +347,14 @@ async def test_stop_kills_a_double_forked_child_that_dropped_its_marker(iso: Run
     sampler = TreeSampler()  # stats count the whole cgroup, the escaper too, from the kernel's counters
     usage, _ = sampler.sample({"escaper": context["pid"]}, {}, {"escaper": cgroup})
     assert usage["escaper"].processes == 1 + len(escaped) and usage["escaper"].memory > 0
+    passes = iso.host.supervisor._snapshots.passes
     stopped = await iso.admin.post("/api/apps/stop", json={"name": "escaper"})
     assert stopped.status_code == 200
     for pid in escaped:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    if iso.host.isolation.mode == "uid":  # a uid of its own cannot leave its group: the tree is read there
+        assert iso.host.supervisor._snapshots.passes == passes
 
 
 async def test_limits_from_manifest_admin_and_host_defaults(tmp_path: Path) -> None:
@@ -518,3 +521,32 @@ async def test_without_cgroups_memory_is_an_address_space_limit_for_python_and_n
     assert node["memory"].startswith("not enforced (needs cgroups") and python["memory"] == "rlimit (address space)"
     health = (await iso.admin.get("/-/health")).json()["body"]["isolation"]["mechanisms"]
     assert health["memory"] == "rlimit (address space) for Python apps, none for others"
+
+
+async def test_an_apps_cgroup_stays_between_its_runs_and_goes_with_the_app(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_app(repo, "sleeper", 'import time\nprint("UP", flush=True)\ntime.sleep(600)\n')
+    write_app(repo, "kept", 'import time\nprint("UP", flush=True)\ntime.sleep(600)\n')
+    async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=2.0) as bolt:
+        support = require_cgroups(bolt)
+        for name in ("sleeper", "kept"):
+            await install_and_start(bolt, name)
+            await wait_for_line(bolt, name, "UP")
+        group = support.group("sleeper")
+        assert group is not None and group.members()
+        assert (await bolt.admin.post("/api/apps/stop", json={"name": "sleeper"})).status_code == 200
+        assert all(folder.is_dir() for folder in group.dirs.values()) and not group.members()  # kept, empty
+        again = await install_and_start_again(bolt, "sleeper")
+        await async_wait_until(lambda: again["pid"] in group.members(), what="the next run in the same group")
+        assert (await bolt.admin.delete("/api/apps/sleeper")).status_code == 200
+        assert not any(folder.exists() for folder in group.dirs.values())  # deleted with the app
+        kept = support.group("kept")
+        assert kept is not None and kept.members()
+    assert not any(folder.exists() for folder in kept.dirs.values())  # host shut down: nothing runs in it
+
+
+async def install_and_start_again(bolt: RunningHost, name: str) -> dict[str, Any]:
+    started = await bolt.admin.post("/api/apps/start", json={"name": name})
+    assert started.status_code == 200, started.text
+    return started.json()["body"]

@@ -285,9 +285,17 @@ class Isolation:
         """After a delete, on the event loop: free the uid (then :meth:`hand_back_data`)."""
         self.identities.release(name)
 
+    def remove_empty_groups(self) -> None:
+        """At shut-down (blocking): the cgroups of apps that no longer run."""
+        if self.support is not None:
+            self.support.remove_empty_groups()
+
     def hand_back_data(self, name: str, *, delete_data: bool) -> None:
-        """After a delete (blocking): the data folder goes, or is handed back to root so a later
-        app given the same uid cannot read it."""
+        """After a delete (blocking): the app's cgroup goes (it stays between its runs), and the
+        data folder goes or is handed back to root so a later app given the same uid cannot read it."""
+        cgroup = self.support.group(name) if self.support is not None else None
+        if cgroup is not None:
+            cgroup.remove()
         home = self.home_of(name)
         if delete_data:
             shutil.rmtree(home, ignore_errors=True)

@@ -24,7 +24,7 @@ from bolt_host.services.limits import out_of_memory_reason
 from bolt_host.services.ports import PortPool, wait_port_free
 from bolt_host.services.processes import AppProcess, Launched, app_environment, build_command, launch, terminate_tree
 from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, read_environ_value
-from bolt_host.services.sandbox import Confinement, Isolation
+from bolt_host.services.sandbox import UID, Confinement, Isolation
 from bolt_host.services.tokens import AppTokens
 
 log = logging.getLogger("bolt_host.supervisor")
@@ -72,14 +72,20 @@ class Spawner:
             runtime.port = self._ports.acquire(name, wanted)
         extra = await self._extra_env(app) if self._extra_env is not None else {}
         if self._isolation is not None:
-            runtime.confinement = await self._confine(runtime, argv)
-            argv = runtime.confinement.argv
-            extra = {**extra, **runtime.confinement.env}
-        env = app_environment(
-            app, extra, name=name, port=runtime.port, token=self._tokens.issue(name), host_url=self._host_url
-        )
+            self._assign(runtime)  # a new uid is recorded with the generation, before the app runs as it
+        token = self._tokens.issue(name)
+        # The record's write (an fsync) runs while the confinement is prepared in a worker
+        # thread: a crash restart waited for one, then the other.
+        recorded = asyncio.ensure_future(before_launch())
+        try:
+            if self._isolation is not None:
+                runtime.confinement = await self._confine(runtime, argv)
+                argv = runtime.confinement.argv
+                extra = {**extra, **runtime.confinement.env}
+        finally:
+            await recorded
+        env = app_environment(app, extra, name=name, port=runtime.port, token=token, host_url=self._host_url)
         env[MARKER_VARIABLE] = runtime.marker
-        await before_launch()
         try:
             launched, runtime.log_offset = self._launch(runtime, argv, folder, env)
         except OSError as exc:
@@ -90,13 +96,19 @@ class Spawner:
         runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         return process
 
+    def _assign(self, runtime: AppRuntime) -> None:
+        assert self._isolation is not None
+        try:
+            self._isolation.assign(runtime.app)
+        except (OSError, RuntimeError) as exc:
+            raise confine_failed(runtime.name, exc) from exc
+
     async def _confine(self, runtime: AppRuntime, argv: list[str]) -> Confinement:
         assert self._isolation is not None
         try:  # in a thread: the first start after an install hands the whole code tree to the app's gid
-            self._isolation.assign(runtime.app)
             return await asyncio.to_thread(self._isolation.confine, runtime.app, argv)
         except (OSError, RuntimeError) as exc:
-            raise BoltError(APP_START_FAILED, f"Could not confine app {runtime.name!r}: {exc}") from exc
+            raise confine_failed(runtime.name, exc) from exc
 
     def _launch(self, runtime: AppRuntime, argv: list[str], folder: str, env: dict[str, str]) -> tuple[Launched, int]:
         """Open the app's log and start its process.
@@ -131,6 +143,7 @@ class Spawner:
                 since=process.create_time,
                 grace=self._grace if grace is None else float(grace),
                 snapshots=self._snapshots,
+                group_members=None if process.adopted else _sealed_group_members(runtime),
             )
             if survivors:
                 log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", runtime.name, survivors)
@@ -153,10 +166,15 @@ class Spawner:
 
     async def _empty_cgroup(self, runtime: AppRuntime) -> None:
         """Kill whatever is still in the app's cgroup (an escaper that dropped the marker and
-        left the process group), then remove the group."""
+        left the process group).
+
+        The group itself stays for the app's next start (``create`` lifts what a reused group
+        had) and goes when the app is deleted: removing a memory group and making it again
+        cost each stop and restart milliseconds in the kernel, and a stop of 200 apps waited
+        on 200 of them.  An empty group, the usual case, needs no worker thread."""
         confinement, runtime.confinement = runtime.confinement, None
         cgroup = confinement.cgroup if confinement is not None else None
-        if cgroup is None:
+        if cgroup is None or not cgroup.members():
             return
         killed, left = await asyncio.to_thread(cgroup.kill_all)
         for pid in killed:  # escapers that re-parented to the host: reap them by pid, never waitpid(-1)
@@ -165,7 +183,16 @@ class Spawner:
         if left:
             log.warning("%s: processes %s survived SIGKILL in its cgroup", runtime.name, sorted(left))
             runtime.reason = f"processes {sorted(left)} survived SIGKILL (stuck in the kernel?)"
-        await asyncio.to_thread(cgroup.remove)
+
+
+def _sealed_group_members(runtime: AppRuntime) -> Callable[[], set[int]] | None:
+    """The member list of the app's cgroup when the app cannot leave it (its own uid, so
+    not the root-owned group files), else None (its tree is found in the process table)."""
+    confinement = runtime.confinement
+    if confinement is None or confinement.cgroup is None or confinement.mode != UID or confinement.uid is None:
+        return None
+    members: Callable[[], set[int]] = confinement.cgroup.members
+    return members
 
 
 def out_of_memory(runtime: AppRuntime) -> str | None:
@@ -174,6 +201,10 @@ def out_of_memory(runtime: AppRuntime) -> str | None:
     if confinement is None or not confinement.out_of_memory():
         return None
     return out_of_memory_reason(confinement.limits)
+
+
+def confine_failed(name: str, exc: Exception) -> BoltError:
+    return BoltError(APP_START_FAILED, f"Could not confine app {name!r}: {exc}")
 
 
 def removed(name: str) -> BoltError:
