@@ -236,9 +236,9 @@ def _failure_line(name: str, error: dict[str, Any]) -> str:
     return line + (f"\n  hint: {hint}" if hint else "")
 
 
-def _operate(client: Client, action: str, name: str, as_json: bool) -> None:
+def _operate(client: Client, action: str, name: str, as_json: bool, options: dict[str, Any] | None = None) -> None:
     with stderr_console().status(f"{action} {name}", spinner="dots") if not as_json else _nothing():
-        context = client.post(f"/api/apps/{action}", {"name": name})
+        context = client.post(f"/api/apps/{action}", {"name": name, **(options or {})})
     if as_json:
         print_json(context)
         return
@@ -310,16 +310,19 @@ def apps_stop(client: Client, names: tuple[str, ...], as_json: bool) -> None:
 
 @apps.command("restart")
 @click.argument("name")
+@click.option("--rolling", is_flag=True, help="Keep the running process serving until the new one is ready.")
 @json_option
 @remote
-def apps_restart(client: Client, name: str, as_json: bool) -> None:
-    """Restart an app.
+def apps_restart(client: Client, name: str, rolling: bool, as_json: bool) -> None:
+    """Restart an app; --rolling: with no request dropped (the old process serves until the new
+    one is ready, then drains; apps with bolt.rolling false get a plain restart).
 
     \b
     Examples:
       bolt-host apps restart hello-web
+      bolt-host apps restart --rolling hello-web
     """
-    _operate(client, "restart", name, as_json)
+    _operate(client, "restart", name, as_json, {"mode": "rolling"} if rolling else {})
 
 
 @apps.command("remove")

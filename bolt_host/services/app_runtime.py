@@ -72,6 +72,7 @@ class AppRuntime:
     start_task: asyncio.Task[dict[str, Any]] | None = None
     restart_task: asyncio.Task[None] | None = None
     confinement: Any = None  # a sandbox.Confinement while a confined process may be alive
+    retiring: Any = None  # a rollover.Retiring: the process a rolling restart replaces, until it is gone
     _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
 
     @property
@@ -172,7 +173,7 @@ class AppRuntime:
     def record(self) -> dict[str, Any]:
         """What is persisted for adoption after a host restart."""
         process = self.process
-        return {
+        record: dict[str, Any] = {
             "name": self.name,
             "pid": process.pid if process is not None else None,
             "create_time": process.create_time if process is not None else None,
@@ -183,6 +184,9 @@ class AppRuntime:
             "restarts": self.restarts,
             "lastExit": self.last_exit,
         }
+        if self.retiring is not None:
+            record["retiring"] = self.retiring.record()
+        return record
 
     def load_record(self, record: dict[str, Any]) -> None:
         self.generation = int(record.get("generation") or 0)

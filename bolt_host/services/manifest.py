@@ -118,7 +118,7 @@ def build_app(
         "source": source,
         "dateCreated": created,
     }
-    for key in ("flash", "image", "price", "stopGraceSeconds", "entrances"):
+    for key in ("flash", "image", "price", "stopGraceSeconds", "entrances", "rolling"):
         if key in bolt:
             app[key] = bolt[key]
     return app

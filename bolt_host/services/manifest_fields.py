@@ -142,6 +142,7 @@ BOLT_FIELDS: dict[str, Check] = {
     "controlledVisibility": _boolean,
     "order": _integer,
     "stopGraceSeconds": _grace,
+    "rolling": _boolean,
     "firmware": _boolean,
     "flash": _command,
     "image": _path,

@@ -24,6 +24,7 @@ from bolt_host.services.limits import out_of_memory_reason
 from bolt_host.services.ports import PortPool, wait_port_free
 from bolt_host.services.processes import AppProcess, Launched, app_environment, build_command, launch, terminate_tree
 from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, read_environ_value
+from bolt_host.services.rollover import Retiring
 from bolt_host.services.sandbox import Confinement, Isolation
 from bolt_host.services.tokens import AppTokens
 
@@ -68,8 +69,7 @@ class Spawner:
         if not folder or not Path(folder).is_dir():
             raise removed(name)
         if runtime.is_server:
-            wanted = await self._requested_port(app) if self._requested_port is not None else None
-            runtime.port = self._ports.acquire(name, wanted)
+            runtime.port = self._ports.acquire(name, await self.fixed_port(app))
         extra = await self._extra_env(app) if self._extra_env is not None else {}
         if self._isolation is not None:
             runtime.confinement = await self._confine(runtime, argv)
@@ -89,6 +89,10 @@ class Spawner:
         process = runtime.process = AppProcess.watch(launched)
         runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         return process
+
+    async def fixed_port(self, app: dict[str, Any]) -> int | None:
+        """The one port the app must listen on (a plugin's ``requested_port``), or None."""
+        return await self._requested_port(app) if self._requested_port is not None else None
 
     async def _confine(self, runtime: AppRuntime, argv: list[str]) -> Confinement:
         assert self._isolation is not None
@@ -124,24 +128,17 @@ class Spawner:
         exit_code = None
         process = runtime.process
         if process is not None:
-            grace = runtime.app.get("stopGraceSeconds")
-            survivors = await terminate_tree(
-                process,
-                marker=runtime.marker,
-                since=process.create_time,
-                grace=self._grace if grace is None else float(grace),
-                snapshots=self._snapshots,
-            )
+            survivors = await self._end_tree(runtime.name, runtime.app, process, runtime.marker)
             if survivors:
-                log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", runtime.name, survivors)
                 runtime.reason = f"processes {survivors} survived SIGKILL (stuck in the kernel?)"
-            process.check_exited()
             if process.exited.done() and not process.exited.cancelled() and not process.adopted:
                 exit_code = process.exited.result()
             process.reap()
             process.close()
             runtime.process = None
-        if runtime.confinement is not None:
+        if runtime.confinement is not None and runtime.retiring is not None:
+            runtime.confinement = None  # the group is shared with the retiring process, which serves on
+        elif runtime.confinement is not None:
             await self._empty_cgroup(runtime)
         if runtime.port is not None:
             if not await wait_port_free(runtime.port, PORT_FREE_TIMEOUT):
@@ -150,6 +147,37 @@ class Spawner:
             runtime.port = None
         self._tokens.revoke(runtime.name)
         return exit_code
+
+    async def retire(self, runtime: AppRuntime, retiring: Retiring) -> None:
+        """End the process a rolling restart replaced: its tree, its port, its token.  Its cgroup
+        is the app's and stays with the successor (emptied here only when there is none)."""
+        process = retiring.process
+        await self._end_tree(runtime.name, retiring.app, process, retiring.marker)
+        process.reap()
+        process.close()
+        if retiring.confinement is not None and runtime.process is None and runtime.confinement is None:
+            runtime.confinement, retiring.confinement = retiring.confinement, None
+            await self._empty_cgroup(runtime)
+        if retiring.port is not None:
+            if not await wait_port_free(retiring.port, PORT_FREE_TIMEOUT):
+                log.warning("%s: port %s still busy after its tree is gone", runtime.name, retiring.port)
+            self._ports.release(retiring.port)
+        self._tokens.revoke(retiring.token_key)
+
+    async def _end_tree(self, name: str, app: dict[str, Any], process: AppProcess, marker: str) -> list[int]:
+        """SIGTERM, the app's stop grace, SIGKILL: the pids that survived even that."""
+        grace = app.get("stopGraceSeconds")
+        survivors = await terminate_tree(
+            process,
+            marker=marker,
+            since=process.create_time,
+            grace=self._grace if grace is None else float(grace),
+            snapshots=self._snapshots,
+        )
+        if survivors:
+            log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", name, survivors)
+        process.check_exited()
+        return survivors
 
     async def _empty_cgroup(self, runtime: AppRuntime) -> None:
         """Kill whatever is still in the app's cgroup (an escaper that dropped the marker and

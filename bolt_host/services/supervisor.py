@@ -65,11 +65,13 @@ from bolt_host.services.processes import (
 from bolt_host.services.proctable import SharedSnapshots, processes_by_marker
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
+from bolt_host.services.rollover import Rollovers, recorded_retiring, why_not_rolling
 from bolt_host.services.sandbox import Isolation
 from bolt_host.services.spawner import ExtraEnv, RequestedPort, Spawner, out_of_memory
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
 from bolt_host.services.tokens import AppTokens
+from bolt_host.services.traffic import Lease
 from bolt_host.statefile import StateFile
 
 log = logging.getLogger("bolt_host.supervisor")
@@ -136,6 +138,7 @@ class Supervisor:
         )
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._rollovers = Rollovers(self._spawner, tokens, grace_seconds, self._note)
 
     # public API ----------------------------------------------------------------
     def _token_of(self, name: str, token: str | None) -> bool:
@@ -156,6 +159,9 @@ class Supervisor:
             app = self._load_app(name) if self._load_app is not None else None
             runtime = self._runtime(name, app or {"name": name})
             runtime.load_record(record)
+            retiring = recorded_retiring(runtime, record)
+            if retiring is not None:  # the host died in a rolling restart: the old process goes
+                await self._spawner.retire(runtime, retiring)
             process = None
             if record.get("pid") and record.get("create_time"):
                 process = AppProcess.adopt(int(record["pid"]), float(record["create_time"]), runtime.marker)
@@ -212,6 +218,8 @@ class Supervisor:
         for runtime in self._apps.values():
             if runtime.process is not None:
                 runtime.process.detach()
+            if runtime.retiring is not None:
+                runtime.retiring.process.detach()
         self._apps.clear()
         self._reaper.close()
 
@@ -247,8 +255,14 @@ class Supervisor:
         async with runtime.lock:
             return await self._stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by)
 
-    async def restart_app(self, app: dict[str, Any], by: str | None = None) -> dict[str, Any]:
+    async def restart_app(self, app: dict[str, Any], by: str | None = None, rolling: bool = False) -> dict[str, Any]:
+        """Restart ``app``: stop, then start; or ``rolling``: the running process serves until
+        its successor is ready (see :mod:`rollover`; a plain restart where that cannot be)."""
         runtime = self._runtime(_app_name(app), app)
+        if rolling and not is_serverless(app):
+            context = await self._roll(runtime, app, by)
+            if context is not None:
+                return context
         if is_serverless(app):
             await self._verify(app)
             async with runtime.lock:
@@ -268,6 +282,43 @@ class Supervisor:
                 runtime.desired = DESIRED_RUNNING
                 task = self._begin_start(runtime, app, automatic=False)
         return await self._join_start(task)
+
+    async def _roll(self, runtime: AppRuntime, app: dict[str, Any], by: str | None) -> dict[str, Any] | None:
+        """A rolling restart; None when the app gets a plain one instead (not running, opted out)."""
+        fixed_port = await self._spawner.fixed_port(app)
+        async with runtime.lock:
+            if why_not_rolling(runtime, fixed_port) is not None:
+                return None
+            await self._verify(app)
+            retiring = self._rollovers.hand_over(runtime)
+            runtime.restarts += 1
+            self._note(runtime, f"rolling restart (by {by or 'the host'}): pid {retiring.process.pid} serves on")
+            runtime.crashes.reset()
+            task = self._begin_start(runtime, app, automatic=False)
+        try:
+            context = await self._join_start(task)
+        except BoltError:
+            async with runtime.lock:  # unless a stop or a new start came in between: the old one serves on
+                if runtime.retiring is retiring and runtime.status == FAILED and self._rollovers.take_back(runtime):
+                    self._note(runtime, f"the new process never became ready; pid {retiring.process.pid} serves on")
+                    await self._persist(runtime)
+                    await self._emit("app-started", runtime)
+            raise
+        await self._rollovers.drain(runtime, retiring)
+        async with runtime.lock:
+            if runtime.retiring is retiring:  # else a stop ended it already
+                await self._end_retiring(runtime)
+        return context
+
+    async def _end_retiring(self, runtime: AppRuntime) -> None:
+        ended = await self._rollovers.end(runtime)
+        if ended is not None:
+            self._note(runtime, f"pid {ended.process.pid} (replaced by a rolling restart) stopped")
+            await self._persist(runtime)
+
+    def lease(self, name: str) -> Lease | None:
+        """A hold on the port serving ``name`` for one proxied request; None: nothing serves."""
+        return self._rollovers.lease(self._apps.get(name))
 
     async def _verify(self, app: dict[str, Any]) -> None:
         """The host's checks an app must pass before a start (its ``bolt.checks`` files unchanged);
@@ -489,6 +540,7 @@ class Supervisor:
         if start_task is not None and not start_task.done():
             start_task.cancel()
             await asyncio.wait({start_task})
+        await self._end_retiring(runtime)  # no drain: a stop ends every process of the app
         self._cancel_restart_timer(runtime)
         runtime.desired = desired_after
         serverless_open = runtime.status == RUNNING and runtime.process is None

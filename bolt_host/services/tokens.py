@@ -48,8 +48,29 @@ class AppTokens:
         self._plain[app_name] = token
         return token
 
+    def set_aside(self, app_name: str, key: str) -> None:
+        """Keep ``app_name``'s current token valid under ``key``, so the next :meth:`issue` does not
+        revoke it: the process a rolling restart replaces keeps its token until it stops."""
+        self._move(app_name, key)
+
+    def put_back(self, app_name: str, key: str) -> None:
+        """Make the token set aside under ``key`` the app's current one again (a rolling restart
+        whose new process failed: the old one serves on)."""
+        self.revoke(app_name)
+        self._move(key, app_name)
+
+    def _move(self, old_key: str, new_key: str) -> None:
+        row = self._state.get(SECTION, old_key)
+        if row is None:
+            return
+        self._state.put(SECTION, new_key, row)
+        self._state.delete(SECTION, old_key)
+        if old_key in self._plain:
+            self._plain[new_key] = self._plain.pop(old_key)
+
     def revoke(self, app_name: str) -> bool:
-        """Revoke ``app_name``'s token; True when there was one (durable at the next commit)."""
+        """Revoke ``app_name``'s token (or one set aside under that key); True when there was one
+        (durable at the next commit)."""
         self._plain.pop(app_name, None)
         return self._state.delete(SECTION, app_name)
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.traffic import Lease
 from bolt_host.web.auth import Actor, actor, host_of
 
 log = logging.getLogger("bolt_host.web")
@@ -55,15 +56,23 @@ async def proxy(request: Request) -> Response:
     Callers must be authenticated and allowed to see the app.  Host credentials
     (session cookies, Basic, tokens) are stripped before the request reaches the app.
     """
-    host = host_of(request)
     name = request.path_params["name"]
     login = _login_redirect(request)
     if login is not None:
         return login
     check_proxy_access(request, name)  # cookie writes: actor() applied the cross-origin check
-    port = running_port(request, name)
+    lease = lease_port(request, name)  # held until the answer's last byte: a drain waits for it
+    try:
+        return await _forward(request, name, lease)
+    except BaseException:
+        lease.release()
+        raise
+
+
+async def _forward(request: Request, name: str, lease: Lease) -> Response:
+    host = host_of(request)
     path = request.path_params.get("path", "")
-    url = f"http://127.0.0.1:{port}/{path}"
+    url = f"http://127.0.0.1:{lease.port}/{path}"
     if request.url.query:
         url += "?" + request.url.query
     chunked = "transfer-encoding" in request.headers
@@ -80,14 +89,13 @@ async def proxy(request: Request) -> Response:
         ) from exc
     except httpx.HTTPError as exc:
         raise BoltError(errors.APP_BAD_GATEWAY, f"App {name!r} gave no valid answer ({type(exc).__name__})") from exc
-    response = StreamingResponse(
-        _relay(upstream, name), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
-    )
+    done = BackgroundTask(_close, upstream, lease)
+    response = StreamingResponse(_relay(upstream, name, lease), status_code=upstream.status_code, background=done)
     response.raw_headers = app_response_headers(upstream.headers.raw)
     return response
 
 
-async def _relay(upstream: httpx.Response, name: str) -> Any:
+async def _relay(upstream: httpx.Response, name: str, lease: Lease) -> Any:
     """The app's body as it comes; an app that breaks off mid-body ends the client's connection
     too (re-raised), so a cut-off answer never looks complete."""
     try:
@@ -96,6 +104,15 @@ async def _relay(upstream: httpx.Response, name: str) -> Any:
     except httpx.HTTPError as exc:
         log.warning("app %s broke off its answer through the proxy: %s", name, type(exc).__name__)
         raise
+    finally:
+        lease.release()
+
+
+async def _close(upstream: httpx.Response, lease: Lease) -> None:
+    try:
+        await upstream.aclose()
+    finally:
+        lease.release()  # also when the body was never read (a client gone before it)
 
 
 def _login_redirect(request: Request) -> Response | None:
@@ -113,11 +130,12 @@ def _login_redirect(request: Request) -> Response | None:
     return RedirectResponse(f"/dashboard/?{urlencode({'next': back})}", status_code=303)
 
 
-def running_port(connection: HTTPConnection, name: str) -> int:
-    context = host_of(connection).supervisor.context(name)  # type: ignore[arg-type]
-    if not context or context.get("status") != "running" or not context.get("port"):
+def lease_port(connection: HTTPConnection, name: str) -> Lease:
+    """The port of the process serving ``name`` now, held until the caller releases it."""
+    lease = host_of(connection).supervisor.lease(name)  # type: ignore[arg-type]
+    if lease is None:
         raise BoltError(errors.APP_NOT_RUNNING, f"App {name!r} is not running a server")
-    return int(context["port"])
+    return lease
 
 
 def app_request_headers(connection: HTTPConnection, name: str, drop: Collection[str] = ()) -> list[tuple[str, str]]:
