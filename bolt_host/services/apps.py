@@ -279,8 +279,10 @@ class Apps:
     ) -> dict[str, Any]:
         """Validate the staged tree at ``root``, install its dependencies there, swap it into place.
 
-        An upgrade of a running app restarts it on the new version; when that does not become
-        ready the previous folder and record are put back and the previous version restarted.
+        An upgrade of a running app is a rolling restart onto the new version: the previous
+        version serves until the new one is ready.  When the new one never becomes ready the
+        previous folder and record are put back, and the previous process serves on (apps with
+        ``bolt.rolling: false``: the previous version is started again).
         """
         manifest = read_manifest(root)
         if expect_name is not None and manifest.get("name") != expect_name:
@@ -379,7 +381,7 @@ class Apps:
         name = app["name"]
         assert self.supervisor is not None  # an upgrade of a running app: supervision is up
         try:
-            await self.supervisor.restart_app(app)
+            await self.supervisor.restart_app(app, rolling=True)
             return
         except BoltError as exc:
             failure = exc.message
@@ -390,8 +392,11 @@ class Apps:
                 self._db.table(TABLE).upsert(previous, Query().name == name)
         swapped.clear()  # nothing left aside to remove
         try:
-            await self.supervisor.restart_app(previous)
-            outcome = f"rolled back to {previous['version']}, which is running again"
+            if self._still_serving(previous):
+                outcome = f"rolled back to {previous['version']}, which kept serving"
+            else:
+                await self.supervisor.restart_app(previous)
+                outcome = f"rolled back to {previous['version']}, which is running again"
         except BoltError as exc:
             outcome = f"rolled back to {previous['version']}, which did not start either: {exc.message}"
         raise BoltError(
@@ -399,6 +404,12 @@ class Apps:
             f"The upgrade of {name} to {app['version']} did not start ({failure}); {outcome}",
             user_message=f"The new version of {name} did not start, so the previous one was put back.",
         )
+
+    def _still_serving(self, previous: dict[str, Any]) -> bool:
+        """Whether the previous version's process is running (a rolling upgrade that failed)."""
+        assert self.supervisor is not None
+        context = self.supervisor.context(previous["name"])
+        return bool(context) and context["status"] == "running" and context["app"].get("version") == previous["version"]
 
     # changes -----------------------------------------------------------------
     async def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
