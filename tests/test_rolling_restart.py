@@ -69,6 +69,10 @@ def test_an_unknown_restart_mode_is_refused_and_changes_nothing(live: LiveServer
     assert answer.status_code == 400 and answer.json()["code"] == errors.BAD_REQUEST
     assert "'mode' must be one of" in answer.json()["error"]["message"]
     assert live_context(live)["pid"] == old_pid
+    with httpx.Client(base_url=live.url, timeout=30) as anyone:
+        described = anyone.get("/openapi.json").json()["paths"]["/api/apps/restart"]["post"]["requestBody"]
+    schema = described["content"]["application/json"]["schema"]
+    assert schema["properties"]["mode"] == {"enum": ["stop-start", "rolling"]}
 
 
 def test_an_app_that_opts_out_gets_a_plainrestart(tmp_path: Path) -> None:

@@ -127,6 +127,22 @@ async def restart(request: Request) -> Response:
     return ok(await host.supervisor.restart_app(app, by=_who(actor(request)), rolling=mode == "rolling"))
 
 
+restart.openapi = {  # type: ignore[attr-defined]
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "mode": {"enum": list(RESTART_MODES)}},
+                }
+            }
+        },
+    }
+}
+
+
 def _who(caller: Actor) -> str | None:
     """How the app's log names the caller of a stop or restart."""
     if caller.user_name and caller.app:
