@@ -21,6 +21,7 @@ to false; :func:`why_not_rolling` says so and the supervisor restarts them the p
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,8 +94,14 @@ class Rollovers:
         if retiring.port is None:
             return
         grace = retiring.app.get("stopGraceSeconds")
-        if not await self.traffic.wait_idle(retiring.port, self._grace if grace is None else float(grace)):
-            busy = self.traffic.outstanding(retiring.port)
+        grace = self._grace if grace is None else float(grace)
+        idle = asyncio.ensure_future(self.traffic.wait_idle(retiring.port, grace))
+        try:  # or until the process is gone anyway (a stop ended it, it crashed)
+            await asyncio.wait({idle, retiring.process.exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+        busy = self.traffic.outstanding(retiring.port)
+        if busy and not retiring.process.exited.done():
             self._note(runtime, f"pid {retiring.process.pid}: {busy} requests still open after the stop grace")
 
     async def end(self, runtime: AppRuntime) -> Retiring | None:
