@@ -16,7 +16,7 @@ from bolt_host.errors import BoltError
 from bolt_host.host import Host
 from bolt_host.plugins import PluginLoadError
 from bolt_host.web import core_routes
-from bolt_host.web.connections import guarded_protocol
+from bolt_host.web.connections import GuardedWebSocketProtocol, guarded_protocol
 from bolt_host.web.envelope import bolt_error_handler, http_error_handler
 from bolt_host.web.meta import iter_endpoints
 from bolt_host.web.middleware import BodyLimitMiddleware, HostHeaderMiddleware, RequestContextMiddleware
@@ -69,11 +69,14 @@ def server_options(settings: Settings) -> dict[str, Any]:
     headers count only with ``BOLT_TRUST_PROXY``, behind a proxy that sets them.  Slow
     clients are bounded by :mod:`bolt_host.web.connections`.
     """
-    protocol = guarded_protocol(settings.header_timeout_seconds, settings.max_connections_per_ip)
+    protocol = guarded_protocol(
+        settings.header_timeout_seconds, settings.max_connections_per_ip, settings.body_idle_timeout_seconds
+    )
     return {
         "proxy_headers": settings.trust_proxy,
         "server_header": False,
         "http": protocol,
+        "ws": GuardedWebSocketProtocol,
         "ws_max_size": settings.max_ws_message_bytes,
     }
 

@@ -87,6 +87,7 @@ class Settings:
     ready_timeout_seconds: float = 30.0
     proxy_timeout_seconds: float = 60.0  # an app's server silent this long: 504 through /x/
     header_timeout_seconds: float = 10.0  # a connection without complete request headers is closed
+    body_idle_timeout_seconds: float = 30.0  # a request body that stops arriving this long: connection closed
     max_connections_per_ip: int = 128  # open connections per client address
     max_ws_message_bytes: int = 1_048_576  # one WebSocket message through /x/, either way
     dependency_timeout_seconds: float = 600.0  # each package-manager run of an install (npm, uv)
@@ -164,6 +165,7 @@ _PARSERS: dict[str, Any] = {
     "ready_timeout_seconds": float,
     "proxy_timeout_seconds": float,
     "header_timeout_seconds": float,
+    "body_idle_timeout_seconds": float,
     "max_connections_per_ip": int,
     "max_ws_message_bytes": int,
     "dependency_timeout_seconds": float,

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -56,6 +57,17 @@ async def async_wait_until(
 
 
 VOLATILE_TABLES = ("catalog",)  # refreshed in the background at any time
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed ``sock`` (anything it sent before is read on the way)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(65536) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
 
 
 def data_dir_snapshot(data_dir: Path) -> dict[str, Any]:

@@ -7,8 +7,8 @@ open, and the slow ones are closed once the header time limit has passed.
 from __future__ import annotations
 
 import base64
-import select
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from bolt_host.testing import ADMIN_PASSWORD
-from tests.helpers import wait_until
+from tests.helpers import closed_by_server, wait_until
 from tests.servers import LiveServer, live_host
 
 SLOW = 300
@@ -41,17 +41,6 @@ def _slow_sockets(live: LiveServer, count: int) -> list[socket.socket]:
     return opened
 
 
-def _closed_by_server(sock: socket.socket) -> bool:
-    """True once the server has closed ``sock`` (anything it sent before is read on the way)."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(65536) == b""
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-
-
 def test_slow_headers_neither_starve_others_nor_stay_open(live: LiveServer) -> None:
     slow = _slow_sockets(live, SLOW)
     try:
@@ -63,7 +52,7 @@ def test_slow_headers_neither_starve_others_nor_stay_open(live: LiveServer) -> N
         still_open = list(slow)
 
         def all_closed() -> bool:
-            still_open[:] = [sock for sock in still_open if not _closed_by_server(sock)]
+            still_open[:] = [sock for sock in still_open if not closed_by_server(sock)]
             return not still_open
 
         wait_until(all_closed, timeout=30, what="the server to close every slow connection")
@@ -82,7 +71,7 @@ def test_a_connection_that_answered_gets_the_same_limit_for_its_next_headers(liv
             first += sock.recv(4096)
         assert first.startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /-/health HTTP/1.1\r\n")  # the next request, never finished
-        wait_until(lambda: _closed_by_server(sock), timeout=30, what="the server to close the connection")
+        wait_until(lambda: closed_by_server(sock), timeout=30, what="the server to close the connection")
 
 
 
@@ -100,8 +89,41 @@ def test_a_new_connection_is_refused_when_every_one_of_its_address_is_busy(tmp_p
                 assert sock.recv(4096).startswith(b"HTTP/1.1 200")
                 busy.append(sock)
             with socket.create_connection((address.hostname, address.port), timeout=10) as extra:
-                wait_until(lambda: _closed_by_server(extra), timeout=30, what="the fourth connection to be refused")
-            assert all(not _closed_by_server(sock) for sock in busy), "a busy connection was pushed out"
+                wait_until(lambda: closed_by_server(extra), timeout=30, what="the fourth connection to be refused")
+            assert all(not closed_by_server(sock) for sock in busy), "a busy connection was pushed out"
         finally:
             for sock in busy:
                 sock.close()
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def test_a_request_body_that_stops_arriving_is_cut_off_and_a_trickling_one_is_not(tmp_path: Path) -> None:
+    with live_host(tmp_path / "data", body_idle_timeout_seconds=1.0, header_timeout_seconds=600) as live:
+        address = urlsplit(live.url)
+        body = f'{{"name": "admin", "password": "{ADMIN_PASSWORD}"}}'.encode()
+        head = (
+            "POST /api/users/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection((address.hostname, address.port), timeout=10) as stalled:
+            stalled.sendall(head + body[:5])  # and never the rest
+            wait_until(lambda: closed_by_server(stalled), timeout=30, what="the stalled upload to be cut off")
+
+        pace = threading.Event()  # never set: its wait paces the sender, it does not wait for the server
+        with socket.create_connection((address.hostname, address.port), timeout=10) as trickle:
+            trickle.sendall(head)
+            step = max(1, len(body) // 8)
+            for start in range(0, len(body), step):  # ~3 s in all, each gap under the 1 s limit
+                pace.wait(0.4)
+                assert not closed_by_server(trickle), "a body still arriving was cut off"
+                trickle.sendall(body[start : start + step])
+            assert _read_answer(trickle).startswith(b"HTTP/1.1 200")

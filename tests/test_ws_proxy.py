@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from bolt_host import errors
 from bolt_host.testing import ADMIN_PASSWORD
-from tests.helpers import wait_until
+from tests.helpers import closed_by_server, wait_until
 from tests.servers import LiveServer, live_host_with_app
 
 FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
@@ -143,3 +143,22 @@ def test_a_handshake_for_a_host_name_the_server_does_not_answer_for_is_refused(l
         sock.sendall(handshake)
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+
+
+def test_open_websockets_count_against_their_address_cap(tmp_path: Path) -> None:
+    # a header limit far beyond the waits below: only the cap can close the extra connection
+    options = {"max_connections_per_ip": 3, "header_timeout_seconds": 600}
+    with live_host_with_app(tmp_path, FIXTURE_APPS / "wsecho", **options) as live:
+        sockets = [_open(live) for _ in range(3)]
+        try:
+            address = urlsplit(live.url)
+            with socket.create_connection((address.hostname, address.port), timeout=10) as extra:
+                wait_until(lambda: closed_by_server(extra), timeout=30, what="the fourth connection to be refused")
+            sockets[0].send("still here")
+            assert sockets[0].recv(timeout=30) == "still here", "an open WebSocket was pushed out"
+            sockets.pop().close()
+            wait_until(lambda: httpx.get(live.url + "/-/health", timeout=30).status_code == 200,
+                       timeout=30, what="a connection to be admitted once a WebSocket closed")
+        finally:
+            for ws in sockets:
+                ws.close()

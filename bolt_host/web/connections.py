@@ -1,4 +1,4 @@
-"""Slow clients: a time limit on reading a request's headers, and a cap on connections per address.
+"""Slow clients: time limits on reading a request's headers and body, and a cap on connections per address.
 
 uvicorn times out idle keep-alive connections, but not a connection that never finishes
 its headers (slowloris): 300 of them held every one open.  :func:`guarded_protocol` gives
@@ -6,9 +6,13 @@ uvicorn an HTTP protocol (its own h11 one, extended) that
 
 * closes a connection whose request headers are not complete ``header_timeout`` seconds
   after it opened or after its previous answer;
+* closes a connection whose request body stops arriving for ``body_idle_timeout`` seconds
+  (a trickle keeps it open, as a slow upload must; a sender that went silent does not);
 * keeps at most ``per_address`` connections per client address: a new one first pushes out
   that address's oldest connection still waiting for headers (so a flood of slow sockets
   cannot lock out the same address's real requests), and is refused when none is.
+  A connection upgraded to a WebSocket (:class:`GuardedWebSocketProtocol`) still counts
+  until it closes; it is never pushed out.
 """
 
 from __future__ import annotations
@@ -18,15 +22,44 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+
+Counted = Any  # a GuardedH11Protocol or a GuardedWebSocketProtocol
+
+
+def _open_by_address(server_state: ServerState) -> dict[str, list[Counted]]:
+    table: dict[str, list[Counted]] | None = getattr(server_state, "bolt_connections_by_address", None)
+    if table is None:
+        table = {}
+        server_state.bolt_connections_by_address = table  # type: ignore[attr-defined]
+    return table
+
+
+def _count(server_state: ServerState, address: str, connection: Counted) -> None:
+    _open_by_address(server_state).setdefault(address, []).append(connection)
+
+
+def _uncount(server_state: ServerState, address: str | None, connection: Counted) -> None:
+    if address is None:
+        return
+    table = _open_by_address(server_state)
+    mine = table.get(address, [])
+    if connection in mine:
+        mine.remove(connection)
+    if not mine:
+        table.pop(address, None)
 
 
 class GuardedH11Protocol(H11Protocol):
     header_timeout: float = 10.0
     per_address: int = 128
+    body_idle_timeout: float = 30.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._address: str | None = None
 
     # connection life ----------------------------------------------------------------
@@ -40,7 +73,15 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
+        self._cancel_body_timer()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state == h11.SEND_BODY and not self.transport.is_closing():
+            self._arm_body_timer()  # each chunk of the body restarts the clock
+        else:
+            self._cancel_body_timer()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -71,16 +112,25 @@ class GuardedH11Protocol(H11Protocol):
             self.logger.debug("closing a connection from %s: no complete request headers in time", self._address)
             self.transport.close()
 
-    # per-address cap ---------------------------------------------------------------------
-    def _open_by_address(self) -> dict[str, list[GuardedH11Protocol]]:
-        table = getattr(self.server_state, "bolt_connections_by_address", None)
-        if table is None:
-            table = {}
-            self.server_state.bolt_connections_by_address = table  # type: ignore[attr-defined]
-        return table
+    # body ----------------------------------------------------------------------------
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.body_idle_timeout, self._on_body_timeout)
 
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _on_body_timeout(self) -> None:
+        self._body_timer = None
+        if self.conn.their_state == h11.SEND_BODY and not self.transport.is_closing():
+            self.logger.debug("closing a connection from %s: its request body stopped arriving", self._address)
+            self.transport.close()
+
+    # per-address cap ---------------------------------------------------------------------
     def _admit(self, address: str) -> bool:
-        mine = self._open_by_address().setdefault(address, [])
+        mine = _open_by_address(self.server_state).get(address, [])
         if len(mine) >= self.per_address:
             oldest_waiting = next((other for other in mine if other.waiting_for_headers()), None)
             if oldest_waiting is None:
@@ -88,25 +138,41 @@ class GuardedH11Protocol(H11Protocol):
                 return False
             oldest_waiting.transport.close()
             oldest_waiting._forget()
-        mine.append(self)
+        _count(self.server_state, address, self)
         return True
 
     def _forget(self) -> None:
         self._cancel_header_timer()
-        if self._address is None:
-            return
-        table = self._open_by_address()
-        mine = table.get(self._address, [])
-        if self in mine:
-            mine.remove(self)
-        if not mine:
-            table.pop(self._address, None)
+        _uncount(self.server_state, self._address, self)
 
 
-def guarded_protocol(header_timeout: float, per_address: int) -> type[GuardedH11Protocol]:
+class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, counted against its address's cap while open."""
+
+    def __init__(self, *args: Any, server_state: ServerState, **kwargs: Any) -> None:
+        super().__init__(*args, server_state=server_state, **kwargs)
+        self._server_state = server_state
+        self._address: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._address = self.client[0] if self.client else None
+        if self._address is not None:  # admitted as an HTTP connection just before the upgrade
+            _count(self._server_state, self._address, self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _uncount(self._server_state, self._address, self)
+        self._address = None
+        super().connection_lost(exc)
+
+    def waiting_for_headers(self) -> bool:
+        return False  # a WebSocket is in use: never the one pushed out
+
+
+def guarded_protocol(header_timeout: float, per_address: int, body_idle_timeout: float) -> type[GuardedH11Protocol]:
     """The protocol class for uvicorn's ``http=`` option, with these limits."""
     return type(
         "GuardedH11Protocol",
         (GuardedH11Protocol,),
-        {"header_timeout": header_timeout, "per_address": per_address},
+        {"header_timeout": header_timeout, "per_address": per_address, "body_idle_timeout": body_idle_timeout},
     )
