@@ -325,6 +325,30 @@ def apps_restart(client: Client, name: str, rolling: bool, as_json: bool) -> Non
     _operate(client, "restart", name, as_json, {"mode": "rolling"} if rolling else {})
 
 
+@apps.command("scale")
+@click.argument("name")
+@click.argument("count", type=click.IntRange(min=1))
+@json_option
+@remote
+def apps_scale(client: Client, name: str, count: int, as_json: bool) -> None:
+    """Run COUNT instances of a server app behind /x/NAME/ (the host balances requests over
+    them); a running app is scaled at once (instances going away are drained first).
+
+    \b
+    Examples:
+      bolt-host apps scale hello-web 4
+      bolt-host apps scale hello-web 1
+    """
+    with stderr_console().status(f"scale {name} to {count}", spinner="dots") if not as_json else _nothing():
+        app = client.call("PUT", f"/api/apps/{name}", json={"instances": count})
+        live = [c for c in client.get("/api/apps/@live") if c["name"] == app["name"]]
+    if as_json:
+        print_json(live)
+        return
+    running = sum(1 for context in live if context.get("status") == "running")
+    click.echo(f"{app['name']}: {count} instances wanted, {running} running")
+
+
 @apps.command("remove")
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

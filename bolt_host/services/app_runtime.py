@@ -26,6 +26,7 @@ CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
 LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
 ERRORED_STATUSES = frozenset({STOPPED, CRASHED, FAILED})  # with a failed last exit: shown as "errored"
 DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
+SECTION = "supervisor"  # of the host's StateFile (runtime.json): one record per app instance
 PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python"})  # secrets and the host's absolute paths
 
 
@@ -73,12 +74,19 @@ class AppRuntime:
     restart_task: asyncio.Task[None] | None = None
     confinement: Any = None  # a sandbox.Confinement while a confined process may be alive
     retiring: Any = None  # a rollover.Retiring: the process a rolling restart replaces, until it is gone
+    instance: int = 0  # which of the app's processes (see instances.py); 0 is keyed by the app's name
+    draining: bool = False  # scaled away: no new requests, those in flight finish, then it stops
     _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        """The supervisor's key: the app's name for instance 0, ``<name>#<k>`` for instance k."""
+        return self.name if self.instance == 0 else f"{self.name}#{self.instance}"
 
     @property
     def marker(self) -> str:
         """The ``BOLT_SUPERVISOR_ID`` of the current generation."""
-        return f"{self.name}:{self.generation}"
+        return f"{self.key}:{self.generation}"
 
     @property
     def is_server(self) -> bool:
@@ -133,6 +141,7 @@ class AppRuntime:
         uptime = self.uptime
         context: dict[str, Any] = {
             "name": self.name,
+            "instance": self.instance,
             "path": self.app.get("path"),
             "pid": self.process.pid if self.process is not None else None,
             "protocol": "http",
@@ -186,6 +195,8 @@ class AppRuntime:
         }
         if self.retiring is not None:
             record["retiring"] = self.retiring.record()
+        if self.instance:
+            record["instance"] = self.instance
         return record
 
     def load_record(self, record: dict[str, Any]) -> None:

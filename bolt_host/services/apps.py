@@ -408,8 +408,8 @@ class Apps:
     def _still_serving(self, previous: dict[str, Any]) -> bool:
         """Whether the previous version's process is running (a rolling upgrade that failed)."""
         assert self.supervisor is not None
-        context = self.supervisor.context(previous["name"])
-        return bool(context) and context["status"] == "running" and context["app"].get("version") == previous["version"]
+        context = self.supervisor.context(previous["name"]) or {}
+        return context.get("status") == "running" and context["app"].get("version") == previous["version"]
 
     # changes -----------------------------------------------------------------
     async def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -652,6 +652,11 @@ def _checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
                 checked["adminLimits"] = check_limits(value, allow_null=True)
             except LimitError as exc:
                 raise BoltError(errors.BAD_REQUEST, f"'limits' {exc}") from exc
+            continue
+        if key == "instances":  # the range against the host's cap: the caller checks
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise BoltError(errors.BAD_REQUEST, "'instances' must be a whole number from 1 up, or null")
+            checked["adminInstances"] = value
             continue
         if key in {"system", "controlledVisibility", "isolation"}:
             if not isinstance(value, bool):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bolt_host.services.app_runtime import RUNNING, STOPPING, AppRuntime
+from bolt_host.services.instances import Balancer
 from bolt_host.services.processes import AppProcess
 from bolt_host.services.tokens import AppTokens
 from bolt_host.services.traffic import Lease, Traffic
@@ -76,6 +77,7 @@ class Rollovers:
         self._grace = grace_seconds
         self._note = note
         self.traffic = Traffic()  # requests in flight through the proxy, per app port
+        self._balancer = Balancer(self.traffic)
 
     def hand_over(self, runtime: AppRuntime) -> Retiring:
         return hand_over(runtime, self._tokens)
@@ -83,10 +85,11 @@ class Rollovers:
     def take_back(self, runtime: AppRuntime) -> bool:
         return take_back(runtime, self._tokens)
 
-    def lease(self, runtime: AppRuntime | None) -> Lease | None:
-        """Pick the serving port and hold it in one step (no await between: a drain that begins
-        after a switch sees every request routed before it)."""
-        port = serving_port(runtime) if runtime is not None else None
+    def lease(self, runtimes: list[AppRuntime]) -> Lease | None:
+        """Pick the serving port among the app's instances and hold it in one step (no await
+        between: a drain that begins after a switch sees every request routed before it)."""
+        ports = [port for rt in runtimes if not rt.draining and (port := serving_port(rt)) is not None]
+        port = self._balancer.pick(ports)
         return self.traffic.enter(port) if port is not None else None
 
     async def drain(self, runtime: AppRuntime, retiring: Retiring) -> None:
@@ -97,7 +100,8 @@ class Rollovers:
         grace = self._grace if grace is None else float(grace)
         idle = asyncio.ensure_future(self.traffic.wait_idle(retiring.port, grace))
         try:  # or until the process is gone anyway (a stop ended it, it crashed)
-            await asyncio.wait({idle, retiring.process.exited}, return_when=asyncio.FIRST_COMPLETED)
+            waits: set[asyncio.Future[Any]] = {idle, retiring.process.exited}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             idle.cancel()
         busy = self.traffic.outstanding(retiring.port)
@@ -106,7 +110,7 @@ class Rollovers:
 
     async def end(self, runtime: AppRuntime) -> Retiring | None:
         """End the app's retiring process now (its tree, port, token); the one ended, if any."""
-        retiring = runtime.retiring
+        retiring: Retiring | None = runtime.retiring
         if retiring is None:
             return None
         await self._spawner.retire(runtime, retiring)
@@ -130,8 +134,8 @@ def why_not_rolling(runtime: AppRuntime, fixed_port: int | None) -> str | None:
 def hand_over(runtime: AppRuntime, tokens: AppTokens) -> Retiring:
     """Move the running process off ``runtime``: a new start gets a new port and token."""
     assert runtime.process is not None
-    token_key = f"{runtime.name}#retiring"
-    tokens.set_aside(runtime.name, token_key)
+    token_key = f"{runtime.key}#retiring"
+    tokens.set_aside(runtime.key, token_key)
     retiring = Retiring(
         app=runtime.app,
         process=runtime.process,
@@ -162,7 +166,7 @@ def take_back(runtime: AppRuntime, tokens: AppTokens) -> bool:
     runtime.started_at, runtime.started_monotonic = retiring.started_at, retiring.started_monotonic
     runtime.log_offset = retiring.log_offset
     runtime.status, runtime.exit_code, runtime.reason = RUNNING, None, None
-    tokens.put_back(runtime.name, retiring.token_key)
+    tokens.put_back(runtime.key, retiring.token_key)
     return True
 
 
@@ -171,7 +175,7 @@ def serving_port(runtime: AppRuntime) -> int | None:
     successor gets ready, the retiring one's."""
     if runtime.status == RUNNING and runtime.port is not None:
         return runtime.port
-    retiring = runtime.retiring
+    retiring: Retiring | None = runtime.retiring
     if retiring is not None and retiring.port is not None and runtime.status != STOPPING and retiring.alive:
         return retiring.port
     return None
@@ -183,7 +187,7 @@ def recorded_retiring(runtime: AppRuntime, record: dict[str, Any]) -> Retiring |
     found = record.get("retiring")
     if not isinstance(found, dict) or not found.get("pid") or not found.get("create_time"):
         return None
-    marker = f"{runtime.name}:{int(found.get('generation') or 0)}"
+    marker = f"{runtime.key}:{int(found.get('generation') or 0)}"
     process = AppProcess.adopt(int(found["pid"]), float(found["create_time"]), marker)
     if process is None:
         return None
@@ -197,5 +201,5 @@ def recorded_retiring(runtime: AppRuntime, record: dict[str, Any]) -> Retiring |
         started_at=None,
         started_monotonic=None,
         log_offset=0,
-        token_key=str(found.get("tokenKey") or f"{runtime.name}#retiring"),
+        token_key=str(found.get("tokenKey") or f"{runtime.key}#retiring"),
     )

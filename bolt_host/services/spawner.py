@@ -49,7 +49,9 @@ class Spawner:
         extra_env: ExtraEnv | None = None,
         requested_port: RequestedPort | None = None,
         isolation: Isolation | None = None,
+        group_in_use: Callable[[AppRuntime], bool] = lambda runtime: False,
     ) -> None:
+        self._group_in_use = group_in_use  # another instance of the app still runs in its cgroup
         self._logs = logs
         self._tokens = tokens
         self._host_url = host_url
@@ -75,9 +77,8 @@ class Spawner:
             runtime.confinement = await self._confine(runtime, argv)
             argv = runtime.confinement.argv
             extra = {**extra, **runtime.confinement.env}
-        env = app_environment(
-            app, extra, name=name, port=runtime.port, token=self._tokens.issue(name), host_url=self._host_url
-        )
+        token = self._tokens.issue(name, runtime.key)
+        env = app_environment(app, extra, name=name, port=runtime.port, token=token, host_url=self._host_url)
         env[MARKER_VARIABLE] = runtime.marker
         await before_launch()
         try:
@@ -120,7 +121,7 @@ class Spawner:
         if runtime.port is not None:
             self._ports.hold(runtime.port, runtime.name)
         token = read_environ_value(process.pid, "BOLT_APP_TOKEN")
-        if token:  # lets the host sign the events it sends to the adopted app
+        if token and runtime.instance == 0:  # lets the host sign the events it sends to the adopted app
             self._tokens.remember(runtime.name, token)
 
     async def cleanup(self, runtime: AppRuntime) -> int | None:
@@ -136,8 +137,8 @@ class Spawner:
             process.reap()
             process.close()
             runtime.process = None
-        if runtime.confinement is not None and runtime.retiring is not None:
-            runtime.confinement = None  # the group is shared with the retiring process, which serves on
+        if runtime.confinement is not None and (runtime.retiring is not None or self._group_in_use(runtime)):
+            runtime.confinement = None  # the app's group still holds a process that serves on
         elif runtime.confinement is not None:
             await self._empty_cgroup(runtime)
         if runtime.port is not None:
@@ -145,7 +146,7 @@ class Spawner:
                 log.warning("%s: port %s still busy after its tree is gone", runtime.name, runtime.port)
             self._ports.release(runtime.port)
             runtime.port = None
-        self._tokens.revoke(runtime.name)
+        self._tokens.revoke(runtime.key)
         return exit_code
 
     async def retire(self, runtime: AppRuntime, retiring: Retiring) -> None:
@@ -155,7 +156,7 @@ class Spawner:
         await self._end_tree(runtime.name, retiring.app, process, retiring.marker)
         process.reap()
         process.close()
-        if retiring.confinement is not None and runtime.process is None and runtime.confinement is None:
+        if retiring.confinement is not None and runtime.process is None and not self._group_in_use(runtime):
             runtime.confinement, retiring.confinement = retiring.confinement, None
             await self._empty_cgroup(runtime)
         if retiring.port is not None:

@@ -41,11 +41,12 @@ class AppTokens:
         """The live token of a running app, if this host process issued or adopted it."""
         return self._plain.get(app_name)
 
-    def issue(self, app_name: str) -> str:
-        """A new token for ``app_name``; any earlier one is revoked (durable at the next commit)."""
+    def issue(self, app_name: str, key: str | None = None) -> str:
+        """A new token for ``app_name`` (held under ``key``: one per instance of the app); any
+        earlier one under that key is revoked (durable at the next commit)."""
         token = secrets.token_urlsafe(32)
-        self._state.put(SECTION, app_name, {"app": app_name, "digest": _digest(token)})
-        self._plain[app_name] = token
+        self._state.put(SECTION, key or app_name, {"app": app_name, "digest": _digest(token)})
+        self._plain[key or app_name] = token
         return token
 
     def set_aside(self, app_name: str, key: str) -> None:
