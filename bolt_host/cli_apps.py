@@ -41,7 +41,7 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _contexts(client: Client) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in client.get("/api/apps/@live")}
+    return {c["name"]: c for c in client.get("/api/apps/@live") if not c.get("instance")}  # one row per app
 
 
 def _row(app: dict[str, Any], context: dict[str, Any] | None) -> list[Any]:
