@@ -5,8 +5,10 @@ drains.  Real host (uvicorn), real app processes, real clients."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,9 @@ import pytest
 from websockets.sync.client import connect
 
 from bolt_host import errors
-from tests.helpers import wait_until
+from bolt_host.services import traffic as proxy_traffic
+from bolt_host.services.instances import Balancer
+from tests.helpers import async_wait_until, wait_until
 from tests.rolling_support import BASIC, FIXTURE_APPS, Traffic, in_thread, restart
 from tests.servers import LiveServer, live_host_with_app
 
@@ -97,9 +101,9 @@ def test_instances_are_supervised_balanced_and_scaled_down_with_a_drain(live: Li
     assert back["restarts"] == 1 and [c["restarts"] for c in _instances(live)] == [0, 1, 0]
     pids[1] = back["pid"]
 
-    with Traffic(live) as traffic:  # three long answers, one on each instance (least outstanding)
-        threads, outcomes, began = _long_answers(live, 3)
-        began.wait()
+    threads, outcomes, began = _long_answers(live, 3)  # one on each instance: least outstanding
+    began.wait()
+    with Traffic(live) as traffic:
         scaled = _scale(live, 1)  # returns once instances 1 and 2 drained and stopped
         for thread in threads:
             thread.join(timeout=60)
@@ -130,6 +134,19 @@ def test_a_rolling_restart_goes_one_instance_at_a_time(live: LiveServer) -> None
     assert all(_gone(pid) for pid in before)
 
 
+def test_an_instance_that_refuses_connections_is_taken_out_and_its_requests_go_elsewhere(live: LiveServer) -> None:
+    assert _scale(live, 2).status_code == 200
+    first, second = (c["pid"] for c in _instances(live))
+    with Traffic(live) as traffic:
+        traffic.more_answers(10)
+        os.kill(second, signal.SIGUSR1)  # it stops listening but lives on: still "running"
+        seen = len(traffic.answers)
+        traffic.more_answers(40)
+    assert traffic.failures == [], "the request that found the port refusing went to the other instance"
+    assert {pid for _, pid in traffic.answers[seen + 10 :]} == {first}
+    assert [(c["status"], c["pid"]) for c in _instances(live)] == [("running", first), ("running", second)]
+
+
 def test_instance_counts_out_of_range_are_refused_and_change_nothing(live: LiveServer) -> None:
     for count in (0, 5, "2", True):
         answer = _scale(live, count)
@@ -137,3 +154,22 @@ def test_instance_counts_out_of_range_are_refused_and_change_nothing(live: LiveS
         assert "'instances' must be a whole number from 1" in answer.json()["error"]["message"]
     assert [c["instance"] for c in _instances(live)] == [0]
     assert _scale(live, None).status_code == 200  # null: back to the manifest's count (1)
+
+
+async def test_a_refusing_port_is_left_out_until_it_accepts_again() -> None:
+    balancer = Balancer(proxy_traffic.Traffic())
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    other = 1  # never connected to: only picked
+    balancer.refused(port)
+    assert {balancer.pick([port, other]) for _ in range(10)} == {other}
+    assert balancer.pick([port]) == port, "a lone instance is tried anyway"
+    server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", port)
+    try:
+        await async_wait_until(lambda: balancer.pick([port, other]) == port or None, timeout=30,
+                               what="the port to be back in the rotation")
+    finally:
+        server.close()
+        await server.wait_closed()
+        await balancer.close()

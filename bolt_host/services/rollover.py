@@ -77,7 +77,7 @@ class Rollovers:
         self._grace = grace_seconds
         self._note = note
         self.traffic = Traffic()  # requests in flight through the proxy, per app port
-        self._balancer = Balancer(self.traffic)
+        self.balancer = Balancer(self.traffic)
 
     def hand_over(self, runtime: AppRuntime) -> Retiring:
         return hand_over(runtime, self._tokens)
@@ -89,7 +89,7 @@ class Rollovers:
         """Pick the serving port among the app's instances and hold it in one step (no await
         between: a drain that begins after a switch sees every request routed before it)."""
         ports = [port for rt in runtimes if not rt.draining and (port := serving_port(rt)) is not None]
-        port = self._balancer.pick(ports)
+        port = self.balancer.pick(ports)
         return self.traffic.enter(port) if port is not None else None
 
     async def drain(self, runtime: AppRuntime, retiring: Retiring) -> None:

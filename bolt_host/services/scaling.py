@@ -63,6 +63,10 @@ class Scaling:
         def _context(self, runtime: AppRuntime) -> dict[str, Any]: ...
 
     # instances -------------------------------------------------------------------
+    def refused(self, port: int) -> None:
+        """The proxy could not connect to ``port``: no requests to it until it accepts again."""
+        self._rollovers.balancer.refused(port)
+
     def lease(self, name: str) -> Lease | None:
         """A hold on a port serving ``name`` (its least busy instance) for one proxied request;
         None: nothing serves."""

@@ -212,6 +212,7 @@ class Supervisor(Scaling):
                     await self._stop_locked(runtime, desired_after=runtime.desired, by="host shutdown")
 
         await asyncio.gather(*(stop_one(rt) for rt in list(self._apps.values())), return_exceptions=True)
+        await self._rollovers.balancer.close()
         await self._cancel_background()
         self._reaper.close()
 
@@ -219,6 +220,7 @@ class Supervisor(Scaling):
         """Forget every process without stopping it or writing records (simulates a host crash)."""
         self._closing = True
         await self._stats.stop()
+        await self._rollovers.balancer.close()
         tasks = [t for rt in self._apps.values() for t in (rt.start_task, rt.restart_task) if t is not None]
         for task in tasks:
             task.cancel()

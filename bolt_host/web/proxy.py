@@ -62,37 +62,55 @@ async def proxy(request: Request) -> Response:
         return login
     check_proxy_access(request, name)  # cookie writes: actor() applied the cross-origin check
     lease = lease_port(request, name)  # held until the answer's last byte: a drain waits for it
-    try:
-        return await _forward(request, name, lease)
-    except BaseException:
-        lease.release()
-        raise
-
-
-async def _forward(request: Request, name: str, lease: Lease) -> Response:
-    host = host_of(request)
-    path = request.path_params.get("path", "")
-    url = f"http://127.0.0.1:{lease.port}/{path}"
-    if request.url.query:
-        url += "?" + request.url.query
-    chunked = "transfer-encoding" in request.headers
-    headers = app_request_headers(request, name, drop={"content-length"} if chunked else ())
-    client: httpx.AsyncClient = host.proxy_client
-    has_body = "content-length" in request.headers or chunked
-    content = request.stream() if has_body else None  # a GET goes out without a chunked empty body
-    upstream_request = client.build_request(request.method, url, headers=headers, content=content)
-    try:
-        upstream = await client.send(upstream_request, stream=True)
-    except httpx.TimeoutException as exc:
-        raise BoltError(
-            errors.APP_GATEWAY_TIMEOUT, f"App {name!r} did not answer in time ({type(exc).__name__})"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise BoltError(errors.APP_BAD_GATEWAY, f"App {name!r} gave no valid answer ({type(exc).__name__})") from exc
+    upstream, lease = await _send(request, name, lease)
     done = BackgroundTask(_close, upstream, lease)
     response = StreamingResponse(_relay(upstream, name, lease), status_code=upstream.status_code, background=done)
     response.raw_headers = app_response_headers(upstream.headers.raw)
     return response
+
+
+async def _send(request: Request, name: str, lease: Lease) -> tuple[httpx.Response, Lease]:
+    """Send the request to the leased port: the app's answer (headers read, body streaming)
+    and the lease it holds.  A port that refuses the connection is taken out of the rotation,
+    and a request without a body (nothing of it reached the app) goes once more to another
+    instance.  On failure the lease is released here."""
+    host = host_of(request)
+    supervisor = host.supervisor
+    path = request.path_params.get("path", "")
+    query = "?" + request.url.query if request.url.query else ""
+    chunked = "transfer-encoding" in request.headers
+    headers = app_request_headers(request, name, drop={"content-length"} if chunked else ())
+    client: httpx.AsyncClient = host.proxy_client
+    has_body = "content-length" in request.headers or chunked
+    tried: set[int] = set()
+    try:
+        while True:
+            content = request.stream() if has_body else None  # a GET goes out without a chunked empty body
+            url = f"http://127.0.0.1:{lease.port}/{path}{query}"
+            upstream_request = client.build_request(request.method, url, headers=headers, content=content)
+            try:
+                return await client.send(upstream_request, stream=True), lease
+            except httpx.ConnectError:
+                supervisor.refused(lease.port)
+                tried.add(lease.port)
+                retry = None if has_body else supervisor.lease(name)
+                if retry is None or retry.port in tried:  # every instance refused
+                    if retry is not None:
+                        retry.release()
+                    raise
+                lease.release()
+                lease = retry
+    except httpx.TimeoutException as exc:
+        lease.release()
+        raise BoltError(
+            errors.APP_GATEWAY_TIMEOUT, f"App {name!r} did not answer in time ({type(exc).__name__})"
+        ) from exc
+    except httpx.HTTPError as exc:
+        lease.release()
+        raise BoltError(errors.APP_BAD_GATEWAY, f"App {name!r} gave no valid answer ({type(exc).__name__})") from exc
+    except BaseException:
+        lease.release()
+        raise
 
 
 async def _relay(upstream: httpx.Response, name: str, lease: Lease) -> Any:
