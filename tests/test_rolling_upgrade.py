@@ -73,3 +73,21 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_without_a_gap(live: 
     folder = live.host.settings.data_dir / "apps" / "rolling"
     assert json.loads((folder / "package.json").read_text())["version"] == "1.0.0"
     assert not (folder / "never-ready").exists()
+
+
+def test_an_upgrade_switches_every_instance_one_at_a_time(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=120) as admin:
+        assert admin.put("/api/apps/rolling", json={"instances": 2}).status_code == 200
+    _new_version(live, "2.0.0")
+    with Traffic(live) as traffic:
+        answer = _upgrade(live)
+        traffic.more_answers(20)
+    assert answer.status_code == 201, answer.text
+    assert traffic.failures == []
+    assert {version for version, _ in traffic.answers[-10:]} == {"2.0.0"}
+    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=30) as admin:
+        instances = [c for c in admin.get("/api/apps/@live").json()["body"] if c["name"] == "rolling"]
+    assert sorted((c["instance"], c["status"], c["app"]["version"]) for c in instances) == [
+        (0, "running", "2.0.0"), (1, "running", "2.0.0"),
+    ]
+    assert answer.json()["body"]["adminInstances"] == 2, "the admin's count is kept across the upgrade"
