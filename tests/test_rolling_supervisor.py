@@ -5,6 +5,8 @@ in for a request still in flight there, so the drain waits."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -76,3 +78,24 @@ async def test_a_host_killed_mid_switch_ends_the_old_process_at_boot(harness: Ha
     assert marked_pids("midway") == [new["pid"]]
     assert "retiring" not in harness.state.get(SECTION, "midway")
     await second.shutdown()
+
+
+async def test_after_a_host_restart_instances_are_adopted_and_a_dead_one_started_again(harness: Harness) -> None:
+    app = harness.app("pair", "http_server.py", health="/health", instances=2)
+    first = harness.supervisor()
+    await first.boot()
+    await first.start_app(app)
+    before = {c["instance"]: c["pid"] for c in first.contexts() if c["name"] == "pair"}
+    assert sorted(before) == [0, 1]
+    await first.detach()  # the host "crashed"
+    os.kill(before[1], signal.SIGKILL)  # and instance 1 died while it was down
+    assert await async_wait_until(lambda: process_gone(before[1]), what="instance 1 to be gone")
+
+    second = harness.supervisor()
+    await second.boot()
+    after = {c["instance"]: c for c in second.contexts() if c["name"] == "pair"}
+    assert after[0]["pid"] == before[0] and after[0]["status"] == "running", "instance 0 adopted"
+    assert after[1]["status"] == "running" and after[1]["pid"] != before[1], "instance 1 started again"
+    assert sorted(marked_pids("pair") + marked_pids("pair#1")) == sorted([before[0], after[1]["pid"]])
+    await second.shutdown()
+    assert process_gone(before[0]) and process_gone(after[1]["pid"])

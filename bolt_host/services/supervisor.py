@@ -179,6 +179,8 @@ class Supervisor(Scaling):
                 if self._load_app is not None and app is None:  # uninstalled while the host was down
                     async with runtime.lock:
                         await self._stop_locked(runtime, desired_after=DESIRED_STOPPED)
+                elif self._autostart and app is not None and not runtime.instance:
+                    to_start.append(app)  # idempotent for the adopted process; starts its other instances
                 continue
             if record.get("pid"):
                 self._persist_soon(runtime)  # gone or pid reused: forget it, never signal it
