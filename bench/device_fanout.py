@@ -114,19 +114,33 @@ class BrokerCounter:
         self.times: list[float] = []
         self.installed: dict[str, float] = {}
         self.failed: dict[str, str] = {}
+        self.requested: dict[str, float] = {}  # device -> when its first download request went through
+        self.replied: dict[str, float] = {}
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter")
         self.client.username_pw_set("bolt-manager-observer", MANAGER_PASSWORD)
         self.client.on_message = self._on_message
+        self.births: dict[str, list[float]] = {}  # device -> when each of its BIRTHs went through
         self.connected = threading.Event()
-        self.client.on_connect = lambda *a: self.connected.set()
+        self.client.on_connect = self._on_connect
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         wait_for(self.connected.is_set, 10, "counter connected")
-        self.client.subscribe([("$EDC/#", 1), ("bolt/#", 1)])
+
+    def _on_connect(self, client: Any, *args: Any) -> None:
+        # again after each reconnect (clean session), so a broker restart blinds it only while down
+        client.subscribe([("$EDC/#", 1), ("bolt/#", 1)])
+        self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        now = time.monotonic()
         self.count += 1
-        self.times.append(time.monotonic())
+        self.times.append(now)
+        if message.topic.endswith("/MQTT/BIRTH"):
+            self.births.setdefault(message.topic.split("/")[2], []).append(now)
+        elif message.topic.endswith("/DEPLOY-V2/EXEC/download"):
+            self.requested.setdefault(message.topic.split("/")[2], now)
+        elif "/DEPLOY-V2/REPLY/" in message.topic:
+            self.replied.setdefault(message.topic.split("/")[-2], now)
         if "/NOTIFY/" in message.topic and message.topic.endswith(("/install", "/download")):
             metrics = json.loads(message.payload).get("metrics", {})
             device, step = message.topic.split("/")[-2:]
@@ -138,6 +152,48 @@ class BrokerCounter:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def stage_seconds(counter: BrokerCounter, started: float) -> dict[str, Any]:
+    """Where the time goes, per device, as the broker saw it: the manager's part (from the burst's
+    start to the device's request going through the broker), the agent's answer (request to
+    reply) and the agent's work (request to install COMPLETED: download, check, install, start)."""
+
+    def spread(values: list[float]) -> dict[str, float] | None:
+        if not values:
+            return None
+        ordered = sorted(values)
+        return {"p50": round(statistics.median(ordered), 2), "p90": round(ordered[int(len(ordered) * 0.9) - 1], 2),
+                "max": round(ordered[-1], 2)}
+
+    requested = counter.requested
+    return {
+        "callToRequestPublished": spread([t - started for t in requested.values()]),
+        "requestToReply": spread([counter.replied[d] - t for d, t in requested.items() if d in counter.replied]),
+        "requestToInstalled": spread([counter.installed[d] - t for d, t in requested.items()
+                                      if d in counter.installed]),
+        "lastRequestPublished": round(max(requested.values()) - started, 2) if requested else None,
+        "requestsSeen": len(requested),
+    }
+
+
+def births_after(counter: BrokerCounter, up_at: float) -> dict[str, Any]:
+    """How long after the broker came back each device announced itself again (its first BIRTH
+    then), and how many never did while the counter watched."""
+    back = sorted(min(t for t in times if t >= up_at) - up_at
+                  for times in counter.births.values() if any(t >= up_at for t in times))
+    if not back:
+        return {"devices": 0}
+    return {"devices": len(back), "p50": round(statistics.median(back), 2), "max": round(back[-1], 2)}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def descendants(pids: list[int]) -> list[int]:
@@ -231,6 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     users = {"bolt-manager": MANAGER_PASSWORD, "bolt-manager-observer": MANAGER_PASSWORD}
     users.update({f"agent-{i}": f"pw-{i}" for i in range(args.agents)})
     manager: subprocess.Popen[bytes] | None = None
+    profiler: subprocess.Popen[bytes] | None = None
     agents: list[subprocess.Popen[bytes]] = []
     app_pids: list[int] = []
     counter: BrokerCounter | None = None
@@ -245,7 +302,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {**os.environ, "BOLT_DEVICE_MODE": "manager", "BOLT_DEVICE_BROKER_URL": broker.url,
                "BOLT_DEVICE_USERNAME": "bolt-manager", "BOLT_DEVICE_PASSWORD": MANAGER_PASSWORD,
                "BOLT_ADMIN_PASSWORD": ADMIN_PASSWORD, "BOLT_DISABLE_PLUGINS": "robot,market,enterprise",
-               "BOLT_AUTOSTART": "false", "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
+               "BOLT_AUTOSTART": "false", "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}",
+               # every call comes from this one address (in a fleet: many clients, or one
+               # integration server); the host's per-address cap (128 by default) would refuse them
+               "BOLT_MAX_CONNECTIONS_PER_IP": str(args.agents + 16)}
         log = (work / "manager.log").open("wb")
         manager = subprocess.Popen(
             [sys.executable, "-m", "bolt_host", "serve", "--port", str(port), "--data-dir", str(work / "manager"),
@@ -280,7 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             items = api.get("/v1/_/devices", params={"limit": 1000, "status": "CONNECTED"}).json()["items"]
             return items if len(items) >= args.agents else None
 
-        devices = wait_for(connected, 180, f"{args.agents} devices connected", interval=0.25)
+        devices = wait_for(connected, 300, f"{args.agents} devices connected", interval=1.0)
         connect_seconds = time.monotonic() - started
         idle = Sampler(manager.pid)
         idle.start()
@@ -291,12 +351,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         request = {"uri": doc["dist"]["tarball"], "name": manifest["name"], "version": manifest["version"],
                    "fileHash": sha256_of(data), "install": True}
         sampler = Sampler(manager.pid)
+        if args.profile is not None:  # py-spy attached for the burst only; its output is not committed
+            profiler = subprocess.Popen(["py-spy", "record", "--pid", str(manager.pid), "-r", "100", "-f", "raw",
+                                         "-o", str(args.profile)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         restart = BrokerRestart(broker, args.restart_broker_after) if args.restart_broker_after is not None else None
         if restart is not None:
             restart.start()
         messages_before = counter.count
+        cpu_before = cpu_seconds([manager.pid]), cpu_seconds([a.pid for a in agents])
         sampler.start()
         fan_wall, fan_started = time.time(), time.monotonic()
+        counter.requested.clear()
+        counter.replied.clear()
         if restart is not None:
             restart.go.set()
         calls = asyncio.run(fan_out(base, token, devices, request))
@@ -318,8 +384,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         messages = counter.count - messages_before
         window = [t for t in counter.times if t >= fan_started]
         peak_rate = max((sum(1 for u in window if t <= u < t + 1.0) for t in window), default=0)
+        cpu_spent = (cpu_seconds([manager.pid]) - cpu_before[0], cpu_seconds([a.pid for a in agents]) - cpu_before[1])
         sampler.halt.set()
         sampler.join()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=60)
         completed = sum(o["status"] == "COMPLETED" for o in operations)
         running = {"type": "attributePredicate", "attributeName": "status", "attributeValue": "RUNNING"}
         in_manager = still_running = 0
@@ -329,6 +399,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             still_running += api.post(path, json={"predicate": running}).json()["count"]
         failed_reasons = sorted({o["log"].splitlines()[-1] for o in operations if o["status"] != "COMPLETED"})
         app_pids = descendants([a.pid for a in agents])
+        stages = stage_seconds(counter, fan_started)
+        if restart is not None:
+            stages["birthAfterRestart"] = births_after(counter, restart.up_at)
         cpu = [s[0] for s in sampler.samples] or [0.0]
         rss = [s[1] for s in sampler.samples] or [0]
         idle_rss = [s[1] for s in idle.samples] or [0]
@@ -343,6 +416,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "max": round(max(latencies) * 1000, 1)},
             "app": args.app,
             "installAllSeconds": round(fan_seconds, 2),
+            "stagesSeconds": stages,
             "callsRefused": refused,
             "operationsStarted": len(started_ops),
             "operationsInManager": in_manager,
@@ -358,6 +432,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "managerRssMiB": {"idle": round(max(idle_rss) / 2**20, 1), "peak": round(max(rss) / 2**20, 1),
                               "after": round(rss[-1] / 2**20, 1)},
             "managerCpuPercent": {"mean": round(statistics.mean(cpu), 1), "peak": round(max(cpu), 1)},
+            # CPU time used from the burst's start until every operation had ended, to tell the
+            # manager's own work from the agents' (their processes, not the apps they start)
+            "cpuSecondsDuringFanOut": {"manager": round(cpu_spent[0], 1), "agentProcesses": round(cpu_spent[1], 1)},
             "brokerMessages": messages,
             "brokerMessagesPerSecond": round(messages / fan_seconds, 1) if fan_seconds > 0 else None,
             "brokerMessagesPeakPerSecond": peak_rate,
@@ -373,6 +450,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for pid in app_pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        end(profiler)
         end(manager)
         broker.stop()
         registry.stop()
@@ -390,6 +468,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, data dirs)")
     parser.add_argument("--app", choices=("python", "sleep"), default="python",
                         help="the installed app's process: a Python loop, or 'sleep' (cheap to spawn)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
+                        help="record the manager with py-spy during the burst (raw folded stacks)")
     parser.add_argument("--restart-broker-after", type=float, default=None, metavar="SECONDS",
                         help="restart Mosquitto this many seconds into the burst")
     args = parser.parse_args()

@@ -63,6 +63,7 @@ TARGET_N = 200
 async def bench_n(n: int, systems: list[str], opts: Options, keep: bool) -> dict[str, Figures]:
     run_id = f"{os.getpid()}-{secrets.token_hex(4)}"
     workdir = Path(tempfile.mkdtemp(prefix=f"bolt-supbench-{n}-"))
+    os.chmod(workdir, 0o711)  # as root the host runs each app as its own uid: they pass through to their code
     results: dict[str, Figures] = {}
     try:
         repo = write_local_repo(workdir, n, run_id)

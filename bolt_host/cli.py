@@ -143,6 +143,7 @@ def serve(**flags: Any) -> None:
     except CorruptDatabaseError as exc:
         raise click.ClickException(str(exc)) from exc
     from bolt_host.app import create_app, server_options
+    from bolt_host.quiet_server import QuietServer
 
     try:
         app = create_app(settings, on_ready=lambda host: _print_banner(settings, host.generated_admin_password))
@@ -157,7 +158,7 @@ def serve(**flags: Any) -> None:
         access_log=False,
         **server_options(settings),
     )
-    server = uvicorn.Server(config)
+    server = QuietServer(config)
     try:
         server.run(sockets=[listener])
     except CorruptDatabaseError as exc:

@@ -23,7 +23,7 @@ from bolt_host.plugins import Hooks, PluginLoadError, await_maybe, make_plugin_m
 from bolt_host.services.app_runtime import SECTION as SUPERVISOR_SECTION
 from bolt_host.services.envnames import AdminEnv
 from bolt_host.services.events import Event, EventBus
-from bolt_host.services.integrity import verify_app_hash
+from bolt_host.services.integrity import verify_app
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
 from bolt_host.services.supervisor import Supervisor
 from bolt_host.services.tokens import SECTION as TOKENS_SECTION
@@ -200,7 +200,7 @@ class Host:
             extra_env=self._plugin_environment,
             requested_port=self._plugin_port,
             load_app=self.apps.get,
-            verify_app=verify_app_hash,
+            verify_app=verify_app,
             autostart=settings.autostart,
             isolation=self.isolation,
             max_instances=settings.max_instances,
@@ -212,6 +212,8 @@ class Host:
         stack.push_async_callback(self.app_hooks.aclose)
         self.events.subscribe(self.app_hooks)
         stack.callback(self.events.unsubscribe, self.app_hooks)
+        if self.isolation is not None:  # runs after the supervisor's shutdown below
+            stack.callback(self.isolation.remove_empty_groups)
         stack.push_async_callback(self.supervisor.shutdown)
         await self.supervisor.boot()
         self.tasks = Tasks(self.db, data_dir / "logs" / "tasks", self.publish)

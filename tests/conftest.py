@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,4 +52,14 @@ def _app_uids_can_pass_through_temp_dirs(tmp_path_factory: pytest.TempPathFactor
 async def bolt(tmp_path: Path) -> AsyncIterator[RunningHost]:
     """A started host on a temp data dir with anonymous and admin clients."""
     async with running_host(tmp_path / "data") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A device fleet shared by a test module: Mosquitto, a manager and agents dev-1 and dev-2
+    (tests/fixtures/device/fleet.py); a module needing other settings defines its own."""
+    from tests.fixtures.device.fleet import running_fleet
+
+    with running_fleet(tmp_path_factory.mktemp("fleet")) as running:
         yield running

@@ -4,7 +4,6 @@ that never sees or touches another scope's devices (403 in Kapua's body)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -20,25 +19,18 @@ from tests.fixtures.device.fleet import (
     Kapua,
     agent_config,
     device_host,
-    running_fleet,
     sha256_of,
 )
-from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.mosquitto import NEEDS_MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
 from tests.fixtures.device.packages import pack_sample
 from tests.fixtures.device.raw_device import RawDevice
-from tests.helpers import requires_tool, wait_until
+from tests.helpers import wait_until
 
 pytestmark = [
-    requires_tool(MOSQUITTO, "the mosquitto binary is not installed (apt-get install mosquitto)"),
+    NEEDS_MOSQUITTO,
     pytest.mark.timeout(120),
 ]
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("fleet")) as running:
-        yield running
 
 
 def test_login_returns_a_kapua_access_token(fleet: Fleet) -> None:

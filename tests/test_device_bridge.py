@@ -14,16 +14,16 @@ import pytest
 
 from bolt_host.testing import ADMIN_PASSWORD
 from tests.fixtures.device.fleet import MANAGER_ID, Kapua, agent_config, device_host, manager_config, sha256_of
-from tests.fixtures.device.mosquitto import MOSQUITTO, Mosquitto, device_rules
+from tests.fixtures.device.mosquitto import NEEDS_MOSQUITTO, Mosquitto, device_rules
 from tests.fixtures.device.openapi import check_schema
 from tests.fixtures.device.packages import pack_sample
 from tests.fixtures.device.raw_device import RawDevice
-from tests.helpers import requires_tool, wait_until
+from tests.helpers import wait_until
 from tests.registry_server import RegistryServer
 from tests.servers import LiveServer
 
 pytestmark = [
-    requires_tool(MOSQUITTO, "the mosquitto binary is not installed (apt-get install mosquitto)"),
+    NEEDS_MOSQUITTO,
     pytest.mark.timeout(120),
 ]
 

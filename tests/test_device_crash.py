@@ -1,10 +1,11 @@
-"""Operations that a crash cuts off: an agent killed with ``kill -9`` mid-download (a real
-``bolt-host serve`` process), restarted on the same data dir, on a wiped one, or never again.
-Real Mosquitto with the broker ACL, the manager as in test_device_fleet."""
+"""Operations that a crash cuts off: an agent killed with ``kill -9`` mid-download or
+mid-uninstall (a real ``bolt-host serve`` process), restarted on the same data dir, on a wiped
+one, or never again.  Real Mosquitto with the broker ACL, the manager as in test_device_fleet."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,13 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
+from bolt_host.services.extract import pack_directory
 from tests.fixtures.device.fleet import PASSWORDS, ROOT_ACCOUNT, Fleet, running_fleet, sha256_of
-from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.mosquitto import NEEDS_MOSQUITTO
 from tests.fixtures.device.packages import pack_sample
-from tests.helpers import free_port, requires_tool, wait_until
+from tests.helpers import free_port, wait_until
 
 pytestmark = [
-    requires_tool(MOSQUITTO, "the mosquitto binary is not installed (apt-get install mosquitto)"),
+    NEEDS_MOSQUITTO,
     pytest.mark.timeout(180),
 ]
 
@@ -75,6 +77,10 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
+
+    def app_pids(self) -> list[int]:
+        response = httpx.get(self.url + "/api/apps/@live", auth=("admin", ADMIN_PASSWORD), timeout=10)
+        return [context["pid"] for context in response.json()["body"] if context.get("pid")]
 
     def tasks(self) -> list[dict[str, Any]]:
         response = httpx.get(self.url + "/api/tasks", auth=("admin", ADMIN_PASSWORD), timeout=10)
@@ -150,3 +156,63 @@ def test_an_operation_of_a_device_that_never_returns_fails_at_the_deadline(fleet
     assert f"did not come back within {DEADLINE_SECONDS} s" in done["log"]
     device = fleet.kapua.device_by_client(CLIENT)
     assert device is not None and device["connection"]["status"] == "DISCONNECTED"
+
+
+# An app that outlives SIGTERM until a file named ``release`` appears next to it: stopping it
+# (the first step of an uninstall) takes its stop grace, long enough to kill the agent mid-way.
+STUBBORN_MAIN = """import pathlib, signal, sys, time
+release = pathlib.Path(__file__).with_name("release")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0) if release.exists() else None)
+while True:
+    time.sleep(3600)
+"""
+
+def _stubborn_package(folder: Path) -> tuple[bytes, dict[str, Any]]:
+    manifest = {"name": "stubborn", "version": "1.0.0", "keywords": ["bolt-app"],
+                "bolt": {"main": "main.py", "server": False, "stopGraceSeconds": 120}}
+    source = folder / "stubborn"
+    source.mkdir(parents=True)
+    (source / "package.json").write_text(json.dumps(manifest))
+    (source / "main.py").write_text(STUBBORN_MAIN)
+    return pack_directory(source, folder / "stubborn.tgz").read_bytes(), manifest
+
+
+def test_an_agent_killed_mid_uninstall_reports_the_cut_on_restart(fleet: Fleet, tmp_path: Path) -> None:
+    data_dir = tmp_path / "dev-3"
+    data, manifest = _stubborn_package(tmp_path / "package")
+    body = {"uri": fleet.files_url + fleet.files.add("stubborn.tgz", data), "name": manifest["name"],
+            "version": manifest["version"], "fileHash": sha256_of(data), "install": True}
+    released = data_dir / "apps" / "stubborn" / "release"
+    pids: list[int] = []
+    try:
+        with agent_process(fleet, data_dir) as agent:
+            device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
+            installed = fleet.kapua.post(f"/_/devices/{device_id}/packages/_download", json=body)
+            assert installed.status_code == 200, installed.text
+            done = fleet.kapua.wait_operation_end(device_id, installed.json()["id"], timeout=60)
+            assert done["status"] == "COMPLETED", done["log"]
+            pids = wait_until(agent.app_pids, timeout=30, what="stubborn running on the agent")
+            response = fleet.kapua.post(f"/_/devices/{device_id}/packages/_uninstall",
+                                        json={"name": "stubborn", "version": "1.0.0"})
+            assert response.status_code == 200, response.text
+            operation = response.json()
+            wait_until(lambda: [t for t in agent.tasks() if t["kind"] == "uninstall" and t["status"] == "running"],
+                       timeout=30, what="the uninstall task running (stopping the app)")
+            agent.kill()
+            fleet.kapua.wait_status(CLIENT, "DISCONNECTED", timeout=60)  # the broker sent its will
+            assert fleet.kapua.operation(device_id, operation["id"])["status"] == "RUNNING"
+        with agent_process(fleet, data_dir) as agent:
+            fleet.kapua.wait_connected(CLIENT, timeout=90)
+            ended = fleet.kapua.wait_operation_end(device_id, operation["id"], timeout=30)
+            pids += agent.app_pids()
+            released.touch()  # lets the host stop the app it adopted when this agent ends
+    finally:
+        released.parent.mkdir(parents=True, exist_ok=True)
+        released.touch()
+        for pid in set(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    assert ended["status"] == "FAILED", ended
+    assert CRASH_REASON in ended["log"]
+    last = _notes(fleet, device_id, operation["id"])[-1]
+    assert (last["resource"], last.get("status"), last["message"]) == ("uninstall", "FAILED", CRASH_REASON)

@@ -5,7 +5,6 @@ device's host service.  Real Mosquitto, manager and agents as in test_device_fle
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -19,25 +18,18 @@ from tests.fixtures.device.fleet import (
     Fleet,
     agent_config,
     device_host,
-    running_fleet,
     sha256_of,
 )
-from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.mosquitto import NEEDS_MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
 from tests.fixtures.device.packages import pack_sample
 from tests.fixtures.device.raw_device import RawDevice
-from tests.helpers import requires_tool, wait_until
+from tests.helpers import wait_until
 
 pytestmark = [
-    requires_tool(MOSQUITTO, "the mosquitto binary is not installed (apt-get install mosquitto)"),
+    NEEDS_MOSQUITTO,
     pytest.mark.timeout(120),
 ]
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("fleet")) as running:
-        yield running
 
 
 def _file_request(fleet: Fleet, sample: str, gated: bool = False, **changes: Any) -> dict[str, Any]:
@@ -68,6 +60,33 @@ def test_an_offline_device_is_409_and_gets_no_operation(fleet: Fleet) -> None:
         body = check_error(response.json())
         assert body["kapuaErrorCode"] == "DEVICE_NOT_CONNECTED" and body["deviceId"] == device_id
     assert kapua.get(f"/_/devices/{device_id}/operations").json()["items"] == []
+
+
+def test_a_disabled_device_is_refused_as_kapua_refuses_it(fleet: Fleet) -> None:
+    """Kapua's broker refuses a DISABLED device's connection, so every call to one is 409
+    DEVICE_NOT_CONNECTED; here the device is still on the broker, and the manager refuses it
+    the same way before creating an operation or sending anything.  Enabled again, it works."""
+    kapua = fleet.kapua
+    device = kapua.wait_connected("dev-2")
+    path = f"/_/devices/{device['id']}"
+    before = kapua.get(path + "/operations").json()["items"]
+    disabled = kapua.http.put(path, json={"status": "DISABLED"})
+    assert disabled.status_code == 200 and disabled.json()["status"] == "DISABLED", disabled.text
+    try:
+        for response in (
+            kapua.post(path + "/packages/_download", json=_file_request(fleet, "notes")),
+            kapua.post(path + "/packages/_uninstall", json={"name": "notes", "version": "1.0.0"}),
+            kapua.get(path + "/packages"),
+        ):
+            assert response.status_code == 409, response.text
+            body = check_error(response.json())
+            assert body["kapuaErrorCode"] == "DEVICE_NOT_CONNECTED" and body["deviceId"] == device["id"]
+            assert "DISABLED" in body["message"] and body["connectionStatus"] == "CONNECTED"
+        assert kapua.get(path + "/operations").json()["items"] == before
+    finally:
+        enabled = kapua.http.put(path, json={"status": "ENABLED"})
+    assert enabled.status_code == 200 and enabled.json()["status"] == "ENABLED", enabled.text
+    assert kapua.get(path + "/packages").status_code == 200
 
 
 def test_a_device_that_vanishes_is_marked_disconnected_by_its_will(fleet: Fleet) -> None:

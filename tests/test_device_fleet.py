@@ -8,29 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import psutil
 import pytest
 
-from tests.fixtures.device.fleet import Fleet, running_fleet, sha256_of
-from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.fleet import Fleet, sha256_of
+from tests.fixtures.device.mosquitto import NEEDS_MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
 from tests.fixtures.device.packages import pack_sample
-from tests.helpers import requires_tool, wait_until
+from tests.helpers import wait_until
 
 pytestmark = [
-    requires_tool(MOSQUITTO, "the mosquitto binary is not installed (apt-get install mosquitto)"),
+    NEEDS_MOSQUITTO,
     pytest.mark.timeout(120),
 ]
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("fleet")) as running:
-        yield running
-
 
 def _download(fleet: Fleet, device_id: str, body: dict[str, Any], timeout: int | None = None) -> httpx.Response:
     params = {"timeout": timeout} if timeout else None

@@ -6,27 +6,19 @@ every answer is validated against Kapua's OpenAPI."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.fixtures.device.fleet import Fleet, Kapua, running_fleet, sha256_of
-from tests.fixtures.device.mosquitto import MOSQUITTO
+from tests.fixtures.device.fleet import Fleet, Kapua, sha256_of
+from tests.fixtures.device.mosquitto import NEEDS_MOSQUITTO
 from tests.fixtures.device.openapi import check_error, check_schema
-from tests.helpers import requires_tool
 
 pytestmark = [
-    requires_tool(MOSQUITTO, "the mosquitto binary is not installed (apt-get install mosquitto)"),
+    NEEDS_MOSQUITTO,
     pytest.mark.timeout(120),
 ]
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("fleet")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,40 @@ async def test_backoff_grows_against_a_refused_port_until_a_broker_listens(tmp_p
     finally:
         await link.stop()
         await asyncio.to_thread(broker.stop)
+
+
+async def test_a_queued_message_the_broker_is_slow_to_acknowledge_goes_again_and_the_queue_moves_on(
+    tmp_path: Path,
+) -> None:
+    """A loaded broker (here: stopped with SIGSTOP) acknowledges a QoS 1 publish after the link's
+    timeout: the message is sent again and the ones queued behind it follow, on the same
+    connection (before, the outbox stalled until the next reconnect)."""
+    users = {**USERS, "bolt-manager": "manager-secret"}
+    seen: list[bytes] = []
+
+    async def collect(topic: str, payload: bytes, retained: bool) -> None:
+        seen.append(payload)
+
+    topic = "$EDC/kapua-sys/bolt-manager/DEPLOY-V2/NOTIFY/dev-1/download"
+    with Mosquitto(tmp_path / "broker", users, managers=("bolt-manager",)) as broker:
+        watcher = MqttLink(BrokerAddress("127.0.0.1", broker.port, username="bolt-manager",
+                                         password=users["bolt-manager"]), "bolt-manager", [topic], collect)
+        link = _link(broker.port, timeout=0.5)
+        watcher.start()
+        link.start()
+        try:
+            await asyncio.wait_for(asyncio.gather(link.connected.wait(), watcher.connected.wait()), timeout=20)
+            assert broker.process is not None
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            try:
+                link.enqueue(topic, b"first")
+                await async_wait_until(lambda: link.unacknowledged >= 1, timeout=20, what="the publish to time out")
+            finally:
+                os.kill(broker.process.pid, signal.SIGCONT)
+            link.enqueue(topic, b"second")
+            await async_wait_until(lambda: b"second" in seen, timeout=20, what="the message queued behind it")
+            assert b"first" in seen and seen.index(b"first") < seen.index(b"second")
+            assert link.connections == 1 and link.queued == 0
+        finally:
+            await link.stop()
+            await watcher.stop()

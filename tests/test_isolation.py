@@ -22,7 +22,7 @@ from bolt_host.services.limits import LimitError, check_limits, format_bytes, pa
 from bolt_host.services.sandbox import UID
 from bolt_host.services.stats import TreeSampler
 from bolt_host.testing import RunningHost, running_host
-from tests.helpers import async_wait_until
+from tests.helpers import async_wait_until, write_package
 from tests.test_market_support import app_get, market_host
 
 ROOT = os.geteuid() == 0
@@ -347,11 +347,14 @@ async def test_stop_kills_a_double_forked_child_that_dropped_its_marker(iso: Run
     sampler = TreeSampler()  # stats count the whole cgroup, the escaper too, from the kernel's counters
     usage, _ = sampler.sample({"escaper": context["pid"]}, {}, {"escaper": cgroup})
     assert usage["escaper"].processes == 1 + len(escaped) and usage["escaper"].memory > 0
+    passes = iso.host.supervisor._snapshots.passes
     stopped = await iso.admin.post("/api/apps/stop", json={"name": "escaper"})
     assert stopped.status_code == 200
     for pid in escaped:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    if iso.host.isolation.mode == "uid":  # a uid of its own cannot leave its group: the tree is read there
+        assert iso.host.supervisor._snapshots.passes == passes
 
 
 async def test_limits_from_manifest_admin_and_host_defaults(tmp_path: Path) -> None:
@@ -484,3 +487,66 @@ async def test_an_admin_sets_only_declared_env_names_and_never_refused_ones(tmp_
         assert shown.json()["body"]["adminEnv"] == ["GREETING"] and "secret-bonjour" not in shown.text
         await bolt.admin.post("/api/apps/start", json={"name": "greeter"})
         assert "GREETING=secret-bonjour" in await wait_for_line(bolt, "greeter", "GREETING=")
+
+
+LIMITS_PROBE_JS = """
+const limits = require('fs').readFileSync('/proc/self/limits', 'utf8');
+const line = limits.split('\\n').find((l) => l.startsWith('Max address'));
+console.log('NODE-UP ' + line.split(/\\s{2,}/)[1]);
+"""
+LIMITS_PROBE_PY = """
+    line = next(l for l in open("/proc/self/limits") if l.startswith("Max address"))
+    print("PY-UP", line.split()[3], flush=True)
+"""
+
+
+async def test_without_cgroups_memory_is_an_address_space_limit_for_python_and_none_for_node(
+    iso: RunningHost,
+) -> None:
+    """V8 hangs or aborts ("Failed to reserve virtual memory for CodeRange") under an address-space
+    limit of 128-512 MiB, so a Node app must not get one; a Python app does.  The host is given no
+    cgroups, as on a machine without them."""
+    iso.host.isolation.support = cgroups.NO_CGROUPS
+    repo = iso.host.state["test-repo"]
+    bolt = {"main": "app.js", "server": False, "restart": "never", "limits": {"memory": "128MiB"}}
+    manifest = {"name": "node-mem", "version": "1.0.0", "bolt": bolt}
+    write_package(repo / "node-mem", manifest, {"app.js": LIMITS_PROBE_JS})
+    write_app(repo, "py-mem", LIMITS_PROBE_PY, limits={"memory": "128MiB"})
+    await install_and_start(iso, "node-mem")
+    await install_and_start(iso, "py-mem")
+    assert "NODE-UP unlimited" in await wait_for_line(iso, "node-mem", "NODE-UP")
+    assert f"PY-UP {128 * 1024 * 1024}" in await wait_for_line(iso, "py-mem", "PY-UP")
+    node = (await iso.admin.get("/api/apps/node-mem")).json()["body"]["confinement"]["mechanisms"]
+    python = (await iso.admin.get("/api/apps/py-mem")).json()["body"]["confinement"]["mechanisms"]
+    assert node["memory"].startswith("not enforced (needs cgroups") and python["memory"] == "rlimit (address space)"
+    health = (await iso.admin.get("/-/health")).json()["body"]["isolation"]["mechanisms"]
+    assert health["memory"] == "rlimit (address space) for Python apps, none for others"
+
+
+async def test_an_apps_cgroup_stays_between_its_runs_and_goes_with_the_app(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    write_app(repo, "sleeper", 'import time\nprint("UP", flush=True)\ntime.sleep(600)\n')
+    write_app(repo, "kept", 'import time\nprint("UP", flush=True)\ntime.sleep(600)\n')
+    async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=2.0) as bolt:
+        support = require_cgroups(bolt)
+        for name in ("sleeper", "kept"):
+            await install_and_start(bolt, name)
+            await wait_for_line(bolt, name, "UP")
+        group = support.group("sleeper")
+        assert group is not None and group.members()
+        assert (await bolt.admin.post("/api/apps/stop", json={"name": "sleeper"})).status_code == 200
+        assert all(folder.is_dir() for folder in group.dirs.values()) and not group.members()  # kept, empty
+        again = await install_and_start_again(bolt, "sleeper")
+        await async_wait_until(lambda: again["pid"] in group.members(), what="the next run in the same group")
+        assert (await bolt.admin.delete("/api/apps/sleeper")).status_code == 200
+        assert not any(folder.exists() for folder in group.dirs.values())  # deleted with the app
+        kept = support.group("kept")
+        assert kept is not None and kept.members()
+    assert not any(folder.exists() for folder in kept.dirs.values())  # host shut down: nothing runs in it
+
+
+async def install_and_start_again(bolt: RunningHost, name: str) -> dict[str, Any]:
+    started = await bolt.admin.post("/api/apps/start", json={"name": name})
+    assert started.status_code == 200, started.text
+    return started.json()["body"]

@@ -24,6 +24,7 @@ from bolt_host.services.processes import (
 )
 from bolt_host.services.proctable import MARKER_VARIABLE, ProcessTable, read_marker
 from bolt_host.services.start_command import LAUNCHER
+from bolt_host.services.stats import TreeSampler
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import PROCS, process_gone, read_pid_file, wait_file
 
@@ -145,6 +146,34 @@ async def test_terminate_tree_finds_orphans_reparented_to_the_host(tmp_path: Pat
         assert survivors == []
         process.reap()
         assert all(process_gone(pid) for pid in (main, child, grandchild))
+    finally:
+        for pid in read_pid_file(pid_file) if pid_file.exists() else []:
+            if not process_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+        await finish(process)
+
+
+async def test_the_idle_round_finds_the_orphans_a_whole_pass_finds(tmp_path: Path) -> None:
+    """While nobody reads stats the sampler only lists the host's children; it must find
+    the same re-parented app processes as a pass over the whole table."""
+    enable_child_subreaper()
+    pid_file = tmp_path / "pids"
+    process = spawn(tmp_path, "term_ignoring_tree.py", str(pid_file), marker="idle:1")
+    try:
+        main, child, _grandchild = read_pid_file(await wait_file(pid_file))
+        process.send(signal.SIGKILL)  # the child re-parents to us (the grandchild stays its child)
+        await process.exited
+        await async_wait_until(lambda: psutil.Process(child).ppid() == os.getpid(), what="re-parenting")
+
+        roots = {"idle": main}
+        light = TreeSampler().orphans(roots)
+        _, whole = TreeSampler().sample(roots, {"idle:1": "idle"})
+
+        assert light is not None
+        assert [(o.pid, o.marker) for o in light] == [(child, "idle:1")]
+        assert sorted(light, key=lambda o: o.pid) == sorted(whole, key=lambda o: o.pid)
+        assert await terminate_tree(process, marker="idle:1", since=process.create_time, grace=0.2) == []
+        process.reap()
     finally:
         for pid in read_pid_file(pid_file) if pid_file.exists() else []:
             if not process_gone(pid):

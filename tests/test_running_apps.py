@@ -70,6 +70,24 @@ def test_start_is_idempotent_and_stop_frees_everything(live: LiveServer) -> None
         assert admin.get("/api/apps/@live").json()["body"] == []
 
 
+def test_live_listing_with_fields_returns_only_those_members(live: LiveServer) -> None:
+    with _admin(live) as admin:
+        context = _install_and_start(admin, live, "echo")
+        light = admin.get("/api/apps/@live", params={"fields": "name,status,pid"})
+        assert light.status_code == 200
+        assert light.json()["body"] == [{"name": "echo", "status": "running", "pid": context["pid"]}]
+        some = admin.get("/api/apps/@live?fields=name,port,uptime").json()["body"]
+        assert some[0]["port"] == context["port"] and set(some[0]) == {"name", "port", "uptime"}
+
+        for bad in ("name,token", "env", ","):
+            refused = admin.get("/api/apps/@live", params={"fields": bad})
+            assert refused.status_code == 400 and refused.json()["code"] == errors.BAD_REQUEST, bad
+        assert "token" in admin.get("/api/apps/@live?fields=token").json()["error"]["message"]
+        spec = admin.get("/openapi.json").json()["paths"]["/api/apps/@live"]["get"]
+        assert [p["name"] for p in spec["parameters"]] == ["fields"]
+        admin.post("/api/apps/stop", json={"name": "echo"})
+
+
 def test_start_unknown_app_and_missing_name(live: LiveServer) -> None:
     with _admin(live) as admin:
         assert admin.post("/api/apps/start", json={"name": "ghost"}).json()["code"] == errors.APP_NOT_FOUND

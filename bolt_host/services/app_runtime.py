@@ -29,6 +29,21 @@ DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
 SECTION = "supervisor"  # of the host's StateFile (runtime.json): one record per app instance
 PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python"})  # secrets and the host's absolute paths
 
+# A context's members, in the order they are written (the app's manifest last).
+_ORDER = (
+    *("name", "instance", "path", "pid", "protocol", "host", "status", "startedAt", "restarts", "exitCode"),
+    "reason",
+    *("cpu", "memory", "uptime", "nextRestartAt", "lastExit", "errored", "port"),
+)
+USAGE_FIELDS = frozenset({"cpu", "memory"})  # from the stats sampler
+CONTEXT_FIELDS = frozenset((*_ORDER, "app"))
+# The attributes a context shows: setting one drops the runtime's encoded contexts.
+_SHOWN_STATE = frozenset(
+    {"app", "status", "process", "port", "started_at", "restarts", "exit_code", "reason", "next_restart_at"}
+    | {"last_exit"}
+)
+ENCODED_VARIANTS = 4  # field selections kept encoded per app
+
 
 def encode_json(value: Any) -> bytes:
     """JSON as Starlette's JSONResponse writes it, so spliced answers look the same."""
@@ -77,6 +92,7 @@ class AppRuntime:
     instance: int = 0  # which of the app's processes (see instances.py); 0 is keyed by the app's name
     draining: bool = False  # scaled away: no new requests, those in flight finish, then it stops
     _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
+    _encoded: dict[frozenset[str], tuple[Any, bytes, bytes | None]] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
@@ -128,14 +144,43 @@ class AppRuntime:
         context["app"] = json_copy(self._public_app()[0])
         return context
 
-    def context_json(self, usage: TreeUsage | None) -> bytes:
-        """:meth:`context` encoded as JSON, with the app's part encoded once per start.
+    def context_json(self, usage: TreeUsage | None, fields: frozenset[str] | None = None) -> bytes:
+        """:meth:`context` (only ``fields``, when given) encoded as JSON.
 
-        ``GET /api/apps/@live`` answers with these: at 200 apps, copying and encoding
-        every manifest on every call cost more than all the rest of the request.
+        ``GET /api/apps/@live`` answers with these.  The encoding is kept, per field
+        selection, until an attribute the context shows is set again (see ``__setattr__``)
+        or the stats sampler gives ``usage`` anew; a read in between only formats the
+        uptime.  At 200 apps, encoding every context on every call was most of the request.
         """
-        fields = encode_json(self._live_fields(usage))
-        return fields[:-1] + b',"app":' + self._public_app()[1] + b"}"
+        key = fields if fields is not None else CONTEXT_FIELDS
+        cached = self._encoded.get(key)
+        if cached is None or cached[0] is not usage:
+            cached = (usage, *self._encode(key, usage))
+            if len(self._encoded) < ENCODED_VARIANTS:  # a client cycling through field sets cannot grow it
+                self._encoded[key] = cached
+        _, before, after = cached
+        if after is None:
+            return before
+        uptime = self.uptime
+        return before + (repr(round(uptime, 3)).encode() if uptime is not None else b"0.0") + after
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in _SHOWN_STATE:
+            object.__setattr__(self, "_encoded", {})
+        object.__setattr__(self, key, value)
+
+    def _encode(self, fields: frozenset[str], usage: TreeUsage | None) -> tuple[bytes, bytes | None]:
+        """The JSON object up to the uptime's value and after it (None: no uptime selected)."""
+        context = self._live_fields(usage)
+        members = [encode_json({name: context[name]})[1:-1] for name in _ORDER if name in fields and name in context]
+        if "app" in fields:
+            members.append(b'"app":' + self._public_app()[1])
+        if "uptime" not in fields:
+            return b"{" + b",".join(members) + b"}", None
+        at = [name for name in _ORDER if name in fields and name in context].index("uptime")
+        head = b",".join([*members[:at], b'"uptime":'])
+        rest = members[at + 1 :]
+        return b"{" + head, (b"," + b",".join(rest) if rest else b"") + b"}"
 
     def _live_fields(self, usage: TreeUsage | None) -> dict[str, Any]:
         uptime = self.uptime

@@ -344,7 +344,7 @@ class Apps:
 
     def _confined_install(
         self, name: str, root: Path
-    ) -> Callable[[str], Awaitable[tuple[builtins.list[str], Path]]] | None:
+    ) -> Callable[[str], Awaitable[tuple[builtins.list[str], Path, bool]]] | None:
         """How the dependency step runs a tool as the app (its uid or sandbox), or None."""
         isolation = self.isolation
         if isolation is None:
@@ -352,7 +352,7 @@ class Apps:
         app = self._install_identity(name, root)
         isolation.assign(app)
 
-        async def confine(tool: str) -> tuple[builtins.list[str], Path]:
+        async def confine(tool: str) -> tuple[builtins.list[str], Path, bool]:
             return await asyncio.to_thread(isolation.install_prefix, app, root, tool)
 
         return confine

@@ -59,6 +59,16 @@ class CgroupSupport:
     def group(self, name: str) -> AppCgroup | None:
         return AppCgroup(self, name) if self.version else None
 
+    def remove_empty_groups(self) -> None:
+        """Remove the app groups nothing runs in (at host shut-down: they stay between an
+        app's runs while the host is up); a busy one stays."""
+        for base in self.bases.values():
+            with contextlib.suppress(OSError):
+                for folder in base.iterdir():
+                    if folder.is_dir():
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
+
 
 NO_CGROUPS = CgroupSupport("", {})
 

@@ -98,18 +98,20 @@ class DependencySteps:
         *,
         registry: str | None,
         run_scripts: bool,
-        confine: Callable[[str], Awaitable[tuple[list[str], Path]]] | None = None,
+        confine: Callable[[str], Awaitable[tuple[list[str], Path, bool]]] | None = None,
         registry_credentials: str | None = None,
     ) -> Prepared:
         """``confine(tool)`` gives the argv prefix that runs ``tool`` as the app (its uid or
-        sandbox) and the app's own cache folder for it; without it tools run as the host.
+        sandbox), the app's own cache folder for it and whether the prefix puts it in a network
+        namespace (then it reaches only the registry or index); without it tools run as the host.
         ``registry_credentials`` (``.npmrc`` lines) let npm fetch from a private registry."""
         requested = requests_install_scripts(manifest)
         run_scripts = run_scripts and requested  # a grant nobody asked for runs nothing
         sink = TaskLog()
         if needs_npm(root, manifest):
             sink.line(f"=== installing {dependency_count(manifest)} npm dependencies")
-            prefix, npm_cache = await confine("npm") if confine is not None else ([], self.npm_cache)
+            prefix, npm_cache, namespaced = await confine("npm") if confine is not None else ([], self.npm_cache, False)
+            sink.line(_network_line(namespaced, confined=confine is not None))
             await _until_cancelled(
                 install_npm_dependencies(
                     root,
@@ -121,6 +123,7 @@ class DependencySteps:
                     run_scripts=run_scripts,
                     timeout=self.timeout,
                     log=sink,
+                    registry_only=namespaced,
                 ),
                 sink,
             )
@@ -128,13 +131,29 @@ class DependencySteps:
         python = None
         if needs_python_env(root, manifest):
             sink.line("=== preparing the app's Python environment")
-            prefix, uv_cache = await confine("uv") if confine is not None else ([], self.python_cache)
+            unconfined: tuple[list[str], Path, bool] = ([], self.python_cache, False)
+            prefix, uv_cache, namespaced = await confine("uv") if confine is not None else unconfined
+            sink.line(_network_line(namespaced, confined=confine is not None))
             prepared = prepare_python_env(
-                root, cache_dir=uv_cache, prefix=prefix, log=sink, timeout=self.timeout, manifest=manifest
+                root,
+                cache_dir=uv_cache,
+                prefix=prefix,
+                log=sink,
+                timeout=self.timeout,
+                manifest=manifest,
+                index_only=namespaced,
             )
             python = await _until_cancelled(prepared, sink)
         sink.flush()
         return Prepared(dependency_count(manifest), requested, run_scripts, python)
+
+
+def _network_line(namespaced: bool, *, confined: bool) -> str:
+    if namespaced:
+        return "network: only the registry/index (a network namespace of its own, through the host's proxy)"
+    if not confined:
+        return "network: open (isolation is off: BOLT_ISOLATION=off)"
+    return "network: open (no network namespace on this host; see SECURITY.md)"
 
 
 async def _until_cancelled(work: Coroutine[Any, Any, T], sink: TaskLog) -> T:

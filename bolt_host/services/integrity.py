@@ -7,6 +7,7 @@ concerns") when anything differs, is missing, or has become a link.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -58,3 +59,10 @@ def verify_app_hash(app: dict[str, Any]) -> None:
             errors.APP_INTEGRITY_FAILED,
             f"A file listed in bolt.checks of {app.get('name')!r} changed since install",
         )
+
+
+async def verify_app(app: dict[str, Any]) -> None:
+    """:func:`verify_app_hash` with the files hashed in a worker thread; an app with nothing
+    to check costs no thread hop (every crash restart passes through here)."""
+    if app.get("appHash"):
+        await asyncio.to_thread(verify_app_hash, app)

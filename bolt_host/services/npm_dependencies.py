@@ -20,6 +20,7 @@ from typing import Any
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.egress import Egress
 from bolt_host.services.tool_runs import LogSink, run_logged
 
 LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
@@ -66,12 +67,14 @@ async def install_npm_dependencies(
     log: LogSink,
     prefix: Sequence[str] = (),
     credentials: str | None = None,
+    registry_only: bool = False,
 ) -> None:
     """Run npm in ``root``; a 415 naming npm's failing line and quoting its last lines if it
     fails or overruns ``timeout`` (its whole tree, install scripts included, is killed).
     ``prefix`` runs it as the app (see :meth:`~bolt_host.services.sandbox.Isolation.install_prefix`);
     ``credentials`` (``.npmrc`` lines for the registry) reach npm only through a temporary
-    config file beside its cache, removed afterwards."""
+    config file beside its cache, removed afterwards.  ``registry_only``: ``prefix`` puts npm in
+    a network namespace of its own, from which only ``registry`` is reachable."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         raise BoltError(
@@ -92,6 +95,7 @@ async def install_npm_dependencies(
                 timeout=timeout,
                 what=f"Installing the npm dependencies of {manifest.get('name')}",
                 code=errors.DOWNLOAD_FAILED,
+                egress=Egress.for_npm(registry) if registry_only else None,
             )
     except BoltError as exc:
         summary, _, last = exc.message.partition("\n")

@@ -10,6 +10,7 @@ that began before it asked (a later fork is never missed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import time
@@ -73,6 +74,19 @@ def processes_by_marker(host_url: str) -> dict[str, list[tuple[int, float]]]:
         if started is not None:
             found.setdefault(marker, []).append((pid, started))
     return found
+
+
+def host_children() -> list[int] | None:
+    """This process's children from ``/proc/self/task/*/children`` (a few small reads, not a
+    pass over the whole table), or None where the kernel has no such file.  A child forked
+    or re-parented during the read may be missed: callers look again on their next round."""
+    if not os.path.exists(f"/proc/self/task/{os.getpid()}/children"):
+        return None
+    children: list[int] = []
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/children", "rb") as handle:
+            children.extend(int(pid) for pid in handle.read().split())  # suppressed: a thread that just ended
+    return children
 
 
 def pgid_or(pid: int, default: int) -> int:

@@ -33,6 +33,7 @@ from typing import Any
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.egress import Egress
 from bolt_host.services.pip_settings import NO_INDEX, uv_environment
 from bolt_host.services.processes import base_environment
 from bolt_host.services.tool_runs import LogSink, run_logged
@@ -145,11 +146,14 @@ async def prepare_python_env(
     timeout: float,
     manifest: dict[str, Any],
     prefix: Sequence[str] = (),
+    index_only: bool = False,
 ) -> Path:
     """Create ``folder/.venv`` and install the app's dependencies into it; return its python.
 
     ``prefix`` runs uv as the app (see :meth:`~bolt_host.services.sandbox.Isolation.install_prefix`):
-    a requirement's build step then has the app's rights, not the host's.
+    a requirement's build step then has the app's rights, not the host's.  ``index_only``: the
+    prefix puts uv in a network namespace of its own, from which only the configured indexes
+    (and find-links) are reachable.
     ``timeout`` bounds the whole preparation.  Any failure (uv missing, an unknown package,
     no network, the time limit) is a :data:`DEPENDENCIES_FAILED` error quoting uv's last lines,
     and the half-made environment is removed.
@@ -160,6 +164,7 @@ async def prepare_python_env(
     shutil.rmtree(venv, ignore_errors=True)  # one shipped inside a package was built elsewhere
     cache_dir.mkdir(parents=True, exist_ok=True)
     env = uv_run_environment(cache_dir)
+    egress = Egress.for_uv(env) if index_only else None
     deadline = time.monotonic() + timeout
     # a prefix from a root host runs uv as the app's own uid (a sandbox keeps the host's)
     base = base_interpreter(for_other_user=bool(prefix) and os.geteuid() == 0)
@@ -175,6 +180,7 @@ async def prepare_python_env(
             what=what,
             code=DEPENDENCIES_FAILED,
             limit=timeout,
+            egress=egress,
         )
 
     try:

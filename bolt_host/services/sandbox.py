@@ -22,10 +22,12 @@ app's uid, no new privileges) or ``bwrap`` -> the app.  The pid stays the same t
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import Any
 from bolt_host.services import cgroups
 from bolt_host.services.identities import DEFAULT_UID_RANGE, Identities
 from bolt_host.services.limits import effective_limits, format_bytes
+from bolt_host.services.start_command import command_of
 from bolt_host.statefile import StateFile
 
 log = logging.getLogger("bolt_host.sandbox")
@@ -60,13 +63,42 @@ def detect_mode() -> str:
 def bwrap_works() -> bool:
     """Can bubblewrap make a sandbox here?  Not where user namespaces are turned off."""
     bwrap = _tool("bwrap")
-    if bwrap is None:
-        return False
+    return bwrap is not None and _probe([bwrap, *BWRAP_PROBE, "--", "true"]) is None
+
+
+BWRAP_PROBE = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp")
+NETJAIL = Path(__file__).resolve().parent.parent / "launchers" / "netjail.py"
+
+
+def _probe(argv: list[str]) -> str | None:
+    """None when ``argv`` runs and succeeds, else why not (its first line of errors)."""
     try:
-        probe = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--", "true"]
-        return subprocess.run(probe, capture_output=True, timeout=10, check=False).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    return None if done.returncode == 0 else (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]
+
+
+@functools.cache
+def network_namespace(in_bwrap: bool) -> tuple[list[str] | None, str]:
+    """How an install gets a network namespace of its own: ``(argv prefix or None, why not)``.
+
+    In bubblewrap it is one more option of the sandbox (the prefix is then empty); otherwise
+    ``unshare --net`` (root), or unprivileged a bubblewrap that shares the whole filesystem and
+    only unshares the network (it brings loopback up: ``unshare --user --map-current-user``
+    could not, its process keeps no capability across exec as a non-zero uid)."""
+    if in_bwrap or os.geteuid() != 0:
+        bwrap = _tool("bwrap")
+        if bwrap is None:
+            return None, "bubblewrap (bwrap) is not installed"
+        prefix = [] if in_bwrap else [bwrap, "--dev-bind", "/", "/", "--unshare-net", "--"]
+        problem = _probe([bwrap, *BWRAP_PROBE, "--unshare-net", "--", "true"])
+        return (prefix if problem is None else None), problem or ""
+    unshare = _tool("unshare")
+    if unshare is None:
+        return None, "unshare (util-linux) is not installed"
+    problem = _probe([unshare, "--net", "--", "true"])
+    return ([unshare, "--net", "--"] if problem is None else None), problem or ""
 
 
 @dataclass
@@ -105,6 +137,13 @@ class Isolation:
             log.warning(
                 "apps run as the host's own user and can read its data dir: run the host as root "
                 "(a uid per app) or install bubblewrap (a sandbox per app); see SECURITY.md"
+            )
+        prefix, problem = network_namespace(self.mode == BWRAP)
+        if prefix is None:
+            log.warning(
+                "dependency installs and granted install scripts can reach the whole network, not only "
+                "the registry/index: no network namespace here (%s); see SECURITY.md",
+                problem,
             )
 
     # the data dir --------------------------------------------------------------------
@@ -163,7 +202,7 @@ class Isolation:
             cgroup.create(limits)
             baseline = cgroup.oom_kills()
         chain = self._drop_privileges(mode, uid, code, home) + argv
-        chain = self._rlimits(mode, limits) + chain
+        chain = self._rlimits(mode, limits, address_space=runs_python(app)) + chain
         if cgroup is not None:
             chain = ["/bin/sh", "-c", JOIN_SCRIPT, "bolt-join", *map(str, cgroup.procs_files()), "--", *chain]
         env = {"BOLT_APP_DATA": str(home), "HOME": str(home)}
@@ -178,14 +217,23 @@ class Isolation:
         return Confinement([], {}, self.mode_for(app), self.limits_for(app), cgroup, baseline, uid)
 
     def wrap_command(
-        self, app: Mapping[str, Any], argv: list[str], *, writable: list[Path] | None = None
+        self,
+        app: Mapping[str, Any],
+        argv: list[str],
+        *,
+        writable: list[Path] | None = None,
+        own_network: bool = False,
+        address_space: bool = False,
     ) -> list[str]:
         """``argv`` run as ``app``'s identity/sandbox (for dependency installs and install scripts).
 
         Call :meth:`assign` first (on the event loop); this part blocks.  ``writable`` folders
         (the staged code being installed) are handed to the app's uid or bound writable in its
         sandbox; the caller hands them back (:meth:`share_code`) before the app runs.  Limits
-        apply as for the app itself, without a cgroup."""
+        apply as for the app itself, without a cgroup (memory as an address-space limit only with
+        ``address_space``: see :func:`runs_python`).  ``own_network`` (where
+        :meth:`has_network_namespace`) puts it in a network namespace of its own whose only way
+        out is the host's proxy: run it with an :class:`~bolt_host.services.egress.Egress`."""
         name, mode = str(app["name"]), self.mode_for(app)
         home = self.home_of(name)
         uid = self.identities.known(name) if mode == UID else None
@@ -195,22 +243,36 @@ class Isolation:
                 self._make_passable(folder)
                 _chown_tree(folder, uid, uid, dir_mode=0o700, file_mode=None)
         extra = [] if uid is not None else list(writable or [])
-        chain = self._drop_privileges(mode, uid, code_folder(app), home, extra_writable=extra)
-        return self._rlimits(mode, self.limits_for(app)) + chain + argv
+        network, _ = network_namespace(mode == BWRAP)
+        own_network = own_network and network is not None
+        jail = [sys.executable, "-I", "-S", str(NETJAIL), "--"] if own_network else []
+        chain = self._drop_privileges(mode, uid, code_folder(app), home, extra_writable=extra, own_network=own_network)
+        rlimits = self._rlimits(mode, self.limits_for(app), address_space=address_space)
+        if mode == BWRAP:  # the jail runs inside the sandbox, as its last step before the tool
+            return rlimits + chain + jail + argv
+        # the jail opens the way out (as root, in uid mode), then the rest drops to the app
+        return ((network or []) if own_network else []) + jail + rlimits + chain + argv
 
-    def install_prefix(self, app: Mapping[str, Any], staged: Path, tool: str) -> tuple[list[str], Path]:
+    def has_network_namespace(self, app: Mapping[str, Any]) -> bool:
+        """Can ``app``'s installs get a network namespace of their own on this machine?"""
+        return network_namespace(self.mode_for(app) == BWRAP)[0] is not None
+
+    def install_prefix(self, app: Mapping[str, Any], staged: Path, tool: str) -> tuple[list[str], Path, bool]:
         """For a dependency install into ``staged`` (after :meth:`assign`; blocking): the argv
-        prefix that runs the tool as the app (its uid or sandbox, ``HOME`` its data folder) and
-        a cache folder of the app's own for ``tool`` (a shared cache could be poisoned by one
-        app for the next).  Hand ``staged`` back with :meth:`share_code` afterwards."""
+        prefix that runs the tool as the app (its uid or sandbox, ``HOME`` its data folder), a
+        cache folder of the app's own for ``tool`` (a shared cache could be poisoned by one
+        app for the next) and whether it runs in a network namespace (see :meth:`wrap_command`).
+        Hand ``staged`` back with :meth:`share_code` afterwards."""
         home = self.home_of(str(app["name"]))
         cache = home / ".cache" / tool
-        prefix = self.wrap_command(app, [], writable=[staged])
+        namespaced = self.has_network_namespace(app)
+        # uv keeps to an address-space limit; npm is Node.js, which does not (see runs_python)
+        prefix = self.wrap_command(app, [], writable=[staged], own_network=namespaced, address_space=tool == "uv")
         cache.mkdir(parents=True, exist_ok=True)
         uid = self.identities.known(str(app["name"])) if self.mode_for(app) == UID else None
         if uid is not None:
             _chown_tree(home / ".cache", uid, uid, dir_mode=0o700, file_mode=None)
-        return [*prefix, _tool("env") or "env", f"HOME={home}"], cache
+        return [*prefix, _tool("env") or "env", f"HOME={home}"], cache, namespaced
 
     def share_code(self, app: Mapping[str, Any], folder: Path | None = None) -> None:
         """Hand ``folder`` (default: the app's code) back to root, readable by the app's gid:
@@ -223,9 +285,17 @@ class Isolation:
         """After a delete, on the event loop: free the uid (then :meth:`hand_back_data`)."""
         self.identities.release(name)
 
+    def remove_empty_groups(self) -> None:
+        """At shut-down (blocking): the cgroups of apps that no longer run."""
+        if self.support is not None:
+            self.support.remove_empty_groups()
+
     def hand_back_data(self, name: str, *, delete_data: bool) -> None:
-        """After a delete (blocking): the data folder goes, or is handed back to root so a later
-        app given the same uid cannot read it."""
+        """After a delete (blocking): the app's cgroup goes (it stays between its runs), and the
+        data folder goes or is handed back to root so a later app given the same uid cannot read it."""
+        cgroup = self.support.group(name) if self.support is not None else None
+        if cgroup is not None:
+            cgroup.remove()
         home = self.home_of(name)
         if delete_data:
             shutil.rmtree(home, ignore_errors=True)
@@ -245,15 +315,19 @@ class Isolation:
             "uid": self.identities.known(name) if mode == UID else None,
             "dataFolder": str(self.home_of(name)),
             "limits": shown,
-            "mechanisms": {key: self.mechanism(key, mode) for key in limits},
+            "mechanisms": {key: self.mechanism(key, mode, python=runs_python(app)) for key in limits},
+            "installNetwork": install_network(mode),
         }
 
-    def mechanism(self, key: str, mode: str) -> str:
+    def mechanism(self, key: str, mode: str, *, python: bool = True) -> str:
+        """How limit ``key`` is enforced for an app in ``mode`` (``python``: see :func:`runs_python`)."""
         enforced = self.support.limited if self.support is not None else frozenset()
         if key in enforced:
             return self.support.label  # type: ignore[union-attr]
         if key == "memory":
-            return "rlimit (address space)"
+            if python:
+                return "rlimit (address space)"
+            return "not enforced (needs cgroups; an address-space limit stops Node.js and most runtimes)"
         if key == "pids":
             return "rlimit (processes of the app's uid)" if mode == UID else "not enforced (needs cgroups)"
         if key == "cpu":
@@ -263,10 +337,14 @@ class Isolation:
     def summary(self) -> dict[str, Any]:
         """For ``/-/health``: the host-wide mode and limit mechanisms."""
         support = self.support or cgroups.NO_CGROUPS
+        mechanisms = {key: self.mechanism(key, self.mode) for key in ("memory", "pids", "cpu", "nofile")}
+        if "memory" not in support.limited:
+            mechanisms["memory"] = "rlimit (address space) for Python apps, none for others"
         return {
             "mode": self.mode,
             "cgroups": support.label,
-            "mechanisms": {key: self.mechanism(key, self.mode) for key in ("memory", "pids", "cpu", "nofile")},
+            "mechanisms": mechanisms,
+            "installNetwork": install_network(self.mode),
         }
 
     # helpers --------------------------------------------------------------------------
@@ -300,33 +378,71 @@ class Isolation:
             os.chmod(parent, parent.stat().st_mode | 0o001)
 
     def _drop_privileges(
-        self, mode: str, uid: int | None, code: Path, home: Path, extra_writable: list[Path] | None = None
+        self,
+        mode: str,
+        uid: int | None,
+        code: Path,
+        home: Path,
+        extra_writable: list[Path] | None = None,
+        own_network: bool = False,
     ) -> list[str]:
         if mode == UID and uid is not None:
             return [_tool("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                     "--no-new-privs", "--"]
         if mode == BWRAP:
             bwrap = [_tool("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                     "--tmpfs", "/tmp", "--tmpfs", str(self.data_dir),
+                     "--tmpfs", "/tmp", *_host_files_in_tmp(), "--tmpfs", str(self.data_dir),
                      "--ro-bind", str(code), str(code), "--bind", str(home), str(home)]
             for folder in extra_writable or []:
                 bwrap += ["--bind", str(folder), str(folder)]
+            if own_network:
+                bwrap.append("--unshare-net")
             # the empty data dir read-only too: nothing written there could look like host state
             return [*bwrap, "--remount-ro", str(self.data_dir), "--chdir", str(code), "--"]
         return []
 
-    def _rlimits(self, mode: str, limits: Mapping[str, Any]) -> list[str]:
+    def _rlimits(self, mode: str, limits: Mapping[str, Any], *, address_space: bool) -> list[str]:
         """``prlimit`` for what cgroups do not cover: files always, processes per uid, memory as
-        address space.  None when nothing applies (no extra exec)."""
+        address space where ``address_space``.  None when nothing applies (no extra exec)."""
         enforced = self.support.limited if self.support is not None else frozenset()
         options = []
         if limits.get("nofile"):
             options.append(f"--nofile={limits['nofile']}")
         if limits.get("pids") and "pids" not in enforced and mode == UID:
             options.append(f"--nproc={limits['pids']}")
-        if limits.get("memory") and "memory" not in enforced:
+        if limits.get("memory") and "memory" not in enforced and address_space:
             options.append(f"--as={limits['memory']}")
         return [_tool("prlimit") or "prlimit", *options, "--"] if options else []
+
+
+def _host_files_in_tmp() -> list[str]:
+    """``--ro-bind`` options for the host's interpreter and package where they live under
+    ``/tmp`` (a checkout or virtual environment there): the sandbox's private ``/tmp`` would
+    hide what apps run with (the host's Python, the Node launcher, the install network's jail)."""
+    folders = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent}
+    found: list[str] = []
+    for folder in sorted({folder.resolve() for folder in folders}):
+        if folder.is_relative_to("/tmp") and folder != Path("/tmp"):
+            found += ["--ro-bind", str(folder), str(folder)]
+    return found
+
+
+def runs_python(app: Mapping[str, Any]) -> bool:
+    """Does ``app`` run a Python interpreter?  Only then does an address-space limit stand in for
+    a memory limit: Node.js (V8 reserves GiBs of virtual memory at start) hangs or aborts with
+    "Failed to reserve virtual memory for CodeRange" under one of 128-512 MiB, and so do other
+    runtimes that reserve up front (Go, the JVM); a shell command could be any of them."""
+    command = command_of(app) or {}
+    argv = command.get("argv") or [""]
+    return "python" in command or Path(str(argv[0])).name.startswith("python")
+
+
+def install_network(mode: str) -> str:
+    """What the network of ``mode``'s dependency installs is, as shown to admins."""
+    prefix, problem = network_namespace(mode == BWRAP)
+    if prefix is not None:
+        return "registry/index only (network namespace)"
+    return f"open (no network namespace: {problem})"
 
 
 def code_folder(app: Mapping[str, Any]) -> Path:

@@ -25,7 +25,7 @@ from bolt_host.services.ports import PortPool, wait_port_free
 from bolt_host.services.processes import AppProcess, Launched, app_environment, build_command, launch, terminate_tree
 from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, read_environ_value
 from bolt_host.services.rollover import Retiring
-from bolt_host.services.sandbox import Confinement, Isolation
+from bolt_host.services.sandbox import UID, Confinement, Isolation
 from bolt_host.services.tokens import AppTokens
 
 log = logging.getLogger("bolt_host.supervisor")
@@ -74,13 +74,20 @@ class Spawner:
             runtime.port = self._ports.acquire(name, await self.fixed_port(app))
         extra = await self._extra_env(app) if self._extra_env is not None else {}
         if self._isolation is not None:
-            runtime.confinement = await self._confine(runtime, argv)
-            argv = runtime.confinement.argv
-            extra = {**extra, **runtime.confinement.env}
+            self._assign(runtime)  # a new uid is recorded with the generation, before the app runs as it
         token = self._tokens.issue(name, runtime.key)
+        # The record's write (an fsync) runs while the confinement is prepared in a worker
+        # thread: a crash restart waited for one, then the other.
+        recorded = asyncio.ensure_future(before_launch())
+        try:
+            if self._isolation is not None:
+                runtime.confinement = await self._confine(runtime, argv)
+                argv = runtime.confinement.argv
+                extra = {**extra, **runtime.confinement.env}
+        finally:
+            await recorded
         env = app_environment(app, extra, name=name, port=runtime.port, token=token, host_url=self._host_url)
         env[MARKER_VARIABLE] = runtime.marker
-        await before_launch()
         try:
             launched, runtime.log_offset = self._launch(runtime, argv, folder, env)
         except OSError as exc:
@@ -95,13 +102,19 @@ class Spawner:
         """The one port the app must listen on (a plugin's ``requested_port``), or None."""
         return await self._requested_port(app) if self._requested_port is not None else None
 
+    def _assign(self, runtime: AppRuntime) -> None:
+        assert self._isolation is not None
+        try:
+            self._isolation.assign(runtime.app)
+        except (OSError, RuntimeError) as exc:
+            raise confine_failed(runtime.name, exc) from exc
+
     async def _confine(self, runtime: AppRuntime, argv: list[str]) -> Confinement:
         assert self._isolation is not None
         try:  # in a thread: the first start after an install hands the whole code tree to the app's gid
-            self._isolation.assign(runtime.app)
             return await asyncio.to_thread(self._isolation.confine, runtime.app, argv)
         except (OSError, RuntimeError) as exc:
-            raise BoltError(APP_START_FAILED, f"Could not confine app {runtime.name!r}: {exc}") from exc
+            raise confine_failed(runtime.name, exc) from exc
 
     def _launch(self, runtime: AppRuntime, argv: list[str], folder: str, env: dict[str, str]) -> tuple[Launched, int]:
         """Open the app's log and start its process.
@@ -128,8 +141,10 @@ class Spawner:
         """Kill what is left of the app's tree, reap it, free its port, revoke its token."""
         exit_code = None
         process = runtime.process
+        shared = runtime.retiring is not None or self._group_in_use(runtime)  # the app's group holds others
         if process is not None:
-            survivors = await self._end_tree(runtime.name, runtime.app, process, runtime.marker)
+            members = None if process.adopted or shared else _sealed_group_members(runtime)
+            survivors = await self._end_tree(runtime.name, runtime.app, process, runtime.marker, members)
             if survivors:
                 runtime.reason = f"processes {survivors} survived SIGKILL (stuck in the kernel?)"
             if process.exited.done() and not process.exited.cancelled() and not process.adopted:
@@ -137,7 +152,7 @@ class Spawner:
             process.reap()
             process.close()
             runtime.process = None
-        if runtime.confinement is not None and (runtime.retiring is not None or self._group_in_use(runtime)):
+        if runtime.confinement is not None and shared:
             runtime.confinement = None  # the app's group still holds a process that serves on
         elif runtime.confinement is not None:
             await self._empty_cgroup(runtime)
@@ -165,8 +180,17 @@ class Spawner:
             self._ports.release(retiring.port)
         self._tokens.revoke(retiring.token_key)
 
-    async def _end_tree(self, name: str, app: dict[str, Any], process: AppProcess, marker: str) -> list[int]:
-        """SIGTERM, the app's stop grace, SIGKILL: the pids that survived even that."""
+    async def _end_tree(
+        self,
+        name: str,
+        app: dict[str, Any],
+        process: AppProcess,
+        marker: str,
+        group_members: Callable[[], set[int]] | None = None,
+    ) -> list[int]:
+        """SIGTERM, the app's stop grace, SIGKILL: the pids that survived even that.  The tree
+        is read from ``group_members`` (the app's sealed cgroup) when given, else from the
+        process table (by process group and marker)."""
         grace = app.get("stopGraceSeconds")
         survivors = await terminate_tree(
             process,
@@ -174,6 +198,7 @@ class Spawner:
             since=process.create_time,
             grace=self._grace if grace is None else float(grace),
             snapshots=self._snapshots,
+            group_members=group_members,
         )
         if survivors:
             log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", name, survivors)
@@ -182,10 +207,15 @@ class Spawner:
 
     async def _empty_cgroup(self, runtime: AppRuntime) -> None:
         """Kill whatever is still in the app's cgroup (an escaper that dropped the marker and
-        left the process group), then remove the group."""
+        left the process group).
+
+        The group itself stays for the app's next start (``create`` lifts what a reused group
+        had) and goes when the app is deleted: removing a memory group and making it again
+        cost each stop and restart milliseconds in the kernel, and a stop of 200 apps waited
+        on 200 of them.  An empty group, the usual case, needs no worker thread."""
         confinement, runtime.confinement = runtime.confinement, None
         cgroup = confinement.cgroup if confinement is not None else None
-        if cgroup is None:
+        if cgroup is None or not cgroup.members():
             return
         killed, left = await asyncio.to_thread(cgroup.kill_all)
         for pid in killed:  # escapers that re-parented to the host: reap them by pid, never waitpid(-1)
@@ -194,7 +224,16 @@ class Spawner:
         if left:
             log.warning("%s: processes %s survived SIGKILL in its cgroup", runtime.name, sorted(left))
             runtime.reason = f"processes {sorted(left)} survived SIGKILL (stuck in the kernel?)"
-        await asyncio.to_thread(cgroup.remove)
+
+
+def _sealed_group_members(runtime: AppRuntime) -> Callable[[], set[int]] | None:
+    """The member list of the app's cgroup when the app cannot leave it (its own uid, so
+    not the root-owned group files), else None (its tree is found in the process table)."""
+    confinement = runtime.confinement
+    if confinement is None or confinement.cgroup is None or confinement.mode != UID or confinement.uid is None:
+        return None
+    members: Callable[[], set[int]] = confinement.cgroup.members
+    return members
 
 
 def out_of_memory(runtime: AppRuntime) -> str | None:
@@ -203,6 +242,10 @@ def out_of_memory(runtime: AppRuntime) -> str | None:
     if confinement is None or not confinement.out_of_memory():
         return None
     return out_of_memory_reason(confinement.limits)
+
+
+def confine_failed(name: str, exc: Exception) -> BoltError:
+    return BoltError(APP_START_FAILED, f"Could not confine app {name!r}: {exc}")
 
 
 def removed(name: str) -> BoltError:

@@ -57,6 +57,7 @@ from bolt_host.services.app_runtime import (
     STARTING,
     STOPPED,
     STOPPING,
+    USAGE_FIELDS,
     AppRuntime,
 )
 from bolt_host.services.instances import DEFAULT_MAX_INSTANCES, instance_key, wanted_instances
@@ -87,7 +88,7 @@ LOG_CHECK_SECONDS = 60.0
 
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 LoadApp = Callable[[str], dict[str, Any] | None]
-VerifyApp = Callable[[dict[str, Any]], None]
+VerifyApp = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Supervisor(Scaling):
@@ -318,7 +319,7 @@ class Supervisor(Scaling):
         """The host's checks an app must pass before a start (its ``bolt.checks`` files unchanged);
         a refusal raises before anything changes."""
         if self._verify_app is not None:
-            await asyncio.to_thread(self._verify_app, app)
+            await self._verify_app(app)
 
     def context(self, name: str) -> dict[str, Any] | None:
         runtime = self._apps.get(name)
@@ -328,10 +329,13 @@ class Supervisor(Scaling):
         """Contexts of apps that are running or about to."""
         return [self._context(rt) for rt in self._apps.values() if rt.status in LIVE_STATUSES]
 
-    def contexts_json(self) -> bytes:
-        """:meth:`contexts` and the errored apps as a JSON array (for ``GET /api/apps/@live``)."""
+    def contexts_json(self, fields: frozenset[str] | None = None) -> bytes:
+        """:meth:`contexts` and the errored apps as a JSON array (for ``GET /api/apps/@live``),
+        each with only ``fields`` when given; without cpu or memory the stats are not read."""
         live = [rt for rt in self._apps.values() if rt.status in LIVE_STATUSES or rt.errored]
-        return b"[" + b",".join(rt.context_json(self._usage(rt)) for rt in live) + b"]"
+        if fields is not None and USAGE_FIELDS.isdisjoint(fields):
+            return b"[" + b",".join(rt.context_json(None, fields) for rt in live) + b"]"
+        return b"[" + b",".join(rt.context_json(self._usage(rt), fields) for rt in live) + b"]"
 
     def log_path(self, name: str) -> Path:
         return self._logs.path(name)
@@ -492,9 +496,10 @@ class Supervisor(Scaling):
             await self._emit("app-stopped", runtime)
             return
         runtime.status = CRASHED
-        self._persist_soon(runtime)
+        self._state.put(SECTION, runtime.key, runtime.record())  # written below, or with the restart's record
         await self._emit("app-crashed", runtime)
         if not restart:
+            self._state.commit_soon()
             return
         runtime.crashes.record(time.monotonic(), uptime)
         if runtime.crashes.over_limit:
@@ -512,7 +517,10 @@ class Supervisor(Scaling):
         delay = runtime.crashes.next_delay()
         runtime.status = BACKOFF
         runtime.next_restart_at = time.time() + delay
-        self._persist_soon(runtime)
+        if delay > 0:
+            self._persist_soon(runtime)
+        else:  # the spawn at once writes this with its generation: one fsync before it, not two
+            self._state.put(SECTION, runtime.key, runtime.record())
         self._note(runtime, f"restart in {delay:.1f} s")
         await self._emit("app-backoff", runtime)
         runtime.restart_task = asyncio.create_task(

@@ -17,18 +17,16 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 from bolt_host.errors import BoltError
+from bolt_host.services.egress import Egress, Gate, LogSink
 from bolt_host.services.processes import AppProcess, terminate_tree
 from bolt_host.services.proctable import MARKER_VARIABLE
 
+__all__ = ["LogSink", "run_logged"]  # LogSink: what callers hand run_logged
+
 TAIL_LINES = 15
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL once a tool overran or was cancelled
-
-
-class LogSink(Protocol):
-    def write(self, text: str, /) -> object: ...
 
 
 async def run_logged(
@@ -41,42 +39,54 @@ async def run_logged(
     what: str,
     code: int,
     limit: float | None = None,
+    egress: Egress | None = None,
 ) -> None:
     """Run ``argv`` to completion; a non-zero exit or an overrun is a ``code`` error quoting the
     output's last lines.  Cancelling the caller kills the tool's tree before re-raising.
-    ``limit`` is the time limit the message names when ``timeout`` is what remains of it."""
-    marker = f"tool-{secrets.token_hex(8)}"
-    read_fd, write_fd = os.pipe()
-    since = time.time()
-    try:
-        process = AppProcess.spawn(list(argv), cwd=cwd, env={**env, MARKER_VARIABLE: marker}, log_fd=write_fd)
-    except OSError as exc:
-        os.close(read_fd)
-        raise BoltError(code, f"{what}: could not run {argv[0]}: {exc.strerror or exc}") from exc
-    finally:
-        os.close(write_fd)
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    reader = asyncio.create_task(_copy_lines(read_fd, log, tail))
-    try:
+    ``limit`` is the time limit the message names when ``timeout`` is what remains of it.
+    ``egress``: ``argv`` runs in a network namespace of its own (see :mod:`egress`) and may
+    reach only those destinations, through the proxy answered here while it runs."""
+    gate = Gate(egress, log) if egress is not None else None
+    async with contextlib.AsyncExitStack() as closing:
+        if gate is not None:
+            closing.push_async_callback(gate.close)
+        marker = f"tool-{secrets.token_hex(8)}"
+        read_fd, write_fd = os.pipe()
+        since = time.time()
+        env = {**env, **(gate.env if gate else {}), MARKER_VARIABLE: marker}
         try:
-            exit_code = await asyncio.wait_for(asyncio.shield(process.exited), timeout)
-        except TimeoutError:
+            process = AppProcess.spawn(
+                list(argv), cwd=cwd, env=env, log_fd=write_fd, pass_fds=gate.pass_fds if gate else ()
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            raise BoltError(code, f"{what}: could not run {argv[0]}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(write_fd)
+            if gate is not None:
+                gate.open()
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        reader = asyncio.create_task(_copy_lines(read_fd, log, tail))
+        try:
+            try:
+                exit_code = await asyncio.wait_for(asyncio.shield(process.exited), timeout)
+            except TimeoutError:
+                await _end_tree(process, marker, since)
+                await reader
+                overran = f"{what} took longer than {limit or timeout:g} s and was stopped"
+                raise BoltError(code, _failure(overran, tail)) from None
+            # Helpers the tool left behind would hold the pipe open: sweep before draining it.
             await _end_tree(process, marker, since)
             await reader
-            overran = f"{what} took longer than {limit or timeout:g} s and was stopped"
-            raise BoltError(code, _failure(overran, tail)) from None
-        # Helpers the tool left behind would hold the pipe open: sweep before draining it.
-        await _end_tree(process, marker, since)
-        await reader
-    except BaseException:
-        await asyncio.shield(_end_tree(process, marker, since))
-        reader.cancel()
-        raise
-    finally:
-        process.reap()
-        process.close()
-    if exit_code != 0:
-        raise BoltError(code, _failure(f"{what} failed ({_describe(exit_code)})", tail))
+        except BaseException:
+            await asyncio.shield(_end_tree(process, marker, since))
+            reader.cancel()
+            raise
+        finally:
+            process.reap()
+            process.close()
+        if exit_code != 0:
+            raise BoltError(code, _failure(f"{what} failed ({_describe(exit_code)})", tail))
 
 
 async def _end_tree(process: AppProcess, marker: str, since: float) -> None:

@@ -21,6 +21,7 @@ import asyncio
 from typing import Any
 
 import h11
+from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -149,8 +150,8 @@ class GuardedH11Protocol(H11Protocol):
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol, counted against its address's cap while open."""
 
-    def __init__(self, *args: Any, server_state: ServerState, **kwargs: Any) -> None:
-        super().__init__(*args, server_state=server_state, **kwargs)
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any]) -> None:
+        super().__init__(config=config, server_state=server_state, app_state=app_state)
         self._server_state = server_state
         self._address: str | None = None
 

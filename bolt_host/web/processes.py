@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.services.app_runtime import CONTEXT_FIELDS
 from bolt_host.web.auth import (
     Actor,
     actor,
@@ -151,9 +152,36 @@ def _who(caller: Actor) -> str | None:
 
 
 async def live(request: Request) -> Response:
-    """Contexts of running apps, with cpu, memory and uptime of the whole tree."""
+    """Contexts of running apps, with cpu, memory and uptime of the whole tree (``?fields=`` for fewer members)."""
     await require_user(request, "apps.read")
-    return ok_encoded(host_of(request).supervisor.contexts_json())
+    return ok_encoded(host_of(request).supervisor.contexts_json(_context_fields(request)))
+
+
+live.openapi = {  # type: ignore[attr-defined]
+    "parameters": [
+        {
+            "name": "fields",
+            "in": "query",
+            "required": False,
+            "description": "Comma-separated context members to return, e.g. name,status,pid (default: all)",
+            "schema": {"type": "string"},
+        }
+    ]
+}
+
+
+def _context_fields(request: Request) -> frozenset[str] | None:
+    """``?fields=name,status,pid``: the context members a listing returns (None: all)."""
+    raw = request.query_params.get("fields")
+    if not raw:
+        return None
+    fields = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    unknown = fields - CONTEXT_FIELDS
+    if unknown or not fields:
+        which = f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""
+        known = ", ".join(sorted(CONTEXT_FIELDS))
+        raise BoltError(errors.BAD_REQUEST, f"'fields' takes context members separated by commas: {known}{which}")
+    return fields
 
 
 def _int_param(request: Request, key: str) -> int | None:

@@ -95,7 +95,7 @@ class DevicePlugin:
         self, host: Host, device_id: str, package: dict[str, Any], actor: dict[str, Any]
     ) -> Any:
         async def start(fleet: Any, backend: Any, device: dict[str, Any], scope: str) -> Any:
-            fleet.require_connected(device)  # before packing a tarball an offline device cannot fetch
+            fleet.require_reachable(device)  # before packing a tarball an offline device cannot fetch
             request = await fleet.package_download_request(backend, package)
             return await fleet.start_download(backend, device, request, scope, backend.config.request_timeout_ms)
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from tinydb import Query
 
-from .kapua import illegal_argument, illegal_null, iso, new_id, not_found, optimistic_lock
+from .kapua import illegal_argument, illegal_null, iso, new_id, not_connected, not_found, optimistic_lock
+from .rows import update_by_id
 
 TABLE = "device_devices"
 SCHEMA = {1: lambda table: None}
@@ -35,13 +36,19 @@ BIRTH_FIELDS = {
 
 class Devices:
     """The registry, read from memory and written through to ``device_devices``
-    (every read of the host's TinyDB copies the whole file's contents)."""
+    (every read of the host's TinyDB copies the whole file's contents, and every write
+    rewrites the whole file).  Presence is the exception: it changes in memory at once and
+    :meth:`store_presence` writes every device whose presence changed in one write, so a fleet
+    re-announcing itself after a broker restart is a few writes, not one per device."""
 
     def __init__(self, db: Any) -> None:
         self._db = db
         self._db.migrate(TABLE, SCHEMA)
         self._table = db.table(TABLE)
         self._cache: dict[str, dict[str, Any]] = {row["id"]: dict(row) for row in self._table.all()}
+        self._by_client: dict[tuple[str, str], str] = {(r["scopeId"], r["clientId"]): i for i, r in self._cache.items()}
+        self._stored: set[str] = set(self._cache)  # ids that have a row in the table
+        self._presence_dirty: set[str] = set()
         self._seen_dirty: set[str] = set()
         self._seen_written_at = 0.0
 
@@ -54,8 +61,12 @@ class Devices:
         return dict(row) if row else None
 
     def by_client(self, scope: str, client_id: str) -> dict[str, Any] | None:
-        row = next((r for r in self._cache.values() if r["clientId"] == client_id and r["scopeId"] == scope), None)
+        row = self._cache.get(self._by_client.get((scope, client_id), ""))
         return dict(row) if row else None
+
+    def _remember(self, record: dict[str, Any]) -> None:
+        self._cache[record["id"]] = record
+        self._by_client[(record["scopeId"], record["clientId"])] = record["id"]
 
     def list(self, scope: str | None = None) -> list[dict[str, Any]]:
         rows = [r for r in self._cache.values() if scope is None or r["scopeId"] == scope]
@@ -78,7 +89,8 @@ class Devices:
             if display:
                 record["displayName"] = display
             self._table.insert(record)
-            self._cache[record["id"]] = dict(record)
+            self._stored.add(record["id"])
+            self._remember(dict(record))
         return record
 
     def update(self, device: dict[str, Any], body: dict[str, Any], modified_by: str) -> dict[str, Any]:
@@ -100,7 +112,11 @@ class Devices:
         """Forget a device (a connected one is registered again by its next BIRTH, as in Kapua)."""
         with self._db.transaction():
             self._table.remove(Query().id == device["id"])
-            self._cache.pop(device["id"], None)
+            removed = self._cache.pop(device["id"], None)
+            if removed is not None:
+                self._by_client.pop((removed["scopeId"], removed["clientId"]), None)
+            self._stored.discard(device["id"])
+            self._presence_dirty.discard(device["id"])
             self._seen_dirty.discard(device["id"])
 
     def _new(self, scope: str, client_id: str, created_by: str) -> dict[str, Any]:
@@ -127,45 +143,60 @@ class Devices:
     def presence(
         self, scope: str, client_id: str, resource: str, sent_on: str, metrics: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Record a BIRTH, DC or LWT (creating the device on its first BIRTH)."""
-        status = CONNECTED if resource == "BIRTH" else DISCONNECTED
+        """Record a BIRTH, DC or LWT in memory (creating the device on its first BIRTH); it is
+        stored by the next :meth:`store_presence`."""
+        metrics = metrics or {}
         now = iso()
+        current = self._cache.get(self._by_client.get((scope, client_id), ""))
+        if current is None:
+            current = self._new(scope, client_id, scope)
+            self._remember(current)
+        changes: dict[str, Any] = {
+            "connectionStatus": CONNECTED if resource == "BIRTH" else DISCONNECTED,
+            "connectionModifiedOn": now,
+            "lastSeen": now,
+            "modifiedOn": now,
+            "optlock": current["optlock"] + 1,
+            "lastEvent": {
+                "id": new_id(),
+                "resource": resource,
+                "action": "CREATE",
+                "responseCode": "ACCEPTED",
+                "sentOn": sent_on,
+                "receivedOn": now,
+                "createdOn": now,
+                "eventMessage": "~~".join(f"{k}={v}" for k, v in sorted(metrics.items()) if k != "bolt.jobs"),
+            },
+        }
+        if resource == "BIRTH":
+            if metrics.get("bolt.boot"):
+                changes["agentBoot"] = str(metrics["bolt.boot"])  # see bolt_device.reconciler
+            changes.update({field: str(metrics[m]) for m, field in BIRTH_FIELDS.items() if metrics.get(m) is not None})
+        current.update(changes)
+        self._presence_dirty.add(current["id"])
+        return dict(current)
+
+    def take_presence(self) -> set[str]:
+        """The devices whose presence changed since the last call (on the event loop, where
+        :meth:`presence` adds to the set), for :meth:`store_presence`."""
+        dirty, self._presence_dirty = self._presence_dirty, set()
+        return dirty
+
+    def store_presence(self, dirty: set[str]) -> None:
+        """Store the devices ``dirty`` names in one write (call it off the event loop; on failure
+        hand them back with :meth:`retry_presence`).  Rows are copied under the database lock,
+        so an update or delete made meanwhile is what gets stored."""
         with self._db.transaction():
-            device = self.by_client(scope, client_id)
-            if device is None:
-                device = self._new(scope, client_id, scope)
-                self._table.insert(device)
-                self._cache[device["id"]] = dict(device)
-            changes: dict[str, Any] = {
-                "connectionStatus": status,
-                "connectionModifiedOn": now,
-                "lastSeen": now,
-                "modifiedOn": now,
-                "optlock": device["optlock"] + 1,
-                "lastEvent": {
-                    "id": new_id(),
-                    "resource": resource,
-                    "action": "CREATE",
-                    "responseCode": "ACCEPTED",
-                    "sentOn": sent_on,
-                    "receivedOn": now,
-                    "createdOn": now,
-                    "eventMessage": "~~".join(
-                        f"{k}={v}" for k, v in sorted((metrics or {}).items()) if k != "bolt.jobs"
-                    ),
-                },
-            }
-            if resource == "BIRTH" and (metrics or {}).get("bolt.boot"):
-                changes["agentBoot"] = str((metrics or {})["bolt.boot"])  # see bolt_device.reconciler
-            for metric, field in BIRTH_FIELDS.items():
-                value = (metrics or {}).get(metric)
-                if resource == "BIRTH" and value is not None:
-                    changes[field] = str(value)
-            self._table.update(changes, Query().id == device["id"])
-            device.update(changes)
-            self._cache[device["id"]] = dict(device)
-            self._seen_dirty.discard(device["id"])
-        return device
+            rows = [dict(self._cache[d]) for d in dirty if d in self._cache]
+            new = [row for row in rows if row["id"] not in self._stored]
+            new_ids = {row["id"] for row in new}
+            if new:
+                self._table.insert_multiple(new)
+                self._stored.update(row["id"] for row in new)
+            update_by_id(self._table, {row["id"]: row for row in rows if row["id"] not in new_ids})
+
+    def retry_presence(self, dirty: set[str]) -> None:
+        self._presence_dirty |= dirty
 
     def seen(self, device_id: str) -> None:
         """Any message from the device proves it is there: refresh the last-seen time in
@@ -184,10 +215,8 @@ class Devices:
             return
         dirty, self._seen_dirty = self._seen_dirty, set()
         self._seen_written_at = time.monotonic()
-        updates = [({"lastSeen": self._cache[d]["lastSeen"]}, Query().id == d) for d in dirty if d in self._cache]
-        if updates:
-            with self._db.transaction():
-                self._table.update_multiple(updates)
+        with self._db.transaction():
+            update_by_id(self._table, {d: {"lastSeen": self._cache[d]["lastSeen"]} for d in dirty if d in self._cache})
 
     def mark_all_disconnected(self) -> None:
         """At manager start-up nothing is known: devices re-announce when they see the manager."""
@@ -196,6 +225,15 @@ class Devices:
             self._table.update(changes)
         for record in self._cache.values():
             record.update(changes)
+
+
+def require_reachable(device: dict[str, Any]) -> None:
+    """Refuse a request to a device that is DISABLED or not CONNECTED, as Kapua does: its
+    broker refuses a disabled device's connection, so a call to one is DEVICE_NOT_CONNECTED
+    (409), before any operation is created or anything is sent."""
+    disabled = device.get("status") == "DISABLED"
+    if disabled or device["connectionStatus"] != CONNECTED:
+        raise not_connected(device["id"], device["clientId"], device["connectionStatus"], disabled)
 
 
 EDITABLE_FIELDS = ("displayName", "serialNumber", "modelId", "modelName", "firmwareVersion", "osVersion",

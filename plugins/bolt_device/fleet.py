@@ -10,9 +10,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backend import DeviceBackend
-from .devices import CONNECTED
+from .devices import require_reachable
 from .downloads import display_uri, parse_hash
-from .kapua import KapuaError, illegal_argument, illegal_null, not_connected, not_found, timed_out
+from .kapua import KapuaError, illegal_argument, illegal_null, not_found, timed_out
 from .manager import reply_error
 from .offers import ROUTE as OFFERS_ROUTE
 from .offers import OfferError
@@ -27,11 +27,6 @@ def require_device(backend: DeviceBackend, scope: str, device_id: str) -> dict[s
     if device is None:
         raise not_found("device", device_id)
     return device
-
-
-def require_connected(device: dict[str, Any]) -> None:
-    if device["connectionStatus"] != CONNECTED:
-        raise not_connected(device["id"], device["clientId"])
 
 
 def _text(body: dict[str, Any], key: str, what: str, limit: int, required: bool = True) -> str | None:
@@ -107,7 +102,7 @@ async def _send(
     backend: DeviceBackend, device: dict[str, Any], resource: str, properties: dict[str, Any],
     metrics: dict[str, Any], created_by: str, timeout_ms: int,
 ) -> dict[str, Any]:
-    require_connected(device)
+    require_reachable(device)
     if timeout_ms <= 0:  # Kapua would send and give up at once; we send nothing the operation could not track
         raise timed_out(timeout_ms)
     operation = await backend.operations.create(device, resource, properties, created_by)

@@ -161,9 +161,12 @@ def illegal_null(name: str) -> KapuaError:
     return kapua_error("ILLEGAL_NULL_ARGUMENT", message, argumentName=name)
 
 
-def not_connected(device_id: str, client_id: str) -> KapuaError:
-    message = f"The device {client_id} ({device_id}) is not connected: the request cannot be sent."
-    return kapua_error("DEVICE_NOT_CONNECTED", message, deviceId=device_id)
+def not_connected(device_id: str, client_id: str, connection_status: str, disabled: bool = False) -> KapuaError:
+    if disabled:  # Kapua's broker refuses a DISABLED device's connection, so it is never CONNECTED
+        message = f"The device {client_id} ({device_id}) is DISABLED: no request is sent to it."
+    else:
+        message = f"The device {client_id} ({device_id}) is not connected: the request cannot be sent."
+    return kapua_error("DEVICE_NOT_CONNECTED", message, deviceId=device_id, connectionStatus=connection_status)
 
 
 def timed_out(timeout_ms: int) -> KapuaError:

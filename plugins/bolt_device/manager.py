@@ -18,14 +18,16 @@ from typing import Any
 from . import wire
 from .accounts import Accounts
 from .config import DeviceConfig
-from .devices import CONNECTED, Devices
-from .kapua import KapuaError, iso_from_ms, not_connected, send_failed, timed_out
+from .devices import Devices, require_reachable
+from .kapua import KapuaError, iso_from_ms, send_failed, timed_out
 from .operations import Operations
 from .reconciler import Reconciler
 from .transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.manager")
 NOTIFICATION_BATCH = 500
+RECONNECT_WAIT_SECONDS = 5.0
+RESEND_PAUSE_SECONDS = 0.5
 
 
 class Manager:
@@ -43,6 +45,8 @@ class Manager:
         self._sessions: dict[str, str] = {}  # device id -> session nonce of its current connection
         self._inbox: asyncio.Queue[tuple[str, str, str, wire.Payload]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._presence_writer: asyncio.Task[None] | None = None
+        self._resending: set[asyncio.Task[None]] = set()
         self.reconciler = Reconciler(devices, operations, config.offline_deadline_seconds, self._ended)
         me = config.client_id
         self.prefix = config.topic_prefix
@@ -78,27 +82,58 @@ class Manager:
         for future, _, _ in self._pending.values():
             if not future.done():
                 future.cancel()
+        if self._presence_writer is not None:
+            with contextlib.suppress(Exception):
+                await self._presence_writer
+        await self._store_presence()
+
+    def _presence_changed(self) -> None:
+        if self._presence_writer is None or self._presence_writer.done():
+            self._presence_writer = asyncio.create_task(self._store_presence(), name="device-presence")
+
+    async def _store_presence(self) -> None:
+        """Store presence in batches off the event loop: what arrives during a write goes in the next."""
+        while (dirty := self.devices.take_presence()):
+            try:
+                await asyncio.to_thread(self.devices.store_presence, dirty)
+            except Exception:
+                log.exception("could not store the presence of %d devices; kept for the next change", len(dirty))
+                self.devices.retry_presence(dirty)
+                return
 
     async def _on_connect(self) -> None:
         status = wire.Payload({"online": True, "session": uuid.uuid4().hex})
         await self.link.publish(wire.manager_status_topic(self.config.client_id), status.encode(), retain=True)
 
-    async def _send_again(self, device_id: str) -> None:
+    def _send_again(self, device_id: str) -> None:
         """A broker restart loses what it had not delivered (clean sessions, no persistence): when a
         device (re)announces itself, it is subscribed again, so its job requests still waiting for a
-        reply go out again; an agent answers a job it already knows as before."""
-        for request_id, (target, topic, payload) in list(self._sent.items()):
-            if target == device_id and request_id in self._pending:
-                with contextlib.suppress(NotConnected):
+        reply go out again (from a task: the BIRTHs of a whole fleet must not wait for the broker's
+        acknowledgements one by one); an agent answers a job it already knows as before."""
+        waiting = [(request_id, topic, payload) for request_id, (target, topic, payload) in self._sent.items()
+                   if target == device_id and request_id in self._pending]
+        if waiting:
+            task = asyncio.create_task(self._publish_all(waiting))
+            self._resending.add(task)
+            task.add_done_callback(self._resending.discard)
+
+    async def _publish_all(self, messages: list[tuple[str, str, bytes]]) -> None:
+        """Publish each request while its call still waits; one the broker did not acknowledge in
+        time (a fleet reconnecting at once loads it) is published again rather than dropped."""
+        for request_id, topic, payload in messages:
+            while request_id in self._pending:
+                try:
                     await self.link.publish(topic, payload, qos=wire.QOS)
+                    break
+                except NotConnected:
+                    await asyncio.sleep(RESEND_PAUSE_SECONDS)
 
     # requests -----------------------------------------------------------------
     async def request(
         self, device: dict[str, Any], verb: str, resource: str, metrics: dict[str, Any], timeout_ms: int
     ) -> wire.Payload:
         """Send a DEPLOY-V2 request to ``device`` and wait for its reply."""
-        if device["connectionStatus"] != CONNECTED:
-            raise not_connected(device["id"], device["clientId"])
+        require_reachable(device)
         if timeout_ms <= 0:  # no reply can come in time; unlike Kapua, nothing is sent that would act unseen
             raise timed_out(timeout_ms)
         account = self.accounts.get(device["scopeId"])
@@ -110,20 +145,32 @@ class Manager:
         payload = wire.Payload({**metrics, "request.id": request_id, "requester.client.id": self.config.client_id})
         topic = wire.request_topic(account["name"], device["clientId"], verb, resource, self.prefix)
         try:
-            try:
-                await self.link.publish(topic, payload.encode(), qos=wire.QOS)
-            except NotConnected as exc:
-                raise send_failed(f"the manager is not connected to the broker ({exc})") from exc
             if verb == "EXEC":  # only jobs are safe to send twice (the job id makes them idempotent)
                 self._sent[request_id] = (device["id"], topic, payload.encode())
             try:
                 async with asyncio.timeout(timeout_ms / 1000.0):
+                    await self._publish_request(topic, payload.encode())
                     return await future
             except TimeoutError as exc:
                 raise timed_out(timeout_ms) from exc
         finally:
             self._pending.pop(request_id, None)
             self._sent.pop(request_id, None)
+
+    async def _publish_request(self, topic: str, payload: bytes) -> None:
+        """Publish, waiting up to RECONNECT_WAIT_SECONDS for a link that is down (a broker restart
+        is over in moments); a link that stays down is Kapua's send error."""
+        try:
+            await self.link.publish(topic, payload, qos=wire.QOS)
+            return
+        except NotConnected:
+            pass
+        try:
+            async with asyncio.timeout(RECONNECT_WAIT_SECONDS):
+                await self.link.connected.wait()
+            await self.link.publish(topic, payload, qos=wire.QOS)
+        except (TimeoutError, NotConnected) as exc:
+            raise send_failed(f"the manager is not connected to the broker ({str(exc) or 'still down'})") from exc
 
     # incoming -----------------------------------------------------------------
     async def _on_message(self, topic: str, raw: bytes, retained: bool) -> None:
@@ -151,14 +198,14 @@ class Manager:
         known = self.devices.by_client(account["id"], topic.client)
         if kind != "BIRTH" and known is not None and self._sessions.get(known["id"], session) != session:
             return  # the will or goodbye of an older connection, after a newer BIRTH
-        # off the event loop: a fleet re-announcing itself at once is one database write per device
-        device = await asyncio.to_thread(
-            self.devices.presence, account["id"], topic.client, kind, iso_from_ms(payload.sent_on), payload.metrics
-        )
+        # in memory now, stored in batches: a fleet re-announcing itself after a broker restart
+        # must not queue its BIRTHs (and the re-sent requests they trigger) behind a write each
+        device = self.devices.presence(account["id"], topic.client, kind, iso_from_ms(payload.sent_on), payload.metrics)
+        self._presence_changed()
         if kind == "BIRTH":
             self._sessions[device["id"]] = session
             await self.reconciler.on_birth(known, device, payload.metrics)
-            await self._send_again(device["id"])
+            self._send_again(device["id"])
         await self._publish_event(
             "device-connected" if kind == "BIRTH" else "device-disconnected",
             {"id": device["id"], "clientId": topic.client, "scopeId": account["id"], "event": kind},

@@ -19,6 +19,7 @@ from typing import Any
 from tinydb import Query
 
 from .kapua import iso, new_id
+from .rows import update_by_id
 
 OPERATIONS = "device_operations"
 NOTIFICATIONS = "device_notifications"
@@ -52,11 +53,23 @@ class Operations:
         self._by_job: dict[str, str] = {}  # job id (operationId) -> operation id
         self._running_notes: dict[str, list[dict[str, Any]]] = {}
         self._ended_jobs: dict[str, str] = {}  # job id -> final status, for replays after the end
-        for row in self._ops.search(Query().status == RUNNING):
-            self._remember(dict(row))
+        self._doc_ids: dict[str, int] = {}  # operation id and job id -> TinyDB doc id, for ended ones
+        for row in self._ops.all():
+            self._index(row, row.doc_id)
+            if row["status"] == RUNNING:
+                self._remember(dict(row))
         self._seq = len(self._notes)
         self._to_insert: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._inserter: asyncio.Task[None] | None = None
+
+    def _index(self, record: dict[str, Any], doc_id: int) -> None:
+        self._doc_ids[record["id"]] = self._doc_ids[record["operationId"]] = doc_id
+
+    def _stored(self, operation_id: str) -> dict[str, Any] | None:
+        """An operation's row, by its id or job id, without scanning the table."""
+        doc_id = self._doc_ids.get(operation_id)
+        row = self._ops.get(doc_id=doc_id) if doc_id is not None else None
+        return dict(row) if row else None
 
     def _remember(self, record: dict[str, Any]) -> None:
         self._running[record["id"]] = record
@@ -104,7 +117,8 @@ class Operations:
 
     def _insert_batch(self, records: list[dict[str, Any]]) -> None:
         with self._db.transaction():
-            self._ops.insert_multiple(records)
+            for record, doc_id in zip(records, self._ops.insert_multiple(records), strict=True):
+                self._index(record, doc_id)
 
     @staticmethod
     def _new(device: dict[str, Any], resource: str, properties: dict[str, Any], created_by: str) -> dict[str, Any]:
@@ -134,10 +148,8 @@ class Operations:
         running = self._running.get(operation_id) or self._running.get(self._by_job.get(operation_id, ""))
         if running is not None:
             return dict(running) if running["scopeId"] == scope and running["deviceId"] == device_id else None
-        query = (Query().scopeId == scope) & (Query().deviceId == device_id)
-        query &= (Query().id == operation_id) | (Query().operationId == operation_id)
-        row = self._ops.get(query)
-        return dict(row) if row else None
+        row = self._stored(operation_id)
+        return row if row and row["scopeId"] == scope and row["deviceId"] == device_id else None
 
     def running_by_job(self, job_id: str) -> dict[str, Any] | None:
         """The RUNNING operation of a device-side job id, or None (unknown or ended)."""
@@ -176,6 +188,8 @@ class Operations:
                 self._forget(current, "DELETED")
             self._ops.remove(Query().id == operation["id"])
             self._notes.remove(Query().operationId == operation["id"])
+            for key in (operation["id"], operation["operationId"]):
+                self._doc_ids.pop(key, None)
 
     def delete_notification(self, operation: dict[str, Any], notification_id: str) -> bool:
         with self._db.transaction():
@@ -198,8 +212,7 @@ class Operations:
         with self._db.transaction():
             current = self._running.get(operation["id"])
             if current is None:
-                row = self._ops.get(Query().id == operation["id"])
-                return dict(row or operation)
+                return self._stored(operation["id"]) or dict(operation)
             changes = self._closing(current, status, reason)
             self._ops.update(changes, Query().id == operation["id"])
             self._forget(current, status)
@@ -237,14 +250,12 @@ class Operations:
             if new_notes:
                 self._notes.insert_multiple(new_notes)
             ended = []
-            updates = []
+            updates = {}
             for operation_id, status in ending.items():
                 current = self._running[operation_id]
-                changes = self._closing(current, status, None)
-                updates.append((changes, Query().id == operation_id))
-                ended.append({**current, **changes})
-            if updates:
-                self._ops.update_multiple(updates)
+                updates[operation_id] = self._closing(current, status, None)
+                ended.append({**current, **updates[operation_id]})
+            update_by_id(self._ops, updates)
             for record in ended:
                 self._forget(record, record["status"])
         return ended

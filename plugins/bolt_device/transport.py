@@ -27,6 +27,7 @@ MessageHandler = Callable[[str, bytes, bool], Awaitable[None]]
 ConnectHandler = Callable[[], Awaitable[None]]
 OUTBOX_LIMIT = 10_000
 INITIAL_BACKOFF = 0.1
+RESEND_PAUSE = 0.5
 
 
 class NotConnected(RuntimeError):
@@ -53,6 +54,7 @@ class MqttLink:
         on_connect: ConnectHandler | None = None,
         keepalive: int = 30,
         max_backoff: float = 5.0,
+        timeout: float = 10.0,
     ) -> None:
         self.broker = broker
         self.client_id = client_id
@@ -62,6 +64,7 @@ class MqttLink:
         self._will = will
         self._keepalive = keepalive
         self._max_backoff = max_backoff
+        self._timeout = timeout  # for the broker's acknowledgements (connect, subscribe, QoS 1 publish)
         self._client: aiomqtt.Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
@@ -73,6 +76,7 @@ class MqttLink:
         self.connections = 0  # how many times the link came up (tests and stats)
         self.messages_in = 0
         self.messages_out = 0
+        self.unacknowledged = 0  # queued messages the broker did not acknowledge in time (sent again)
         self.attempts: collections.deque[float] = collections.deque(maxlen=100)  # monotonic start of each try
         self._came_up = False
 
@@ -159,7 +163,17 @@ class MqttLink:
                 await self._outbox_ready.wait()
                 continue
             item = self._outbox[0]
-            await self._send(client, item)
+            try:
+                await self._send(client, item)
+            except aiomqtt.MqttError as exc:
+                # Not acknowledged in time (a loaded broker or host): the message stays first in
+                # line and goes again; ending here would hold every later one until a reconnect.
+                # A dropped connection ends this task anyway, and the next connection sends it.
+                self.unacknowledged += 1
+                log.warning("%s: the broker did not acknowledge %s (%s); sending it again",
+                            self.client_id, item.topic, exc)
+                await asyncio.sleep(RESEND_PAUSE)
+                continue
             if self._outbox and self._outbox[0] is item:
                 self._outbox.popleft()
 
@@ -178,7 +192,7 @@ class MqttLink:
             will=will,
             clean_session=True,
             keepalive=self._keepalive,
-            timeout=10,
+            timeout=self._timeout,
             tls_context=ssl.create_default_context() if self.broker.tls else None,
         )
 

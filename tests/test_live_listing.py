@@ -1,0 +1,99 @@
+"""``GET /api/apps/@live`` from the supervisor's encoded contexts: every change shows at once,
+and ``fields`` selects members."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bolt_host.errors import APP_START_FAILED, BoltError
+from bolt_host.services.supervisor import Supervisor
+from tests.helpers import async_wait_until
+from tests.test_supervisor_harness import Harness, supervisor_harness
+
+CHANGING = ("uptime",)  # read from the clock on each call, so two calls differ
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with supervisor_harness(tmp_path) as running:
+        yield running
+
+
+def listing(supervisor: Supervisor, fields: frozenset[str] | None = None) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in json.loads(supervisor.contexts_json(fields))}
+
+
+def assert_listing_is_current(supervisor: Supervisor) -> dict[str, dict[str, Any]]:
+    """The encoded listing says what the supervisor's unencoded contexts say right now."""
+    listed = listing(supervisor)
+    for name, row in listed.items():
+        current = supervisor.context(name)
+        assert current is not None
+        for key in CHANGING:
+            row.pop(key), current.pop(key)
+        assert row == current, name
+    return listed
+
+
+async def test_the_listing_shows_each_change_right_after_it_happens(harness: Harness) -> None:
+    app = harness.app("svc", "http_server.py")
+    failing = harness.app("broken", "exit_code.py", "3")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    started = await supervisor.start_app(app)
+    first = assert_listing_is_current(supervisor)["svc"]
+    assert first["status"] == "running" and first["pid"] == started["pid"] and first["restarts"] == 0
+
+    os.kill(started["pid"], signal.SIGKILL)  # crash, restart: pid, status, restarts, lastExit change
+
+    def restarted() -> bool:
+        listed = assert_listing_is_current(supervisor)  # read between every step of the restart
+        return listed["svc"]["status"] == "running" and listed["svc"]["pid"] != started["pid"]
+
+    await async_wait_until(restarted, timeout=20, what="a new process listed after kill -9")
+    again = assert_listing_is_current(supervisor)["svc"]
+    assert again["restarts"] == 1 and again["port"] is not None
+    harness.track(again["pid"])
+
+    await supervisor.stop_app("svc")
+    assert "svc" not in assert_listing_is_current(supervisor)  # stopped cleanly: no longer listed
+
+    with pytest.raises(BoltError) as failed:
+        await supervisor.start_app(failing)
+    assert failed.value.code == APP_START_FAILED
+    errored = assert_listing_is_current(supervisor)["broken"]
+    assert errored["errored"] is True and errored["lastExit"]["code"] == 3 and errored["pid"] is None
+
+    await supervisor.start_app(app)  # a fresh start after a stop is listed with its new pid
+    fresh = assert_listing_is_current(supervisor)["svc"]
+    harness.track(fresh["pid"])
+    assert fresh["status"] == "running" and fresh["pid"] not in (None, started["pid"], again["pid"])
+
+
+async def test_fields_select_the_members_of_each_context(harness: Harness) -> None:
+    server = harness.app("web", "http_server.py")
+    worker = harness.app("worker", "http_server.py", server=False)
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    for app in (server, worker):
+        harness.track((await supervisor.start_app(app))["pid"])
+    full = assert_listing_is_current(supervisor)
+
+    light = listing(supervisor, frozenset({"name", "status", "pid"}))
+    assert light == {name: {key: row[key] for key in ("name", "status", "pid")} for name, row in full.items()}
+
+    mixed = listing(supervisor, frozenset({"name", "memory", "port", "app"}))
+    assert set(mixed["web"]) == {"name", "memory", "port", "app"}
+    assert set(mixed["worker"]) == {"name", "memory", "app"}  # port: server apps only, as in full contexts
+    assert mixed["web"]["app"] == full["web"]["app"] and mixed["web"]["port"] == full["web"]["port"]
+    assert isinstance(mixed["web"]["memory"], int)
+
+    await supervisor.stop_app("web")  # a selection is dropped with the change too
+    assert set(listing(supervisor, frozenset({"name", "status", "pid"}))) == {"worker"}
