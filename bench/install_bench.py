@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def main() -> None:
     ).stdout.strip()
     figures: dict[str, list[float]] = {"npm_cold": [], "bolt_cold": [], "npm_warm": [], "bolt_warm": []}
     with tempfile.TemporaryDirectory(prefix="npmbench-") as scratch:
+        os.chmod(scratch, 0o711)  # a root host installs as each app's own uid, which must pass through
         for round_number in range(args.rounds):
             run = Path(scratch) / str(round_number)
             order = ["bolt", "npm"] if round_number % 2 else ["npm", "bolt"]

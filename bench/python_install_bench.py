@@ -1,13 +1,15 @@
-"""A Python app with three requirements: bolt-host's ``prepare_python_env`` vs ``uv`` alone.
+"""A Python app with three requirements: bolt-host's dependency step vs ``uv`` alone.
 
 Each round, in one process and interleaved so machine load hits both alike (who goes first
 alternates between rounds):
 
 - **uv alone, cold**: ``uv venv`` + ``uv pip install -r requirements.txt`` into an empty
   folder with an empty cache (the floor: what an admin doing it by hand would wait).
-- **bolt-host, cold**: ``prepare_python_env`` on a staged copy of the app, empty cache.
+- **bolt-host, cold**: the install's dependency step (``DependencySteps.prepare``: venv and
+  ``uv pip install`` in the staged folder) on a staged copy of the app, empty cache.
 - **uv alone, warm** / **bolt-host, warm**: the same again with the cache the cold run filled
-  (a reinstall or an upgrade with the same requirements).
+  (a reinstall or an upgrade with the same requirements; for bolt-host with the cold run's
+  app record as the installed version, so its venv is reused when nothing changed).
 
 Both use the same uv, the same index configuration (the machine's pip.conf translated) and
 the same interpreter.  Prints the medians and the ratios; ``--json`` writes them too::
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
+import functools
 import json
 import shutil
 import subprocess
@@ -34,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from install_report import report  # noqa: E402
 
-from bolt_host.services.python_env import find_uv, prepare_python_env, uv_run_environment  # noqa: E402
+from bolt_host.services.dependencies import DependencySteps  # noqa: E402
+from bolt_host.services.python_env import find_uv, uv_run_environment  # noqa: E402
 
 REQUIREMENTS = "flask\nrequests\npyyaml\n"
 
@@ -63,11 +66,18 @@ def uv_alone(folder: Path, cache: Path) -> float:
     return time.perf_counter() - started
 
 
-def through_bolt_host(folder: Path, cache: Path) -> float:
+def through_bolt_host(folder: Path, cache: Path, installed: dict) -> float:
+    """The dependency step into ``folder``; ``installed`` holds the record of the previous run's
+    install (empty at first) and is replaced by this one's."""
     manifest = make_app(folder)
+    steps = DependencySteps(cache)
     started = time.perf_counter()
-    asyncio.run(prepare_python_env(folder, cache_dir=cache, log=io.StringIO(), timeout=600, manifest=manifest))
-    return time.perf_counter() - started
+    prepare = steps.prepare(folder, manifest, registry=None, run_scripts=False, previous=installed or None)
+    prepared = asyncio.run(prepare)
+    took = time.perf_counter() - started
+    installed.clear()
+    installed.update({"folder": str(folder), "version": "1.0.0", **prepared.fields(folder, folder)})
+    return took
 
 
 def main() -> None:
@@ -80,13 +90,16 @@ def main() -> None:
         base = Path(scratch)
         for round_number in range(args.rounds):
             run = base / str(round_number)
-            uv_cache, bolt_cache = run / "uv-cache", run / "bolt-cache"
-            pair = [("uv", uv_alone, uv_cache), ("bolt", through_bolt_host, bolt_cache)]
+            installed: dict = {}
+            pair = [
+                ("uv", functools.partial(uv_alone, cache=run / "uv-cache")),
+                ("bolt", functools.partial(through_bolt_host, cache=run / "bolt-cache", installed=installed)),
+            ]
             if round_number % 2:
                 pair.reverse()  # whoever goes first may warm the network path for the other
             for phase in ("cold", "warm"):
-                for name, install, cache in pair:
-                    figures[f"{name}_{phase}"].append(install(run / f"{name}-{phase}", cache))
+                for name, install in pair:
+                    figures[f"{name}_{phase}"].append(install(run / f"{name}-{phase}"))
             shutil.rmtree(run)
     report(f"requirements: {REQUIREMENTS.split()}, {args.rounds} rounds", figures, "uv", args.json)
 

@@ -35,6 +35,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 TINYAPP = BENCH_DIR / "tinyapp.py"
 SUPERVISORD_VENV = BENCH_DIR / ".venv-supervisord"
+CIRCUS_VENV = BENCH_DIR / ".venv-circus"
+PM2_DIR = BENCH_DIR / ".pm2"  # node_modules/pm2, installed with npm on first use
 PYTHON = sys.executable
 
 MB = 1024 * 1024
@@ -45,6 +47,7 @@ class Figures:
     system: str
     n: int
     start_all_s: float | None = None
+    stop_call_s: float | None = None  # the stop request answered (the Popen floor: every app reaped)
     stop_all_s: float | None = None
     restart_ms: list[float] = field(default_factory=list)
     status_ms: list[float] = field(default_factory=list)
@@ -176,6 +179,7 @@ class System:
         raise NotImplementedError
 
     async def stop_all(self) -> float:
+        """Stop every app; returns seconds until every app process is gone, sets ``stop_call_s``."""
         raise NotImplementedError
 
     async def apps(self) -> dict[str, tuple[int, int]]:

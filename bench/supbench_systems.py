@@ -27,6 +27,7 @@ from supbench_util import (
     median,
     probe_health,
     wait_healthy,
+    wait_or_kill,
     wait_pidfds_async,
 )
 
@@ -79,7 +80,12 @@ class PopenBaseline(System):
         await wait_pidfds_async(pidfds, self.deadline())
         for proc in procs:
             proc.wait()
-        return time.monotonic() - t0
+        self.figures.stop_call_s = time.monotonic() - t0
+        return self.figures.stop_call_s
+
+    def status_call(self) -> Callable[[], Any]:
+        """The floor of a listing: name, pid and liveness of every app from memory."""
+        return lambda: [(name, proc.pid, proc.poll()) for name, proc in self.procs.items()]
 
     def teardown(self) -> None:
         for proc in self.procs.values():
@@ -87,11 +93,7 @@ class PopenBaseline(System):
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            wait_or_kill(proc, 5)
 
 
 class Supervisord(System):
@@ -230,7 +232,9 @@ class Supervisord(System):
         t0 = time.monotonic()
         rpc = asyncio.create_task(asyncio.to_thread(stop))
         gone = await wait_pidfds_async(pidfds, self.deadline())
-        return max(gone, await rpc) - t0
+        answered = await rpc
+        self.figures.stop_call_s = answered - t0
+        return max(gone, answered) - t0
 
     def teardown(self) -> None:
         if self.status_proxy is not None:
@@ -389,6 +393,7 @@ class BoltHost(System):
             stopping = asyncio.gather(*(stop(name) for name in running))
         await asyncio.wait_for(stopping, self.opts.phase_timeout)
         answered = time.monotonic()
+        self.figures.stop_call_s = answered - t0
         gone = await wait_pidfds_async(pidfds, self.deadline())
         return max(answered, gone) - t0
 

@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -253,6 +254,15 @@ class Tracker:
         for pidfd in self.pidfds.values():
             os.close(pidfd)
         self.pidfds.clear()
+
+
+def wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait up to ``timeout`` for our child ``proc`` to end, then SIGKILL it and reap it."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def sweep_run(run_id: str, tracker: Tracker) -> list[int]:

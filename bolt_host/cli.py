@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from bolt_host import __version__
-from bolt_host.cli_client import StartupError
+from bolt_host.cli_errors import StartupError
 from bolt_host.config import Settings, env_name, parse_setting, settings_from_env
 from bolt_host.datadir import DataDirBusy, DataDirError, DataDirLock, check_usable
 from bolt_host.errors import BoltError
@@ -59,7 +60,20 @@ def _serve_settings(flags: dict[str, Any]) -> Settings:
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose :data:`REMOTE_COMMANDS` are imported only when listed or called."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *REMOTE_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in REMOTE_COMMANDS and cmd_name not in self.commands:
+            module_name, _, attr = REMOTE_COMMANDS[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module_name), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bolt-host")
 def main() -> None:
     """bolt-host: install, supervise and serve apps.
@@ -339,15 +353,14 @@ def plugins_command(plugins_dir: Path | None, as_json: bool) -> None:
         click.echo(f"{info['name']:<14} {info['version'] or '-':<8} {info['origin']:<12} {hooks}")
 
 
-def _add_remote_commands() -> None:
-    """Commands that talk to a running host over HTTP (cli_*.py; see docs/cli.md)."""
-    from bolt_host.cli_apps import apps
-    from bolt_host.cli_registry import registry
-    from bolt_host.cli_tasks import tasks
-    from bolt_host.cli_users import login, logout, users, whoami
-
-    for command in (apps, tasks, users, login, logout, whoami, registry):
-        main.add_command(command)
-
-
-_add_remote_commands()
+# Commands that talk to a running host over HTTP (cli_*.py; see docs/cli.md), loaded when
+# named: their HTTP client (httpx, which also pulls in rich) stays out of ``serve``'s memory.
+REMOTE_COMMANDS = {
+    "apps": "bolt_host.cli_apps:apps",
+    "tasks": "bolt_host.cli_tasks:tasks",
+    "users": "bolt_host.cli_users:users",
+    "login": "bolt_host.cli_users:login",
+    "logout": "bolt_host.cli_users:logout",
+    "whoami": "bolt_host.cli_users:whoami",
+    "registry": "bolt_host.cli_registry:registry",
+}

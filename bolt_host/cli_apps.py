@@ -13,7 +13,6 @@ import httpx
 
 from bolt_host import errors
 from bolt_host.cli_client import (
-    EXIT_API_ERROR,
     HINTS,
     Client,
     describe_code,
@@ -25,6 +24,7 @@ from bolt_host.cli_client import (
     remote,
     stderr_console,
 )
+from bolt_host.cli_errors import EXIT_API_ERROR
 from bolt_host.cli_tasks import follow_task, raise_unless_succeeded
 from bolt_host.cli_upload import upload_package
 

@@ -27,11 +27,9 @@ import click
 import httpx
 
 from bolt_host import errors
+from bolt_host.cli_errors import EXIT_API_ERROR, EXIT_CONNECT
 
 DEFAULT_URL = "http://127.0.0.1:4000"
-EXIT_API_ERROR = 1
-EXIT_USAGE = 2
-EXIT_CONNECT = 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -113,12 +111,6 @@ class ApiError(click.ClickException):
         click.echo(f"bolt-host: {self.format_message()}", err=True)
         if self.hint:
             click.echo(f"  hint: {self.hint}", err=True)
-
-
-class StartupError(click.ClickException):
-    """A setting that prevents a server's start: one ``Error: ...`` line, exit 2, nothing touched."""
-
-    exit_code = EXIT_USAGE
 
 
 class ConnectError(click.ClickException):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bolt_host.cli_client import StartupError
+from bolt_host.cli_errors import StartupError
 from bolt_host.listener import ListenError, UnknownHost, bind_listener
 from bolt_host.log_levels import configure_logging
 

@@ -84,7 +84,7 @@ class Host:
         self.apps: Apps
         self.appdb: AppDatabases
         self.visibility: Visibility
-        self.proxy_client: httpx.AsyncClient
+        self._proxy_client: httpx.AsyncClient | None = None
         self.supervisor: Supervisor
         self.app_hooks: AppHookDelivery
         self.tasks: Tasks
@@ -158,8 +158,6 @@ class Host:
 
         Each service's way out is pushed on ``stack`` as soon as it exists.
         """
-        import httpx
-
         from bolt_host.services.app_hooks import AppHookDelivery
         from bolt_host.services.appdb import AppDatabases
         from bolt_host.services.apps import Apps
@@ -182,11 +180,7 @@ class Host:
         self.apps.registry = self._registry_client()
         if self.apps.registry is not None:
             stack.push_async_callback(self.apps.registry.aclose)
-        # trust_env=False: an HTTP_PROXY in the host's environment must not carry app traffic away
-        self.proxy_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.proxy_timeout_seconds, connect=5.0), trust_env=False
-        )
-        stack.push_async_callback(self.proxy_client.aclose)
+        stack.push_async_callback(self._close_proxy_client)
         self.supervisor = Supervisor(
             state=self.runtime_state,
             data_dir=data_dir,
@@ -265,6 +259,23 @@ class Host:
             default_limits=settings.default_limits,
             mode=BWRAP if settings.isolation == "bwrap" else detect_mode(),
         )
+
+    @property
+    def proxy_client(self) -> httpx.AsyncClient:
+        """The client of ``/x/<app>/`` requests, made at the first one (httpx costs memory)."""
+        if self._proxy_client is None:
+            import httpx
+
+            # trust_env=False: an HTTP_PROXY in the host's environment must not carry app traffic away
+            self._proxy_client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.proxy_timeout_seconds, connect=5.0), trust_env=False
+            )
+        return self._proxy_client
+
+    async def _close_proxy_client(self) -> None:
+        client, self._proxy_client = self._proxy_client, None
+        if client is not None:
+            await client.aclose()
 
     def _registry_client(self) -> RegistryClient | None:
         if not self.settings.registry:

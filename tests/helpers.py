@@ -154,6 +154,15 @@ def make_wheel(folder: Path, name: str, version: str, code: str) -> Path:
     return path
 
 
+def only_from_wheelhouse(wheelhouse: Path, config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this machine's pip configuration (``config``, a pip.conf written here) say "no index,
+    only ``wheelhouse``", with no ``PIP_*`` variable of the environment overriding it."""
+    config.write_text(f"[global]\nno-index = true\nfind-links = {wheelhouse}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    for variable in ("PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(variable, raising=False)
+
+
 def write_package(folder: Path, manifest: dict[str, Any], files: dict[str, str]) -> Path:
     """A package folder: ``package.json`` from ``manifest`` and the given text files."""
     folder.mkdir(parents=True)

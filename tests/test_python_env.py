@@ -24,7 +24,7 @@ from bolt_host.services.python_env import (
     python_start_argv,
     venv_python,
 )
-from tests.helpers import end_process, free_port, make_wheel, wait_until
+from tests.helpers import end_process, free_port, make_wheel, only_from_wheelhouse, wait_until
 
 SAMPLE = Path(__file__).resolve().parent.parent / "node_modules_sample" / "hello-bottle"
 
@@ -162,11 +162,7 @@ async def test_the_machines_pip_configuration_is_respected(
     """A pip.conf that says "no index, only this wheelhouse" governs what uv installs."""
     wheelhouse = tmp_path / "wheelhouse"
     make_wheel(wheelhouse, "boltlocalpkg", "2.5", "VALUE = 'from the wheelhouse'\n")
-    config = tmp_path / "pip.conf"
-    config.write_text(f"[global]\nno-index = true\nfind-links = {wheelhouse}\n")
-    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
-    for variable in ("PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
-        monkeypatch.delenv(variable, raising=False)
+    only_from_wheelhouse(wheelhouse, tmp_path / "pip.conf", monkeypatch)
     folder = tmp_path / "local"
     manifest = make_app(folder, "main.py", {"requirements.txt": "boltlocalpkg\n"})
     python, _ = await prepare(folder, manifest, tmp_path / "fresh-cache")

@@ -18,20 +18,7 @@ import pytest
 
 from bolt_host.testing import running_host
 from tests.helpers import app_started, async_wait_until, private_port_range, requires_tool
-from tests.test_verdaccio import (
-    NODE,
-    NPM,
-    Verdaccio,
-    cache_root,
-    create_user,
-    ensure_verdaccio,
-    free_port,
-    npm_env,
-    publish,
-    stop,
-    wait_ready,
-    write_config,
-)
+from tests.test_verdaccio import NODE, NPM, Verdaccio, create_user, publish, verdaccio_running
 
 pytestmark = [
     requires_tool(NODE and NPM, "node and npm are needed for npm apps"),
@@ -63,21 +50,7 @@ def package(root: Path, name: str, version: str, files: dict[str, str], **manife
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdaccio]:
     home = tmp_path_factory.mktemp("verdaccio-proxy")
-    entry = ensure_verdaccio(cache_root(), home)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = home / "verdaccio.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(NODE), str(entry), "--config", str(write_config(home, port, uplink=upstream_registry()))],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=npm_env(home),
-        )
-    try:
-        wait_ready(proc, url, log)
+    with verdaccio_running(home, uplink=upstream_registry()) as url:
         token = create_user(url)
         src = home / "src"
         express = {"express": "^4.21.0"}
@@ -100,9 +73,6 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdaccio]:
                                           scripts={"postinstall": f'node -e "{hang}"'},
                                           bolt={"installScripts": True}))
         yield Verdaccio(url=url, token=token, storage=home / "storage")
-    finally:
-        stop(proc)
-    assert proc.poll() is not None
 
 
 async def test_a_bolt_js_module_exporting_express_runs_and_a_broken_upgrade_rolls_back(

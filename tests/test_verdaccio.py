@@ -196,16 +196,17 @@ def publish(home: Path, url: str, token: str, folder: Path, tag: str = "latest")
     assert done.returncode == 0, f"npm publish failed:\n{done.stdout}\n{done.stderr}"
 
 
-@pytest.fixture(scope="module")
-def verdaccio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdaccio]:
-    home = tmp_path_factory.mktemp("verdaccio")
+@contextlib.contextmanager
+def verdaccio_running(home: Path, uplink: str | None = None) -> Iterator[str]:
+    """A Verdaccio on loopback with its storage under ``home`` (and ``uplink``, a registry URL,
+    for unscoped packages it lacks); yields its URL and stops it, by its pid, at the end."""
     entry = ensure_verdaccio(cache_root(), home)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = home / "verdaccio.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(NODE), str(entry), "--config", str(write_config(home, port))],
+            [str(NODE), str(entry), "--config", str(write_config(home, port, uplink=uplink))],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -214,6 +215,16 @@ def verdaccio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdaccio]:
         )
     try:
         wait_ready(proc, url, log)
+        yield url
+    finally:
+        stop(proc)
+    assert proc.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def verdaccio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdaccio]:
+    home = tmp_path_factory.mktemp("verdaccio")
+    with verdaccio_running(home) as url:
         token = create_user(url)
         src = home / "src"
         publish(home, url, token, make_package(src, "bolt-verdaccio-hello", "1.0.0", "# Hello v1\n"))
@@ -224,9 +235,6 @@ def verdaccio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verdaccio]:
         publish(home, url, token, make_package(src, PRIVATE, "0.2.0"))
         publish(home, url, token, make_package(src, "bolt-verdaccio-tamper", "1.0.0", "# t\n"))
         yield Verdaccio(url=url, token=token, storage=home / "storage")
-    finally:
-        stop(proc)
-    assert proc.poll() is not None
 
 
 @pytest.fixture

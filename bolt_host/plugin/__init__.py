@@ -32,7 +32,8 @@ Groups:
 - **Small helpers**: ``jsondepth`` (JSON with its nesting capped), ``fits_filesystem``,
   ``compare_versions``, ``max_version``, ``sort_key``, ``resolve_version``,
   ``render_readme`` (a README as safe HTML),
-  ``now_iso``, ``format_time``, ``is_port_free``, ``load_secret_key``.
+  ``now_iso``, ``format_time``, ``is_port_free``, ``load_secret_key``, ``lazy_module`` (a heavy
+  dependency imported at its first use, so an unused backend costs no memory).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 from bolt_host import errors, hookimpl, hookspec, jsondepth
 from bolt_host.errors import BoltError
 from bolt_host.host import Host
+from bolt_host.lazy import lazy_module
 from bolt_host.plugin.answers import ErrorFormat, PluginError, current_trace_id, read_json_body, retry_after_headers
 from bolt_host.plugin.installs import install_as_task
 from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSource, is_firmware, read_tarball_manifest
@@ -142,6 +144,7 @@ __all__ = [
     "is_firmware",
     "is_port_free",
     "jsondepth",
+    "lazy_module",
     "load_secret_key",
     "max_version",
     "now_iso",

@@ -11,11 +11,15 @@ the sender.  Apps that are not running are skipped.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from bolt_host.lazy import lazy_module
 from bolt_host.services.events import Event
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy_module("httpx")  # imported when first used
 
 log = logging.getLogger("bolt_host.app_hooks")
 DELIVERY_TIMEOUT = 5.0
@@ -39,7 +43,7 @@ class AppHookDelivery:
         self._apps = apps
         self._supervisor = supervisor
         self._tokens = tokens
-        self._client = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT)
+        self._client: httpx.AsyncClient | None = None  # made at the first delivery: most hosts never deliver
         self.delivered = 0
         self._cached: tuple[int, list[tuple[str, dict[str, Any]]]] | None = None
 
@@ -66,6 +70,8 @@ class AppHookDelivery:
         url = f"http://127.0.0.1:{context['port']}{route}"
         payload = {**event.to_dict(), "token": token}
         try:
+            if self._client is None:
+                self._client = httpx.AsyncClient(timeout=DELIVERY_TIMEOUT)
             response = await self._client.post(url, json=payload)
             self.delivered += 1
             if response.status_code >= 400:
@@ -74,4 +80,5 @@ class AppHookDelivery:
             log.warning("could not deliver %s to app %s: %s", event.name, name, type(exc).__name__)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()

@@ -27,7 +27,7 @@ LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
 ERRORED_STATUSES = frozenset({STOPPED, CRASHED, FAILED})  # with a failed last exit: shown as "errored"
 DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
 SECTION = "supervisor"  # of the host's StateFile (runtime.json): one record per app instance
-PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python"})  # secrets and the host's absolute paths
+PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python", "npmTree", "venvTree"})  # secrets, host paths, digests
 
 # A context's members, in the order they are written (the app's manifest last).
 _ORDER = (

@@ -14,14 +14,19 @@ import json
 import logging
 import re
 import shutil
-import tarfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bolt_host.lazy import lazy_module
 from bolt_host.services.manifest import install_preview
 from bolt_host.services.versions import max_version, sort_key
+
+if TYPE_CHECKING:
+    import tarfile
+else:  # install and packing paths only: not loaded by a host that only serves
+    tarfile = lazy_module("tarfile")
 
 log = logging.getLogger("bolt_host.catalog")
 

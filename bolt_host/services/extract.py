@@ -30,18 +30,24 @@ group/other write; the owner always keeps read and write, the exec bit is kept.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import re
 import stat
-import tarfile
 import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from bolt_host.lazy import lazy_module
 from bolt_host.services.trees import remove_tree
+
+if TYPE_CHECKING:
+    import gzip
+    import tarfile
+else:  # install and packing paths only: not loaded by a host that only serves
+    gzip = lazy_module("gzip")
+    tarfile = lazy_module("tarfile")
 
 MiB = 1024 * 1024
 TEMP_PREFIX = ".extract-"

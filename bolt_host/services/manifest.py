@@ -182,7 +182,7 @@ def bolt_path(source: dict[str, Any], name: str) -> str:
     return name
 
 
-HOST_PATH_FIELDS = frozenset({"folder", "python"})  # absolute paths on this host
+HOST_PATH_FIELDS = frozenset({"folder", "python", "npmTree", "venvTree"})  # the host's paths, its trees' digests
 
 
 def without_folder(app: dict[str, Any]) -> dict[str, Any]:

@@ -18,17 +18,22 @@ import hashlib
 import json
 import logging
 import os
-import tarfile
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bolt_host.lazy import lazy_module
 from bolt_host.services.extract import pack_directory
 from bolt_host.services.registry import valid_package_name
 from bolt_host.services.versions import max_version, parse_version
+
+if TYPE_CHECKING:
+    import tarfile
+else:  # install and packing paths only: not loaded by a host that only serves
+    tarfile = lazy_module("tarfile")
 
 log = logging.getLogger("bolt_host.registry")
 

@@ -1,7 +1,9 @@
 """Is a freshly spawned app ready?  Polled with short, growing intervals up to a deadline.
 
 Server apps are ready when their ``health`` path answers 2xx/3xx, or without a
-``health`` path when a TCP connect to their port succeeds.  Apps that are not
+``health`` path when a TCP connect to their port succeeds; given the app's pid, the listener
+on that port must also be the app's own (checked once, when the port first answers:
+:mod:`listeners`).  Apps that are not
 servers are ready once spawned and alive.  An exit during the wait ends it at
 once (the wait races the exit future; it never sleeps through a crash).
 
@@ -24,6 +26,8 @@ import select
 import socket
 from urllib.parse import quote
 
+from bolt_host.services.listeners import port_holder
+
 LOOPBACK = "127.0.0.1"
 FIRST_INTERVAL = 0.005
 GROWTH = 0.25  # of the time waited so far, added to the next wait
@@ -45,25 +49,41 @@ class NeverReady(Exception):
     pass
 
 
+class ForeignListener(NeverReady):
+    """The port answers, but another process holds it: the app never will."""
+
+
 async def wait_until_ready(
     *,
     exited: asyncio.Future[int | None],
     port: int | None,
     health: str | None,
     timeout: float,
+    pid: int | None = None,
 ) -> None:
-    """Return once ready; raise :class:`ExitedDuringStart` or :class:`NeverReady`."""
+    """Return once ready; raise :class:`ExitedDuringStart` or :class:`NeverReady`
+    (:class:`ForeignListener` when ``pid``, the app's process, is given and another process
+    listens on ``port``)."""
     global _waiting
     loop = asyncio.get_running_loop()
     began = loop.time()
     deadline = began + timeout
+    unverified = pid  # the listener's owner is checked once, then this is None
     _waiting += 1
     try:
         while True:
             if exited.done():
                 raise ExitedDuringStart(None if exited.cancelled() else exited.result())
-            if port is None or await _probe(port, health):
+            if port is None:
                 return
+            if _listening(port):
+                if unverified is not None:
+                    holder = port_holder(port, unverified)
+                    if not holder.owned:
+                        raise ForeignListener(holder.describe(port))
+                    unverified = None
+                if not health or await _health_ok(port, health):
+                    return
             now = loop.time()
             if now >= deadline:
                 what = f"GET {health} answering 2xx/3xx" if health else f"port {port} accepting connections"
@@ -79,11 +99,7 @@ def next_wait(waited: float, starting: int) -> float:
     return min(cap, FIRST_INTERVAL + GROWTH * waited)
 
 
-async def _probe(port: int, health: str | None) -> bool:
-    if not _listening(port):
-        return False
-    if not health:
-        return True
+async def _health_ok(port: int, health: str) -> bool:
     status = await _health_status(port, health if health.startswith("/") else f"/{health}")
     return status is not None and 200 <= status < 400
 

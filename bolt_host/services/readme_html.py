@@ -16,12 +16,9 @@ and GitHub sites.  What comes out:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
-
-import nh3
-from markdown_it import MarkdownIt
-from markdown_it.common.utils import escapeHtml
 
 TAGS = {
     "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl", "dt", "em",
@@ -61,27 +58,32 @@ def _image_as_text(renderer: Any, tokens: Any, index: int, options: Any, env: An
     token = tokens[index]
     alt = renderer.renderInlineAsText(token.children or [], options, env)
     label = f"[image: {alt}]" if alt else "[image]"
+    from markdown_it.common.utils import escapeHtml  # loaded already: this runs inside its renderer
+
     return f'<span class="md-image">{escapeHtml(label)}</span>'
 
 
-def _parser() -> MarkdownIt:
+@functools.cache
+def _renderer() -> tuple[Any, Any]:
+    """The parser and the cleaner, built at the first README (markdown-it and nh3 cost memory)."""
+    import nh3
+    from markdown_it import MarkdownIt
+
     parser = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
     parser.add_render_rule("image", _image_as_text)
-    return parser
-
-
-_PARSER = _parser()
-_CLEANER = nh3.Cleaner(
-    tags=TAGS,
-    attributes=ATTRIBUTES,
-    attribute_filter=_keep_attribute,
-    url_schemes={"http", "https", "mailto"},
-    link_rel=LINK_REL,
-    set_tag_attribute_values={"a": {"target": "_blank"}},
-    strip_comments=True,
-)
+    cleaner = nh3.Cleaner(
+        tags=TAGS,
+        attributes=ATTRIBUTES,
+        attribute_filter=_keep_attribute,
+        url_schemes={"http", "https", "mailto"},
+        link_rel=LINK_REL,
+        set_tag_attribute_values={"a": {"target": "_blank"}},
+        strip_comments=True,
+    )
+    return parser, cleaner
 
 
 def render_readme(markdown: str) -> str:
     """``markdown`` (a README) as sanitized HTML, safe to put into a page with ``innerHTML``."""
-    return _CLEANER.clean(_PARSER.render(str(markdown)))
+    parser, cleaner = _renderer()
+    return str(cleaner.clean(parser.render(str(markdown))))

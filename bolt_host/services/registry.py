@@ -23,13 +23,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
-
 from bolt_host import jsondepth
+from bolt_host.lazy import lazy_module
 from bolt_host.services.versions import resolve_version, sort_key
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy_module("httpx")  # imported when first used
 
 MiB = 1024 * 1024
 METADATA_MAX_BYTES = 64 * MiB

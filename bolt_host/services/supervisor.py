@@ -410,6 +410,7 @@ class Supervisor(Scaling):
             process = await self._spawn(runtime)
             await wait_until_ready(
                 exited=process.exited,
+                pid=process.pid,
                 port=runtime.port if runtime.is_server else None,
                 health=runtime.app.get("health") if runtime.is_server else None,
                 timeout=self._ready_timeout,

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
-from bolt_host.services.apps import optional_version, registry_call
+from bolt_host.services.app_installs import optional_version, registry_call
 from bolt_host.services.instances import instances_problem
 from bolt_host.services.limits import LimitError, check_limits
 from bolt_host.services.manifest import app_name_for, install_preview, without_folder

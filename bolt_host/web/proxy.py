@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -22,8 +21,14 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.lazy import lazy_module
 from bolt_host.services.traffic import Lease
 from bolt_host.web.auth import Actor, actor, host_of
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy_module("httpx")  # imported when first used
 
 log = logging.getLogger("bolt_host.web")
 

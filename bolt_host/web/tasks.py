@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
-from bolt_host.services.apps import optional_version
+from bolt_host.services.app_installs import optional_version
 from bolt_host.services.manifest import app_name_for
 from bolt_host.services.tasks import TaskHandle
 from bolt_host.web.auth import host_of, require_admin, require_caller, require_installer

@@ -17,21 +17,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from bolt_host import errors
 from bolt_host.errors import BoltError
+from bolt_host.lazy import lazy_module
 from bolt_host.web.auth import Actor, host_of, trusted_origins
 from bolt_host.web.envelope import error_response, new_trace_id, trace_id_var
 from bolt_host.web.origin import from_this_origin
 from bolt_host.web.proxy import app_request_headers, check_proxy_access, lease_port
+
+if TYPE_CHECKING:
+    import websockets.asyncio.client as ws_client
+    import websockets.exceptions as ws_errors
+    from websockets.asyncio.client import ClientConnection
+else:  # the client side is imported at the first proxied WebSocket
+    ws_client = lazy_module("websockets.asyncio.client")
+    ws_errors = lazy_module("websockets.exceptions")
 
 log = logging.getLogger("bolt_host.web")
 
@@ -96,7 +103,7 @@ async def _open_upstream(websocket: WebSocket, name: str, port: int) -> ClientCo
     headers = [(k, v) for k, v in app_request_headers(websocket, name) if k.lower() not in HANDSHAKE_HEADERS]
     limit = host_of(websocket).settings.max_ws_message_bytes  # type: ignore[arg-type]
     try:
-        return await connect(
+        return await ws_client.connect(
             url,
             additional_headers=headers,
             subprotocols=websocket.scope.get("subprotocols") or None,
@@ -105,14 +112,14 @@ async def _open_upstream(websocket: WebSocket, name: str, port: int) -> ClientCo
             proxy=None,
             user_agent_header=None,
         )
-    except InvalidStatus as exc:  # the app itself refused the handshake: its answer goes back
+    except ws_errors.InvalidStatus as exc:  # the app itself refused the handshake: its answer goes back
         answer = exc.response
         log.info("app %s refused a WebSocket handshake with HTTP %s", name, answer.status_code)
         await _deny(websocket, Response(answer.body or b"", status_code=answer.status_code))
     except TimeoutError:
         await _deny(websocket, error_response(BoltError(
             errors.APP_GATEWAY_TIMEOUT, f"App {name!r} did not accept the WebSocket in time")))
-    except (OSError, InvalidHandshake) as exc:
+    except (OSError, ws_errors.InvalidHandshake) as exc:
         await _deny(websocket, error_response(BoltError(
             errors.APP_BAD_GATEWAY, f"App {name!r} gave no valid WebSocket answer ({type(exc).__name__})")))
     return None
@@ -149,7 +156,7 @@ async def _client_to_app(websocket: WebSocket, upstream: ClientConnection) -> No
         data: Any = message.get("text") if message.get("text") is not None else message.get("bytes")
         try:
             await upstream.send(data)
-        except ConnectionClosed:
+        except ws_errors.ConnectionClosed:
             return  # the other task passes the app's close on
 
 
@@ -160,7 +167,7 @@ async def _app_to_client(websocket: WebSocket, upstream: ClientConnection) -> No
                 await websocket.send_text(data)
             else:
                 await websocket.send_bytes(data)
-    except ConnectionClosed:
+    except ws_errors.ConnectionClosed:
         pass
     except WebSocketDisconnect:
         return

@@ -25,14 +25,20 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from tinydb import Query
+
+from bolt_host.plugin import lazy_module
 
 from .envelope import MarketError
 from .ledger import ReceiptLedger
 from .receipts import SignatureError, check_developers, check_jwks, unverified_claims, verify
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy_module("httpx")  # at the first hosted checkout
 
 STATES = "market_payments"
 CHECKOUT_TIMEOUT = 10.0

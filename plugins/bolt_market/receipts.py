@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
-
-from bolt_host.plugin import Host
+from bolt_host.plugin import Host, lazy_module
 
 from .envelope import MarketError
+
+if TYPE_CHECKING:
+    from joserfc import errors as jose_errors
+    from joserfc import jwk, jws
+else:  # joserfc (with cryptography, about 9 MB) is imported at the first signature checked
+    jose_errors = lazy_module("joserfc.errors")
+    jwk = lazy_module("joserfc.jwk")
+    jws = lazy_module("joserfc.jws")
 
 ALGORITHMS = ("ES256", "ES384", "Ed25519", "EdDSA", "RS256", "PS256")
 RECEIPT_TYPE = "AppPurchaseReceipt"
@@ -53,8 +57,8 @@ def check_jwks(value: Any, what: str) -> dict[str, Any]:
         if _PRIVATE_MEMBERS & set(key) or key.get("kty") == "oct":
             raise MarketError(400, f"{what} must hold public keys only (key {key['kid']!r} is private or symmetric)")
     try:
-        KeySet.import_key_set(cast(Any, value))
-    except (JoseError, ValueError, TypeError) as exc:
+        jwk.KeySet.import_key_set(cast(Any, value))
+    except (jose_errors.JoseError, ValueError, TypeError) as exc:
         raise MarketError(400, f"{what} is not a valid JWKS: {exc}") from None
     return {"keys": [dict(k) for k in value["keys"]]}
 
@@ -83,7 +87,7 @@ def unverified_claims(token: Any) -> dict[str, Any]:
         raise SignatureError("the signature is missing or too long")
     try:
         payload = json.loads(jws.extract_compact(token.encode()).payload)
-    except (JoseError, ValueError, UnicodeDecodeError) as exc:
+    except (jose_errors.JoseError, ValueError, UnicodeDecodeError) as exc:
         raise SignatureError(f"not a compact JWS ({exc})") from None
     if not isinstance(payload, dict):
         raise SignatureError("the JWS payload is not a JSON object")
@@ -96,9 +100,10 @@ def verify(token: Any, jwks: dict[str, Any] | None) -> dict[str, Any]:
         raise SignatureError("no keys are configured to verify this signature")
     unverified_claims(token)
     try:
-        verified = jws.deserialize_compact(token, KeySet.import_key_set(cast(Any, jwks)), algorithms=list(ALGORITHMS))
+        keys = jwk.KeySet.import_key_set(cast(Any, jwks))
+        verified = jws.deserialize_compact(token, keys, algorithms=list(ALGORITHMS))
         payload = json.loads(verified.payload)
-    except (JoseError, ValueError, TypeError) as exc:
+    except (jose_errors.JoseError, ValueError, TypeError) as exc:
         raise SignatureError(f"the signature does not verify ({type(exc).__name__})") from None
     if not isinstance(payload, dict):
         raise SignatureError("the JWS payload is not a JSON object")

@@ -1,0 +1,92 @@
+"""A host with the four store backends loaded imports no heavy library it has not used yet.
+
+Each check runs a real ``python -c`` (a fresh interpreter: this test process has imported
+everything) that builds the app the way ``bolt-host serve`` does, starts the host, and
+reports ``sys.modules``; then it uses each lazily imported feature once, so the check can
+tell "never imported" from "imported late".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+# What each heavy library is for; none is needed to serve until its feature is used.
+# (python-multipart and the server side of websockets are imported by Starlette and uvicorn themselves.)
+HEAVY = {
+    "httpx": "registry, proxy and hook clients; its package import also loads rich, pygments and click",
+    "httpcore": "httpx's transport",
+    "rich": "the CLI's tables and progress bars",
+    "pygments": "rich's syntax highlighting",
+    "joserfc": "market payment receipts, device access tokens",
+    "cryptography": "joserfc's keys",
+    "markdown_it": "README rendering",
+    "nh3": "README sanitizing",
+    "aiomqtt": "the device backend's MQTT client (manager or agent mode)",
+    "paho": "aiomqtt's MQTT protocol",
+    "amqtt": "the device manager's embedded broker",
+    "transitions": "amqtt's state machines",
+    "websockets.asyncio.client": "the /x/ WebSocket proxy's client side",
+    "tarfile": "unpacking and packing packages (installs, uploads)",
+}
+
+PROBE = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from pathlib import Path
+
+    import bolt_host.cli  # what `python -m bolt_host serve` imports before it builds the app
+    from bolt_host.app import create_app
+    from bolt_host.config import settings_from_env
+
+    HEAVY = json.loads(sys.argv[2])
+    settings = settings_from_env(data_dir=Path(sys.argv[1]), admin_password="import-weight-test")
+    app = create_app(settings)
+    host = app.state.host
+
+    async def main():
+        await host.start()
+        try:
+            plugins = sorted(host.pm.bolt_info)
+            at_start = sorted(name for name in HEAVY if name in sys.modules)
+            from bolt_host.plugin import render_readme
+            render_readme("# hello")
+            host.proxy_client
+            from bolt_market.receipts import check_jwks
+            try:
+                check_jwks({"keys": [{"kty": "EC", "kid": "k", "crv": "P-256", "x": "", "y": ""}]}, "jwks")
+            except Exception:
+                pass
+            after_use = sorted(name for name in ("markdown_it", "nh3", "httpx", "joserfc") if name in sys.modules)
+        finally:
+            await host.stop()
+        print(json.dumps({"plugins": plugins, "at_start": at_start, "after_use": after_use}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BOLT_")}  # every plugin loads
+    env["BOLT_LOG_LEVEL"] = "warning"
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / "data"), json.dumps(sorted(HEAVY))],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"robot", "market", "device", "enterprise"} <= set(report["plugins"])
+    loaded = {name: HEAVY[name] for name in report["at_start"]}
+    assert loaded == {}, f"imported at host start although unused: {loaded}"
+    assert report["after_use"] == ["httpx", "joserfc", "markdown_it", "nh3"]

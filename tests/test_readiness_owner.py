@@ -1,0 +1,81 @@
+"""Readiness trusts a listening port only when the app's own process tree holds it.
+
+Real processes and real sockets: a foreign listener (a socket of the test process itself)
+on the app's port must not make the app ready; the app listening itself, or through a child
+it started, must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bolt_host.services.listeners import port_holder
+from bolt_host.services.processes import AppProcess, launch
+from bolt_host.services.readiness import ForeignListener, wait_until_ready
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+LISTENER = "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen()\ntime.sleep(120)\n"
+IDLE = "import time\ntime.sleep(120)\n"
+
+
+@contextlib.asynccontextmanager
+async def app_process(argv: list[str], tmp_path: Path) -> AsyncIterator[AppProcess]:
+    """A real app process in a session of its own, killed (its whole group) at the end."""
+    with open(tmp_path / "app.log", "wb") as log:
+        process = AppProcess.watch(launch(argv, cwd=tmp_path, env=dict(os.environ), log_fd=log.fileno()))
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pgid, signal.SIGKILL)
+        await asyncio.wait_for(process.exited, timeout=30)
+        process.reap()
+        process.close()
+
+
+@contextlib.contextmanager
+def foreign_listener(port: int) -> Iterator[socket.socket]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+async def test_a_foreign_listener_does_not_make_the_app_ready(tmp_path: Path) -> None:
+    port = free_port()
+    async with app_process([sys.executable, "-c", IDLE], tmp_path) as app:
+        with foreign_listener(port):
+            with pytest.raises(ForeignListener) as refused:
+                await wait_until_ready(exited=app.exited, port=port, health=None, timeout=20, pid=app.pid)
+            assert f"port {port} answers" in str(refused.value) and f"pid {os.getpid()}" in str(refused.value)
+            assert not port_holder(port, app.pid).owned
+            # Without the app's pid the port alone decides (the old rule, kept for callers that have none).
+            await wait_until_ready(exited=app.exited, port=port, health=None, timeout=20)
+        assert not app.exited.done()
+
+
+@pytest.mark.parametrize("through_child", [False, True], ids=["itself", "through a child"])
+async def test_the_app_listening_is_ready(tmp_path: Path, through_child: bool) -> None:
+    port = free_port()
+    code = LISTENER.format(port=port)
+    argv = [sys.executable, "-c", code]
+    if through_child:  # "; exit" keeps the shell from exec'ing python in its place
+        argv = ["/bin/sh", "-c", f'"{sys.executable}" -c "$0"; exit', code]
+    async with app_process(argv, tmp_path) as app:
+        await wait_until_ready(exited=app.exited, port=port, health=None, timeout=20, pid=app.pid)
+        assert port_holder(port, app.pid).owned
+        assert not app.exited.done()
