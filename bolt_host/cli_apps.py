@@ -41,7 +41,7 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _contexts(client: Client) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in client.get("/api/apps/@live")}
+    return {c["name"]: c for c in client.get("/api/apps/@live") if not c.get("instance")}  # one row per app
 
 
 def _row(app: dict[str, Any], context: dict[str, Any] | None) -> list[Any]:
@@ -236,9 +236,9 @@ def _failure_line(name: str, error: dict[str, Any]) -> str:
     return line + (f"\n  hint: {hint}" if hint else "")
 
 
-def _operate(client: Client, action: str, name: str, as_json: bool) -> None:
+def _operate(client: Client, action: str, name: str, as_json: bool, options: dict[str, Any] | None = None) -> None:
     with stderr_console().status(f"{action} {name}", spinner="dots") if not as_json else _nothing():
-        context = client.post(f"/api/apps/{action}", {"name": name})
+        context = client.post(f"/api/apps/{action}", {"name": name, **(options or {})})
     if as_json:
         print_json(context)
         return
@@ -310,16 +310,43 @@ def apps_stop(client: Client, names: tuple[str, ...], as_json: bool) -> None:
 
 @apps.command("restart")
 @click.argument("name")
+@click.option("--rolling", is_flag=True, help="Keep the running process serving until the new one is ready.")
 @json_option
 @remote
-def apps_restart(client: Client, name: str, as_json: bool) -> None:
-    """Restart an app.
+def apps_restart(client: Client, name: str, rolling: bool, as_json: bool) -> None:
+    """Restart an app; --rolling: with no request dropped (the old process serves until the new
+    one is ready, then drains; apps with bolt.rolling false get a plain restart).
 
     \b
     Examples:
       bolt-host apps restart hello-web
+      bolt-host apps restart --rolling hello-web
     """
-    _operate(client, "restart", name, as_json)
+    _operate(client, "restart", name, as_json, {"mode": "rolling"} if rolling else {})
+
+
+@apps.command("scale")
+@click.argument("name")
+@click.argument("count", type=click.IntRange(min=1))
+@json_option
+@remote
+def apps_scale(client: Client, name: str, count: int, as_json: bool) -> None:
+    """Run COUNT instances of a server app behind /x/NAME/ (the host balances requests over
+    them); a running app is scaled at once (instances going away are drained first).
+
+    \b
+    Examples:
+      bolt-host apps scale hello-web 4
+      bolt-host apps scale hello-web 1
+    """
+    with stderr_console().status(f"scale {name} to {count}", spinner="dots") if not as_json else _nothing():
+        app = client.call("PUT", f"/api/apps/{name}", json={"instances": count})
+        live = [c for c in client.get("/api/apps/@live") if c["name"] == app["name"]]
+    if as_json:
+        print_json(live)
+        return
+    running = sum(1 for context in live if context.get("status") == "running")
+    click.echo(f"{app['name']}: {count} instances wanted, {running} running")
 
 
 @apps.command("remove")

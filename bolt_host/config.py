@@ -92,6 +92,7 @@ class Settings:
     max_ws_message_bytes: int = 1_048_576  # one WebSocket message through /x/, either way
     dependency_timeout_seconds: float = 600.0  # each package-manager run of an install (npm, uv)
     stats_interval_seconds: float = 2.0
+    max_instances: int = 8  # the most processes one app may run behind /x/<app>/ (bolt.instances)
     autostart: bool = True
     pinned_packages: tuple[str, ...] = ()
     trust_proxy: bool = False
@@ -170,6 +171,7 @@ _PARSERS: dict[str, Any] = {
     "max_ws_message_bytes": int,
     "dependency_timeout_seconds": float,
     "stats_interval_seconds": float,
+    "max_instances": int,
     "autostart": _parse_bool,
     "pinned_packages": _parse_list,
     "trust_proxy": _parse_bool,

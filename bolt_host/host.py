@@ -20,11 +20,11 @@ import pluggy
 from bolt_host import __version__
 from bolt_host.config import Settings
 from bolt_host.plugins import Hooks, PluginLoadError, await_maybe, make_plugin_manager
+from bolt_host.services.app_runtime import SECTION as SUPERVISOR_SECTION
 from bolt_host.services.envnames import AdminEnv
 from bolt_host.services.events import Event, EventBus
 from bolt_host.services.integrity import verify_app
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
-from bolt_host.services.supervisor import SECTION as SUPERVISOR_SECTION
 from bolt_host.services.supervisor import Supervisor
 from bolt_host.services.tokens import SECTION as TOKENS_SECTION
 from bolt_host.services.tokens import AppTokens
@@ -197,6 +197,7 @@ class Host:
             verify_app=verify_app,
             autostart=settings.autostart,
             isolation=self.isolation,
+            max_instances=settings.max_instances,
         )
         self.apps.supervisor = self.supervisor
         self.apps.isolation = self.isolation

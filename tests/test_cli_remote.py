@@ -191,6 +191,13 @@ def test_app_lifecycle_from_install_to_remove(live: LiveServer) -> None:
 
     restarted = ok_json(run("apps", "restart", "echo", "--json", env=env))
     assert restarted["status"] == "running" and restarted["pid"] != started["pid"]
+    rolled = ok_json(run("apps", "restart", "echo", "--rolling", "--json", env=env))
+    assert rolled["status"] == "running" and rolled["pid"] != restarted["pid"]
+    assert "rolling restart" in run("apps", "logs", "echo", env=env).stdout
+    scaled = run("apps", "scale", "echo", "2", env=env)
+    assert scaled.exit_code == 0 and "echo: 2 instances wanted, 2 running" in scaled.stdout
+    single = ok_json(run("apps", "scale", "echo", "1", "--json", env=env))
+    assert [(c["instance"], c["status"]) for c in single] == [(0, "running")]
     stopped = run("apps", "stop", "echo", env=env)
     assert stopped.exit_code == 0 and "echo: stopped" in stopped.stdout
     not_running = run("apps", "stop", "echo", env=env)

@@ -285,11 +285,13 @@ class AppInstalls:
     async def _restart_or_roll_back(
         self, app: dict[str, Any], previous: dict[str, Any], swapped: list[tuple[Path, Path | None]]
     ) -> None:
-        """Restart ``app`` on its new version; if it does not become ready, reinstate ``previous``."""
+        """Switch ``app`` to its new version with a rolling restart (the previous version serves
+        until the new one is ready); if it does not become ready, reinstate ``previous``, whose
+        process then serves on (apps with ``bolt.rolling: false``: it is started again)."""
         name = app["name"]
         assert self.supervisor is not None  # an upgrade of a running app: supervision is up
         try:
-            await self.supervisor.restart_app(app)
+            await self.supervisor.restart_app(app, rolling=True)
             return
         except BoltError as exc:
             failure = exc.message
@@ -300,8 +302,11 @@ class AppInstalls:
                 self._db.table(TABLE).upsert(previous, Query().name == name)
         swapped.clear()  # nothing left aside to remove
         try:
-            await self.supervisor.restart_app(previous)
-            outcome = f"rolled back to {previous['version']}, which is running again"
+            if self._still_serving(previous):
+                outcome = f"rolled back to {previous['version']}, which kept serving"
+            else:
+                await self.supervisor.restart_app(previous)
+                outcome = f"rolled back to {previous['version']}, which is running again"
         except BoltError as exc:
             outcome = f"rolled back to {previous['version']}, which did not start either: {exc.message}"
         raise BoltError(
@@ -310,6 +315,12 @@ class AppInstalls:
             user_message=f"The new version of {name} did not start, so the previous one was put back.",
         )
 
+
+    def _still_serving(self, previous: dict[str, Any]) -> bool:
+        """Whether the previous version's process is running (a rolling upgrade that failed)."""
+        assert self.supervisor is not None
+        context = self.supervisor.context(previous["name"]) or {}
+        return context.get("status") == "running" and context["app"].get("version") == previous["version"]
 
 def _check_registry_version(manifest: dict[str, Any], source: dict[str, Any]) -> None:
     """A registry tarball must be the version the registry listed it as (npm refuses a mismatch too)."""

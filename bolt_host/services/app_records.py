@@ -49,6 +49,11 @@ def checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
             except LimitError as exc:
                 raise BoltError(errors.BAD_REQUEST, f"'limits' {exc}") from exc
             continue
+        if key == "instances":  # the range against the host's cap: the caller checks
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise BoltError(errors.BAD_REQUEST, "'instances' must be a whole number from 1 up, or null")
+            checked["adminInstances"] = value
+            continue
         if key in {"system", "controlledVisibility", "isolation"}:
             if not isinstance(value, bool):
                 raise BoltError(errors.BAD_REQUEST, f"'{key}' must be true or false")

@@ -26,11 +26,13 @@ CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
 LIVE_STATUSES = frozenset({STARTING, RUNNING, STOPPING, CRASHED, BACKOFF})
 ERRORED_STATUSES = frozenset({STOPPED, CRASHED, FAILED})  # with a failed last exit: shown as "errored"
 DESIRED_RUNNING, DESIRED_STOPPED = "running", "stopped"
+SECTION = "supervisor"  # of the host's StateFile (runtime.json): one record per app instance
 PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python", "npmTree", "venvTree"})  # secrets, host paths, digests
 
 # A context's members, in the order they are written (the app's manifest last).
 _ORDER = (
-    *("name", "path", "pid", "protocol", "host", "status", "startedAt", "restarts", "exitCode", "reason"),
+    *("name", "instance", "path", "pid", "protocol", "host", "status", "startedAt", "restarts", "exitCode"),
+    "reason",
     *("cpu", "memory", "uptime", "nextRestartAt", "lastExit", "errored", "port"),
 )
 USAGE_FIELDS = frozenset({"cpu", "memory"})  # from the stats sampler
@@ -86,13 +88,21 @@ class AppRuntime:
     start_task: asyncio.Task[dict[str, Any]] | None = None
     restart_task: asyncio.Task[None] | None = None
     confinement: Any = None  # a sandbox.Confinement while a confined process may be alive
+    retiring: Any = None  # a rollover.Retiring: the process a rolling restart replaces, until it is gone
+    instance: int = 0  # which of the app's processes (see instances.py); 0 is keyed by the app's name
+    draining: bool = False  # scaled away: no new requests, those in flight finish, then it stops
     _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
     _encoded: dict[frozenset[str], tuple[Any, bytes, bytes | None]] = field(default_factory=dict, repr=False)
 
     @property
+    def key(self) -> str:
+        """The supervisor's key: the app's name for instance 0, ``<name>#<k>`` for instance k."""
+        return self.name if self.instance == 0 else f"{self.name}#{self.instance}"
+
+    @property
     def marker(self) -> str:
         """The ``BOLT_SUPERVISOR_ID`` of the current generation."""
-        return f"{self.name}:{self.generation}"
+        return f"{self.key}:{self.generation}"
 
     @property
     def is_server(self) -> bool:
@@ -176,6 +186,7 @@ class AppRuntime:
         uptime = self.uptime
         context: dict[str, Any] = {
             "name": self.name,
+            "instance": self.instance,
             "path": self.app.get("path"),
             "pid": self.process.pid if self.process is not None else None,
             "protocol": "http",
@@ -216,7 +227,7 @@ class AppRuntime:
     def record(self) -> dict[str, Any]:
         """What is persisted for adoption after a host restart."""
         process = self.process
-        return {
+        record: dict[str, Any] = {
             "name": self.name,
             "pid": process.pid if process is not None else None,
             "create_time": process.create_time if process is not None else None,
@@ -227,6 +238,11 @@ class AppRuntime:
             "restarts": self.restarts,
             "lastExit": self.last_exit,
         }
+        if self.retiring is not None:
+            record["retiring"] = self.retiring.record()
+        if self.instance:
+            record["instance"] = self.instance
+        return record
 
     def load_record(self, record: dict[str, Any]) -> None:
         self.generation = int(record.get("generation") or 0)

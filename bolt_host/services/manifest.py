@@ -18,8 +18,8 @@ RESERVED_NAMES = {"bolt", "api", "x", "public", "node_modules"}
 APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._~-]{0,213}(@[a-z0-9][a-z0-9._~-]*)?$")
 PACKAGE_NAME_RE = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*$")
 UPDATABLE_FIELDS = {"displayName", "description", "order", "system", "tags", "controlledVisibility"}
-ADMIN_FIELDS = {"isolation", "limits", "env"}  # only an admin changes these (PUT /api/apps/<name>)
-KEPT_ON_UPGRADE = ("order", "isolation", "adminLimits")
+ADMIN_FIELDS = {"isolation", "limits", "env", "instances"}  # only an admin changes these (PUT /api/apps/<name>)
+KEPT_ON_UPGRADE = ("order", "isolation", "adminLimits", "adminInstances")
 
 
 def read_manifest(folder: Path, code: int = errors.LOCAL_PACKAGE_FAILED) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def build_app(
         "source": source,
         "dateCreated": created,
     }
-    for key in ("flash", "image", "price", "stopGraceSeconds", "entrances"):
+    for key in ("flash", "image", "price", "stopGraceSeconds", "entrances", "rolling", "instances"):
         if key in bolt:
             app[key] = bolt[key]
     return app

@@ -16,6 +16,7 @@ Check = Callable[[Any], str | None]
 
 RESTART_POLICIES = ("always", "never", "on-failure")
 MAX_STOP_GRACE_SECONDS = 300
+MAX_INSTANCES = 64
 MAX_TEXT = 4096
 
 
@@ -67,6 +68,12 @@ def _grace(value: Any) -> str | None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if not number or not 0 < value <= MAX_STOP_GRACE_SECONDS:
         return f"must be a number of seconds above 0 and at most {MAX_STOP_GRACE_SECONDS}"
+    return None
+
+
+def _instances(value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INSTANCES:
+        return f"must be a whole number from 1 to {MAX_INSTANCES} (the host's max_instances caps it further)"
     return None
 
 
@@ -142,6 +149,8 @@ BOLT_FIELDS: dict[str, Check] = {
     "controlledVisibility": _boolean,
     "order": _integer,
     "stopGraceSeconds": _grace,
+    "rolling": _boolean,
+    "instances": _instances,
     "firmware": _boolean,
     "flash": _command,
     "image": _path,

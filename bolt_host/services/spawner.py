@@ -24,6 +24,7 @@ from bolt_host.services.limits import out_of_memory_reason
 from bolt_host.services.ports import PortPool, wait_port_free
 from bolt_host.services.processes import AppProcess, Launched, app_environment, build_command, launch, terminate_tree
 from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, read_environ_value
+from bolt_host.services.rollover import Retiring
 from bolt_host.services.sandbox import UID, Confinement, Isolation
 from bolt_host.services.tokens import AppTokens
 
@@ -48,7 +49,9 @@ class Spawner:
         extra_env: ExtraEnv | None = None,
         requested_port: RequestedPort | None = None,
         isolation: Isolation | None = None,
+        group_in_use: Callable[[AppRuntime], bool] = lambda runtime: False,
     ) -> None:
+        self._group_in_use = group_in_use  # another instance of the app still runs in its cgroup
         self._logs = logs
         self._tokens = tokens
         self._host_url = host_url
@@ -68,12 +71,11 @@ class Spawner:
         if not folder or not Path(folder).is_dir():
             raise removed(name)
         if runtime.is_server:
-            wanted = await self._requested_port(app) if self._requested_port is not None else None
-            runtime.port = self._ports.acquire(name, wanted)
+            runtime.port = self._ports.acquire(name, await self.fixed_port(app))
         extra = await self._extra_env(app) if self._extra_env is not None else {}
         if self._isolation is not None:
             self._assign(runtime)  # a new uid is recorded with the generation, before the app runs as it
-        token = self._tokens.issue(name)
+        token = self._tokens.issue(name, runtime.key)
         # The record's write (an fsync) runs while the confinement is prepared in a worker
         # thread: a crash restart waited for one, then the other.
         recorded = asyncio.ensure_future(before_launch())
@@ -95,6 +97,10 @@ class Spawner:
         process = runtime.process = AppProcess.watch(launched)
         runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         return process
+
+    async def fixed_port(self, app: dict[str, Any]) -> int | None:
+        """The one port the app must listen on (a plugin's ``requested_port``), or None."""
+        return await self._requested_port(app) if self._requested_port is not None else None
 
     def _assign(self, runtime: AppRuntime) -> None:
         assert self._isolation is not None
@@ -128,41 +134,76 @@ class Spawner:
         if runtime.port is not None:
             self._ports.hold(runtime.port, runtime.name)
         token = read_environ_value(process.pid, "BOLT_APP_TOKEN")
-        if token:  # lets the host sign the events it sends to the adopted app
+        if token and runtime.instance == 0:  # lets the host sign the events it sends to the adopted app
             self._tokens.remember(runtime.name, token)
 
     async def cleanup(self, runtime: AppRuntime) -> int | None:
         """Kill what is left of the app's tree, reap it, free its port, revoke its token."""
         exit_code = None
         process = runtime.process
+        shared = runtime.retiring is not None or self._group_in_use(runtime)  # the app's group holds others
         if process is not None:
-            grace = runtime.app.get("stopGraceSeconds")
-            survivors = await terminate_tree(
-                process,
-                marker=runtime.marker,
-                since=process.create_time,
-                grace=self._grace if grace is None else float(grace),
-                snapshots=self._snapshots,
-                group_members=None if process.adopted else _sealed_group_members(runtime),
-            )
+            members = None if process.adopted or shared else _sealed_group_members(runtime)
+            survivors = await self._end_tree(runtime.name, runtime.app, process, runtime.marker, members)
             if survivors:
-                log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", runtime.name, survivors)
                 runtime.reason = f"processes {survivors} survived SIGKILL (stuck in the kernel?)"
-            process.check_exited()
             if process.exited.done() and not process.exited.cancelled() and not process.adopted:
                 exit_code = process.exited.result()
             process.reap()
             process.close()
             runtime.process = None
-        if runtime.confinement is not None:
+        if runtime.confinement is not None and shared:
+            runtime.confinement = None  # the app's group still holds a process that serves on
+        elif runtime.confinement is not None:
             await self._empty_cgroup(runtime)
         if runtime.port is not None:
             if not await wait_port_free(runtime.port, PORT_FREE_TIMEOUT):
                 log.warning("%s: port %s still busy after its tree is gone", runtime.name, runtime.port)
             self._ports.release(runtime.port)
             runtime.port = None
-        self._tokens.revoke(runtime.name)
+        self._tokens.revoke(runtime.key)
         return exit_code
+
+    async def retire(self, runtime: AppRuntime, retiring: Retiring) -> None:
+        """End the process a rolling restart replaced: its tree, its port, its token.  Its cgroup
+        is the app's and stays with the successor (emptied here only when there is none)."""
+        process = retiring.process
+        await self._end_tree(runtime.name, retiring.app, process, retiring.marker)
+        process.reap()
+        process.close()
+        if retiring.confinement is not None and runtime.process is None and not self._group_in_use(runtime):
+            runtime.confinement, retiring.confinement = retiring.confinement, None
+            await self._empty_cgroup(runtime)
+        if retiring.port is not None:
+            if not await wait_port_free(retiring.port, PORT_FREE_TIMEOUT):
+                log.warning("%s: port %s still busy after its tree is gone", runtime.name, retiring.port)
+            self._ports.release(retiring.port)
+        self._tokens.revoke(retiring.token_key)
+
+    async def _end_tree(
+        self,
+        name: str,
+        app: dict[str, Any],
+        process: AppProcess,
+        marker: str,
+        group_members: Callable[[], set[int]] | None = None,
+    ) -> list[int]:
+        """SIGTERM, the app's stop grace, SIGKILL: the pids that survived even that.  The tree
+        is read from ``group_members`` (the app's sealed cgroup) when given, else from the
+        process table (by process group and marker)."""
+        grace = app.get("stopGraceSeconds")
+        survivors = await terminate_tree(
+            process,
+            marker=marker,
+            since=process.create_time,
+            grace=self._grace if grace is None else float(grace),
+            snapshots=self._snapshots,
+            group_members=group_members,
+        )
+        if survivors:
+            log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", name, survivors)
+        process.check_exited()
+        return survivors
 
     async def _empty_cgroup(self, runtime: AppRuntime) -> None:
         """Kill whatever is still in the app's cgroup (an escaper that dropped the marker and

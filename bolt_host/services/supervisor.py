@@ -16,6 +16,10 @@ for it outside the lock: a concurrent start joins the same task (one process,
 never two), a stop cancels it and kills what it spawned.  Each start bumps
 the app's generation; an exit event of an older generation is ignored.
 
+An app may run several processes ("instances", each an :class:`AppRuntime` with its own
+machine, keyed ``<name>#<k>`` beyond instance 0), and a rolling restart hands an app over
+from one process to the next: both are driven from :mod:`scaling`, a base of this class.
+
 Mechanics live next door: the spawn and the sweep after an exit in :mod:`spawner`;
 pidfd exit watch, tree kill, adoption checks in :mod:`processes`; restart arithmetic in
 :mod:`restarts`; readiness in :mod:`readiness`; logs in :mod:`applogs`; ports in :mod:`ports`;
@@ -49,12 +53,14 @@ from bolt_host.services.app_runtime import (
     FAILED,
     LIVE_STATUSES,
     RUNNING,
+    SECTION,
     STARTING,
     STOPPED,
     STOPPING,
     USAGE_FIELDS,
     AppRuntime,
 )
+from bolt_host.services.instances import DEFAULT_MAX_INSTANCES, instance_key, wanted_instances
 from bolt_host.services.ports import PortPool
 from bolt_host.services.processes import (
     AppProcess,
@@ -66,7 +72,9 @@ from bolt_host.services.processes import (
 from bolt_host.services.proctable import SharedSnapshots, processes_by_marker
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
+from bolt_host.services.rollover import Rollovers, recorded_retiring
 from bolt_host.services.sandbox import Isolation
+from bolt_host.services.scaling import Scaling
 from bolt_host.services.spawner import ExtraEnv, RequestedPort, Spawner, out_of_memory
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
@@ -75,7 +83,6 @@ from bolt_host.statefile import StateFile
 
 log = logging.getLogger("bolt_host.supervisor")
 
-SECTION = "supervisor"  # of the host's StateFile (runtime.json)
 LOG_TAIL_LINES = 20
 LOG_CHECK_SECONDS = 60.0
 
@@ -84,7 +91,7 @@ LoadApp = Callable[[str], dict[str, Any] | None]
 VerifyApp = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class Supervisor:
+class Supervisor(Scaling):
     def __init__(
         self,
         *,
@@ -106,6 +113,7 @@ class Supervisor:
         log_max_bytes: int = applogs.DEFAULT_MAX_BYTES,
         log_keep: int = applogs.DEFAULT_KEEP,
         isolation: Isolation | None = None,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
     ) -> None:
         self._state = state
         self._logs = applogs.AppLogFiles(Path(data_dir) / "logs" / "apps", log_max_bytes, log_keep)
@@ -118,7 +126,9 @@ class Supervisor:
         self._verify_app = verify_app
         self._autostart = autostart
         self._policy = restart_policy or RestartPolicy()
-        self._apps: dict[str, AppRuntime] = {}
+        self._apps: dict[str, AppRuntime] = {}  # by runtime.key: every instance of every app
+        self._extras: dict[str, dict[int, AppRuntime]] = {}  # app name -> instances 1, 2, ...
+        self._max_instances = max_instances
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
         self._spawner = Spawner(
@@ -131,12 +141,14 @@ class Supervisor:
             extra_env=extra_env,
             requested_port=requested_port,
             isolation=isolation,
+            group_in_use=self._group_in_use,
         )
         self._stats = StatsSampler(
             stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans, groups=self._stat_groups
         )
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._rollovers = Rollovers(self._spawner, tokens, grace_seconds, self._note)
 
     # public API ----------------------------------------------------------------
     def _token_of(self, name: str, token: str | None) -> bool:
@@ -155,8 +167,11 @@ class Supervisor:
         for record in self._state.rows(SECTION):
             name = record["name"]
             app = self._load_app(name) if self._load_app is not None else None
-            runtime = self._runtime(name, app or {"name": name})
+            runtime = self._runtime(name, app or {"name": name}, int(record.get("instance") or 0))
             runtime.load_record(record)
+            retiring = recorded_retiring(runtime, record)
+            if retiring is not None:  # the host died in a rolling restart: the old process goes
+                await self._spawner.retire(runtime, retiring)
             process = None
             if record.get("pid") and record.get("create_time"):
                 process = AppProcess.adopt(int(record["pid"]), float(record["create_time"]), runtime.marker)
@@ -165,6 +180,8 @@ class Supervisor:
                 if self._load_app is not None and app is None:  # uninstalled while the host was down
                     async with runtime.lock:
                         await self._stop_locked(runtime, desired_after=DESIRED_STOPPED)
+                elif self._autostart and app is not None and not runtime.instance:
+                    to_start.append(app)  # idempotent for the adopted process; starts its other instances
                 continue
             if record.get("pid"):
                 self._persist_soon(runtime)  # gone or pid reused: forget it, never signal it
@@ -178,8 +195,8 @@ class Supervisor:
                 grace=self._grace,
                 snapshots=self._snapshots,
             )
-            if runtime.desired == DESIRED_RUNNING and self._autostart and app is not None:
-                to_start.append(app)
+            if runtime.desired == DESIRED_RUNNING and self._autostart and app is not None and not runtime.instance:
+                to_start.append(app)  # with its other instances
         self._stats.start()
         self._in_background(self._rotate_logs_periodically())
         results = await asyncio.gather(*(self.start_app(app) for app in to_start), return_exceptions=True)
@@ -198,6 +215,7 @@ class Supervisor:
                     await self._stop_locked(runtime, desired_after=runtime.desired, by="host shutdown")
 
         await asyncio.gather(*(stop_one(rt) for rt in list(self._apps.values())), return_exceptions=True)
+        await self._rollovers.balancer.close()
         await self._cancel_background()
         self._reaper.close()
 
@@ -205,6 +223,7 @@ class Supervisor:
         """Forget every process without stopping it or writing records (simulates a host crash)."""
         self._closing = True
         await self._stats.stop()
+        await self._rollovers.balancer.close()
         tasks = [t for rt in self._apps.values() for t in (rt.start_task, rt.restart_task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -213,7 +232,10 @@ class Supervisor:
         for runtime in self._apps.values():
             if runtime.process is not None:
                 runtime.process.detach()
+            if runtime.retiring is not None:
+                runtime.retiring.process.detach()
         self._apps.clear()
+        self._extras.clear()
         self._reaper.close()
 
     async def start_app(self, app: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +246,12 @@ class Supervisor:
         if is_serverless(app):
             await self._verify(app)  # as Bolt: the checks come before even a server-less app's context
             return await self._open_serverless(runtime, app)
+        context = await self._start_one(runtime, app)
+        await self.scale(app)
+        return context
+
+    async def _start_one(self, runtime: AppRuntime, app: dict[str, Any]) -> dict[str, Any]:
+        """Start one instance of ``app`` (idempotent); its context once ready."""
         async with runtime.lock:
             if runtime.status == RUNNING:
                 return self._context(runtime)
@@ -245,11 +273,28 @@ class Supervisor:
         runtime = self._apps.get(name)
         if runtime is None:
             raise BoltError(APP_NOT_RUNNING, f"App {name!r} is not running")
+        await asyncio.gather(*(self._stop_extra(extra, by) for extra in self._extras.get(name, {}).values()))
         async with runtime.lock:
             return await self._stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by)
 
-    async def restart_app(self, app: dict[str, Any], by: str | None = None) -> dict[str, Any]:
+    async def restart_app(self, app: dict[str, Any], by: str | None = None, rolling: bool = False) -> dict[str, Any]:
+        """Restart ``app``: stop, then start; or ``rolling``: the running process serves until
+        its successor is ready (see :mod:`rollover`; a plain restart where that cannot be)."""
         runtime = self._runtime(_app_name(app), app)
+        context = await self._restart_one(runtime, app, by, rolling)
+        for extra in list(self._extras.get(runtime.name, {}).values()):  # one at a time
+            if extra.instance < wanted_instances(app, self._max_instances):
+                await self._restart_one(extra, app, by, rolling)
+        await self.scale(app)
+        return context
+
+    async def _restart_one(
+        self, runtime: AppRuntime, app: dict[str, Any], by: str | None, rolling: bool
+    ) -> dict[str, Any]:
+        if rolling and not is_serverless(app):
+            context = await self._roll(runtime, app, by)
+            if context is not None:
+                return context
         if is_serverless(app):
             await self._verify(app)
             async with runtime.lock:
@@ -301,7 +346,7 @@ class Supervisor:
 
     def rotate_logs(self) -> list[str]:
         """Rotate over-size app logs (in place under running apps); the names rotated."""
-        running = {name for name, rt in self._apps.items() if rt.process is not None}
+        running = {rt.name for rt in self._apps.values() if rt.process is not None}
         rotated = self._logs.rotate(running)
         for name, cut in rotated.items():
             runtime = self._apps.get(name)
@@ -452,7 +497,7 @@ class Supervisor:
             await self._emit("app-stopped", runtime)
             return
         runtime.status = CRASHED
-        self._state.put(SECTION, runtime.name, runtime.record())  # written below, or with the restart's record
+        self._state.put(SECTION, runtime.key, runtime.record())  # written below, or with the restart's record
         await self._emit("app-crashed", runtime)
         if not restart:
             self._state.commit_soon()
@@ -476,7 +521,7 @@ class Supervisor:
         if delay > 0:
             self._persist_soon(runtime)
         else:  # the spawn at once writes this with its generation: one fsync before it, not two
-            self._state.put(SECTION, runtime.name, runtime.record())
+            self._state.put(SECTION, runtime.key, runtime.record())
         self._note(runtime, f"restart in {delay:.1f} s")
         await self._emit("app-backoff", runtime)
         runtime.restart_task = asyncio.create_task(
@@ -498,6 +543,7 @@ class Supervisor:
         if start_task is not None and not start_task.done():
             start_task.cancel()
             await asyncio.wait({start_task})
+        await self._end_retiring(runtime)  # no drain: a stop ends every process of the app
         self._cancel_restart_timer(runtime)
         runtime.desired = desired_after
         serverless_open = runtime.status == RUNNING and runtime.process is None
@@ -548,10 +594,14 @@ class Supervisor:
         await self._emit("app-started", runtime)
 
     # helpers -------------------------------------------------------------------
-    def _runtime(self, name: str, app: dict[str, Any]) -> AppRuntime:
-        runtime = self._apps.get(name)
+    def _runtime(self, name: str, app: dict[str, Any], instance: int = 0) -> AppRuntime:
+        key = instance_key(name, instance)
+        runtime = self._apps.get(key)
         if runtime is None:
-            runtime = self._apps[name] = AppRuntime(name=name, app=dict(app), crashes=CrashHistory(self._policy))
+            runtime = AppRuntime(name=name, app=dict(app), crashes=CrashHistory(self._policy), instance=instance)
+            self._apps[key] = runtime
+            if instance:
+                self._extras.setdefault(name, {})[instance] = runtime
         return runtime
 
     def _context(self, runtime: AppRuntime) -> dict[str, Any]:
@@ -559,7 +609,7 @@ class Supervisor:
 
     def _usage(self, runtime: AppRuntime) -> TreeUsage | None:
         process = runtime.process
-        return self._stats.latest(runtime.name, process.pid) if process is not None else None
+        return self._stats.latest(runtime.key, process.pid) if process is not None else None
 
     def _log_tail(self, runtime: AppRuntime) -> list[str]:
         """This run's last log lines (before the supervisor notes what became of it)."""
@@ -568,7 +618,7 @@ class Supervisor:
     def _note(self, runtime: AppRuntime, text: str) -> None:
         """A supervisor event in the app's own log, so ``apps logs`` tells what happened to it."""
         try:
-            self._logs.note(runtime.name, text)
+            self._logs.note(runtime.name, f"[instance {runtime.instance}] {text}" if runtime.instance else text)
         except OSError as exc:
             log.warning("%s: could not write to its log: %s", runtime.name, exc)
 
@@ -582,7 +632,7 @@ class Supervisor:
         For what must hold before it is acknowledged or acted on: the generation and token
         before a spawn, the desired state of a stop.
         """
-        self._state.put(SECTION, runtime.name, runtime.record())
+        self._state.put(SECTION, runtime.key, runtime.record())
         await self._state.commit()
 
     def _persist_soon(self, runtime: AppRuntime) -> None:
@@ -591,7 +641,7 @@ class Supervisor:
         For what boot can rebuild if the host dies first: a crash, a backoff, a pid (a
         process whose pid never reached the disk is found by its marker and ended).
         """
-        self._state.put(SECTION, runtime.name, runtime.record())
+        self._state.put(SECTION, runtime.key, runtime.record())
         self._state.commit_soon()
 
     async def _emit(self, event: str, runtime: AppRuntime) -> None:
@@ -616,18 +666,19 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _stat_roots(self) -> dict[str, int]:
-        return {rt.name: rt.process.pid for rt in self._apps.values() if rt.process is not None}
+        return {rt.key: rt.process.pid for rt in self._apps.values() if rt.process is not None}
 
     def _stat_groups(self) -> dict[str, Any]:
         """Apps with a cgroup of their own: their stats come from its counters."""
         return {
-            rt.name: rt.confinement.cgroup
+            rt.key: rt.confinement.cgroup
             for rt in self._apps.values()
             if rt.process is not None and rt.confinement is not None and rt.confinement.cgroup is not None
+            and rt.name not in self._extras  # several instances share the group: each walks its tree
         }
 
     def _stat_markers(self) -> dict[str, str]:
-        return {rt.marker: rt.name for rt in self._apps.values() if rt.process is not None}
+        return {rt.marker: rt.key for rt in self._apps.values() if rt.process is not None}
 
     def _watch_orphans(self, orphans: list[Orphan]) -> None:
         for orphan in orphans:

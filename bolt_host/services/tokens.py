@@ -41,15 +41,37 @@ class AppTokens:
         """The live token of a running app, if this host process issued or adopted it."""
         return self._plain.get(app_name)
 
-    def issue(self, app_name: str) -> str:
-        """A new token for ``app_name``; any earlier one is revoked (durable at the next commit)."""
+    def issue(self, app_name: str, key: str | None = None) -> str:
+        """A new token for ``app_name`` (held under ``key``: one per instance of the app); any
+        earlier one under that key is revoked (durable at the next commit)."""
         token = secrets.token_urlsafe(32)
-        self._state.put(SECTION, app_name, {"app": app_name, "digest": _digest(token)})
-        self._plain[app_name] = token
+        self._state.put(SECTION, key or app_name, {"app": app_name, "digest": _digest(token)})
+        self._plain[key or app_name] = token
         return token
 
+    def set_aside(self, app_name: str, key: str) -> None:
+        """Keep ``app_name``'s current token valid under ``key``, so the next :meth:`issue` does not
+        revoke it: the process a rolling restart replaces keeps its token until it stops."""
+        self._move(app_name, key)
+
+    def put_back(self, app_name: str, key: str) -> None:
+        """Make the token set aside under ``key`` the app's current one again (a rolling restart
+        whose new process failed: the old one serves on)."""
+        self.revoke(app_name)
+        self._move(key, app_name)
+
+    def _move(self, old_key: str, new_key: str) -> None:
+        row = self._state.get(SECTION, old_key)
+        if row is None:
+            return
+        self._state.put(SECTION, new_key, row)
+        self._state.delete(SECTION, old_key)
+        if old_key in self._plain:
+            self._plain[new_key] = self._plain.pop(old_key)
+
     def revoke(self, app_name: str) -> bool:
-        """Revoke ``app_name``'s token; True when there was one (durable at the next commit)."""
+        """Revoke ``app_name``'s token (or one set aside under that key); True when there was one
+        (durable at the next commit)."""
         self._plain.pop(app_name, None)
         return self._state.delete(SECTION, app_name)
 

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.app_installs import optional_version, registry_call
+from bolt_host.services.instances import instances_problem
 from bolt_host.services.limits import LimitError, check_limits
 from bolt_host.services.manifest import app_name_for, install_preview, without_folder
 from bolt_host.services.readme_html import render_readme
@@ -213,13 +214,28 @@ async def local_catalog(request: Request) -> Response:
 
 async def update_app(request: Request) -> Response:
     """Change ``displayName, description, order, system, tags, controlledVisibility``, and the
-    admin's ``isolation`` (false: run as the host's user) and ``limits`` (over the manifest's)."""
+    admin's ``isolation`` (false: run as the host's user), ``limits`` (over the manifest's) and
+    ``instances`` (over the manifest's; a running app is scaled to it at once)."""
     name = request.path_params["name"]
     await require_installer(request, "apps.update", name)
     body = await read_body(request)
     if not body:
         raise BoltError(errors.BAD_REQUEST, "Nothing to change")
-    return ok(await host_of(request).apps.update(name, body))
+    host = host_of(request)
+    if "instances" in body:
+        _check_instances(host.apps.require(name), body["instances"], host.settings.max_instances)
+    app = await host.apps.update(name, body)
+    if "instances" in body:
+        await host.supervisor.scale(app)
+    return ok(app)
+
+
+def _check_instances(app: dict[str, Any], value: Any, cap: int) -> None:
+    problem = instances_problem(value, cap)
+    if problem is None and value not in (None, 1) and app.get("server") is False:
+        problem = "is for server apps only (this app has no server to balance over)"
+    if problem is not None:
+        raise BoltError(errors.BAD_REQUEST, f"'instances' {problem}")
 
 
 def _delete_flags(body: dict[str, Any]) -> dict[str, bool]:

@@ -111,14 +111,37 @@ async def stop(request: Request) -> Response:
     return ok(await _for_each(names, lambda name: supervisor.stop_app(name, by=by), "stopped"))
 
 
+RESTART_MODES = ("stop-start", "rolling")
+
+
 async def restart(request: Request) -> Response:
-    """Restart an app: ``{name}``."""
+    """Restart an app: ``{name, mode?}``.  ``mode: "rolling"`` keeps the running process serving
+    until the new one is ready (a plain restart for apps with ``bolt.rolling: false``)."""
     require_caller(request)
     name = await _app_name(request)
+    mode = (await read_body(request)).get("mode", "stop-start")
+    if mode not in RESTART_MODES:
+        raise BoltError(errors.BAD_REQUEST, f"'mode' must be one of {list(RESTART_MODES)}")
     await require_operator(request, "apps.restart", name)
     host = host_of(request)
     app = host.apps.require(name)
-    return ok(await host.supervisor.restart_app(app, by=_who(actor(request))))
+    return ok(await host.supervisor.restart_app(app, by=_who(actor(request)), rolling=mode == "rolling"))
+
+
+restart.openapi = {  # type: ignore[attr-defined]
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "mode": {"enum": list(RESTART_MODES)}},
+                }
+            }
+        },
+    }
+}
 
 
 def _who(caller: Actor) -> str | None:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.lazy import lazy_module
+from bolt_host.services.traffic import Lease
 from bolt_host.web.auth import Actor, actor, host_of
 
 if TYPE_CHECKING:
@@ -60,39 +61,64 @@ async def proxy(request: Request) -> Response:
     Callers must be authenticated and allowed to see the app.  Host credentials
     (session cookies, Basic, tokens) are stripped before the request reaches the app.
     """
-    host = host_of(request)
     name = request.path_params["name"]
     login = _login_redirect(request)
     if login is not None:
         return login
     check_proxy_access(request, name)  # cookie writes: actor() applied the cross-origin check
-    port = running_port(request, name)
-    path = request.path_params.get("path", "")
-    url = f"http://127.0.0.1:{port}/{path}"
-    if request.url.query:
-        url += "?" + request.url.query
-    chunked = "transfer-encoding" in request.headers
-    headers = app_request_headers(request, name, drop={"content-length"} if chunked else ())
-    client: httpx.AsyncClient = host.proxy_client
-    has_body = "content-length" in request.headers or chunked
-    content = request.stream() if has_body else None  # a GET goes out without a chunked empty body
-    upstream_request = client.build_request(request.method, url, headers=headers, content=content)
-    try:
-        upstream = await client.send(upstream_request, stream=True)
-    except httpx.TimeoutException as exc:
-        raise BoltError(
-            errors.APP_GATEWAY_TIMEOUT, f"App {name!r} did not answer in time ({type(exc).__name__})"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise BoltError(errors.APP_BAD_GATEWAY, f"App {name!r} gave no valid answer ({type(exc).__name__})") from exc
-    response = StreamingResponse(
-        _relay(upstream, name), status_code=upstream.status_code, background=BackgroundTask(upstream.aclose)
-    )
+    lease = lease_port(request, name)  # held until the answer's last byte: a drain waits for it
+    upstream, lease = await _send(request, name, lease)
+    done = BackgroundTask(_close, upstream, lease)
+    response = StreamingResponse(_relay(upstream, name, lease), status_code=upstream.status_code, background=done)
     response.raw_headers = app_response_headers(upstream.headers.raw)
     return response
 
 
-async def _relay(upstream: httpx.Response, name: str) -> Any:
+async def _send(request: Request, name: str, lease: Lease) -> tuple[httpx.Response, Lease]:
+    """Send the request to the leased port: the app's answer (headers read, body streaming)
+    and the lease it holds.  A port that refuses the connection is taken out of the rotation,
+    and a request without a body (nothing of it reached the app) goes once more to another
+    instance.  On failure the lease is released here."""
+    host = host_of(request)
+    supervisor = host.supervisor
+    path = request.path_params.get("path", "")
+    query = "?" + request.url.query if request.url.query else ""
+    chunked = "transfer-encoding" in request.headers
+    headers = app_request_headers(request, name, drop={"content-length"} if chunked else ())
+    client: httpx.AsyncClient = host.proxy_client
+    has_body = "content-length" in request.headers or chunked
+    tried: set[int] = set()
+    try:
+        while True:
+            content = request.stream() if has_body else None  # a GET goes out without a chunked empty body
+            url = f"http://127.0.0.1:{lease.port}/{path}{query}"
+            upstream_request = client.build_request(request.method, url, headers=headers, content=content)
+            try:
+                return await client.send(upstream_request, stream=True), lease
+            except httpx.ConnectError:
+                supervisor.refused(lease.port)
+                tried.add(lease.port)
+                retry = None if has_body else supervisor.lease(name)
+                if retry is None or retry.port in tried:  # every instance refused
+                    if retry is not None:
+                        retry.release()
+                    raise
+                lease.release()
+                lease = retry
+    except httpx.TimeoutException as exc:
+        lease.release()
+        raise BoltError(
+            errors.APP_GATEWAY_TIMEOUT, f"App {name!r} did not answer in time ({type(exc).__name__})"
+        ) from exc
+    except httpx.HTTPError as exc:
+        lease.release()
+        raise BoltError(errors.APP_BAD_GATEWAY, f"App {name!r} gave no valid answer ({type(exc).__name__})") from exc
+    except BaseException:
+        lease.release()
+        raise
+
+
+async def _relay(upstream: httpx.Response, name: str, lease: Lease) -> Any:
     """The app's body as it comes; an app that breaks off mid-body ends the client's connection
     too (re-raised), so a cut-off answer never looks complete."""
     try:
@@ -101,6 +127,15 @@ async def _relay(upstream: httpx.Response, name: str) -> Any:
     except httpx.HTTPError as exc:
         log.warning("app %s broke off its answer through the proxy: %s", name, type(exc).__name__)
         raise
+    finally:
+        lease.release()
+
+
+async def _close(upstream: httpx.Response, lease: Lease) -> None:
+    try:
+        await upstream.aclose()
+    finally:
+        lease.release()  # also when the body was never read (a client gone before it)
 
 
 def _login_redirect(request: Request) -> Response | None:
@@ -118,11 +153,12 @@ def _login_redirect(request: Request) -> Response | None:
     return RedirectResponse(f"/dashboard/?{urlencode({'next': back})}", status_code=303)
 
 
-def running_port(connection: HTTPConnection, name: str) -> int:
-    context = host_of(connection).supervisor.context(name)  # type: ignore[arg-type]
-    if not context or context.get("status") != "running" or not context.get("port"):
+def lease_port(connection: HTTPConnection, name: str) -> Lease:
+    """The port of the process serving ``name`` now, held until the caller releases it."""
+    lease = host_of(connection).supervisor.lease(name)  # type: ignore[arg-type]
+    if lease is None:
         raise BoltError(errors.APP_NOT_RUNNING, f"App {name!r} is not running a server")
-    return int(context["port"])
+    return lease
 
 
 def app_request_headers(connection: HTTPConnection, name: str, drop: Collection[str] = ()) -> list[tuple[str, str]]:

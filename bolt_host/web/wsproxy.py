@@ -30,7 +30,7 @@ from bolt_host.lazy import lazy_module
 from bolt_host.web.auth import Actor, host_of, trusted_origins
 from bolt_host.web.envelope import error_response, new_trace_id, trace_id_var
 from bolt_host.web.origin import from_this_origin
-from bolt_host.web.proxy import app_request_headers, check_proxy_access, running_port
+from bolt_host.web.proxy import app_request_headers, check_proxy_access, lease_port
 
 if TYPE_CHECKING:
     import websockets.asyncio.client as ws_client
@@ -78,18 +78,21 @@ async def _serve(websocket: WebSocket) -> None:
     name = websocket.path_params["name"]
     try:
         check_proxy_access(websocket, name, require_same_origin_socket)
-        port = running_port(websocket, name)
+        lease = lease_port(websocket, name)  # the socket sticks to this process; a drain waits for it
     except BoltError as exc:
         await _deny(websocket, error_response(exc))
         return
-    upstream = await _open_upstream(websocket, name, port)
-    if upstream is None:
-        return
-    await websocket.accept(subprotocol=upstream.subprotocol)
     try:
-        await _relay(websocket, upstream)
+        upstream = await _open_upstream(websocket, name, lease.port)
+        if upstream is None:
+            return
+        await websocket.accept(subprotocol=upstream.subprotocol)
+        try:
+            await _relay(websocket, upstream)
+        finally:
+            await upstream.close()
     finally:
-        await upstream.close()
+        lease.release()
 
 
 async def _open_upstream(websocket: WebSocket, name: str, port: int) -> ClientConnection | None:

@@ -100,7 +100,8 @@ export function render(container, _params, { onHostEvent }) {
 
   const refreshLive = async () => {
     const contexts = await get("/api/apps/@live");
-    state.contexts = new Map(contexts.map((c) => [c.name, c]));
+    // one row per app: instance 0's context (others of a scaled app are in @live too)
+    state.contexts = new Map(contexts.filter((c) => !c.instance).map((c) => [c.name, c]));
   };
 
   const refreshAll = async () => {

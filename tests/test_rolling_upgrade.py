@@ -1,0 +1,93 @@
+"""Upgrading a running app is a rolling restart onto the new version: through /x/<app>/, steady
+requests, a long streaming answer and a WebSocket see no failure, and the version answering
+changes exactly once; a new version that never gets ready is rolled back while the old
+process serves on (no gap, same pid).  Real host (uvicorn), real app, local source."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bolt_host import errors
+from tests.rolling_support import FIXTURE_APPS, Traffic, live_context, through_a_switch
+from tests.servers import LiveServer, live_host_with_app
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveServer]:
+    with live_host_with_app(tmp_path, FIXTURE_APPS / "rolling") as server:
+        yield server
+
+
+def _new_version(live: LiveServer, version: str, never_ready: bool = False) -> None:
+    """Put ``version`` of the app in the host's local repository (where it was installed from)."""
+    folder = live.host.settings.local_repo / "rolling"
+    manifest = json.loads((folder / "package.json").read_text())
+    (folder / "package.json").write_text(json.dumps({**manifest, "version": version}))
+    if never_ready:
+        (folder / "never-ready").write_text("")
+
+
+def _upgrade(live: LiveServer) -> httpx.Response:
+    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=120) as admin:
+        return admin.post("/api/apps/local", json={"path": "rolling", "upgrade": True})
+
+
+def test_an_upgrade_of_a_running_app_drops_no_request(live: LiveServer) -> None:
+    _new_version(live, "2.0.0")
+    switch = through_a_switch(live, lambda: _upgrade(live))
+    assert switch.answer.status_code == 201, switch.answer.text
+    assert switch.streamed == [f"1.0.0 {switch.old_pid} {index}" for index in range(30)]
+    assert switch.traffic.failures == []
+    versions = [version for version, _ in switch.traffic.answers]
+    assert versions[0] == "1.0.0" and versions[-1] == "2.0.0"
+    assert sum(1 for a, b in itertools.pairwise(versions) if a != b) == 1, "one switch, no way back"
+    assert len(switch.traffic.pids()) == 2
+    context = live_context(live)
+    assert context["status"] == "running" and context["app"]["version"] == "2.0.0"
+    apps_dir = live.host.settings.data_dir / "apps"
+    assert sorted(p.name for p in apps_dir.iterdir()) == ["rolling"], "the old version's folder is gone"
+
+
+def test_a_new_version_that_never_gets_ready_is_rolled_back_without_a_gap(live: LiveServer) -> None:
+    old_pid = live_context(live)["pid"]
+    _new_version(live, "2.0.0", never_ready=True)
+    with Traffic(live) as traffic:
+        answer = _upgrade(live)
+        traffic.more_answers(20)
+    assert answer.status_code == 500 and answer.json()["code"] == errors.APP_START_FAILED, answer.text
+    message = answer.json()["error"]["message"]
+    assert "upgrade of rolling to 2.0.0 did not start" in message and "never-ready: exiting" in message
+    assert "rolled back to 1.0.0, which kept serving" in message
+    assert traffic.failures == []
+    assert traffic.pids() == [old_pid] and {version for version, _ in traffic.answers} == {"1.0.0"}
+    context = live_context(live)
+    assert (context["status"], context["pid"], context["app"]["version"]) == ("running", old_pid, "1.0.0")
+    folder = live.host.settings.data_dir / "apps" / "rolling"
+    assert json.loads((folder / "package.json").read_text())["version"] == "1.0.0"
+    assert not (folder / "never-ready").exists()
+
+
+def test_an_upgrade_switches_every_instance_one_at_a_time(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=120) as admin:
+        assert admin.put("/api/apps/rolling", json={"instances": 2}).status_code == 200
+    _new_version(live, "2.0.0")
+    with Traffic(live) as traffic:
+        answer = _upgrade(live)
+        traffic.more_answers(20)
+    assert answer.status_code == 201, answer.text
+    assert traffic.failures == []
+    assert {version for version, _ in traffic.answers[-10:]} == {"2.0.0"}
+    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=30) as admin:
+        instances = [c for c in admin.get("/api/apps/@live").json()["body"] if c["name"] == "rolling"]
+    assert sorted((c["instance"], c["status"], c["app"]["version"]) for c in instances) == [
+        (0, "running", "2.0.0"), (1, "running", "2.0.0"),
+    ]
+    assert answer.json()["body"]["adminInstances"] == 2, "the admin's count is kept across the upgrade"
