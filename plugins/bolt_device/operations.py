@@ -143,8 +143,8 @@ class Operations:
         return sorted((dict(self._state.get(OPERATIONS, r["id"]) or {}) for r in found), key=lambda r: r["createdOn"])
 
     def notifications(self, operation: dict[str, Any], resource: str | None = None) -> builtins.list[dict[str, Any]]:
-        found = [self._state.get(NOTIFICATIONS, note_id) for note_id in self._notes_of.get(operation["id"], ())]
-        found = [n for n in found if n is not None and (not resource or n["resource"] == resource)]
+        rows = (self._state.get(NOTIFICATIONS, note_id) for note_id in self._notes_of.get(operation["id"], ()))
+        found = [n for n in rows if n is not None and (not resource or n["resource"] == resource)]
         return sorted(found, key=lambda r: (r["sentOn"], r["seq"]))
 
     # changes (in memory at once, on disk with the next commit: callers that answer await saved()) ----
