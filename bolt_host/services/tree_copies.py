@@ -14,6 +14,7 @@ names the base interpreter); names in ``skip`` (caches a runtime writes, such as
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import shutil
 from collections.abc import Collection, Mapping
@@ -92,7 +93,7 @@ def copy_verified(
     except (OSError, TreeChanged) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise TreeChanged(str(exc)) from exc
-    if digest != expected_digest:
+    if not hmac.compare_digest(digest, expected_digest):
         shutil.rmtree(dest, ignore_errors=True)
         raise TreeChanged("its files differ from what was installed")
 
