@@ -42,7 +42,7 @@ async def repo_host(tmp_path: Path) -> AsyncIterator[RunningHost]:
     guarded = repo / "guarded"
     (guarded / "conf").mkdir(parents=True)
     (guarded / "package.json").write_text(json.dumps(CHECKED))
-    (guarded / "worker.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    (guarded / "worker.py").write_text("import signal\nsignal.pause()\n")
     (guarded / "conf" / "settings.json").write_text('{"mode": "safe"}')
     (guarded / "conf" / "icon.txt").write_text("*")
     async with running_host(tmp_path / "data", local_repo=repo) as bolt:

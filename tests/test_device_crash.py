@@ -160,11 +160,11 @@ def test_an_operation_of_a_device_that_never_returns_fails_at_the_deadline(fleet
 
 # An app that outlives SIGTERM until a file named ``release`` appears next to it: stopping it
 # (the first step of an uninstall) takes its stop grace, long enough to kill the agent mid-way.
-STUBBORN_MAIN = """import pathlib, signal, sys, time
+STUBBORN_MAIN = """import pathlib, signal, sys
 release = pathlib.Path(__file__).with_name("release")
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0) if release.exists() else None)
 while True:
-    time.sleep(3600)
+    signal.pause()  # a SIGTERM without the release file returns here
 """
 
 def _stubborn_package(folder: Path) -> tuple[bytes, dict[str, Any]]:

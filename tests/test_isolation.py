@@ -191,7 +191,7 @@ async def test_uids_are_stable_across_restarts_and_upgrades_and_freed_on_delete(
 
 
 FORK_BOMB = """
-    import os, time
+    import os, signal
     print("BOMB-START", flush=True)
     refused = 0
     children = []
@@ -202,11 +202,11 @@ FORK_BOMB = """
             refused += 1
             continue
         if pid == 0:
-            time.sleep(600)
+            signal.pause()  # held until the test's stop kills the tree
             os._exit(0)
         children.append(pid)
     print("BOMB-FORKED", len(children), "REFUSED", refused, flush=True)
-    time.sleep(600)
+    signal.pause()
 """
 
 
@@ -321,7 +321,7 @@ async def test_nofile_bounds_the_open_files_of_an_app(iso: RunningHost) -> None:
 
 
 ESCAPER = """
-    import os, time
+    import os, signal
     child = os.fork()
     if child == 0:
         os.setsid()
@@ -331,7 +331,7 @@ ESCAPER = """
         os._exit(0)
     os.waitpid(child, 0)  # the grandchild exists once its parent is gone
     print("ESCAPED", flush=True)
-    time.sleep(600)
+    signal.pause()
 """
 
 
@@ -526,8 +526,8 @@ async def test_without_cgroups_memory_is_an_address_space_limit_for_python_and_n
 async def test_an_apps_cgroup_stays_between_its_runs_and_goes_with_the_app(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    write_app(repo, "sleeper", 'import time\nprint("UP", flush=True)\ntime.sleep(600)\n')
-    write_app(repo, "kept", 'import time\nprint("UP", flush=True)\ntime.sleep(600)\n')
+    write_app(repo, "sleeper", 'import signal\nprint("UP", flush=True)\nsignal.pause()\n')
+    write_app(repo, "kept", 'import signal\nprint("UP", flush=True)\nsignal.pause()\n')
     async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=2.0) as bolt:
         support = require_cgroups(bolt)
         for name in ("sleeper", "kept"):

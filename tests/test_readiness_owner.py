@@ -25,7 +25,7 @@ from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-LISTENER = "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen()\ntime.sleep(120)\n"
+LISTENER = "import signal, socket\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen()\nsignal.pause()\n"
 IDLE = "import time\ntime.sleep(120)\n"
 
 
