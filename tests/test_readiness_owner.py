@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bolt_host.services import listeners, sockdiag
 from bolt_host.services.listeners import port_holder
 from bolt_host.services.processes import AppProcess, launch
 from bolt_host.services.readiness import ForeignListener, wait_until_ready
@@ -79,3 +80,28 @@ async def test_the_app_listening_is_ready(tmp_path: Path, through_child: bool) -
         await wait_until_ready(exited=app.exited, port=port, health=None, timeout=20, pid=app.pid)
         assert port_holder(port, app.pid).owned
         assert not app.exited.done()
+
+
+def test_the_kernel_names_only_the_listening_sockets_of_the_port() -> None:
+    """sock_diag (what the check asks) and the /proc text tables (its fallback) agree: the
+    listeners on the port, IPv4 and IPv6, and not a connection accepted on that same port."""
+    port = free_port()
+    with foreign_listener(port) as listener, foreign_listener(free_port()) as elsewhere:
+        opened = [listener]
+        with contextlib.suppress(OSError):  # a machine without IPv6 on loopback lists IPv4 only
+            v6 = socket.socket(socket.AF_INET6)
+            opened.append(v6)
+            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            v6.bind(("::1", port))
+            v6.listen()
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        try:
+            wanted = {str(os.fstat(sock.fileno()).st_ino) for sock in opened if sock.getsockname()[1] == port}
+            assert str(os.fstat(elsewhere.fileno()).st_ino) not in wanted
+            assert sockdiag.listening_inodes(port) == wanted
+            assert listeners.listening_inodes_from_text(port) == wanted
+            assert str(os.fstat(accepted.fileno()).st_ino) not in sockdiag.listening_inodes(port)
+        finally:
+            for sock in (client, accepted, *opened[1:]):
+                sock.close()

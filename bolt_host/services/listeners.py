@@ -4,12 +4,13 @@ A port that answers is only the app's readiness if the app holds it: a foreign p
 that grabbed the port between the pool's check and the app's bind (or a leftover from an
 earlier run) would otherwise make a start look ready while the app itself failed to bind.
 
-The check reads the kernel's socket table (``/proc/net/tcp`` and ``tcp6``) for the
-listening socket's inode and looks for that inode among the open files of the app's
-process and its descendants (``/proc/<pid>/task/<tid>/children``; no scan of every
-process).  Only when that finds nothing is every process looked at, to name the holder and
-to accept a daemonized child of the app that kept its session.  It runs once per start,
-when the port first answers, never in the readiness loop.
+The check asks the kernel for the listening socket's inode (``sock_diag`` netlink, see
+:mod:`sockdiag`; the text tables ``/proc/net/tcp`` and ``tcp6`` where that is missing) and
+looks for that inode among the open files of the app's process and its descendants
+(``/proc/<pid>/task/<tid>/children``; no scan of every process).  Only when that finds
+nothing is every process looked at, to name the holder and to accept a daemonized child of
+the app that kept its session.  It runs once per start, when the port first answers, never
+in the readiness loop.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from bolt_host.services import sockdiag
 
 PROC = Path("/proc")
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
@@ -61,7 +64,15 @@ def port_holder(port: int, pid: int) -> Holder:
 
 
 def listening_inodes(port: int) -> set[str]:
-    """Inodes of the sockets listening on ``port`` (any address), from the kernel's tables."""
+    """Inodes of the sockets listening on ``port`` (any address), from the kernel."""
+    try:
+        return sockdiag.listening_inodes(port)
+    except OSError:
+        return listening_inodes_from_text(port)
+
+
+def listening_inodes_from_text(port: int) -> set[str]:
+    """The same from ``/proc/net/tcp*``: every socket formatted as text, so milliseconds each."""
     wanted = f"{port:04X}"
     inodes: set[str] = set()
     for table in ("tcp", "tcp6"):
