@@ -1,21 +1,20 @@
-"""Is a freshly spawned app ready?  Polled with short, growing intervals up to a deadline.
+"""Is a freshly spawned app ready?  Watched with short, growing intervals up to a deadline.
 
 Server apps are ready when their ``health`` path answers 2xx/3xx, or without a
-``health`` path when a TCP connect to their port succeeds; given the app's pid, the listener
-on that port must also be the app's own (checked once, when the port first answers:
-:mod:`listeners`).  Apps that are not
-servers are ready once spawned and alive.  An exit during the wait ends it at
-once (the wait races the exit future; it never sleeps through a crash).
+``health`` path once something listens on their port (a connect would succeed); given the
+app's pid, the listener on that port must also be the app's own (checked once, when the
+port first listens: :mod:`listeners`).  Apps that are not servers are ready once spawned
+and alive.  An exit during the wait ends it at once (the wait races the exit future; it
+never sleeps through a crash).
 
-Probes start 5 ms after the spawn; then the wait between two is 5 ms plus a
-quarter of the time waited so far, so a start is seen within about a quarter of
-what the app itself took (an app up in 40 ms is seen within ~10 ms, a slow one
-is not probed hundreds of times).  The wait is capped at 50 ms, or more while
-many apps start at once (``BUSY_STARTS`` per 50 ms): at 200 simultaneous starts on
-two cores every probe takes CPU from the apps being waited for, and the probes
-of all of them together stay at a few hundred per second.  While the port
-refuses connections the probe is a non-blocking connect (microseconds); the
-``health`` request is only made once something listens.
+Until the port listens, the wait sleeps on the event loop's :class:`ListenSweep`: one kernel
+question per round for every start in flight (where the kernel cannot answer it, each wait
+connects to its port every round instead).  Then the ``health`` request, repeated on this
+schedule: 5 ms after the start, then 5 ms plus a quarter of the time waited so far, so a
+start is seen within about a quarter of what the app itself took, a slow one is not probed
+hundreds of times.  The wait is capped at 50 ms, or more while many apps start at once
+(``BUSY_STARTS`` per 50 ms): at 200 simultaneous starts on two cores every probe takes CPU
+from the apps being waited for.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import select
 import socket
 from urllib.parse import quote
 
+from bolt_host.services.listen_sweep import ListenSweep
 from bolt_host.services.listeners import port_holder
 
 LOOPBACK = "127.0.0.1"
@@ -68,29 +68,63 @@ async def wait_until_ready(
     loop = asyncio.get_running_loop()
     began = loop.time()
     deadline = began + timeout
-    unverified = pid  # the listener's owner is checked once, then this is None
+    what = f"GET {health} answering 2xx/3xx" if health else f"port {port} accepting connections"
+    late = f"not ready within {timeout:g} s (waited for {what})"
     _waiting += 1
     try:
+        _raise_if_exited(exited)
+        if port is None:
+            return
+        await _until_listening(port, exited, began, deadline, late)
+        if pid is not None:  # the listener's owner, checked once
+            holder = port_holder(port, pid)
+            if not holder.owned:
+                raise ForeignListener(holder.describe(port))
         while True:
-            if exited.done():
-                raise ExitedDuringStart(None if exited.cancelled() else exited.result())
-            if port is None:
+            _raise_if_exited(exited)
+            if not health or await _health_ok(port, health):
                 return
-            if _listening(port):
-                if unverified is not None:
-                    holder = port_holder(port, unverified)
-                    if not holder.owned:
-                        raise ForeignListener(holder.describe(port))
-                    unverified = None
-                if not health or await _health_ok(port, health):
-                    return
             now = loop.time()
             if now >= deadline:
-                what = f"GET {health} answering 2xx/3xx" if health else f"port {port} accepting connections"
-                raise NeverReady(f"not ready within {timeout:g} s (waited for {what})")
+                raise NeverReady(late)
             await asyncio.wait({exited}, timeout=min(next_wait(now - began, _waiting), deadline - now))
     finally:
         _waiting -= 1
+
+
+async def _until_listening(
+    port: int, exited: asyncio.Future[int | None], began: float, deadline: float, late: str
+) -> None:
+    """Return once something listens on ``port``: told by the loop's :class:`ListenSweep`, or
+    where the kernel cannot tell, by a connect each round; :class:`NeverReady` (``late``) at
+    the deadline."""
+    loop = asyncio.get_running_loop()
+    sweep = ListenSweep.of_running_loop()
+    watch: asyncio.Future[None] | None = sweep.watch(port)
+    try:
+        while True:
+            _raise_if_exited(exited)
+            if watch is not None and watch.done():
+                if watch.exception() is None:
+                    return
+                watch = None  # no sock_diag here: probe the port itself
+            if watch is None and _listening(port):
+                return
+            now = loop.time()
+            if now >= deadline:
+                raise NeverReady(late)
+            if watch is not None:
+                await asyncio.wait({exited, watch}, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.wait({exited}, timeout=min(next_wait(now - began, _waiting), deadline - now))
+    finally:
+        if watch is not None:
+            sweep.forget(port, watch)
+
+
+def _raise_if_exited(exited: asyncio.Future[int | None]) -> None:
+    if exited.done():
+        raise ExitedDuringStart(None if exited.cancelled() else exited.result())
 
 
 def next_wait(waited: float, starting: int) -> float:

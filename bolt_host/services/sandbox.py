@@ -15,8 +15,15 @@ An admin may opt one app out (``isolation: false``); it then runs as the host's 
 No ``preexec_fn`` (see :mod:`processes`): the spawned argv is a short chain of execs that
 ends in the app's own command, each doing one thing before the next exec, so the app's
 first instruction already runs confined and nothing it forks escapes:
-``sh`` (joins the app's cgroups) -> ``prlimit`` (rlimits) -> ``setpriv`` (drops to the
-app's uid, no new privileges) or ``bwrap`` -> the app.  The pid stays the same throughout.
+``sh`` (joins the app's cgroups; sets the open-files limit with ``ulimit -n`` when that is
+the only rlimit) -> ``prlimit`` (rlimits, only when others apply or there is no ``sh``) ->
+``setpriv`` (drops to the app's uid, no new privileges) or ``bwrap`` -> the app.  The pid
+stays the same throughout.  Each exec costs the start about a millisecond of CPU, so a
+step is left out where another can do its part.
+
+:meth:`Isolation.confine` prepares folders and groups (blocking; a worker thread);
+:meth:`Isolation.confine_again` gives the same chain on the event loop when nothing has
+changed since this host last prepared the app (a crash restart, a stop and start).
 """
 
 from __future__ import annotations
@@ -131,6 +138,7 @@ class Isolation:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         self.identities = Identities(self.state, self.uid_range)
+        self._prepared: dict[str, _Prepared] = {}  # by app name: what confine() last did
         if self.support is None:
             self.support = cgroups.detect(self.data_dir)
         if self.mode == NONE:
@@ -185,7 +193,8 @@ class Isolation:
     def confine(self, app: Mapping[str, Any], argv: list[str]) -> Confinement:
         """Prepare ``app``'s folders and groups and wrap ``argv`` (after :meth:`assign`).
 
-        Blocking (chown, cgroup files): run it in a worker thread."""
+        Blocking (chown, cgroup files): run it in a worker thread, unless :meth:`confine_again`
+        finds it done already."""
         name, mode = str(app["name"]), self.mode_for(app)
         limits = self.limits_for(app)
         home = self.home_of(name)
@@ -194,17 +203,63 @@ class Isolation:
             raise RuntimeError(f"no uid assigned to {name!r}")
         self._prepare_home(home, uid)
         code = code_folder(app)
-        if uid is not None:
-            self._share_code(code, uid)
+        shared = uid is not None and self._share_code(code, uid)
         cgroup = self.support.group(name) if self.support is not None else None
         baseline = 0
         if cgroup is not None:
             cgroup.create(limits)
             baseline = cgroup.oom_kills()
-        chain = self._drop_privileges(mode, uid, code, home) + argv
-        chain = self._rlimits(mode, limits, address_space=runs_python(app)) + chain
+        self._prepared[name] = _Prepared(mode, uid, str(code), limits, shared)
+        return self._confinement(app, argv, mode, uid, limits, cgroup, baseline)
+
+    def confine_again(self, app: Mapping[str, Any], argv: list[str]) -> Confinement | None:
+        """:meth:`confine` without its blocking part, when this host already prepared ``app``
+        as it is now (same uid, code folder and limits; its data folder still its own, its
+        code still its gid's, its group still there): a few ``stat`` calls, cheap enough for
+        the event loop.  None when anything must be done (then :meth:`confine` in a thread).
+
+        A crash restart used to wait for a worker thread that rewrote the unchanged limits."""
+        name, mode = str(app["name"]), self.mode_for(app)
+        limits = self.limits_for(app)
+        uid = self.identities.known(name) if mode == UID else None
+        code = code_folder(app)
+        prepared = self._prepared.get(name)
+        if prepared is None or prepared != _Prepared(mode, uid, str(code), limits, prepared.shared):
+            return None
+        cgroup = self.support.group(name) if self.support is not None else None
+        try:
+            home = os.stat(self.home_of(name))
+            if (uid is not None and home.st_uid != uid) or (cgroup is not None and not cgroup.exists()):
+                return None
+            if prepared.shared and os.stat(code).st_gid != uid:
+                return None  # a reinstall swapped in a tree of root's: hand it over again
+        except OSError:
+            return None
+        baseline = cgroup.oom_kills() if cgroup is not None else 0
+        return self._confinement(app, argv, mode, uid, limits, cgroup, baseline)
+
+    def _confinement(
+        self,
+        app: Mapping[str, Any],
+        argv: list[str],
+        mode: str,
+        uid: int | None,
+        limits: dict[str, Any],
+        cgroup: cgroups.AppCgroup | None,
+        baseline: int,
+    ) -> Confinement:
+        """The chain of execs that confines ``argv`` (see the module's docstring)."""
+        home = self.home_of(str(app["name"]))
+        chain = self._drop_privileges(mode, uid, code_folder(app), home) + argv
+        rlimits = self._rlimit_values(mode, limits, address_space=runs_python(app))
+        script = JOIN_SCRIPT
+        if cgroup is not None and set(rlimits) == {"nofile"}:
+            # The shell that joins the groups sets the open-files limit (POSIX ``ulimit -n``, soft
+            # and hard) too: one exec fewer than prlimit, about a millisecond of CPU per start.
+            script = f"ulimit -n {rlimits.pop('nofile')} || exit 125; {JOIN_SCRIPT}"
+        chain = self._prlimit(rlimits) + chain
         if cgroup is not None:
-            chain = ["/bin/sh", "-c", JOIN_SCRIPT, "bolt-join", *map(str, cgroup.procs_files()), "--", *chain]
+            chain = ["/bin/sh", "-c", script, "bolt-join", *map(str, cgroup.procs_files()), "--", *chain]
         env = {"BOLT_APP_DATA": str(home), "HOME": str(home)}
         return Confinement(chain, env, mode, limits, cgroup, baseline, uid)
 
@@ -283,16 +338,19 @@ class Isolation:
 
     def forget(self, name: str) -> None:
         """After a delete, on the event loop: free the uid (then :meth:`hand_back_data`)."""
+        self._prepared.pop(name, None)
         self.identities.release(name)
 
     def remove_empty_groups(self) -> None:
         """At shut-down (blocking): the cgroups of apps that no longer run."""
+        self._prepared.clear()
         if self.support is not None:
             self.support.remove_empty_groups()
 
     def hand_back_data(self, name: str, *, delete_data: bool) -> None:
         """After a delete (blocking): the app's cgroup goes (it stays between its runs), and the
         data folder goes or is handed back to root so a later app given the same uid cannot read it."""
+        self._prepared.pop(name, None)
         cgroup = self.support.group(name) if self.support is not None else None
         if cgroup is not None:
             cgroup.remove()
@@ -355,18 +413,19 @@ class Isolation:
         elif uid is None:
             os.chmod(home, 0o700)
 
-    def _share_code(self, code: Path, gid: int, *, force: bool = False) -> None:
+    def _share_code(self, code: Path, gid: int, *, force: bool = False) -> bool:
         """Code ``root:<gid>``, group read (and execute where the owner has it), nothing for others.
 
-        Only inside ``apps/``: a folder elsewhere is never taken over.  Done once per
-        installed tree (a fresh install swaps in a root:root tree)."""
+        Only inside ``apps/``: a folder elsewhere is never taken over (then False).  Done once
+        per installed tree (a fresh install swaps in a root:root tree)."""
         apps = (self.data_dir / "apps").resolve()
         resolved = code.resolve()
         if not resolved.is_relative_to(apps) or resolved == apps:
-            return
+            return False
         with contextlib.suppress(FileNotFoundError):
             if force or resolved.stat().st_gid != gid:
                 _chown_tree(resolved, 0, gid, dir_mode=0o750, file_mode=0o640)
+        return True
 
     def _make_passable(self, folder: Path) -> None:
         """Let other uids pass (o+x, not list) through the folders from ``apps/`` down to
@@ -402,17 +461,39 @@ class Isolation:
         return []
 
     def _rlimits(self, mode: str, limits: Mapping[str, Any], *, address_space: bool) -> list[str]:
-        """``prlimit`` for what cgroups do not cover: files always, processes per uid, memory as
-        address space where ``address_space``.  None when nothing applies (no extra exec)."""
+        """``prlimit`` for what cgroups do not cover (see :meth:`_rlimit_values`); nothing when
+        nothing applies (no extra exec)."""
+        return self._prlimit(self._rlimit_values(mode, limits, address_space=address_space))
+
+    def _rlimit_values(self, mode: str, limits: Mapping[str, Any], *, address_space: bool) -> dict[str, int]:
+        """What cgroups do not cover, as rlimits: files always, processes per uid, memory as
+        address space where ``address_space``."""
         enforced = self.support.limited if self.support is not None else frozenset()
-        options = []
+        values = {}
         if limits.get("nofile"):
-            options.append(f"--nofile={limits['nofile']}")
+            values["nofile"] = int(limits["nofile"])
         if limits.get("pids") and "pids" not in enforced and mode == UID:
-            options.append(f"--nproc={limits['pids']}")
+            values["nproc"] = int(limits["pids"])
         if limits.get("memory") and "memory" not in enforced and address_space:
-            options.append(f"--as={limits['memory']}")
-        return [_tool("prlimit") or "prlimit", *options, "--"] if options else []
+            values["as"] = int(limits["memory"])
+        return values
+
+    @staticmethod
+    def _prlimit(values: Mapping[str, int]) -> list[str]:
+        if not values:
+            return []
+        return [_tool("prlimit") or "prlimit", *(f"--{key}={value}" for key, value in values.items()), "--"]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What :meth:`Isolation.confine` last did for an app (compared by :meth:`Isolation.confine_again`)."""
+
+    mode: str
+    uid: int | None
+    code: str
+    limits: dict[str, Any]
+    shared: bool  # its code is handed to its gid (it is inside apps/)
 
 
 def _host_files_in_tmp() -> list[str]:

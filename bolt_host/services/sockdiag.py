@@ -1,4 +1,4 @@
-"""The listening TCP sockets of one port, asked of the kernel through ``sock_diag`` netlink.
+"""Listening TCP sockets of a port or a range of ports, asked of the kernel through ``sock_diag`` netlink.
 
 What ``ss -ltn sport = :PORT`` does: the kernel walks only its listening sockets and hands
 back those whose port matches (a two-instruction filter), with each socket's inode.  Reading
@@ -6,8 +6,11 @@ back those whose port matches (a two-instruction filter), with each socket's ino
 included: with 200 apps and their readiness probes that was several milliseconds per start,
 and a start of 200 apps read it 200 times (most of the host's CPU in such a start).
 
-Linux only; :func:`listening_inodes` raises ``OSError`` where the netlink family is not
-there, and the caller falls back to the text tables.
+One dump over the port pool's range also tells which of many starting apps listen yet
+(:mod:`readiness`): one request for all of them instead of a connect per app per round.
+
+Linux only; the functions raise ``OSError`` where the netlink family is not there, and the
+callers fall back to the text tables or to connecting.
 """
 
 from __future__ import annotations
@@ -35,26 +38,33 @@ _sequence = itertools.count(1)
 def listening_inodes(port: int) -> set[str]:
     """Inodes (as decimal strings, as in ``/proc/<pid>/fd`` links) of the IPv4 and IPv6
     sockets listening on ``port``."""
-    inodes: set[str] = set()
+    return {str(inode) for _, inode in listening(port, port)}
+
+
+def listening_ports(low: int, high: int) -> set[int]:
+    """The ports from ``low`` to ``high`` that something listens on (IPv4 or IPv6)."""
+    return {port for port, _ in listening(low, high)}
+
+
+def listening(low: int, high: int) -> list[tuple[int, int]]:
+    """``(port, inode)`` of every TCP socket listening on a port from ``low`` to ``high``."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG) as channel:
-        for family in (socket.AF_INET, socket.AF_INET6):
-            inodes |= _dump(channel, family, port)
-    return inodes
+        return [*_dump(channel, socket.AF_INET, low, high), *_dump(channel, socket.AF_INET6, low, high)]
 
 
-def _port_filter(port: int) -> bytes:
-    """``sport >= port && sport <= port``: a false condition jumps past the end (4 bytes
+def _port_filter(low: int, high: int) -> bytes:
+    """``sport >= low && sport <= high``: a false condition jumps past the end (4 bytes
     beyond the program's length), which the kernel reads as "no match"."""
     return b"".join(
         (
-            _OP.pack(INET_DIAG_BC_S_GE, 8, 20), _OP.pack(0, 0, port),
-            _OP.pack(INET_DIAG_BC_S_LE, 8, 12), _OP.pack(0, 0, port),
+            _OP.pack(INET_DIAG_BC_S_GE, 8, 20), _OP.pack(0, 0, low),
+            _OP.pack(INET_DIAG_BC_S_LE, 8, 12), _OP.pack(0, 0, high),
         )
     )
 
 
-def _dump(channel: socket.socket, family: int, port: int) -> set[str]:
-    program = _port_filter(port)
+def _dump(channel: socket.socket, family: int, low: int, high: int) -> list[tuple[int, int]]:
+    program = _port_filter(low, high)
     body = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, TCPF_LISTEN) + struct.pack(
         "=HH", 4 + len(program), INET_DIAG_REQ_BYTECODE
     ) + program
@@ -63,7 +73,7 @@ def _dump(channel: socket.socket, family: int, port: int) -> set[str]:
         _HEADER.pack(_HEADER.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0) + body,
         (0, 0),
     )
-    found: set[str] = set()
+    found: list[tuple[int, int]] = []
     while True:
         data = channel.recv(65536)
         offset = 0
@@ -78,8 +88,7 @@ def _dump(channel: socket.socket, family: int, port: int) -> set[str]:
                     (error,) = struct.unpack_from("=i", data, offset + _HEADER.size)
                     raise OSError(-error, "sock_diag refused the request")
                 if kind == SOCK_DIAG_BY_FAMILY and length >= INODE_OFFSET + 4:
-                    (sport,) = struct.unpack_from(">H", data, offset + SPORT_OFFSET)
-                    (inode,) = struct.unpack_from("=I", data, offset + INODE_OFFSET)
-                    if sport == port:  # the filter already chose these; checked all the same
-                        found.add(str(inode))
+                    (port,) = struct.unpack_from(">H", data, offset + SPORT_OFFSET)
+                    if low <= port <= high:  # the filter already chose these; checked all the same
+                        found.append((port, struct.unpack_from("=I", data, offset + INODE_OFFSET)[0]))
             offset += (length + 3) & ~3

@@ -101,8 +101,8 @@ class Spawner:
         if self._isolation is not None:
             self._assign(runtime)  # a new uid is recorded with the generation, before the app runs as it
         token = self._tokens.issue(name, runtime.key)
-        # The record's write (an fsync) runs while the confinement is prepared in a worker
-        # thread: a crash restart waited for one, then the other.
+        # The record's write (an fsync) runs while the confinement is prepared (in a worker
+        # thread, the first time): a crash restart waited for one, then the other.
         recorded = asyncio.ensure_future(before_launch())
         try:
             if self._isolation is not None:
@@ -136,7 +136,11 @@ class Spawner:
 
     async def _confine(self, runtime: AppRuntime, argv: list[str]) -> Confinement:
         assert self._isolation is not None
-        try:  # in a thread: the first start after an install hands the whole code tree to the app's gid
+        try:
+            again = self._isolation.confine_again(runtime.app, argv)  # nothing to do since the last start
+            if again is not None:
+                return again
+            # in a thread: the first start after an install hands the whole code tree to the app's gid
             return await asyncio.to_thread(self._isolation.confine, runtime.app, argv)
         except (OSError, RuntimeError) as exc:
             raise confine_failed(runtime.name, exc) from exc

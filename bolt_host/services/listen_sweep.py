@@ -1,0 +1,94 @@
+"""When do the ports of starting apps begin to listen?  One kernel question for all of them.
+
+Each readiness wait used to connect to its own port every round: at 200 simultaneous starts
+that was thousands of sockets made, connected and closed, and 200 coroutines woken every
+round, while the apps being waited for needed the CPU.  A :class:`ListenSweep` (one per event
+loop) asks the kernel once per round which ports in the range of those waited for have a
+listening socket (:func:`sockdiag.listening_ports`: one netlink dump, filtered by port in the
+kernel) and wakes only the waits whose port now listens.
+
+Rounds come 5 ms after the newest wait began, then further apart by a quarter of its age,
+at most :data:`MAX_SWEEP_INTERVAL` apart: a round costs the same for one wait as for two
+hundred, so the last of a fleet is seen within that bound of listening.  Where the kernel
+does not answer (no ``sock_diag``), every wait is told so and probes its port itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from bolt_host.services import sockdiag
+
+FIRST_SWEEP = 0.005
+SWEEP_GROWTH = 0.25  # of the newest wait's age, added to the next round's delay
+MAX_SWEEP_INTERVAL = 0.02
+
+_sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ListenSweep] = weakref.WeakKeyDictionary()
+
+
+def sweep_interval(newest_age: float) -> float:
+    """Seconds until the next round, ``newest_age`` seconds after the newest wait began."""
+    return min(MAX_SWEEP_INTERVAL, FIRST_SWEEP + SWEEP_GROWTH * newest_age)
+
+
+class ListenSweep:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiters: dict[int, set[asyncio.Future[None]]] = {}
+        self._newest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of_running_loop(cls) -> ListenSweep:
+        loop = asyncio.get_running_loop()
+        sweep = _sweeps.get(loop)
+        if sweep is None:
+            sweep = _sweeps[loop] = cls(loop)
+        return sweep
+
+    def watch(self, port: int) -> asyncio.Future[None]:
+        """A future resolved once something listens on ``port`` (or failed with the
+        ``OSError`` of a kernel that cannot tell).  Pass it to :meth:`forget` when done."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._waiters.setdefault(port, set()).add(future)
+        self._newest = self._loop.time()
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._run(), name="readiness sweep")
+        return future
+
+    def forget(self, port: int, future: asyncio.Future[None]) -> None:
+        """The wait behind ``future`` is over (ready, failed or cancelled)."""
+        waiting = self._waiters.get(port)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._waiters[port]
+        if not future.done():
+            future.cancel()
+        if not self._waiters and self._task is not None:
+            self._task.cancel()  # nothing to wait for: no round left pending on a closing loop
+            self._task = None
+
+    async def _run(self) -> None:
+        while self._waiters:
+            await asyncio.sleep(sweep_interval(self._loop.time() - self._newest))
+            if not self._waiters:
+                return
+            try:
+                found = sockdiag.listening_ports(min(self._waiters), max(self._waiters))
+            except OSError as exc:
+                self._fail(exc)
+                return
+            for port in found & self._waiters.keys():
+                for future in self._waiters.pop(port):
+                    if not future.done():
+                        future.set_result(None)
+
+    def _fail(self, exc: OSError) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # marks it read: a wait that ended meanwhile logs nothing

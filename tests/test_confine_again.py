@@ -1,0 +1,69 @@
+"""A start after a stop reuses what the previous start prepared for the app (its folders, its
+groups with their limits) only while that still holds: changed limits are written, a group
+removed behind the host's back is made again, a reinstalled code tree is handed to the app's
+gid again.  Real host as root, real app processes, real cgroups where the machine has them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bolt_host.testing import RunningHost, running_host
+from tests.helpers import async_wait_until
+from tests.test_isolation import install_and_start, log_of, needs_root, require_cgroups, write_app
+
+REPORTER = """
+    import os, resource, signal
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    print("RUN", os.getpid(), "NOFILE", soft, hard, flush=True)
+    signal.pause()
+"""
+
+
+async def start_and_report(bolt: RunningHost, name: str) -> tuple[int, list[str]]:
+    """Start ``name`` (installed) and wait for its run's line: (pid, the line's words)."""
+    started = await bolt.admin.post("/api/apps/start", json={"name": name})
+    assert started.status_code == 200, started.text
+    pid = started.json()["body"]["pid"]
+    await async_wait_until(lambda: f"RUN {pid} " in log_of(bolt, name), what=f"run {pid} of {name} reporting")
+    line = next(line for line in log_of(bolt, name).splitlines() if f"RUN {pid} " in line)
+    return pid, line.split()
+
+
+async def stop(bolt: RunningHost, name: str) -> None:
+    assert (await bolt.admin.post("/api/apps/stop", json={"name": name})).status_code == 200
+
+
+@needs_root
+async def test_a_start_after_a_stop_confines_anew_what_changed(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_app(repo, "files", REPORTER, limits={"nofile": 256})
+    async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=2.0) as bolt:
+        support = require_cgroups(bolt)
+        await install_and_start(bolt, "files")
+        await stop(bolt, "files")
+        _, words = await start_and_report(bolt, "files")  # nothing changed: the same limit
+        assert words[-2:] == ["256", "256"]
+        await stop(bolt, "files")
+
+        changed = await bolt.admin.put("/api/apps/files", json={"limits": {"nofile": 300}})
+        assert changed.status_code == 200, changed.text
+        _, words = await start_and_report(bolt, "files")
+        assert words[-2:] == ["300", "300"]
+        await stop(bolt, "files")
+
+        group = support.group("files")
+        assert group is not None
+        group.remove()  # behind the host's back
+        assert not group.exists()
+        pid, _ = await start_and_report(bolt, "files")
+        assert group.exists() and pid in group.members()
+        await stop(bolt, "files")
+
+        upgraded = await bolt.admin.post("/api/apps/local", json={"path": "files", "upgrade": True})
+        assert upgraded.status_code < 300, upgraded.text
+        code = Path(bolt.host.apps.require("files")["folder"])
+        uid = (await bolt.admin.get("/api/apps/files")).json()["body"]["confinement"]["uid"]
+        _, words = await start_and_report(bolt, "files")  # it read its code as its own uid
+        assert code.stat().st_gid == uid and words[-2:] == ["300", "300"]
+        await stop(bolt, "files")

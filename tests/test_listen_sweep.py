@@ -1,0 +1,61 @@
+"""The readiness sweep: one kernel question per round tells many waits whose port listens.
+
+Real sockets on 127.0.0.1: a port that starts listening wakes its wait (and only its wait),
+a bound socket that does not listen wakes nothing, and the sweep stops once nothing waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from bolt_host.services.listen_sweep import FIRST_SWEEP, MAX_SWEEP_INTERVAL, ListenSweep, sweep_interval
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def test_a_port_that_starts_listening_wakes_its_wait_only() -> None:
+    sockets = [bound_socket() for _ in range(3)]
+    try:
+        ports = [sock.getsockname()[1] for sock in sockets]
+        sweep = ListenSweep.of_running_loop()
+        watches = [sweep.watch(port) for port in ports]
+        await asyncio.sleep(3 * MAX_SWEEP_INTERVAL)  # several rounds: bound, not listening
+        assert not any(watch.done() for watch in watches)
+        sockets[1].listen()
+        await asyncio.wait_for(asyncio.shield(watches[1]), timeout=10)
+        assert watches[1].result() is None and not watches[0].done() and not watches[2].done()
+        sockets[2].listen()
+        await asyncio.wait_for(asyncio.shield(watches[2]), timeout=10)
+        assert not watches[0].done()
+        for port, watch in zip(ports, watches, strict=True):
+            sweep.forget(port, watch)
+        assert watches[0].cancelled() and sweep._task is None  # nothing waits: no round pending
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def test_two_waits_on_one_port_are_both_woken() -> None:
+    with bound_socket() as sock:
+        port = sock.getsockname()[1]
+        sweep = ListenSweep.of_running_loop()
+        first, second = sweep.watch(port), sweep.watch(port)
+        sock.listen()
+        await asyncio.wait_for(asyncio.gather(asyncio.shield(first), asyncio.shield(second)), timeout=10)
+        sweep.forget(port, first)
+        sweep.forget(port, second)
+
+
+def test_rounds_start_early_and_stay_within_the_bound() -> None:
+    assert sweep_interval(0.0) == FIRST_SWEEP
+    rounds = [sweep_interval(age) for age in (0.0, 0.01, 0.04, 1.0, 100.0)]
+    assert rounds == sorted(rounds) and rounds[-1] == MAX_SWEEP_INTERVAL
