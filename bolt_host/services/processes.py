@@ -427,8 +427,9 @@ async def terminate_tree(
 
     async def members() -> list[TreeMember]:
         if group_members is not None:  # the main process too: it joins its group only after its first exec
-            pids = {process.pid, *group_members()}
-            return [TreeMember(pid, started) for pid in pids if (started := start_time(pid)) is not None]
+            others = group_members() - {process.pid}  # the main one's start is known: one /proc read fewer
+            found = [TreeMember(pid, started) for pid in others if (started := start_time(pid)) is not None]
+            return [TreeMember(process.pid, process.create_time), *found]
         table = await snapshots.fresh()
         return find_tree(
             table, process.pid, process.pgid, marker, since, group_pinned=process.group_pinned, anywhere=process.adopted
