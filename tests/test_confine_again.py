@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bolt_host.services import cgroups
 from bolt_host.testing import RunningHost, running_host
 from tests.helpers import async_wait_until
 from tests.test_isolation import install_and_start, log_of, needs_root, require_cgroups, write_app
@@ -67,3 +68,34 @@ async def test_a_start_after_a_stop_confines_anew_what_changed(tmp_path: Path) -
         _, words = await start_and_report(bolt, "files")  # it read its code as its own uid
         assert code.stat().st_gid == uid and words[-2:] == ["300", "300"]
         await stop(bolt, "files")
+
+
+def cpu_quota(group: cgroups.AppCgroup) -> str:
+    """The group's CPU quota as the kernel shows it ("max"/"-1": none)."""
+    if group.version == "v2":
+        return (group.dirs["unified"] / "cpu.max").read_text().split()[0]
+    return (group.dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip()
+
+
+@needs_root
+async def test_a_cpu_limit_is_written_when_set_and_lifted_when_removed(tmp_path: Path) -> None:
+    """The bandwidth files are written only when they change (a write costs milliseconds):
+    a limit still reaches the group, and a removed one is lifted from the group it stays in."""
+    repo = tmp_path / "repo"
+    write_app(repo, "spin", REPORTER, limits={"cpu": 0.5})
+    async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=2.0) as bolt:
+        support = require_cgroups(bolt)
+        await install_and_start(bolt, "spin")
+        group = support.group("spin")
+        assert group is not None and cpu_quota(group) == "50000"
+        await stop(bolt, "spin")
+        lifted = await bolt.admin.put("/api/apps/spin", json={"limits": {"cpu": None}})
+        assert lifted.status_code == 200, lifted.text
+        await start_and_report(bolt, "spin")
+        assert cpu_quota(group) in ("max", "-1")
+        await stop(bolt, "spin")
+        again = await bolt.admin.put("/api/apps/spin", json={"limits": {"cpu": 0.25}})
+        assert again.status_code == 200, again.text
+        await start_and_report(bolt, "spin")
+        assert cpu_quota(group) == "25000"
+        await stop(bolt, "spin")
