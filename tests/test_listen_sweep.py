@@ -12,6 +12,7 @@ import socket
 import pytest
 
 from bolt_host.services.listen_sweep import FIRST_SWEEP, MAX_SWEEP_INTERVAL, ListenSweep, sweep_interval
+from bolt_host.services.readiness import NeverReady, wait_until_ready
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -59,3 +60,19 @@ def test_rounds_start_early_and_stay_within_the_bound() -> None:
     assert sweep_interval(0.0) == FIRST_SWEEP
     rounds = [sweep_interval(age) for age in (0.0, 0.01, 0.04, 1.0, 100.0)]
     assert rounds == sorted(rounds) and rounds[-1] == MAX_SWEEP_INTERVAL
+
+
+async def test_a_listener_the_host_cannot_reach_on_loopback_is_not_ready() -> None:
+    """The sweep sees any listener on the port; readiness still wants 127.0.0.1 to answer,
+    as it did with a connect per round (the proxy connects there)."""
+    with socket.socket() as elsewhere:
+        elsewhere.bind(("127.0.0.2", 0))
+        elsewhere.listen()
+        port = elsewhere.getsockname()[1]
+        never: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        with pytest.raises(NeverReady):
+            await wait_until_ready(exited=never, port=port, health=None, timeout=0.5)
+        with socket.socket() as loopback:
+            loopback.bind(("127.0.0.1", port))
+            loopback.listen()
+            await wait_until_ready(exited=never, port=port, health=None, timeout=10)

@@ -8,8 +8,9 @@ and alive.  An exit during the wait ends it at once (the wait races the exit fut
 never sleeps through a crash).
 
 Until the port listens, the wait sleeps on the event loop's :class:`ListenSweep`: one kernel
-question per round for every start in flight (where the kernel cannot answer it, each wait
-connects to its port every round instead).  Then the ``health`` request, repeated on this
+question per round for every start in flight, then one connect confirms it on loopback
+(where the kernel cannot answer, or the listener is not on loopback, each wait connects to
+its port every round instead).  Then the ``health`` request, repeated on this
 schedule: 5 ms after the start, then 5 ms plus a quarter of the time waited so far, so a
 start is seen within about a quarter of what the app itself took, a slow one is not probed
 hundreds of times.  The wait is capped at 50 ms, or more while many apps start at once
@@ -105,11 +106,10 @@ async def _until_listening(
         while True:
             _raise_if_exited(exited)
             if watch is not None and watch.done():
-                if watch.exception() is None:
-                    return
-                watch = None  # no sock_diag here: probe the port itself
+                sweep.forget(port, watch)
+                watch = None  # from now on (no sock_diag here, or a listener not on loopback) a connect per round
             if watch is None and _listening(port):
-                return
+                return  # a listener the host reaches on loopback, as the proxy will
             now = loop.time()
             if now >= deadline:
                 raise NeverReady(late)
