@@ -33,8 +33,10 @@ def sweep_interval(newest_age: float) -> float:
 
 
 class ListenSweep:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    """Used on the one event loop it belongs to (it keeps no reference to it: the loop is
+    the key of a weak mapping)."""
+
+    def __init__(self) -> None:
         self._waiters: dict[int, set[asyncio.Future[None]]] = {}
         self._newest = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -44,17 +46,18 @@ class ListenSweep:
         loop = asyncio.get_running_loop()
         sweep = _sweeps.get(loop)
         if sweep is None:
-            sweep = _sweeps[loop] = cls(loop)
+            sweep = _sweeps[loop] = cls()
         return sweep
 
     def watch(self, port: int) -> asyncio.Future[None]:
         """A future resolved once something listens on ``port`` (or failed with the
         ``OSError`` of a kernel that cannot tell).  Pass it to :meth:`forget` when done."""
-        future: asyncio.Future[None] = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._waiters.setdefault(port, set()).add(future)
-        self._newest = self._loop.time()
+        self._newest = loop.time()
         if self._task is None or self._task.done():
-            self._task = self._loop.create_task(self._run(), name="readiness sweep")
+            self._task = loop.create_task(self._run(), name="readiness sweep")
         return future
 
     def forget(self, port: int, future: asyncio.Future[None]) -> None:
@@ -71,19 +74,24 @@ class ListenSweep:
             self._task = None
 
     async def _run(self) -> None:
-        while self._waiters:
-            await asyncio.sleep(sweep_interval(self._loop.time() - self._newest))
-            if not self._waiters:
-                return
-            try:
-                found = sockdiag.listening_ports(min(self._waiters), max(self._waiters))
-            except OSError as exc:
-                self._fail(exc)
-                return
-            for port in found & self._waiters.keys():
-                for future in self._waiters.pop(port):
-                    if not future.done():
-                        future.set_result(None)
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiters:
+                await asyncio.sleep(sweep_interval(loop.time() - self._newest))
+                if not self._waiters:
+                    return
+                try:
+                    found = sockdiag.listening_ports(min(self._waiters), max(self._waiters))
+                except OSError as exc:
+                    self._fail(exc)
+                    return
+                for port in found & self._waiters.keys():
+                    for future in self._waiters.pop(port):
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None  # a finished task would keep the loop (the mapping's key) alive
 
     def _fail(self, exc: OSError) -> None:
         waiters, self._waiters = self._waiters, {}
