@@ -19,7 +19,6 @@ from bolt_host.services.ports import LOOPBACK
 from bolt_host.services.processes import AppProcess
 from bolt_host.services.restarts import CrashHistory
 from bolt_host.services.stats import TreeUsage
-from bolt_host.storage import json_copy
 
 STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
 CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
@@ -64,7 +63,7 @@ def parse_iso(value: str | None) -> float | None:
     return None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one per app, so its attribute dict was per-app memory
 class AppRuntime:
     """Everything the supervisor knows about one app."""
 
@@ -91,7 +90,7 @@ class AppRuntime:
     retiring: Any = None  # a rollover.Retiring: the process a rolling restart replaces, until it is gone
     instance: int = 0  # which of the app's processes (see instances.py); 0 is keyed by the app's name
     draining: bool = False  # scaled away: no new requests, those in flight finish, then it stops
-    _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
+    _public: tuple[dict[str, Any], bytes] | None = field(default=None, repr=False)
     _encoded: dict[frozenset[str], tuple[Any, bytes, bytes | None]] = field(default_factory=dict, repr=False)
 
     @property
@@ -141,7 +140,7 @@ class AppRuntime:
     def context(self, usage: TreeUsage | None) -> dict[str, Any]:
         """The public view: never the app's token or environment."""
         context = self._live_fields(usage)
-        context["app"] = json_copy(self._public_app()[0])
+        context["app"] = json.loads(self._public_app())  # a fresh copy of the public view
         return context
 
     def context_json(self, usage: TreeUsage | None, fields: frozenset[str] | None = None) -> bytes:
@@ -174,7 +173,7 @@ class AppRuntime:
         context = self._live_fields(usage)
         members = [encode_json({name: context[name]})[1:-1] for name in _ORDER if name in fields and name in context]
         if "app" in fields:
-            members.append(b'"app":' + self._public_app()[1])
+            members.append(b'"app":' + self._public_app())
         if "uptime" not in fields:
             return b"{" + b",".join(members) + b"}", None
         at = [name for name in _ORDER if name in fields and name in context].index("uptime")
@@ -207,14 +206,14 @@ class AppRuntime:
             context["port"] = self.port
         return context
 
-    def _public_app(self) -> tuple[dict[str, Any], bytes]:
-        """The app without its ``env`` and the host's folder, and that view's JSON, recomputed
-        when ``app`` is replaced."""
+    def _public_app(self) -> bytes:
+        """The JSON of the app without its ``env`` and the host's folder, recomputed when ``app``
+        is replaced.  Only the encoding is kept (not the view as objects: per-app memory)."""
         cached = self._public
         if cached is None or cached[0] is not self.app:
-            view = {key: json_copy(value) for key, value in self.app.items() if key not in PRIVATE_APP_FIELDS}
-            cached = self._public = (self.app, view, encode_json(view))
-        return cached[1], cached[2]
+            view = {key: value for key, value in self.app.items() if key not in PRIVATE_APP_FIELDS}
+            cached = self._public = (self.app, encode_json(view))
+        return cached[1]
 
     def adopt(self, process: AppProcess, record: dict[str, Any]) -> None:
         """Take over a process a previous host started, as its record describes it."""
