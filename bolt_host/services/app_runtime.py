@@ -63,7 +63,7 @@ def parse_iso(value: str | None) -> float | None:
     return None
 
 
-@dataclass(eq=False, slots=True)  # slots: one per app, so its attribute dict was per-app memory
+@dataclass(eq=False)
 class AppRuntime:
     """Everything the supervisor knows about one app."""
 
