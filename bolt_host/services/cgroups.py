@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import signal
@@ -28,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bolt_host.services.proctable import data_dir_id
 
 log = logging.getLogger("bolt_host.cgroups")
 
@@ -107,7 +108,7 @@ def _make_base(parent: Path, leaf: str) -> Path | None:
 
 def detect(data_dir: Path) -> CgroupSupport:
     """The best cgroup support this host has for apps of ``data_dir``."""
-    leaf = "bolt-" + hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+    leaf = "bolt-" + data_dir_id(data_dir)
     mounts, own = _mounts(), _own_paths()
     for mount, kind, _ in mounts:
         if kind != "cgroup2" or "" not in own:

@@ -69,7 +69,7 @@ from bolt_host.services.processes import (
     enable_child_subreaper,
     end_strays,
 )
-from bolt_host.services.proctable import SharedSnapshots, processes_by_marker
+from bolt_host.services.proctable import SharedSnapshots, data_dir_id, processes_by_marker
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
 from bolt_host.services.rollover import Rollovers, recorded_retiring
@@ -119,6 +119,7 @@ class Supervisor(Scaling):
         self._logs = applogs.AppLogFiles(Path(data_dir) / "logs" / "apps", log_max_bytes, log_keep)
         self._tokens = tokens
         self._host_url = host_url
+        self._host_id = data_dir_id(data_dir)  # in every app's marker: another host's apps never match
         self._grace = grace_seconds
         self._ready_timeout = ready_timeout
         self._publish = publish
@@ -598,7 +599,9 @@ class Supervisor(Scaling):
         key = instance_key(name, instance)
         runtime = self._apps.get(key)
         if runtime is None:
-            runtime = AppRuntime(name=name, app=dict(app), crashes=CrashHistory(self._policy), instance=instance)
+            runtime = AppRuntime(
+                name=name, app=dict(app), crashes=CrashHistory(self._policy), instance=instance, host_id=self._host_id
+            )
             self._apps[key] = runtime
             if instance:
                 self._extras.setdefault(name, {})[instance] = runtime
