@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -15,7 +13,6 @@ import pytest
 
 from bolt_host.errors import BoltError
 from bolt_host.services.processes import (
-    CREATE_TIME_TOLERANCE,
     AppProcess,
     TreeMember,
     base_environment,
@@ -26,7 +23,7 @@ from bolt_host.services.processes import (
     identity_matches,
     terminate_tree,
 )
-from bolt_host.services.proctable import MARKER_VARIABLE, ProcessTable, boot_time, read_marker, start_time
+from bolt_host.services.proctable import MARKER_VARIABLE, ProcessTable, read_marker
 from bolt_host.services.start_command import LAUNCHER
 from bolt_host.services.stats import TreeSampler
 from tests.helpers import async_wait_until
@@ -207,61 +204,3 @@ async def test_adoption_requires_pid_start_time_and_marker(tmp_path: Path) -> No
     finally:
         await finish(process)
 
-
-NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
-
-
-def now_as_start_time() -> float:
-    """The start time a process forked now would have (on the clock of ``start_time``)."""
-    return boot_time() + time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def start_as_pid(pid: int, argv: list[str]) -> subprocess.Popen[bytes]:
-    """Start ``argv`` as process ``pid`` (freed just before), as a pid wrap would hand it out
-    again: the kernel gives the next fork ``ns_last_pid + 1``.  Another process on the machine
-    may fork in between and take it: then try again."""
-    for _ in range(50):
-        NS_LAST_PID.write_text(str(pid - 1))
-        started = subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True)
-        if started.pid == pid:
-            return started
-        started.kill()
-        started.wait()
-    raise AssertionError(f"pid {pid} never came back to this test")
-
-
-@pytest.mark.skipif(not os.access(NS_LAST_PID, os.W_OK), reason="reusing a pid on purpose needs root")
-async def test_a_sweep_after_an_adopted_process_died_spares_the_process_that_got_its_pid(tmp_path: Path) -> None:
-    """An adopted app is not the host's child: when it dies, init reaps it at once, and its pid and
-    process-group id may go to another process before the stop's sweep.  That process leads a group
-    of the same id, carries no marker: the sweep must signal neither it nor its group."""
-    marker = "reborn:1@test"
-    env = {**base_environment(), MARKER_VARIABLE: marker}
-    argv = [sys.executable, str(PROCS / "never_listens.py")]
-    app = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
-    stranger: subprocess.Popen[bytes] | None = None
-    adopted: AppProcess | None = None
-    try:
-        await async_wait_until(lambda: read_marker(app.pid) == marker, what="the marker")
-        started = start_time(app.pid)
-        assert started is not None
-        adopted = AppProcess.adopt(app.pid, started, marker)
-        assert adopted is not None and adopted.group_pinned
-        # A pid comes back only after the whole range was handed out, so its new owner started
-        # later than start times can blur (a wrap of 32768 pids takes far longer than this).
-        await async_wait_until(lambda: now_as_start_time() > started + 2 * CREATE_TIME_TOLERANCE, what="a later start")
-        app.kill()
-        app.wait()  # reaped, as init reaps an adopted app: its pid is free
-        assert not adopted.group_pinned  # before the event loop has seen the exit
-        stranger = start_as_pid(app.pid, argv)
-
-        assert await terminate_tree(adopted, marker=marker, since=started, grace=0.2) == []
-
-        assert stranger.poll() is None, f"the sweep signalled the new owner of pid {app.pid}: {stranger.returncode}"
-    finally:
-        if adopted is not None:
-            adopted.close()
-        for process in (app, stranger):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()

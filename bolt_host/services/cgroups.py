@@ -36,6 +36,7 @@ V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
 KILL_DEADLINE = 5.0
+PIDFD_BATCH = 256  # pidfds held at once by a kill round: a fork bomb's group must not exhaust the host's files
 
 
 @dataclass(frozen=True)
@@ -220,11 +221,30 @@ class AppCgroup:
             members = self.members() - {os.getpid()}
             if not members or time.monotonic() > end:
                 return killed, members
-            for pid in members:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+            self._kill_still_listed(members)
             killed |= members
             time.sleep(0.01)  # poll: the kernel gives no wake-up when a v1 group empties
+
+    def _kill_still_listed(self, listed: set[int]) -> None:
+        """SIGKILL each of ``listed`` through a pidfd, if the group still lists it once the pidfd
+        holds the process: a pid read from the group may have ended and gone to a process outside
+        it since (a pidfd opened on the new owner, whose pid the group no longer lists)."""
+        pending = sorted(listed)
+        while pending:
+            batch, pending = pending[:PIDFD_BATCH], pending[PIDFD_BATCH:]
+            pidfds: dict[int, int] = {}
+            for pid in batch:
+                with contextlib.suppress(OSError):
+                    pidfds[pid] = os.pidfd_open(pid)
+            try:
+                still = self.members()
+                for pid, pidfd in pidfds.items():
+                    if pid in still:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            finally:
+                for pidfd in pidfds.values():
+                    os.close(pidfd)
 
     def oom_kills(self) -> int:
         """How many processes the memory limit has killed in this group so far."""

@@ -16,6 +16,9 @@ Linux only (pidfds, ``PR_SET_CHILD_SUBREAPER``).  The rules, and why:
   (and the process-group id it led) may go to anyone.  So its group is signalled only
   while its pidfd says it lives, and a tree sweep takes its pid for the app's only
   where the snapshot shows the start time we adopted.
+* A pid read from a cgroup's member list is a member only while the list still holds
+  it after its start time was read (or its pidfd opened): between two reads it may have
+  ended and gone to a process outside the group.
 * A marker names one host's app (its data dir's id is part of it): a stop of an
   adopted app searches the whole machine by marker, where another host's app of the
   same name and generation also runs.
@@ -439,8 +442,11 @@ async def terminate_tree(
 
     async def members() -> list[TreeMember]:
         if group_members is not None:  # the main process too: it joins its group only after its first exec
-            pids = {process.pid, *group_members()}
-            return [TreeMember(pid, started) for pid in pids if (started := start_time(pid)) is not None]
+            read = [TreeMember(pid, started) for pid in group_members() if (started := start_time(pid)) is not None]
+            # A listed pid may have ended and gone to another process before its start time was
+            # read: only pids the group lists again after that read were read of members.
+            still = group_members()
+            return [TreeMember(process.pid, process.create_time), *(m for m in read if m.pid in still)]
         table = await snapshots.fresh()
         return find_tree(
             table,
