@@ -221,14 +221,15 @@ class AppCgroup:
             members = self.members() - {os.getpid()}
             if not members or time.monotonic() > end:
                 return killed, members
-            self._kill_still_listed(members)
-            killed |= members
+            killed |= self._kill_still_listed(members)
             time.sleep(0.01)  # poll: the kernel gives no wake-up when a v1 group empties
 
-    def _kill_still_listed(self, listed: set[int]) -> None:
+    def _kill_still_listed(self, listed: set[int]) -> set[int]:
         """SIGKILL each of ``listed`` through a pidfd, if the group still lists it once the pidfd
         holds the process: a pid read from the group may have ended and gone to a process outside
-        it since (a pidfd opened on the new owner, whose pid the group no longer lists)."""
+        it since (a pidfd opened on the new owner, whose pid the group no longer lists).  Returns
+        the pids signalled."""
+        signalled: set[int] = set()
         pending = sorted(listed)
         while pending:
             batch, pending = pending[:PIDFD_BATCH], pending[PIDFD_BATCH:]
@@ -242,9 +243,11 @@ class AppCgroup:
                     if pid in still:
                         with contextlib.suppress(ProcessLookupError, PermissionError):
                             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                            signalled.add(pid)
             finally:
                 for pidfd in pidfds.values():
                     os.close(pidfd)
+        return signalled
 
     def oom_kills(self) -> int:
         """How many processes the memory limit has killed in this group so far."""
