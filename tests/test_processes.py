@@ -114,10 +114,8 @@ async def test_terminate_tree_kills_term_ignoring_descendants_and_setsid_escaper
     try:
         main, child, grandchild = read_pid_file(await wait_file(pid_file))
         table = ProcessTable.snapshot()
-        tree = find_tree(
-            table, TreeMember(main, process.create_time), process.pgid, "tree:1", process.create_time,
-            group_pinned=True, anywhere=False,
-        )
+        root = TreeMember(main, process.create_time)
+        tree = find_tree(table, root, process.pgid, "tree:1", process.create_time, group_pinned=True, anywhere=False)
         members = {member.pid for member in tree}
         assert members == {main, child, grandchild}
 
@@ -203,4 +201,3 @@ async def test_adoption_requires_pid_start_time_and_marker(tmp_path: Path) -> No
         adopted.close()
     finally:
         await finish(process)
-
