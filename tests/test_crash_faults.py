@@ -537,9 +537,11 @@ def test_kill_9_during_installs_db_writes_tasks_and_starts(world: dict[str, Any]
         ]
         for worker in workers:
             worker.start()
-        _wait_for_kill_moment(round_number, rng, host.url, token, acked)
-        host.kill9()
-        stop.set()
+        try:
+            _wait_for_kill_moment(round_number, rng, host.url, token, acked)
+            host.kill9()
+        finally:  # also when pytest-timeout interrupts the round: looping clients would keep the run from exiting
+            stop.set()
         for worker in workers:
             worker.join(timeout=60)
             assert not worker.is_alive(), "a client hung after the host was killed"
