@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from bolt_host.plugin import Host
@@ -75,6 +76,10 @@ class DeviceBackend:
             )
         self.manager = Manager(config, self.accounts, self.devices, self.operations, self._publish)
         await self.manager.start()
+        if config.memory_reports:  # a diagnostic, off unless asked for
+            from .memory_reports import MemoryReports
+
+            MemoryReports(Path(config.memory_reports)).install()
 
     async def _publish(self, name: str, body: Any) -> None:
         await self.host.publish(name, body, publisher="device")
