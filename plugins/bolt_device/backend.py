@@ -74,10 +74,13 @@ class DeviceBackend:
                 self.broker.port,
                 prefix,
             )
+        from .memory import keep_heap_small
+
+        keep_heap_small()  # a burst's large buffers go back to the kernel, not to malloc's free list
         self.manager = Manager(config, self.accounts, self.devices, self.operations, self._publish)
         await self.manager.start()
         if config.memory_reports:  # a diagnostic, off unless asked for
-            from .memory_reports import MemoryReports
+            from .memory import MemoryReports
 
             MemoryReports(Path(config.memory_reports)).install()
 

@@ -48,7 +48,7 @@ class DeviceConfig:
     topic_prefix: str = "$EDC"
     request_timeout_ms: int = 30_000  # how long the fleet hooks (other backends' installs) wait for a reply
     offline_deadline_seconds: int = 600  # a running operation whose device stays away this long ends FAILED
-    memory_reports: str = ""  # a folder: the manager writes memory reports there on SIGUSR1 (memory_reports.py)
+    memory_reports: str = ""  # a folder: the manager writes memory reports there on SIGUSR1 (memory.py)
 
     @property
     def active(self) -> bool:

@@ -144,14 +144,17 @@ class Manager:
         request_id = uuid.uuid4().hex
         future: asyncio.Future[wire.Payload] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, account["name"], device["clientId"])
-        payload = wire.Payload({**metrics, "request.id": request_id, "requester.client.id": self.config.client_id})
+        # encoded once and only the bytes kept while the call waits (500 calls wait at once in a burst)
+        payload = wire.Payload(
+            {**metrics, "request.id": request_id, "requester.client.id": self.config.client_id}
+        ).encode()
         topic = wire.request_topic(account["name"], device["clientId"], verb, resource, self.prefix)
         try:
             if verb == "EXEC":  # only jobs are safe to send twice (the job id makes them idempotent)
-                self._sent[request_id] = (device["id"], topic, payload.encode())
+                self._sent[request_id] = (device["id"], topic, payload)
             try:
                 async with asyncio.timeout(timeout_ms / 1000.0):
-                    await self._publish_request(topic, payload.encode())
+                    await self._publish_request(topic, payload)
                     return await future
             except TimeoutError as exc:
                 raise timed_out(timeout_ms) from exc
