@@ -290,7 +290,7 @@ def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 class MemoryReports:
     """Asks the manager (started with BOLT_DEVICE_MEMORY_REPORTS) for its memory reports
-    (bolt_device/memory_reports.py): each one labelled, each awaited before the next."""
+    (bolt_device/memory.py): each one labelled, each awaited before the next."""
 
     def __init__(self, folder: Path, pid: int) -> None:
         self.folder, self.pid, self.count = folder, pid, 0
@@ -342,7 +342,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                # integration server); the host's per-address cap (128 by default) would refuse them
                "BOLT_MAX_CONNECTIONS_PER_IP": str(args.agents + 16)}
         if args.memory_reports is not None:
-            env.update(BOLT_DEVICE_MEMORY_REPORTS=str(args.memory_reports), PYTHONTRACEMALLOC=str(args.trace_frames))
+            env["BOLT_DEVICE_MEMORY_REPORTS"] = str(args.memory_reports)
+            if args.trace_frames > 0:
+                env["PYTHONTRACEMALLOC"] = str(args.trace_frames)
         env.update(args.manager_env)
         log = (work / "manager.log").open("wb")
         manager = subprocess.Popen(
@@ -412,8 +414,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         counter.replied.clear()
         if restart is not None:
             restart.go.set()
+        client_cpu = time.process_time()
         calls = asyncio.run(fan_out(base, token, devices, request))
         accepted_seconds = time.monotonic() - fan_started
+        client_cpu = time.process_time() - client_cpu  # this process: the 500 calls, the counter, the sampler
         latencies = [seconds for seconds, _, _ in calls]
         started_ops = [body for _, status, body in calls if status == 200]
         refused = [f"{status} {body.get('kapuaErrorCode') or body.get('type')}" for _, status, body in calls
@@ -488,6 +492,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # CPU time used from the burst's start until every operation had ended, to tell the
             # manager's own work from the agents' (their processes, not the apps they start)
             "cpuSecondsDuringFanOut": {"manager": round(cpu_spent[0], 1), "agentProcesses": round(cpu_spent[1], 1)},
+            "benchCpuSecondsWhileCalling": round(client_cpu, 1),
             "brokerMessages": messages,
             "brokerMessagesPerSecond": round(messages / fan_seconds, 1) if fan_seconds > 0 else None,
             "brokerMessagesPeakPerSecond": peak_rate,
@@ -528,9 +533,10 @@ def main() -> None:
                         help="record the first agent process with py-spy during the burst (raw folded stacks)")
     parser.add_argument("--memory-reports", type=Path, default=None, metavar="DIR",
                         help="the manager traces its allocations and writes memory reports into DIR: idle, at "
-                             "the burst's peak, after it, after malloc_trim (bolt_device/memory_reports.py)")
+                             "the burst's peak, after it, after malloc_trim (bolt_device/memory.py)")
     parser.add_argument("--trace-frames", type=int, default=1,
-                        help="frames per allocation for --memory-reports (more: slower, tracebacks in the reports)")
+                        help="frames per allocation for --memory-reports (0: no tracemalloc, only RSS and malloc's "
+                             "figures; more: slower, tracebacks in the reports)")
     parser.add_argument("--manager-env", type=lambda v: tuple(v.split("=", 1)), action="append", default=[],
                         metavar="NAME=VALUE", help="extra environment for the manager (e.g. MALLOC_ARENA_MAX=2)")
     parser.add_argument("--restart-broker-after", type=float, default=None, metavar="SECONDS",
