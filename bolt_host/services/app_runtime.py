@@ -17,6 +17,7 @@ from typing import Any
 
 from bolt_host.services.ports import LOOPBACK
 from bolt_host.services.processes import AppProcess
+from bolt_host.services.proctable import app_marker
 from bolt_host.services.restarts import CrashHistory
 from bolt_host.services.stats import TreeUsage
 from bolt_host.storage import json_copy
@@ -90,6 +91,7 @@ class AppRuntime:
     confinement: Any = None  # a sandbox.Confinement while a confined process may be alive
     retiring: Any = None  # a rollover.Retiring: the process a rolling restart replaces, until it is gone
     instance: int = 0  # which of the app's processes (see instances.py); 0 is keyed by the app's name
+    host_id: str = ""  # the supervising host's (proctable.data_dir_id): part of every marker
     draining: bool = False  # scaled away: no new requests, those in flight finish, then it stops
     _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
     _encoded: dict[frozenset[str], tuple[Any, bytes, bytes | None]] = field(default_factory=dict, repr=False)
@@ -102,7 +104,10 @@ class AppRuntime:
     @property
     def marker(self) -> str:
         """The ``BOLT_SUPERVISOR_ID`` of the current generation."""
-        return f"{self.key}:{self.generation}"
+        return self.marker_of(self.generation)
+
+    def marker_of(self, generation: int) -> str:
+        return app_marker(self.key, generation, self.host_id)
 
     @property
     def is_server(self) -> bool:

@@ -63,7 +63,7 @@ from bolt_host.services.app_runtime import (
 from bolt_host.services.instances import DEFAULT_MAX_INSTANCES
 from bolt_host.services.ports import PortPool
 from bolt_host.services.processes import AppProcess, OrphanReaper, describe_exit, enable_child_subreaper
-from bolt_host.services.proctable import SharedSnapshots
+from bolt_host.services.proctable import SharedSnapshots, data_dir_id
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.recovery import LoadApp, recover
 from bolt_host.services.restarts import RestartPolicy, wants_restart
@@ -118,7 +118,8 @@ class Supervisor:
         self._verify_app = verify_app
         self._autostart = autostart
         self._policy = restart_policy or RestartPolicy()
-        self._apps = Runtimes(self._policy)  # by runtime.key: every instance of every app
+        # by runtime.key: every instance of every app; the host's id goes into their markers
+        self._apps = Runtimes(self._policy, data_dir_id(data_dir))
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
         self._spawner = Spawner(
