@@ -93,7 +93,7 @@ class Rollovers:
         self._spawner = spawner
         self._tokens = tokens
         self._grace = grace_seconds
-        self._note = note
+        self.note = note  # a line in the app's own log
         self.traffic = Traffic()  # requests in flight through the proxy, per app port
         self.balancer = Balancer(self.traffic)
 
@@ -124,7 +124,7 @@ class Rollovers:
             idle.cancel()
         busy = self.traffic.outstanding(retiring.port)
         if busy and not retiring.process.exited.done():
-            self._note(runtime, f"pid {retiring.process.pid}: {busy} requests still open after the stop grace")
+            self.note(runtime, f"pid {retiring.process.pid}: {busy} requests still open after the stop grace")
 
     async def end(self, runtime: AppRuntime) -> Retiring | None:
         """End the app's retiring process now (its tree, port, token); the one ended, if any."""

@@ -1,11 +1,12 @@
 """The supervisor's operations over more than one process of an app: its instances (start,
 stop, scale, balance) and the rolling restart's hand-over from one process to the next.
 
-A base class of :class:`~bolt_host.services.supervisor.Supervisor`, kept apart so that
-``supervisor.py`` stays the state machine of one process: every method here drives that
-machine (each instance's lock, its start task) and adds no state of its own beyond the
-instance index.  The policies are in :mod:`instances` (counts, balancing) and
-:mod:`rollover` (hand-over, drain).
+:class:`Scaling` is a collaborator of the :class:`~bolt_host.services.supervisor.Supervisor`:
+it drives the supervisor's one-process state machine only through
+:class:`~bolt_host.services.machine.Machine` (each
+instance's lock, its start task, its records) and adds no state of its own beyond the
+instances it asked the :class:`Runtimes` for.  The policies are in :mod:`instances` (counts,
+balancing) and :mod:`rollover` (hand-over, drain).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from bolt_host.services.start_command import is_serverless
 from bolt_host.services.traffic import Lease
 
 if TYPE_CHECKING:
+    from bolt_host.services.machine import Machine
+    from bolt_host.services.runtimes import Runtimes
     from bolt_host.services.spawner import Spawner
     from bolt_host.statefile import StateFile
 
@@ -37,30 +40,26 @@ log = logging.getLogger("bolt_host.supervisor")
 
 
 class Scaling:
-    # Provided by the Supervisor (its state machine and its parts):
-    _apps: dict[str, AppRuntime]
-    _extras: dict[str, dict[int, AppRuntime]]
-    _max_instances: int
-    _grace: float
-    _rollovers: Rollovers
-    _spawner: Spawner
-    _state: StateFile
+    def __init__(
+        self,
+        machine: Machine,
+        runtimes: Runtimes,
+        rollovers: Rollovers,
+        spawner: Spawner,
+        state: StateFile,
+        max_instances: int,
+        grace_seconds: float,
+    ) -> None:
+        self._machine = machine
+        self._apps = runtimes
+        self._rollovers = rollovers
+        self._spawner = spawner
+        self._state = state
+        self._max_instances = max_instances
+        self._grace = grace_seconds
 
-    if TYPE_CHECKING:
-        def _runtime(self, name: str, app: dict[str, Any], instance: int = 0) -> AppRuntime: ...
-        async def _start_one(self, runtime: AppRuntime, app: dict[str, Any]) -> dict[str, Any]: ...
-        async def _stop_locked(
-            self, runtime: AppRuntime, *, desired_after: str, by: str | None = None
-        ) -> dict[str, Any]: ...
-        async def _verify(self, app: dict[str, Any]) -> None: ...
-        def _begin_start(
-            self, runtime: AppRuntime, app: dict[str, Any], *, automatic: bool
-        ) -> asyncio.Task[Any]: ...
-        async def _join_start(self, task: asyncio.Task[dict[str, Any]]) -> dict[str, Any]: ...
-        def _note(self, runtime: AppRuntime, text: str) -> None: ...
-        async def _persist(self, runtime: AppRuntime) -> None: ...
-        async def _emit(self, event: str, runtime: AppRuntime) -> None: ...
-        def _context(self, runtime: AppRuntime) -> dict[str, Any]: ...
+    def _note(self, runtime: AppRuntime, text: str) -> None:
+        self._rollovers.note(runtime, text)
 
     # instances -------------------------------------------------------------------
     def refused(self, port: int) -> None:
@@ -70,11 +69,9 @@ class Scaling:
     def lease(self, name: str) -> Lease | None:
         """A hold on a port serving ``name`` (its least busy instance) for one proxied request;
         None: nothing serves."""
-        first = self._apps.get(name)
-        if first is None:
+        if self._apps.get(name) is None:
             return None
-        extras = self._extras.get(name)
-        return self._rollovers.lease([first, *extras.values()] if extras else [first])
+        return self._rollovers.lease(self._apps.of_app(name))
 
     async def scale(self, app: dict[str, Any]) -> list[dict[str, Any]]:
         """Match a running app's instances to its wanted count: start the missing ones, drain and
@@ -82,16 +79,16 @@ class Scaling:
         name = str(app["name"])
         first, wanted = self._apps.get(name), wanted_instances(app, self._max_instances)
         if first is not None and first.status in (RUNNING, STARTING) and not is_serverless(app):
-            starts = [self._start_one(self._runtime(name, app, index), app) for index in range(1, wanted)]
+            starts = [self._machine.start_one(self._apps.slot(name, app, index), app) for index in range(1, wanted)]
             for failed in await asyncio.gather(*starts, return_exceptions=True):
                 if isinstance(failed, BaseException) and not isinstance(failed, BoltError):
                     log.error("starting an instance of %s failed", name, exc_info=failed)
         else:
             wanted = 1
-        for extra in sorted(self._extras.get(name, {}).values(), key=lambda rt: -rt.instance):
+        for extra in sorted(self._apps.extras(name), key=lambda rt: -rt.instance):
             if extra.instance >= wanted:
                 await self._scale_away(extra)
-        return [self._context(rt) for rt in [first, *self._extras.get(name, {}).values()] if rt is not None]
+        return [self._machine.context_of(rt) for rt in self._apps.of_app(name)]
 
     async def _scale_away(self, runtime: AppRuntime) -> None:
         """No new requests to this instance; those in flight finish (at most the stop grace); stop it."""
@@ -99,55 +96,66 @@ class Scaling:
         if runtime.port is not None:
             grace = runtime.app.get("stopGraceSeconds")
             await self._rollovers.traffic.wait_idle(runtime.port, self._grace if grace is None else float(grace))
-        await self._stop_extra(runtime, "scaling down")
-        extras = self._extras.get(runtime.name, {})
-        extras.pop(runtime.instance, None)
-        if not extras:
-            self._extras.pop(runtime.name, None)
-        self._apps.pop(runtime.key, None)
+        await self.stop_extra(runtime, "scaling down")
+        self._apps.forget(runtime)
         self._state.delete(SECTION, runtime.key)
         self._state.commit_soon()
 
-    async def _stop_extra(self, runtime: AppRuntime, by: str | None) -> None:
+    async def restart(self, app: dict[str, Any], by: str | None, rolling: bool) -> dict[str, Any]:
+        """Restart every instance of ``app``, one at a time (the others serve meanwhile); instance
+        0's context.  ``rolling``: each process serves until its successor is ready."""
+        name = str(app["name"])
+        context = await self._restart_instance(self._apps.slot(name, app), app, by, rolling)
+        for extra in self._apps.extras(name):
+            if extra.instance < wanted_instances(app, self._max_instances):
+                await self._restart_instance(extra, app, by, rolling)
+        await self.scale(app)
+        return context
+
+    async def _restart_instance(
+        self, runtime: AppRuntime, app: dict[str, Any], by: str | None, rolling: bool
+    ) -> dict[str, Any]:
+        if rolling and not is_serverless(app):
+            context = await self.roll(runtime, app, by)
+            if context is not None:
+                return context
+        return await self._machine.restart_one(runtime, app, by)
+
+    async def stop_extra(self, runtime: AppRuntime, by: str | None) -> None:
         async with runtime.lock:
             if runtime.process is not None or runtime.status in (STARTING, BACKOFF):
-                await self._stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by)
-
-    def _group_in_use(self, runtime: AppRuntime) -> bool:
-        """Whether another instance of ``runtime``'s app still has a process (in the app's cgroup)."""
-        siblings = [self._apps.get(runtime.name), *self._extras.get(runtime.name, {}).values()]
-        return any(rt is not None and rt is not runtime and (rt.process or rt.retiring) for rt in siblings)
+                await self._machine.stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by)
 
     # rolling restarts ------------------------------------------------------------
-    async def _roll(self, runtime: AppRuntime, app: dict[str, Any], by: str | None) -> dict[str, Any] | None:
+    async def roll(self, runtime: AppRuntime, app: dict[str, Any], by: str | None) -> dict[str, Any] | None:
         """A rolling restart; None when the app gets a plain one instead (not running, opted out)."""
         fixed_port = await self._spawner.fixed_port(app)
         async with runtime.lock:
             if why_not_rolling(runtime, fixed_port) is not None:
                 return None
-            await self._verify(app)
+            await self._machine.verify(app)
             retiring = self._rollovers.hand_over(runtime)
             runtime.restarts += 1
             self._note(runtime, f"rolling restart (by {by or 'the host'}): pid {retiring.process.pid} serves on")
             runtime.crashes.reset()
-            task = self._begin_start(runtime, app, automatic=False)
+            task = self._machine.begin_start(runtime, app, automatic=False)
         try:
-            context = await self._join_start(task)
+            context = await self._machine.join_start(task)
         except BoltError:
             async with runtime.lock:  # unless a stop or a new start came in between: the old one serves on
                 if runtime.retiring is retiring and runtime.status == FAILED and self._rollovers.take_back(runtime):
                     self._note(runtime, f"the new process never became ready; pid {retiring.process.pid} serves on")
-                    await self._persist(runtime)
-                    await self._emit("app-started", runtime)
+                    await self._machine.persist(runtime)
+                    await self._machine.emit("app-started", runtime)
             raise
         await self._rollovers.drain(runtime, retiring)
         async with runtime.lock:
             if runtime.retiring is retiring:  # else a stop ended it already
-                await self._end_retiring(runtime)
+                await self.end_retiring(runtime)
         return context
 
-    async def _end_retiring(self, runtime: AppRuntime) -> None:
+    async def end_retiring(self, runtime: AppRuntime) -> None:
         ended = await self._rollovers.end(runtime)
         if ended is not None:
             self._note(runtime, f"pid {ended.process.pid} (replaced by a rolling restart) stopped")
-            await self._persist(runtime)
+            await self._machine.persist(runtime)

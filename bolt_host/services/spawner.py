@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -22,8 +23,16 @@ from bolt_host.services import applogs
 from bolt_host.services.app_runtime import AppRuntime
 from bolt_host.services.limits import out_of_memory_reason
 from bolt_host.services.ports import PortPool, wait_port_free
-from bolt_host.services.processes import AppProcess, Launched, app_environment, build_command, launch, terminate_tree
-from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, read_environ_value
+from bolt_host.services.processes import (
+    AppProcess,
+    Launched,
+    app_environment,
+    build_command,
+    end_strays,
+    launch,
+    terminate_tree,
+)
+from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, processes_by_marker, read_environ_value
 from bolt_host.services.rollover import Retiring
 from bolt_host.services.sandbox import UID, Confinement, Isolation
 from bolt_host.services.tokens import AppTokens
@@ -61,6 +70,22 @@ class Spawner:
         self._extra_env = extra_env
         self._requested_port = requested_port
         self._isolation = isolation
+
+    async def end_unrecorded(self, runtimes: list[AppRuntime]) -> None:
+        """End what was spawned for ``runtimes`` but never recorded (the host was killed between a
+        spawn and its write): found by marker, ended only when it holds that app's own token."""
+        if not runtimes:
+            return
+        found = await asyncio.to_thread(processes_by_marker, self._host_url)
+        for runtime in runtimes:
+            await end_strays(
+                runtime.name,
+                runtime.marker,
+                found.get(runtime.marker, []),
+                belongs=functools.partial(self._tokens.belongs_to, runtime.name),
+                grace=self._grace,
+                snapshots=self._snapshots,
+            )
 
     async def spawn(self, runtime: AppRuntime, before_launch: Callable[[], Awaitable[None]]) -> AppProcess:
         """Start the app's process; ``before_launch`` runs once everything is ready but the

@@ -17,13 +17,13 @@ never two), a stop cancels it and kills what it spawned.  Each start bumps
 the app's generation; an exit event of an older generation is ignored.
 
 An app may run several processes ("instances", each an :class:`AppRuntime` with its own
-machine, keyed ``<name>#<k>`` beyond instance 0), and a rolling restart hands an app over
-from one process to the next: both are driven from :mod:`scaling`, a base of this class.
+machine, kept in :class:`Runtimes`); :class:`Scaling` starts, stops and restarts them and
+hands an app over from one process to the next in a rolling restart, and :func:`recover`
+adopts what a previous host left; both drive this machine only through :class:`Machine`.
 
-Mechanics live next door: the spawn and the sweep after an exit in :mod:`spawner`;
-pidfd exit watch, tree kill, adoption checks in :mod:`processes`; restart arithmetic in
-:mod:`restarts`; readiness in :mod:`readiness`; logs in :mod:`applogs`; ports in :mod:`ports`;
-CPU/memory in :mod:`stats`.
+Mechanics live next door: spawn and sweep in :mod:`spawner`; pidfd exit watch, tree kill,
+adoption checks in :mod:`processes`; restart arithmetic in :mod:`restarts`; readiness in
+:mod:`readiness`; log notes in :mod:`runlog`; ports in :mod:`ports`; CPU/memory in :mod:`stats`.
 
 Persistence: section ``supervisor`` of the host's :class:`StateFile`
 (``runtime.json``) holds per app ``{name, pid, create_time, port, generation,
@@ -60,38 +60,32 @@ from bolt_host.services.app_runtime import (
     USAGE_FIELDS,
     AppRuntime,
 )
-from bolt_host.services.instances import DEFAULT_MAX_INSTANCES, instance_key, wanted_instances
+from bolt_host.services.instances import DEFAULT_MAX_INSTANCES
 from bolt_host.services.ports import PortPool
-from bolt_host.services.processes import (
-    AppProcess,
-    OrphanReaper,
-    describe_exit,
-    enable_child_subreaper,
-    end_strays,
-)
-from bolt_host.services.proctable import SharedSnapshots, processes_by_marker
+from bolt_host.services.processes import AppProcess, OrphanReaper, describe_exit, enable_child_subreaper
+from bolt_host.services.proctable import SharedSnapshots
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
-from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
-from bolt_host.services.rollover import Rollovers, recorded_retiring
+from bolt_host.services.recovery import LoadApp, recover
+from bolt_host.services.restarts import RestartPolicy, wants_restart
+from bolt_host.services.rollover import Rollovers
+from bolt_host.services.runlog import RunLog
+from bolt_host.services.runtimes import Runtimes
 from bolt_host.services.sandbox import Isolation
 from bolt_host.services.scaling import Scaling
 from bolt_host.services.spawner import ExtraEnv, RequestedPort, Spawner, out_of_memory
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
 from bolt_host.services.tokens import AppTokens
+from bolt_host.services.traffic import Lease
 from bolt_host.statefile import StateFile
 
 log = logging.getLogger("bolt_host.supervisor")
 
-LOG_TAIL_LINES = 20
-LOG_CHECK_SECONDS = 60.0
-
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
-LoadApp = Callable[[str], dict[str, Any] | None]
 VerifyApp = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class Supervisor(Scaling):
+class Supervisor:
     def __init__(
         self,
         *,
@@ -116,9 +110,7 @@ class Supervisor(Scaling):
         max_instances: int = DEFAULT_MAX_INSTANCES,
     ) -> None:
         self._state = state
-        self._logs = applogs.AppLogFiles(Path(data_dir) / "logs" / "apps", log_max_bytes, log_keep)
-        self._tokens = tokens
-        self._host_url = host_url
+        self._runlog = RunLog(applogs.AppLogFiles(Path(data_dir) / "logs" / "apps", log_max_bytes, log_keep))
         self._grace = grace_seconds
         self._ready_timeout = ready_timeout
         self._publish = publish
@@ -126,13 +118,11 @@ class Supervisor(Scaling):
         self._verify_app = verify_app
         self._autostart = autostart
         self._policy = restart_policy or RestartPolicy()
-        self._apps: dict[str, AppRuntime] = {}  # by runtime.key: every instance of every app
-        self._extras: dict[str, dict[int, AppRuntime]] = {}  # app name -> instances 1, 2, ...
-        self._max_instances = max_instances
+        self._apps = Runtimes(self._policy)  # by runtime.key: every instance of every app
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
         self._spawner = Spawner(
-            logs=self._logs,
+            logs=self._runlog.files,
             tokens=tokens,
             host_url=host_url,
             ports=PortPool(port_range),
@@ -141,20 +131,21 @@ class Supervisor(Scaling):
             extra_env=extra_env,
             requested_port=requested_port,
             isolation=isolation,
-            group_in_use=self._group_in_use,
+            group_in_use=self._apps.group_in_use,
         )
         self._stats = StatsSampler(
-            stats_interval, self._stat_roots, self._stat_markers, self._watch_orphans, groups=self._stat_groups
+            stats_interval,
+            self._apps.stat_roots,
+            self._apps.stat_markers,
+            self._watch_orphans,
+            groups=self._apps.stat_groups,
         )
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
-        self._rollovers = Rollovers(self._spawner, tokens, grace_seconds, self._note)
+        self._rollovers = Rollovers(self._spawner, tokens, grace_seconds, self._runlog.note)
+        self._scaling = Scaling(self, self._apps, self._rollovers, self._spawner, state, max_instances, grace_seconds)
 
     # public API ----------------------------------------------------------------
-    def _token_of(self, name: str, token: str | None) -> bool:
-        """Whether ``token`` is the app token the host gave ``name``."""
-        return token is not None and self._tokens.app_for(token) == name
-
     async def boot(self) -> None:
         """Adopt recorded processes that are still ours; autostart apps meant to run.
 
@@ -162,43 +153,16 @@ class Supervisor(Scaling):
         """
         self._closing = False
         enable_child_subreaper()
-        to_start: list[dict[str, Any]] = []
-        unrecorded: dict[str, list[tuple[int, float]]] | None = None
-        for record in self._state.rows(SECTION):
-            name = record["name"]
-            app = self._load_app(name) if self._load_app is not None else None
-            runtime = self._runtime(name, app or {"name": name}, int(record.get("instance") or 0))
-            runtime.load_record(record)
-            retiring = recorded_retiring(runtime, record)
-            if retiring is not None:  # the host died in a rolling restart: the old process goes
-                await self._spawner.retire(runtime, retiring)
-            process = None
-            if record.get("pid") and record.get("create_time"):
-                process = AppProcess.adopt(int(record["pid"]), float(record["create_time"]), runtime.marker)
-            if process is not None:
-                await self._adopt(runtime, process, record)
-                if self._load_app is not None and app is None:  # uninstalled while the host was down
-                    async with runtime.lock:
-                        await self._stop_locked(runtime, desired_after=DESIRED_STOPPED)
-                elif self._autostart and app is not None and not runtime.instance:
-                    to_start.append(app)  # idempotent for the adopted process; starts its other instances
-                continue
-            if record.get("pid"):
-                self._persist_soon(runtime)  # gone or pid reused: forget it, never signal it
-            if unrecorded is None:
-                unrecorded = await asyncio.to_thread(processes_by_marker, self._host_url)
-            await end_strays(  # spawned, but the host was killed before it recorded the pid
-                runtime.name,
-                runtime.marker,
-                unrecorded.get(runtime.marker, []),
-                belongs=functools.partial(self._token_of, name),
-                grace=self._grace,
-                snapshots=self._snapshots,
-            )
-            if runtime.desired == DESIRED_RUNNING and self._autostart and app is not None and not runtime.instance:
-                to_start.append(app)  # with its other instances
+        to_start = await recover(
+            self._state.rows(SECTION),
+            machine=self,
+            runtimes=self._apps,
+            spawner=self._spawner,
+            load_app=self._load_app,
+            autostart=self._autostart,
+        )
         self._stats.start()
-        self._in_background(self._rotate_logs_periodically())
+        self._in_background(self._runlog.rotate_periodically(self._apps.values))
         results = await asyncio.gather(*(self.start_app(app) for app in to_start), return_exceptions=True)
         for app, result in zip(to_start, results, strict=True):
             if isinstance(result, BaseException):
@@ -212,7 +176,7 @@ class Supervisor(Scaling):
         async def stop_one(runtime: AppRuntime) -> None:
             async with runtime.lock:
                 if runtime.process is not None or runtime.status in (STARTING, BACKOFF):
-                    await self._stop_locked(runtime, desired_after=runtime.desired, by="host shutdown")
+                    await self.stop_locked(runtime, desired_after=runtime.desired, by="host shutdown")
 
         await asyncio.gather(*(stop_one(rt) for rt in list(self._apps.values())), return_exceptions=True)
         await self._rollovers.balancer.close()
@@ -235,35 +199,34 @@ class Supervisor(Scaling):
             if runtime.retiring is not None:
                 runtime.retiring.process.detach()
         self._apps.clear()
-        self._extras.clear()
         self._reaper.close()
 
     async def start_app(self, app: dict[str, Any]) -> dict[str, Any]:
         """Start ``app`` and return its context once ready (idempotent)."""
         if self._closing:
             raise BoltError(APP_START_FAILED, "The host is shutting down; nothing new starts")
-        runtime = self._runtime(_app_name(app), app)
+        runtime = self._apps.slot(_app_name(app), app)
         if is_serverless(app):
-            await self._verify(app)  # as Bolt: the checks come before even a server-less app's context
+            await self.verify(app)  # as Bolt: the checks come before even a server-less app's context
             return await self._open_serverless(runtime, app)
-        context = await self._start_one(runtime, app)
+        context = await self.start_one(runtime, app)
         await self.scale(app)
         return context
 
-    async def _start_one(self, runtime: AppRuntime, app: dict[str, Any]) -> dict[str, Any]:
+    async def start_one(self, runtime: AppRuntime, app: dict[str, Any]) -> dict[str, Any]:
         """Start one instance of ``app`` (idempotent); its context once ready."""
         async with runtime.lock:
             if runtime.status == RUNNING:
-                return self._context(runtime)
+                return self.context_of(runtime)
             if runtime.status == STARTING and runtime.start_task is not None:
                 task = runtime.start_task
             else:
-                await self._verify(app)
+                await self.verify(app)
                 await self._discard_leftovers(runtime)
                 runtime.crashes.reset()
                 runtime.desired = DESIRED_RUNNING
-                task = self._begin_start(runtime, app, automatic=False)
-        return await self._join_start(task)
+                task = self.begin_start(runtime, app, automatic=False)
+        return await self.join_start(task)
 
     async def stop_app(self, name: str, by: str | None = None) -> dict[str, Any]:
         """Stop ``name`` and return its final context once its whole tree is gone.
@@ -273,61 +236,64 @@ class Supervisor(Scaling):
         runtime = self._apps.get(name)
         if runtime is None:
             raise BoltError(APP_NOT_RUNNING, f"App {name!r} is not running")
-        await asyncio.gather(*(self._stop_extra(extra, by) for extra in self._extras.get(name, {}).values()))
+        await asyncio.gather(*(self._scaling.stop_extra(extra, by) for extra in self._apps.extras(name)))
         async with runtime.lock:
-            return await self._stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by)
+            return await self.stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by)
 
     async def restart_app(self, app: dict[str, Any], by: str | None = None, rolling: bool = False) -> dict[str, Any]:
         """Restart ``app``: stop, then start; or ``rolling``: the running process serves until
         its successor is ready (see :mod:`rollover`; a plain restart where that cannot be)."""
-        runtime = self._runtime(_app_name(app), app)
-        context = await self._restart_one(runtime, app, by, rolling)
-        for extra in list(self._extras.get(runtime.name, {}).values()):  # one at a time
-            if extra.instance < wanted_instances(app, self._max_instances):
-                await self._restart_one(extra, app, by, rolling)
-        await self.scale(app)
-        return context
+        _app_name(app)
+        return await self._scaling.restart(app, by, rolling)
 
-    async def _restart_one(
-        self, runtime: AppRuntime, app: dict[str, Any], by: str | None, rolling: bool
-    ) -> dict[str, Any]:
-        if rolling and not is_serverless(app):
-            context = await self._roll(runtime, app, by)
-            if context is not None:
-                return context
+    async def restart_one(self, runtime: AppRuntime, app: dict[str, Any], by: str | None) -> dict[str, Any]:
+        """Stop one instance of ``app`` (if it runs), then start it; its context once ready."""
         if is_serverless(app):
-            await self._verify(app)
+            await self.verify(app)
             async with runtime.lock:
                 if runtime.process is not None or runtime.status in (STARTING, BACKOFF):
-                    await self._stop_locked(runtime, desired_after=DESIRED_RUNNING)
+                    await self.stop_locked(runtime, desired_after=DESIRED_RUNNING)
             return await self._open_serverless(runtime, app)
         async with runtime.lock:
             if runtime.status == STARTING and runtime.start_task is not None:
                 task = runtime.start_task  # a start in flight is already a fresh process
             else:
-                await self._verify(app)
+                await self.verify(app)
                 was_live = runtime.process is not None or runtime.status in (STARTING, BACKOFF)
                 if was_live:
-                    await self._stop_locked(runtime, desired_after=DESIRED_RUNNING, by=by)
+                    await self.stop_locked(runtime, desired_after=DESIRED_RUNNING, by=by)
                     runtime.restarts += 1
                 runtime.crashes.reset()
                 runtime.desired = DESIRED_RUNNING
-                task = self._begin_start(runtime, app, automatic=False)
-        return await self._join_start(task)
+                task = self.begin_start(runtime, app, automatic=False)
+        return await self.join_start(task)
 
-    async def _verify(self, app: dict[str, Any]) -> None:
+    async def verify(self, app: dict[str, Any]) -> None:
         """The host's checks an app must pass before a start (its ``bolt.checks`` files unchanged);
         a refusal raises before anything changes."""
         if self._verify_app is not None:
             await self._verify_app(app)
 
+    def refused(self, port: int) -> None:
+        """The proxy could not connect to ``port``: no requests to it until it accepts again."""
+        self._scaling.refused(port)
+
+    def lease(self, name: str) -> Lease | None:
+        """A hold on a port serving ``name`` (its least busy instance) for one proxied request;
+        None: nothing serves."""
+        return self._scaling.lease(name)
+
+    async def scale(self, app: dict[str, Any]) -> list[dict[str, Any]]:
+        """Match a running app's instances to its wanted count; the contexts of all of them."""
+        return await self._scaling.scale(app)
+
     def context(self, name: str) -> dict[str, Any] | None:
         runtime = self._apps.get(name)
-        return self._context(runtime) if runtime is not None else None
+        return self.context_of(runtime) if runtime is not None else None
 
     def contexts(self) -> list[dict[str, Any]]:
         """Contexts of apps that are running or about to."""
-        return [self._context(rt) for rt in self._apps.values() if rt.status in LIVE_STATUSES]
+        return [self.context_of(rt) for rt in self._apps.values() if rt.status in LIVE_STATUSES]
 
     def contexts_json(self, fields: frozenset[str] | None = None) -> bytes:
         """:meth:`contexts` and the errored apps as a JSON array (for ``GET /api/apps/@live``),
@@ -338,7 +304,7 @@ class Supervisor(Scaling):
         return b"[" + b",".join(rt.context_json(self._usage(rt), fields) for rt in live) + b"]"
 
     def log_path(self, name: str) -> Path:
-        return self._logs.path(name)
+        return self._runlog.path(name)
 
     def is_active(self, name: str) -> bool:
         runtime = self._apps.get(name)
@@ -346,21 +312,7 @@ class Supervisor(Scaling):
 
     def rotate_logs(self) -> list[str]:
         """Rotate over-size app logs (in place under running apps); the names rotated."""
-        running = {rt.name for rt in self._apps.values() if rt.process is not None}
-        rotated = self._logs.rotate(running)
-        for name, cut in rotated.items():
-            runtime = self._apps.get(name)
-            if runtime is not None and cut:
-                runtime.log_offset = max(0, runtime.log_offset - cut)  # this run's first line moved
-        return sorted(rotated)
-
-    async def _rotate_logs_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(LOG_CHECK_SECONDS)
-            try:
-                self.rotate_logs()
-            except OSError:
-                log.exception("rotating app logs failed")
+        return self._runlog.rotate(self._apps.values())
 
     # starting ------------------------------------------------------------------
     async def _open_serverless(self, runtime: AppRuntime, app: dict[str, Any]) -> dict[str, Any]:
@@ -372,12 +324,12 @@ class Supervisor(Scaling):
                 runtime.status, runtime.desired = RUNNING, DESIRED_RUNNING
                 runtime.exit_code = runtime.reason = None
                 runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
-                await self._persist(runtime)
-                await self._emit("app-started", runtime)
-            context = self._context(runtime)
+                await self.persist(runtime)
+                await self.emit("app-started", runtime)
+            context = self.context_of(runtime)
         return {key: context[key] for key in ("name", "path", "app")}
 
-    def _begin_start(self, runtime: AppRuntime, app: dict[str, Any], *, automatic: bool) -> asyncio.Task[Any]:
+    def begin_start(self, runtime: AppRuntime, app: dict[str, Any], *, automatic: bool) -> asyncio.Task[Any]:
         """Reserve ``starting`` and create the start task; call with the app's lock held."""
         runtime.app = dict(app)
         runtime.generation += 1
@@ -387,13 +339,13 @@ class Supervisor(Scaling):
             runtime.restarts += 1
         else:
             runtime.last_exit = None  # kept until the next start asked for
-        self._note(runtime, f"restarting (restart {runtime.restarts})" if automatic else "starting")
+        self._runlog.note(runtime, f"restarting (restart {runtime.restarts})" if automatic else "starting")
         task = asyncio.create_task(self._run_start(runtime, automatic), name=f"start {runtime.name}")
         task.add_done_callback(_retrieve_exception)
         runtime.start_task = task
         return task
 
-    async def _join_start(self, task: asyncio.Task[dict[str, Any]]) -> dict[str, Any]:
+    async def join_start(self, task: asyncio.Task[dict[str, Any]]) -> dict[str, Any]:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -403,10 +355,10 @@ class Supervisor(Scaling):
             raise
 
     async def _run_start(self, runtime: AppRuntime, automatic: bool) -> dict[str, Any]:
-        await self._emit("app-starting", runtime)
+        await self.emit("app-starting", runtime)
         try:
             if automatic:  # a crash restart passes the checks a caller's start passes
-                await self._verify(runtime.app)
+                await self.verify(runtime.app)
             process = await self._spawn(runtime)
             await wait_until_ready(
                 exited=process.exited,
@@ -428,16 +380,16 @@ class Supervisor(Scaling):
         except OSError as exc:
             log.error("%s is running, but its record could not be saved yet: %s", runtime.name, exc)
         port = f", port {runtime.port}" if runtime.port is not None else ""
-        self._note(runtime, f"started (pid {process.pid}{port})")
-        await self._emit("app-started", runtime)
-        return self._context(runtime)
+        self._runlog.note(runtime, f"started (pid {process.pid}{port})")
+        await self.emit("app-started", runtime)
+        return self.context_of(runtime)
 
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         # The generation is recorded before its process exists: a host killed between the
         # spawn and the write after it leaves a process that boot() still finds by its marker.
-        process = await self._spawner.spawn(runtime, before_launch=functools.partial(self._persist, runtime))
+        process = await self._spawner.spawn(runtime, before_launch=functools.partial(self.persist, runtime))
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
-        self._persist_soon(runtime)  # written while the app gets ready
+        self.persist_soon(runtime)  # written while the app gets ready
         return process
 
     async def _start_failed(self, runtime: AppRuntime, exc: Exception, automatic: bool) -> dict[str, Any]:
@@ -449,17 +401,17 @@ class Supervisor(Scaling):
         else:
             log.exception("unexpected error starting %s", runtime.name)
             summary = f"{type(exc).__name__}: {exc}"
-        tail = self._log_tail(runtime)
-        reason = self._with_log_tail(runtime, summary, tail)
+        tail = self._runlog.tail(runtime)
+        reason = self._runlog.with_tail(runtime, summary, tail)
         runtime.keep_exit(exit_code, summary, tail)
-        self._note(runtime, f"start failed: {summary}")
+        self._runlog.note(runtime, f"start failed: {summary}")
         await self._cleanup(runtime)
         if automatic:
             await self._after_exit(runtime, exit_code, reason, uptime=0.0)
         else:
             runtime.status, runtime.exit_code, runtime.reason = FAILED, exit_code, reason
-            self._persist_soon(runtime)
-            await self._emit("app-failed", runtime)
+            self.persist_soon(runtime)
+            await self.emit("app-failed", runtime)
         raise BoltError(APP_START_FAILED, reason)
 
     # exits, crashes and restarts -------------------------------------------------
@@ -482,8 +434,8 @@ class Supervisor(Scaling):
             if generation != runtime.generation or runtime.status != CRASHED or runtime.process is None:
                 return
             uptime = time.monotonic() - (runtime.started_monotonic or time.monotonic())
-            runtime.keep_exit(runtime.exit_code, runtime.reason or "", self._log_tail(runtime))
-            self._note(runtime, runtime.reason or "exited")
+            runtime.keep_exit(runtime.exit_code, runtime.reason or "", self._runlog.tail(runtime))
+            self._runlog.note(runtime, runtime.reason or "exited")
             await self._cleanup(runtime)
             await self._after_exit(runtime, runtime.exit_code, runtime.reason or "", uptime)
 
@@ -493,12 +445,12 @@ class Supervisor(Scaling):
         restart = wants_restart(runtime.app.get("restart"), exit_code)
         if exit_code == 0 and not restart:
             runtime.status = STOPPED
-            self._persist_soon(runtime)
-            await self._emit("app-stopped", runtime)
+            self.persist_soon(runtime)
+            await self.emit("app-stopped", runtime)
             return
         runtime.status = CRASHED
         self._state.put(SECTION, runtime.key, runtime.record())  # written below, or with the restart's record
-        await self._emit("app-crashed", runtime)
+        await self.emit("app-crashed", runtime)
         if not restart:
             self._state.commit_soon()
             return
@@ -506,24 +458,24 @@ class Supervisor(Scaling):
         if runtime.crashes.over_limit:
             policy = self._policy
             runtime.status = FAILED
-            runtime.reason = self._with_log_tail(
+            runtime.reason = self._runlog.with_tail(
                 runtime,
                 f"crash loop: {len(runtime.crashes.recent)} crashes within {policy.window_seconds:g} s, "
                 f"not restarted again (last: {reason})",
             )
-            self._note(runtime, f"crash loop: {len(runtime.crashes.recent)} crashes, not restarted again")
-            self._persist_soon(runtime)
-            await self._emit("app-failed", runtime)
+            self._runlog.note(runtime, f"crash loop: {len(runtime.crashes.recent)} crashes, not restarted again")
+            self.persist_soon(runtime)
+            await self.emit("app-failed", runtime)
             return
         delay = runtime.crashes.next_delay()
         runtime.status = BACKOFF
         runtime.next_restart_at = time.time() + delay
         if delay > 0:
-            self._persist_soon(runtime)
+            self.persist_soon(runtime)
         else:  # the spawn at once writes this with its generation: one fsync before it, not two
             self._state.put(SECTION, runtime.key, runtime.record())
-        self._note(runtime, f"restart in {delay:.1f} s")
-        await self._emit("app-backoff", runtime)
+        self._runlog.note(runtime, f"restart in {delay:.1f} s")
+        await self.emit("app-backoff", runtime)
         runtime.restart_task = asyncio.create_task(
             self._restart_later(runtime, runtime.generation, delay), name=f"restart {runtime.name}"
         )
@@ -534,34 +486,34 @@ class Supervisor(Scaling):
             if generation != runtime.generation or runtime.status != BACKOFF or self._closing:
                 return
             runtime.restart_task = None
-            self._begin_start(runtime, runtime.app, automatic=True)
+            self.begin_start(runtime, runtime.app, automatic=True)
 
     # stopping ------------------------------------------------------------------
-    async def _stop_locked(self, runtime: AppRuntime, *, desired_after: str, by: str | None = None) -> dict[str, Any]:
+    async def stop_locked(self, runtime: AppRuntime, *, desired_after: str, by: str | None = None) -> dict[str, Any]:
         was_pending = runtime.status in (STARTING, BACKOFF)
         start_task = runtime.start_task
         if start_task is not None and not start_task.done():
             start_task.cancel()
             await asyncio.wait({start_task})
-        await self._end_retiring(runtime)  # no drain: a stop ends every process of the app
+        await self._scaling.end_retiring(runtime)  # no drain: a stop ends every process of the app
         self._cancel_restart_timer(runtime)
         runtime.desired = desired_after
         serverless_open = runtime.status == RUNNING and runtime.process is None
         if runtime.process is None and runtime.port is None and not was_pending and not serverless_open:
-            await self._persist(runtime)
+            await self.persist(runtime)
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
         runtime.status, runtime.reason, runtime.last_exit = STOPPING, None, None
-        self._note(runtime, f"stopping (by {by})" if by else "stopping")
-        await self._emit("app-stopping", runtime)
+        self._runlog.note(runtime, f"stopping (by {by})" if by else "stopping")
+        await self.emit("app-stopping", runtime)
         had_pid, had_port = (runtime.process.pid if runtime.process is not None else None), runtime.port
         exit_code = await self._cleanup(runtime)  # sets a reason only if something survived
         runtime.status, runtime.exit_code = STOPPED, exit_code
-        self._note(runtime, "stopped" if exit_code is None else f"stopped ({describe_exit(exit_code)})")
+        self._runlog.note(runtime, "stopped" if exit_code is None else f"stopped ({describe_exit(exit_code)})")
         runtime.next_restart_at = None
         runtime.crashes.reset()
-        await self._persist(runtime)
-        await self._emit("app-stopped", runtime)
-        context = self._context(runtime)
+        await self.persist(runtime)
+        await self.emit("app-stopped", runtime)
+        context = self.context_of(runtime)
         # As Bolt answers a stop: the context the app ran with (that pid and port are gone now).
         context["pid"] = had_pid
         if "port" in context:  # server apps only
@@ -584,49 +536,24 @@ class Supervisor(Scaling):
         runtime.next_restart_at = None
 
     # adoption ------------------------------------------------------------------
-    async def _adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:
+    async def adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:
         runtime.adopt(process, record)
         self._spawner.take_over(runtime, process)
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
-        self._persist_soon(runtime)
+        self.persist_soon(runtime)
         log.info("adopted %s (pid %s) after a host restart", runtime.name, process.pid)
-        self._note(runtime, f"adopted after a host restart (pid {process.pid})")
-        await self._emit("app-started", runtime)
+        self._runlog.note(runtime, f"adopted after a host restart (pid {process.pid})")
+        await self.emit("app-started", runtime)
 
     # helpers -------------------------------------------------------------------
-    def _runtime(self, name: str, app: dict[str, Any], instance: int = 0) -> AppRuntime:
-        key = instance_key(name, instance)
-        runtime = self._apps.get(key)
-        if runtime is None:
-            runtime = AppRuntime(name=name, app=dict(app), crashes=CrashHistory(self._policy), instance=instance)
-            self._apps[key] = runtime
-            if instance:
-                self._extras.setdefault(name, {})[instance] = runtime
-        return runtime
-
-    def _context(self, runtime: AppRuntime) -> dict[str, Any]:
+    def context_of(self, runtime: AppRuntime) -> dict[str, Any]:
         return runtime.context(self._usage(runtime))
 
     def _usage(self, runtime: AppRuntime) -> TreeUsage | None:
         process = runtime.process
         return self._stats.latest(runtime.key, process.pid) if process is not None else None
 
-    def _log_tail(self, runtime: AppRuntime) -> list[str]:
-        """This run's last log lines (before the supervisor notes what became of it)."""
-        return self._logs.tail(runtime.name, LOG_TAIL_LINES, runtime.log_offset)
-
-    def _note(self, runtime: AppRuntime, text: str) -> None:
-        """A supervisor event in the app's own log, so ``apps logs`` tells what happened to it."""
-        try:
-            self._logs.note(runtime.name, f"[instance {runtime.instance}] {text}" if runtime.instance else text)
-        except OSError as exc:
-            log.warning("%s: could not write to its log: %s", runtime.name, exc)
-
-    def _with_log_tail(self, runtime: AppRuntime, summary: str, lines: list[str] | None = None) -> str:
-        lines = self._log_tail(runtime) if lines is None else lines
-        return f"{summary}; last log lines:\n" + "\n".join(lines) if lines else summary
-
-    async def _persist(self, runtime: AppRuntime) -> None:
+    async def persist(self, runtime: AppRuntime) -> None:
         """Record the app's row and wait until it is on disk (with any token change made so far).
 
         For what must hold before it is acknowledged or acted on: the generation and token
@@ -635,7 +562,7 @@ class Supervisor(Scaling):
         self._state.put(SECTION, runtime.key, runtime.record())
         await self._state.commit()
 
-    def _persist_soon(self, runtime: AppRuntime) -> None:
+    def persist_soon(self, runtime: AppRuntime) -> None:
         """Record the app's row and let it reach the disk without waiting.
 
         For what boot can rebuild if the host dies first: a crash, a backoff, a pid (a
@@ -644,11 +571,11 @@ class Supervisor(Scaling):
         self._state.put(SECTION, runtime.key, runtime.record())
         self._state.commit_soon()
 
-    async def _emit(self, event: str, runtime: AppRuntime) -> None:
+    async def emit(self, event: str, runtime: AppRuntime) -> None:
         if self._publish is None:
             return
         try:
-            await self._publish(event, self._context(runtime))
+            await self._publish(event, self.context_of(runtime))
         except Exception:  # a broken listener must not break supervision
             log.exception("publishing %s for %s failed", event, runtime.name)
 
@@ -664,21 +591,6 @@ class Supervisor(Scaling):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _stat_roots(self) -> dict[str, int]:
-        return {rt.key: rt.process.pid for rt in self._apps.values() if rt.process is not None}
-
-    def _stat_groups(self) -> dict[str, Any]:
-        """Apps with a cgroup of their own: their stats come from its counters."""
-        return {
-            rt.key: rt.confinement.cgroup
-            for rt in self._apps.values()
-            if rt.process is not None and rt.confinement is not None and rt.confinement.cgroup is not None
-            and rt.name not in self._extras  # several instances share the group: each walks its tree
-        }
-
-    def _stat_markers(self) -> dict[str, str]:
-        return {rt.marker: rt.key for rt in self._apps.values() if rt.process is not None}
 
     def _watch_orphans(self, orphans: list[Orphan]) -> None:
         for orphan in orphans:

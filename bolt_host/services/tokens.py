@@ -75,6 +75,10 @@ class AppTokens:
         self._plain.pop(app_name, None)
         return self._state.delete(SECTION, app_name)
 
+    def belongs_to(self, app_name: str, token: str | None) -> bool:
+        """Whether ``token`` is an app token the host gave ``app_name``."""
+        return token is not None and self.app_for(token) == app_name
+
     def app_for(self, token: str | None) -> str | None:
         """The app holding ``token``, or None."""
         if not token:
