@@ -310,7 +310,7 @@ class AppInstalls:
             if switched is None:
                 await self.supervisor.restart_app(previous)
             else:
-                await self.supervisor.switch_back(previous, switched)
+                await self.supervisor.restart_app(previous, rolling=True, only=switched)
             outcome = f"rolled back to {previous['version']}, which {'kept serving' if kept else 'is running again'}"
             if switched:
                 outcome += f"; {_instances_phrase(switched)} went back to it one at a time"

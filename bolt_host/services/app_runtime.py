@@ -31,8 +31,8 @@ PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python", "npmTree", "venvTree"
 
 # A context's members, in the order they are written (the app's manifest last).
 _ORDER = (
-    *("name", "instance", "instances", "path", "pid", "protocol", "host", "status", "startedAt", "restarts", "exitCode"),
-    "reason",
+    *("name", "instance", "instances", "path", "pid", "protocol", "host", "status", "startedAt", "restarts"),
+    *("exitCode", "reason"),
     *("cpu", "memory", "uptime", "nextRestartAt", "lastExit", "errored", "port"),
 )
 USAGE_FIELDS = frozenset({"cpu", "memory"})  # from the stats sampler
