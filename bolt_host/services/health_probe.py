@@ -67,11 +67,10 @@ class HealthProbe:
         self._timeout = min(PROBE_TIMEOUT, interval) if interval > 0 else PROBE_TIMEOUT
         self._watched: dict[int, Watched] = {}  # port -> its instance's state
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
     def wake(self) -> None:
         """An app may have several instances now: probe while any app has (0 s interval: never)."""
-        if self._interval > 0 and not self._closed and (self._task is None or self._task.done()):
+        if self._interval > 0 and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._run(), name="health probe")
 
     async def _run(self) -> None:
@@ -106,13 +105,13 @@ class HealthProbe:
 
     def _record(self, port: int, watched: Watched, answered: bool) -> None:
         runtime = watched.runtime
-        pid = runtime.process.pid if runtime.process is not None else None
+        who = f"pid {runtime.process.pid} " if runtime.process is not None else ""
         if answered:
             watched.failures = 0
             if watched.out:
                 watched.out = False
                 self._balancer.put_back(port)
-                self._note(runtime, f"pid {pid} answers its health check again: back in the balancing")
+                self._note(runtime, f"{who}answers its health check again: back in the balancing")
             return
         watched.failures += 1
         if not watched.out and watched.failures >= FAILURES_TO_TAKE_OUT:
@@ -122,7 +121,7 @@ class HealthProbe:
             what = f"GET {health} answering 2xx/3xx" if health else f"port {port} accepting a connection"
             self._note(
                 runtime,
-                f"pid {pid} failed its health check {watched.failures} times in a row (waited "
+                f"{who}failed its health check {watched.failures} times in a row (waited "
                 f"{self._timeout:g} s for {what}): out of the balancing until it answers",
             )
 
@@ -136,7 +135,6 @@ class HealthProbe:
         self._watched = current
 
     async def close(self) -> None:
-        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
