@@ -26,12 +26,15 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
         yield server
 
 
-def _new_version(live: LiveServer, version: str, never_ready: bool = False, ready_once: bool = False) -> None:
+def _new_version(
+    live: LiveServer, version: str, never_ready: bool = False, ready_once: bool = False, rolling: bool = True
+) -> None:
     """Put ``version`` of the app in the host's local repository (where it was installed from);
     ``ready_once``: only its first process gets ready (see the fixture)."""
     folder = live.host.settings.local_repo / "rolling"
     manifest = json.loads((folder / "package.json").read_text())
-    (folder / "package.json").write_text(json.dumps({**manifest, "version": version}))
+    bolt = {**manifest["bolt"], **({} if rolling else {"rolling": False})}
+    (folder / "package.json").write_text(json.dumps({**manifest, "version": version, "bolt": bolt}))
     if never_ready:
         (folder / "never-ready").write_text("")
     if ready_once:
@@ -120,3 +123,15 @@ def test_an_upgrade_failing_on_a_later_instance_moves_the_switched_ones_back_wit
     assert "[instance 1] the new process never became ready" in log
     folder = live.host.settings.data_dir / "apps" / "rolling"
     assert json.loads((folder / "package.json").read_text())["version"] == "1.0.0"
+
+
+def test_a_failed_upgrade_of_an_app_that_cannot_roll_starts_the_previous_version_again(live: LiveServer) -> None:
+    _new_version(live, "1.5.0", rolling=False)
+    assert _upgrade(live).status_code == 201  # the running 1.0.0 could roll; 1.5.0 cannot
+    old_pid = live_context(live)["pid"]
+    _new_version(live, "2.0.0", never_ready=True, rolling=False)  # 1.5.0 is stopped first: a gap
+    answer = _upgrade(live)
+    assert answer.status_code == 500 and answer.json()["code"] == errors.APP_START_FAILED, answer.text
+    assert "rolled back to 1.5.0, which is running again" in answer.json()["error"]["message"]
+    context = live_context(live)
+    assert (context["status"], context["app"]["version"]) == ("running", "1.5.0") and context["pid"] != old_pid

@@ -296,10 +296,11 @@ class AppInstalls:
         try:
             await self.supervisor.restart_app(app, rolling=True)
             return
-        except SwitchFailed as exc:
+        except SwitchFailed as exc:  # back: the switched instances, and the failed one if it is down
             failure, switched, kept = exc.message, exc.switched, exc.kept
+            again = switched if kept else [*switched, exc.failed]
         except BoltError as exc:  # not from one instance's switch: every instance starts again
-            failure, switched, kept = exc.message, None, False
+            failure, switched, kept, again = exc.message, None, False, None
         log.warning("%s %s did not start; rolling back to %s", name, app["version"], previous["version"])
         async with self.lock_for(name):
             await asyncio.to_thread(swap_back, swapped)
@@ -307,10 +308,10 @@ class AppInstalls:
                 self._db.table(TABLE).upsert(previous, Query().name == name)
         swapped.clear()  # nothing left aside to remove
         try:
-            if switched is None:
+            if again is None:
                 await self.supervisor.restart_app(previous)
             else:
-                await self.supervisor.restart_app(previous, rolling=True, only=switched)
+                await self.supervisor.restart_app(previous, rolling=True, only=again)
             outcome = f"rolled back to {previous['version']}, which {'kept serving' if kept else 'is running again'}"
             if switched:
                 outcome += f"; {_instances_phrase(switched)} went back to it one at a time"

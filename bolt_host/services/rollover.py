@@ -68,11 +68,11 @@ class Retiring:
 
 
 class SwitchFailed(BoltError):
-    """A restart of an app's instances (one at a time) stopped at one that did not come up:
-    ``switched`` are the instances already on the new app (they run it), those after the
-    failing one were not touched, and ``kept``: the failing one's old process serves on."""
+    """A restart of an app's instances (one at a time) stopped at instance ``failed``, which did
+    not come up: ``switched`` are the instances already on the new app (they run it), those
+    after it were not touched, and ``kept``: its old process serves on (else it is down)."""
 
-    def __init__(self, failure: BoltError, switched: list[int], kept: bool) -> None:
+    def __init__(self, failure: BoltError, switched: list[int], failed: int, kept: bool) -> None:
         super().__init__(
             failure.code,
             failure.message,
@@ -81,6 +81,7 @@ class SwitchFailed(BoltError):
             details=failure.details,
         )
         self.switched = switched
+        self.failed = failed
         self.kept = kept
 
 

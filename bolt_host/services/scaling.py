@@ -139,7 +139,7 @@ class Scaling:
             try:
                 answer = await self._restart_instance(runtime, app, by, rolling)
             except BoltError as exc:  # running: a rolling switch that failed left the old process serving
-                raise SwitchFailed(exc, switched, kept=runtime.status == RUNNING) from exc
+                raise SwitchFailed(exc, switched, runtime.instance, kept=runtime.status == RUNNING) from exc
             switched.append(runtime.instance)
             context = answer if runtime is first else context
         await self.scale(app)
