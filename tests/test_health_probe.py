@@ -111,7 +111,7 @@ def _runtime(index: int, port: int, health: str | None) -> AppRuntime:
 async def test_probe_rounds_take_a_hanging_instance_out_and_put_it_back() -> None:
     balancer = Balancer(proxy_traffic.Traffic())
     notes: list[str] = []
-    probe = HealthProbe(balancer, list, lambda rt, text: notes.append(f"{rt.instance}: {text}"), interval=0.3)
+    probe = HealthProbe(balancer, list, lambda rt, text: notes.append(f"{rt.instance}: {text}"), timeout=0.3)
     async with _Instance() as first, _Instance() as second:
         runtimes = [_runtime(0, first.port, "/health"), _runtime(1, second.port, "/health")]
         await probe.check([runtimes[:1]])
@@ -133,7 +133,7 @@ async def test_probe_rounds_take_a_hanging_instance_out_and_put_it_back() -> Non
 
 async def test_without_a_health_path_a_closed_port_is_what_the_probe_tells() -> None:
     balancer = Balancer(proxy_traffic.Traffic())
-    probe = HealthProbe(balancer, list, lambda rt, text: None, interval=0.3)
+    probe = HealthProbe(balancer, list, lambda rt, text: None, timeout=0.3)
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         gone = closed.getsockname()[1]

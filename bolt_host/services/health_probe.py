@@ -59,12 +59,19 @@ class HealthProbe:
     """Probes the serving instances of apps that run several; ``targets()`` gives, per app with
     several instances, its instances that run and take requests (an empty list: none has)."""
 
-    def __init__(self, balancer: Balancer, targets: Targets, note: Note, interval: float = DEFAULT_INTERVAL) -> None:
+    def __init__(
+        self,
+        balancer: Balancer,
+        targets: Targets,
+        note: Note,
+        interval: float = DEFAULT_INTERVAL,
+        timeout: float = PROBE_TIMEOUT,
+    ) -> None:
         self._balancer = balancer
         self._targets = targets
         self._note = note
         self._interval = interval
-        self._timeout = min(PROBE_TIMEOUT, interval) if interval > 0 else PROBE_TIMEOUT
+        self._timeout = timeout
         self._watched: dict[int, Watched] = {}  # port -> its instance's state
         self._task: asyncio.Task[None] | None = None
 
