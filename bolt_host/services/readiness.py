@@ -128,7 +128,10 @@ def _listening(port: int) -> bool:
         probe.setblocking(False)
         code = probe.connect_ex((LOOPBACK, port))
         if code == errno.EINPROGRESS:  # the answer is usually there already; else ask next round
-            _, writable, _ = select.select([], [probe], [], 0)
+            # poll, not select: a host running ~1000 apps holds more than select's 1024 descriptors
+            poller = select.poll()
+            poller.register(probe, select.POLLOUT)
+            writable = poller.poll(0)
             code = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if writable else -1
         return code == 0
 

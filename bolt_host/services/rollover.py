@@ -206,7 +206,7 @@ def recorded_retiring(runtime: AppRuntime, record: dict[str, Any]) -> Retiring |
     found = record.get("retiring")
     if not isinstance(found, dict) or not found.get("pid") or not found.get("create_time"):
         return None
-    marker = f"{runtime.key}:{int(found.get('generation') or 0)}"
+    marker = runtime.marker_of(int(found.get("generation") or 0))
     process = AppProcess.adopt(int(found["pid"]), float(found["create_time"]), marker)
     if process is None:
         return None

@@ -63,7 +63,7 @@ from bolt_host.services.app_runtime import (
 from bolt_host.services.instances import DEFAULT_MAX_INSTANCES
 from bolt_host.services.ports import PortPool
 from bolt_host.services.processes import AppProcess, OrphanReaper, describe_exit, enable_child_subreaper
-from bolt_host.services.proctable import SharedSnapshots
+from bolt_host.services.proctable import SharedSnapshots, data_dir_id
 from bolt_host.services.readiness import ExitedDuringStart, NeverReady, wait_until_ready
 from bolt_host.services.recovery import LoadApp, recover
 from bolt_host.services.restarts import RestartPolicy, wants_restart
@@ -119,7 +119,8 @@ class Supervisor:
         self._verify_app = verify_app
         self._autostart = autostart
         self._policy = restart_policy or RestartPolicy()
-        self._apps = Runtimes(self._policy)  # by runtime.key: every instance of every app
+        # by runtime.key: every instance of every app; the host's id goes into their markers
+        self._apps = Runtimes(self._policy, data_dir_id(data_dir))
         self._reaper = OrphanReaper()
         self._snapshots = SharedSnapshots()  # concurrent stops share their passes over /proc
         self._spawner = Spawner(
@@ -347,6 +348,7 @@ class Supervisor:
         self._runlog.note(runtime, f"restarting (restart {runtime.restarts})" if automatic else "starting")
         task = asyncio.create_task(self._run_start(runtime, automatic), name=f"start {runtime.name}")
         task.add_done_callback(_retrieve_exception)
+        task.add_done_callback(functools.partial(_forget_start, runtime))
         runtime.start_task = task
         return task
 
@@ -607,6 +609,12 @@ def _app_name(app: dict[str, Any]) -> str:
     if not isinstance(name, str) or not name:
         raise BoltError(APP_NAME_MISSING, "The app has no name")
     return name
+
+
+def _forget_start(runtime: AppRuntime, task: asyncio.Task[Any]) -> None:
+    # A finished start task holds its context (and any traceback): 0.9 MB at 200 running apps.
+    if runtime.start_task is task:
+        runtime.start_task = None
 
 
 def _retrieve_exception(task: asyncio.Task[Any]) -> None:
