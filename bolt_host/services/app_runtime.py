@@ -31,8 +31,8 @@ PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python", "npmTree", "venvTree"
 
 # A context's members, in the order they are written (the app's manifest last).
 _ORDER = (
-    *("name", "instance", "path", "pid", "protocol", "host", "status", "startedAt", "restarts", "exitCode"),
-    "reason",
+    *("name", "instance", "instances", "path", "pid", "protocol", "host", "status", "startedAt", "restarts"),
+    *("exitCode", "reason"),
     *("cpu", "memory", "uptime", "nextRestartAt", "lastExit", "errored", "port"),
 )
 USAGE_FIELDS = frozenset({"cpu", "memory"})  # from the stats sampler
@@ -40,7 +40,7 @@ CONTEXT_FIELDS = frozenset((*_ORDER, "app"))
 # The attributes a context shows: setting one drops the runtime's encoded contexts.
 _SHOWN_STATE = frozenset(
     {"app", "status", "process", "port", "started_at", "restarts", "exit_code", "reason", "next_restart_at"}
-    | {"last_exit"}
+    | {"last_exit", "wanted_instances"}
 )
 ENCODED_VARIANTS = 4  # field selections kept encoded per app
 
@@ -92,6 +92,7 @@ class AppRuntime:
     instance: int = 0  # which of the app's processes (see instances.py); 0 is keyed by the app's name
     host_id: str = ""  # the supervising host's (proctable.data_dir_id): part of every marker
     draining: bool = False  # scaled away: no new requests, those in flight finish, then it stops
+    wanted_instances: int = 1  # how many instances its app should run now (set when it is scaled)
     _public: tuple[dict[str, Any], bytes] | None = field(default=None, repr=False)
     _encoded: dict[frozenset[str], tuple[Any, bytes, bytes | None]] = field(default_factory=dict, repr=False)
 
@@ -191,6 +192,7 @@ class AppRuntime:
         context: dict[str, Any] = {
             "name": self.name,
             "instance": self.instance,
+            "instances": self.wanted_instances,
             "path": self.app.get("path"),
             "pid": self.process.pid if self.process is not None else None,
             "protocol": "http",

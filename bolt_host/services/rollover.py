@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bolt_host.errors import BoltError
 from bolt_host.services.app_runtime import RUNNING, STOPPING, AppRuntime
 from bolt_host.services.instances import Balancer
 from bolt_host.services.processes import AppProcess
@@ -64,6 +65,24 @@ class Retiring:
             "port": self.port,
             "tokenKey": self.token_key,
         }
+
+
+class SwitchFailed(BoltError):
+    """A restart of an app's instances (one at a time) stopped at instance ``failed``, which did
+    not come up: ``switched`` are the instances already on the new app (they run it), those
+    after it were not touched, and ``kept``: its old process serves on (else it is down)."""
+
+    def __init__(self, failure: BoltError, switched: list[int], failed: int, kept: bool) -> None:
+        super().__init__(
+            failure.code,
+            failure.message,
+            user_title=failure.user_title,
+            user_message=failure.user_message,
+            details=failure.details,
+        )
+        self.switched = switched
+        self.failed = failed
+        self.kept = kept
 
 
 class Rollovers:

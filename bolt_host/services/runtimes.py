@@ -57,6 +57,10 @@ class Runtimes:
     def has_extras(self, name: str) -> bool:
         return bool(self._extras.get(name))
 
+    def scaled(self) -> list[str]:
+        """The apps with instances beyond the first."""
+        return list(self._extras)
+
     def forget(self, runtime: AppRuntime) -> None:
         """Drop an instance scaled away (instance 0 stays: it holds the app's record)."""
         extras = self._extras.get(runtime.name, {})
