@@ -282,12 +282,47 @@ class BrokerRestart(threading.Thread):
             self.error = exc
 
 
+def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    program = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([program, "record", "--pid", str(pid), "-r", "100", "-f", "raw", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+class MemoryReports:
+    """Asks the manager (started with BOLT_DEVICE_MEMORY_REPORTS) for its memory reports
+    (bolt_device/memory.py): each one labelled, each awaited before the next."""
+
+    def __init__(self, folder: Path, pid: int) -> None:
+        self.folder, self.pid, self.count = folder, pid, 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def take(self, label: str) -> None:
+        self.count += 1
+        (self.folder / "label").write_text(label)
+        os.kill(self.pid, signal.SIGUSR1)
+        wait_for((self.folder / f"{self.count}.txt").exists, 120, f"memory report {self.count}")
+
+    def take_when(self, ready: Any, label: str) -> None:
+        """One report from a thread once ``ready()`` holds (the burst's peak), while the calls go on."""
+        def watch() -> None:
+            with contextlib.suppress(TimeoutError):
+                wait_for(ready, 120, label, interval=0.02)
+                self.take(label)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    def trim(self) -> None:
+        os.kill(self.pid, signal.SIGUSR2)
+        wait_for((self.folder / f"{self.count}-trim.txt").exists, 60, "malloc_trim")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="device-fanout-"))
     users = {"bolt-manager": MANAGER_PASSWORD, "bolt-manager-observer": MANAGER_PASSWORD}
     users.update({f"agent-{i}": f"pw-{i}" for i in range(args.agents)})
     manager: subprocess.Popen[bytes] | None = None
-    profiler: subprocess.Popen[bytes] | None = None
+    profilers: list[subprocess.Popen[bytes]] = []
+    reports: MemoryReports | None = None
     agents: list[subprocess.Popen[bytes]] = []
     app_pids: list[int] = []
     counter: BrokerCounter | None = None
@@ -306,6 +341,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                # every call comes from this one address (in a fleet: many clients, or one
                # integration server); the host's per-address cap (128 by default) would refuse them
                "BOLT_MAX_CONNECTIONS_PER_IP": str(args.agents + 16)}
+        if args.memory_reports is not None:
+            env["BOLT_DEVICE_MEMORY_REPORTS"] = str(args.memory_reports)
+            if args.trace_frames > 0:
+                env["PYTHONTRACEMALLOC"] = str(args.trace_frames)
+        env.update(args.manager_env)
         log = (work / "manager.log").open("wb")
         manager = subprocess.Popen(
             [sys.executable, "-m", "bolt_host", "serve", "--port", str(port), "--data-dir", str(work / "manager"),
@@ -321,6 +361,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return False
 
         wait_for(manager_up, 60, "the manager")
+        if args.memory_reports is not None:
+            reports = MemoryReports(args.memory_reports, manager.pid)
         token = httpx.post(base + "/v1/authentication/user",
                            json={"username": "admin", "password": ADMIN_PASSWORD}).json()["tokenId"]
         api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
@@ -351,9 +393,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         request = {"uri": doc["dist"]["tarball"], "name": manifest["name"], "version": manifest["version"],
                    "fileHash": sha256_of(data), "install": True}
         sampler = Sampler(manager.pid)
-        if args.profile is not None:  # py-spy attached for the burst only; its output is not committed
-            profiler = subprocess.Popen(["py-spy", "record", "--pid", str(manager.pid), "-r", "100", "-f", "raw",
-                                         "-o", str(args.profile)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        # py-spy attached for the burst only (the manager, one agent process); its output is not committed
+        if args.profile is not None:
+            profilers.append(py_spy(manager.pid, args.profile))
+        if args.profile_agent is not None:
+            profilers.append(py_spy(agents[0].pid, args.profile_agent))
+        if reports is not None:
+            reports.take(f"idle, {len(devices)} devices connected")
+            reports.take_when(lambda: len(counter.requested) >= len(devices),
+                              "peak: every request through the broker, the calls waiting for replies")
         restart = BrokerRestart(broker, args.restart_broker_after) if args.restart_broker_after is not None else None
         if restart is not None:
             restart.start()
@@ -361,12 +409,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_before = cpu_seconds([manager.pid]), cpu_seconds([a.pid for a in agents])
         sampler.start()
         fan_wall, fan_started = time.time(), time.monotonic()
+        load_at_burst = os.getloadavg()
         counter.requested.clear()
         counter.replied.clear()
         if restart is not None:
             restart.go.set()
+        client_cpu = time.process_time()
         calls = asyncio.run(fan_out(base, token, devices, request))
         accepted_seconds = time.monotonic() - fan_started
+        client_cpu = time.process_time() - client_cpu  # this process: the 500 calls, the counter, the sampler
         latencies = [seconds for seconds, _, _ in calls]
         started_ops = [body for _, status, body in calls if status == 200]
         refused = [f"{status} {body.get('kapuaErrorCode') or body.get('type')}" for _, status, body in calls
@@ -387,9 +438,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_spent = (cpu_seconds([manager.pid]) - cpu_before[0], cpu_seconds([a.pid for a in agents]) - cpu_before[1])
         sampler.halt.set()
         sampler.join()
-        if profiler is not None:
+        for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
+        if reports is not None:
+            reports.take("after: every operation ended")
+            reports.trim()
+            reports.take("after malloc_trim(0)")
         completed = sum(o["status"] == "COMPLETED" for o in operations)
         running = {"type": "attributePredicate", "attributeName": "status", "attributeValue": "RUNNING"}
         in_manager = still_running = 0
@@ -428,13 +483,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "brokerRestart": None if restart is None else {
                 "after": args.restart_broker_after, "downSeconds": round(restart.up_at - restart.down_at, 2),
                 "error": repr(restart.error) if restart.error else None},
+            "loadAverageAtBurst": [round(x, 2) for x in load_at_burst],
             "loadAverage": [round(x, 2) for x in os.getloadavg()],
+            "managerEnv": dict(args.manager_env),
             "managerRssMiB": {"idle": round(max(idle_rss) / 2**20, 1), "peak": round(max(rss) / 2**20, 1),
                               "after": round(rss[-1] / 2**20, 1)},
             "managerCpuPercent": {"mean": round(statistics.mean(cpu), 1), "peak": round(max(cpu), 1)},
             # CPU time used from the burst's start until every operation had ended, to tell the
             # manager's own work from the agents' (their processes, not the apps they start)
             "cpuSecondsDuringFanOut": {"manager": round(cpu_spent[0], 1), "agentProcesses": round(cpu_spent[1], 1)},
+            "benchCpuSecondsWhileCalling": round(client_cpu, 1),
             "brokerMessages": messages,
             "brokerMessagesPerSecond": round(messages / fan_seconds, 1) if fan_seconds > 0 else None,
             "brokerMessagesPeakPerSecond": peak_rate,
@@ -450,7 +508,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for pid in app_pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        end(profiler)
+        for profiler in profilers:
+            end(profiler)
         end(manager)
         broker.stop()
         registry.stop()
@@ -470,6 +529,16 @@ def main() -> None:
                         help="the installed app's process: a Python loop, or 'sleep' (cheap to spawn)")
     parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
                         help="record the manager with py-spy during the burst (raw folded stacks)")
+    parser.add_argument("--profile-agent", type=Path, default=None, metavar="FILE",
+                        help="record the first agent process with py-spy during the burst (raw folded stacks)")
+    parser.add_argument("--memory-reports", type=Path, default=None, metavar="DIR",
+                        help="the manager traces its allocations and writes memory reports into DIR: idle, at "
+                             "the burst's peak, after it, after malloc_trim (bolt_device/memory.py)")
+    parser.add_argument("--trace-frames", type=int, default=1,
+                        help="frames per allocation for --memory-reports (0: no tracemalloc, only RSS and malloc's "
+                             "figures; more: slower, tracebacks in the reports)")
+    parser.add_argument("--manager-env", type=lambda v: tuple(v.split("=", 1)), action="append", default=[],
+                        metavar="NAME=VALUE", help="extra environment for the manager (e.g. MALLOC_ARENA_MAX=2)")
     parser.add_argument("--restart-broker-after", type=float, default=None, metavar="SECONDS",
                         help="restart Mosquitto this many seconds into the burst")
     args = parser.parse_args()

@@ -41,9 +41,8 @@ PROBE = textwrap.dedent(
     layers.append(("uvicorn (click, logging.config, multiprocessing)", rss()))
     import starlette.applications, starlette.routing
     layers.append(("starlette (python-multipart, http.client)", rss()))
-    import psutil, pluggy, tinydb, importlib.metadata, nodesemver
-    import uvicorn.protocols.websockets.auto
-    layers.append(("psutil, pluggy, tinydb, entry points, semver, websockets server", rss()))
+    import pluggy, tinydb, importlib.metadata, nodesemver
+    layers.append(("pluggy, tinydb, entry points, semver", rss()))
     from pathlib import Path
     import bolt_host.cli
     from bolt_host.app import create_app

@@ -16,7 +16,7 @@ from bolt_host.errors import BoltError
 from bolt_host.host import Host
 from bolt_host.plugins import PluginLoadError
 from bolt_host.web import core_routes
-from bolt_host.web.connections import GuardedWebSocketProtocol, guarded_protocol
+from bolt_host.web.connections import guarded_protocol, guarded_websocket
 from bolt_host.web.envelope import bolt_error_handler, http_error_handler
 from bolt_host.web.meta import iter_endpoints
 from bolt_host.web.middleware import BodyLimitMiddleware, HostHeaderMiddleware, RequestContextMiddleware
@@ -76,7 +76,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": settings.trust_proxy,
         "server_header": False,
         "http": protocol,
-        "ws": GuardedWebSocketProtocol,
+        "ws": guarded_websocket,
         "ws_max_size": settings.max_ws_message_bytes,
     }
 

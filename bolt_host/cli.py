@@ -124,6 +124,10 @@ def serve(**flags: Any) -> None:
       bolt-host serve --port 8080 --data-dir /srv/bolt --registry http://127.0.0.1:4873
       BOLT_ADMIN_PASSWORD=secret bolt-host serve --log-level debug
     """
+    # httpx imports its command-line client (rich, pygments: 3-6 MiB) whenever rich and click
+    # are installed, as they are for this CLI; a server never runs it, so its import fails over to
+    # httpx's own stub (None in sys.modules makes an import raise ModuleNotFoundError)
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import uvicorn
 
     # Check every setting and bind the socket before the data dir is touched: a refused

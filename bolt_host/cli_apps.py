@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,18 +42,41 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return name, version
 
 
-def _contexts(client: Client) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in client.get("/api/apps/@live") if not c.get("instance")}  # one row per app
+@dataclass
+class Live:
+    """What ``GET /api/apps/@live`` says about each app: instance 0's context (one row per app)
+    and how many of its instances are running."""
+
+    contexts: dict[str, dict[str, Any]]
+    running: Counter[str]
+
+    @classmethod
+    def read(cls, client: Client) -> Live:
+        live = client.get("/api/apps/@live")
+        return cls(
+            contexts={c["name"]: c for c in live if not c.get("instance")},
+            running=Counter(c["name"] for c in live if c.get("status") == "running"),
+        )
+
+    def instance_count(self, name: str) -> dict[str, int] | None:
+        """``{running, wanted}`` for a live app (wanted: its admin's or manifest's count within
+        the host's cap), None for one that is not running."""
+        context = self.contexts.get(name)
+        if context is None:
+            return None
+        return {"running": self.running[name], "wanted": int(context.get("instances") or 1)}
 
 
-def _row(app: dict[str, Any], context: dict[str, Any] | None) -> list[Any]:
-    context = context or {}
+def _row(app: dict[str, Any], live: Live) -> list[Any]:
+    context = live.contexts.get(app["name"]) or {}
     cpu = context.get("cpu")
+    count = live.instance_count(app["name"])
     return [
         app["name"],
         app.get("version", ""),
         "errored" if context.get("errored") else context.get("status", "stopped"),
         context.get("port") or "-",
+        f"{count['running']}/{count['wanted']}" if count else "-",
         f"{cpu:.1f}%" if isinstance(cpu, int | float) and context else "-",
         human_bytes(context.get("memory")),
         human_duration(context.get("uptime")),
@@ -60,7 +85,7 @@ def _row(app: dict[str, Any], context: dict[str, Any] | None) -> list[Any]:
     ]
 
 
-COLUMNS = ["name", "version", "status", "port", "cpu", "memory", "uptime", "restarts", "system"]
+COLUMNS = ["name", "version", "status", "port", "instances", "cpu", "memory", "uptime", "restarts", "system"]
 
 
 @click.group("apps")
@@ -72,7 +97,7 @@ def apps() -> None:
 @json_option
 @remote
 def apps_list(client: Client, as_json: bool) -> None:
-    """List installed apps with their status, port, CPU, memory, uptime and restarts.
+    """List installed apps with their status, port, instances (running/wanted), CPU, memory, uptime and restarts.
 
     \b
     Examples:
@@ -80,11 +105,14 @@ def apps_list(client: Client, as_json: bool) -> None:
       bolt-host apps list --json
     """
     installed = client.get("/api/apps")
-    contexts = _contexts(client)
+    live = Live.read(client)
     if as_json:
-        print_json([{**app, "context": contexts.get(app["name"])} for app in installed])
+        print_json([
+            {**app, "context": live.contexts.get(app["name"]), "instanceCount": live.instance_count(app["name"])}
+            for app in installed
+        ])
         return
-    print_table(COLUMNS, [_row(app, contexts.get(app["name"])) for app in installed], title="Apps")
+    print_table(COLUMNS, [_row(app, live) for app in installed], title="Apps")
 
 
 @apps.command("show")
@@ -99,15 +127,16 @@ def apps_show(client: Client, name: str, as_json: bool) -> None:
       bolt-host apps show hello-web
     """
     app = client.get(f"/api/apps/{name}")
-    context = _contexts(client).get(name)
+    live = Live.read(client)
+    context = live.contexts.get(name)
     if as_json:
         print_json({**app, "context": context})
         return
     for key in ("name", "version", "displayName", "description", "system", "tags", "path", "main", "source"):
         value = app.get(key)
         click.echo(f"{key:<12} {json.dumps(value) if isinstance(value, dict | list) else value}")
-    row = _row(app, context)
-    for key, value in zip(COLUMNS[2:8], row[2:8], strict=True):
+    row = _row(app, live)
+    for key, value in zip(COLUMNS[2:9], row[2:9], strict=True):
         click.echo(f"{key:<12} {value}")
     last = (context or {}).get("lastExit") or app.get("lastExit")
     if last:  # how it last ended on its own, kept until its next start

@@ -198,6 +198,7 @@ class Host:
             autostart=settings.autostart,
             isolation=self.isolation,
             max_instances=settings.max_instances,
+            health_interval=settings.health_interval_seconds,
         )
         self.apps.supervisor = self.supervisor
         self.apps.isolation = self.isolation

@@ -90,6 +90,7 @@ class AtomicJSONStorage(Storage):
         remove_stale_temp_files(self.path.parent, self.path.name)
         self._state: dict[str, Any] | None = self._load()
         self.revision = 0  # bumped by every write: lets readers cache what they derive
+        self._batching = False
 
     def _load(self) -> dict[str, Any] | None:
         return load_json_object(self.path)
@@ -105,10 +106,40 @@ class AtomicJSONStorage(Storage):
         return self._state
 
     def write(self, data: dict[str, Any]) -> None:
+        if self._batching:
+            # the tables TinyDB changed are its private copies (see _CopyOnAccess), the rest
+            # the cached ones, unchanged: the new state without copying anything
+            self._state = {name: dict.__getitem__(data, name) for name in data}
+            return
+        self._write_file(data)
+
+    def _write_file(self, data: dict[str, Any]) -> None:
         encoded = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
         atomic_write_bytes(self.path, encoded)
         self._state = json.loads(encoded)  # a private copy, as the file has it
         self.revision += 1
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes, one file write when the block ends (each fsynced write of the
+        whole file costs the same, however little changed): all of them or, when the block
+        raises or the write fails, none, the cache back at the state before the block.
+        Readers see the block's changes before they are on disk. Nested blocks join the outer."""
+        if self._batching:
+            yield
+            return
+        before = self._state
+        self._batching = True
+        try:
+            yield
+            self._batching = False
+            if self._state is not before and self._state is not None:
+                self._write_file(self._state)
+        except BaseException:
+            self._state = before
+            raise
+        finally:
+            self._batching = False
 
     def close(self) -> None:
         self._state = None
@@ -229,6 +260,15 @@ class Database:
     def transaction(self) -> Iterator[Database]:
         """Hold the lock for a read-modify-write spanning several calls."""
         with self.lock:
+            yield self
+
+    @contextmanager
+    def batch(self) -> Iterator[Database]:
+        """A transaction whose writes reach the file as one write when it ends, all or none
+        (:meth:`AtomicJSONStorage.batch`)."""
+        storage = self._db.storage
+        assert isinstance(storage, AtomicJSONStorage)  # the only storage a Database opens
+        with self.lock, storage.batch():
             yield self
 
     def schema_version(self, table: str) -> int:

@@ -91,6 +91,13 @@ def live_context(live: LiveServer) -> dict[str, Any]:
         return next(c for c in admin.get("/api/apps/@live").json()["body"] if c["name"] == "rolling")
 
 
+def instances(live: LiveServer) -> list[dict[str, Any]]:
+    """The contexts of the ``rolling`` app's instances, by instance index."""
+    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=30) as admin:
+        found = [c for c in admin.get("/api/apps/@live").json()["body"] if c["name"] == "rolling"]
+    return sorted(found, key=lambda context: context["instance"])
+
+
 def app_log(live: LiveServer) -> str:
     with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=30) as admin:
         return admin.get("/api/apps/rolling/logs").text

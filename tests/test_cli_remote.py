@@ -196,10 +196,14 @@ def test_app_lifecycle_from_install_to_remove(live: LiveServer) -> None:
     assert "rolling restart" in run("apps", "logs", "echo", env=env).stdout
     scaled = run("apps", "scale", "echo", "2", env=env)
     assert scaled.exit_code == 0 and "echo: 2 instances wanted, 2 running" in scaled.stdout
+    header, row = run("apps", "list", env=env).stdout.splitlines()[:2]
+    assert dict(zip(header.split("\t"), row.split("\t"), strict=True))["INSTANCES"] == "2/2"  # running/wanted
+    assert ok_json(run("apps", "list", "--json", env=env))[0]["instanceCount"] == {"running": 2, "wanted": 2}
     single = ok_json(run("apps", "scale", "echo", "1", "--json", env=env))
     assert [(c["instance"], c["status"]) for c in single] == [(0, "running")]
     stopped = run("apps", "stop", "echo", env=env)
     assert stopped.exit_code == 0 and "echo: stopped" in stopped.stdout
+    assert ok_json(run("apps", "list", "--json", env=env))[0]["instanceCount"] is None
     not_running = run("apps", "stop", "echo", env=env)
     assert not_running.exit_code == 1 and f"[Bolt code {errors.APP_NOT_RUNNING} (" in not_running.stderr
 

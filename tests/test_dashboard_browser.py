@@ -172,6 +172,10 @@ def test_install_start_read_log_stop_and_remove_an_app(page: Any, live: LiveServ
     port = live.host.supervisor.context("hello-web")["port"]
     expect(row.locator("td.port")).to_have_text(str(port))
     expect(row.locator("a[data-action=open]")).to_have_attribute("href", "/x/hello-web/")
+    expect(row.locator("td.instances")).to_have_text("1/1")  # running/wanted
+    with admin_http(live) as client:
+        assert client.put("/api/apps/hello-web", json={"instances": 2}).status_code == 200
+    expect(row.locator("td.instances")).to_have_text("2/2")
 
     # its log, followed live
     row.locator("a[data-action=logs]").click()
@@ -186,6 +190,7 @@ def test_install_start_read_log_stop_and_remove_an_app(page: Any, live: LiveServ
     row = app_row(page, "hello-web")
     row.locator("button[data-action=stop]").click()
     expect(row.locator("td.status")).to_have_text("stopped", timeout=30_000)
+    expect(row.locator("td.instances")).to_have_text("-")
     assert live.host.supervisor.context("hello-web") is None or not live.host.supervisor.is_active("hello-web")
     row.locator("button[data-action=remove]").click()
     expect(page.locator("#confirm-dialog")).to_be_visible()

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 
 # What each heavy library is for; none is needed to serve until its feature is used.
-# (python-multipart and the server side of websockets are imported by Starlette and uvicorn themselves.)
+# (python-multipart is imported by Starlette itself.)
 HEAVY = {
     "httpx": "registry, proxy and hook clients; its package import also loads rich, pygments and click",
     "httpcore": "httpx's transport",
@@ -32,7 +32,9 @@ HEAVY = {
     "paho": "aiomqtt's MQTT protocol",
     "amqtt": "the device manager's embedded broker",
     "transitions": "amqtt's state machines",
+    "websockets": "uvicorn's WebSocket protocol: the server side of an upgraded connection",
     "websockets.asyncio.client": "the /x/ WebSocket proxy's client side",
+    "psutil": "the dashboard's and the Market's machine figures, naming a foreign holder of a port",
     "tarfile": "unpacking and packing packages (installs, uploads)",
 }
 
@@ -63,7 +65,15 @@ PROBE = textwrap.dedent(
                 check_jwks({"keys": [{"kty": "EC", "kid": "k", "crv": "P-256", "x": "", "y": ""}]}, "jwks")
             except Exception:
                 pass
-            after_use = sorted(name for name in ("markdown_it", "nh3", "httpx", "joserfc") if name in sys.modules)
+            from bolt_host.web.dashboard import system_info
+            system_info(host)
+            import uvicorn
+            from bolt_host.app import server_options
+            config = uvicorn.Config(app, **server_options(settings))
+            config.load()
+            config.ws_protocol_class(config=config, server_state=uvicorn.server.ServerState(), app_state={})
+            used = ("markdown_it", "nh3", "httpx", "joserfc", "psutil", "websockets")
+            after_use = sorted(name for name in used if name in sys.modules)
         finally:
             await host.stop()
         print(json.dumps({"plugins": plugins, "at_start": at_start, "after_use": after_use}))
@@ -89,4 +99,4 @@ def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: P
     assert {"robot", "market", "device", "enterprise"} <= set(report["plugins"])
     loaded = {name: HEAVY[name] for name in report["at_start"]}
     assert loaded == {}, f"imported at host start although unused: {loaded}"
-    assert report["after_use"] == ["httpx", "joserfc", "markdown_it", "nh3"]
+    assert report["after_use"] == ["httpx", "joserfc", "markdown_it", "nh3", "psutil", "websockets"]

@@ -23,7 +23,7 @@ from bolt_host import errors
 from bolt_host.services import traffic as proxy_traffic
 from bolt_host.services.instances import Balancer
 from tests.helpers import async_wait_until, wait_until
-from tests.rolling_support import BASIC, FIXTURE_APPS, Traffic, in_thread, restart
+from tests.rolling_support import BASIC, FIXTURE_APPS, Traffic, in_thread, instances, restart
 from tests.servers import LiveServer, live_host_with_app
 
 pytestmark = pytest.mark.timeout(240)
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.timeout(240)
 def live(tmp_path: Path) -> Iterator[LiveServer]:
     with live_host_with_app(tmp_path, FIXTURE_APPS / "rolling", max_instances=4) as server:
         yield server
-
-
-def _instances(live: LiveServer) -> list[dict[str, Any]]:
-    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=30) as admin:
-        found = [c for c in admin.get("/api/apps/@live").json()["body"] if c["name"] == "rolling"]
-    return sorted(found, key=lambda context: context["instance"])
 
 
 def _scale(live: LiveServer, count: Any) -> httpx.Response:
@@ -76,7 +70,7 @@ def test_instances_are_supervised_balanced_and_scaled_down_with_a_drain(live: Li
     answer = _scale(live, 3)
     assert answer.status_code == 200, answer.text
     assert answer.json()["body"]["adminInstances"] == 3
-    contexts = _instances(live)
+    contexts = instances(live)
     assert [(c["instance"], c["status"]) for c in contexts] == [(0, "running"), (1, "running"), (2, "running")]
     pids = [c["pid"] for c in contexts]
     assert len(set(pids)) == 3 and len({c["port"] for c in contexts}) == 3
@@ -95,10 +89,10 @@ def test_instances_are_supervised_balanced_and_scaled_down_with_a_drain(live: Li
 
     os.kill(pids[1], signal.SIGKILL)  # that instance alone is restarted; the others serve on
     back = wait_until(
-        lambda: (c := _instances(live)[1]) and c["status"] == "running" and c["pid"] != pids[1] and c,
+        lambda: (c := instances(live)[1]) and c["status"] == "running" and c["pid"] != pids[1] and c,
         timeout=60, what="instance 1 to be restarted",
     )
-    assert back["restarts"] == 1 and [c["restarts"] for c in _instances(live)] == [0, 1, 0]
+    assert back["restarts"] == 1 and [c["restarts"] for c in instances(live)] == [0, 1, 0]
     pids[1] = back["pid"]
 
     threads, outcomes, began = _long_answers(live, 3)  # one on each instance: least outstanding
@@ -115,20 +109,20 @@ def test_instances_are_supervised_balanced_and_scaled_down_with_a_drain(live: Li
     for lines in streamed:
         version, pid, _ = lines[0].split()
         assert lines == [f"{version} {pid} {index}" for index in range(30)], "drained whole"
-    assert [c["instance"] for c in _instances(live)] == [0]
+    assert [c["instance"] for c in instances(live)] == [0]
     assert _gone(pids[1]) and _gone(pids[2]) and not _gone(pids[0])
     assert {pid for _, pid in traffic.answers[-5:]} == {pids[0]}
 
 
 def test_a_rolling_restart_goes_one_instance_at_a_time(live: LiveServer) -> None:
     assert _scale(live, 2).status_code == 200
-    before = [c["pid"] for c in _instances(live)]
+    before = [c["pid"] for c in instances(live)]
     with Traffic(live) as traffic:
         answer = restart(live, mode="rolling")
         traffic.more_answers(10)
     assert answer.status_code == 200, answer.text
     assert traffic.failures == []
-    after = [c["pid"] for c in _instances(live)]
+    after = [c["pid"] for c in instances(live)]
     assert len(after) == 2 and not set(after) & set(before)
     assert set(traffic.pids()) == set(before) | set(after)
     assert all(_gone(pid) for pid in before)
@@ -136,7 +130,7 @@ def test_a_rolling_restart_goes_one_instance_at_a_time(live: LiveServer) -> None
 
 def test_an_instance_that_refuses_connections_is_taken_out_and_its_requests_go_elsewhere(live: LiveServer) -> None:
     assert _scale(live, 2).status_code == 200
-    first, second = (c["pid"] for c in _instances(live))
+    first, second = (c["pid"] for c in instances(live))
     with Traffic(live) as traffic:
         traffic.more_answers(10)
         os.kill(second, signal.SIGUSR1)  # it stops listening but lives on: still "running"
@@ -144,7 +138,7 @@ def test_an_instance_that_refuses_connections_is_taken_out_and_its_requests_go_e
         traffic.more_answers(40)
     assert traffic.failures == [], "the request that found the port refusing went to the other instance"
     assert {pid for _, pid in traffic.answers[seen + 10 :]} == {first}
-    assert [(c["status"], c["pid"]) for c in _instances(live)] == [("running", first), ("running", second)]
+    assert [(c["status"], c["pid"]) for c in instances(live)] == [("running", first), ("running", second)]
 
 
 def test_instance_counts_out_of_range_are_refused_and_change_nothing(live: LiveServer) -> None:
@@ -152,7 +146,7 @@ def test_instance_counts_out_of_range_are_refused_and_change_nothing(live: LiveS
         answer = _scale(live, count)
         assert answer.status_code == 400 and answer.json()["code"] == errors.BAD_REQUEST, answer.text
         assert "'instances' must be a whole number from 1" in answer.json()["error"]["message"]
-    assert [c["instance"] for c in _instances(live)] == [0]
+    assert [c["instance"] for c in instances(live)] == [0]
     assert _scale(live, None).status_code == 200  # null: back to the manifest's count (1)
 
 

@@ -14,6 +14,7 @@ import pytest
 from bolt_host.errors import BoltError
 from bolt_host.services.processes import (
     AppProcess,
+    TreeMember,
     base_environment,
     build_command,
     describe_exit,
@@ -113,7 +114,8 @@ async def test_terminate_tree_kills_term_ignoring_descendants_and_setsid_escaper
     try:
         main, child, grandchild = read_pid_file(await wait_file(pid_file))
         table = ProcessTable.snapshot()
-        tree = find_tree(table, main, process.pgid, "tree:1", process.create_time, group_pinned=True, anywhere=False)
+        root = TreeMember(main, process.create_time)
+        tree = find_tree(table, root, process.pgid, "tree:1", process.create_time, group_pinned=True, anywhere=False)
         members = {member.pid for member in tree}
         assert members == {main, child, grandchild}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ import pytest
 from bolt_host.services import listeners, sockdiag
 from bolt_host.services.listeners import port_holder
 from bolt_host.services.processes import AppProcess, launch
-from bolt_host.services.readiness import ForeignListener, wait_until_ready
+from bolt_host.services.readiness import ForeignListener, NeverReady, wait_until_ready
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -105,3 +106,62 @@ def test_the_kernel_names_only_the_listening_sockets_of_the_port() -> None:
         finally:
             for sock in (client, accepted, *opened[1:]):
                 sock.close()
+
+
+@contextlib.contextmanager
+def descriptors_above_select_limit() -> Iterator[None]:
+    """Hold enough descriptors that every new socket's number is above 1024 (select's FD_SETSIZE),
+    as in a host running ~1000 apps (a pidfd, a log and sockets each)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {wanted}")
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    held: list[int] = []
+    try:
+        base = os.open(os.devnull, os.O_RDONLY)
+        held.append(base)
+        while held[-1] <= 1024:
+            held.append(os.dup(base))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_connect_still_in_progress_is_probed_with_descriptors_above_1024() -> None:
+    """A listener whose accept queue is full leaves a probe's connect in progress; the probe must
+    then wait for it with poll (select refuses descriptors above 1024: every start of a host at
+    1000 apps failed with 'filedescriptor out of range in select()')."""
+    with descriptors_above_select_limit(), socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        queued: list[socket.socket] = []
+        try:
+            for _ in range(16):  # fill the accept queue until a connect stays in progress
+                client = socket.socket()
+                queued.append(client)
+                client.setblocking(False)
+                if client.connect_ex(("127.0.0.1", port)) == errno.EINPROGRESS:
+                    break
+            else:
+                pytest.skip("the kernel completed every connect: no connect in progress to probe")
+            exited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+            with pytest.raises(NeverReady):  # not accepting yet: not ready, and no ValueError
+                await wait_until_ready(exited=exited, port=port, health=None, timeout=0.2)
+            for client in queued:
+                client.close()
+            queued.clear()
+            listener.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    listener.accept()[0].close()
+            await wait_until_ready(exited=exited, port=port, health=None, timeout=10)
+        finally:
+            for client in queued:
+                client.close()

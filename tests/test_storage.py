@@ -80,6 +80,46 @@ def test_failed_write_keeps_previous_state(tmp_path: Path, monkeypatch: pytest.M
     assert not list(tmp_path.glob(".db.json.*.tmp"))
 
 
+def test_a_batch_of_writes_to_several_tables_is_one_file_write(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.json")
+    db.table("counter").insert({"last": 0})
+    before = db.revision
+    with db.batch():
+        db.table("counter").update({"last": 1}, doc_ids=[1])
+        db.table("tasks").insert({"id": 1})
+        assert json.loads((tmp_path / "db.json").read_text()) == {"counter": {"1": {"last": 0}}}
+        assert db.table("tasks").all() == [{"id": 1}]  # the block reads its own changes
+    assert db.revision == before + 1
+    on_disk = json.loads((tmp_path / "db.json").read_text())
+    assert on_disk == {"counter": {"1": {"last": 1}}, "tasks": {"1": {"id": 1}}}
+    db.close()
+    assert Database(tmp_path / "db.json").table("tasks").all() == [{"id": 1}]
+
+
+def test_a_batch_whose_write_fails_or_that_raises_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = Database(tmp_path / "db.json")
+    db.table("counter").insert({"last": 0})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("bolt_host.storage.os.replace", disk_full)
+    with pytest.raises(OSError), db.batch():
+        db.table("counter").update({"last": 1}, doc_ids=[1])
+        db.table("tasks").insert({"id": 1})
+    monkeypatch.undo()
+    with pytest.raises(KeyError), db.batch():
+        db.table("counter").update({"last": 2}, doc_ids=[1])
+        raise KeyError("the caller's own failure")
+    assert db.table("counter").all() == [{"last": 0}]
+    assert db.table("tasks").all() == []
+    assert json.loads((tmp_path / "db.json").read_text()) == {"counter": {"1": {"last": 0}}}
+    db.table("tasks").insert({"id": 2})  # the storage goes on writing at once after a failed batch
+    assert list(json.loads((tmp_path / "db.json").read_text())["tasks"].values()) == [{"id": 2}]
+
+
 def test_corrupt_file_is_refused_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "db.json"
     path.write_text('{"users": {"1": ')

@@ -16,6 +16,7 @@ from bolt_host.errors import APP_NOT_RUNNING, APP_START_FAILED, BoltError
 from bolt_host.services import applogs
 from bolt_host.services.applogs import read_range
 from bolt_host.services.ports import is_port_free
+from bolt_host.services.proctable import data_dir_id
 from bolt_host.services.stats import StatsSampler
 from bolt_host.statefile import StateFile
 from tests.helpers import async_wait_until
@@ -234,7 +235,7 @@ async def test_environment_holds_only_what_is_allowed(harness: Harness, monkeypa
     assert env["HOST"] == "127.0.0.1" and env["BOLT_APP_NAME"] == "envy"
     assert env["PLUGIN_VALUE"] == "for-envy" and env["APP_SETTING"] == "x"
     assert env["BOLT_CHILD_PROC"] == "true"  # as Bolt marks its child apps
-    assert env["BOLT_SUPERVISOR_ID"] == "envy:1"
+    assert env["BOLT_SUPERVISOR_ID"] == f"envy:1@{data_dir_id(harness.data_dir)}"  # the host's id: see app_marker
     assert env["BOLT_HOST_URL"] == "http://127.0.0.1:4000"
     assert harness.tokens.app_for(env["BOLT_APP_TOKEN"]) == "envy"
     assert "port" not in context

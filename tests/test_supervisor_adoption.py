@@ -199,6 +199,38 @@ async def test_stopping_an_adopted_app_ends_its_orphans_that_went_to_another_par
         _end(first_runner)
 
 
+async def test_stopping_an_adopted_app_leaves_another_hosts_app_of_the_same_name_alone(harness: Harness) -> None:
+    """Two hosts on one machine, each with an app ``twin`` at its first start.  Stopping this host's
+    adopted ``twin`` searches the whole machine for its orphans by marker: the other host's
+    ``twin``, started later, must not look like one of them."""
+    app = harness.app("twin", "http_server.py", health="/health")
+    first_host = harness.supervisor()
+    await first_host.boot()
+    ours = await first_host.start_app(app)
+    await first_host.detach()  # the host "crashed": the next one adopts the app
+    second_host = harness.supervisor()
+    await second_host.boot()
+    assert second_host.context("twin")["pid"] == ours["pid"]
+
+    other_data = harness.tmp_path / "other-host"
+    low, high = harness.port_range
+    other_runner = _runner(str(other_data), json.dumps(app), str(low + 50), str(high), "--start")
+    try:
+        theirs = await _read_context(other_runner)
+        harness.track(theirs["pid"])
+        assert theirs["status"] == "running" and theirs["pid"] != ours["pid"]
+
+        await second_host.stop_app("twin")
+        assert process_gone(ours["pid"])
+        assert not process_gone(theirs["pid"]), "stopping our app signalled another host's app"
+        assert await whoami(theirs["port"]) == theirs["pid"]
+        other_runner.send_signal(signal.SIGTERM)  # its own graceful shutdown stops its app
+        assert await asyncio.to_thread(other_runner.wait, 30) == 0
+        await async_wait_until(lambda: process_gone(theirs["pid"]), what="the other host's app to stop")
+    finally:
+        _end(other_runner)
+
+
 def _runner(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(PROCS / "host_runner.py"), *args],

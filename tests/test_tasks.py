@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bolt_host.services.tasks import CRASH_REASON_RUNNING, SHUTDOWN_REASON, TaskHandle, Tasks
+from bolt_host.services.tasks import COUNTER_TABLE, CRASH_REASON_RUNNING, SHUTDOWN_REASON, TABLE, TaskHandle, Tasks
 from bolt_host.storage import Database
 from tests.helpers import async_wait_until
 
@@ -124,6 +124,37 @@ async def test_ids_increase_and_are_never_reused(tmp_path: Path) -> None:
     fourth = again.submit("x", "a", None, _noop)
     assert fourth["id"] == third["id"] + 1
     await again.shutdown()
+    db.close()
+
+
+async def test_a_new_task_is_one_write_of_its_record_and_the_id_counter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = Database(tmp_path / "db.json")
+    tasks = Tasks(db, tmp_path / "logs")
+    await tasks.start()
+    gate = asyncio.Event()
+    before = db.revision
+    first = tasks.submit("x", "a", None, gated_job(gate))
+    assert db.revision == before + 1  # before its worker starts it: one fsynced write, not two
+    on_disk = json.loads((tmp_path / "db.json").read_text())
+    assert on_disk[TABLE][str(first["id"])]["status"] == "queued"
+    assert on_disk[COUNTER_TABLE]["1"]["last_id"] == first["id"]
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("bolt_host.storage.os.replace", disk_full)
+    with pytest.raises(OSError):
+        tasks.submit("x", "b", None, _noop)
+    monkeypatch.undo()
+    assert [r["module"] for r in tasks.list()] == ["a"]  # nothing half-queued, the id not used up
+    second = tasks.submit("x", "c", None, _noop)
+    assert second["id"] == first["id"] + 1
+    gate.set()
+    await tasks.wait(first["id"])
+    await tasks.wait(second["id"])
+    await tasks.shutdown()
     db.close()
 
 

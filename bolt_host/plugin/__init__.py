@@ -36,7 +36,8 @@ Groups:
   ``compare_versions``, ``max_version``, ``sort_key``, ``resolve_version``,
   ``render_readme`` (a README as safe HTML),
   ``now_iso``, ``format_time``, ``is_port_free``, ``load_secret_key``, ``lazy_module`` (a heavy
-  dependency imported at its first use, so an unused backend costs no memory).
+  dependency imported at its first use, so an unused backend costs no memory), ``SystemCpu``
+  (the machine's CPU use between two readings, without psutil).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from bolt_host.services.ports import is_port_free
 from bolt_host.services.readme_html import render_readme
 from bolt_host.services.registry import RegistryClient, RegistryError
 from bolt_host.services.sessions import load_secret_key
+from bolt_host.services.system_cpu import SystemCpu
 from bolt_host.services.tasklogs import format_time
 from bolt_host.services.tasks import TaskCancelled, TaskHandle
 from bolt_host.services.users import now_iso
@@ -118,6 +120,7 @@ __all__ = [
     "RegistryClient",
     "RegistryError",
     "RegistrySource",
+    "SystemCpu",
     "TaskCancelled",
     "TaskHandle",
     "UploadRefused",

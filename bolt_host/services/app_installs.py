@@ -32,6 +32,7 @@ from bolt_host.services.manifest import (
     read_manifest,
     without_folder,
 )
+from bolt_host.services.rollover import SwitchFailed
 from bolt_host.services.trees import remove_tree
 from bolt_host.services.users import now_iso
 
@@ -285,16 +286,21 @@ class AppInstalls:
     async def _restart_or_roll_back(
         self, app: dict[str, Any], previous: dict[str, Any], swapped: list[tuple[Path, Path | None]]
     ) -> None:
-        """Switch ``app`` to its new version with a rolling restart (the previous version serves
-        until the new one is ready); if it does not become ready, reinstate ``previous``, whose
-        process then serves on (apps with ``bolt.rolling: false``: it is started again)."""
+        """Switch ``app`` to its new version with a rolling restart, one instance at a time (the
+        previous version serves until the new one is ready); if an instance does not become ready,
+        reinstate ``previous``: that instance's process serves on, and the instances already
+        switched go back to it the same way, so the app serves throughout and ends on one version
+        (apps with ``bolt.rolling: false``: restarted on it)."""
         name = app["name"]
         assert self.supervisor is not None  # an upgrade of a running app: supervision is up
         try:
             await self.supervisor.restart_app(app, rolling=True)
             return
-        except BoltError as exc:
-            failure = exc.message
+        except SwitchFailed as exc:  # back: the switched instances, and the failed one if it is down
+            failure, switched, kept = exc.message, exc.switched, exc.kept
+            again = switched if kept else [*switched, exc.failed]
+        except BoltError as exc:  # not from one instance's switch: every instance starts again
+            failure, switched, kept, again = exc.message, None, False, None
         log.warning("%s %s did not start; rolling back to %s", name, app["version"], previous["version"])
         async with self.lock_for(name):
             await asyncio.to_thread(swap_back, swapped)
@@ -302,11 +308,13 @@ class AppInstalls:
                 self._db.table(TABLE).upsert(previous, Query().name == name)
         swapped.clear()  # nothing left aside to remove
         try:
-            if self._still_serving(previous):
-                outcome = f"rolled back to {previous['version']}, which kept serving"
-            else:
+            if again is None:
                 await self.supervisor.restart_app(previous)
-                outcome = f"rolled back to {previous['version']}, which is running again"
+            else:
+                await self.supervisor.restart_app(previous, rolling=True, only=again)
+            outcome = f"rolled back to {previous['version']}, which {'kept serving' if kept else 'is running again'}"
+            if switched:
+                outcome += f"; {_instances_phrase(switched)} went back to it one at a time"
         except BoltError as exc:
             outcome = f"rolled back to {previous['version']}, which did not start either: {exc.message}"
         raise BoltError(
@@ -316,11 +324,10 @@ class AppInstalls:
         )
 
 
-    def _still_serving(self, previous: dict[str, Any]) -> bool:
-        """Whether the previous version's process is running (a rolling upgrade that failed)."""
-        assert self.supervisor is not None
-        context = self.supervisor.context(previous["name"]) or {}
-        return context.get("status") == "running" and context["app"].get("version") == previous["version"]
+def _instances_phrase(indexes: list[int]) -> str:
+    """``instance 0`` or ``instances 0, 1``."""
+    return ("instance " if len(indexes) == 1 else "instances ") + ", ".join(map(str, indexes))
+
 
 def _check_registry_version(manifest: dict[str, Any], source: dict[str, Any]) -> None:
     """A registry tarball must be the version the registry listed it as (npm refuses a mismatch too)."""

@@ -17,9 +17,9 @@ from typing import Any
 
 from bolt_host.services.ports import LOOPBACK
 from bolt_host.services.processes import AppProcess
+from bolt_host.services.proctable import app_marker
 from bolt_host.services.restarts import CrashHistory
 from bolt_host.services.stats import TreeUsage
-from bolt_host.storage import json_copy
 
 STARTING, RUNNING, STOPPING, STOPPED = "starting", "running", "stopping", "stopped"
 CRASHED, BACKOFF, FAILED = "crashed", "backoff", "failed"
@@ -31,8 +31,8 @@ PRIVATE_APP_FIELDS = frozenset({"env", "folder", "python", "npmTree", "venvTree"
 
 # A context's members, in the order they are written (the app's manifest last).
 _ORDER = (
-    *("name", "instance", "path", "pid", "protocol", "host", "status", "startedAt", "restarts", "exitCode"),
-    "reason",
+    *("name", "instance", "instances", "path", "pid", "protocol", "host", "status", "startedAt", "restarts"),
+    *("exitCode", "reason"),
     *("cpu", "memory", "uptime", "nextRestartAt", "lastExit", "errored", "port"),
 )
 USAGE_FIELDS = frozenset({"cpu", "memory"})  # from the stats sampler
@@ -40,7 +40,7 @@ CONTEXT_FIELDS = frozenset((*_ORDER, "app"))
 # The attributes a context shows: setting one drops the runtime's encoded contexts.
 _SHOWN_STATE = frozenset(
     {"app", "status", "process", "port", "started_at", "restarts", "exit_code", "reason", "next_restart_at"}
-    | {"last_exit"}
+    | {"last_exit", "wanted_instances"}
 )
 ENCODED_VARIANTS = 4  # field selections kept encoded per app
 
@@ -90,8 +90,10 @@ class AppRuntime:
     confinement: Any = None  # a sandbox.Confinement while a confined process may be alive
     retiring: Any = None  # a rollover.Retiring: the process a rolling restart replaces, until it is gone
     instance: int = 0  # which of the app's processes (see instances.py); 0 is keyed by the app's name
+    host_id: str = ""  # the supervising host's (proctable.data_dir_id): part of every marker
     draining: bool = False  # scaled away: no new requests, those in flight finish, then it stops
-    _public: tuple[dict[str, Any], dict[str, Any], bytes] | None = field(default=None, repr=False)
+    wanted_instances: int = 1  # how many instances its app should run now (set when it is scaled)
+    _public: tuple[dict[str, Any], bytes] | None = field(default=None, repr=False)
     _encoded: dict[frozenset[str], tuple[Any, bytes, bytes | None]] = field(default_factory=dict, repr=False)
 
     @property
@@ -102,7 +104,10 @@ class AppRuntime:
     @property
     def marker(self) -> str:
         """The ``BOLT_SUPERVISOR_ID`` of the current generation."""
-        return f"{self.key}:{self.generation}"
+        return self.marker_of(self.generation)
+
+    def marker_of(self, generation: int) -> str:
+        return app_marker(self.key, generation, self.host_id)
 
     @property
     def is_server(self) -> bool:
@@ -141,7 +146,7 @@ class AppRuntime:
     def context(self, usage: TreeUsage | None) -> dict[str, Any]:
         """The public view: never the app's token or environment."""
         context = self._live_fields(usage)
-        context["app"] = json_copy(self._public_app()[0])
+        context["app"] = json.loads(self._public_app())  # a fresh copy of the public view
         return context
 
     def context_json(self, usage: TreeUsage | None, fields: frozenset[str] | None = None) -> bytes:
@@ -174,7 +179,7 @@ class AppRuntime:
         context = self._live_fields(usage)
         members = [encode_json({name: context[name]})[1:-1] for name in _ORDER if name in fields and name in context]
         if "app" in fields:
-            members.append(b'"app":' + self._public_app()[1])
+            members.append(b'"app":' + self._public_app())
         if "uptime" not in fields:
             return b"{" + b",".join(members) + b"}", None
         at = [name for name in _ORDER if name in fields and name in context].index("uptime")
@@ -187,6 +192,7 @@ class AppRuntime:
         context: dict[str, Any] = {
             "name": self.name,
             "instance": self.instance,
+            "instances": self.wanted_instances,
             "path": self.app.get("path"),
             "pid": self.process.pid if self.process is not None else None,
             "protocol": "http",
@@ -207,14 +213,14 @@ class AppRuntime:
             context["port"] = self.port
         return context
 
-    def _public_app(self) -> tuple[dict[str, Any], bytes]:
-        """The app without its ``env`` and the host's folder, and that view's JSON, recomputed
-        when ``app`` is replaced."""
+    def _public_app(self) -> bytes:
+        """The JSON of the app without its ``env`` and the host's folder, recomputed when ``app``
+        is replaced.  Only the encoding is kept (not the view as objects: per-app memory)."""
         cached = self._public
         if cached is None or cached[0] is not self.app:
-            view = {key: json_copy(value) for key, value in self.app.items() if key not in PRIVATE_APP_FIELDS}
-            cached = self._public = (self.app, view, encode_json(view))
-        return cached[1], cached[2]
+            view = {key: value for key, value in self.app.items() if key not in PRIVATE_APP_FIELDS}
+            cached = self._public = (self.app, encode_json(view))
+        return cached[1]
 
     def adopt(self, process: AppProcess, record: dict[str, Any]) -> None:
         """Take over a process a previous host started, as its record describes it."""

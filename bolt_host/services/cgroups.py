@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import signal
@@ -29,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bolt_host.services.proctable import data_dir_id
+
 log = logging.getLogger("bolt_host.cgroups")
 
 V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 V2_CONTROLLERS = ("memory", "pids", "cpu")
 CPU_PERIOD_US = 100_000
 KILL_DEADLINE = 5.0
+PIDFD_BATCH = 256  # pidfds held at once by a kill round: a fork bomb's group must not exhaust the host's files
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def _make_base(parent: Path, leaf: str) -> Path | None:
 
 def detect(data_dir: Path) -> CgroupSupport:
     """The best cgroup support this host has for apps of ``data_dir``."""
-    leaf = "bolt-" + hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:12]
+    leaf = "bolt-" + data_dir_id(data_dir)
     mounts, own = _mounts(), _own_paths()
     for mount, kind, _ in mounts:
         if kind != "cgroup2" or "" not in own:
@@ -237,11 +239,33 @@ class AppCgroup:
             members = self.members() - {os.getpid()}
             if not members or time.monotonic() > end:
                 return killed, members
-            for pid in members:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            killed |= members
+            killed |= self._kill_still_listed(members)
             time.sleep(0.01)  # poll: the kernel gives no wake-up when a v1 group empties
+
+    def _kill_still_listed(self, listed: set[int]) -> set[int]:
+        """SIGKILL each of ``listed`` through a pidfd, if the group still lists it once the pidfd
+        holds the process: a pid read from the group may have ended and gone to a process outside
+        it since (a pidfd opened on the new owner, whose pid the group no longer lists).  Returns
+        the pids signalled."""
+        signalled: set[int] = set()
+        pending = sorted(listed)
+        while pending:
+            batch, pending = pending[:PIDFD_BATCH], pending[PIDFD_BATCH:]
+            pidfds: dict[int, int] = {}
+            for pid in batch:
+                with contextlib.suppress(OSError):
+                    pidfds[pid] = os.pidfd_open(pid)
+            try:
+                still = self.members()
+                for pid, pidfd in pidfds.items():
+                    if pid in still:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                            signalled.add(pid)
+            finally:
+                for pidfd in pidfds.values():
+                    os.close(pidfd)
+        return signalled
 
     def oom_kills(self) -> int:
         """How many processes the memory limit has killed in this group so far."""

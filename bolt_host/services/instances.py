@@ -19,8 +19,9 @@ An instance whose process exits is out of the rotation at once (it is not ``runn
 back once its restart is ready.  An instance whose port refuses the proxy's connection (its
 process lives but no longer listens) is left out until a connect succeeds again, and the
 request that found it so is sent to another instance when it has no body (nothing of it can
-have reached the app).  An instance that accepts connections but hangs is not detected
-(there is no active health check): its requests end with the proxy timeout.
+have reached the app).  An instance that accepts connections but hangs is found by the active
+health check (:mod:`health_probe`, its ``health`` path) and left out until it answers again;
+requests it held before that end with the proxy timeout.
 """
 
 from __future__ import annotations
@@ -62,18 +63,20 @@ def instances_problem(value: Any, cap: int) -> str | None:
 
 class Balancer:
     """Picks the port for the next request among an app's serving instances, leaving out ports
-    that refused a connection until they accept one again."""
+    that refused a connection until they accept one again, and those the health probe took out
+    until it puts them back."""
 
     def __init__(self, traffic: Traffic) -> None:
         self._traffic = traffic
         self._turn = 0
         self._refusing: dict[int, asyncio.Task[None]] = {}  # port -> its probe
+        self._unhealthy: set[int] = set()
 
     def pick(self, ports: list[int]) -> int | None:
         if len(ports) < 2:
             return ports[0] if ports else None
-        answering = [port for port in ports if port not in self._refusing]
-        ports = answering or ports  # all refusing: try anyway rather than refuse the request
+        answering = [port for port in ports if port not in self._refusing and port not in self._unhealthy]
+        ports = answering or ports  # all out: try anyway rather than refuse the request
         loads = [self._traffic.outstanding(port) for port in ports]
         least = min(loads)
         candidates = [port for port, load in zip(ports, loads, strict=True) if load == least]
@@ -86,6 +89,13 @@ class Balancer:
         supervisor has seen the process exit, or it listens again)."""
         if port not in self._refusing:
             self._refusing[port] = asyncio.create_task(self._probe(port), name=f"probe port {port}")
+
+    def take_out(self, port: int) -> None:
+        """The health probe found ``port``'s instance hanging: no requests to it until :meth:`put_back`."""
+        self._unhealthy.add(port)
+
+    def put_back(self, port: int) -> None:
+        self._unhealthy.discard(port)
 
     async def _probe(self, port: int) -> None:
         try:

@@ -19,8 +19,14 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psutil
+from bolt_host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import psutil
+else:
+    psutil = lazy_module("psutil")  # about 0.9 MB: imported only when a port's holder is not the app's (rare)
 
 from bolt_host.services import sockdiag
 

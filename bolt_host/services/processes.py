@@ -12,6 +12,16 @@ Linux only (pidfds, ``PR_SET_CHILD_SUBREAPER``).  The rules, and why:
   its tree was swept, so the process-group id stays pinned (cannot be reused)
   while we may still ``killpg`` it.
 * Signals to single processes go through pidfds, so a recycled pid is never hit.
+* An adopted process is not our child: the moment it dies, init reaps it and its pid
+  (and the process-group id it led) may go to anyone.  So its group is signalled only
+  while its pidfd says it lives, and a tree sweep takes its pid for the app's only
+  where the snapshot shows the start time we adopted.
+* A pid read from a cgroup's member list is a member only while the list still holds
+  it after its start time was read (or its pidfd opened): between two reads it may have
+  ended and gone to a process outside the group.
+* A marker names one host's app (its data dir's id is part of it): a stop of an
+  adopted app searches the whole machine by marker, where another host's app of the
+  same name and generation also runs.
 * The host makes itself a child subreaper, so grandchildren whose parent died
   (double forks, ``setsid`` escapers) re-parent to the host, where the tree
   sweep and :class:`OrphanReaper` find and reap them.
@@ -275,10 +285,13 @@ class AppProcess:
 
     @property
     def group_pinned(self) -> bool:
-        """True while the process-group id cannot have been reused: our unreaped child, or alive."""
+        """True while the process-group id cannot have been reused: our unreaped child, or alive
+        (asked of the pidfd, not of ``exited``: the loop may not have seen the exit yet)."""
         if self._reaped:
             return False
-        return self.popen.returncode is None if self.popen is not None else self.alive
+        if self.popen is not None:
+            return self.popen.returncode is None
+        return self._pidfd is not None and not _pidfd_exited(self._pidfd)
 
     def signal_group(self, sig: int) -> None:
         """``killpg`` the app's process group, only while its id is pinned."""
@@ -321,11 +334,12 @@ class TreeMember:
 
 
 def find_tree(
-    table: ProcessTable, root_pid: int, pgid: int, marker: str, since: float, *, group_pinned: bool, anywhere: bool
+    table: ProcessTable, root: TreeMember, pgid: int, marker: str, since: float, *, group_pinned: bool, anywhere: bool
 ) -> list[TreeMember]:
     """Every process of one app, from ONE process-table snapshot.
 
-    Members: the main process, everything in its process group, host children
+    Members: the main process (only if the snapshot shows it with ``root.create_time``: an
+    adopted one's pid may already name another process), everything in its process group, host children
     carrying the app's marker (descendants re-parented to the host after their
     parent died, e.g. ``setsid`` escapers), and all their descendants by ppid.
     With ``anywhere`` (an adopted app: its orphans re-parented to init, not to
@@ -337,7 +351,8 @@ def find_tree(
     def ours(pid: int) -> bool:
         return table.create_times[pid] >= since - 1 and table.marker(pid) == marker
 
-    roots = {root_pid}
+    started = table.create_times.get(root.pid)
+    roots = {root.pid} if started is not None and abs(started - root.create_time) <= CREATE_TIME_TOLERANCE else set()
     roots.update(pid for pid in table.create_times if pgid_or(pid, -1) == pgid and (group_pinned or ours(pid)))
     candidates = table.create_times if anywhere else table.children.get(os.getpid(), ())
     roots.update(pid for pid in candidates if pid not in _main_pids and ours(pid))
@@ -428,11 +443,20 @@ async def terminate_tree(
     async def members() -> list[TreeMember]:
         if group_members is not None:  # the main process too: it joins its group only after its first exec
             others = group_members() - {process.pid}  # the main one's start is known: one /proc read fewer
-            found = [TreeMember(pid, started) for pid in others if (started := start_time(pid)) is not None]
-            return [TreeMember(process.pid, process.create_time), *found]
+            read = [TreeMember(pid, started) for pid in others if (started := start_time(pid)) is not None]
+            # A listed pid may have ended and gone to another process before its start time was
+            # read: only pids the group lists again after that read were read of members.
+            still = group_members()
+            return [TreeMember(process.pid, process.create_time), *(m for m in read if m.pid in still)]
         table = await snapshots.fresh()
         return find_tree(
-            table, process.pid, process.pgid, marker, since, group_pinned=process.group_pinned, anywhere=process.adopted
+            table,
+            TreeMember(process.pid, process.create_time),
+            process.pgid,
+            marker,
+            since,
+            group_pinned=process.group_pinned,
+            anywhere=process.adopted,
         )
 
     tree = _WatchedTree()

@@ -133,9 +133,26 @@ def next_wait(waited: float, starting: int) -> float:
     return min(cap, FIRST_INTERVAL + GROWTH * waited)
 
 
-async def _health_ok(port: int, health: str) -> bool:
-    status = await _health_status(port, health if health.startswith("/") else f"/{health}")
+async def _health_ok(port: int, health: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    status = await _health_status(port, health if health.startswith("/") else f"/{health}", timeout)
     return status is not None and 200 <= status < 400
+
+
+async def answers(port: int, health: str | None, timeout: float) -> bool:
+    """Whether the app on ``port`` answers now, within ``timeout`` seconds: its ``health`` path
+    with 2xx/3xx, or without one, a TCP connect (which a hung process's listen queue still
+    accepts: only a ``health`` path tells a hang)."""
+    if health:
+        return await _health_ok(port, health, timeout)
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(probe, (LOOPBACK, port))
+        except (OSError, TimeoutError):
+            return False
+    return True
 
 
 def _listening(port: int) -> bool:
@@ -145,12 +162,15 @@ def _listening(port: int) -> bool:
         probe.setblocking(False)
         code = probe.connect_ex((LOOPBACK, port))
         if code == errno.EINPROGRESS:  # the answer is usually there already; else ask next round
-            _, writable, _ = select.select([], [probe], [], 0)
+            # poll, not select: a host running ~1000 apps holds more than select's 1024 descriptors
+            poller = select.poll()
+            poller.register(probe, select.POLLOUT)
+            writable = poller.poll(0)
             code = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if writable else -1
         return code == 0
 
 
-async def _health_status(port: int, path: str) -> int | None:
+async def _health_status(port: int, path: str, timeout: float = PROBE_TIMEOUT) -> int | None:
     """The status of ``GET path`` (a bare HTTP/1.0 request over a plain socket: several times
     cheaper than a client library's or a stream's, and this runs many times while a fleet of
     apps starts), or None."""
@@ -161,7 +181,7 @@ async def _health_status(port: int, path: str) -> int | None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setblocking(False)
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT):  # not wait_for: it can swallow a stop's cancel on 3.11
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a stop's cancel on 3.11
                 await loop.sock_connect(probe, (LOOPBACK, port))
                 await loop.sock_sendall(probe, request)
                 while b"\n" not in answer and len(answer) < 1024:

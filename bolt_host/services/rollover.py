@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bolt_host.errors import BoltError
 from bolt_host.services.app_runtime import RUNNING, STOPPING, AppRuntime
 from bolt_host.services.instances import Balancer
 from bolt_host.services.processes import AppProcess
@@ -64,6 +65,24 @@ class Retiring:
             "port": self.port,
             "tokenKey": self.token_key,
         }
+
+
+class SwitchFailed(BoltError):
+    """A restart of an app's instances (one at a time) stopped at instance ``failed``, which did
+    not come up: ``switched`` are the instances already on the new app (they run it), those
+    after it were not touched, and ``kept``: its old process serves on (else it is down)."""
+
+    def __init__(self, failure: BoltError, switched: list[int], failed: int, kept: bool) -> None:
+        super().__init__(
+            failure.code,
+            failure.message,
+            user_title=failure.user_title,
+            user_message=failure.user_message,
+            details=failure.details,
+        )
+        self.switched = switched
+        self.failed = failed
+        self.kept = kept
 
 
 class Rollovers:
@@ -187,7 +206,7 @@ def recorded_retiring(runtime: AppRuntime, record: dict[str, Any]) -> Retiring |
     found = record.get("retiring")
     if not isinstance(found, dict) or not found.get("pid") or not found.get("create_time"):
         return None
-    marker = f"{runtime.key}:{int(found.get('generation') or 0)}"
+    marker = runtime.marker_of(int(found.get("generation") or 0))
     process = AppProcess.adopt(int(found["pid"]), float(found["create_time"]), marker)
     if process is None:
         return None

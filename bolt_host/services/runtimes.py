@@ -16,8 +16,9 @@ from bolt_host.services.restarts import CrashHistory, RestartPolicy
 
 
 class Runtimes:
-    def __init__(self, policy: RestartPolicy) -> None:
+    def __init__(self, policy: RestartPolicy, host_id: str) -> None:
         self._policy = policy
+        self._host_id = host_id  # in every app's marker: another host's apps never match
         self._by_key: dict[str, AppRuntime] = {}
         self._extras: dict[str, dict[int, AppRuntime]] = {}  # app name -> instances 1, 2, ...
 
@@ -35,7 +36,9 @@ class Runtimes:
         key = instance_key(name, instance)
         runtime = self._by_key.get(key)
         if runtime is None:
-            runtime = AppRuntime(name=name, app=dict(app), crashes=CrashHistory(self._policy), instance=instance)
+            runtime = AppRuntime(
+                name=name, app=dict(app), crashes=CrashHistory(self._policy), instance=instance, host_id=self._host_id
+            )
             self._by_key[key] = runtime
             if instance:
                 self._extras.setdefault(name, {})[instance] = runtime
@@ -53,6 +56,10 @@ class Runtimes:
 
     def has_extras(self, name: str) -> bool:
         return bool(self._extras.get(name))
+
+    def scaled(self) -> list[str]:
+        """The apps with instances beyond the first."""
+        return list(self._extras)
 
     def forget(self, runtime: AppRuntime) -> None:
         """Drop an instance scaled away (instance 0 stays: it holds the app's record)."""

@@ -25,8 +25,9 @@ from bolt_host.services.app_runtime import (
     STARTING,
     AppRuntime,
 )
+from bolt_host.services.health_probe import DEFAULT_INTERVAL, HealthProbe
 from bolt_host.services.instances import wanted_instances
-from bolt_host.services.rollover import Rollovers, why_not_rolling
+from bolt_host.services.rollover import Rollovers, SwitchFailed, why_not_rolling
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.traffic import Lease
 
@@ -49,6 +50,7 @@ class Scaling:
         state: StateFile,
         max_instances: int,
         grace_seconds: float,
+        health_interval: float | None = None,
     ) -> None:
         self._machine = machine
         self._apps = runtimes
@@ -57,6 +59,8 @@ class Scaling:
         self._state = state
         self._max_instances = max_instances
         self._grace = grace_seconds
+        interval = DEFAULT_INTERVAL if health_interval is None else health_interval
+        self._health = HealthProbe(rollovers.balancer, self._probed, rollovers.note, interval)
 
     def _note(self, runtime: AppRuntime, text: str) -> None:
         self._rollovers.note(runtime, text)
@@ -85,10 +89,25 @@ class Scaling:
                     log.error("starting an instance of %s failed", name, exc_info=failed)
         else:
             wanted = 1
+        for runtime in self._apps.of_app(name):
+            runtime.wanted_instances = wanted
+        if self._apps.has_extras(name):
+            self._health.wake()
         for extra in sorted(self._apps.extras(name), key=lambda rt: -rt.instance):
             if extra.instance >= wanted:
                 await self._scale_away(extra)
         return [self._machine.context_of(rt) for rt in self._apps.of_app(name)]
+
+    def _probed(self) -> list[list[AppRuntime]]:
+        """For the health probe: per app with several instances, those running and taking requests."""
+        return [
+            [rt for rt in self._apps.of_app(name) if rt.status == RUNNING and rt.port and not rt.draining]
+            for name in self._apps.scaled()
+        ]
+
+    async def close(self) -> None:
+        await self._health.close()
+        await self._rollovers.balancer.close()
 
     async def _scale_away(self, runtime: AppRuntime) -> None:
         """No new requests to this instance; those in flight finish (at most the stop grace); stop it."""
@@ -101,16 +120,30 @@ class Scaling:
         self._state.delete(SECTION, runtime.key)
         self._state.commit_soon()
 
-    async def restart(self, app: dict[str, Any], by: str | None, rolling: bool) -> dict[str, Any]:
-        """Restart every instance of ``app``, one at a time (the others serve meanwhile); instance
-        0's context.  ``rolling``: each process serves until its successor is ready."""
+    async def restart(
+        self, app: dict[str, Any], by: str | None, rolling: bool, only: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Restart every instance of ``app`` (``only``: those), one at a time, the others serving
+        meanwhile; then start any it misses.  Instance 0's context.  ``rolling``: each process
+        serves until its successor is ready.  An instance that does not come up ends the round
+        with :class:`SwitchFailed`: the ones before it run ``app``, the ones after it are untouched."""
         name = str(app["name"])
-        context = await self._restart_instance(self._apps.slot(name, app), app, by, rolling)
-        for extra in self._apps.extras(name):
-            if extra.instance < wanted_instances(app, self._max_instances):
-                await self._restart_instance(extra, app, by, rolling)
+        first = self._apps.slot(name, app)
+        wanted = wanted_instances(app, self._max_instances)
+        chosen = [rt for rt in [first, *self._apps.extras(name)] if rt.instance < wanted]
+        if only is not None:
+            chosen = [rt for rt in chosen if rt.instance in only]
+        switched: list[int] = []
+        context = None
+        for runtime in sorted(chosen, key=lambda rt: rt.instance):
+            try:
+                answer = await self._restart_instance(runtime, app, by, rolling)
+            except BoltError as exc:  # running: a rolling switch that failed left the old process serving
+                raise SwitchFailed(exc, switched, runtime.instance, kept=runtime.status == RUNNING) from exc
+            switched.append(runtime.instance)
+            context = answer if runtime is first else context
         await self.scale(app)
-        return context
+        return context if context is not None else self._machine.context_of(first)
 
     async def _restart_instance(
         self, runtime: AppRuntime, app: dict[str, Any], by: str | None, rolling: bool

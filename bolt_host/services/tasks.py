@@ -386,22 +386,24 @@ class Tasks:
     def _new_record(
         self, kind: str, module: str, version: str | None, dedupe_key: str | None, meta: dict[str, Any] | None
     ) -> dict[str, Any]:
-        record = {
-            "id": self._next_id(),
-            "kind": kind,
-            "status": "queued",
-            "module": module,
-            "version": version,
-            "create_time": format_time(),
-            "start_time": None,
-            "end_time": None,
-            "progress": 0.0,
-            "error": None,
-            "result": None,
-            "meta": _jsonable(meta or {}),
-            "dedupe_key": dedupe_key,
-        }
-        self._save(record)  # first: a record that cannot be stored (disk full) is never half-queued
+        with self._db.batch():  # the id counter and the record: one fsynced write of the file, not two
+            record = {
+                "id": self._next_id(),
+                "kind": kind,
+                "status": "queued",
+                "module": module,
+                "version": version,
+                "create_time": format_time(),
+                "start_time": None,
+                "end_time": None,
+                "progress": 0.0,
+                "error": None,
+                "result": None,
+                "meta": _jsonable(meta or {}),
+                "dedupe_key": dedupe_key,
+            }
+            self._save(record)
+        # only once stored: a record that cannot be (disk full) is never half-queued
         self._records[record["id"]] = record
         return record
 

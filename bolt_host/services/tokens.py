@@ -77,7 +77,8 @@ class AppTokens:
 
     def belongs_to(self, app_name: str, token: str | None) -> bool:
         """Whether ``token`` is an app token the host gave ``app_name``."""
-        return token is not None and self.app_for(token) == app_name
+        holder = self.app_for(token)  # the token is compared by its digest in there
+        return holder is not None and holder == app_name
 
     def app_for(self, token: str | None) -> str | None:
         """The app holding ``token``, or None."""

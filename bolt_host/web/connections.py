@@ -11,7 +11,7 @@ uvicorn an HTTP protocol (its own h11 one, extended) that
 * keeps at most ``per_address`` connections per client address: a new one first pushes out
   that address's oldest connection still waiting for headers (so a flood of slow sockets
   cannot lock out the same address's real requests), and is refused when none is.
-  A connection upgraded to a WebSocket (:class:`GuardedWebSocketProtocol`) still counts
+  A connection upgraded to a WebSocket (:class:`~bolt_host.web.ws_connections.GuardedWebSocketProtocol`) still counts
   until it closes; it is never pushed out.
 """
 
@@ -23,7 +23,6 @@ from typing import Any
 import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
 Counted = Any  # a GuardedH11Protocol or a GuardedWebSocketProtocol
@@ -37,11 +36,11 @@ def _open_by_address(server_state: ServerState) -> dict[str, list[Counted]]:
     return table
 
 
-def _count(server_state: ServerState, address: str, connection: Counted) -> None:
+def count_connection(server_state: ServerState, address: str, connection: Counted) -> None:
     _open_by_address(server_state).setdefault(address, []).append(connection)
 
 
-def _uncount(server_state: ServerState, address: str | None, connection: Counted) -> None:
+def uncount_connection(server_state: ServerState, address: str | None, connection: Counted) -> None:
     if address is None:
         return
     table = _open_by_address(server_state)
@@ -139,35 +138,23 @@ class GuardedH11Protocol(H11Protocol):
                 return False
             oldest_waiting.transport.close()
             oldest_waiting._forget()
-        _count(self.server_state, address, self)
+        count_connection(self.server_state, address, self)
         return True
 
     def _forget(self) -> None:
         self._cancel_header_timer()
-        _uncount(self.server_state, self._address, self)
+        uncount_connection(self.server_state, self._address, self)
 
 
-class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, counted against its address's cap while open."""
+def guarded_websocket(config: Config, server_state: ServerState, app_state: dict[str, Any]) -> asyncio.Protocol:
+    """uvicorn's ``ws=`` option: the protocol a connection upgraded to a WebSocket continues with.
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any]) -> None:
-        super().__init__(config=config, server_state=server_state, app_state=app_state)
-        self._server_state = server_state
-        self._address: str | None = None
+    A factory rather than the class, so that uvicorn's WebSocket protocol (and the websockets
+    library under it, about 1.3 MB) is imported at the first upgrade, not by every host.
+    """
+    from bolt_host.web.ws_connections import GuardedWebSocketProtocol
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._address = self.client[0] if self.client else None
-        if self._address is not None:  # admitted as an HTTP connection just before the upgrade
-            _count(self._server_state, self._address, self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        _uncount(self._server_state, self._address, self)
-        self._address = None
-        super().connection_lost(exc)
-
-    def waiting_for_headers(self) -> bool:
-        return False  # a WebSocket is in use: never the one pushed out
+    return GuardedWebSocketProtocol(config=config, server_state=server_state, app_state=app_state)
 
 
 def guarded_protocol(header_timeout: float, per_address: int, body_idle_timeout: float) -> type[GuardedH11Protocol]:

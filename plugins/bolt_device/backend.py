@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from bolt_host.plugin import Host
@@ -73,8 +74,15 @@ class DeviceBackend:
                 self.broker.port,
                 prefix,
             )
+        from .memory import keep_heap_small
+
+        keep_heap_small()  # a burst's large buffers go back to the kernel, not to malloc's free list
         self.manager = Manager(config, self.accounts, self.devices, self.operations, self._publish)
         await self.manager.start()
+        if config.memory_reports:  # a diagnostic, off unless asked for
+            from .memory import MemoryReports
+
+            MemoryReports(Path(config.memory_reports)).install()
 
     async def _publish(self, name: str, body: Any) -> None:
         await self.host.publish(name, body, publisher="device")

@@ -14,9 +14,15 @@ import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+from bolt_host.plugin import lazy_module
+
+if TYPE_CHECKING:
+    import httpx
+else:  # only an agent downloads: a manager (which needs display_uri and parse_hash) never loads it
+    httpx = lazy_module("httpx")
 
 STRONG_HASHES = {"SHA256": "sha256", "SHA-256": "sha256", "SHA512": "sha512", "SHA-512": "sha512"}
 WEAK_HASHES = {"MD5", "SHA1", "SHA-1"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from typing import Any
@@ -144,14 +145,17 @@ class Manager:
         request_id = uuid.uuid4().hex
         future: asyncio.Future[wire.Payload] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, account["name"], device["clientId"])
-        payload = wire.Payload({**metrics, "request.id": request_id, "requester.client.id": self.config.client_id})
+        # encoded once and only the bytes kept while the call waits (500 calls wait at once in a burst)
+        payload = wire.Payload(
+            {**metrics, "request.id": request_id, "requester.client.id": self.config.client_id}
+        ).encode()
         topic = wire.request_topic(account["name"], device["clientId"], verb, resource, self.prefix)
         try:
             if verb == "EXEC":  # only jobs are safe to send twice (the job id makes them idempotent)
-                self._sent[request_id] = (device["id"], topic, payload.encode())
+                self._sent[request_id] = (device["id"], topic, payload)
             try:
                 async with asyncio.timeout(timeout_ms / 1000.0):
-                    await self._publish_request(topic, payload.encode())
+                    await self._publish_request(topic, payload)
                     return await future
             except TimeoutError as exc:
                 raise timed_out(timeout_ms) from exc
@@ -160,19 +164,30 @@ class Manager:
             self._sent.pop(request_id, None)
 
     async def _publish_request(self, topic: str, payload: bytes) -> None:
-        """Publish, waiting up to RECONNECT_WAIT_SECONDS for a link that is down (a broker restart
-        is over in moments); a link that stays down is Kapua's send error."""
-        try:
-            await self.link.publish(topic, payload, qos=wire.QOS)
-            return
-        except NotConnected:
-            pass
-        try:
-            async with asyncio.timeout(RECONNECT_WAIT_SECONDS):
-                await self.link.connected.wait()
-            await self.link.publish(topic, payload, qos=wire.QOS)
-        except (TimeoutError, NotConnected) as exc:
-            raise send_failed(f"the manager is not connected to the broker ({str(exc) or 'still down'})") from exc
+        """Publish; one that fails (the link is down, or the broker did not acknowledge in time)
+        is published again while the link comes back, for up to RECONNECT_WAIT_SECONDS (a broker
+        restart is over in moments); a link that stays down is Kapua's send error.  The retries
+        pause first: a publish cut off by the broker going away was retried at once on the dying
+        connection, still marked up for a moment, and failed (a burst's calls in flight all
+        ended SEND_ERROR)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECONNECT_WAIT_SECONDS
+        for attempt in itertools.count():
+            try:
+                await self.link.publish(topic, payload, qos=wire.QOS)
+                return
+            except NotConnected as exc:
+                failure: BaseException = exc
+            if attempt > 0 and loop.time() >= deadline:  # a slow acknowledgement still gets its second try
+                break
+            await asyncio.sleep(RESEND_PAUSE_SECONDS)
+            try:
+                async with asyncio.timeout_at(max(deadline, loop.time() + RESEND_PAUSE_SECONDS)):
+                    await self.link.connected.wait()
+            except TimeoutError as exc:
+                failure = exc
+                break
+        raise send_failed(f"the manager is not connected to the broker ({str(failure) or 'still down'})") from failure
 
     # incoming -----------------------------------------------------------------
     async def _on_message(self, topic: str, raw: bytes, retained: bool) -> None:

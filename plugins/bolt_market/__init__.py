@@ -15,8 +15,6 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import psutil
-
 from bolt_host.plugin import Host, hookimpl
 
 __version__ = "0.2.0"
@@ -55,9 +53,6 @@ class MarketPlugin:
         from .recovery import recover
         from .uploads import clean_partials
 
-        # psutil measures system CPU per calling thread from its previous call; a first call in a
-        # thread answers 0.0.  Start the measurement here, in the thread that will serve requests.
-        psutil.cpu_percent(interval=None)
         market = Market.create(host)
         host.state["market"] = market
         for handle in market.sources.all():

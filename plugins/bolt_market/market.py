@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bolt_host.plugin import Host, TaskCancelled
+from bolt_host.plugin import Host, SystemCpu, TaskCancelled
 
 from . import lifecycle as lc
 from .envelope import MarketError
@@ -28,6 +28,7 @@ class Market:
     sources: Sources
     payments: Any = None
     started_at: float = field(default_factory=time.time)
+    cpu: SystemCpu = field(default_factory=SystemCpu)  # the machine's CPU use, measured from start-up on
     _cancel_events: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @classmethod

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bolt_host.plugin import host_of
+from bolt_host.plugin import host_of, lazy_module
 
 from . import __version__
 from . import lifecycle as lc
@@ -20,6 +20,11 @@ from .envelope import MarketError, float_query, int_query, market_route, reply
 from .identity import require_market_admin, require_market_user
 from .market import Market, market_of
 from .views import app_state, task_view
+
+if TYPE_CHECKING:
+    import psutil
+else:
+    psutil = lazy_module("psutil")  # about 0.9 MB: imported at the first system status
 
 MAX_SETTINGS_BYTES = 16 * 1024
 
@@ -55,7 +60,7 @@ async def system_status(request: Request) -> Response:
             "memory": {"usage": int(memory), "unit": "bytes"},
         },
         "cluster_resource": {
-            "cpu": {"total": psutil.cpu_count() or 1, "usage": psutil.cpu_percent(interval=None)},
+            "cpu": {"total": os.cpu_count() or 1, "usage": market.cpu.percent()},
             "memory": {"total": vm.total, "used": vm.total - vm.available, "available": vm.available},
             "disk": {"total": disk.total, "used": disk.used, "free": disk.free, "path": str(host.settings.data_dir)},
         },

@@ -1,4 +1,4 @@
-// The apps table: live status, CPU, memory, uptime and restarts; start, stop, restart, remove.
+// The apps table: live status, instances, CPU, memory, uptime and restarts; start, stop, restart, remove.
 
 import { bytes, del, duration, get, percent, post } from "./api.js";
 import { confirmDialog, every, h, showError, toast } from "./ui.js";
@@ -11,7 +11,7 @@ export function render(container, _params, { onHostEvent }) {
   const empty = h("p", { class: "muted", id: "apps-empty", hidden: true }, "No apps installed yet. ",
     h("a", { href: "#/install" }, "Install one."));
   const table = h("table", { class: "data", id: "apps-table" },
-    h("thead", {}, h("tr", {}, ...["Name", "Version", "Status", "Port", "CPU", "Memory", "Uptime", "Restarts", ""]
+    h("thead", {}, h("tr", {}, ...["Name", "Version", "Status", "Port", "Instances", "CPU", "Memory", "Uptime", "Restarts", ""]
       .map((c) => h("th", { class: c ? c.toLowerCase() : "actions" }, c)))),
     body);
   const panel = systemPanel({ compact: true });
@@ -21,7 +21,7 @@ export function render(container, _params, { onHostEvent }) {
     panel.element, table, empty,
   );
 
-  const state = { apps: [], contexts: new Map(), busy: new Set(), stopped: false };
+  const state = { apps: [], contexts: new Map(), running: new Map(), busy: new Set(), stopped: false };
 
   const rows = new Map(); // app name -> {tr, sig, stats}
 
@@ -36,7 +36,7 @@ export function render(container, _params, { onHostEvent }) {
     for (const app of state.apps) {
       const context = state.contexts.get(app.name);
       const sig = JSON.stringify([app, context && [context.status, context.port, context.reason, context.restarts, context.pid,
-        context.errored, context.lastExit && context.lastExit.at],
+        context.errored, context.lastExit && context.lastExit.at, context.instances, state.running.get(app.name)],
         state.busy.has(app.name)]);
       let entry = rows.get(app.name);
       if (!entry || entry.sig !== sig) {
@@ -86,6 +86,8 @@ export function render(container, _params, { onHostEvent }) {
       h("td", { class: "status" }, h("span", { class: `status-pill ${status}`, title: why }, status),
         status === "errored" ? h("div", { class: "reason small error" }, why) : null),
       h("td", { class: "port" }, context && context.port ? String(context.port) : "-"),
+      // running/wanted: how many of its processes serve now, of how many it should run
+      h("td", { class: "instances" }, context ? `${state.running.get(app.name) || 0}/${context.instances || 1}` : "-"),
       stats.cpu, stats.memory, stats.uptime,
       h("td", { class: "restarts" }, context ? String(context.restarts ?? 0) : "0"),
       h("td", { class: "actions" },
@@ -102,6 +104,10 @@ export function render(container, _params, { onHostEvent }) {
     const contexts = await get("/api/apps/@live");
     // one row per app: instance 0's context (others of a scaled app are in @live too)
     state.contexts = new Map(contexts.filter((c) => !c.instance).map((c) => [c.name, c]));
+    state.running = new Map();
+    for (const c of contexts) {
+      if (c.status === "running") state.running.set(c.name, (state.running.get(c.name) || 0) + 1);
+    }
   };
 
   const refreshAll = async () => {

@@ -1,0 +1,222 @@
+"""Where bolt-host's resident memory goes as apps are installed and started: RSS per stage.
+
+Starts ``python -m bolt_host serve`` (as ``supervisor_bench.py`` does: fresh data dir, the
+four store plugins unless ``--plugins-off``, N copies of ``bench/tinyapp.py`` in a local
+repository), then: log in, install the N apps (8 calls in flight), start them with one call,
+wait ``--settle`` seconds, read ``@live`` 200 times, stop them with one call. After each
+stage the host's VmRSS and its number of loaded modules are read; with ``--trace FRAMES``
+the host runs under tracemalloc and each stage also lists the allocation sites that grew the
+most since the previous stage (tracing slows the host several times and costs memory
+itself: take the RSS figures from a run without it).
+
+    python bench/host_apps_memory.py --n 200
+    python bench/host_apps_memory.py --n 200 --trace 1 --top 15
+
+The host gets SIGUSR1 from this script to report a stage (a handler the wrapper below
+installs; nothing in bolt_host is changed for it) and SIGTERM at the end, by its pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import linecache
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import tracemalloc
+from pathlib import Path
+
+import httpx
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from supbench_model import app_names, write_local_repo  # noqa: E402
+from supbench_util import free_port  # noqa: E402
+
+REPO_ROOT = BENCH_DIR.parent
+
+# Runs in the host process: the stage handler, then bolt-host's own entry point.
+WRAPPER = textwrap.dedent(
+    """
+    import gc, os, runpy, signal, sys, tracemalloc
+    frames = int(os.environ["BOLT_MEMORY_TRACE"])
+    if frames:
+        tracemalloc.start(frames)
+    stages = os.environ["BOLT_MEMORY_STAGES"]
+    count = 0
+    def report(signum, frame):
+        global count
+        gc.collect()
+        path = f"{stages}/stage-{count}"
+        count += 1
+        if tracemalloc.is_tracing():
+            tracemalloc.take_snapshot().dump(path + ".snapshot")
+        with open(path + ".tmp", "w") as out:
+            out.write(str(len(sys.modules)))
+        os.rename(path + ".tmp", path + ".done")
+    signal.signal(signal.SIGUSR1, report)
+    sys.argv = ["bolt_host", *sys.argv[1:]]
+    runpy.run_module("bolt_host", run_name="__main__", alter_sys=True)
+    """
+)
+
+
+def vm_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+class Probe:
+    def __init__(self, opts: argparse.Namespace, work: Path) -> None:
+        self.opts = opts
+        self.work = work
+        self.stages_dir = work / "stages"
+        self.stages_dir.mkdir()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.rows: list[tuple[str, float, int]] = []
+
+    async def stage(self, name: str) -> None:
+        assert self.proc is not None
+        index = len(self.rows)
+        self.proc.send_signal(signal.SIGUSR1)
+        done = self.stages_dir / f"stage-{index}.done"
+        deadline = time.monotonic() + 600
+        while not done.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the host did not report stage {name!r}")
+            await asyncio.sleep(0.05)
+        self.rows.append((name, vm_rss_mb(self.proc.pid), int(done.read_text())))
+        print(f"  {name}: {self.rows[-1][1]:.1f} MB", flush=True)
+
+    async def run(self) -> None:
+        opts = self.opts
+        names = app_names(opts.n)
+        repo = write_local_repo(self.work, opts.n, "host-apps-memory")
+        password = secrets.token_urlsafe(16)
+        port = free_port()
+        env = {key: value for key, value in os.environ.items() if not key.startswith("BOLT_")}
+        env.update(
+            {
+                "BOLT_ADMIN_PASSWORD": password,
+                "BOLT_PORT_RANGE": f"{opts.port_base}-{opts.port_base + max(opts.n * 2, 100)}",
+                "BOLT_LOG_LEVEL": "warning",
+                "BOLT_READY_TIMEOUT_SECONDS": str(opts.ready_timeout),
+                "BOLT_MEMORY_TRACE": str(opts.trace),
+                "BOLT_MEMORY_STAGES": str(self.stages_dir),
+            }
+        )
+        if opts.plugins_off:
+            env["BOLT_PLUGINS"] = ""
+        command = [sys.executable, "-c", WRAPPER, "serve", "--port", str(port), "--host", "127.0.0.1"]
+        command += ["--data-dir", str(self.work / "data"), "--local-repo", str(repo)]
+        log = (self.work / "host.log").open("wb")
+        self.proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600, trust_env=False) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    reply = await client.post("/api/users/login", json={"name": "admin", "password": password})
+                    if reply.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the host did not come up; see {self.work / 'host.log'}")
+                await asyncio.sleep(0.1)
+            client.headers["x-bolt-user-token"] = reply.json()["body"]["token"]
+            await self.stage("booted, admin logged in")
+            semaphore = asyncio.Semaphore(8)
+
+            async def install(name: str) -> None:
+                async with semaphore:
+                    answer = await client.post("/api/apps/local", json={"path": name})
+                    answer.raise_for_status()
+
+            await asyncio.gather(*(install(name) for name in names))
+            await self.stage(f"{opts.n} apps installed")
+            answer = await client.post("/api/apps/start", json={"names": names})
+            answer.raise_for_status()
+            if answer.json()["body"]["failed"]:
+                raise RuntimeError(f"apps failed to start: {answer.json()['body']['failed'][:3]}")
+            await asyncio.sleep(opts.settle)
+            await self.stage(f"{opts.n} apps running, {opts.settle:g} s later")
+            for _ in range(200):
+                (await client.get("/api/apps/@live")).raise_for_status()
+            await self.stage("after 200 @live calls")
+            (await client.post("/api/apps/stop", json={"names": names})).raise_for_status()
+            await self.stage("all stopped")
+
+    def end(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)  # the host stops its apps
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def report(self) -> None:
+        print(f"\nN={self.opts.n}, plugins {'off' if self.opts.plugins_off else 'on'}")
+        print("| stage | RSS (MB) | added (MB) | modules |\n|---|---|---|---|")
+        previous = 0.0
+        for name, rss, modules in self.rows:
+            print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {modules} |")
+            previous = rss
+        if self.opts.trace:
+            self.report_growth()
+
+    def report_growth(self) -> None:
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        snapshots = [
+            tracemalloc.Snapshot.load(str(self.stages_dir / f"stage-{i}.snapshot")).filter_traces(ignore)
+            for i in range(len(self.rows))
+        ]
+        for i in range(1, len(snapshots)):
+            diff = snapshots[i].compare_to(snapshots[i - 1], "lineno")
+            total = sum(stat.size_diff for stat in diff) / 2**20
+            print(f"\n{self.rows[i][0]}: Python allocations {total:+.2f} MB; the sites that grew most:")
+            for stat in diff[: self.opts.top]:
+                frame = stat.traceback[0]
+                where = frame.filename.split("site-packages/")[-1].replace(str(REPO_ROOT) + "/", "")
+                code = linecache.getline(frame.filename, frame.lineno).strip()[:70]
+                print(f"  {stat.size_diff / 1024:+8.0f} KB {stat.count_diff:+7d}  {where}:{frame.lineno}  {code}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="apps installed and started")
+    parser.add_argument("--plugins-off", action="store_true", help="the core host only")
+    parser.add_argument("--trace", type=int, default=0, metavar="FRAMES", help="tracemalloc frames (0: off)")
+    parser.add_argument("--top", type=int, default=12, help="with --trace: sites listed per stage")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds after start all")
+    parser.add_argument("--port-base", type=int, default=14000, help="app ports from here")
+    parser.add_argument("--ready-timeout", type=float, default=300.0, help="per start (tracing is slow)")
+    opts = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bolt-host-apps-memory-"))
+    os.chmod(work, 0o711)  # as root the host runs each app as its own uid: they must reach their code
+    probe = Probe(opts, work)
+    try:
+        asyncio.run(probe.run())
+    finally:
+        probe.end()
+    probe.report()
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
