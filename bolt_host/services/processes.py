@@ -423,7 +423,7 @@ async def terminate_tree(
     grace: float,
     snapshots: SharedSnapshots | None = None,
     kill_wait: float = 5.0,
-    group_members: Callable[[], Iterable[int]] | None = None,
+    group_members: Callable[[], set[int]] | None = None,
 ) -> list[int]:
     """SIGTERM the whole tree, wait up to ``grace``, then SIGKILL whatever is left.
 

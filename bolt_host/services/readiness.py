@@ -24,6 +24,7 @@ import asyncio
 import errno
 import select
 import socket
+from typing import Any
 from urllib.parse import quote
 
 from bolt_host.services.listen_sweep import ListenSweep
@@ -114,7 +115,8 @@ async def _until_listening(
             if now >= deadline:
                 raise NeverReady(late)
             if watch is not None:
-                await asyncio.wait({exited, watch}, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED)
+                either: set[asyncio.Future[Any]] = {exited, watch}
+                await asyncio.wait(either, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED)
             else:
                 await asyncio.wait({exited}, timeout=min(next_wait(now - began, _waiting), deadline - now))
     finally:
