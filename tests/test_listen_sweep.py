@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 
@@ -15,6 +16,14 @@ from bolt_host.services.listen_sweep import FIRST_SWEEP, MAX_SWEEP_INTERVAL, Lis
 from bolt_host.services.readiness import NeverReady, wait_until_ready
 
 pytestmark = pytest.mark.timeout(30)
+
+
+async def _rounds(sweep: ListenSweep, count: int) -> None:
+    """Poll (deadline 10 s) until the sweep has asked the kernel ``count`` more times."""
+    wanted, deadline = sweep.rounds + count, time.monotonic() + 10
+    while sweep.rounds < wanted:
+        assert time.monotonic() < deadline, f"the sweep made {sweep.rounds} rounds, not {wanted}"
+        await asyncio.sleep(MAX_SWEEP_INTERVAL / 4)
 
 
 def bound_socket() -> socket.socket:
@@ -29,7 +38,7 @@ async def test_a_port_that_starts_listening_wakes_its_wait_only() -> None:
         ports = [sock.getsockname()[1] for sock in sockets]
         sweep = ListenSweep.of_running_loop()
         watches = [sweep.watch(port) for port in ports]
-        await asyncio.sleep(3 * MAX_SWEEP_INTERVAL)  # several rounds: bound, not listening
+        await _rounds(sweep, 3)  # bound, not listening: several rounds find nothing
         assert not any(watch.done() for watch in watches)
         sockets[1].listen()
         await asyncio.wait_for(asyncio.shield(watches[1]), timeout=10)

@@ -40,6 +40,7 @@ class ListenSweep:
         self._waiters: dict[int, set[asyncio.Future[None]]] = {}
         self._newest = 0.0
         self._task: asyncio.Task[None] | None = None
+        self.rounds = 0  # kernel questions asked so far
 
     @classmethod
     def of_running_loop(cls) -> ListenSweep:
@@ -85,6 +86,7 @@ class ListenSweep:
                 except OSError as exc:
                     self._fail(exc)
                     return
+                self.rounds += 1
                 for port in found & self._waiters.keys():
                     for future in self._waiters.pop(port):
                         if not future.done():
