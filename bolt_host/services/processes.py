@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bolt_host.services.envnames import refusal
 from bolt_host.services.proctable import (
@@ -54,6 +54,9 @@ from bolt_host.services.proctable import (
     start_time,
 )
 from bolt_host.services.start_command import command_argv, command_environment
+
+if TYPE_CHECKING:
+    from bolt_host.services.stats import Orphan
 
 log = logging.getLogger("bolt_host.processes")
 
@@ -513,6 +516,10 @@ class OrphanReaper:
 
     def __init__(self) -> None:
         self._pidfds: dict[int, int] = {}
+
+    def watch_all(self, orphans: Iterable[Orphan]) -> None:
+        for orphan in orphans:
+            self.watch(orphan.pid, orphan.create_time)
 
     def watch(self, pid: int, create_time: float) -> None:
         if pid in self._pidfds or pid in _main_pids:

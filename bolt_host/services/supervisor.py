@@ -39,7 +39,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ from bolt_host.services.app_runtime import (
     USAGE_FIELDS,
     AppRuntime,
 )
+from bolt_host.services.background import Background, retrieve_exception
 from bolt_host.services.instances import DEFAULT_MAX_INSTANCES
 from bolt_host.services.ports import PortPool
 from bolt_host.services.processes import AppProcess, OrphanReaper, describe_exit, enable_child_subreaper
@@ -74,7 +75,7 @@ from bolt_host.services.sandbox import Isolation
 from bolt_host.services.scaling import Scaling
 from bolt_host.services.spawner import ExtraEnv, RequestedPort, Spawner, out_of_memory
 from bolt_host.services.start_command import is_serverless
-from bolt_host.services.stats import Orphan, StatsSampler, TreeUsage
+from bolt_host.services.stats import StatsSampler, TreeUsage
 from bolt_host.services.tokens import AppTokens
 from bolt_host.services.traffic import Lease
 from bolt_host.statefile import StateFile
@@ -139,10 +140,10 @@ class Supervisor:
             stats_interval,
             self._apps.stat_roots,
             self._apps.stat_markers,
-            self._watch_orphans,
+            self._reaper.watch_all,
             groups=self._apps.stat_groups,
         )
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background()
         self._closing = False
         self._rollovers = Rollovers(self._spawner, tokens, grace_seconds, self._runlog.note)
         self._scaling = Scaling(
@@ -166,7 +167,7 @@ class Supervisor:
             autostart=self._autostart,
         )
         self._stats.start()
-        self._in_background(self._runlog.rotate_periodically(self._apps.values))
+        self._background.run(self._runlog.rotate_periodically(self._apps.values))
         results = await asyncio.gather(*(self.start_app(app) for app in to_start), return_exceptions=True)
         for app, result in zip(to_start, results, strict=True):
             if isinstance(result, BaseException):
@@ -184,7 +185,7 @@ class Supervisor:
 
         await asyncio.gather(*(stop_one(rt) for rt in list(self._apps.values())), return_exceptions=True)
         await self._scaling.close()
-        await self._cancel_background()
+        await self._background.cancel(rt.restart_task for rt in self._apps.values() if rt.restart_task is not None)
         self._reaper.close()
 
     async def detach(self) -> None:
@@ -196,7 +197,7 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._cancel_background()
+        await self._background.cancel(rt.restart_task for rt in self._apps.values() if rt.restart_task is not None)
         for runtime in self._apps.values():
             if runtime.process is not None:
                 runtime.process.detach()
@@ -347,7 +348,7 @@ class Supervisor:
             runtime.last_exit = None  # kept until the next start asked for
         self._runlog.note(runtime, f"restarting (restart {runtime.restarts})" if automatic else "starting")
         task = asyncio.create_task(self._run_start(runtime, automatic), name=f"start {runtime.name}")
-        task.add_done_callback(_retrieve_exception)
+        task.add_done_callback(retrieve_exception)  # an automatic restart's start nobody awaits
         task.add_done_callback(functools.partial(_forget_start, runtime))
         runtime.start_task = task
         return task
@@ -434,7 +435,7 @@ class Supervisor:
         exited_how = "exited (adopted)" if adopted else describe_exit(runtime.exit_code)
         runtime.reason = out_of_memory(runtime) or exited_how
         log.info("%s (pid %s) %s", runtime.name, runtime.process.pid if runtime.process else None, runtime.reason)
-        self._in_background(self._handle_crash(runtime, generation))
+        self._background.run(self._handle_crash(runtime, generation))
 
     async def _handle_crash(self, runtime: AppRuntime, generation: int) -> None:
         async with runtime.lock:
@@ -586,23 +587,6 @@ class Supervisor:
         except Exception:  # a broken listener must not break supervision
             log.exception("publishing %s for %s failed", event, runtime.name)
 
-    def _in_background(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(_retrieve_exception)
-
-    async def _cancel_background(self) -> None:
-        tasks = list(self._background)
-        tasks += [rt.restart_task for rt in self._apps.values() if rt.restart_task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _watch_orphans(self, orphans: list[Orphan]) -> None:
-        for orphan in orphans:
-            self._reaper.watch(orphan.pid, orphan.create_time)
-
 
 def _app_name(app: dict[str, Any]) -> str:
     name = app.get("name")
@@ -615,10 +599,3 @@ def _forget_start(runtime: AppRuntime, task: asyncio.Task[Any]) -> None:
     # A finished start task holds its context (and any traceback): 0.9 MB at 200 running apps.
     if runtime.start_task is task:
         runtime.start_task = None
-
-
-def _retrieve_exception(task: asyncio.Task[Any]) -> None:
-    # Start tasks nobody awaits (automatic restarts) must not log "exception never retrieved".
-    if not task.cancelled():
-        task.exception()
-
