@@ -28,7 +28,7 @@ from tests.helpers import free_port
 pytestmark = pytest.mark.timeout(60)
 
 LISTENER = "import signal, socket\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen()\nsignal.pause()\n"
-IDLE = "import time\ntime.sleep(120)\n"
+IDLE = "import signal\nsignal.pause()\n"
 
 
 @contextlib.asynccontextmanager

@@ -41,6 +41,18 @@ def _new_version(
         (folder / "ready-once").write_text("")
 
 
+def _upgrade_under_traffic(live: LiveServer) -> tuple[httpx.Response, Traffic]:
+    """Upgrade while a steady stream of requests goes through /x/, and 20 more after it answered."""
+    with Traffic(live) as traffic:
+        answer = _upgrade(live)
+        traffic.more_answers(20)
+    return answer, traffic
+
+
+def _scale(live: LiveServer, count: int) -> None:
+    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=120) as admin:
+        assert admin.put("/api/apps/rolling", json={"instances": count}).status_code == 200
+
 def _upgrade(live: LiveServer) -> httpx.Response:
     with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=120) as admin:
         return admin.post("/api/apps/local", json={"path": "rolling", "upgrade": True})
@@ -65,9 +77,7 @@ def test_an_upgrade_of_a_running_app_drops_no_request(live: LiveServer) -> None:
 def test_a_new_version_that_never_gets_ready_is_rolled_back_without_a_gap(live: LiveServer) -> None:
     old_pid = live_context(live)["pid"]
     _new_version(live, "2.0.0", never_ready=True)
-    with Traffic(live) as traffic:
-        answer = _upgrade(live)
-        traffic.more_answers(20)
+    answer, traffic = _upgrade_under_traffic(live)
     assert answer.status_code == 500 and answer.json()["code"] == errors.APP_START_FAILED, answer.text
     message = answer.json()["error"]["message"]
     assert "upgrade of rolling to 2.0.0 did not start" in message and "never-ready: exiting" in message
@@ -82,12 +92,9 @@ def test_a_new_version_that_never_gets_ready_is_rolled_back_without_a_gap(live: 
 
 
 def test_an_upgrade_switches_every_instance_one_at_a_time(live: LiveServer) -> None:
-    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=120) as admin:
-        assert admin.put("/api/apps/rolling", json={"instances": 2}).status_code == 200
+    _scale(live, 2)
     _new_version(live, "2.0.0")
-    with Traffic(live) as traffic:
-        answer = _upgrade(live)
-        traffic.more_answers(20)
+    answer, traffic = _upgrade_under_traffic(live)
     assert answer.status_code == 201, answer.text
     assert traffic.failures == []
     assert {version for version, _ in traffic.answers[-10:]} == {"2.0.0"}
@@ -100,13 +107,10 @@ def test_an_upgrade_switches_every_instance_one_at_a_time(live: LiveServer) -> N
 
 
 def test_an_upgrade_failing_on_a_later_instance_moves_the_switched_ones_back_without_a_gap(live: LiveServer) -> None:
-    with httpx.Client(base_url=live.url, auth=live.admin_auth, timeout=120) as admin:
-        assert admin.put("/api/apps/rolling", json={"instances": 3}).status_code == 200
+    _scale(live, 3)
     before = [c["pid"] for c in instances(live)]
     _new_version(live, "2.0.0", ready_once=True)  # instance 0 switches to it, instance 1 fails to
-    with Traffic(live) as traffic:
-        answer = _upgrade(live)
-        traffic.more_answers(20)
+    answer, traffic = _upgrade_under_traffic(live)
     assert answer.status_code == 500 and answer.json()["code"] == errors.APP_START_FAILED, answer.text
     message = answer.json()["error"]["message"]
     assert "upgrade of rolling to 2.0.0 did not start" in message and "2.0.0 already started once" in message

@@ -193,11 +193,7 @@ class Supervisor:
         self._closing = True
         await self._stats.stop()
         await self._scaling.close()
-        tasks = [t for rt in self._apps.values() for t in (rt.start_task, rt.restart_task) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._background.cancel(rt.restart_task for rt in self._apps.values() if rt.restart_task is not None)
+        await self._background.cancel(t for rt in self._apps.values() for t in (rt.start_task, rt.restart_task) if t)
         for runtime in self._apps.values():
             if runtime.process is not None:
                 runtime.process.detach()
