@@ -109,6 +109,10 @@ class JournalFile(StateFile):
         return deleted
 
     # writing (see StateFile: built on the event loop, run in a worker thread) ----------
+    async def commit_visible(self) -> None:
+        """As :meth:`commit`: the journal has no pending snapshot (its appends are small already)."""
+        await self.commit()
+
     def _next_write(self) -> Callable[[], None]:
         pending, self._pending = self._pending, {}
         line = b"{" + b",".join(

@@ -12,6 +12,21 @@ The file is written the same crash-safe way as ``db.json``: ``kill -9`` at any
 moment leaves the previous or the next state.  A write that fails (disk full)
 fails every commit waiting on it; the changes stay in memory and go into the
 next write that succeeds.
+
+Visible before durable (:meth:`StateFile.commit_visible`).  Some changes must be
+seen by the next host *if this one is killed*, but need not survive a crash of the
+machine, because that crash undoes what they describe: the record of an app process
+about to be spawned (its generation, its token) lets a host started after a
+``kill -9`` find and adopt or end that process, and a machine crash ends the process
+too.  The kernel keeps a written file in its page cache when the process that wrote
+it dies, so for those changes a write without ``fsync`` is enough, and the fsync
+(milliseconds, more on a busy disk) need not sit between an app's crash and its
+restart.  Such a write replaces ``<file>.pending``, a whole snapshot like the main
+file, and each snapshot carries its write number (``"#write"``, counted on across
+host runs): a load takes whichever of the two is newer and whole.  A machine crash
+may leave the pending file missing, older, empty or torn; it is then ignored (it
+was never promised durable), and the main file, written only with fsync, holds
+every commit that was.  The durable write follows at once (group commit as above).
 """
 
 from __future__ import annotations
@@ -19,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,6 +51,8 @@ from bolt_host.storage import (
 log = logging.getLogger("bolt_host.statefile")
 Row = dict[str, Any]
 RUNTIME_STATE_FILE = "runtime.json"  # the host's: app processes and app tokens, kept out of db.json
+WRITE_NUMBER = "#write"  # in each snapshot: which is newer, the main file or the pending one
+PENDING_SUFFIX = ".pending"
 
 
 class StateFile:
@@ -45,19 +62,30 @@ class StateFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.path.parent, self.path.name)
-        self._sections: dict[str, dict[str, Row]] = self._load()
+        self._version = 0  # bumped by every change; a snapshot written carries it as its write number
+        self._sections: dict[str, dict[str, Row]] = self._load()  # (sets _version to the loaded write number)
         self._fragments = {  # section -> key -> b'"key":{...}', what _encode joins
             section: {key: _fragment(key, row) for key, row in rows.items()} for section, rows in self._sections.items()
         }
         self._waiters: list[asyncio.Future[None]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._version = 0  # bumped by every change
-        self._durable = 0  # the version the file holds
+        self._durable = self._version  # the version the main file holds
+        self._visible = self._version  # the version a load would find (main or pending file)
+        self._visible_waiters: list[asyncio.Future[None]] = []
         self.writes = 0  # completed writes, for tests and benchmarks
         self._background: set[asyncio.Task[None]] = set()
 
+    @property
+    def pending_path(self) -> Path:
+        return self.path.with_name(self.path.name + PENDING_SUFFIX)
+
     def _load(self) -> dict[str, dict[str, Row]]:
         data = load_json_object(self.path) or {}
+        pending = _load_pending(self.pending_path)
+        if pending is not None and _write_number(pending, self.pending_path) > _write_number(data, self.path):
+            data = pending  # the last host was killed after a visible write, before its durable one
+        self._version = _write_number(data, self.path)
+        data.pop(WRITE_NUMBER, None)
         if not all(isinstance(rows, dict) for rows in data.values()):
             raise CorruptDatabaseError(f"{self.path} does not hold JSON objects of rows; it was left as it is.")
         return data
@@ -114,6 +142,36 @@ class StateFile:
             self._writer = asyncio.create_task(self._write_batches(), name=f"write {self.path.name}")
         await waiter
 
+    async def commit_visible(self) -> None:
+        """Return once every change made so far is what a load of this file would find, on
+        disk or not yet (raises the write's OSError); the durable write follows at once.
+
+        For changes a machine crash makes moot (see the module's docstring): they must hold
+        for a host started after this one is killed, and the page cache keeps them for it.
+        Callers waiting at the same time share one write, made on the event loop (a write to
+        the page cache, no fsync: microseconds)."""
+        if self._visible == self._version:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._visible_waiters.append(waiter)
+        if len(self._visible_waiters) == 1:
+            loop.call_soon(self._write_visible)  # after the callers woken with this one
+        await waiter
+
+    def _write_visible(self) -> None:
+        waiters, self._visible_waiters = self._visible_waiters, []
+        version = self._version
+        if self._visible < version:
+            try:
+                atomic_write_bytes(self.pending_path, self._snapshot(version), durable=False)
+            except OSError as exc:
+                _settle(waiters, exc)
+                return
+            self._visible = version
+        _settle(waiters, None)
+        self.commit_soon()
+
     def commit_soon(self) -> None:
         """Let the changes made so far reach the disk without waiting; a failure is logged
         (the changes stay in memory and go out with the next commit that succeeds)."""
@@ -153,22 +211,29 @@ class StateFile:
 
     def _next_write(self) -> Callable[[], None]:
         """What the next write does (built on the event loop, run in a worker thread)."""
-        return partial(atomic_write_bytes, self.path, self._encode())
+        return partial(atomic_write_bytes, self.path, self._snapshot(self._version))
 
     def _write_failed(self) -> None:
         """A write failed: nothing to undo here, the next write holds every change again."""
 
     def _saved(self, version: int) -> None:
         self._durable = max(self._durable, version)
+        self._visible = max(self._visible, version)
         self.writes += 1
 
+    def _snapshot(self, version: int) -> bytes:
+        """The whole state as the main and the pending file hold it: with its write number."""
+        number = _encode_json(WRITE_NUMBER) + b":%d" % version
+        return b"{" + b",".join([number, *self._encoded_sections()]) + b"}"
+
     def _encode(self) -> bytes:
+        return b"{" + b",".join(self._encoded_sections()) + b"}"
+
+    def _encoded_sections(self) -> Iterator[bytes]:
         # Each row is encoded once, when it changes; a write joins the pieces (at 200 apps,
         # encoding the whole state for every commit was a tenth of a start storm's loop time).
-        sections = (
-            _encode_json(section) + b":{" + b",".join(rows.values()) + b"}" for section, rows in self._fragments.items()
-        )
-        return b"{" + b",".join(sections) + b"}"
+        for section, rows in self._fragments.items():
+            yield _encode_json(section) + b":{" + b",".join(rows.values()) + b"}"
 
 
 def _encode_json(value: Any) -> bytes:
@@ -177,6 +242,23 @@ def _encode_json(value: Any) -> bytes:
 
 def _fragment(key: str, row: Row) -> bytes:
     return _encode_json(key) + b":" + _encode_json(row)
+
+
+def _write_number(data: dict[str, Any], path: Path) -> int:
+    number = data.get(WRITE_NUMBER, 0)  # 0: a file written before write numbers
+    if not isinstance(number, int):
+        raise CorruptDatabaseError(f"{path}: {WRITE_NUMBER} is not a number; it was left as it is.")
+    return number
+
+
+def _load_pending(path: Path) -> dict[str, Any] | None:
+    """The pending snapshot, or None when there is none or not a whole one (a machine crash
+    before it reached the disk: it was never promised durable)."""
+    try:
+        return load_json_object(path)
+    except CorruptDatabaseError as exc:
+        log.warning("%s ignored (a write that never reached the disk whole): %s", path.name, exc)
+        return None
 
 
 def move_tables_from(db: Database, state: StateFile, tables: dict[str, str]) -> None:

@@ -29,22 +29,29 @@ class CorruptDatabaseError(RuntimeError):
     """The database file exists but cannot be parsed; it is left untouched."""
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` through temp file, fsync and rename."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through temp file, fsync and rename.
+
+    ``durable=False`` leaves out both fsyncs: every reader sees the new contents at once, also
+    a process started after this one is killed (they are in the page cache), but a crash of the
+    machine may leave ``path`` missing, empty or torn: only for a file whose loader accepts that.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def load_json_object(path: Path) -> dict[str, Any] | None:

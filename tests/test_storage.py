@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from bolt_host.journal import JournalFile
 from bolt_host.statefile import StateFile, move_tables_from
 from bolt_host.storage import AtomicJSONStorage, CorruptDatabaseError, Database
 from bolt_host.testing import running_host
+from tests.helpers import async_wait_until
 
 WRITER = Path(__file__).parent / "fixtures" / "storage_writer.py"
 
@@ -34,10 +36,13 @@ def _check_state(path: Path) -> int:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("kind", ["db.json", "runtime.json"])
-def test_kill_9_at_random_moments_leaves_old_or_new_state(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("db.json", []), ("runtime.json", ["--statefile"]), ("runtime.json", ["--statefile", "--visible"])],
+    ids=["db.json", "runtime.json", "runtime.json-visible"],
+)
+def test_kill_9_at_random_moments_leaves_old_or_new_state(tmp_path: Path, kind: str, extra: list[str]) -> None:
     path = tmp_path / kind
-    extra = ["--statefile"] if kind == "runtime.json" else []
     rng = random.Random(1234)
     rounds = 40
     for _ in range(rounds):
@@ -58,8 +63,9 @@ def test_kill_9_at_random_moments_leaves_old_or_new_state(tmp_path: Path, kind: 
             acked = int(line)
         proc.stdout.close()
         counter = _check_state(path)
-        # The last acknowledged write is on disk; the one in flight may or may not be
-        # (a state file's round acknowledges three changes at once).
+        # The last acknowledged write is on disk (or with --visible, in the page cache, which
+        # a kill -9 leaves); the one in flight may or may not be (a state file's round
+        # acknowledges three changes at once).
         assert acked <= counter <= acked + 3, (counter, acked)
     assert not list(tmp_path.glob(f".{kind}.*.tmp")), "temp files left behind after reopening"
 
@@ -199,6 +205,62 @@ async def test_state_file_write_failure_fails_the_commit_and_the_next_commit_sav
 
     await state.commit()
     assert StateFile(tmp_path / "runtime.json").get("apps", "kept") == {"v": 2}
+
+
+async def test_a_visible_commit_is_what_the_next_load_finds_and_the_durable_write_follows(tmp_path: Path) -> None:
+    path = tmp_path / "runtime.json"
+    state = StateFile(path)
+    state.put("apps", "web", {"generation": 1})
+    await state.commit()
+    state.put("apps", "web", {"generation": 2})
+    state.put("tokens", "web", {"digest": "d2"})
+
+    await state.commit_visible()
+
+    assert json.loads(path.read_bytes())["apps"]["web"] == {"generation": 1}  # no fsync waited for
+    reloaded = StateFile(path)  # as a host started after this one is killed -9 reads it
+    assert reloaded.get("apps", "web") == {"generation": 2} and reloaded.get("tokens", "web") == {"digest": "d2"}
+    await async_wait_until(lambda: not state.unsaved, what="the durable write after the visible one")
+    assert json.loads(path.read_bytes())["apps"]["web"] == {"generation": 2}
+
+
+async def test_load_takes_the_newer_whole_snapshot_of_the_main_and_the_pending_file(tmp_path: Path) -> None:
+    path = tmp_path / "runtime.json"
+    state = StateFile(path)
+    state.put("apps", "web", {"v": 1})
+    await state.commit_visible()
+    whole_older = state.pending_path.read_bytes()
+    state.put("apps", "web", {"v": 2})
+    await state.commit()
+    durable = path.read_bytes()
+
+    # What a machine crash may leave of a pending file that never reached the disk: ignored,
+    # the main file holds every durable commit.
+    for left in (whole_older, whole_older[: len(whole_older) // 2], b"", b"\0" * len(whole_older)):
+        state.pending_path.write_bytes(left)
+        assert StateFile(path).get("apps", "web") == {"v": 2}
+
+    # A host killed after a visible write, before its durable one: the pending file is newer.
+    state.put("apps", "web", {"v": 3})
+    await state.commit_visible()
+    await async_wait_until(lambda: not state.unsaved, what="the durable write")
+    path.write_bytes(durable)  # the durable write that never happened
+    reloaded = StateFile(path)
+    assert reloaded.get("apps", "web") == {"v": 3}
+
+    # The next host counts on from there, so its own writes are newer than the pending file.
+    reloaded.put("apps", "web", {"v": 4})
+    reloaded.commit_now()
+    assert StateFile(path).get("apps", "web") == {"v": 4}
+
+
+async def test_a_journal_commits_visible_changes_durably(tmp_path: Path) -> None:
+    journal = JournalFile(tmp_path / "fleet.json")
+    journal.put("ops", "1", {"state": "queued"})
+    await journal.commit_visible()
+    assert not journal.unsaved and not journal.pending_path.exists()
+    assert JournalFile(tmp_path / "fleet.json").get("ops", "1") == {"state": "queued"}
+    journal.close()
 
 
 def test_state_file_refuses_a_corrupt_file_and_keeps_it(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -13,7 +15,10 @@ import pytest
 
 from bolt_host.errors import APP_NOT_RUNNING, BoltError
 from bolt_host.services.ports import is_port_free
+from bolt_host.services.proctable import read_environ_value
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
+from bolt_host.services.tokens import AppTokens
+from bolt_host.statefile import StateFile
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import Harness, marked_pids, process_gone, supervisor_harness
 
@@ -48,6 +53,58 @@ async def test_kill_9_of_a_running_app_is_replaced_quickly(harness: Harness) -> 
     assert backoff["status"] == "backoff" and backoff["nextRestartAt"].endswith("Z")
     assert harness.event_names("phoenix")[-3:] == ["app-backoff", "app-starting", "app-started"]
     assert marked_pids("phoenix") == [second["pid"]]
+
+
+class SlowDisk(StateFile):
+    """A state file whose durable writes wait while ``held`` is clear (a disk taking its time)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.held = threading.Event()
+        self.held.set()
+
+    def _next_write(self) -> Callable[[], None]:
+        write = super()._next_write()
+
+        def when_the_disk_is_free() -> None:
+            self.held.wait(timeout=60)
+            write()
+
+        return when_the_disk_is_free
+
+
+async def test_a_crash_restart_spawns_without_waiting_for_the_disk_and_a_killed_host_finds_it(
+    harness: Harness,
+) -> None:
+    """The record of the new generation is visible (page cache) before its process exists, durable
+    later: a host started after a kill -9 of this one adopts or ends that process; a machine
+    crash would end it anyway.  So no fsync sits between the crash and the spawn."""
+    harness.state = SlowDisk(harness.state.path)
+    harness.tokens = AppTokens(harness.state)
+    app = harness.app("phoenix", "http_server.py", health="/health")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    first = await supervisor.start_app(app)
+    harness.state.held.clear()  # from here on nothing reaches the disk until the test says so
+    try:
+        os.kill(first["pid"], signal.SIGKILL)
+        spawned = await async_wait_until(
+            lambda: (c := supervisor.context("phoenix")) and c["pid"] not in (None, first["pid"]) and c["pid"],
+            what="the replacement spawned while the disk holds every write",
+        )
+        harness.track(spawned)
+        token = await async_wait_until(lambda: read_environ_value(spawned, "BOLT_APP_TOKEN"), what="its exec")
+        durable = json.loads(harness.state.path.read_bytes())["supervisor"]["phoenix"]
+        assert durable["pid"] == first["pid"]  # the main file still names the killed process
+        after_kill_9 = StateFile(harness.state.path)  # what a host started now would load
+        assert after_kill_9.get("supervisor", "phoenix")["generation"] == durable["generation"] + 1
+        assert AppTokens(after_kill_9).belongs_to("phoenix", token)  # so boot can tell the process is ours
+    finally:
+        harness.state.held.set()
+    running = await harness.wait_status(supervisor, "phoenix", "running")
+    assert running["pid"] == spawned
+    await async_wait_until(lambda: not harness.state.unsaved, what="the durable write")
+    assert json.loads(harness.state.path.read_bytes())["supervisor"]["phoenix"]["pid"] == spawned
 
 
 async def test_crash_loop_backs_off_then_fails(harness: Harness) -> None:

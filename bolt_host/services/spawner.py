@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bolt_host.errors import APP_START_FAILED, BoltError
 from bolt_host.services import applogs
@@ -43,6 +43,13 @@ PORT_FREE_TIMEOUT = 5.0
 
 ExtraEnv = Callable[[dict[str, Any]], Awaitable[dict[str, str]]]
 RequestedPort = Callable[[dict[str, Any]], Awaitable[int | None]]
+
+
+class RecordGeneration(Protocol):
+    """Writes the app's record of the generation about to be spawned; returns once it is on
+    disk, or unless ``durable``, once a host started after this one is killed would read it."""
+
+    def __call__(self, *, durable: bool) -> Awaitable[None]: ...
 
 
 class Spawner:
@@ -87,7 +94,7 @@ class Spawner:
                 snapshots=self._snapshots,
             )
 
-    async def spawn(self, runtime: AppRuntime, before_launch: Callable[[], Awaitable[None]]) -> AppProcess:
+    async def spawn(self, runtime: AppRuntime, before_launch: RecordGeneration) -> AppProcess:
         """Start the app's process; ``before_launch`` runs once everything is ready but the
         process does not exist yet (the supervisor records the generation there)."""
         app, name = runtime.app, runtime.name
@@ -98,12 +105,15 @@ class Spawner:
         if runtime.is_server:
             runtime.port = self._ports.acquire(name, await self.fixed_port(app))
         extra = await self._extra_env(app) if self._extra_env is not None else {}
-        if self._isolation is not None:
-            self._assign(runtime)  # a new uid is recorded with the generation, before the app runs as it
+        new_uid = self._isolation is not None and self._assign(runtime)
         token = self._tokens.issue(name, runtime.key)
-        # The record's write (an fsync) runs while the confinement is prepared (in a worker
-        # thread, the first time): a crash restart waited for one, then the other.
-        recorded = asyncio.ensure_future(before_launch())
+        # The record (generation, token) must be there for a host started after a kill -9 of
+        # this one: it adopts the process, or finds it by marker and token and ends it.  A
+        # machine crash ends the process too, so visible is enough and no fsync sits between
+        # a crash and its restart.  A new uid is durable before anything runs as it: files the
+        # app keeps must never belong to a number the host forgot and may give to another app.
+        # The write runs while the confinement is prepared (in a worker thread, the first time).
+        recorded = asyncio.ensure_future(before_launch(durable=new_uid))
         try:
             if self._isolation is not None:
                 runtime.confinement = await self._confine(runtime, argv)
@@ -127,10 +137,12 @@ class Spawner:
         """The one port the app must listen on (a plugin's ``requested_port``), or None."""
         return await self._requested_port(app) if self._requested_port is not None else None
 
-    def _assign(self, runtime: AppRuntime) -> None:
+    def _assign(self, runtime: AppRuntime) -> bool:
+        """Give the app its uid (in uid mode); True when the number is new, allocated now."""
         assert self._isolation is not None
         try:
-            self._isolation.assign(runtime.app)
+            known = self._isolation.identities.known(runtime.name)
+            return self._isolation.assign(runtime.app) not in (None, known)
         except (OSError, RuntimeError) as exc:
             raise confine_failed(runtime.name, exc) from exc
 

@@ -476,7 +476,7 @@ class Supervisor:
         runtime.next_restart_at = time.time() + delay
         if delay > 0:
             self.persist_soon(runtime)
-        else:  # the spawn at once writes this with its generation: one fsync before it, not two
+        else:  # the spawn at once writes this with its generation: one write before it, not two
             self._state.put(SECTION, runtime.key, runtime.record())
         self._runlog.note(runtime, f"restart in {delay:.1f} s")
         await self.emit("app-backoff", runtime)
@@ -557,14 +557,14 @@ class Supervisor:
         process = runtime.process
         return self._stats.latest(runtime.key, process.pid) if process is not None else None
 
-    async def persist(self, runtime: AppRuntime) -> None:
-        """Record the app's row and wait until it is on disk (with any token change made so far).
+    async def persist(self, runtime: AppRuntime, *, durable: bool = True) -> None:
+        """Record the app's row and wait until it is on disk (with any token change made so far),
+        or unless ``durable``, until a host started after this one is killed would read it.
 
-        For what must hold before it is acknowledged or acted on: the generation and token
-        before a spawn, the desired state of a stop.
-        """
+        For what must hold before it is acknowledged or acted on: the desired state of a stop,
+        the generation and token before a spawn (visible is enough there: see :mod:`spawner`)."""
         self._state.put(SECTION, runtime.key, runtime.record())
-        await self._state.commit()
+        await (self._state.commit() if durable else self._state.commit_visible())
 
     def persist_soon(self, runtime: AppRuntime) -> None:
         """Record the app's row and let it reach the disk without waiting.
