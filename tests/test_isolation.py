@@ -550,3 +550,35 @@ async def install_and_start_again(bolt: RunningHost, name: str) -> dict[str, Any
     started = await bolt.admin.post("/api/apps/start", json={"name": name})
     assert started.status_code == 200, started.text
     return started.json()["body"]
+
+
+FORKER = """
+    import os, signal
+    child = os.fork()
+    if child == 0:
+        signal.pause()
+        os._exit(0)
+    print("FORKED", child, flush=True)
+    signal.pause()
+"""
+
+
+async def test_an_app_and_what_it_forks_are_in_every_hierarchy_of_its_group(iso: RunningHost) -> None:
+    """The shell that joins writes 0 (itself) to each join file, in v1 the thread's ``tasks``
+    (no global lock, no RCU grace period on the restart path): the whole process moves, and
+    everything it execs and forks stays in each hierarchy's group."""
+    support = require_cgroups(iso)
+    write_app(iso.host.state["test-repo"], "forker", FORKER)
+    context = await install_and_start(iso, "forker")
+    child = int((await wait_for_line(iso, "forker", "FORKED")).split("FORKED")[1].split()[0])
+    group = support.group("forker")
+    assert group is not None
+    argv = iso.host.supervisor._apps["forker"].confinement.argv
+    assert [str(path) for path in group.join_files()] == argv[argv.index("bolt-join") + 1 : argv.index("--")]
+    if support.version == "v1":
+        assert all(path.name == "tasks" for path in group.join_files())
+    for pid in (context["pid"], child):
+        assert all(pid in {int(line) for line in (folder / "cgroup.procs").read_text().split()}
+                   for folder in group.dirs.values()), (pid, group.dirs)
+    assert (await iso.admin.post("/api/apps/stop", json={"name": "forker"})).status_code == 200
+    assert not group.members()

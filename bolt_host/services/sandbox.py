@@ -51,8 +51,8 @@ log = logging.getLogger("bolt_host.sandbox")
 UID, BWRAP, NONE, OFF = "uid", "bwrap", "none", "off"
 HOMES = "home"  # data_dir/home/<app>: each app's writable folder ($BOLT_APP_DATA, HOME)
 PRIVATE_SUBDIRS = ("public", "databases", "logs", "cache", "uploads")
-# Joins each cgroup.procs given before "--", then execs the rest (the app's chain).
-JOIN_SCRIPT = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+# Joins each group file given before "--" (0: the shell itself), then execs the rest (the app's chain).
+JOIN_SCRIPT = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
 def _tool(name: str) -> str | None:
@@ -259,7 +259,7 @@ class Isolation:
             script = f"ulimit -n {rlimits.pop('nofile')} || exit 125; {JOIN_SCRIPT}"
         chain = self._prlimit(rlimits) + chain
         if cgroup is not None:
-            chain = ["/bin/sh", "-c", script, "bolt-join", *map(str, cgroup.procs_files()), "--", *chain]
+            chain = ["/bin/sh", "-c", script, "bolt-join", *map(str, cgroup.join_files()), "--", *chain]
         env = {"BOLT_APP_DATA": str(home), "HOME": str(home)}
         return Confinement(chain, env, mode, limits, cgroup, baseline, uid)
 
