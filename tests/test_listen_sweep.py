@@ -12,7 +12,13 @@ import time
 
 import pytest
 
-from bolt_host.services.listen_sweep import FIRST_SWEEP, MAX_SWEEP_INTERVAL, ListenSweep, sweep_interval
+from bolt_host.services.listen_sweep import (
+    FEW_PORTS,
+    FIRST_SWEEP,
+    MAX_SWEEP_INTERVAL,
+    ListenSweep,
+    sweep_interval,
+)
 from bolt_host.services.readiness import NeverReady, wait_until_ready
 
 pytestmark = pytest.mark.timeout(30)
@@ -69,6 +75,15 @@ def test_rounds_start_early_and_stay_within_the_bound() -> None:
     assert sweep_interval(0.0) == FIRST_SWEEP
     rounds = [sweep_interval(age) for age in (0.0, 0.01, 0.04, 1.0, 100.0)]
     assert rounds == sorted(rounds) and rounds[-1] == MAX_SWEEP_INTERVAL
+
+
+def test_a_lone_wait_is_swept_sooner_than_a_crowd_and_within_the_same_bound() -> None:
+    ages = (0.0, 0.01, 0.04, 0.1, 1.0, 100.0)
+    lone = [sweep_interval(age, 1) for age in ages]
+    crowd = [sweep_interval(age, 200) for age in ages]
+    assert lone == sorted(lone) and lone[-1] == crowd[-1] == MAX_SWEEP_INTERVAL
+    assert all(mine < theirs for mine, theirs in zip(lone[:3], crowd[:3], strict=True))
+    assert sweep_interval(0.04, FEW_PORTS) == lone[2] and sweep_interval(0.04, FEW_PORTS + 1) == crowd[2]
 
 
 async def test_a_listener_the_host_cannot_reach_on_loopback_is_not_ready() -> None:

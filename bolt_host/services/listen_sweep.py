@@ -9,8 +9,11 @@ kernel) and wakes only the waits whose port now listens.
 
 Rounds come 5 ms after the newest wait began, then further apart by a quarter of its age,
 at most :data:`MAX_SWEEP_INTERVAL` apart: a round costs the same for one wait as for two
-hundred, so the last of a fleet is seen within that bound of listening.  Where the kernel
-does not answer (no ``sock_diag``), every wait is told so and probes its port itself.
+hundred, so the last of a fleet is seen within that bound of listening.  While only a few
+ports are waited for (a crash restart, an admin's start) the CPU is not short: rounds come
+2 ms after, then a tenth of the age apart, so an app that listens 40 ms after its spawn is
+seen within about 5 ms, not 15 (about 14 rounds of ~50 us of CPU instead of 7).  Where the
+kernel does not answer (no ``sock_diag``), every wait is told so and probes its port itself.
 """
 
 from __future__ import annotations
@@ -23,12 +26,18 @@ from bolt_host.services import sockdiag
 FIRST_SWEEP = 0.005
 SWEEP_GROWTH = 0.25  # of the newest wait's age, added to the next round's delay
 MAX_SWEEP_INTERVAL = 0.02
+FEW_PORTS = 4  # waited for at once, at most: the tighter rounds below
+FEW_FIRST_SWEEP = 0.002
+FEW_SWEEP_GROWTH = 0.1
 
 _sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ListenSweep] = weakref.WeakKeyDictionary()
 
 
-def sweep_interval(newest_age: float) -> float:
-    """Seconds until the next round, ``newest_age`` seconds after the newest wait began."""
+def sweep_interval(newest_age: float, ports: int = FEW_PORTS + 1) -> float:
+    """Seconds until the next round, ``newest_age`` seconds after the newest wait began,
+    with ``ports`` waited for."""
+    if ports <= FEW_PORTS:
+        return min(MAX_SWEEP_INTERVAL, FEW_FIRST_SWEEP + FEW_SWEEP_GROWTH * newest_age)
     return min(MAX_SWEEP_INTERVAL, FIRST_SWEEP + SWEEP_GROWTH * newest_age)
 
 
@@ -78,7 +87,7 @@ class ListenSweep:
         loop = asyncio.get_running_loop()
         try:
             while self._waiters:
-                await asyncio.sleep(sweep_interval(loop.time() - self._newest))
+                await asyncio.sleep(sweep_interval(loop.time() - self._newest, len(self._waiters)))
                 if not self._waiters:
                     return
                 try:
