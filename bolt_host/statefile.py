@@ -81,10 +81,11 @@ class StateFile:
 
     def _load(self) -> dict[str, dict[str, Row]]:
         data = load_json_object(self.path) or {}
-        pending = _load_pending(self.pending_path)
-        if pending is not None and _write_number(pending, self.pending_path) > _write_number(data, self.path):
-            data = pending  # the last host was killed after a visible write, before its durable one
         self._version = _write_number(data, self.path)
+        pending = _load_pending(self.pending_path)
+        if pending is not None and _write_number(pending, self.pending_path) > self._version:
+            data = pending  # the last host was killed after a visible write, before its durable one
+            self._version = _write_number(data, self.pending_path)
         data.pop(WRITE_NUMBER, None)
         if not all(isinstance(rows, dict) for rows in data.values()):
             raise CorruptDatabaseError(f"{self.path} does not hold JSON objects of rows; it was left as it is.")
