@@ -220,6 +220,7 @@ async def test_a_visible_commit_is_what_the_next_load_finds_and_the_durable_writ
     assert json.loads(path.read_bytes())["apps"]["web"] == {"generation": 1}  # no fsync waited for
     reloaded = StateFile(path)  # as a host started after this one is killed -9 reads it
     assert reloaded.get("apps", "web") == {"generation": 2} and reloaded.get("tokens", "web") == {"digest": "d2"}
+    assert state.pending_path.stat().st_mode & 0o777 == 0o600  # app tokens: the host's alone, as runtime.json
     await async_wait_until(lambda: not state.unsaved, what="the durable write after the visible one")
     assert json.loads(path.read_bytes())["apps"]["web"] == {"generation": 2}
 
