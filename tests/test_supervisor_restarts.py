@@ -17,6 +17,7 @@ from bolt_host.errors import APP_NOT_RUNNING, BoltError
 from bolt_host.services.ports import is_port_free
 from bolt_host.services.proctable import read_environ_value
 from bolt_host.services.restarts import CrashHistory, RestartPolicy, wants_restart
+from bolt_host.services.sandbox import UID, Isolation
 from bolt_host.services.tokens import AppTokens
 from bolt_host.statefile import StateFile
 from tests.helpers import async_wait_until
@@ -62,11 +63,14 @@ class SlowDisk(StateFile):
         super().__init__(path)
         self.held = threading.Event()
         self.held.set()
+        self.waiting = threading.Event()  # a write waits for the disk
 
     def _next_write(self) -> Callable[[], None]:
         write = super()._next_write()
 
         def when_the_disk_is_free() -> None:
+            if not self.held.is_set():
+                self.waiting.set()
             self.held.wait(timeout=60)
             write()
 
@@ -105,6 +109,33 @@ async def test_a_crash_restart_spawns_without_waiting_for_the_disk_and_a_killed_
     assert running["pid"] == spawned
     await async_wait_until(lambda: not harness.state.unsaved, what="the durable write")
     assert json.loads(harness.state.path.read_bytes())["supervisor"]["phoenix"]["pid"] == spawned
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a uid per app needs the host to run as root (as CI does)")
+async def test_the_first_start_with_a_new_uid_waits_until_the_uid_is_on_disk(harness: Harness) -> None:
+    """A new uid is durable before anything runs as it (files the app keeps must never belong to
+    a number a machine crash made the host forget): this spawn waits for the fsync."""
+    harness.state = SlowDisk(harness.state.path)
+    harness.tokens = AppTokens(harness.state)
+    isolation = Isolation(harness.data_dir, harness.state)
+    if isolation.mode != UID:
+        pytest.skip("no uid per app on this machine")
+    isolation.secure_data_dir()
+    app = harness.app("newcomer", "http_server.py", health="/health")
+    supervisor = harness.supervisor(isolation=isolation)
+    await supervisor.boot()
+    harness.state.held.clear()
+    try:
+        start = asyncio.ensure_future(supervisor.start_app(app))
+        await async_wait_until(harness.state.waiting.is_set, what="a write waiting for the disk")
+        await async_wait_until(lambda: supervisor.context("newcomer") is not None, what="the start")
+        assert supervisor.context("newcomer")["pid"] is None and marked_pids("newcomer") == []
+        assert StateFile(harness.state.path).get("identities", "newcomer") is None  # not even visible
+    finally:
+        harness.state.held.set()
+    started = await start
+    harness.track(started["pid"])
+    assert StateFile(harness.state.path).get("identities", "newcomer") is not None
 
 
 async def test_crash_loop_backs_off_then_fails(harness: Harness) -> None:
