@@ -389,7 +389,14 @@ class BrokerRestart(threading.Thread):
 
 def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     program = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    return subprocess.Popen([program, "record", "--pid", str(pid), "-r", "100", "-f", "raw", "-o", str(out)],
+    # --nonblocking: a profiler that stops the process for each sample slows it on a loaded machine
+    return subprocess.Popen([program, "record", "--nonblocking", "--pid", str(pid), "-r", "100", "-f", "raw",
+                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def strace_count(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """System calls of a process and its threads, counted (``strace -c -f``) until interrupted."""
+    return subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
@@ -505,6 +512,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             profilers.append(py_spy(manager.pid, args.profile))
         if args.profile_agent is not None:
             profilers.append(py_spy(agents[0].pid, args.profile_agent))
+        if args.strace_agent is not None:
+            profilers.append(strace_count(agents[-1].pid, args.strace_agent))
         if reports is not None:
             reports.take(f"idle, {len(devices)} devices connected")
             reports.take_when(lambda: len(counter.requested) >= len(devices),
@@ -641,6 +650,8 @@ def main() -> None:
                         help="record the manager with py-spy during the burst (raw folded stacks)")
     parser.add_argument("--profile-agent", type=Path, default=None, metavar="FILE",
                         help="record the first agent process with py-spy during the burst (raw folded stacks)")
+    parser.add_argument("--strace-agent", type=Path, default=None, metavar="FILE",
+                        help="count the last agent process's system calls during the burst (strace -c -f)")
     parser.add_argument("--memory-reports", type=Path, default=None, metavar="DIR",
                         help="the manager traces its allocations and writes memory reports into DIR: idle, at "
                              "the burst's peak, after it, after malloc_trim (bolt_device/memory.py)")
