@@ -341,9 +341,12 @@ class Database:
 
     @staticmethod
     async def _write_pending(storage: AtomicJSONStorage) -> None:
+        if storage.changes <= storage.durable:
+            return
         pending = storage.pending()  # encoded here, on the event loop: the state cannot change meanwhile
-        if pending is not None:
-            await asyncio.to_thread(storage.write_encoded, *pending)
+        if pending is None:
+            raise OSError(f"{storage.path}: the database was closed before its last changes were written")
+        await asyncio.to_thread(storage.write_encoded, *pending)
 
     def schema_version(self, table: str) -> int:
         with self.lock:

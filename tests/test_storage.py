@@ -133,7 +133,11 @@ async def test_deferred_changes_are_read_at_once_and_flushed_together(
     writes = db.writes
     await db.flush()
     assert db.writes == writes
+    with db.later():
+        db.table("tasks").update({"status": "queued"}, doc_ids=[2])
     db.close()
+    with pytest.raises(OSError, match="closed"):  # not a wait for ever
+        await db.flush()
 
 
 def test_a_batch_whose_write_fails_or_that_raises_changes_nothing(
