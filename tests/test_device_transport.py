@@ -7,10 +7,8 @@ import asyncio
 import itertools
 import os
 import signal
-import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from bolt_device.config import BrokerAddress
 from bolt_device.transport import MqttLink, NotConnected
@@ -114,60 +112,3 @@ async def test_a_queued_message_the_broker_is_slow_to_acknowledge_goes_again_and
         finally:
             await link.stop()
             await watcher.stop()
-
-
-def _publish_many(port: int, topic: str, count: int) -> None:
-    """``count`` QoS 1 messages as dev-1, each acknowledged by the broker, from a plain paho client."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dev-1")
-    client.username_pw_set("dev-1", USERS["dev-1"])
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        sent = [client.publish(topic, f"note-{n}".encode(), qos=1) for n in range(count)]
-        for info in sent:
-            info.wait_for_publish(timeout=20)
-            assert info.is_published()
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-async def test_messages_that_arrived_together_are_read_together_not_one_per_loop_iteration(tmp_path: Path) -> None:
-    """paho reads one packet per call and aiomqtt calls it once per readable event: a burst of
-    messages was taken one per event-loop iteration (a busy manager's replies waited seconds
-    behind notifications).  Messages that wait in the socket together are now read together."""
-    users = {**USERS, "bolt-manager": "manager-secret"}
-    topic = "$EDC/kapua-sys/bolt-manager/DEPLOY-V2/NOTIFY/dev-1/download"
-    count = 150
-    loop = asyncio.get_running_loop()
-    iteration = 0
-    read_in: list[int] = []  # the loop iteration each message was handled in
-
-    async def collect(topic: str, payload: bytes, retained: bool) -> None:
-        read_in.append(iteration)
-
-    def tick() -> None:
-        nonlocal iteration, ticker
-        iteration += 1
-        ticker = loop.call_soon(tick)
-
-    with Mosquitto(tmp_path / "broker", users, managers=("bolt-manager",)) as broker:
-        watcher = MqttLink(BrokerAddress("127.0.0.1", broker.port, username="bolt-manager",
-                                         password=users["bolt-manager"]), "bolt-manager", [topic], collect)
-        watcher.start()
-        ticker = loop.call_soon(tick)
-        try:
-            await asyncio.wait_for(watcher.connected.wait(), timeout=20)
-            # published while this event loop is held up (the thread is joined right here), so the
-            # messages wait in the watcher's socket (and the broker's queue behind it) together
-            publisher = threading.Thread(target=_publish_many, args=(broker.port, topic, count))
-            publisher.start()
-            publisher.join(timeout=40)
-            assert not publisher.is_alive()
-            await async_wait_until(lambda: len(read_in) >= count, timeout=20, what="every message read")
-        finally:
-            ticker.cancel()
-            await watcher.stop()
-    assert len(read_in) == count
-    # the broker lets 100 go unacknowledged (tests/fixtures/device/mosquitto.py): a few reads
-    assert len(set(read_in)) <= 10, sorted(set(read_in))

@@ -12,16 +12,12 @@ import collections
 import contextlib
 import logging
 import random
-import select
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
 
 from .config import BrokerAddress
 
@@ -32,51 +28,6 @@ ConnectHandler = Callable[[], Awaitable[None]]
 OUTBOX_LIMIT = 10_000
 INITIAL_BACKOFF = 0.1
 RESEND_PAUSE = 0.5
-READ_BATCH = 200  # packets one readable event may take (the loop serves others between batches)
-
-
-def read_what_arrived(paho: mqtt.Client) -> None:
-    """Make each of aiomqtt's reads take every packet the socket holds (up to READ_BATCH).
-
-    paho's ``loop_read`` reads one packet once none of its own QoS 1 publishes awaits an
-    acknowledgement, and aiomqtt calls it once per readable event: a burst of messages was read
-    one per event-loop iteration, so while a manager served 500 HTTP calls the devices' replies
-    waited behind their notifications for up to 14 s after passing the broker (bench/README.md,
-    issue 16)."""
-    read_one = paho.loop_read
-
-    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
-        result = read_one(max_packets)
-        for _ in range(READ_BATCH - 1):
-            sock = paho.socket()
-            if result != mqtt.MQTT_ERR_SUCCESS or sock is None or not _readable(sock):
-                break
-            result = read_one(max_packets)
-        return result
-
-    paho.loop_read = loop_read  # type: ignore[method-assign]
-
-
-async def _arrived(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
-    """The client's messages as they arrive, those already queued taken without a wait each:
-    aiomqtt's iterator costs three event-loop iterations per message (a task, then a wait on
-    it or the disconnection), and a busy loop's iterations are long."""
-    queue = client._queue  # aiomqtt's message queue (it has no public handle)
-    async for message in client.messages:
-        yield message
-        while not queue.empty():
-            yield queue.get_nowait()
-
-
-def _readable(sock: Any) -> bool:
-    """Whether ``sock`` has bytes to read now (poll, not select: a manager holds more than 1024
-    descriptors); a TLS socket may hold decoded bytes the kernel no longer shows."""
-    pending = getattr(sock, "pending", None)
-    if pending is not None and pending() > 0:
-        return True
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 class NotConnected(RuntimeError):
@@ -232,7 +183,7 @@ class MqttLink:
         last = self._will() if callable(self._will) else self._will
         if last is not None:
             will = aiomqtt.Will(last.topic, last.payload, qos=last.qos, retain=last.retain)
-        client = aiomqtt.Client(
+        return aiomqtt.Client(
             self.broker.host,
             self.broker.port,
             username=self.broker.username,
@@ -244,8 +195,6 @@ class MqttLink:
             timeout=self._timeout,
             tls_context=ssl.create_default_context() if self.broker.tls else None,
         )
-        read_what_arrived(client._client)  # aiomqtt's paho client (it has no public handle)
-        return client
 
     async def _run(self) -> None:
         delay = INITIAL_BACKOFF
@@ -284,7 +233,7 @@ class MqttLink:
                 if self._on_connect is not None:
                     await self._on_connect()
                 self._came_up = True  # a failing on-connect step keeps the backoff growing
-                async for message in _arrived(client):
+                async for message in client.messages:
                     self.messages_in += 1
                     payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
                     try:
