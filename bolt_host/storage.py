@@ -334,8 +334,9 @@ class Database:
         storage = self._db.storage
         assert isinstance(storage, AtomicJSONStorage)
         target = storage.changes
+        loop = asyncio.get_running_loop()
         while storage.durable < target:
-            if self._flushing is None or self._flushing.done():
+            if self._flushing is None or self._flushing.done() or self._flushing.get_loop() is not loop:
                 self._flushing = asyncio.ensure_future(self._write_pending(storage))
             await asyncio.shield(self._flushing)
 
