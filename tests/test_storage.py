@@ -120,6 +120,34 @@ def test_a_batch_whose_write_fails_or_that_raises_changes_nothing(
     assert list(json.loads((tmp_path / "db.json").read_text())["tasks"].values()) == [{"id": 2}]
 
 
+def test_find_by_field_follows_every_write_batches_and_rollbacks(tmp_path: Path) -> None:
+    """``find`` answers from an index of the table; every change of the table, inside a batch
+    before it is on disk and after a batch rolled back, is seen by the next ``find``."""
+    db = Database(tmp_path / "db.json")
+    apps = db.table("apps")
+    assert db.find("apps", "name", "a") is None  # no table yet
+    apps.insert({"name": "a", "tags": ["x"]})
+    apps.insert({"name": "b"})
+    found = db.find("apps", "name", "a")
+    assert found == {"name": "a", "tags": ["x"]}
+    found["tags"].append("changed")  # a private copy
+    assert db.find("apps", "name", "a") == {"name": "a", "tags": ["x"]}
+    apps.update({"name": "c"}, doc_ids=[2])
+    assert db.find("apps", "name", "b") is None and db.find("apps", "name", "c") == {"name": "c"}
+    with db.batch():
+        apps.insert({"name": "d"})
+        assert db.find("apps", "name", "d") == {"name": "d"}  # the block reads its own changes
+    with pytest.raises(KeyError), db.batch():
+        apps.remove(doc_ids=[1])
+        assert db.find("apps", "name", "a") is None
+        raise KeyError("rolled back")
+    assert db.find("apps", "name", "a") == {"name": "a", "tags": ["x"]}
+    apps.remove(doc_ids=[1])
+    assert db.find("apps", "name", "a") is None
+    assert db.find("apps", "name", ["unhashable"]) is None
+    db.close()
+
+
 def test_corrupt_file_is_refused_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "db.json"
     path.write_text('{"users": {"1": ')

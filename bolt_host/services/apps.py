@@ -69,7 +69,7 @@ class Apps(AppInstalls):
         """The app named ``name`` in any case (Bolt lower-cases app names); None for a non-string."""
         if not isinstance(name, str):
             return None
-        row = self._db.table(TABLE).get(Query().name == name.lower())
+        row = self._db.find(TABLE, "name", name.lower())
         return dict(row) if row else None
 
     @property

@@ -85,13 +85,13 @@ class Sessions:
     def get(self, session_id: str | None) -> Session | None:
         if not session_id:
             return None
-        row = self._db.table(SESSIONS).get(Query().digest == _digest(session_id))
+        row = self._db.find(SESSIONS, "digest", _digest(session_id))
         if not row or row["expires"] < time.time():
             return None
         return Session(id=session_id, user=row["user"], csrf=row["csrf"], expires=row["expires"])
 
     def _get_by_digest(self, digest: str) -> dict[str, Any] | None:
-        row = self._db.table(SESSIONS).get(Query().digest == digest)
+        row = self._db.find(SESSIONS, "digest", digest)  # every request with a user token asks
         if not row or row["expires"] < time.time():
             return None
         return dict(row)

@@ -386,7 +386,7 @@ class Supervisor:
         port = f", port {runtime.port}" if runtime.port is not None else ""
         self._runlog.note(runtime, f"started (pid {process.pid}{port})")
         await self.emit("app-started", runtime)
-        return self.context_of(runtime)
+        return runtime.context(self._usage(runtime, reading=not automatic))  # a restart's: nobody reads it
 
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         # The generation is recorded before its process exists: a host killed between the
@@ -553,9 +553,9 @@ class Supervisor:
     def context_of(self, runtime: AppRuntime) -> dict[str, Any]:
         return runtime.context(self._usage(runtime))
 
-    def _usage(self, runtime: AppRuntime) -> TreeUsage | None:
+    def _usage(self, runtime: AppRuntime, reading: bool = True) -> TreeUsage | None:
         process = runtime.process
-        return self._stats.latest(runtime.key, process.pid) if process is not None else None
+        return self._stats.latest(runtime.key, process.pid, reading=reading) if process is not None else None
 
     async def persist(self, runtime: AppRuntime) -> None:
         """Record the app's row and wait until it is on disk (with any token change made so far).
@@ -579,7 +579,7 @@ class Supervisor:
         if self._publish is None:
             return
         try:
-            await self._publish(event, self.context_of(runtime))
+            await self._publish(event, runtime.context(self._usage(runtime, reading=False)))
         except Exception:  # a broken listener must not break supervision
             log.exception("publishing %s for %s failed", event, runtime.name)
 
