@@ -59,6 +59,7 @@ class ListenSweep:
     def __init__(self) -> None:
         self._waiters: dict[int, set[asyncio.Future[set[str]]]] = {}
         self._newest = 0.0
+        self._ranges: list[tuple[int, int]] | None = None  # port_ranges of the waited ports, None: to be made
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # kernel questions asked so far
 
@@ -77,6 +78,7 @@ class ListenSweep:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[set[str]] = loop.create_future()
         self._waiters.setdefault(port, set()).add(future)
+        self._ranges = None
         self._newest = loop.time()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="readiness sweep")
@@ -89,6 +91,7 @@ class ListenSweep:
             waiting.discard(future)
             if not waiting:
                 del self._waiters[port]
+                self._ranges = None
         if not future.done():
             future.cancel()
         if not self._waiters and self._task is not None:
@@ -105,7 +108,9 @@ class ListenSweep:
                     return
                 try:
                     channel = channel or sockdiag.open_channel()
-                    found = sockdiag.listening_in(channel, port_ranges(self._waiters))
+                    if self._ranges is None:
+                        self._ranges = port_ranges(self._waiters)
+                    found = sockdiag.listening_in(channel, self._ranges)
                 except OSError as exc:
                     self._fail(exc)
                     return
@@ -115,6 +120,7 @@ class ListenSweep:
                     if port in self._waiters:
                         inodes.setdefault(port, set()).add(str(inode))
                 for port, listening in inodes.items():  # the owner check needs no dump of its own
+                    self._ranges = None
                     for future in self._waiters.pop(port):
                         if not future.done():
                             future.set_result(listening)
@@ -125,7 +131,7 @@ class ListenSweep:
                 self._task = None  # a finished task would keep the loop (the mapping's key) alive
 
     def _fail(self, exc: OSError) -> None:
-        waiters, self._waiters = self._waiters, {}
+        waiters, self._waiters, self._ranges = self._waiters, {}, None
         for futures in waiters.values():
             for future in futures:
                 if not future.done():

@@ -15,6 +15,7 @@ callers fall back to the text tables or to connecting.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import socket
 import struct
@@ -67,7 +68,8 @@ def open_channel() -> socket.socket:
     return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
 
 
-def _port_filter(ranges: Sequence[tuple[int, int]]) -> bytes:
+@functools.lru_cache(maxsize=16)  # a sweep asks with the same ranges round after round
+def _port_filter(ranges: tuple[tuple[int, int], ...]) -> bytes:
     """``sport`` in any of ``ranges``.  Per range: ``sport >= low`` and ``sport <= high`` (a false
     one jumps to the next range or, after the last, 4 bytes beyond the end, which the kernel
     reads as "no match"), then a ``JMP`` (always its "no" jump) to the end: a match.  The
@@ -86,7 +88,7 @@ def _port_filter(ranges: Sequence[tuple[int, int]]) -> bytes:
 
 
 def _dump(channel: socket.socket, family: int, ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    program = _port_filter(ranges)
+    program = _port_filter(tuple(ranges))
     low, high = ranges[0][0], ranges[-1][1]
     body = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, TCPF_LISTEN) + struct.pack(
         "=HH", 4 + len(program), INET_DIAG_REQ_BYTECODE

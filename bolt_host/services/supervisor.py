@@ -286,9 +286,9 @@ class Supervisor:
         None: nothing serves."""
         return self._scaling.lease(name)
 
-    async def scale(self, app: dict[str, Any]) -> list[dict[str, Any]]:
-        """Match a running app's instances to its wanted count; the contexts of all of them."""
-        return await self._scaling.scale(app)
+    async def scale(self, app: dict[str, Any]) -> None:
+        """Match a running app's instances to its wanted count (see :mod:`scaling`)."""
+        await self._scaling.scale(app)
 
     def context(self, name: str) -> dict[str, Any] | None:
         runtime = self._apps.get(name)
@@ -386,7 +386,7 @@ class Supervisor:
         port = f", port {runtime.port}" if runtime.port is not None else ""
         self._runlog.note(runtime, f"started (pid {process.pid}{port})")
         await self.emit("app-started", runtime)
-        return runtime.context(self._usage(runtime, reading=not automatic))  # a restart's: nobody reads it
+        return runtime.context(self._usage(runtime, reading=False))  # a new pid has no figures: not a read
 
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         # The generation is recorded before its process exists: a host killed between the
