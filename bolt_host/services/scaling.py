@@ -79,8 +79,8 @@ class Scaling:
 
     async def scale(self, app: dict[str, Any]) -> None:
         """Match a running app's instances to its wanted count: start the missing ones, drain and
-        stop the ones over it (highest first).  (It built every instance's context for callers
-        that all dropped them: at a start of 200 apps, 200 contexts, each a read of the stats.)"""
+        stop the ones over it (highest first).  (It answers nothing: every caller, each start
+        among them, reads the contexts it needs itself.)"""
         name = str(app["name"])
         first, wanted = self._apps.get(name), wanted_instances(app, self._max_instances)
         if first is not None and first.status in (RUNNING, STARTING) and not is_serverless(app):

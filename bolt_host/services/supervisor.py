@@ -287,7 +287,7 @@ class Supervisor:
         return self._scaling.lease(name)
 
     async def scale(self, app: dict[str, Any]) -> None:
-        """Match a running app's instances to its wanted count (see :mod:`scaling`)."""
+        """Match a running app's instances to its wanted count."""
         await self._scaling.scale(app)
 
     def context(self, name: str) -> dict[str, Any] | None:
