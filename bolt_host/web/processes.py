@@ -77,7 +77,11 @@ async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
 
 async def _for_each(names: list[str], run: Callable[[str], Awaitable[dict[str, Any]]], done: str) -> dict[str, Any]:
     """Run ``run`` for every app at once: ``{done: [contexts], failed: {name: {code, message}}}``."""
-    results = await asyncio.gather(*(run(name) for name in names), return_exceptions=True)
+    return _outcomes(names, await asyncio.gather(*(run(name) for name in names), return_exceptions=True), done)
+
+
+def _outcomes(names: list[str], results: list[dict[str, Any] | BaseException], done: str) -> dict[str, Any]:
+    """``{done: [contexts], failed: {name: {code, message}}}`` from each app's context or error."""
     contexts, failed = [], {}
     for name, result in zip(names, results, strict=True):
         if isinstance(result, BoltError):
@@ -108,7 +112,7 @@ async def stop(request: Request) -> Response:
     by = _who(actor(request))
     if not bulk:
         return ok(await supervisor.stop_app(names[0], by=by))
-    return ok(await _for_each(names, lambda name: supervisor.stop_app(name, by=by), "stopped"))
+    return ok(_outcomes(names, await supervisor.stop_apps(names, by=by), "stopped"))
 
 
 RESTART_MODES = ("stop-start", "rolling")
