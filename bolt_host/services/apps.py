@@ -73,6 +73,13 @@ class Apps(AppInstalls):
         row = self._db.table(TABLE).get(doc_id=doc_id) if doc_id is not None else None
         return dict(row) if row else None
 
+    def installed_name(self, name: Any) -> str | None:
+        """The name of the installed app ``name`` names (in any case), without copying its record;
+        None when there is none."""
+        if not isinstance(name, str):
+            return None
+        return name.lower() if name.lower() in self._db.ids_by(TABLE, "name") else None
+
     @property
     def revision(self) -> int:
         """Changes whenever the host database is written (so after any install, update, delete)."""

@@ -19,7 +19,6 @@ import time
 from collections.abc import Collection
 
 from bolt_host.errors import APP_START_FAILED, BoltError
-from bolt_host.services import sockdiag
 
 LOOPBACK = "127.0.0.1"
 PORT_FREE_TIMEOUT = 5.0  # how long a stop waits for its app's port after the tree is gone
@@ -55,18 +54,13 @@ async def wait_port_free(port: int, timeout: float, host: str = LOOPBACK) -> boo
 
 
 async def wait_ports_free(ports: Collection[int], timeout: float, host: str = LOOPBACK) -> set[int]:
-    """Poll until no port of ``ports`` is listened on, or ``timeout`` passes; the ports still busy.
-
-    Each round is one ``sock_diag`` dump over the ports' span (one kernel question for all of
-    them; where the netlink family is missing, a test bind per port as :func:`is_port_free`)."""
+    """:func:`wait_port_free` for many ports at once (one round of test binds for all of them,
+    then only the busy ones again); the ports still busy at the end."""
     deadline = time.monotonic() + timeout
     interval = 0.01
     busy = set(ports)
     while busy:
-        try:
-            busy &= sockdiag.listening_ports(min(busy), max(busy))
-        except OSError:
-            busy = {port for port in busy if not is_port_free(port, host)}
+        busy = {port for port in busy if not is_port_free(port, host)}
         if not busy or time.monotonic() >= deadline:
             break
         await asyncio.sleep(interval)

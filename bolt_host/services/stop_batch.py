@@ -2,8 +2,8 @@
 
 A call that stops many apps (``POST /api/apps/stop`` with ``names``) runs each app's stop as a
 single stop does, under that app's lock, except for two things it does once for all of them
-after every tree is gone: the check that nothing listens on their ports any more (one
-``sock_diag`` question, not one test bind per app) before the ports go back to the pool, and
+after every tree is gone: the check that nothing listens on their ports any more (one round
+of test binds, not a wait per app) before the ports go back to the pool, and
 the group commit that makes every stopped state durable (one write, not one per app or per
 batch of apps that happened to end together).  The call answers after both.
 """

@@ -523,8 +523,7 @@ class Supervisor:
         runtime.next_restart_at = None
         runtime.crashes.reset()
         await self.persist(runtime, batch)
-        await self.emit("app-stopped", runtime)
-        context = self.context_of(runtime)
+        context = dict(await self.emit("app-stopped", runtime))  # its "app" is the event's (one copy fewer)
         # As Bolt answers a stop: the context the app ran with (that pid and port are gone now).
         context["pid"] = had_pid
         if "port" in context:  # server apps only
@@ -577,13 +576,15 @@ class Supervisor:
         self._state.put(SECTION, runtime.key, runtime.record())
         self._state.commit_soon()
 
-    async def emit(self, event: str, runtime: AppRuntime) -> None:
-        if self._publish is None:
-            return
-        try:
-            await self._publish(event, self.context_of(runtime))
-        except Exception:  # a broken listener must not break supervision
-            log.exception("publishing %s for %s failed", event, runtime.name)
+    async def emit(self, event: str, runtime: AppRuntime) -> dict[str, Any]:
+        """Publish ``event`` with the app's context; that context (the listeners have it: copy it to change it)."""
+        context = self.context_of(runtime)
+        if self._publish is not None:
+            try:
+                await self._publish(event, context)
+            except Exception:  # a broken listener must not break supervision
+                log.exception("publishing %s for %s failed", event, runtime.name)
+        return context
 
 
 def _app_name(app: dict[str, Any]) -> str:

@@ -67,11 +67,11 @@ async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
     found = []
     for name in names:
         await require_operator(request, action, name)
-        app = host.apps.get(name)
-        if app is None:
+        installed = host.apps.installed_name(name)
+        if installed is None:
             code = errors.APP_NOT_RUNNING if action == "apps.stop" else errors.APP_NOT_FOUND
             raise BoltError(code, f"No app named {name!r} is installed")
-        found.append(app["name"])
+        found.append(installed)
     return found, bulk
 
 
