@@ -8,6 +8,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from bolt_host.services import sockdiag
 from bolt_host.testing import running_host
 from tests.test_isolation import log_of, needs_root, wait_for_line, write_app
@@ -105,3 +107,29 @@ async def test_a_bulk_stop_answers_420_for_an_app_that_is_not_running_and_stops_
         body = answer.json()["body"]
         assert [context["name"] for context in body["stopped"]] == ["quick"]
         assert body["failed"] == {"idle": {"code": 420, "message": "App 'idle' is not running"}}
+
+
+async def test_a_bulk_stop_whose_state_write_fails_answers_no_app_as_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    for name in ("one", "two"):
+        write_app(repo, name, "import signal\nsignal.pause()\n")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        for name in ("one", "two"):
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        started = (await bolt.admin.post("/api/apps/start", json={"names": ["one", "two"]})).json()["body"]
+        pids = [context["pid"] for context in started["started"]]
+
+        def disk_full(*args: object, **kwargs: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("bolt_host.storage.os.replace", disk_full)
+        answer = (await bolt.admin.post("/api/apps/stop", json={"names": ["one", "two"]})).json()["body"]
+        monkeypatch.undo()
+        assert answer["stopped"] == []
+        assert {name: failure["code"] for name, failure in answer["failed"].items()} == {"one": 1000, "two": 1000}
+        assert all(_gone(pid) for pid in pids)  # the trees are gone all the same
+        await bolt.host.runtime_state.commit()  # the next write that succeeds saves the stopped states
+        on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
+        assert {name: on_disk[name]["desired"] for name in ("one", "two")} == {"one": "stopped", "two": "stopped"}

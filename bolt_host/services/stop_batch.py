@@ -34,12 +34,14 @@ class StopBatch:
     async def run(self, stops: Iterable[Awaitable[dict[str, Any]]]) -> list[dict[str, Any] | BaseException]:
         """Run ``stops`` at once; each one's context or error once all are done, their ports free
         and their states on disk.  If the write fails, no stop is answered as done."""
-        results = await asyncio.gather(*stops, return_exceptions=True)
-        busy = await wait_ports_free(self._freed, PORT_FREE_TIMEOUT)
-        for port in sorted(busy):
-            log.warning("%s: port %s still busy after its tree is gone", self._freed[port], port)
-        for port in self._freed:
-            self._ports.release(port)
+        try:
+            results = await asyncio.gather(*stops, return_exceptions=True)
+            busy = await wait_ports_free(self._freed, PORT_FREE_TIMEOUT)
+            for port in sorted(busy):
+                log.warning("%s: port %s still busy after its tree is gone", self._freed[port], port)
+        finally:  # the trees of these ports are gone, even when the call itself is cancelled
+            for port in self._freed:
+                self._ports.release(port)
         try:
             await self._state.commit()
         except OSError as exc:
