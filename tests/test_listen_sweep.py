@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 
 import pytest
 
 from bolt_host.services.listen_sweep import FIRST_SWEEP, MAX_SWEEP_INTERVAL, ListenSweep, sweep_interval
 from bolt_host.services.readiness import NeverReady, wait_until_ready
+from tests.helpers import async_wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 
 async def _rounds(sweep: ListenSweep, count: int) -> None:
     """Poll (deadline 10 s) until the sweep has asked the kernel ``count`` more times."""
-    wanted, deadline = sweep.rounds + count, time.monotonic() + 10
-    while sweep.rounds < wanted:
-        assert time.monotonic() < deadline, f"the sweep made {sweep.rounds} rounds, not {wanted}"
-        await asyncio.sleep(MAX_SWEEP_INTERVAL / 4)
+    wanted = sweep.rounds + count
+    await async_wait_until(
+        lambda: sweep.rounds >= wanted, timeout=10, interval=MAX_SWEEP_INTERVAL / 4, what=f"{count} sweeps"
+    )
 
 
 def bound_socket() -> socket.socket:

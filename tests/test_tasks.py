@@ -346,9 +346,8 @@ async def test_shutdown_fails_running_and_queued_tasks(tmp_path: Path) -> None:
 
     async def polite(task: TaskHandle) -> None:
         polite_started.set()
-        while True:
-            task.check_cancelled()
-            await asyncio.sleep(0.01)  # a job's own work loop, not a test wait
+        await async_wait_until(lambda: task.cancelled, timeout=10, what="the shutdown's cancel request")
+        task.check_cancelled()
 
     stubborn = tasks.submit("download", "s", "1", gated_job(never))
     nice = tasks.submit("download", "p", "1", polite)
