@@ -5,9 +5,11 @@ four store plugins unless ``--plugins-off``, N copies of ``bench/tinyapp.py`` in
 repository), then: log in, install the N apps (8 calls in flight), start them with one call,
 wait ``--settle`` seconds, read ``@live`` 200 times, stop them with one call. After each
 stage the host's VmRSS and its number of loaded modules are read; with ``--trace FRAMES``
-the host runs under tracemalloc and each stage also lists the allocation sites that grew the
-most since the previous stage (tracing slows the host several times and costs memory
-itself: take the RSS figures from a run without it).
+the host runs under tracemalloc and each stage also gives Python's live allocations, their
+peak since the stage before (RSS follows the peaks: what a stage frees mostly stays in the
+allocator's arenas) and the allocation sites that grew the most since the previous stage
+(tracing slows the host several times and costs memory itself: take the RSS figures from a
+run without it).
 
     python bench/host_apps_memory.py --n 200
     python bench/host_apps_memory.py --n 200 --trace 1 --top 15
@@ -57,10 +59,13 @@ WRAPPER = textwrap.dedent(
         gc.collect()
         path = f"{stages}/stage-{count}"
         count += 1
+        live = peak = 0
         if tracemalloc.is_tracing():
+            live, peak = tracemalloc.get_traced_memory()  # before the snapshot, which is traced too
             tracemalloc.take_snapshot().dump(path + ".snapshot")
+            tracemalloc.reset_peak()  # the next stage's peak is its own
         with open(path + ".tmp", "w") as out:
-            out.write(str(len(sys.modules)))
+            out.write(f"{len(sys.modules)} {live} {peak}")
         os.rename(path + ".tmp", path + ".done")
     signal.signal(signal.SIGUSR1, report)
     sys.argv = ["bolt_host", *sys.argv[1:]]
@@ -85,6 +90,7 @@ class Probe:
         self.stages_dir.mkdir()
         self.proc: subprocess.Popen[bytes] | None = None
         self.rows: list[tuple[str, float, int]] = []
+        self.traced: list[tuple[float, float]] = []  # with --trace: Python's live and peak MB per stage
 
     async def stage(self, name: str) -> None:
         assert self.proc is not None
@@ -96,7 +102,9 @@ class Probe:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the host did not report stage {name!r}")
             await asyncio.sleep(0.05)
-        self.rows.append((name, vm_rss_mb(self.proc.pid), int(done.read_text())))
+        modules, live, peak = done.read_text().split()
+        self.rows.append((name, vm_rss_mb(self.proc.pid), int(modules)))
+        self.traced.append((int(live) / 2**20, int(peak) / 2**20))
         print(f"  {name}: {self.rows[-1][1]:.1f} MB", flush=True)
 
     async def run(self) -> None:
@@ -177,6 +185,10 @@ class Probe:
             print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {modules} |")
             previous = rss
         if self.opts.trace:
+            print("\nPython allocations (tracemalloc): live at each stage, the highest point since the one before")
+            print("| stage | live (MB) | peak (MB) |\n|---|---|---|")
+            for (name, _, _), (live, peak) in zip(self.rows, self.traced, strict=True):
+                print(f"| {name} | {live:.2f} | {peak:.2f} |")
             self.report_growth()
 
     def report_growth(self) -> None:

@@ -97,3 +97,28 @@ async def test_fields_select_the_members_of_each_context(harness: Harness) -> No
 
     await supervisor.stop_app("web")  # a selection is dropped with the change too
     assert set(listing(supervisor, frozenset({"name", "status", "pid"}))) == {"worker"}
+
+
+async def test_each_context_copies_the_apps_containers_and_shares_its_strings(harness: Harness) -> None:
+    """A context's ``app`` is the caller's to change, yet makes no new strings: decoding the kept
+    JSON for every context (events, start answers) made about 70 objects each, 1.5-2 MB of heap
+    after a bulk start of 200 apps."""
+    app = harness.app("svc", "http_server.py")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    harness.track((await supervisor.start_app(app))["pid"])
+    first, second = supervisor.context("svc"), supervisor.context("svc")
+    assert first is not None and second is not None and first["app"] == second["app"]
+    strings = [key for key, value in first["app"].items() if isinstance(value, str) and len(value) > 1]
+    containers = [key for key, value in first["app"].items() if isinstance(value, dict | list)]
+    assert "name" in strings and containers
+    assert all(first["app"][key] is second["app"][key] for key in strings)
+    assert all(first["app"][key] is not second["app"][key] for key in containers)
+
+    for key in containers:  # what a listener or a caller might do with what it got
+        value = first["app"][key]
+        value.append("changed") if isinstance(value, list) else value.update(changed=True)
+    first["app"]["name"] = "changed"
+    third = supervisor.context("svc")
+    assert third is not None and third["app"] == second["app"]
+    assert json.loads(supervisor.contexts_json())[0]["app"] == second["app"]

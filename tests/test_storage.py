@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,6 +95,49 @@ def test_a_batch_of_writes_to_several_tables_is_one_file_write(tmp_path: Path) -
     assert on_disk == {"counter": {"1": {"last": 1}}, "tasks": {"1": {"id": 1}}}
     db.close()
     assert Database(tmp_path / "db.json").table("tasks").all() == [{"id": 1}]
+
+
+async def test_deferred_changes_are_read_at_once_and_flushed_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = Database(tmp_path / "db.json")
+    db.table("tasks").insert({"status": "queued"})
+    writes = db.writes
+    for status in ("running", "succeeded"):
+        with db.later():
+            db.table("tasks").update({"status": status}, doc_ids=[1])
+    with db.later():
+        db.table("tasks").insert({"status": "queued"})
+    assert db.table("tasks").get(doc_id=1)["status"] == "succeeded"  # readers see it at once
+    assert json.loads((tmp_path / "db.json").read_text())["tasks"] == {"1": {"status": "queued"}}
+    assert db.writes == writes
+
+    await asyncio.gather(*(db.flush() for _ in range(10)))  # ten waiters, one write
+    assert db.writes == writes + 1
+    assert Database(tmp_path / "db.json").table("tasks").all() == [{"status": "succeeded"}, {"status": "queued"}]
+    await db.flush()
+    assert db.writes == writes + 1  # nothing new: nothing written
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    with db.later():
+        db.table("tasks").update({"status": "failed"}, doc_ids=[2])
+    monkeypatch.setattr("bolt_host.storage.os.replace", disk_full)
+    with pytest.raises(OSError):
+        await db.flush()
+    monkeypatch.undo()
+    assert db.table("tasks").get(doc_id=2)["status"] == "failed"  # kept for the next write
+    db.table("other").insert({"n": 1})  # a direct write carries the deferred change along
+    assert json.loads((tmp_path / "db.json").read_text())["tasks"]["2"] == {"status": "failed"}
+    writes = db.writes
+    await db.flush()
+    assert db.writes == writes
+    with db.later():
+        db.table("tasks").update({"status": "queued"}, doc_ids=[2])
+    db.close()
+    with pytest.raises(OSError, match="closed"):  # not a wait for ever
+        await db.flush()
 
 
 def test_a_batch_whose_write_fails_or_that_raises_changes_nothing(

@@ -77,9 +77,10 @@ class Scaling:
             return None
         return self._rollovers.lease(self._apps.of_app(name))
 
-    async def scale(self, app: dict[str, Any]) -> list[dict[str, Any]]:
+    async def scale(self, app: dict[str, Any]) -> None:
         """Match a running app's instances to its wanted count: start the missing ones, drain and
-        stop the ones over it (highest first).  The contexts of all its instances."""
+        stop the ones over it (highest first).  (It answers nothing: every caller, each start
+        among them, reads the contexts it needs itself.)"""
         name = str(app["name"])
         first, wanted = self._apps.get(name), wanted_instances(app, self._max_instances)
         if first is not None and first.status in (RUNNING, STARTING) and not is_serverless(app):
@@ -96,7 +97,6 @@ class Scaling:
         for extra in sorted(self._apps.extras(name), key=lambda rt: -rt.instance):
             if extra.instance >= wanted:
                 await self._scale_away(extra)
-        return [self._machine.context_of(rt) for rt in self._apps.of_app(name)]
 
     def _probed(self) -> list[list[AppRuntime]]:
         """For the health probe: per app with several instances, those running and taking requests."""

@@ -289,9 +289,9 @@ class Supervisor:
         None: nothing serves."""
         return self._scaling.lease(name)
 
-    async def scale(self, app: dict[str, Any]) -> list[dict[str, Any]]:
-        """Match a running app's instances to its wanted count; the contexts of all of them."""
-        return await self._scaling.scale(app)
+    async def scale(self, app: dict[str, Any]) -> None:
+        """Match a running app's instances to its wanted count."""
+        await self._scaling.scale(app)
 
     def context(self, name: str) -> dict[str, Any] | None:
         runtime = self._apps.get(name)
