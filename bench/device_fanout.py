@@ -47,6 +47,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import paho.mqtt.client as mqtt
 import psutil
@@ -58,7 +59,6 @@ from bolt_host.services.extract import pack_directory  # noqa: E402
 from tests.fixtures.device.fleet import sha256_of  # noqa: E402
 from tests.fixtures.device.mosquitto import Mosquitto  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
-from tests.registry_server import RegistryServer  # noqa: E402
 
 ADMIN_PASSWORD = "bench-admin-password"
 MANAGER_PASSWORD = "bench-manager-password"
@@ -113,6 +113,7 @@ class BrokerCounter:
         self.count = 0
         self.times: list[float] = []
         self.installed: dict[str, float] = {}
+        self.downloaded: dict[str, float] = {}
         self.failed: dict[str, str] = {}
         self.requested: dict[str, float] = {}  # device -> when its first download request went through
         self.replied: dict[str, float] = {}
@@ -146,6 +147,8 @@ class BrokerCounter:
             device, step = message.topic.split("/")[-2:]
             if step == "install" and metrics.get("dp.install.status") == "COMPLETED":
                 self.installed.setdefault(device, time.monotonic())
+            elif step == "download" and metrics.get("dp.download.status") == "COMPLETED":
+                self.downloaded.setdefault(device, now)
             elif metrics.get(f"dp.{step}.status") == "FAILED":
                 self.failed[device] = metrics.get(f"dp.{step}.error.message", "")
 
@@ -172,8 +175,54 @@ def stage_seconds(counter: BrokerCounter, started: float) -> dict[str, Any]:
         "requestToReply": spread([counter.replied[d] - t for d, t in requested.items() if d in counter.replied]),
         "requestToInstalled": spread([counter.installed[d] - t for d, t in requested.items()
                                       if d in counter.installed]),
+        "requestToDownloaded": spread([counter.downloaded[d] - t for d, t in requested.items()
+                                       if d in counter.downloaded]),
+        "downloadedToInstalled": spread([counter.installed[d] - t for d, t in counter.downloaded.items()
+                                         if d in counter.installed]),
         "lastRequestPublished": round(max(requested.values()) - started, 2) if requested else None,
         "requestsSeen": len(requested),
+    }
+
+
+def manager_stages(path: Path, counter: BrokerCounter, calls: list[tuple[float, int, dict[str, Any]]],
+                   started: float) -> dict[str, Any]:
+    """Where each call's time went, from the manager's own stage log (bolt_device/stages.py:
+    handler began, operation stored, request acknowledged by the broker, reply read, handler
+    answered), the broker subscriber's view (request and reply through the broker) and this
+    process (answer read); every time is the machine's monotonic clock."""
+    if not path.exists():
+        return {"missing": str(path)}
+    rows = {row["clientId"]: row for row in json.loads(path.read_text()).values() if "clientId" in row}
+    answered = {body["clientId"]: body["answeredAt"] for _, _, body in calls if "answeredAt" in body}
+
+    def spread(pairs: list[tuple[float, float]]) -> dict[str, float] | None:
+        gaps = sorted(b - a for a, b in pairs)
+        if not gaps:
+            return None
+        return {"p50": round(statistics.median(gaps), 2), "p90": round(gaps[int(len(gaps) * 0.9) - 1], 2),
+                "max": round(gaps[-1], 2)}
+
+    def between(first: Any, second: Any) -> dict[str, float] | None:
+        return spread([(first(d, r), second(d, r)) for d, r in rows.items()
+                       if first(d, r) is not None and second(d, r) is not None])
+
+    def stage(name: str) -> Any:
+        return lambda d, r: r.get(name)
+
+    return {
+        "burstStartToHandler": between(lambda d, r: started, stage("call")),
+        "handlerToOperationStored": between(stage("call"), stage("created")),
+        "storedToRequestAcknowledged": between(stage("created"), stage("published")),
+        "requestThroughBrokerToReplyThroughBroker": between(lambda d, r: counter.requested.get(d),
+                                                            lambda d, r: counter.replied.get(d)),
+        "replyThroughBrokerToReplyReadByManager": between(lambda d, r: counter.replied.get(d), stage("reply")),
+        "replyReadToHandlerResumed": between(stage("reply"), stage("resumed")),
+        "handlerResumedToAnswered": between(stage("resumed"), stage("answered")),
+        "handlerAnsweredToAnswerSent": between(stage("answered"), stage("sent")),
+        "answerSentToAnswerReadByBench": between(stage("sent"), lambda d, r: answered.get(d)),
+        "replyThroughBrokerToAnswerReadByBench": between(lambda d, r: counter.replied.get(d),
+                                                         lambda d, r: answered.get(d)),
+        "calls": len(rows),
     }
 
 
@@ -216,19 +265,75 @@ def end(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
 
 
 async def fan_out(
-    base: str, token: str, devices: list[dict[str, Any]], request: dict[str, Any]
+    port: int, token: str, devices: list[dict[str, Any]], request: dict[str, Any]
 ) -> list[tuple[float, int, dict[str, Any]]]:
-    """One ``_download`` per device, all at once: (seconds, status, body) per call."""
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=len(devices) + 5)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120, limits=limits) as client:
+    """One ``_download`` per device, all at once, each on its own connection: (seconds, status,
+    body) per call; the body also names the device's client id and when (``time.monotonic()``)
+    its answer was read.  Plain HTTP/1.1 through h11, not an httpx client: httpx's connection
+    pool walks every connection (a ``getpeername`` and a ``poll`` each) whenever a response
+    ends, so 500 calls cost it 250,000 system calls, each a chance for another thread of this
+    process to take the GIL for 5 ms; its answers were read up to 13 s after the manager had
+    sent them (bench/README.md, issue 16)."""
+    body = json.dumps(request).encode()
 
-        async def one(device: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
-            started = time.perf_counter()
-            response = await client.post(f"/v1/_/devices/{device['id']}/packages/_download", json=request)
-            return time.perf_counter() - started, response.status_code, {**response.json(), "device": device["id"]}
+    async def one(device: dict[str, Any]) -> tuple[float, int, dict[str, Any]]:
+        started = time.perf_counter()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        connection = h11.Connection(h11.CLIENT)
+        target = f"/v1/_/devices/{device['id']}/packages/_download"
+        headers = [("host", f"127.0.0.1:{port}"), ("authorization", f"Bearer {token}"),
+                   ("content-type", "application/json"), ("content-length", str(len(body))),
+                   ("connection", "close")]
+        writer.write(connection.send(h11.Request(method="POST", target=target, headers=headers))
+                     + connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage()))
+        status, chunks = 0, []
+        try:
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(await reader.read(65536))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+        finally:
+            writer.close()
+        at = time.monotonic()
+        answer = {**json.loads(b"".join(chunks)), "device": device["id"], "clientId": device["clientId"],
+                  "answeredAt": at}
+        return time.perf_counter() - started, status, answer
 
-        return await asyncio.gather(*(one(d) for d in devices))
+    return await asyncio.gather(*(one(d) for d in devices))
+
+
+class Registry:
+    """``bolt-host registry serve`` on a folder holding the app's tarball, as a process of its
+    own: the 500 downloads it serves must not share this process's GIL with the calls."""
+
+    def __init__(self, folder: Path, tarball: bytes, name: str, version: str) -> None:
+        folder.mkdir(parents=True)
+        (folder / f"{name}-{version}.tgz").write_bytes(tarball)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bolt_host", "registry", "serve", str(folder), "--port", str(self.port)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def packument() -> dict[str, Any] | None:
+            with contextlib.suppress(httpx.HTTPError):
+                response = httpx.get(f"{self.url}/{name}", timeout=2)
+                if response.status_code == 200:
+                    return response.json()["versions"][version]
+            return None
+
+        self.version_doc: dict[str, Any] = wait_for(packument, 60, "the registry")
+
+    def stop(self) -> None:
+        end(self.process)
 
 
 def wait_operations(api: httpx.Client, started: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
@@ -284,7 +389,14 @@ class BrokerRestart(threading.Thread):
 
 def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     program = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    return subprocess.Popen([program, "record", "--pid", str(pid), "-r", "100", "-f", "raw", "-o", str(out)],
+    # --nonblocking: a profiler that stops the process for each sample slows it on a loaded machine
+    return subprocess.Popen([program, "record", "--nonblocking", "--pid", str(pid), "-r", "100", "-f", "raw",
+                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def strace_count(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """System calls of a process and its threads, counted (``strace -c -f``) until interrupted."""
+    return subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
@@ -327,12 +439,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     app_pids: list[int] = []
     counter: BrokerCounter | None = None
     broker = Mosquitto(work / "broker", users, managers=("bolt-manager", "bolt-manager-observer"))
-    registry = RegistryServer()
+    registry: Registry | None = None
     try:
         broker.start()
-        registry.start()
         data, manifest = make_app(work, args.app)
-        doc = registry.publish_tarball(manifest["name"], manifest["version"], data, manifest)
+        registry = Registry(work / "registry", data, manifest["name"], manifest["version"])
+        doc = registry.version_doc
         port = free_port()
         env = {**os.environ, "BOLT_DEVICE_MODE": "manager", "BOLT_DEVICE_BROKER_URL": broker.url,
                "BOLT_DEVICE_USERNAME": "bolt-manager", "BOLT_DEVICE_PASSWORD": MANAGER_PASSWORD,
@@ -341,6 +453,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                # every call comes from this one address (in a fleet: many clients, or one
                # integration server); the host's per-address cap (128 by default) would refuse them
                "BOLT_MAX_CONNECTIONS_PER_IP": str(args.agents + 16)}
+        stage_log = work / "manager-stages.json"
+        env["BOLT_DEVICE_STAGE_LOG"] = str(stage_log)
         if args.memory_reports is not None:
             env["BOLT_DEVICE_MEMORY_REPORTS"] = str(args.memory_reports)
             if args.trace_frames > 0:
@@ -398,6 +512,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             profilers.append(py_spy(manager.pid, args.profile))
         if args.profile_agent is not None:
             profilers.append(py_spy(agents[0].pid, args.profile_agent))
+        if args.strace_agent is not None:
+            profilers.append(strace_count(agents[-1].pid, args.strace_agent))
         if reports is not None:
             reports.take(f"idle, {len(devices)} devices connected")
             reports.take_when(lambda: len(counter.requested) >= len(devices),
@@ -415,7 +531,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if restart is not None:
             restart.go.set()
         client_cpu = time.process_time()
-        calls = asyncio.run(fan_out(base, token, devices, request))
+        calls = asyncio.run(fan_out(port, token, devices, request))
         accepted_seconds = time.monotonic() - fan_started
         client_cpu = time.process_time() - client_cpu  # this process: the 500 calls, the counter, the sampler
         latencies = [seconds for seconds, _, _ in calls]
@@ -461,6 +577,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rss = [s[1] for s in sampler.samples] or [0]
         idle_rss = [s[1] for s in idle.samples] or [0]
         agents_rss = sum(p.memory_info().rss for p in map(psutil.Process, [a.pid for a in agents]))
+        end(manager)  # it writes its stage log as it stops
+        stages["manager"] = manager_stages(stage_log, counter, calls, fan_started)
         return {
             "agents": args.agents,
             "agentProcesses": len(agents),
@@ -512,7 +630,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             end(profiler)
         end(manager)
         broker.stop()
-        registry.stop()
+        if registry is not None:
+            registry.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -531,6 +650,8 @@ def main() -> None:
                         help="record the manager with py-spy during the burst (raw folded stacks)")
     parser.add_argument("--profile-agent", type=Path, default=None, metavar="FILE",
                         help="record the first agent process with py-spy during the burst (raw folded stacks)")
+    parser.add_argument("--strace-agent", type=Path, default=None, metavar="FILE",
+                        help="count the last agent process's system calls during the burst (strace -c -f)")
     parser.add_argument("--memory-reports", type=Path, default=None, metavar="DIR",
                         help="the manager traces its allocations and writes memory reports into DIR: idle, at "
                              "the burst's peak, after it, after malloc_trim (bolt_device/memory.py)")

@@ -9,12 +9,13 @@ the cache and the file at the previous state.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Hashable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,10 @@ def load_json_object(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def _encode(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
 def _fsync_dir(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
@@ -91,6 +96,10 @@ class AtomicJSONStorage(Storage):
         self._state: dict[str, Any] | None = self._load()
         self.revision = 0  # bumped by every write: lets readers cache what they derive
         self._batching = False
+        self.changes = 0  # counts changes, deferred ones too; ``durable`` is the count the file holds
+        self.durable = 0
+        self.writes = 0  # completed file writes, for tests and benchmarks
+        self._file_lock = threading.Lock()  # a deferred write (in a thread) and a direct one never cross
 
     def _load(self) -> dict[str, Any] | None:
         return load_json_object(self.path)
@@ -114,17 +123,48 @@ class AtomicJSONStorage(Storage):
         self._write_file(data)
 
     def _write_file(self, data: dict[str, Any]) -> None:
-        encoded = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-        atomic_write_bytes(self.path, encoded)
+        encoded = _encode(data)
+        self.changes += 1
+        self.write_encoded(self.changes, encoded)
         self._state = json.loads(encoded)  # a private copy, as the file has it
         self.revision += 1
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
+    def write_encoded(self, version: int, encoded: bytes) -> None:
+        """Put ``encoded`` (the state at change ``version``) in the file, unless a later state
+        is there already; may run in a worker thread (a deferred write)."""
+        with self._file_lock:
+            if version <= self.durable:
+                return
+            atomic_write_bytes(self.path, encoded)
+            self.durable = version
+            self.writes += 1
+
+    def pending(self) -> tuple[int, bytes] | None:
+        """The state with changes not yet in the file, encoded, and its change count; or None."""
+        if self.changes <= self.durable or self._state is None:
+            return None
+        return self.changes, _encode(self._state)
+
+    def deferred(self) -> AbstractContextManager[None]:
+        """Writes in the block change the cache only; they reach the file with the next write,
+        or a :meth:`Database.flush`.  A block that raises leaves the cache as before it."""
+        return self._holding(self._note_deferred)
+
+    def _note_deferred(self, state: dict[str, Any]) -> None:
+        self.changes += 1
+        self.revision += 1
+
+    def batch(self) -> AbstractContextManager[None]:
         """Several writes, one file write when the block ends (each fsynced write of the
         whole file costs the same, however little changed): all of them or, when the block
         raises or the write fails, none, the cache back at the state before the block.
         Readers see the block's changes before they are on disk. Nested blocks join the outer."""
+        return self._holding(self._write_file)
+
+    @contextmanager
+    def _holding(self, changed: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+        """Writes in the block change the cache only; when it ends, ``changed(state)`` if they
+        changed anything.  A block (or a ``changed``) that raises leaves the cache as before."""
         if self._batching:
             yield
             return
@@ -134,7 +174,7 @@ class AtomicJSONStorage(Storage):
             yield
             self._batching = False
             if self._state is not before and self._state is not None:
-                self._write_file(self._state)
+                changed(self._state)
         except BaseException:
             self._state = before
             raise
@@ -242,7 +282,13 @@ class Database:
         self.lock = threading.RLock()
         self._db = TinyDB(self.path, storage=AtomicJSONStorage)
         self._db.table_class = SharedReadTable
-        self._indexes: dict[tuple[str, str], tuple[dict[str, Any], dict[Any, str]]] = {}
+        self._indexes: dict[tuple[str, str], tuple[Any, dict[Any, int]]] = {}
+        self._flushing: asyncio.Future[None] | None = None
+
+    @property
+    def writes(self) -> int:
+        """File writes completed so far (tests and benchmarks)."""
+        return int(self._db.storage.writes)  # type: ignore[attr-defined]
 
     @property
     def revision(self) -> int:
@@ -252,25 +298,18 @@ class Database:
     def table(self, name: str) -> Table:
         return self._db.table(name, cache_size=0)
 
-    def find(self, table: str, field: str, value: Any) -> Document | None:
-        """The first row of ``table`` whose ``field`` equals ``value`` (a private copy), through
-        an index kept while the table is unchanged: a ``Query`` evaluates itself on every row,
-        and a start of 200 apps looked each one up that way, twice per app."""
-        rows = self._db.storage.read_shared() or {}  # type: ignore[attr-defined]
-        current = rows.get(table)
-        if current is None:
-            return None
-        key = (table, field)
-        cached = self._indexes.get(key)
-        if cached is None or cached[0] is not current:  # a write replaces a changed table's dict
-            index: dict[Any, str] = {}
-            for doc_id, row in current.items():
-                found = row.get(field)
-                if isinstance(found, Hashable):
-                    index.setdefault(found, doc_id)
-            cached = self._indexes[key] = (current, index)
-        doc_id = cached[1].get(value) if isinstance(value, Hashable) else None
-        return None if doc_id is None else self.table(table).get(doc_id=int(doc_id))
+    def ids_by(self, table: str, field: str) -> dict[Any, int]:
+        """``{row[field]: doc id}`` of ``table``'s rows, for look-ups by a unique field without a
+        scan (a query per name made a call naming N apps cost N^2).  Kept until the table
+        changes: every write replaces the cached table object this is keyed by."""
+        storage = self._db.storage
+        assert isinstance(storage, AtomicJSONStorage)  # the only storage a Database opens
+        rows = (storage.read_shared() or {}).get(table, {})
+        cached = self._indexes.get((table, field))
+        if cached is None or cached[0] is not rows:
+            cached = (rows, {row.get(field): int(doc_id) for doc_id, row in rows.items()})
+            self._indexes[(table, field)] = cached
+        return cached[1]
 
     def drop_table(self, name: str) -> None:
         with self.lock:
@@ -291,6 +330,38 @@ class Database:
         assert isinstance(storage, AtomicJSONStorage)  # the only storage a Database opens
         with self.lock, storage.batch():
             yield self
+
+    @contextmanager
+    def later(self) -> Iterator[Database]:
+        """A transaction whose writes are in memory at once (readers see them) and reach the file
+        with the next write, or with :meth:`flush`; for state that must not block the event loop
+        on the disk, whose owner awaits :meth:`flush` before it relies on it being stored."""
+        storage = self._db.storage
+        assert isinstance(storage, AtomicJSONStorage)
+        with self.lock, storage.deferred():
+            yield self
+
+    async def flush(self) -> None:
+        """Return once every change made so far is on disk; the write (temp file, fsync, rename)
+        runs in a worker thread, and one write carries every change made before it began, so
+        concurrent callers share it.  A failed write raises; its changes stay for the next."""
+        storage = self._db.storage
+        assert isinstance(storage, AtomicJSONStorage)
+        target = storage.changes
+        loop = asyncio.get_running_loop()
+        while storage.durable < target:
+            if self._flushing is None or self._flushing.done() or self._flushing.get_loop() is not loop:
+                self._flushing = asyncio.ensure_future(self._write_pending(storage))
+            await asyncio.shield(self._flushing)
+
+    @staticmethod
+    async def _write_pending(storage: AtomicJSONStorage) -> None:
+        if storage.changes <= storage.durable:
+            return
+        pending = storage.pending()  # encoded here, on the event loop: the state cannot change meanwhile
+        if pending is None:
+            raise OSError(f"{storage.path}: the database was closed before its last changes were written")
+        await asyncio.to_thread(storage.write_encoded, *pending)
 
     def schema_version(self, table: str) -> int:
         with self.lock:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,49 @@ def test_a_batch_of_writes_to_several_tables_is_one_file_write(tmp_path: Path) -
     assert Database(tmp_path / "db.json").table("tasks").all() == [{"id": 1}]
 
 
+async def test_deferred_changes_are_read_at_once_and_flushed_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = Database(tmp_path / "db.json")
+    db.table("tasks").insert({"status": "queued"})
+    writes = db.writes
+    for status in ("running", "succeeded"):
+        with db.later():
+            db.table("tasks").update({"status": status}, doc_ids=[1])
+    with db.later():
+        db.table("tasks").insert({"status": "queued"})
+    assert db.table("tasks").get(doc_id=1)["status"] == "succeeded"  # readers see it at once
+    assert json.loads((tmp_path / "db.json").read_text())["tasks"] == {"1": {"status": "queued"}}
+    assert db.writes == writes
+
+    await asyncio.gather(*(db.flush() for _ in range(10)))  # ten waiters, one write
+    assert db.writes == writes + 1
+    assert Database(tmp_path / "db.json").table("tasks").all() == [{"status": "succeeded"}, {"status": "queued"}]
+    await db.flush()
+    assert db.writes == writes + 1  # nothing new: nothing written
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    with db.later():
+        db.table("tasks").update({"status": "failed"}, doc_ids=[2])
+    monkeypatch.setattr("bolt_host.storage.os.replace", disk_full)
+    with pytest.raises(OSError):
+        await db.flush()
+    monkeypatch.undo()
+    assert db.table("tasks").get(doc_id=2)["status"] == "failed"  # kept for the next write
+    db.table("other").insert({"n": 1})  # a direct write carries the deferred change along
+    assert json.loads((tmp_path / "db.json").read_text())["tasks"]["2"] == {"status": "failed"}
+    writes = db.writes
+    await db.flush()
+    assert db.writes == writes
+    with db.later():
+        db.table("tasks").update({"status": "queued"}, doc_ids=[2])
+    db.close()
+    with pytest.raises(OSError, match="closed"):  # not a wait for ever
+        await db.flush()
+
+
 def test_a_batch_whose_write_fails_or_that_raises_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,32 +164,23 @@ def test_a_batch_whose_write_fails_or_that_raises_changes_nothing(
     assert list(json.loads((tmp_path / "db.json").read_text())["tasks"].values()) == [{"id": 2}]
 
 
-def test_find_by_field_follows_every_write_batches_and_rollbacks(tmp_path: Path) -> None:
-    """``find`` answers from an index of the table; every change of the table, inside a batch
-    before it is on disk and after a batch rolled back, is seen by the next ``find``."""
+def test_ids_by_a_field_follow_every_write_and_batch(tmp_path: Path) -> None:
     db = Database(tmp_path / "db.json")
-    apps = db.table("apps")
-    assert db.find("apps", "name", "a") is None  # no table yet
-    apps.insert({"name": "a", "tags": ["x"]})
-    apps.insert({"name": "b"})
-    found = db.find("apps", "name", "a")
-    assert found == {"name": "a", "tags": ["x"]}
-    found["tags"].append("changed")  # a private copy
-    assert db.find("apps", "name", "a") == {"name": "a", "tags": ["x"]}
-    apps.update({"name": "c"}, doc_ids=[2])
-    assert db.find("apps", "name", "b") is None and db.find("apps", "name", "c") == {"name": "c"}
+    assert db.ids_by("apps", "name") == {}
+    first = db.table("apps").insert({"name": "a"})
+    second = db.table("apps").insert({"name": "b"})
+    assert db.ids_by("apps", "name") == {"a": first, "b": second}
+    db.table("apps").update({"name": "c"}, doc_ids=[first])
+    assert db.ids_by("apps", "name") == {"c": first, "b": second}
     with db.batch():
-        apps.insert({"name": "d"})
-        assert db.find("apps", "name", "d") == {"name": "d"}  # the block reads its own changes
+        third = db.table("apps").insert({"name": "d"})
+        assert db.ids_by("apps", "name") == {"c": first, "b": second, "d": third}  # the block's own change
+        db.table("apps").remove(doc_ids=[second])
+    assert db.ids_by("apps", "name") == {"c": first, "d": third}
     with pytest.raises(KeyError), db.batch():
-        apps.remove(doc_ids=[1])
-        assert db.find("apps", "name", "a") is None
-        raise KeyError("rolled back")
-    assert db.find("apps", "name", "a") == {"name": "a", "tags": ["x"]}
-    apps.remove(doc_ids=[1])
-    assert db.find("apps", "name", "a") is None
-    assert db.find("apps", "name", ["unhashable"]) is None
-    db.close()
+        db.table("apps").remove(doc_ids=[first])
+        raise KeyError("the caller's own failure")
+    assert db.ids_by("apps", "name") == {"c": first, "d": third}  # the batch left nothing behind
 
 
 def test_corrupt_file_is_refused_and_kept(tmp_path: Path) -> None:

@@ -158,6 +158,26 @@ async def test_a_new_task_is_one_write_of_its_record_and_the_id_counter(
     db.close()
 
 
+async def test_concurrent_tasks_share_the_writes_of_their_states_and_each_is_stored_when_waited(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path / "db.json")
+    tasks = Tasks(db, tmp_path / "logs", limits={"x": 20})
+    await tasks.start()
+    gate = asyncio.Event()
+    records = [tasks.submit("x", f"app-{n}", None, gated_job(gate)) for n in range(20)]
+    submitted = db.writes  # each submit is its own write (it raises when the record cannot be stored)
+    gate.set()
+    finished = await asyncio.gather(*(tasks.wait(record["id"]) for record in records))
+    assert {record["status"] for record in finished} == {"succeeded"}
+    on_disk = json.loads((tmp_path / "db.json").read_text())[TABLE]
+    assert {on_disk[str(record["id"])]["status"] for record in records} == {"succeeded"}  # stored when waited
+    # 40 changes (20 running, 20 succeeded) in a few writes off the event loop, not one each on it
+    assert db.writes - submitted < 10
+    await tasks.shutdown()
+    db.close()
+
+
 async def _noop(task: TaskHandle) -> None:
     return None
 

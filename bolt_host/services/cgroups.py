@@ -175,12 +175,16 @@ def _read_keyed(path: Path, key: str) -> int | None:
     return None
 
 
+PROCS_READ = 1 << 16
+
+
 class AppCgroup:
     """One app's groups (one per v1 hierarchy, or one v2 group)."""
 
     def __init__(self, support: CgroupSupport, name: str) -> None:
         self.version = support.version
         self.dirs = {controller: base / name for controller, base in support.bases.items()}
+        self._first_procs = os.fsencode(next(iter(self.dirs.values())) / "cgroup.procs") if self.dirs else b""
 
     def create(self, limits: Mapping[str, Any]) -> None:
         """Make the groups and write the limits (lifting any a reused group still had).
@@ -233,8 +237,15 @@ class AppCgroup:
         and cannot leave one (the files are root's), so the first holds every member, even
         one caught between two joins: reading all four v1 hierarchies cost a stop or a crash
         sweep three more file reads each time, for the same set."""
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            return {int(line) for line in self.procs_files()[0].read_text().split()}
+        with contextlib.suppress(OSError, ValueError):
+            fd = os.open(self._first_procs, os.O_RDONLY | os.O_CLOEXEC)  # no Path: a stop reads it twice
+            try:
+                chunks = []
+                while chunk := os.read(fd, PROCS_READ):  # the kernel hands out a page at a time
+                    chunks.append(chunk)
+                return {int(pid) for pid in b"".join(chunks).split()}
+            finally:
+                os.close(fd)
         return set()
 
     def kill_all(self, deadline: float = KILL_DEADLINE) -> tuple[set[int], set[int]]:

@@ -176,6 +176,7 @@ class Tasks:
                 reason = CRASH_REASON_RUNNING if record["status"] == "running" else CRASH_REASON_QUEUED
                 self._finish(record, "failed", error=reason)
         self._ensure_counter_above(max(self._records, default=0))
+        await self._stored()
         self._prune()
         self._started = True
         for kind in DEFAULT_LIMITS:
@@ -198,6 +199,7 @@ class Tasks:
             if record["status"] in ACTIVE:
                 self._finish(record, "failed", error=SHUTDOWN_REASON)
         await self.drain_events()
+        await self._stored()
 
     async def drain_events(self) -> None:
         """Wait until every event published so far has been handed to the bus."""
@@ -257,6 +259,7 @@ class Tasks:
         if record["status"] in ACTIVE:
             async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
                 await self._done[record["id"]].wait()
+        await self._stored()  # the outcome a caller acts on is on disk first
         return self.get(record["id"])  # type: ignore[return-value]
 
     def cancel(self, task_id: int) -> dict[str, Any]:
@@ -321,6 +324,7 @@ class Tasks:
         task_id = record["id"]
         record.update(status="running", start_time=format_time())
         self._keep(record, f"start time: {record['start_time']}", f"{_title(record)} begin")
+        await self._stored()  # a crash from here on finds it running (its reason at boot says so)
         self._emit("task-started", record)
         handle = TaskHandle(self, record)
         _CURRENT.set(handle)  # _run is its own asyncio task: the value stays within this job
@@ -408,20 +412,39 @@ class Tasks:
         return record
 
     def _keep(self, record: dict[str, Any], *lines: str) -> None:
-        """Store a running task's new state and log lines; a failed write (disk full) is logged,
-        not raised, so the outcome still reaches waiters and the queue goes on (at boot, a task
-        whose end was never stored is marked failed like any interrupted one)."""
+        """Store a task's new state (running, or how it ended) and log lines.  The state is in
+        memory at once and written off the event loop, one write for every change made before it
+        began (hosts that run many tasks at once, such as 50 device agents in one process, kept
+        their shared event loop waiting on each fsync); :meth:`wait` returns once it is stored.
+        A failed write (disk full) is logged, not raised, so the outcome still reaches waiters and
+        the queue goes on (at boot, a task whose end was never stored is marked failed like any
+        interrupted one)."""
         try:
-            self._save(record)
+            with self._db.later():
+                self._table_upsert(record)
             for line in lines:
                 self.logs.append(record["id"], line)
         except OSError as exc:
             log.error("task %s: could not store its %s state: %s", record["id"], record["status"], exc)
+        with contextlib.suppress(RuntimeError):  # no running loop: the next write or flush takes it
+            flush = asyncio.ensure_future(self._stored())
+            self._pending_events.add(flush)
+            flush.add_done_callback(self._pending_events.discard)
+
+    async def _stored(self) -> None:
+        """Wait until every task state so far is on disk; a failed write is logged (see :meth:`_keep`)."""
+        try:
+            await self._db.flush()
+        except OSError as exc:
+            log.error("could not store the tasks' latest states: %s", exc)
 
     def _save(self, record: dict[str, Any]) -> None:
-        fields = {k: v for k, v in record.items() if k != "id"}
         with self._db.transaction():
-            self._db.table(TABLE).upsert(Document(fields, doc_id=record["id"]))
+            self._table_upsert(record)
+
+    def _table_upsert(self, record: dict[str, Any]) -> None:
+        fields = {k: v for k, v in record.items() if k != "id"}
+        self._db.table(TABLE).upsert(Document(fields, doc_id=record["id"]))
 
     def _next_id(self) -> int:
         with self._db.transaction():

@@ -49,6 +49,7 @@ class DeviceConfig:
     request_timeout_ms: int = 30_000  # how long the fleet hooks (other backends' installs) wait for a reply
     offline_deadline_seconds: int = 600  # a running operation whose device stays away this long ends FAILED
     memory_reports: str = ""  # a folder: the manager writes memory reports there on SIGUSR1 (memory.py)
+    stage_log: str = ""  # a file: each job request's stage times, written when the manager stops (stages.py)
 
     @property
     def active(self) -> bool:
@@ -88,6 +89,7 @@ class DeviceConfig:
             offline_deadline_seconds=_int(env, "BOLT_DEVICE_OFFLINE_DEADLINE_SECONDS", 600),
             topic_prefix=topic_prefix(env, mode, broker),
             memory_reports=env.get("BOLT_DEVICE_MEMORY_REPORTS") or "",
+            stage_log=env.get("BOLT_DEVICE_STAGE_LOG") or "",
         )
 
 

@@ -91,7 +91,7 @@ async def download(request: Request) -> Response:
     who, backend, device = _device_to_change(request)
     checked = fleet.validate_download(await json_body(request, fleet.REQUEST))
     operation = await fleet.start_download(backend, device, checked, who.scope, timeout_ms(request))
-    return kapua_json(public_operation(operation))
+    return backend.manager.stages.after_sending(kapua_json(public_operation(operation)), operation["operationId"])
 
 
 @kapua_endpoint
@@ -99,7 +99,7 @@ async def uninstall(request: Request) -> Response:
     who, backend, device = _device_to_change(request)
     checked = fleet.validate_uninstall(await json_body(request, fleet.UNINSTALL))
     operation = await fleet.start_uninstall(backend, device, checked, who.scope, timeout_ms(request))
-    return kapua_json(public_operation(operation))
+    return backend.manager.stages.after_sending(kapua_json(public_operation(operation)), operation["operationId"])
 
 
 def _device_to_change(request: Request) -> tuple[Any, Any, dict[str, Any]]:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -105,8 +106,13 @@ async def _send(
     require_reachable(device)
     if timeout_ms <= 0:  # Kapua would send and give up at once; we send nothing the operation could not track
         raise timed_out(timeout_ms)
+    started = time.monotonic()
     operation = await backend.operations.create(device, resource, properties, created_by)
-    metrics = {**metrics, "job.id": operation["operationId"], "dp.job.id": operation["operationId"]}
+    job_id = operation["operationId"]
+    stages = backend.manager.stages
+    stages.mark(job_id, "call", device["clientId"], at=started)
+    stages.mark(job_id, "created")
+    metrics = {**metrics, "job.id": job_id, "dp.job.id": job_id}
     try:
         reply = await backend.manager.request(device, "EXEC", resource, metrics, timeout_ms)
         refused = reply_error(reply)
@@ -118,6 +124,7 @@ async def _send(
     except BaseException:
         backend.operations.close(operation, FAILED, reason="the request was interrupted")
         raise
+    stages.mark(job_id, "answered")
     return backend.operations.get(device["scopeId"], device["id"], operation["id"]) or operation
 
 

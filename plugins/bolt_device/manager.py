@@ -23,6 +23,7 @@ from .devices import Devices, require_reachable
 from .kapua import KapuaError, iso_from_ms, send_failed, timed_out
 from .operations import Operations
 from .reconciler import Reconciler
+from .stages import StageLog
 from .transport import MqttLink, NotConnected, Outgoing
 
 log = logging.getLogger("bolt_device.manager")
@@ -48,6 +49,7 @@ class Manager:
         self._worker: asyncio.Task[None] | None = None
         self._presence_writer: asyncio.Task[None] | None = None
         self._resending: set[asyncio.Task[None]] = set()
+        self.stages = StageLog(config.stage_log)
         self.reconciler = Reconciler(devices, operations, config.offline_deadline_seconds, self._ended)
         me = config.client_id
         self.prefix = config.topic_prefix
@@ -87,6 +89,7 @@ class Manager:
             with contextlib.suppress(Exception):
                 await self._presence_writer
         await self._store_presence()
+        self.stages.write()
 
     def _presence_changed(self) -> None:
         if self._presence_writer is None or self._presence_writer.done():
@@ -145,6 +148,8 @@ class Manager:
         request_id = uuid.uuid4().hex
         future: asyncio.Future[wire.Payload] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, account["name"], device["clientId"])
+        job_id = str(metrics.get("job.id", request_id))
+        self.stages.alias(request_id, job_id)
         # encoded once and only the bytes kept while the call waits (500 calls wait at once in a burst)
         payload = wire.Payload(
             {**metrics, "request.id": request_id, "requester.client.id": self.config.client_id}
@@ -156,7 +161,10 @@ class Manager:
             try:
                 async with asyncio.timeout(timeout_ms / 1000.0):
                     await self._publish_request(topic, payload)
-                    return await future
+                    self.stages.mark(job_id, "published")
+                    reply = await future
+                    self.stages.mark(job_id, "resumed")
+                    return reply
             except TimeoutError as exc:
                 raise timed_out(timeout_ms) from exc
         finally:
@@ -239,6 +247,7 @@ class Manager:
                         request_id, account, client, expected_account, expected_client)
             return
         if not future.done():
+            self.stages.mark(request_id, "reply")
             future.set_result(payload)
 
     async def _notification(self, account_name: str, client_id: str, resource: str, payload: wire.Payload) -> None:
