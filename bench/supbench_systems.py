@@ -42,11 +42,17 @@ class PopenBaseline(System):
         self.ports = dict(zip(self.names, ports, strict=True))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
+    def command(self, name: str) -> list[str]:
+        return [PYTHON, "server.py"]
+
+    def environment(self, name: str) -> dict[str, str]:
+        return app_environment(name, self.ports[name], self.run_id)
+
     def spawn(self, name: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [PYTHON, "server.py"],
+            self.command(name),
             cwd=self.repo / name,
-            env=app_environment(name, self.ports[name], self.run_id),
+            env=self.environment(name),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -257,6 +263,7 @@ class BoltHost(System):
     """The real host: ``python -m bolt_host serve`` as a subprocess, driven over its HTTP API."""
 
     label = "bolt-host"
+    folder = "bolt-host"  # <workdir>/<folder>-data and <folder>.log: one each per variant
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -266,25 +273,22 @@ class BoltHost(System):
         self.client: httpx.AsyncClient | None = None
         self.status_conn: http.client.HTTPConnection | None = None
 
-    async def launch(self) -> None:
-        self.port = free_port()
-        password = secrets.token_urlsafe(16)
+    def host_environment(self) -> dict[str, str]:
         low = self.opts.port_base
         env = dict(os.environ)
-        env.update(
-            {
-                "BOLT_ADMIN_PASSWORD": password,
-                "BOLT_PORT_RANGE": f"{low}-{low + 1999}",
-                "BOLT_LOG_LEVEL": "warning",
-                RUN_VARIABLE: self.run_id,
-            }
-        )
+        env.update({"BOLT_PORT_RANGE": f"{low}-{low + 1999}", "BOLT_LOG_LEVEL": "warning", RUN_VARIABLE: self.run_id})
         if self.opts.ready_timeout is not None:
             env["BOLT_READY_TIMEOUT_SECONDS"] = str(self.opts.ready_timeout)
         if not self.opts.with_plugins:
             env["BOLT_PLUGINS"] = ""  # an empty allow-list: the core host only
-        data_dir = self.workdir / "bolt-data"
-        log = (self.workdir / "bolt-host.log").open("wb")
+        return env
+
+    async def launch(self) -> None:
+        self.port = free_port()
+        password = secrets.token_urlsafe(16)
+        env = {**self.host_environment(), "BOLT_ADMIN_PASSWORD": password}
+        data_dir = self.workdir / f"{self.folder}-data"
+        log = (self.workdir / f"{self.folder}.log").open("wb")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "bolt_host", "serve", "--port", str(self.port), "--host", LOOPBACK, *self.dirs(data_dir)],
@@ -309,7 +313,7 @@ class BoltHost(System):
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bolt-host did not come up; see {self.workdir / 'bolt-host.log'}")
+                raise RuntimeError(f"{self.label} did not come up; see {self.workdir / f'{self.folder}.log'}")
             await asyncio.sleep(0.05)
         self.figures.notes["boot_s"] = round(time.monotonic() - t0, 3)
         self.client.headers["x-bolt-user-token"] = self.token

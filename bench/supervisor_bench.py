@@ -15,6 +15,10 @@ measures, on each system in turn, in one run:
 
 and prints one table per N with bolt-host's ratio to raw Popen and to the best peer of
 the same run.  bolt-host runs with its four store plugins unless ``--plugins-off``.
+Two more systems split bolt-host's gap to raw (``supbench_confined.py``): ``popen-confined``
+(raw Popen through the exec chain the host builds for each app: as root its uid, cgroups and
+rlimits) with the ratio *bolt/confined raw*, and ``bolt-host-unconfined``
+(``BOLT_ISOLATION=off``) with the ratio *unconfined bolt/raw*.
 Usage (from the repo root, venv active)::
 
     python bench/supervisor_bench.py --n 200
@@ -47,6 +51,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from supbench_confined import BoltHostUnconfined, PopenConfined
 from supbench_model import Figures, Options, System, write_local_repo
 from supbench_peers import PM2, Circus, ensure_circus, ensure_pm2, peer_versions
 from supbench_systems import BoltHost, PopenBaseline, Supervisord, ensure_supervisord, supervisord_version
@@ -58,8 +63,14 @@ from supbench_util import (
 
 # Issue 20's targets (at N=200, the four store plugins on).
 TARGET_N = 200
-LABELS = ("Popen", "supervisord", "circus", "PM2", "bolt-host")
-SYSTEM_KEYS = ("popen", "supervisord", "circus", "pm2", "bolt-host")
+LABELS = ("Popen", "Popen confined", "supervisord", "circus", "PM2", "bolt-host", "bolt-host unconfined")
+SYSTEM_KEYS = ("popen", "popen-confined", "supervisord", "circus", "pm2", "bolt-host", "bolt-host-unconfined")
+BASELINES = ("Popen", "Popen confined", "bolt-host", "bolt-host unconfined")  # not peers
+# Extra ratio columns, shown when both systems ran: (heading, ours, baseline).
+SPLITS = (
+    ("bolt/confined raw", "bolt-host", "Popen confined"),  # the host's cost beside the same isolation
+    ("unconfined bolt/raw", "bolt-host unconfined", "Popen"),  # the host's cost with isolation off
+)
 
 
 # one N ---------------------------------------------------------------------------
@@ -73,10 +84,12 @@ async def bench_n(n: int, systems: list[str], opts: Options, keep: bool) -> dict
         baseline_ports = free_ports(n, opts.port_base + 2000, opts.port_base + 3999)
         classes: dict[str, Callable[..., System]] = {
             "popen": lambda *a: PopenBaseline(*a, ports=baseline_ports),
+            "popen-confined": lambda *a: PopenConfined(*a, ports=baseline_ports),
             "supervisord": lambda *a: Supervisord(*a, ports=baseline_ports),
             "circus": lambda *a: Circus(*a, ports=baseline_ports),
             "pm2": lambda *a: PM2(*a, ports=baseline_ports),
             "bolt-host": BoltHost,
+            "bolt-host-unconfined": BoltHostUnconfined,
         }
         for key in systems:
             tracker = Tracker()
@@ -136,15 +149,21 @@ ROWS: list[tuple[str, Callable[[Figures], float | None], int, str]] = [
 
 
 def report(n: int, results: dict[str, Figures]) -> str:
-    """One table: every system's figure, then bolt-host's ratio to raw Popen and to the best peer."""
+    """One table: every system's figure, then bolt-host's ratio to raw Popen and to the best peer
+    (and, where their systems ran, the :data:`SPLITS`)."""
     present = [label for label in LABELS if label in results]
-    peers = [label for label in present if label not in ("Popen", "bolt-host")]
+    peers = [label for label in present if label not in BASELINES]
+    splits = [split for split in SPLITS if split[1] in results and split[2] in results]
     bolt, raw = results.get("bolt-host"), results.get("Popen")
     lines = [
         f"#### N = {n}",
         "",
-        "| figure | " + " | ".join(present) + " | bolt/raw | bolt/best peer | target (N=200) |",
-        "|---|" + "---|" * (len(present) + 3),
+        "| figure | "
+        + " | ".join(present)
+        + " | bolt/raw | bolt/best peer | "
+        + "".join(f"{heading} | " for heading, _, _ in splits)
+        + "target (N=200) |",
+        "|---|" + "---|" * (len(present) + 3 + len(splits)),
     ]
     for title, get, digits, target in ROWS:
         values = {label: get(results[label]) for label in present}
@@ -153,7 +172,8 @@ def report(n: int, results: dict[str, Figures]) -> str:
         best_value, best_label = min(measured) if measured else (None, "")
         vs_best = _ratio(ours, best_value) + (f" ({best_label})" if best_label and ours is not None else "")
         cells = " | ".join(_fmt(values[label], digits) for label in present)
-        lines.append(f"| {title} | {cells} | {_ratio(ours, values.get('Popen'))} | {vs_best} | {target} |")
+        split_cells = "".join(f"{_ratio(values[a], values[b])} | " for _, a, b in splits)
+        lines.append(f"| {title} | {cells} | {_ratio(ours, values.get('Popen'))} | {vs_best} | {split_cells}{target} |")
     lines.append("")
     if raw is not None and raw.status_median is not None:
         lines.append("- raw's list is its own dict of Popen objects (name, pid, poll()): the floor of a listing.")

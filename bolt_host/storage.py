@@ -289,6 +289,7 @@ class Database:
         self.lock = threading.RLock()
         self._db = TinyDB(self.path, storage=AtomicJSONStorage)
         self._db.table_class = SharedReadTable
+        self._indexes: dict[tuple[str, str], tuple[Any, dict[Any, int]]] = {}
         self._flushing: asyncio.Future[None] | None = None
 
     @property
@@ -303,6 +304,19 @@ class Database:
 
     def table(self, name: str) -> Table:
         return self._db.table(name, cache_size=0)
+
+    def ids_by(self, table: str, field: str) -> dict[Any, int]:
+        """``{row[field]: doc id}`` of ``table``'s rows, for look-ups by a unique field without a
+        scan (a query per name made a call naming N apps cost N^2).  Kept until the table
+        changes: every write replaces the cached table object this is keyed by."""
+        storage = self._db.storage
+        assert isinstance(storage, AtomicJSONStorage)  # the only storage a Database opens
+        rows = (storage.read_shared() or {}).get(table, {})
+        cached = self._indexes.get((table, field))
+        if cached is None or cached[0] is not rows:
+            cached = (rows, {row.get(field): int(doc_id) for doc_id, row in rows.items()})
+            self._indexes[(table, field)] = cached
+        return cached[1]
 
     def drop_table(self, name: str) -> None:
         with self.lock:

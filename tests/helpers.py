@@ -90,6 +90,14 @@ def data_dir_snapshot(data_dir: Path) -> dict[str, Any]:
     return found
 
 
+async def settled_snapshot(host: Any) -> dict[str, Any]:
+    """:func:`data_dir_snapshot` of a running host's data dir once the writes it queued are on disk
+    (an install queues its uid's record without waiting: a snapshot could catch that write midway)."""
+    await host.runtime_state.commit()
+    await host.db.flush()
+    return data_dir_snapshot(host.settings.data_dir)
+
+
 def end_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
     """Send ``sig`` to a process the test started, wait for it, SIGKILL it at the deadline."""
     if proc.poll() is None:

@@ -8,7 +8,7 @@ from bolt_host import errors
 from bolt_host.services.app_hooks import hook_route
 from bolt_host.services.events import Event
 from bolt_host.testing import RunningHost
-from tests.helpers import data_dir_snapshot
+from tests.helpers import settled_snapshot
 
 
 async def _app_client(bolt: RunningHost, path: str):
@@ -167,10 +167,10 @@ def test_a_bare_hook_key_means_the_hosts_event_only() -> None:
 async def test_bad_db_input_changes_nothing(bolt: RunningHost, path: str, body: dict, code: int | None) -> None:
     async with await _app_client(bolt, "notes") as notes:
         await notes.post("/api/db/notes/insert", json={"object": {"n": 1}})
-        before = data_dir_snapshot(bolt.host.settings.data_dir)
+        before = await settled_snapshot(bolt.host)
         response = await notes.post(path, json=body)
         assert response.status_code >= 400, response.text
         if code is not None:
             assert response.json()["code"] == code, response.text
-        assert data_dir_snapshot(bolt.host.settings.data_dir) == before
+        assert await settled_snapshot(bolt.host) == before
         assert [d["n"] for d in (await notes.post("/api/db/notes/find", json={})).json()["body"]] == [1]

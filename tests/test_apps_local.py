@@ -15,7 +15,7 @@ from bolt_host import errors
 from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.errors import BoltError
 from bolt_host.testing import RunningHost, running_host
-from tests.helpers import data_dir_snapshot
+from tests.helpers import data_dir_snapshot, settled_snapshot
 
 
 def _make_app(repo: Path, folder: str, package: dict | str | None, readme: str | None = "# hi\n") -> Path:
@@ -280,7 +280,7 @@ async def test_a_delete_whose_stop_fails_changes_nothing(
     started = await bolt.admin.post("/api/apps/start", json={"name": "ticker"})
     pid = started.json()["body"]["pid"]
     try:
-        before = data_dir_snapshot(bolt.host.settings.data_dir)
+        before = await settled_snapshot(bolt.host)
         with monkeypatch.context() as patch:
             patch.setattr(bolt.host.supervisor, "stop_app", failing_stop)
             for target in ("/api/apps/ticker", "/api/apps?name=ticker"):
@@ -288,7 +288,7 @@ async def test_a_delete_whose_stop_fails_changes_nothing(
                 assert refused.json()["code"] == code, refused.text
                 assert refused.status_code >= 500
         assert bolt.host.apps.get("ticker") is not None
-        assert data_dir_snapshot(bolt.host.settings.data_dir) == before
+        assert await settled_snapshot(bolt.host) == before
         assert psutil.pid_exists(pid) and bolt.host.supervisor.is_active("ticker")
         deleted = await bolt.admin.request("DELETE", "/api/apps/ticker", json={"deleteSourceFolder": True})
         assert deleted.status_code == 200
@@ -328,10 +328,10 @@ async def test_bulk_delete_takes_the_flags_and_refuses_bad_ones(repo_host: Runni
 )  # fmt: skip
 async def test_bad_updates_change_nothing_on_disk_or_in_the_db(repo_host: RunningHost, bad: dict) -> None:
     await repo_host.admin.post("/api/apps/local", json={"path": "notes"})
-    before = data_dir_snapshot(repo_host.host.settings.data_dir)
+    before = await settled_snapshot(repo_host.host)
     response = await repo_host.admin.put("/api/apps/notes", json=bad)
     assert response.status_code == 400 and response.json()["code"] == errors.BAD_REQUEST, response.text
-    assert data_dir_snapshot(repo_host.host.settings.data_dir) == before
+    assert await settled_snapshot(repo_host.host) == before
 
 
 async def test_version_criterion_matches(repo_host: RunningHost) -> None:

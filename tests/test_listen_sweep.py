@@ -7,15 +7,18 @@ a bound socket that does not listen wakes nothing, and the sweep stops once noth
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 import pytest
 
+from bolt_host.services import sockdiag
 from bolt_host.services.listen_sweep import (
     FEW_PORTS,
     FIRST_SWEEP,
     MAX_SWEEP_INTERVAL,
     ListenSweep,
+    port_ranges,
     sweep_interval,
 )
 from bolt_host.services.readiness import NeverReady, wait_until_ready
@@ -48,7 +51,9 @@ async def test_a_port_that_starts_listening_wakes_its_wait_only() -> None:
         assert not any(watch.done() for watch in watches)
         sockets[1].listen()
         await asyncio.wait_for(asyncio.shield(watches[1]), timeout=10)
-        assert watches[1].result() is None and not watches[0].done() and not watches[2].done()
+        # the listening socket's inode comes with the notice (the owner check needs no dump of its own)
+        assert watches[1].result() == {str(os.fstat(sockets[1].fileno()).st_ino)}
+        assert not watches[0].done() and not watches[2].done()
         sockets[2].listen()
         await asyncio.wait_for(asyncio.shield(watches[2]), timeout=10)
         assert not watches[0].done()
@@ -69,6 +74,33 @@ async def test_two_waits_on_one_port_are_both_woken() -> None:
         await asyncio.wait_for(asyncio.gather(asyncio.shield(first), asyncio.shield(second)), timeout=10)
         sweep.forget(port, first)
         sweep.forget(port, second)
+
+
+def test_waited_ports_become_few_ranges_that_cover_them_all() -> None:
+    assert port_ranges([5, 1, 2, 3, 9]) == [(1, 3), (5, 5), (9, 9)]
+    spread = [100 + 3 * i for i in range(50)] + [1000]
+    joined = port_ranges(spread, limit=4)
+    assert len(joined) == 4 and joined[-1] == (1000, 1000)  # the widest gaps stay gaps
+    assert all(any(low <= port <= high for low, high in joined) for port in spread)
+
+
+async def test_only_the_waited_ports_between_listening_ones_come_back() -> None:
+    """The kernel's filter keeps to the runs of waited ports: listeners between them (apps
+    ready already) are not handed back; a waited one among them is."""
+    listeners = [bound_socket() for _ in range(4)]
+    try:
+        for sock in listeners:
+            sock.listen()
+        ports = sorted(sock.getsockname()[1] for sock in listeners)
+        channel = sockdiag.open_channel()
+        with channel:
+            waited = [ports[0], ports[2]]
+            found = {port for port, _ in sockdiag.listening_in(channel, port_ranges(waited))}
+            assert found == set(waited)
+            assert {port for port, _ in sockdiag.listening_in(channel, [(ports[0], ports[-1])])} >= set(ports)
+    finally:
+        for sock in listeners:
+            sock.close()
 
 
 def test_rounds_start_early_and_stay_within_the_bound() -> None:
@@ -96,6 +128,8 @@ async def test_a_listener_the_host_cannot_reach_on_loopback_is_not_ready() -> No
         never: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         with pytest.raises(NeverReady):
             await wait_until_ready(exited=never, port=port, health=None, timeout=0.5)
+        with pytest.raises(NeverReady):  # with a health path its request is the loopback check
+            await wait_until_ready(exited=never, port=port, health="/health", timeout=0.5)
         with socket.socket() as loopback:
             loopback.bind(("127.0.0.1", port))
             loopback.listen()

@@ -12,7 +12,7 @@ import pytest
 
 from bolt_host import errors
 from bolt_host.testing import RunningHost, running_host
-from tests.helpers import data_dir_snapshot
+from tests.helpers import settled_snapshot
 
 BAD_BOLT_FIELDS: list[tuple[str, Any]] = [
     ("main", 5),
@@ -88,11 +88,11 @@ async def typed_host(tmp_path: Path) -> AsyncIterator[RunningHost]:
 
 
 async def _refused(bolt: RunningHost, folder: str) -> str:
-    before = data_dir_snapshot(bolt.host.settings.data_dir)
+    before = await settled_snapshot(bolt.host)
     response = await bolt.admin.post("/api/apps/local", json={"path": folder})
     assert response.status_code == 404, response.text
     assert response.json()["code"] == errors.LOCAL_PACKAGE_FAILED, response.text
-    assert data_dir_snapshot(bolt.host.settings.data_dir) == before
+    assert await settled_snapshot(bolt.host) == before
     assert bolt.host.apps.list() == []
     return response.json()["error"]["message"]
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from bolt_host.services import cgroups
-from bolt_host.services.processes import CREATE_TIME_TOLERANCE, AppProcess, base_environment, terminate_tree
+from bolt_host.services.processes import CREATE_TIME_TOLERANCE, AppProcess, base_environment
 from bolt_host.services.proctable import MARKER_VARIABLE, boot_time, read_marker, start_time
+from bolt_host.services.tree_stop import terminate_tree
 from tests.helpers import async_wait_until, wait_until
 from tests.test_supervisor_harness import PROCS
 

@@ -21,11 +21,11 @@ from bolt_host.services.processes import (
     enable_child_subreaper,
     find_tree,
     identity_matches,
-    terminate_tree,
 )
 from bolt_host.services.proctable import MARKER_VARIABLE, ProcessTable, read_marker
 from bolt_host.services.start_command import LAUNCHER
 from bolt_host.services.stats import TreeSampler
+from bolt_host.services.tree_stop import terminate_tree
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import PROCS, process_gone, read_pid_file, wait_file
 

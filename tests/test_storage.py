@@ -170,6 +170,25 @@ def test_a_batch_whose_write_fails_or_that_raises_changes_nothing(
     assert list(json.loads((tmp_path / "db.json").read_text())["tasks"].values()) == [{"id": 2}]
 
 
+def test_ids_by_a_field_follow_every_write_and_batch(tmp_path: Path) -> None:
+    db = Database(tmp_path / "db.json")
+    assert db.ids_by("apps", "name") == {}
+    first = db.table("apps").insert({"name": "a"})
+    second = db.table("apps").insert({"name": "b"})
+    assert db.ids_by("apps", "name") == {"a": first, "b": second}
+    db.table("apps").update({"name": "c"}, doc_ids=[first])
+    assert db.ids_by("apps", "name") == {"c": first, "b": second}
+    with db.batch():
+        third = db.table("apps").insert({"name": "d"})
+        assert db.ids_by("apps", "name") == {"c": first, "b": second, "d": third}  # the block's own change
+        db.table("apps").remove(doc_ids=[second])
+    assert db.ids_by("apps", "name") == {"c": first, "d": third}
+    with pytest.raises(KeyError), db.batch():
+        db.table("apps").remove(doc_ids=[first])
+        raise KeyError("the caller's own failure")
+    assert db.ids_by("apps", "name") == {"c": first, "d": third}  # the batch left nothing behind
+
+
 def test_corrupt_file_is_refused_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "db.json"
     path.write_text('{"users": {"1": ')

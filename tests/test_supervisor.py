@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -285,6 +286,42 @@ async def test_stats_come_from_one_pass_per_interval_and_rest_while_nobody_reads
     before_reading = sampler.passes
     supervisor.contexts()
     await async_wait_until(lambda: sampler.passes > before_reading, what="a pass once someone reads again")
+
+
+async def _resting(sampler: StatsSampler, window: float = 0.25) -> int:
+    """Poll (deadline 30 s) until the sampler made no pass for ``window`` seconds; its count."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        before = sampler.passes
+        await asyncio.sleep(window)  # ok: "no pass for a while" can only be seen by waiting
+        if sampler.passes == before:
+            return before
+    raise AssertionError("the stats sampler never rested")
+
+
+async def test_starts_and_the_hosts_own_events_do_not_wake_the_stats_sampler(harness: Harness) -> None:
+    """Only readers keep passes coming: a start (its answer is the context of a pid never
+    measured) and a crash restart publish events whose bodies are contexts, and while nobody
+    reads the figures no pass follows (at 200 starts such passes over every running tree took
+    the CPU the apps needed)."""
+    app = harness.app("quiet", "http_server.py")
+    supervisor = harness.supervisor(stats_interval=0.05)
+    supervisor._stats.idle_interval = 3600.0
+    await supervisor.boot()
+    sampler = supervisor._stats
+    booted = await _resting(sampler)
+    first = (await supervisor.start_app(app))["pid"]
+    resting = await _resting(sampler)
+    assert resting == booted
+
+    os.kill(first, signal.SIGKILL)
+    await async_wait_until(
+        lambda: any(name == "app-started" and body["pid"] not in (None, first) for name, body in harness.events),
+        what="the restart's app-started event",
+    )
+    assert await _resting(sampler) == resting  # crash, restart and their events: no pass
+    supervisor.contexts()
+    await async_wait_until(lambda: sampler.passes > resting, what="a pass once someone reads")
 
 
 async def test_a_1mb_output_burst_does_not_block_the_app(harness: Harness) -> None:

@@ -69,8 +69,16 @@ class Apps(AppInstalls):
         """The app named ``name`` in any case (Bolt lower-cases app names); None for a non-string."""
         if not isinstance(name, str):
             return None
-        row = self._db.table(TABLE).get(Query().name == name.lower())
+        doc_id = self._db.ids_by(TABLE, "name").get(name.lower())
+        row = self._db.table(TABLE).get(doc_id=doc_id) if doc_id is not None else None
         return dict(row) if row else None
+
+    def installed_name(self, name: Any) -> str | None:
+        """The name of the installed app ``name`` names (in any case), without copying its record;
+        None when there is none."""
+        if not isinstance(name, str):
+            return None
+        return name.lower() if name.lower() in self._db.ids_by(TABLE, "name") else None
 
     @property
     def revision(self) -> int:

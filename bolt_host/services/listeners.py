@@ -47,12 +47,16 @@ class Holder:
         return f"port {port} answers, but its listener is {who}, not the app"
 
 
-def port_holder(port: int, pid: int) -> Holder:
+def port_holder(port: int, pid: int, inodes: set[str] | None = None) -> Holder:
     """Does the process ``pid`` (or one of its descendants, or its session) listen on ``port``?
 
+    ``inodes``: the listening sockets of ``port`` as the caller was just told (the readiness
+    sweep's answer); they are asked of the kernel again only when the app holds none of them.
     What cannot be read (a /proc without the socket tables, an app's open files the host
     may not inspect) is not held against the app: the answer is then "owned", as before
     this check existed."""
+    if inodes and _holds(pid, inodes):  # the usual case: the main process itself listens
+        return Holder(owned=True)
     inodes = listening_inodes(port)
     if not inodes:
         return Holder(owned=True)  # no table to read, or the listener is already gone

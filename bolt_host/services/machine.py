@@ -40,7 +40,7 @@ class Machine(Protocol):
     async def persist(self, runtime: AppRuntime) -> None:
         """Write the instance's record and wait until it is on disk."""
 
-    async def emit(self, event: str, runtime: AppRuntime) -> None:
+    async def emit(self, event: str, runtime: AppRuntime) -> dict[str, Any]:
         """Publish an app event with the instance's context."""
 
     def context_of(self, runtime: AppRuntime) -> dict[str, Any]:

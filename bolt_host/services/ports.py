@@ -16,10 +16,12 @@ import asyncio
 import errno
 import socket
 import time
+from collections.abc import Collection
 
 from bolt_host.errors import APP_START_FAILED, BoltError
 
 LOOPBACK = "127.0.0.1"
+PORT_FREE_TIMEOUT = 5.0  # how long a stop waits for its app's port after the tree is gone
 
 
 def is_port_free(port: int, host: str = LOOPBACK) -> bool:
@@ -49,6 +51,21 @@ async def wait_port_free(port: int, timeout: float, host: str = LOOPBACK) -> boo
         await asyncio.sleep(interval)
         interval = min(interval * 2, 0.1)
     return True
+
+
+async def wait_ports_free(ports: Collection[int], timeout: float, host: str = LOOPBACK) -> set[int]:
+    """:func:`wait_port_free` for many ports at once (one round of test binds for all of them,
+    then only the busy ones again); the ports still busy at the end."""
+    deadline = time.monotonic() + timeout
+    interval = 0.01
+    busy = set(ports)
+    while busy:
+        busy = {port for port in busy if not is_port_free(port, host)}
+        if not busy or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(interval)
+        interval = min(interval * 2, 0.1)
+    return busy
 
 
 class PortPool:

@@ -39,7 +39,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,9 +47,7 @@ from typing import TYPE_CHECKING, Any
 from bolt_host.services.envnames import refusal
 from bolt_host.services.proctable import (
     ProcessTable,
-    SharedSnapshots,
     pgid_or,
-    read_environ_value,
     read_marker,
     start_time,
 )
@@ -57,6 +55,7 @@ from bolt_host.services.start_command import command_argv, command_environment
 
 if TYPE_CHECKING:
     from bolt_host.services.stats import Orphan
+    from bolt_host.services.tree_stop import TreeStop
 
 log = logging.getLogger("bolt_host.processes")
 
@@ -142,13 +141,13 @@ def is_main_pid(pid: int) -> bool:
     return pid in _main_pids
 
 
-def _pidfd_exited(pidfd: int) -> bool:
+def pidfd_exited(pidfd: int) -> bool:
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     return bool(poller.poll(0))
 
 
-def _open_verified_pidfd(pid: int, create_time: float) -> int | None:
+def open_verified_pidfd(pid: int, create_time: float) -> int | None:
     """A pidfd for ``pid`` only if it is still the process that started at ``create_time``."""
     try:
         pidfd = os.pidfd_open(pid)
@@ -226,6 +225,8 @@ class AppProcess:
         self._loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[int | None] = self._loop.create_future()
         self._reaped = False
+        self.interrupted = False  # its group got the stop's SIGTERM
+        self.ending: TreeStop | None = None  # a stop that signalled its tree and has yet to finish
         self._loop.add_reader(pidfd, self._on_pidfd_readable)
 
     @classmethod
@@ -252,7 +253,7 @@ class AppProcess:
             pidfd = os.pidfd_open(pid)
         except OSError:
             return None
-        if not identity_matches(pid, create_time, marker) or _pidfd_exited(pidfd):
+        if not identity_matches(pid, create_time, marker) or pidfd_exited(pidfd):
             os.close(pidfd)
             return None
         return cls(pid, create_time, pidfd, popen=None)
@@ -272,7 +273,7 @@ class AppProcess:
 
     def check_exited(self) -> None:
         """Resolve ``exited`` now if the process is dead but the loop has not told us yet."""
-        if self._pidfd is not None and not self.exited.done() and _pidfd_exited(self._pidfd):
+        if self._pidfd is not None and not self.exited.done() and pidfd_exited(self._pidfd):
             self._on_pidfd_readable()
 
     @property
@@ -294,13 +295,25 @@ class AppProcess:
             return False
         if self.popen is not None:
             return self.popen.returncode is None
-        return self._pidfd is not None and not _pidfd_exited(self._pidfd)
+        return self._pidfd is not None and not pidfd_exited(self._pidfd)
 
-    def signal_group(self, sig: int) -> None:
-        """``killpg`` the app's process group, only while its id is pinned."""
-        if self.group_pinned:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pgid, sig)
+    def signal_group(self, sig: int) -> bool:
+        """``killpg`` the app's process group, only while its id is pinned; True when sent."""
+        if not self.group_pinned:
+            return False
+        try:
+            os.killpg(self.pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def interrupt(self) -> bool:
+        """SIGTERM the process group, once (a second SIGTERM makes some servers skip their
+        graceful shutdown); True when the group got it.  A main process we spawned leads its own
+        session, so it cannot leave the group (``setpgid`` refuses a session leader)."""
+        if not self.interrupted:
+            self.interrupted = self.signal_group(signal.SIGTERM)
+        return self.interrupted
 
     def reap(self) -> None:
         """Collect the zombie once the tree is swept (no-op for non-children)."""
@@ -362,150 +375,6 @@ def find_tree(
     return [TreeMember(pid, table.create_times[pid]) for pid in table.descendants(roots)]
 
 
-class _WatchedTree:
-    """Pidfds for the members of one tree, so signals and exit waits are race-free."""
-
-    def __init__(self) -> None:
-        self._pidfds: dict[int, int] = {}
-
-    def add(self, members: Iterable[TreeMember]) -> None:
-        for member in members:
-            if member.pid in self._pidfds:
-                continue
-            pidfd = _open_verified_pidfd(member.pid, member.create_time)
-            if pidfd is not None:
-                self._pidfds[member.pid] = pidfd
-
-    def alive(self) -> list[int]:
-        return [pid for pid, pidfd in self._pidfds.items() if not _pidfd_exited(pidfd)]
-
-    def send(self, pids: Iterable[int], sig: int) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfds[pid], sig)
-
-    async def wait_exited(self, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        waiting = {pid: self._pidfds[pid] for pid in self.alive()}
-        if not waiting:
-            return True
-        all_gone = loop.create_future()
-
-        def on_exit(pid: int) -> None:
-            loop.remove_reader(waiting.pop(pid))
-            if not waiting and not all_gone.done():
-                all_gone.set_result(None)
-
-        for pid, pidfd in waiting.items():
-            loop.add_reader(pidfd, on_exit, pid)
-        try:
-            await asyncio.wait({all_gone}, timeout=timeout)
-        finally:
-            for pidfd in waiting.values():
-                loop.remove_reader(pidfd)
-        return all_gone.done()
-
-    def reap(self, skip_pid: int) -> None:
-        """Reap dead members that are our children (re-parented orphans)."""
-        for pid, pidfd in self._pidfds.items():
-            if pid != skip_pid and _pidfd_exited(pidfd):
-                with contextlib.suppress(ChildProcessError):
-                    os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-
-    def close(self) -> None:
-        for pidfd in self._pidfds.values():
-            os.close(pidfd)
-        self._pidfds.clear()
-
-
-async def terminate_tree(
-    process: AppProcess,
-    *,
-    marker: str,
-    since: float,
-    grace: float,
-    snapshots: SharedSnapshots | None = None,
-    kill_wait: float = 5.0,
-    group_members: Callable[[], set[int]] | None = None,
-) -> list[int]:
-    """SIGTERM the whole tree, wait up to ``grace``, then SIGKILL whatever is left.
-
-    Repeats the snapshot + SIGKILL until a snapshot finds nothing alive, so
-    processes forked during the grace period are caught too.  Returns the pids
-    still alive at the end (normally none; a process stuck in the kernel may
-    linger).  The main process is left as a zombie for :meth:`AppProcess.reap`.
-    Concurrent calls sharing ``snapshots`` share their passes over ``/proc``.
-
-    ``group_members``: the pids of a cgroup the tree cannot leave (the app runs as
-    a uid of its own, and the groups' files are root's): then the tree is read
-    from there, a file or two per look instead of a pass over the whole process
-    table.  A stop of many apps, or a crash restart, no longer waits on /proc.
-    """
-    snapshots = snapshots or SharedSnapshots()
-
-    async def members() -> list[TreeMember]:
-        if group_members is not None:  # the main process too: it joins its group only after its first exec
-            others = group_members() - {process.pid}  # the main one's start is known: one /proc read fewer
-            read = [TreeMember(pid, started) for pid in others if (started := start_time(pid)) is not None]
-            # A listed pid may have ended and gone to another process before its start time was
-            # read: only pids the group lists again after that read were read of members.
-            still = group_members()
-            return [TreeMember(process.pid, process.create_time), *(m for m in read if m.pid in still)]
-        table = await snapshots.fresh()
-        return find_tree(
-            table,
-            TreeMember(process.pid, process.create_time),
-            process.pgid,
-            marker,
-            since,
-            group_pinned=process.group_pinned,
-            anywhere=process.adopted,
-        )
-
-    tree = _WatchedTree()
-    try:
-        tree.add(await members())
-        process.signal_group(signal.SIGTERM)
-        tree.send(tree.alive(), signal.SIGTERM)
-        await tree.wait_exited(grace)
-        for _ in range(KILL_ROUNDS):
-            tree.add(await members())
-            survivors = tree.alive()
-            if not survivors:
-                break
-            process.signal_group(signal.SIGKILL)
-            tree.send(survivors, signal.SIGKILL)
-            await tree.wait_exited(kill_wait)
-        tree.reap(skip_pid=process.pid)
-        return tree.alive()
-    finally:
-        tree.close()
-
-
-async def end_strays(
-    name: str,
-    marker: str,
-    candidates: list[tuple[int, float]],
-    *,
-    belongs: Callable[[str | None], bool],
-    grace: float,
-    snapshots: SharedSnapshots,
-) -> None:
-    """End processes of app ``name`` that carry its recorded ``marker`` but whose pid was never
-    recorded (the host was killed between the spawn and the write).  ``candidates`` are
-    ``(pid, start time)``; a process is ours only if ``belongs(its BOLT_APP_TOKEN)``: the
-    marker and host URL alone could belong to another host started with the same URL."""
-    for pid, started in sorted(candidates, key=lambda found: found[1]):  # the tree's root first
-        if not belongs(read_environ_value(pid, "BOLT_APP_TOKEN")):
-            continue
-        process = AppProcess.adopt(pid, started, marker)
-        if process is None:
-            continue  # gone with an earlier root's tree
-        log.warning("%s: ending pid %s, started just before the host was killed", name, pid)
-        await terminate_tree(process, marker=marker, since=started, grace=grace, snapshots=snapshots)
-        process.close()
-
-
 class OrphanReaper:
     """Reaps app descendants that re-parented to the host when they exit.
 
@@ -524,7 +393,7 @@ class OrphanReaper:
     def watch(self, pid: int, create_time: float) -> None:
         if pid in self._pidfds or pid in _main_pids:
             return
-        pidfd = _open_verified_pidfd(pid, create_time)
+        pidfd = open_verified_pidfd(pid, create_time)
         if pidfd is None:
             return
         self._pidfds[pid] = pidfd

@@ -8,9 +8,11 @@ and alive.  An exit during the wait ends it at once (the wait races the exit fut
 never sleeps through a crash).
 
 Until the port listens, the wait sleeps on the event loop's :class:`ListenSweep`: one kernel
-question per round for every start in flight, then one connect confirms it on loopback
-(where the kernel cannot answer, or the listener is not on loopback, each wait connects to
-its port every round instead).  Then the ``health`` request, repeated on this
+question per round for every start in flight, which also hands over the listening sockets'
+inodes for the owner check.  Without a ``health`` path one connect then confirms it on
+loopback (where the kernel cannot answer, or the listener is not on loopback, each wait
+connects to its port every round instead); with one, its request is that confirmation.
+Then the ``health`` request, repeated on this
 schedule: 5 ms after the start, then 5 ms plus a quarter of the time waited so far, so a
 start is seen within about a quarter of what the app itself took, a slow one is not probed
 hundreds of times.  The wait is capped at 50 ms, or more while many apps start at once
@@ -77,9 +79,9 @@ async def wait_until_ready(
         _raise_if_exited(exited)
         if port is None:
             return
-        await _until_listening(port, exited, began, deadline, late)
+        inodes = await _until_listening(port, exited, began, deadline, late, confirm=not health)
         if pid is not None:  # the listener's owner, checked once
-            holder = port_holder(port, pid)
+            holder = port_holder(port, pid, inodes)
             if not holder.owned:
                 raise ForeignListener(holder.describe(port))
         while True:
@@ -95,22 +97,33 @@ async def wait_until_ready(
 
 
 async def _until_listening(
-    port: int, exited: asyncio.Future[int | None], began: float, deadline: float, late: str
-) -> None:
-    """Return once something listens on ``port``: told by the loop's :class:`ListenSweep`, or
-    where the kernel cannot tell, by a connect each round; :class:`NeverReady` (``late``) at
-    the deadline."""
+    port: int, exited: asyncio.Future[int | None], began: float, deadline: float, late: str, *, confirm: bool
+) -> set[str] | None:
+    """Return once something listens on ``port``: told by the loop's :class:`ListenSweep` (then
+    with the inodes of the listening sockets), or where the kernel cannot tell, by a connect each
+    round (then None); :class:`NeverReady` (``late``) at the deadline.
+
+    ``confirm``: the sweep's word is confirmed by a connect on loopback, as the proxy will
+    connect.  Without it (an app with a ``health`` path, whose request connects the same way
+    and is repeated until it answers) the sweep's word is enough."""
     loop = asyncio.get_running_loop()
     sweep = ListenSweep.of_running_loop()
-    watch: asyncio.Future[None] | None = sweep.watch(port)
+    watch: asyncio.Future[set[str]] | None = sweep.watch(port)
+    told: set[str] | None = None
     try:
         while True:
             _raise_if_exited(exited)
             if watch is not None and watch.done():
                 sweep.forget(port, watch)
+                if not watch.cancelled() and watch.exception() is None:
+                    told = watch.result()
+                    if not confirm:
+                        return told
                 watch = None  # from now on (no sock_diag here, or a listener not on loopback) a connect per round
-            if watch is None and _listening(port):
-                return  # a listener the host reaches on loopback, as the proxy will
+            if watch is None:
+                if _listening(port):
+                    return told  # a listener the host reaches on loopback, as the proxy will
+                told = None  # the one found next may be another socket
             now = loop.time()
             if now >= deadline:
                 raise NeverReady(late)

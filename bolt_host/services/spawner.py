@@ -22,24 +22,22 @@ from bolt_host.errors import APP_START_FAILED, BoltError
 from bolt_host.services import applogs
 from bolt_host.services.app_runtime import AppRuntime
 from bolt_host.services.limits import out_of_memory_reason
-from bolt_host.services.ports import PortPool, wait_port_free
+from bolt_host.services.ports import PORT_FREE_TIMEOUT, PortPool, wait_port_free
 from bolt_host.services.processes import (
     AppProcess,
     Launched,
     app_environment,
     build_command,
-    end_strays,
     launch,
-    terminate_tree,
 )
 from bolt_host.services.proctable import MARKER_VARIABLE, SharedSnapshots, processes_by_marker, read_environ_value
 from bolt_host.services.rollover import Retiring
 from bolt_host.services.sandbox import UID, Confinement, Isolation
+from bolt_host.services.stop_batch import StopBatch
 from bolt_host.services.tokens import AppTokens
+from bolt_host.services.tree_stop import TreeStop, end_strays
 
 log = logging.getLogger("bolt_host.supervisor")
-
-PORT_FREE_TIMEOUT = 5.0
 
 ExtraEnv = Callable[[dict[str, Any]], Awaitable[dict[str, str]]]
 RequestedPort = Callable[[dict[str, Any]], Awaitable[int | None]]
@@ -178,14 +176,29 @@ class Spawner:
         if token and runtime.instance == 0:  # lets the host sign the events it sends to the adopted app
             self._tokens.remember(runtime.name, token)
 
-    async def cleanup(self, runtime: AppRuntime) -> int | None:
-        """Kill what is left of the app's tree, reap it, free its port, revoke its token."""
+    @property
+    def ports(self) -> PortPool:
+        return self._ports
+
+    def interrupt(self, runtime: AppRuntime) -> None:
+        """Send the app's tree its SIGTERM now when that needs no wait (the tree is its sealed
+        cgroup); :meth:`cleanup` ends it.  A stop calls this before its notes and events, so a
+        stop of many apps has signalled every one of them before it writes anything."""
+        process = runtime.process
+        if process is not None and process.ending is None:
+            process.ending = self._stop_of(runtime, process, self._shares_group(runtime))
+            process.ending.begin()
+
+    async def cleanup(self, runtime: AppRuntime, batch: StopBatch | None = None) -> int | None:
+        """Kill what is left of the app's tree, reap it, free its port (``batch``: checked and
+        freed with the other ports of its call), revoke its token."""
         exit_code = None
         process = runtime.process
-        shared = runtime.retiring is not None or self._group_in_use(runtime)  # the app's group holds others
+        shared, group_empty = self._shares_group(runtime), False
         if process is not None:
-            members = None if process.adopted or shared else _sealed_group_members(runtime)
-            survivors = await self._end_tree(runtime.name, runtime.app, process, runtime.marker, members)
+            stop = process.ending or self._stop_of(runtime, process, shared)
+            survivors = await self._end_tree(runtime.name, process, stop)
+            group_empty = stop.group_empty  # its last look, after every exit: no need to look again
             if survivors:
                 runtime.reason = f"processes {survivors} survived SIGKILL (stuck in the kernel?)"
             if process.exited.done() and not process.exited.cancelled() and not process.adopted:
@@ -193,11 +206,14 @@ class Spawner:
             process.reap()
             process.close()
             runtime.process = None
-        if runtime.confinement is not None and shared:
-            runtime.confinement = None  # the app's group still holds a process that serves on
+        if runtime.confinement is not None and (group_empty or shared):
+            runtime.confinement = None  # nothing left in it, or the app's group holds a process that serves on
         elif runtime.confinement is not None:
             await self._empty_cgroup(runtime)
-        if runtime.port is not None:
+        if runtime.port is not None and batch is not None:
+            batch.free_later(runtime.port, runtime.name)
+            runtime.port = None
+        elif runtime.port is not None:
             if not await wait_port_free(runtime.port, PORT_FREE_TIMEOUT):
                 log.warning("%s: port %s still busy after its tree is gone", runtime.name, runtime.port)
             self._ports.release(runtime.port)
@@ -209,7 +225,7 @@ class Spawner:
         """End the process a rolling restart replaced: its tree, its port, its token.  Its cgroup
         is the app's and stays with the successor (emptied here only when there is none)."""
         process = retiring.process
-        await self._end_tree(runtime.name, retiring.app, process, retiring.marker)
+        await self._end_tree(runtime.name, process, self._tree_stop(retiring.app, process, retiring.marker))
         process.reap()
         process.close()
         if retiring.confinement is not None and runtime.process is None and not self._group_in_use(runtime):
@@ -221,19 +237,23 @@ class Spawner:
             self._ports.release(retiring.port)
         self._tokens.revoke(retiring.token_key)
 
-    async def _end_tree(
-        self,
-        name: str,
-        app: dict[str, Any],
-        process: AppProcess,
-        marker: str,
-        group_members: Callable[[], set[int]] | None = None,
-    ) -> list[int]:
-        """SIGTERM, the app's stop grace, SIGKILL: the pids that survived even that.  The tree
-        is read from ``group_members`` (the app's sealed cgroup) when given, else from the
-        process table (by process group and marker)."""
+    def _shares_group(self, runtime: AppRuntime) -> bool:
+        """The app's cgroup holds other processes of it (a retiring one, another instance)."""
+        return runtime.retiring is not None or self._group_in_use(runtime)
+
+    def _stop_of(self, runtime: AppRuntime, process: AppProcess, shared: bool) -> TreeStop:
+        """The end of the app's tree, read from its sealed cgroup's member list when that holds
+        this process's tree alone (not ``shared``), else from the process table."""
+        group = None if process.adopted or shared else _sealed_group_members(runtime)
+        return self._tree_stop(runtime.app, process, runtime.marker, group)
+
+    def _tree_stop(
+        self, app: dict[str, Any], process: AppProcess, marker: str, group_members: Callable[[], set[int]] | None = None
+    ) -> TreeStop:
+        """SIGTERM, the app's stop grace, SIGKILL; the tree read from ``group_members`` (the app's
+        sealed cgroup) when given, else from the process table (by process group and marker)."""
         grace = app.get("stopGraceSeconds")
-        survivors = await terminate_tree(
+        return TreeStop(
             process,
             marker=marker,
             since=process.create_time,
@@ -241,6 +261,10 @@ class Spawner:
             snapshots=self._snapshots,
             group_members=group_members,
         )
+
+    async def _end_tree(self, name: str, process: AppProcess, stop: TreeStop) -> list[int]:
+        """End the tree ``stop`` describes: the pids that survived even SIGKILL."""
+        survivors = await stop.finish()
         if survivors:
             log.warning("%s: processes %s survived SIGKILL (stuck in the kernel?)", name, survivors)
         process.check_exited()

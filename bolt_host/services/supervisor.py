@@ -76,6 +76,7 @@ from bolt_host.services.scaling import Scaling
 from bolt_host.services.spawner import ExtraEnv, RequestedPort, Spawner, out_of_memory
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import StatsSampler, TreeUsage
+from bolt_host.services.stop_batch import StopBatch
 from bolt_host.services.tokens import AppTokens
 from bolt_host.services.traffic import Lease
 from bolt_host.statefile import StateFile
@@ -152,10 +153,8 @@ class Supervisor:
 
     # public API ----------------------------------------------------------------
     async def boot(self) -> None:
-        """Adopt recorded processes that are still ours; autostart apps meant to run.
-
-        Returns once every autostarted app is ready or has failed.
-        """
+        """Adopt recorded processes that are still ours; autostart apps meant to run.  Returns
+        once every autostarted app is ready or has failed."""
         self._closing = False
         enable_child_subreaper()
         to_start = await recover(
@@ -229,17 +228,21 @@ class Supervisor:
                 task = self.begin_start(runtime, app, automatic=False)
         return await self.join_start(task)
 
-    async def stop_app(self, name: str, by: str | None = None) -> dict[str, Any]:
-        """Stop ``name`` and return its final context once its whole tree is gone.
-
-        ``by`` (who asked: a user or app name) goes into the app's log.
-        """
+    async def stop_app(self, name: str, by: str | None = None, batch: StopBatch | None = None) -> dict[str, Any]:
+        """Stop ``name``: its final context once its whole tree is gone.  ``by`` (who asked: a user
+        or app name) goes into the app's log; ``batch``: see :meth:`stop_apps`."""
         runtime = self._apps.get(name)
         if runtime is None:
             raise BoltError(APP_NOT_RUNNING, f"App {name!r} is not running")
         await asyncio.gather(*(self._scaling.stop_extra(extra, by) for extra in self._apps.extras(name)))
         async with runtime.lock:
-            return await self.stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by)
+            return await self.stop_locked(runtime, desired_after=DESIRED_STOPPED, by=by, batch=batch)
+
+    async def stop_apps(self, names: list[str], by: str | None = None) -> list[dict[str, Any] | BaseException]:
+        """:meth:`stop_app` for each of ``names`` at once: a context or an error for each, once every
+        tree is gone, with one check of their ports and one write of their states (:mod:`stop_batch`)."""
+        batch = StopBatch(self._state, self._spawner.ports)
+        return await batch.run(self.stop_app(name, by, batch) for name in names)
 
     async def restart_app(
         self, app: dict[str, Any], by: str | None = None, rolling: bool = False, only: list[int] | None = None
@@ -386,7 +389,7 @@ class Supervisor:
         port = f", port {runtime.port}" if runtime.port is not None else ""
         self._runlog.note(runtime, f"started (pid {process.pid}{port})")
         await self.emit("app-started", runtime)
-        return self.context_of(runtime)
+        return runtime.context(self._usage(runtime, reading=False))  # a new pid has no figures: not a read
 
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         # The generation is recorded before its process exists: a host killed between the
@@ -409,7 +412,7 @@ class Supervisor:
         reason = self._runlog.with_tail(runtime, summary, tail)
         runtime.keep_exit(exit_code, summary, tail)
         self._runlog.note(runtime, f"start failed: {summary}")
-        await self._cleanup(runtime)
+        await self._spawner.cleanup(runtime)
         if automatic:
             await self._after_exit(runtime, exit_code, reason, uptime=0.0)
         else:
@@ -440,7 +443,7 @@ class Supervisor:
             uptime = time.monotonic() - (runtime.started_monotonic or time.monotonic())
             runtime.keep_exit(runtime.exit_code, runtime.reason or "", self._runlog.tail(runtime))
             self._runlog.note(runtime, runtime.reason or "exited")
-            await self._cleanup(runtime)
+            await self._spawner.cleanup(runtime)
             await self._after_exit(runtime, runtime.exit_code, runtime.reason or "", uptime)
 
     async def _after_exit(self, runtime: AppRuntime, exit_code: int | None, reason: str, uptime: float) -> None:
@@ -493,7 +496,9 @@ class Supervisor:
             self.begin_start(runtime, runtime.app, automatic=True)
 
     # stopping ------------------------------------------------------------------
-    async def stop_locked(self, runtime: AppRuntime, *, desired_after: str, by: str | None = None) -> dict[str, Any]:
+    async def stop_locked(
+        self, runtime: AppRuntime, *, desired_after: str, by: str | None = None, batch: StopBatch | None = None
+    ) -> dict[str, Any]:
         was_pending = runtime.status in (STARTING, BACKOFF)
         start_task = runtime.start_task
         if start_task is not None and not start_task.done():
@@ -507,31 +512,29 @@ class Supervisor:
             await self.persist(runtime)
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
         runtime.status, runtime.reason, runtime.last_exit = STOPPING, None, None
+        self._spawner.interrupt(runtime)
+        await asyncio.sleep(0)  # every app of a bulk stop gets its SIGTERM before any goes on
         self._runlog.note(runtime, f"stopping (by {by})" if by else "stopping")
         await self.emit("app-stopping", runtime)
         had_pid, had_port = (runtime.process.pid if runtime.process is not None else None), runtime.port
-        exit_code = await self._cleanup(runtime)  # sets a reason only if something survived
+        exit_code = await self._spawner.cleanup(runtime, batch)  # sets a reason only if something survived
         runtime.status, runtime.exit_code = STOPPED, exit_code
         self._runlog.note(runtime, "stopped" if exit_code is None else f"stopped ({describe_exit(exit_code)})")
         runtime.next_restart_at = None
         runtime.crashes.reset()
-        await self.persist(runtime)
-        await self.emit("app-stopped", runtime)
-        context = self.context_of(runtime)
+        await self.persist(runtime, batch)
+        context = dict(await self.emit("app-stopped", runtime))  # its "app" is the event's (one copy fewer)
         # As Bolt answers a stop: the context the app ran with (that pid and port are gone now).
         context["pid"] = had_pid
         if "port" in context:  # server apps only
             context["port"] = had_port
         return context
 
-    async def _cleanup(self, runtime: AppRuntime) -> int | None:
-        return await self._spawner.cleanup(runtime)
-
     async def _discard_leftovers(self, runtime: AppRuntime) -> None:
         """Before a new start: cancel a pending restart, sweep a crashed tree not yet swept."""
         self._cancel_restart_timer(runtime)
         if runtime.process is not None or runtime.port is not None:
-            await self._cleanup(runtime)
+            await self._spawner.cleanup(runtime)
 
     def _cancel_restart_timer(self, runtime: AppRuntime) -> None:
         if runtime.restart_task is not None:
@@ -553,35 +556,35 @@ class Supervisor:
     def context_of(self, runtime: AppRuntime) -> dict[str, Any]:
         return runtime.context(self._usage(runtime))
 
-    def _usage(self, runtime: AppRuntime) -> TreeUsage | None:
+    def _usage(self, runtime: AppRuntime, reading: bool = True) -> TreeUsage | None:
         process = runtime.process
-        return self._stats.latest(runtime.key, process.pid) if process is not None else None
+        return self._stats.latest(runtime.key, process.pid, reading=reading) if process is not None else None
 
-    async def persist(self, runtime: AppRuntime, *, durable: bool = True) -> None:
-        """Record the app's row and wait until it is on disk (with any token change made so far),
-        or unless ``durable``, until a host started after this one is killed would read it.
-
-        For what must hold before it is acknowledged or acted on: the desired state of a stop,
-        the generation and token before a spawn (visible is enough there: see :mod:`spawner`)."""
+    async def persist(self, runtime: AppRuntime, batch: StopBatch | None = None, *, durable: bool = True) -> None:
+        """Record the app's row; wait until it is on disk (with any token change made so far; with a
+        ``batch``, its one write before its call answers), or unless ``durable``, until a host started
+        after this one is killed would read it (enough for a spawn's generation and token: see spawner).
+        For what must hold before it is acknowledged or acted on: a spawn's record, a stop's desired state."""
         self._state.put(SECTION, runtime.key, runtime.record())
-        await (self._state.commit() if durable else self._state.commit_visible())
+        if batch is None:
+            await (self._state.commit() if durable else self._state.commit_visible())
 
     def persist_soon(self, runtime: AppRuntime) -> None:
-        """Record the app's row and let it reach the disk without waiting.
-
-        For what boot can rebuild if the host dies first: a crash, a backoff, a pid (a
-        process whose pid never reached the disk is found by its marker and ended).
-        """
+        """Record the app's row and let it reach the disk without waiting.  For what boot can
+        rebuild if the host dies first: a crash, a backoff, a pid (a process whose pid never
+        reached the disk is found by its marker and ended)."""
         self._state.put(SECTION, runtime.key, runtime.record())
         self._state.commit_soon()
 
-    async def emit(self, event: str, runtime: AppRuntime) -> None:
-        if self._publish is None:
-            return
-        try:
-            await self._publish(event, self.context_of(runtime))
-        except Exception:  # a broken listener must not break supervision
-            log.exception("publishing %s for %s failed", event, runtime.name)
+    async def emit(self, event: str, runtime: AppRuntime) -> dict[str, Any]:
+        """Publish ``event`` with the app's context; that context (the listeners have it: copy it to change it)."""
+        context = runtime.context(self._usage(runtime, reading=False))  # the host's own: not a read of the stats
+        if self._publish is not None:
+            try:
+                await self._publish(event, context)
+            except Exception:  # a broken listener must not break supervision
+                log.exception("publishing %s for %s failed", event, runtime.name)
+        return context
 
 
 def _app_name(app: dict[str, Any]) -> str:

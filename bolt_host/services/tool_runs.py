@@ -2,7 +2,7 @@
 and the whole process tree killed on timeout or cancellation.
 
 The tool is spawned like an app (own session, pidfd exit watch) and carries a marker of its own
-in its environment, so :func:`~bolt_host.services.processes.terminate_tree` also finds helpers
+in its environment, so :func:`~bolt_host.services.tree_stop.terminate_tree` also finds helpers
 that left its process group.  Output goes through a pipe, line by line, into ``log.write`` and a
 short tail kept for the error message: a failed install tells the user why without the log.
 """
@@ -20,8 +20,9 @@ from pathlib import Path
 
 from bolt_host.errors import BoltError
 from bolt_host.services.egress import Egress, Gate, LogSink
-from bolt_host.services.processes import AppProcess, terminate_tree
+from bolt_host.services.processes import AppProcess
 from bolt_host.services.proctable import MARKER_VARIABLE
+from bolt_host.services.tree_stop import terminate_tree
 
 __all__ = ["LogSink", "run_logged"]  # LogSink: what callers hand run_logged
 

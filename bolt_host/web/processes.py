@@ -67,17 +67,21 @@ async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
     found = []
     for name in names:
         await require_operator(request, action, name)
-        app = host.apps.get(name)
-        if app is None:
+        installed = host.apps.installed_name(name)
+        if installed is None:
             code = errors.APP_NOT_RUNNING if action == "apps.stop" else errors.APP_NOT_FOUND
             raise BoltError(code, f"No app named {name!r} is installed")
-        found.append(app["name"])
+        found.append(installed)
     return found, bulk
 
 
 async def _for_each(names: list[str], run: Callable[[str], Awaitable[dict[str, Any]]], done: str) -> dict[str, Any]:
     """Run ``run`` for every app at once: ``{done: [contexts], failed: {name: {code, message}}}``."""
-    results = await asyncio.gather(*(run(name) for name in names), return_exceptions=True)
+    return _outcomes(names, await asyncio.gather(*(run(name) for name in names), return_exceptions=True), done)
+
+
+def _outcomes(names: list[str], results: list[dict[str, Any] | BaseException], done: str) -> dict[str, Any]:
+    """``{done: [contexts], failed: {name: {code, message}}}`` from each app's context or error."""
     contexts, failed = [], {}
     for name, result in zip(names, results, strict=True):
         if isinstance(result, BoltError):
@@ -108,7 +112,7 @@ async def stop(request: Request) -> Response:
     by = _who(actor(request))
     if not bulk:
         return ok(await supervisor.stop_app(names[0], by=by))
-    return ok(await _for_each(names, lambda name: supervisor.stop_app(name, by=by), "stopped"))
+    return ok(_outcomes(names, await supervisor.stop_apps(names, by=by), "stopped"))
 
 
 RESTART_MODES = ("stop-start", "rolling")

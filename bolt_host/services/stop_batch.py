@@ -1,0 +1,49 @@
+"""What the stops of one call share: one look that their ports are free, one write of their states.
+
+A call that stops many apps (``POST /api/apps/stop`` with ``names``) runs each app's stop as a
+single stop does, under that app's lock, except for two things it does once for all of them
+after every tree is gone: the check that nothing listens on their ports any more (one round
+of test binds, not a wait per app) before the ports go back to the pool, and
+the group commit that makes every stopped state durable (one write, not one per app or per
+batch of apps that happened to end together).  The call answers after both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+from bolt_host.services.ports import PORT_FREE_TIMEOUT, PortPool, wait_ports_free
+from bolt_host.statefile import StateFile
+
+log = logging.getLogger("bolt_host.supervisor")
+
+
+class StopBatch:
+    def __init__(self, state: StateFile, ports: PortPool) -> None:
+        self._state = state
+        self._ports = ports
+        self._freed: dict[int, str] = {}  # port -> the app that listened on it
+
+    def free_later(self, port: int, name: str) -> None:
+        """``name``'s tree is gone: check ``port`` and give it back with the others of the call."""
+        self._freed[port] = name
+
+    async def run(self, stops: Iterable[Awaitable[dict[str, Any]]]) -> list[dict[str, Any] | BaseException]:
+        """Run ``stops`` at once; each one's context or error once all are done, their ports free
+        and their states on disk.  If the write fails, no stop is answered as done."""
+        try:
+            results = await asyncio.gather(*stops, return_exceptions=True)
+            busy = await wait_ports_free(self._freed, PORT_FREE_TIMEOUT)
+            for port in sorted(busy):
+                log.warning("%s: port %s still busy after its tree is gone", self._freed[port], port)
+        finally:  # the trees of these ports are gone, even when the call itself is cancelled
+            for port in self._freed:
+                self._ports.release(port)
+        try:
+            await self._state.commit()
+        except OSError as exc:
+            return [exc if isinstance(result, dict) else result for result in results]
+        return results

@@ -1,0 +1,135 @@
+"""A stop naming many apps (``POST /api/apps/stop`` with ``names``), with real processes: every
+tree is gone and every stopped state is on disk when it answers, in one write for all of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from bolt_host.services import sockdiag
+from bolt_host.testing import running_host
+from tests.test_isolation import log_of, needs_root, wait_for_line, write_app
+
+SERVER = """
+    import os, signal, socket
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", int(os.environ["PORT"])))
+    server.listen()
+    print("UP", flush=True)
+    signal.pause()
+"""
+
+# Ends a second after its SIGTERM, and keeps a child in a session of its own, which only the
+# app's cgroup (or its marker) ties to the app: no killpg of the app's group reaches it.
+SLOW_WITH_ESCAPER = """
+    import os, signal, sys, time
+    child = os.fork()
+    if child == 0:
+        os.setsid()
+        signal.pause()
+        os._exit(0)
+    def leave(*_):
+        print("TERM", flush=True)
+        time.sleep(1.0)  # a slow graceful shutdown
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, leave)
+    print("FORKED", child, flush=True)
+    while True:
+        signal.pause()
+"""
+
+NAMES = ["quick", "served", "slow"]
+
+
+def _gone(pid: int) -> bool:
+    """True when no process has ``pid`` (a zombie nobody reaped still has one)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@needs_root
+async def test_a_bulk_stop_ends_every_tree_then_writes_the_stopped_states_once(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_app(repo, "quick", "import signal\nprint('UP', flush=True)\nsignal.pause()\n")
+    write_app(repo, "served", SERVER, server=True)
+    write_app(repo, "slow", SLOW_WITH_ESCAPER)
+    async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=10.0) as bolt:
+        for name in NAMES:
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        started = (await bolt.admin.post("/api/apps/start", json={"names": NAMES})).json()["body"]
+        assert started["failed"] == {}
+        pids = {context["name"]: context["pid"] for context in started["started"]}
+        port = next(context["port"] for context in started["started"] if context["name"] == "served")
+        found = re.search(r"FORKED (\d+)", await wait_for_line(bolt, "slow", "FORKED"))
+        assert found is not None
+        escaper = int(found.group(1))
+        state = bolt.host.runtime_state
+        writes = state.writes
+
+        answer = await bolt.admin.post("/api/apps/stop", json={"names": NAMES})
+
+        assert answer.status_code == 200, answer.text
+        body = answer.json()["body"]
+        assert body["failed"] == {}
+        assert {context["name"]: context["pid"] for context in body["stopped"]} == pids
+        assert all(context["status"] == "stopped" for context in body["stopped"])
+        # the slow app ended a second after the others, yet the states went to disk in one write
+        assert state.writes == writes + 1
+        assert all(_gone(pid) for pid in [*pids.values(), escaper])  # reaped too, not left as zombies
+        on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
+        assert {name: (on_disk[name]["desired"], on_disk[name]["pid"]) for name in NAMES} == {
+            name: ("stopped", None) for name in NAMES
+        }
+        assert port not in bolt.host.supervisor._spawner.ports.held
+        assert port not in sockdiag.listening_ports(port, port)
+        for name in NAMES:
+            assert re.search(r"stopping \(by admin\)\n.*stopped", log_of(bolt, name), re.S), name
+        assert "TERM" in log_of(bolt, "slow")  # a graceful stop: SIGTERM first
+
+
+async def test_a_bulk_stop_answers_420_for_an_app_that_is_not_running_and_stops_the_others(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_app(repo, "quick", "import signal\nsignal.pause()\n")
+    write_app(repo, "idle", "import signal\nsignal.pause()\n")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        for name in ("quick", "idle"):
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        await bolt.admin.post("/api/apps/start", json={"name": "quick"})
+        answer = await bolt.admin.post("/api/apps/stop", json={"names": ["quick", "idle"]})
+        body = answer.json()["body"]
+        assert [context["name"] for context in body["stopped"]] == ["quick"]
+        assert body["failed"] == {"idle": {"code": 420, "message": "App 'idle' is not running"}}
+
+
+async def test_a_bulk_stop_whose_state_write_fails_answers_no_app_as_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    for name in ("one", "two"):
+        write_app(repo, name, "import signal\nsignal.pause()\n")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        for name in ("one", "two"):
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        started = (await bolt.admin.post("/api/apps/start", json={"names": ["one", "two"]})).json()["body"]
+        pids = [context["pid"] for context in started["started"]]
+
+        def disk_full(*args: object, **kwargs: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("bolt_host.storage.os.replace", disk_full)
+        answer = (await bolt.admin.post("/api/apps/stop", json={"names": ["one", "two"]})).json()["body"]
+        monkeypatch.undo()
+        assert answer["stopped"] == []
+        assert {name: failure["code"] for name, failure in answer["failed"].items()} == {"one": 1000, "two": 1000}
+        assert all(_gone(pid) for pid in pids)  # the trees are gone all the same
+        await bolt.host.runtime_state.commit()  # the next write that succeeds saves the stopped states
+        on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
+        assert {name: on_disk[name]["desired"] for name in ("one", "two")} == {"one": "stopped", "two": "stopped"}
