@@ -178,6 +178,8 @@ def apps_install(
       bolt-host apps install notes
       bolt-host apps install hello-web@1.0.0 --upgrade
     """
+    if _names_a_local_package(spec):
+        raise click.UsageError(f"{spec} is a folder or file on this machine: `bolt-host apps install-local {spec}`")
     name, version = split_spec(spec)
     body: dict[str, Any] = {"name": name, **_system_flag(system)}
     if version:
@@ -197,6 +199,13 @@ def apps_install(
         print_json({**app, "task": final["id"]})
     else:
         click.echo(f"installed {app['name']} {app['version']}" + (" (system app)" if app.get("system") else ""))
+
+
+def _names_a_local_package(spec: str) -> bool:
+    """A path that exists here, never a registry name (scoped names start with "@", and neither a
+    "/" nor a leading "." or "~" is part of any other)."""
+    looks_like_path = spec.startswith((".", "~", "/")) or ("/" in spec and not spec.startswith("@"))
+    return looks_like_path and Path(spec).expanduser().exists()
 
 
 @apps.command("install-local")

@@ -327,6 +327,8 @@ def test_install_local_uploads_a_folder_or_a_tarball_from_this_machine(
     placed = Path(installed["folder"])
     assert (placed / "package.json").is_file()
     assert not (placed / "node_modules").exists() and not (placed / "outside-link").exists()
+    misdirected = run("apps", "install", str(folder), env=env)
+    assert misdirected.exit_code == 2 and f"apps install-local {folder}" in misdirected.stderr
     taken = run("apps", "install-local", str(folder), env=env)
     assert taken.exit_code == 1 and f"[Bolt code {errors.APP_NAME_TAKEN} (" in taken.stderr
 
