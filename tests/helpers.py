@@ -80,6 +80,8 @@ def data_dir_snapshot(data_dir: Path) -> dict[str, Any]:
         relative = path.relative_to(data_dir).as_posix()
         if relative == "logs" or relative.startswith("logs/"):
             continue
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            continue  # a write in flight (temp file, then rename): not state; a load removes leftovers
         if path.is_dir():
             found[relative] = "dir"
         elif relative == "db.json":
