@@ -200,6 +200,9 @@ class StateFile:
     async def _write_batches(self) -> None:
         while self._waiters:
             waiters, self._waiters = self._waiters, []
+            if not self.unsaved:  # they joined while the last write ran, and it held all they changed
+                _settle(waiters, None)
+                continue
             version, write = self._version, self._next_write()  # every change its waiters made is in memory
             try:
                 await asyncio.to_thread(write)

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,30 @@ async def test_state_file_commits_concurrent_changes_together_and_off_the_loop(t
     assert state.delete("apps", "app-1") and not state.delete("apps", "app-1")
     await state.commit()
     assert StateFile(tmp_path / "runtime.json").get("apps", "app-1") is None
+
+
+async def test_a_commit_made_while_its_changes_are_being_written_shares_that_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateFile(tmp_path / "runtime.json")
+    writing, release = threading.Event(), threading.Event()
+    replace = os.replace
+
+    def held_replace(*args: Any, **kwargs: Any) -> None:
+        writing.set()
+        release.wait(10)
+        replace(*args, **kwargs)
+
+    monkeypatch.setattr("bolt_host.storage.os.replace", held_replace)
+    writes = state.writes
+    state.put("apps", "a", {"v": 1})
+    first = asyncio.ensure_future(state.commit())
+    await async_wait_until(writing.is_set, timeout=10, what="the write to reach its rename")
+    second = asyncio.ensure_future(state.commit())  # nothing changed since the write began
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert state.writes == writes + 1
+    assert StateFile(tmp_path / "runtime.json").get("apps", "a") == {"v": 1}
 
 
 async def test_state_file_write_failure_fails_the_commit_and_the_next_commit_saves_it(
