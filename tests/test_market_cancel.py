@@ -76,6 +76,9 @@ async def test_cancel_while_queued_and_while_installing_leaves_nothing_behind(tm
 
             cancel = _task_id(await admin.request("DELETE", PREFIX + "/apps/env-echo/install", json={}))
             await _wait_state(admin, "env-echo", "installingCanceling")
+            # The cancel is a task too: its job asks the install to stop once its own start is on disk.
+            await async_wait_until(lambda: "=== cancel requested" in host.tasks.read_log(first)[0], timeout=30,
+                                   what="the cancel request to reach the install")
         finally:
             lock.release()  # the install finishes its step, sees the cancel and removes what it made
         final = await host.tasks.wait(cancel, timeout=30)
