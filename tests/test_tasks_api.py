@@ -37,9 +37,8 @@ def gated(gate: asyncio.Event, lines: tuple[str, ...] = ()) -> Any:
         for line in lines:
             task.log(line)
         task.progress(0.5)
-        while not gate.is_set():
-            task.check_cancelled()
-            await asyncio.sleep(0.01)  # a cooperative job polls its cancel flag
+        await async_wait_until(lambda: gate.is_set() or task.cancelled, timeout=60, what="the gate or a cancel")
+        task.check_cancelled()
         return {"done": True}
 
     return job
@@ -55,7 +54,8 @@ async def test_list_show_and_filter_tasks(bolt: RunningHost) -> None:
     gate = asyncio.Event()
     first = bolt.host.tasks.submit("download", "notes", "1.0.0", gated(gate))
     second = bolt.host.tasks.submit("install", "ticker", None, gated(gate))
-    await async_wait_until(lambda: bolt.host.tasks.get(first["id"])["status"] == "running", what="first running")
+    # "running" is on the record before the job runs (it starts once that is on disk): wait for the job itself
+    await async_wait_until(lambda: bolt.host.tasks.get(first["id"])["progress"] == 0.5, what="first's job running")
     listed = (await bolt.admin.get("/api/tasks")).json()
     assert listed["code"] == 0
     assert [t["id"] for t in listed["body"]] == [second["id"], first["id"]]
