@@ -20,7 +20,7 @@ def test_removing_empty_groups_takes_the_hosts_own_group_and_keeps_a_busy_one(tm
         pytest.skip("no cgroups the host may create here")
     idle.create({})
     busy.create({})
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         for procs in busy.procs_files():
             procs.write_text(str(sleeper.pid))
