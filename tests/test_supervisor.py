@@ -282,7 +282,9 @@ async def test_stats_come_from_one_pass_per_interval_and_rest_while_nobody_reads
 
     resting = sampler.passes
     await asyncio.sleep(0.5)  # ok: ten intervals in which nobody reads the figures
-    assert sampler.passes - resting <= 1  # the pass in flight, then none until someone reads
+    # At most the pass in flight when the reads stopped, and one more if a read landed after that
+    # pass began (it cleared the flag before the read); then none until someone reads.
+    assert sampler.passes - resting <= 2
     before_reading = sampler.passes
     supervisor.contexts()
     await async_wait_until(lambda: sampler.passes > before_reading, what="a pass once someone reads again")
