@@ -28,6 +28,7 @@ from supbench_util import (
     find_new_child,
     median,
     percentile,
+    thread_cpu_ns,
     wait_healthy,
 )
 
@@ -252,18 +253,43 @@ class System:
         await asyncio.sleep(self.opts.settle_seconds)  # let the start settle (a stats tick, GC)
         psutil.cpu_percent(None)
         before = proc.cpu_times()
-        t0 = time.monotonic()
-        await asyncio.sleep(self.opts.idle_seconds)
+        used_ns, timeline, ended = await self._idle_window_ns(pid)
         after = proc.cpu_times()
-        elapsed = time.monotonic() - t0
         fig = self.figures
         fig.notes["machine_cpu_busy_pct_during_idle"] = round(psutil.cpu_percent(None), 1)
-        used = (after.user - before.user) + (after.system - before.system)
-        fig.idle_cpu_pct = 100.0 * used / elapsed
+        ticks = (after.user - before.user) + (after.system - before.system)
+        fig.notes["idle_cpu_pct_from_ticks"] = round(100.0 * ticks / self.opts.idle_seconds, 3)
+        if used_ns is None:
+            fig.idle_cpu_pct = 100.0 * ticks / self.opts.idle_seconds
+        else:
+            fig.idle_cpu_pct = 100.0 * used_ns / 1e9 / self.opts.idle_seconds
+            fig.notes["idle_cpu_ms_per_second"] = timeline  # where in the window the CPU went
+            if ended:
+                fig.notes["idle_threads_ended"] = ended  # up to 1 s of each one's CPU is missing
         full = proc.memory_full_info()
         fig.rss_mb = full.rss / MB
         fig.uss_mb = full.uss / MB
         fig.threads = proc.num_threads()
+
+    async def _idle_window_ns(self, pid: int) -> tuple[int | None, list[float], int]:
+        """CPU nanoseconds of ``pid``'s threads over the idle window, read every second (so
+        the figure needs no clock ticks, and the timeline shows when the CPU went); also how
+        many threads ended in the window (their last second is not counted)."""
+        first = thread_cpu_ns(pid)
+        if first is None:
+            await asyncio.sleep(self.opts.idle_seconds)
+            return None, [], 0
+        latest, ended, timeline, counted = dict(first), set(), [], 0
+        t0 = time.monotonic()
+        while (left := self.opts.idle_seconds - (time.monotonic() - t0)) > 0:
+            await asyncio.sleep(min(1.0, left))
+            now = thread_cpu_ns(pid) or {}
+            ended |= latest.keys() - now.keys()
+            latest.update(now)
+            total = sum(ns - first.get(tid, 0) for tid, ns in latest.items())
+            timeline.append(round((total - counted) / 1e6, 2))
+            counted = total
+        return counted, timeline, len(ended)
 
     def measure_status(self) -> None:
         call = self.status_call()
