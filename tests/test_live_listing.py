@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bolt_host.errors import APP_START_FAILED, BoltError
+from bolt_host.services.app_runtime import LIVE_STATUSES, AppRuntime, encode_json
+from bolt_host.services.stats import TreeUsage
 from bolt_host.services.supervisor import Supervisor
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import Harness, supervisor_harness
@@ -122,3 +125,126 @@ async def test_each_context_copies_the_apps_containers_and_shares_its_strings(ha
     third = supervisor.context("svc")
     assert third is not None and third["app"] == second["app"]
     assert json.loads(supervisor.contexts_json())[0]["app"] == second["app"]
+
+
+SELECTIONS = (
+    None,
+    frozenset({"name", "status", "pid"}),
+    frozenset({"name", "uptime"}),
+    frozenset({"memory", "app", "port"}),
+)
+
+
+def fresh_encoding(supervisor: Supervisor, fields: frozenset[str] | None, now: float) -> bytes:
+    """What ``GET /api/apps/@live`` says at monotonic time ``now``, every context encoded anew."""
+    rows = []
+    for runtime in supervisor._apps.values():
+        if runtime.status not in LIVE_STATUSES and not runtime.errored:
+            continue
+        context = runtime.context(supervisor._usage(runtime))
+        uptime = runtime.uptime_at(now)
+        context["uptime"] = round(uptime, 3) if uptime is not None else 0.0
+        rows.append({key: value for key, value in context.items() if fields is None or key in fields})
+    return encode_json(rows)
+
+
+def assert_kept_listing_is_fresh(supervisor: Supervisor) -> None:
+    """Byte for byte, for several field selections, twice (the second from what the first kept)."""
+    for _ in range(2):
+        for fields in SELECTIONS:
+            now = time.monotonic()
+            assert supervisor._listing.encode(fields, now=now) == fresh_encoding(supervisor, fields, now), fields
+
+
+async def test_the_kept_listing_is_byte_for_byte_a_fresh_encoding(harness: Harness) -> None:
+    web = harness.app("web", "http_server.py")
+    worker = harness.app("worker", "http_server.py", server=False)
+    broken = harness.app("broken", "exit_code.py", "3")
+    supervisor = harness.supervisor(stats_interval=0.05)  # figures change under the listing
+    await supervisor.boot()
+    assert_kept_listing_is_fresh(supervisor)  # nothing listed: []
+    started = await supervisor.start_app(web)
+    harness.track(started["pid"])
+    assert_kept_listing_is_fresh(supervisor)
+    harness.track((await supervisor.start_app(worker))["pid"])
+    with pytest.raises(BoltError):
+        await supervisor.start_app(broken)  # listed as errored
+    await async_wait_until(lambda: (c := supervisor.context("web")) and c["memory"] > 0, what="a stats pass")
+    assert_kept_listing_is_fresh(supervisor)
+
+    os.kill(started["pid"], signal.SIGKILL)
+
+    def replaced() -> bool:
+        assert_kept_listing_is_fresh(supervisor)  # between every step of the restart
+        context = supervisor.context("web")
+        return context is not None and context["status"] == "running" and context["pid"] != started["pid"]
+
+    await async_wait_until(replaced, timeout=20, what="web restarted")
+    harness.track(supervisor.context("web")["pid"])
+    await supervisor.stop_app("worker")
+    assert_kept_listing_is_fresh(supervisor)
+    assert json.loads(supervisor.contexts_json(head=b'{"body":', tail=b"}"))["body"][0]["name"] == "web"
+
+
+def counting_encodes(runtime: AppRuntime) -> list[int]:
+    """Count the runtime's encodings of its context (the encoder itself still runs)."""
+    calls: list[int] = []
+    encode: Callable[..., Any] = runtime._encode
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return encode(*args)
+
+    runtime._encode = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_stats_pass_that_measures_the_same_figures_re_encodes_nothing(harness: Harness) -> None:
+    """While someone polls ``@live`` a pass runs every 2 s; each one used to hand new figures for
+    every app, so the next call re-encoded every context (200 apps: tens of ms under load)."""
+    apps = [harness.app(name, "http_server.py") for name in ("one", "two")]
+    supervisor = harness.supervisor(stats_interval=3600.0)  # passes only when the test asks
+    await supervisor.boot()
+    for app in apps:
+        harness.track((await supervisor.start_app(app))["pid"])
+    sampler = supervisor._stats
+    runtimes = [supervisor._apps[app["name"]] for app in apps]
+
+    def figures() -> dict[str, TreeUsage | None]:
+        return {rt.name: sampler.latest(rt.name, rt.process.pid if rt.process else None) for rt in runtimes}
+
+    async def a_pass_that_changes_no_figure() -> bool:
+        await sampler.refresh()
+        assert_kept_listing_is_fresh(supervisor)  # each selection encoded with these figures
+        shown, version = figures(), sampler.version
+        encodes = {rt.name: counting_encodes(rt) for rt in runtimes}
+        await sampler.refresh()
+        now = figures()
+        if now != shown or None in now.values():
+            return False  # the apps were still settling (a figure moved): try again
+        assert all(now[name] is shown[name] for name in now)  # the same objects ...
+        assert sampler.version == version
+        assert_kept_listing_is_fresh(supervisor)
+        assert {name: len(calls) for name, calls in encodes.items()} == {"one": 0, "two": 0}  # ... kept encoded
+        return True
+
+    await async_wait_until(a_pass_that_changes_no_figure, timeout=30, what="a pass measuring the same figures")
+    encodes = counting_encodes(runtimes[0])
+
+    await supervisor.stop_app("two")  # a change: only what changed is encoded again
+    assert_kept_listing_is_fresh(supervisor)
+    assert encodes == []
+
+
+async def test_field_selections_kept_are_bounded(harness: Harness) -> None:
+    """A client cycling through field sets cannot grow what the listing keeps."""
+    app = harness.app("svc", "http_server.py")
+    supervisor = harness.supervisor()
+    await supervisor.boot()
+    harness.track((await supervisor.start_app(app))["pid"])
+    members = ("name", "pid", "status", "port", "restarts", "path", "host", "protocol")
+    for count in range(1, len(members) + 1):
+        fields = frozenset(members[:count])
+        now = time.monotonic()
+        assert supervisor._listing.encode(fields, now=now) == fresh_encoding(supervisor, fields, now)
+    assert len(supervisor._listing._kept) <= 4

@@ -46,9 +46,27 @@ _SHOWN_STATE = frozenset(
 ENCODED_VARIANTS = 4  # field selections kept encoded per app
 
 
+class ShownChanges:
+    """How often anything a supervisor's contexts show has changed (an app's shown attributes,
+    an app added or dropped): the live listing keeps its encoding while the count stays."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def note(self) -> None:
+        self.count += 1
+
+
 def encode_json(value: Any) -> bytes:
     """JSON as Starlette's JSONResponse writes it, so spliced answers look the same."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def uptime_json(uptime: float | None) -> bytes:
+    """A context's ``uptime`` as its JSON encoding writes it (milliseconds; 0.0 without a process)."""
+    return repr(round(uptime, 3)).encode() if uptime is not None else b"0.0"
 
 
 def iso_utc(timestamp: float | None) -> str | None:
@@ -94,6 +112,7 @@ class AppRuntime:
     host_id: str = ""  # the supervising host's (proctable.data_dir_id): part of every marker
     draining: bool = False  # scaled away: no new requests, those in flight finish, then it stops
     wanted_instances: int = 1  # how many instances its app should run now (set when it is scaled)
+    changes: ShownChanges | None = field(default=None, repr=False)  # told of each change to what it shows
     _public: tuple[dict[str, Any], bytes] | None = field(default=None, repr=False)
     _encoded: dict[frozenset[str], tuple[Any, bytes, bytes | None]] = field(default_factory=dict, repr=False)
 
@@ -116,9 +135,13 @@ class AppRuntime:
 
     @property
     def uptime(self) -> float | None:
+        return self.uptime_at(time.monotonic())
+
+    def uptime_at(self, now: float) -> float | None:
+        """Seconds the process has run at monotonic time ``now`` (None: no process alive)."""
         if self.started_monotonic is None or self.process is None or not self.process.alive:
             return None
-        return time.monotonic() - self.started_monotonic
+        return now - self.started_monotonic
 
     @property
     def errored(self) -> bool:
@@ -154,12 +177,21 @@ class AppRuntime:
         return context
 
     def context_json(self, usage: TreeUsage | None, fields: frozenset[str] | None = None) -> bytes:
-        """:meth:`context` (only ``fields``, when given) encoded as JSON.
+        """:meth:`context` (only ``fields``, when given) encoded as JSON."""
+        before, after = self.encoded_parts(usage, fields)
+        if after is None:
+            return before
+        return before + uptime_json(self.uptime) + after
 
-        ``GET /api/apps/@live`` answers with these.  The encoding is kept, per field
-        selection, until an attribute the context shows is set again (see ``__setattr__``)
-        or the stats sampler gives ``usage`` anew; a read in between only formats the
-        uptime.  At 200 apps, encoding every context on every call was most of the request.
+    def encoded_parts(
+        self, usage: TreeUsage | None, fields: frozenset[str] | None = None
+    ) -> tuple[bytes, bytes | None]:
+        """:meth:`context` (only ``fields``) encoded as JSON up to the uptime's value and after it
+        (None: no uptime selected, the first part is the whole object).
+
+        ``GET /api/apps/@live`` is made of these.  The encoding is kept, per field selection,
+        until an attribute the context shows is set again (see ``__setattr__``) or the stats
+        sampler gives a different ``usage``; a read in between only formats the uptime.
         """
         key = fields if fields is not None else CONTEXT_FIELDS
         cached = self._encoded.get(key)
@@ -167,15 +199,14 @@ class AppRuntime:
             cached = (usage, *self._encode(key, usage))
             if len(self._encoded) < ENCODED_VARIANTS:  # a client cycling through field sets cannot grow it
                 self._encoded[key] = cached
-        _, before, after = cached
-        if after is None:
-            return before
-        uptime = self.uptime
-        return before + (repr(round(uptime, 3)).encode() if uptime is not None else b"0.0") + after
+        return cached[1], cached[2]
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key in _SHOWN_STATE:
             object.__setattr__(self, "_encoded", {})
+            changes = self.__dict__.get("changes")
+            if changes is not None:
+                changes.note()
         object.__setattr__(self, key, value)
 
     def _encode(self, fields: frozenset[str], usage: TreeUsage | None) -> tuple[bytes, bytes | None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from bolt_host.services.app_runtime import AppRuntime
+from bolt_host.services.app_runtime import AppRuntime, ShownChanges
 from bolt_host.services.instances import instance_key
 from bolt_host.services.restarts import CrashHistory, RestartPolicy
 
@@ -21,6 +21,7 @@ class Runtimes:
         self._host_id = host_id  # in every app's marker: another host's apps never match
         self._by_key: dict[str, AppRuntime] = {}
         self._extras: dict[str, dict[int, AppRuntime]] = {}  # app name -> instances 1, 2, ...
+        self.changes = ShownChanges()  # of what any context shows, slots added and dropped among them
 
     def __getitem__(self, key: str) -> AppRuntime:
         return self._by_key[key]
@@ -37,9 +38,15 @@ class Runtimes:
         runtime = self._by_key.get(key)
         if runtime is None:
             runtime = AppRuntime(
-                name=name, app=dict(app), crashes=CrashHistory(self._policy), instance=instance, host_id=self._host_id
+                name=name,
+                app=dict(app),
+                crashes=CrashHistory(self._policy),
+                instance=instance,
+                host_id=self._host_id,
+                changes=self.changes,
             )
             self._by_key[key] = runtime
+            self.changes.note()
             if instance:
                 self._extras.setdefault(name, {})[instance] = runtime
         return runtime
@@ -68,10 +75,12 @@ class Runtimes:
         if not extras:
             self._extras.pop(runtime.name, None)
         self._by_key.pop(runtime.key, None)
+        self.changes.note()
 
     def clear(self) -> None:
         self._by_key.clear()
         self._extras.clear()
+        self.changes.note()
 
     def group_in_use(self, runtime: AppRuntime) -> bool:
         """Whether another instance of ``runtime``'s app still has a process (in the app's cgroup)."""

@@ -177,6 +177,7 @@ class StatsSampler:
         self._task: asyncio.Task[None] | None = None
         self._read = asyncio.Event()
         self.passes = 0
+        self.version = 0  # counts the passes whose figures differed from the ones before
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -200,14 +201,28 @@ class StatsSampler:
         usage = self._latest.get(name)
         return usage if usage is not None and usage.pid == pid else None
 
+    def mark_read(self) -> None:
+        """Someone shows the figures (as :meth:`latest` with ``reading``): keep passes coming."""
+        self._read.set()
+
     async def refresh(self) -> None:
         roots, markers = self._roots(), self._markers()
         groups = self._groups() if self._groups is not None else None
         usage, orphans = await asyncio.to_thread(self._sampler.sample, roots, markers, groups)
-        self._latest = usage
+        self._publish(usage)
         self.passes += 1
         if orphans and self._on_orphans is not None:
             self._on_orphans(orphans)
+
+    def _publish(self, usage: dict[str, TreeUsage]) -> None:
+        """Take a pass's figures, keeping the object of each tree whose figures did not change: an
+        encoded context is kept while its usage object stays the same (idle apps measure the same
+        every pass), and :attr:`version` moves only when some figure did."""
+        before = self._latest
+        kept = {name: before[name] if before.get(name) == found else found for name, found in usage.items()}
+        if kept.keys() != before.keys() or any(found is not before[name] for name, found in kept.items()):
+            self.version += 1
+        self._latest = kept
 
     def _reap_orphans(self) -> bool:
         """The idle round: orphans only, from the host's children (no figures anyone reads);

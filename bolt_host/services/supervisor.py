@@ -57,11 +57,11 @@ from bolt_host.services.app_runtime import (
     STARTING,
     STOPPED,
     STOPPING,
-    USAGE_FIELDS,
     AppRuntime,
 )
 from bolt_host.services.background import Background, retrieve_exception
 from bolt_host.services.instances import DEFAULT_MAX_INSTANCES
+from bolt_host.services.live_listing import LiveListing
 from bolt_host.services.ports import PortPool
 from bolt_host.services.processes import AppProcess, OrphanReaper, describe_exit, enable_child_subreaper
 from bolt_host.services.proctable import SharedSnapshots, data_dir_id
@@ -144,6 +144,7 @@ class Supervisor:
             self._reaper.watch_all,
             groups=self._apps.stat_groups,
         )
+        self._listing = LiveListing(self._apps, self._stats)
         self._background = Background()
         self._closing = False
         self._rollovers = Rollovers(self._spawner, tokens, grace_seconds, self._runlog.note)
@@ -301,13 +302,10 @@ class Supervisor:
         """Contexts of apps that are running or about to."""
         return [self.context_of(rt) for rt in self._apps.values() if rt.status in LIVE_STATUSES]
 
-    def contexts_json(self, fields: frozenset[str] | None = None) -> bytes:
-        """:meth:`contexts` and the errored apps as a JSON array (for ``GET /api/apps/@live``),
-        each with only ``fields`` when given; without cpu or memory the stats are not read."""
-        live = [rt for rt in self._apps.values() if rt.status in LIVE_STATUSES or rt.errored]
-        if fields is not None and USAGE_FIELDS.isdisjoint(fields):
-            return b"[" + b",".join(rt.context_json(None, fields) for rt in live) + b"]"
-        return b"[" + b",".join(rt.context_json(self._usage(rt), fields) for rt in live) + b"]"
+    def contexts_json(self, fields: frozenset[str] | None = None, head: bytes = b"", tail: bytes = b"") -> bytes:
+        """:meth:`contexts` and the errored apps as a JSON array (for ``GET /api/apps/@live``) between
+        ``head`` and ``tail``, each with only ``fields`` when given (see :mod:`live_listing`)."""
+        return self._listing.encode(fields, head, tail)
 
     def log_path(self, name: str) -> Path:
         return self._runlog.path(name)

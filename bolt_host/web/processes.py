@@ -24,7 +24,7 @@ from bolt_host.web.auth import (
     require_operator,
     require_user,
 )
-from bolt_host.web.envelope import ok, ok_encoded, read_body
+from bolt_host.web.envelope import OK_HEAD, OK_TAIL, ok, ok_enveloped, read_body
 
 log = logging.getLogger("bolt_host.web")
 
@@ -158,7 +158,7 @@ def _who(caller: Actor) -> str | None:
 async def live(request: Request) -> Response:
     """Contexts of running apps, with cpu, memory and uptime of the whole tree (``?fields=`` for fewer members)."""
     await require_user(request, "apps.read")
-    return ok_encoded(host_of(request).supervisor.contexts_json(_context_fields(request)))
+    return ok_enveloped(host_of(request).supervisor.contexts_json(_context_fields(request), OK_HEAD, OK_TAIL))
 
 
 live.openapi = {  # type: ignore[attr-defined]
