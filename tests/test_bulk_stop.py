@@ -133,3 +133,39 @@ async def test_a_bulk_stop_whose_state_write_fails_answers_no_app_as_stopped(
         await bolt.host.runtime_state.commit()  # the next write that succeeds saves the stopped states
         on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
         assert {name: on_disk[name]["desired"] for name in ("one", "two")} == {"one": "stopped", "two": "stopped"}
+
+
+async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after_it_comes_after(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    names = ["one", "two", "three"]
+    for name in names:
+        write_app(repo, name, "import signal\nsignal.pause()\n")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        for name in names:
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        started = (await bolt.admin.post("/api/apps/start", json={"names": names})).json()["body"]
+        pids = {context["name"]: context["pid"] for context in started["started"]}
+        await bolt.host.events.drain()
+        heard: list[tuple[int, str, str, str, int | None]] = []
+        bolt.host.events.subscribe(
+            lambda event: heard.append(
+                (event.id, event.name, event.body["name"], event.body["status"], event.body["pid"])
+            )
+            if event.name.startswith("app-")
+            else None
+        )
+
+        body = (await bolt.admin.post("/api/apps/stop", json={"names": names})).json()["body"]
+        assert body["failed"] == {} and len(body["stopped"]) == len(names)
+        again = (await bolt.admin.post("/api/apps/start", json={"name": "one"})).json()["body"]
+        await bolt.host.events.drain()
+
+        assert [event[0] for event in heard] == sorted(event[0] for event in heard)  # delivered in id order
+        for name in names:
+            told = [(what, status, pid) for _, what, app, status, pid in heard if app == name]
+            assert told[:2] == [("app-stopping", "stopping", pids[name]), ("app-stopped", "stopped", None)], told
+        assert [what for _, what, app, _, _ in heard if app == "one"][2:] == ["app-starting", "app-started"]
+        assert heard[-1][4] == again["pid"]
+        await bolt.admin.post("/api/apps/stop", json={"name": "one"})

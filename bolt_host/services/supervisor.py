@@ -515,15 +515,14 @@ class Supervisor:
         self._spawner.interrupt(runtime)
         await asyncio.sleep(0)  # every app of a bulk stop gets its SIGTERM before any goes on
         self._runlog.note(runtime, f"stopping (by {by})" if by else "stopping")
-        await self.emit("app-stopping", runtime)
+        stopping = await self.emit("app-stopping", runtime)
         had_pid, had_port = (runtime.process.pid if runtime.process is not None else None), runtime.port
         exit_code = await self._spawner.cleanup(runtime, batch)  # sets a reason only if something survived
-        runtime.status, runtime.exit_code = STOPPED, exit_code
+        runtime.status, runtime.exit_code, runtime.next_restart_at = STOPPED, exit_code, None
         self._runlog.note(runtime, "stopped" if exit_code is None else f"stopped ({describe_exit(exit_code)})")
-        runtime.next_restart_at = None
         runtime.crashes.reset()
         await self.persist(runtime, batch)
-        context = dict(await self.emit("app-stopped", runtime))  # its "app" is the event's (one copy fewer)
+        context = dict(await self.emit("app-stopped", runtime, stopping["app"]))  # one copy of the app for all three
         # As Bolt answers a stop: the context the app ran with (that pid and port are gone now).
         context["pid"] = had_pid
         if "port" in context:  # server apps only
@@ -576,9 +575,10 @@ class Supervisor:
         self._state.put(SECTION, runtime.key, runtime.record())
         self._state.commit_soon()
 
-    async def emit(self, event: str, runtime: AppRuntime) -> dict[str, Any]:
-        """Publish ``event`` with the app's context; that context (the listeners have it: copy it to change it)."""
-        context = runtime.context(self._usage(runtime, reading=False))  # the host's own: not a read of the stats
+    async def emit(self, event: str, runtime: AppRuntime, app: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Publish ``event`` with the app's context (``app``: an earlier event's copy of the app, else copied
+        now); that context (the listeners have it: copy it to change it)."""
+        context = runtime.context(self._usage(runtime, reading=False), app)  # the host's own: not a read of the stats
         if self._publish is not None:
             try:
                 await self._publish(event, context)

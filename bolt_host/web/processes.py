@@ -108,11 +108,13 @@ async def stop(request: Request) -> Response:
     """Stop an app, ``{name}``: its context once its process tree is gone (420 if not running).
     Or several at once, ``{names: [...]}``: ``{stopped: [contexts], failed: {...}}``."""
     names, bulk = await _operands(request, "apps.stop")
-    supervisor = host_of(request).supervisor
+    host = host_of(request)
     by = _who(actor(request))
     if not bulk:
-        return ok(await supervisor.stop_app(names[0], by=by))
-    return ok(_outcomes(names, await supervisor.stop_apps(names, by=by), "stopped"))
+        return ok(await host.supervisor.stop_app(names[0], by=by))
+    with host.events.held():  # the stops' events go out right after the answer, in order
+        stopped = await host.supervisor.stop_apps(names, by=by)
+    return ok(_outcomes(names, stopped, "stopped"))
 
 
 RESTART_MODES = ("stop-start", "rolling")
