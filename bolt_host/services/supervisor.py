@@ -512,7 +512,7 @@ class Supervisor:
             await self.persist(runtime)
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
         runtime.status, runtime.reason, runtime.last_exit = STOPPING, None, None
-        self._spawner.interrupt(runtime)
+        self._spawner.interrupt(runtime, batch)
         await asyncio.sleep(0)  # every app of a bulk stop gets its SIGTERM before any goes on
         self._runlog.note(runtime, f"stopping (by {by})" if by else "stopping")
         stopping = await self.emit("app-stopping", runtime)
