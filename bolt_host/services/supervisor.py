@@ -388,8 +388,8 @@ class Supervisor:
             log.error("%s is running, but its record could not be saved yet: %s", runtime.name, exc)
         port = f", port {runtime.port}" if runtime.port is not None else ""
         self._runlog.note(runtime, f"started (pid {process.pid}{port})")
-        await self.emit("app-started", runtime)
-        return runtime.context(self._usage(runtime, reading=False))  # a new pid has no figures: not a read
+        # as a stop answers: the event's context, its "app" shared (a new pid has no figures: not a read)
+        return dict(await self.emit("app-started", runtime))
 
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         # The generation is recorded before its process exists: a host killed between the
