@@ -257,6 +257,16 @@ class SharedReadTable(Table):
         for doc in super().__iter__():
             yield _detached(doc)
 
+    def upsert(self, document: Mapping[str, Any], cond: Any = None) -> list[int]:
+        """One file write: TinyDB's upsert of a new row is an update that matches nothing, written
+        unchanged, then the insert (two fsynced writes of the whole file per new app or catalog
+        source, one of them for nothing)."""
+        storage = self.storage
+        if not isinstance(storage, AtomicJSONStorage):
+            return super().upsert(document, cond)
+        with storage.batch():
+            return super().upsert(document, cond)
+
 
 def _detached(doc: Document) -> Document:
     # Document() already copied the top level; copy the nested containers too.
