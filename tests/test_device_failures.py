@@ -6,6 +6,7 @@ device's host service.  Real Mosquitto, manager and agents as in test_device_fle
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -224,11 +225,22 @@ def test_a_request_published_as_the_broker_goes_away_goes_out_on_the_next_connec
     link = manager.link
     topic = wire.request_topic("kapua-sys", "dev-1", "GET", "nothing", manager.prefix)
 
+    armed = threading.Event()
+
     async def publish_in_the_gap() -> str | None:
         mqtt_client = link._client._client  # paho's client under aiomqtt's: the first to know
+        gone = asyncio.Event()
+        tell_aiomqtt = mqtt_client.on_disconnect  # aiomqtt's handler: the link learns it from there
+
+        def disconnected(*args: Any) -> None:
+            tell_aiomqtt(*args)
+            gone.set()
+
+        mqtt_client.on_disconnect = disconnected
+        armed.set()
         async with asyncio.timeout(30):
-            while mqtt_client.is_connected() or not link.connected.is_set():
-                await asyncio.sleep(0)  # every loop turn: paho's disconnect callback runs in one
+            await gone.wait()  # runs the turn after paho's callback, before the link's own steps
+        assert link.connected.is_set()  # the gap: paho knows, the link not yet
         try:
             await manager._publish_request(topic, b"{}")
         except KapuaError as exc:
@@ -237,6 +249,7 @@ def test_a_request_published_as_the_broker_goes_away_goes_out_on_the_next_connec
 
     connections = link.connections
     gap = asyncio.run_coroutine_threadsafe(publish_in_the_gap(), link._runner.get_loop())
+    assert armed.wait(timeout=30)
     assert fleet.broker.process is not None
     fleet.broker.process.kill()
     fleet.broker.process.wait(timeout=10)
