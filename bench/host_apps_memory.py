@@ -74,12 +74,22 @@ WRAPPER = textwrap.dedent(
 )
 
 
-def vm_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS"):
+def _field_mb(path: str, name: str) -> float:
+    """A ``Name:  N kB`` line of a /proc file, in MiB."""
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith(name + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {name} in {path}")
+
+
+def vm_rss_mb(pid: int) -> float:
+    return _field_mb(f"/proc/{pid}/status", "VmRSS")
+
+
+def anonymous_mb(pid: int) -> float:
+    """The heap's share of RSS (the rest is mapped files: the interpreter, shared libraries)."""
+    return _field_mb(f"/proc/{pid}/smaps_rollup", "Anonymous")
 
 
 class Probe:
@@ -90,6 +100,7 @@ class Probe:
         self.stages_dir.mkdir()
         self.proc: subprocess.Popen[bytes] | None = None
         self.rows: list[tuple[str, float, int]] = []
+        self.anonymous: list[float] = []
         self.traced: list[tuple[float, float]] = []  # with --trace: Python's live and peak MB per stage
 
     async def stage(self, name: str) -> None:
@@ -104,6 +115,7 @@ class Probe:
             await asyncio.sleep(0.05)
         modules, live, peak = done.read_text().split()
         self.rows.append((name, vm_rss_mb(self.proc.pid), int(modules)))
+        self.anonymous.append(anonymous_mb(self.proc.pid))
         self.traced.append((int(live) / 2**20, int(peak) / 2**20))
         print(f"  {name}: {self.rows[-1][1]:.1f} MB", flush=True)
 
@@ -179,10 +191,10 @@ class Probe:
 
     def report(self) -> None:
         print(f"\nN={self.opts.n}, plugins {'off' if self.opts.plugins_off else 'on'}")
-        print("| stage | RSS (MB) | added (MB) | modules |\n|---|---|---|---|")
+        print("| stage | RSS (MB) | added (MB) | of it anonymous (MB) | modules |\n|---|---|---|---|---|")
         previous = 0.0
-        for name, rss, modules in self.rows:
-            print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {modules} |")
+        for (name, rss, modules), anonymous in zip(self.rows, self.anonymous, strict=True):
+            print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {anonymous:.1f} | {modules} |")
             previous = rss
         if self.opts.trace:
             print("\nPython allocations (tracemalloc): live at each stage, the highest point since the one before")

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.app_runtime import CONTEXT_FIELDS
+from bolt_host.services.start_batch import start_each
 from bolt_host.web.auth import (
     Actor,
     actor,
@@ -76,8 +77,9 @@ async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
 
 
 async def _for_each(names: list[str], run: Callable[[str], Awaitable[dict[str, Any]]], done: str) -> dict[str, Any]:
-    """Run ``run`` for every app at once: ``{done: [contexts], failed: {name: {code, message}}}``."""
-    return _outcomes(names, await asyncio.gather(*(run(name) for name in names), return_exceptions=True), done)
+    """Run ``run`` for every app, a bounded number at a time (:mod:`start_batch`):
+    ``{done: [contexts], failed: {name: {code, message}}}``."""
+    return _outcomes(names, await start_each(names, run), done)
 
 
 def _outcomes(names: list[str], results: list[dict[str, Any] | BaseException], done: str) -> dict[str, Any]:
