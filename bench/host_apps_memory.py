@@ -92,6 +92,13 @@ def anonymous_mb(pid: int) -> float:
     return _field_mb(f"/proc/{pid}/smaps_rollup", "Anonymous")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU seconds so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Probe:
     def __init__(self, opts: argparse.Namespace, work: Path) -> None:
         self.opts = opts
@@ -101,6 +108,7 @@ class Probe:
         self.proc: subprocess.Popen[bytes] | None = None
         self.rows: list[tuple[str, float, int]] = []
         self.anonymous: list[float] = []
+        self.start_cpu = self.start_wall = 0.0
         self.traced: list[tuple[float, float]] = []  # with --trace: Python's live and peak MB per stage
 
     async def stage(self, name: str) -> None:
@@ -138,6 +146,8 @@ class Probe:
         )
         if opts.plugins_off:
             env["BOLT_PLUGINS"] = ""
+        if opts.start_concurrency:
+            env["BOLT_START_CONCURRENCY"] = str(opts.start_concurrency)
         command = [sys.executable, "-c", WRAPPER, "serve", "--port", str(port), "--host", "127.0.0.1"]
         command += ["--data-dir", str(self.work / "data"), "--local-repo", str(repo)]
         log = (self.work / "host.log").open("wb")
@@ -167,8 +177,10 @@ class Probe:
 
             await asyncio.gather(*(install(name) for name in names))
             await self.stage(f"{opts.n} apps installed")
+            cpu_before, began = cpu_seconds(self.proc.pid), time.monotonic()
             answer = await client.post("/api/apps/start", json={"names": names})
             answer.raise_for_status()
+            self.start_cpu, self.start_wall = cpu_seconds(self.proc.pid) - cpu_before, time.monotonic() - began
             if answer.json()["body"]["failed"]:
                 raise RuntimeError(f"apps failed to start: {answer.json()['body']['failed'][:3]}")
             await asyncio.sleep(opts.settle)
@@ -196,6 +208,7 @@ class Probe:
         for (name, rss, modules), anonymous in zip(self.rows, self.anonymous, strict=True):
             print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {anonymous:.1f} | {modules} |")
             previous = rss
+        print(f"the start call: {self.start_wall:.2f} s, host CPU {self.start_cpu:.2f} s")
         if self.opts.trace:
             print("\nPython allocations (tracemalloc): live at each stage, the highest point since the one before")
             print("| stage | live (MB) | peak (MB) |\n|---|---|---|")
@@ -224,6 +237,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="apps installed and started")
     parser.add_argument("--plugins-off", action="store_true", help="the core host only")
+    parser.add_argument("--start-concurrency", type=int, default=0, help="BOLT_START_CONCURRENCY (0: all at once)")
     parser.add_argument("--trace", type=int, default=0, metavar="FRAMES", help="tracemalloc frames (0: off)")
     parser.add_argument("--top", type=int, default=12, help="with --trace: sites listed per stage")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after start all")

@@ -1,16 +1,18 @@
-"""A start naming many apps (``POST /api/apps/start`` with ``names``), with real processes: at
-most ``START_CONCURRENCY`` of them are starting at any time (the host's memory peak of a bulk
-start does not grow with the number of apps), and every app is started in the end."""
+"""A start naming many apps (``POST /api/apps/start`` with ``names``), with real processes and
+``BOLT_START_CONCURRENCY`` set: at most that many of them are starting at any time (the host's
+memory peak of a bulk start does not grow with the number of apps), and every app is started
+in the end."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from bolt_host.services.start_batch import START_CONCURRENCY
 from bolt_host.testing import running_host
 from tests.helpers import async_wait_until
 from tests.test_isolation import write_app
+
+AT_ONCE = 3
 
 # Calls the test's gate, says its name, and listens on $PORT (is ready) only once the gate answers.
 GATED = """
@@ -59,21 +61,22 @@ async def test_a_bulk_start_runs_a_bounded_number_of_starts_at_once(tmp_path: Pa
     gate = Gate()
     server = await asyncio.start_server(gate.handle, "127.0.0.1", 0)
     gate_port = server.sockets[0].getsockname()[1]
-    names = [f"gated{i:02d}" for i in range(START_CONCURRENCY + 4)]
+    names = [f"gated{i:02d}" for i in range(AT_ONCE + 3)]
     repo = tmp_path / "repo"
     for name in names:
         write_app(repo, name, GATED.format(gate_port=gate_port), server=True)
     try:
-        async with running_host(tmp_path / "data", local_repo=repo, ready_timeout_seconds=120.0) as bolt:
+        settings = {"ready_timeout_seconds": 120.0, "start_concurrency": AT_ONCE}
+        async with running_host(tmp_path / "data", local_repo=repo, **settings) as bolt:
             for name in names:
                 assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
             call = asyncio.create_task(bolt.admin.post("/api/apps/start", json={"names": names}, timeout=300))
 
-            await async_wait_until(lambda: len(gate.callers) >= START_CONCURRENCY, timeout=120, what="first starts")
+            await async_wait_until(lambda: len(gate.callers) >= AT_ONCE, timeout=120, what="first starts")
             # Every caller is held at the gate, so each of these is still starting: no more may be.
             live = (await bolt.admin.get("/api/apps/@live")).json()["body"]
             starting = [context["name"] for context in live if context["status"] == "starting"]
-            assert sorted(starting) == sorted(gate.callers) and len(starting) == START_CONCURRENCY
+            assert sorted(starting) == sorted(gate.callers) and len(starting) == AT_ONCE
             assert not call.done()
 
             await gate.open_all()

@@ -1,14 +1,14 @@
-"""How the starts of one call run: at most :data:`START_CONCURRENCY` at a time.
+"""How the starts of one call run: all at once, or at most ``limit`` at a time.
 
 A call that starts many apps (``POST /api/apps/start`` with ``names``, the autostart at boot)
-used to run every start at once.  Each start in flight holds its spawn's environment and
-argv, the confinement chain, a readiness probe and the contexts of its events; with 200 of
-them in flight the host's Python heap peaked about 2.4 MB above what stays once they are
-running, and the host's RSS stays at the peak (freed objects remain in the allocator's
-arenas among the ones that live on).  Bounded, the in-flight part no longer grows with the
-number of apps: bolt-host's RSS at N=200 fell by about 1 MB (bench/README.md).  The machine
-is no less busy: 32 apps starting at once keep its cores loaded (an app's own start is its
-interpreter's CPU, tens of milliseconds), so the call is not slower.
+runs every start at once by default (``BOLT_START_CONCURRENCY=0``): the fastest start and the
+least host CPU.  Each start in flight holds its spawn's environment and argv, the confinement
+chain, a readiness wait and the contexts of its events, and the host's RSS stays at the peak
+(freed objects remain in the allocator's arenas among the ones that live on); with 32 at a
+time the host's RSS at N=200 was about 1 MB lower, but its CPU during the start 0.3-0.8 s
+higher and the start slower on a loaded machine (a steady stream of new readiness waits keeps
+the listen sweep's rounds short; fewer processes of ours compete for the cores): a setting
+for a host short of memory, not the default.  See bench/README.md.
 """
 
 from __future__ import annotations
@@ -17,17 +17,18 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-START_CONCURRENCY = 32
-
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
 async def start_each(
-    items: Sequence[Item], start: Callable[[Item], Awaitable[Result]], limit: int = START_CONCURRENCY
+    items: Sequence[Item], start: Callable[[Item], Awaitable[Result]], limit: int
 ) -> list[Result | BaseException]:
-    """``start(item)`` for each of ``items``, ``limit`` at a time, in their order; each one's
-    result or exception, in the order of ``items`` (as ``gather(..., return_exceptions=True)``)."""
+    """``start(item)`` for each of ``items``, ``limit`` at a time (0: all at once), in their
+    order; each one's result or exception, in the order of ``items`` (as ``gather(...,
+    return_exceptions=True)``)."""
+    if limit <= 0 or limit >= len(items):
+        return await asyncio.gather(*(start(item) for item in items), return_exceptions=True)
     results: list[Result | BaseException | None] = [None] * len(items)
     queue = iter(range(len(items)))  # shared by the workers: each index taken once
 

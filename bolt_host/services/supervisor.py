@@ -153,9 +153,9 @@ class Supervisor:
         )
 
     # public API ----------------------------------------------------------------
-    async def boot(self) -> None:
-        """Adopt recorded processes that are still ours; autostart apps meant to run.  Returns
-        once every autostarted app is ready or has failed."""
+    async def boot(self, start_concurrency: int = 0) -> None:
+        """Adopt recorded processes that are still ours; autostart apps meant to run (that many
+        at once, 0: all, :mod:`start_batch`).  Returns once each is ready or has failed."""
         self._closing = False
         enable_child_subreaper()
         to_start = await recover(
@@ -168,7 +168,7 @@ class Supervisor:
         )
         self._stats.start()
         self._background.run(self._runlog.rotate_periodically(self._apps.values))
-        for app, result in zip(to_start, await start_each(to_start, self.start_app), strict=True):
+        for app, result in zip(to_start, await start_each(to_start, self.start_app, start_concurrency), strict=True):
             if isinstance(result, BaseException):
                 log.warning("autostart of %s failed: %s", app["name"], result)
 
