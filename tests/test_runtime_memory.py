@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import PurePath
 from typing import Any
 
-from tests.test_isolation import install_and_start, iso, needs_root, require_cgroups, write_app
+from tests.test_isolation import install_and_start, iso, needs_root, require_cgroups, wait_for_line, write_app
 
 __all__ = ["iso"]  # the fixture, used by name
 
@@ -35,6 +35,7 @@ async def test_a_running_apps_cgroup_holds_its_folders_as_strings(iso: Any) -> N
     support = require_cgroups(iso)
     write_app(iso.host.state["test-repo"], "holder", "import signal\nprint('UP', flush=True)\nsignal.pause()\n")
     await install_and_start(iso, "holder")
+    await wait_for_line(iso, "holder", "UP")  # printed after the join: the app is in its groups
     confinement = iso.host.supervisor._apps["holder"].confinement
     group = confinement.cgroup
     assert group is not None and len(group.dirs) == len(support.bases)
@@ -43,5 +44,5 @@ async def test_a_running_apps_cgroup_holds_its_folders_as_strings(iso: Any) -> N
     assert paths == []
     joined = confinement.argv[confinement.argv.index("bolt-join") + 1 : confinement.argv.index("--")]
     assert joined and all(type(item) is str for item in joined)
-    assert group.members()  # the strings name the live group: the app is in it
+    assert group.members()  # the strings name the live group
     assert (await iso.admin.post("/api/apps/stop", json={"name": "holder"})).status_code == 200
