@@ -1,14 +1,15 @@
-"""A start naming many apps (``POST /api/apps/start`` with ``names``), with real processes and
-``BOLT_START_CONCURRENCY`` set: at most that many of them are starting at any time (the host's
-memory peak of a bulk start does not grow with the number of apps), and every app is started
-in the end."""
+"""A start naming many apps (``POST /api/apps/start`` with ``names``) and the autostart at boot,
+with real processes and ``BOLT_START_CONCURRENCY`` set: at most that many of them are starting
+at any time (the host's memory peak of a bulk start does not grow with the number of apps), and
+every app is started in the end."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from bolt_host.testing import running_host
+from bolt_host.app import create_app
+from bolt_host.testing import running_host, settings_for_tests
 from tests.helpers import async_wait_until
 from tests.test_isolation import write_app
 
@@ -90,5 +91,48 @@ async def test_a_bulk_start_runs_a_bounded_number_of_starts_at_once(tmp_path: Pa
             assert stopped.status_code == 200 and stopped.json()["body"]["failed"] == {}
     finally:
         gate.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_the_autostart_at_boot_runs_a_bounded_number_of_starts_at_once(tmp_path: Path) -> None:
+    gates = [Gate()]
+    await gates[0].open_all()  # the first host's starts go through
+    server = await asyncio.start_server(lambda reader, writer: gates[-1].handle(reader, writer), "127.0.0.1", 0)
+    gate_port = server.sockets[0].getsockname()[1]
+    names = [f"gated{i:02d}" for i in range(AT_ONCE + 3)]
+    repo, data = tmp_path / "repo", tmp_path / "data"
+    for name in names:
+        write_app(repo, name, GATED.format(gate_port=gate_port), server=True)
+    settings = {"ready_timeout_seconds": 120.0, "start_concurrency": AT_ONCE, "autostart": True}
+    try:
+        async with running_host(data, local_repo=repo, **settings) as bolt:
+            for name in names:
+                assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+            started = await bolt.admin.post("/api/apps/start", json={"names": names}, timeout=300)
+            assert started.status_code == 200 and started.json()["body"]["failed"] == {}
+        # stopped by the host's shut-down, still meant to run: the next host starts them at boot
+        gate = Gate()
+        gates.append(gate)
+        host = create_app(settings_for_tests(data, local_repo=repo, **settings)).state.host
+        booting = asyncio.create_task(host.start())
+        try:
+            await async_wait_until(lambda: len(gate.callers) >= AT_ONCE, timeout=120, what="first autostarts")
+            starting = [context["name"] for context in host.supervisor.contexts() if context["status"] == "starting"]
+            assert sorted(starting) == sorted(gate.callers) and len(starting) == AT_ONCE
+            assert not booting.done()
+
+            await gate.open_all()
+            await booting
+            running = [context["name"] for context in host.supervisor.contexts() if context["status"] == "running"]
+            assert sorted(running) == names
+        finally:
+            if not booting.done():
+                await gate.open_all()
+                await asyncio.gather(booting, return_exceptions=True)
+            await host.stop()
+    finally:
+        for gate in gates:
+            gate.close()
         server.close()
         await server.wait_closed()
