@@ -259,7 +259,7 @@ class Isolation:
             script = f"ulimit -n {rlimits.pop('nofile')} || exit 125; {JOIN_SCRIPT}"
         chain = self._prlimit(rlimits) + chain
         if cgroup is not None:
-            chain = ["/bin/sh", "-c", script, "bolt-join", *map(str, cgroup.join_files()), "--", *chain]
+            chain = ["/bin/sh", "-c", script, "bolt-join", *cgroup.join_files(), "--", *chain]
         env = {"BOLT_APP_DATA": str(home), "HOME": str(home)}
         return Confinement(chain, env, mode, limits, cgroup, baseline, uid)
 
