@@ -20,6 +20,7 @@ from tests.fixtures.device.fleet import (
     PASSWORDS,
     EventLog,
     Fleet,
+    Kapua,
     agent_config,
     device_host,
     sha256_of,
@@ -272,6 +273,7 @@ def test_a_reboot_ends_the_operation_of_a_job_it_interrupts(fleet: Fleet) -> Non
         stuck = kapua.post(f"/_/devices/{dev2}/packages/_download", json=hanging)
         assert stuck.status_code == 200, stuck.text
         wait_until(fleet.files.requested.is_set, timeout=20, what="dev-2 to start the download that will hang")
+        births_before = kapua.device_by_client("dev-2")["lastEvent"]["receivedOn"]
         reboot = kapua.post(f"/_/devices/{dev2}/packages/_download",
                             json=_file_request(fleet, "hello-node", reboot=True, rebootDelay=0))
         assert reboot.status_code == 200, reboot.text
@@ -281,8 +283,24 @@ def test_a_reboot_ends_the_operation_of_a_job_it_interrupts(fleet: Fleet) -> Non
         assert "host service stopped" in ended["log"]
     finally:
         fleet.files.release()
-    kapua.wait_connected("dev-2")
+    # The agent reports the interrupted job FAILED as it shuts down, while still connected: wait
+    # for the BIRTH of its restarted service, not for a connection that may be the old one.
+    _wait_reborn(kapua, "dev-2", births_before)
     assert "hello-node" in {p["name"] for p in kapua.get(f"/_/devices/{dev2}/packages").json()["devicePackage"]}
+
+
+def _wait_reborn(kapua: Kapua, client_id: str, births_before: str) -> dict[str, Any]:
+    """Wait until ``client_id`` is connected again after a BIRTH newer than ``births_before``."""
+
+    def reborn() -> dict[str, Any] | None:
+        device = kapua.device_by_client(client_id)
+        if device is None:
+            return None
+        event = device["lastEvent"]
+        fresh = event["resource"] == "BIRTH" and event["receivedOn"] > births_before
+        return device if fresh and device["connection"]["status"] == "CONNECTED" else None
+
+    return wait_until(reborn, timeout=30, what=f"{client_id} to come back after the restart")
 
 
 def test_reboot_restarts_the_host_service_and_running_apps_come_back(fleet: Fleet) -> None:
@@ -299,13 +317,7 @@ def test_reboot_restarts_the_host_service_and_running_apps_come_back(fleet: Flee
         assert kapua.wait_operation_end(dev1, operation_id)["status"] == "COMPLETED"
         before = wait_until(lambda: _running(fleet, "dev-1", "hello-web"), timeout=30, what="hello-web running")
 
-        def rebooted() -> dict[str, Any] | None:
-            device = kapua.device_by_client("dev-1")
-            event = device["lastEvent"]
-            fresh = event["resource"] == "BIRTH" and event["receivedOn"] > births_before
-            return device if fresh and device["connection"]["status"] == "CONNECTED" else None
-
-        wait_until(rebooted, timeout=30, what="dev-1 to come back after the restart")
+        _wait_reborn(kapua, "dev-1", births_before)
         [goodbye] = events.named("device-disconnected", clientId="dev-1", event="DC")
     finally:
         events.close()
