@@ -269,7 +269,7 @@ class Isolation:
             script = f"ulimit -n {rlimits.pop('nofile')} || exit 125; {JOIN_SCRIPT}"
         chain = self._prlimit(rlimits) + chain
         if cgroup is not None:
-            chain = ["/bin/sh", "-c", script, "bolt-join", *map(str, cgroup.join_files()), "--", *chain]
+            chain = ["/bin/sh", "-c", script, "bolt-join", *cgroup.join_files(), "--", *chain]
         return tuple(chain), {"BOLT_APP_DATA": str(home), "HOME": str(home)}
 
     def reattach(self, app: Mapping[str, Any]) -> Confinement:
