@@ -74,6 +74,7 @@ from bolt_host.services.runtimes import Runtimes
 from bolt_host.services.sandbox import Isolation
 from bolt_host.services.scaling import Scaling
 from bolt_host.services.spawner import ExtraEnv, RequestedPort, Spawner, out_of_memory
+from bolt_host.services.start_batch import start_each
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import StatsSampler, TreeUsage
 from bolt_host.services.stop_batch import StopBatch
@@ -152,9 +153,9 @@ class Supervisor:
         )
 
     # public API ----------------------------------------------------------------
-    async def boot(self) -> None:
-        """Adopt recorded processes that are still ours; autostart apps meant to run.  Returns
-        once every autostarted app is ready or has failed."""
+    async def boot(self, start_concurrency: int = 0) -> None:
+        """Adopt recorded processes that are still ours; autostart apps meant to run (that many
+        at once, 0: all, :mod:`start_batch`).  Returns once each is ready or has failed."""
         self._closing = False
         enable_child_subreaper()
         to_start = await recover(
@@ -167,8 +168,7 @@ class Supervisor:
         )
         self._stats.start()
         self._background.run(self._runlog.rotate_periodically(self._apps.values))
-        results = await asyncio.gather(*(self.start_app(app) for app in to_start), return_exceptions=True)
-        for app, result in zip(to_start, results, strict=True):
+        for app, result in zip(to_start, await start_each(to_start, self.start_app, start_concurrency), strict=True):
             if isinstance(result, BaseException):
                 log.warning("autostart of %s failed: %s", app["name"], result)
 
@@ -388,8 +388,8 @@ class Supervisor:
             log.error("%s is running, but its record could not be saved yet: %s", runtime.name, exc)
         port = f", port {runtime.port}" if runtime.port is not None else ""
         self._runlog.note(runtime, f"started (pid {process.pid}{port})")
-        await self.emit("app-started", runtime)
-        return runtime.context(self._usage(runtime, reading=False))  # a new pid has no figures: not a read
+        # as a stop answers: the event's context, its "app" shared (a new pid has no figures: not a read)
+        return dict(await self.emit("app-started", runtime))
 
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         # The generation is recorded before its process exists: a host killed between the
