@@ -74,12 +74,29 @@ WRAPPER = textwrap.dedent(
 )
 
 
-def vm_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS"):
+def _field_mb(path: str, name: str) -> float:
+    """A ``Name:  N kB`` line of a /proc file, in MiB."""
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith(name + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {name} in {path}")
+
+
+def vm_rss_mb(pid: int) -> float:
+    return _field_mb(f"/proc/{pid}/status", "VmRSS")
+
+
+def anonymous_mb(pid: int) -> float:
+    """The heap's share of RSS (the rest is mapped files: the interpreter, shared libraries)."""
+    return _field_mb(f"/proc/{pid}/smaps_rollup", "Anonymous")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU seconds so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Probe:
@@ -90,6 +107,8 @@ class Probe:
         self.stages_dir.mkdir()
         self.proc: subprocess.Popen[bytes] | None = None
         self.rows: list[tuple[str, float, int]] = []
+        self.anonymous: list[float] = []
+        self.start_cpu = self.start_wall = 0.0
         self.traced: list[tuple[float, float]] = []  # with --trace: Python's live and peak MB per stage
 
     async def stage(self, name: str) -> None:
@@ -104,6 +123,7 @@ class Probe:
             await asyncio.sleep(0.05)
         modules, live, peak = done.read_text().split()
         self.rows.append((name, vm_rss_mb(self.proc.pid), int(modules)))
+        self.anonymous.append(anonymous_mb(self.proc.pid))
         self.traced.append((int(live) / 2**20, int(peak) / 2**20))
         print(f"  {name}: {self.rows[-1][1]:.1f} MB", flush=True)
 
@@ -126,6 +146,8 @@ class Probe:
         )
         if opts.plugins_off:
             env["BOLT_PLUGINS"] = ""
+        if opts.start_concurrency:
+            env["BOLT_START_CONCURRENCY"] = str(opts.start_concurrency)
         command = [sys.executable, "-c", WRAPPER, "serve", "--port", str(port), "--host", "127.0.0.1"]
         command += ["--data-dir", str(self.work / "data"), "--local-repo", str(repo)]
         log = (self.work / "host.log").open("wb")
@@ -155,8 +177,10 @@ class Probe:
 
             await asyncio.gather(*(install(name) for name in names))
             await self.stage(f"{opts.n} apps installed")
+            cpu_before, began = cpu_seconds(self.proc.pid), time.monotonic()
             answer = await client.post("/api/apps/start", json={"names": names})
             answer.raise_for_status()
+            self.start_cpu, self.start_wall = cpu_seconds(self.proc.pid) - cpu_before, time.monotonic() - began
             if answer.json()["body"]["failed"]:
                 raise RuntimeError(f"apps failed to start: {answer.json()['body']['failed'][:3]}")
             await asyncio.sleep(opts.settle)
@@ -179,11 +203,12 @@ class Probe:
 
     def report(self) -> None:
         print(f"\nN={self.opts.n}, plugins {'off' if self.opts.plugins_off else 'on'}")
-        print("| stage | RSS (MB) | added (MB) | modules |\n|---|---|---|---|")
+        print("| stage | RSS (MB) | added (MB) | of it anonymous (MB) | modules |\n|---|---|---|---|---|")
         previous = 0.0
-        for name, rss, modules in self.rows:
-            print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {modules} |")
+        for (name, rss, modules), anonymous in zip(self.rows, self.anonymous, strict=True):
+            print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {anonymous:.1f} | {modules} |")
             previous = rss
+        print(f"the start call: {self.start_wall:.2f} s, host CPU {self.start_cpu:.2f} s")
         if self.opts.trace:
             print("\nPython allocations (tracemalloc): live at each stage, the highest point since the one before")
             print("| stage | live (MB) | peak (MB) |\n|---|---|---|")
@@ -212,6 +237,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="apps installed and started")
     parser.add_argument("--plugins-off", action="store_true", help="the core host only")
+    parser.add_argument("--start-concurrency", type=int, default=0, help="BOLT_START_CONCURRENCY (0: all at once)")
     parser.add_argument("--trace", type=int, default=0, metavar="FRAMES", help="tracemalloc frames (0: off)")
     parser.add_argument("--top", type=int, default=12, help="with --trace: sites listed per stage")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after start all")

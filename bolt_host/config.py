@@ -93,6 +93,7 @@ class Settings:
     dependency_timeout_seconds: float = 600.0  # each package-manager run of an install (npm, uv)
     stats_interval_seconds: float = 2.0
     max_instances: int = 8  # the most processes one app may run behind /x/<app>/ (bolt.instances)
+    start_concurrency: int = 0  # starts of one bulk start (or the boot's autostart) at once; 0: all
     health_interval_seconds: float = 5.0  # health probe of apps running several instances (0: off)
     autostart: bool = True
     pinned_packages: tuple[str, ...] = ()
@@ -173,6 +174,7 @@ _PARSERS: dict[str, Any] = {
     "dependency_timeout_seconds": float,
     "stats_interval_seconds": float,
     "max_instances": int,
+    "start_concurrency": int,
     "health_interval_seconds": float,
     "autostart": _parse_bool,
     "pinned_packages": _parse_list,

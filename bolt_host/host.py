@@ -210,7 +210,7 @@ class Host:
         if self.isolation is not None:  # runs after the supervisor's shutdown below
             stack.callback(self.isolation.remove_empty_groups)
         stack.push_async_callback(self.supervisor.shutdown)
-        await self.supervisor.boot()
+        await self.supervisor.boot(self.settings.start_concurrency)
         self.tasks = Tasks(self.db, data_dir / "logs" / "tasks", self.publish)
         stack.push_async_callback(self.tasks.shutdown)
         await self.tasks.start()

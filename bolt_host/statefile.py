@@ -133,9 +133,15 @@ class StateFile:
     def unsaved(self) -> bool:
         return self._durable != self._version
 
-    async def commit(self) -> None:
-        """Return once every change made so far is on disk (raises the write's OSError)."""
-        if not self.unsaved:
+    @property
+    def version(self) -> int:
+        """How many changes were made so far (for :meth:`commit`'s ``through``)."""
+        return self._version
+
+    async def commit(self, through: int | None = None) -> None:
+        """Return once every change made so far (``through``: up to that :attr:`version`) is on
+        disk (raises the write's OSError)."""
+        if self._durable >= (self._version if through is None else through):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)

@@ -37,15 +37,18 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600, *, durable: b
     a process started after this one is killed (they are in the page cache), but a crash of the
     machine may leave ``path`` missing, empty or torn: only for a file whose loader accepts that.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:  # the folder's first file (a mkdir before every write cost a syscall each)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            os.fchmod(handle.fileno(), mode)  # through the open file: no second look-up of the path
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with suppress(FileNotFoundError):
@@ -256,6 +259,16 @@ class SharedReadTable(Table):
     def __iter__(self) -> Iterator[Document]:
         for doc in super().__iter__():
             yield _detached(doc)
+
+    def upsert(self, document: Mapping[str, Any], cond: Any = None) -> list[int]:
+        """One file write: TinyDB's upsert of a new row is an update that matches nothing, written
+        unchanged, then the insert (two fsynced writes of the whole file per new app or catalog
+        source, one of them for nothing)."""
+        storage = self.storage
+        if not isinstance(storage, AtomicJSONStorage):
+            return super().upsert(document, cond)
+        with storage.batch():
+            return super().upsert(document, cond)
 
 
 def _detached(doc: Document) -> Document:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,26 @@ async def test_uploads_are_capped_and_need_an_installer(tmp_path: Path) -> None:
         assert anonymous.status_code == 401
         assert bolt.host.apps.list() == []
         assert list(bolt.host.apps.apps_dir.glob(".staging-*")) == []
+
+
+async def test_an_install_never_rewrites_the_database_unchanged(bolt: RunningHost, tmp_path: Path) -> None:
+    """Each fsynced whole-file write of ``db.json`` during an install changes it: the new app's
+    record took two before (TinyDB's upsert of a new name: an update that matched nothing, written
+    as it was, then the insert), one write more per install for every device of a fleet."""
+    await bolt.host.db.flush()
+    storage: Any = bolt.host.db._db.storage
+    written = [storage.path.read_bytes()]
+    write_encoded = storage.write_encoded
+
+    def observed(version: int, encoded: bytes) -> None:
+        write_encoded(version, encoded)
+        written.append(encoded)
+
+    storage.write_encoded = observed
+    tarball = pack_directory(BUNDLED_LOCAL_REPO / "notes", tmp_path / "notes.tgz")
+    app = await bolt.host.apps.install_tarball(tarball, {"type": "upload", "filename": "notes.tgz"})
+    await bolt.host.db.flush()
+    assert app["name"] == "notes" and bolt.host.apps.get("notes") is not None
+    assert len(written) > 1
+    unchanged = [i for i in range(1, len(written)) if written[i] == written[i - 1]]
+    assert unchanged == []

@@ -3,6 +3,8 @@ tree is gone and every stopped state is on disk when it answers, in one write fo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import pytest
 
 from bolt_host.services import sockdiag
 from bolt_host.testing import running_host
+from tests.helpers import async_wait_until
 from tests.test_isolation import log_of, needs_root, wait_for_line, write_app
 
 SERVER = """
@@ -39,6 +42,21 @@ SLOW_WITH_ESCAPER = """
         sys.exit(0)
     signal.signal(signal.SIGTERM, leave)
     print("FORKED", child, flush=True)
+    while True:
+        signal.pause()
+"""
+
+# Ends only when the test opens (and closes) the FIFO it makes in its own folder after its SIGTERM.
+GATED = """
+    import os, signal, sys
+    gate = os.path.join(os.environ["HOME"], "gate")
+    os.mkfifo(gate)
+    def leave(*_):
+        with open(gate) as released:
+            released.read()
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, leave)
+    print("UP", flush=True)
     while True:
         signal.pause()
 """
@@ -84,6 +102,9 @@ async def test_a_bulk_stop_ends_every_tree_then_writes_the_stopped_states_once(t
         # the slow app ended a second after the others, yet the states went to disk in one write
         assert state.writes == writes + 1
         assert all(_gone(pid) for pid in [*pids.values(), escaper])  # reaped too, not left as zombies
+        on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
+        assert {name: on_disk[name]["desired"] for name in NAMES} == {name: "stopped" for name in NAMES}
+        await state.commit()  # the records without a pid follow the answer
         on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
         assert {name: (on_disk[name]["desired"], on_disk[name]["pid"]) for name in NAMES} == {
             name: ("stopped", None) for name in NAMES
@@ -133,3 +154,84 @@ async def test_a_bulk_stop_whose_state_write_fails_answers_no_app_as_stopped(
         await bolt.host.runtime_state.commit()  # the next write that succeeds saves the stopped states
         on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
         assert {name: on_disk[name]["desired"] for name in ("one", "two")} == {"one": "stopped", "two": "stopped"}
+
+
+async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after_it_comes_after(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    names = ["one", "two", "three"]
+    for name in names:
+        write_app(repo, name, "import signal\nsignal.pause()\n")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        for name in names:
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        started = (await bolt.admin.post("/api/apps/start", json={"names": names})).json()["body"]
+        pids = {context["name"]: context["pid"] for context in started["started"]}
+        await bolt.host.events.drain()
+        heard: list[tuple[int, str, str, str, int | None]] = []
+        bolt.host.events.subscribe(
+            lambda event: heard.append(
+                (event.id, event.name, event.body["name"], event.body["status"], event.body["pid"])
+            )
+            if event.name.startswith("app-")
+            else None
+        )
+
+        body = (await bolt.admin.post("/api/apps/stop", json={"names": names})).json()["body"]
+        assert body["failed"] == {} and len(body["stopped"]) == len(names)
+        again = (await bolt.admin.post("/api/apps/start", json={"name": "one"})).json()["body"]
+        await bolt.host.events.drain()
+
+        assert [event[0] for event in heard] == sorted(event[0] for event in heard)  # delivered in id order
+        for name in names:
+            told = [(what, status, pid) for _, what, app, status, pid in heard if app == name]
+            assert told[:2] == [("app-stopping", "stopping", pids[name]), ("app-stopped", "stopped", None)], told
+        assert [what for _, what, app, _, _ in heard if app == "one"][2:] == ["app-starting", "app-started"]
+        assert heard[-1][4] == again["pid"]
+        await bolt.admin.post("/api/apps/stop", json={"name": "one"})
+
+
+def _release(gate: Path) -> bool:
+    """Open the app's FIFO for writing and close it (its reader then ends); False while no one reads."""
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+@needs_root
+async def test_a_bulk_stop_records_every_app_as_stopped_on_disk_while_the_trees_still_end(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_app(repo, "quick", "import signal\nsignal.pause()\n")
+    write_app(repo, "gated", GATED)
+    names = ["quick", "gated"]
+    async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=60.0) as bolt:
+        for name in names:
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        started = (await bolt.admin.post("/api/apps/start", json={"names": names})).json()["body"]
+        gated = next(context["pid"] for context in started["started"] if context["name"] == "gated")
+        await wait_for_line(bolt, "gated", "UP")
+        runtime_json = tmp_path / "data" / "runtime.json"
+
+        def stopped_on_disk() -> bool:
+            records = json.loads(runtime_json.read_text())["supervisor"]
+            return all(records[name]["desired"] == "stopped" for name in names)
+
+        stopping = asyncio.create_task(bolt.admin.post("/api/apps/stop", json={"names": names}))
+        try:
+            await async_wait_until(stopped_on_disk, timeout=30, what="the stop's intents on disk")
+            assert not _gone(gated) and not stopping.done()  # its tree cannot end before the gate opens
+            gate = tmp_path / "data" / "home" / "gated" / "gate"
+            await async_wait_until(lambda: _release(gate), timeout=30, what="the gated app reading its gate")
+            answer = await stopping
+        finally:
+            if not stopping.done():
+                stopping.cancel()
+                with contextlib.suppress(BaseException):
+                    await stopping
+        body = answer.json()["body"]
+        assert body["failed"] == {} and sorted(context["name"] for context in body["stopped"]) == sorted(names)
+        assert _gone(gated)

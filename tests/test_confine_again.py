@@ -99,3 +99,33 @@ async def test_a_cpu_limit_is_written_when_set_and_lifted_when_removed(tmp_path:
         await start_and_report(bolt, "spin")
         assert cpu_quota(group) == "25000"
         await stop(bolt, "spin")
+
+
+@needs_root
+async def test_an_install_prepares_what_the_first_start_needs(tmp_path: Path) -> None:
+    """An install leaves the app's data folder its own, its code its gid's and its groups made
+    with its limits, so its first start has nothing left to prepare; it runs confined in them."""
+    repo = tmp_path / "repo"
+    write_app(repo, "fresh", REPORTER, limits={"nofile": 256, "pids": 64})
+    async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=2.0) as bolt:
+        support = require_cgroups(bolt)
+        installed = await bolt.admin.post("/api/apps/local", json={"path": "fresh"})
+        assert installed.status_code == 201, installed.text
+        uid = (await bolt.admin.get("/api/apps/fresh")).json()["body"]["confinement"]["uid"]
+        assert isinstance(uid, int)
+        group = support.group("fresh")
+        assert group is not None and group.exists()
+        assert pids_limit(group) == "64"
+        assert bolt.host.isolation.home_of("fresh").stat().st_uid == uid
+        assert Path(bolt.host.apps.require("fresh")["folder"]).stat().st_gid == uid
+
+        pid, words = await start_and_report(bolt, "fresh")
+        assert pid in group.members() and words[-2:] == ["256", "256"]
+        assert (pid_uid := Path(f"/proc/{pid}").stat().st_uid) == uid, pid_uid
+        await stop(bolt, "fresh")
+
+
+def pids_limit(group: cgroups.AppCgroup) -> str:
+    """The group's process limit as the kernel shows it."""
+    folder = group.dirs["unified"] if group.version == "v2" else group.dirs["pids"]
+    return (folder / "pids.max").read_text().strip()

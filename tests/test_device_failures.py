@@ -6,6 +6,7 @@ device's host service.  Real Mosquitto, manager and agents as in test_device_fle
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from tests.fixtures.device.fleet import (
     PASSWORDS,
     EventLog,
     Fleet,
+    Kapua,
     agent_config,
     device_host,
     sha256_of,
@@ -224,11 +226,22 @@ def test_a_request_published_as_the_broker_goes_away_goes_out_on_the_next_connec
     link = manager.link
     topic = wire.request_topic("kapua-sys", "dev-1", "GET", "nothing", manager.prefix)
 
+    armed = threading.Event()
+
     async def publish_in_the_gap() -> str | None:
         mqtt_client = link._client._client  # paho's client under aiomqtt's: the first to know
+        gone = asyncio.Event()
+        tell_aiomqtt = mqtt_client.on_disconnect  # aiomqtt's handler: the link learns it from there
+
+        def disconnected(*args: Any) -> None:
+            tell_aiomqtt(*args)
+            gone.set()
+
+        mqtt_client.on_disconnect = disconnected
+        armed.set()
         async with asyncio.timeout(30):
-            while mqtt_client.is_connected() or not link.connected.is_set():
-                await asyncio.sleep(0)  # every loop turn: paho's disconnect callback runs in one
+            await gone.wait()  # runs the turn after paho's callback, before the link's own steps
+        assert link.connected.is_set()  # the gap: paho knows, the link not yet
         try:
             await manager._publish_request(topic, b"{}")
         except KapuaError as exc:
@@ -237,6 +250,7 @@ def test_a_request_published_as_the_broker_goes_away_goes_out_on_the_next_connec
 
     connections = link.connections
     gap = asyncio.run_coroutine_threadsafe(publish_in_the_gap(), link._runner.get_loop())
+    assert armed.wait(timeout=30)
     assert fleet.broker.process is not None
     fleet.broker.process.kill()
     fleet.broker.process.wait(timeout=10)
@@ -259,6 +273,7 @@ def test_a_reboot_ends_the_operation_of_a_job_it_interrupts(fleet: Fleet) -> Non
         stuck = kapua.post(f"/_/devices/{dev2}/packages/_download", json=hanging)
         assert stuck.status_code == 200, stuck.text
         wait_until(fleet.files.requested.is_set, timeout=20, what="dev-2 to start the download that will hang")
+        births_before = kapua.device_by_client("dev-2")["lastEvent"]["receivedOn"]
         reboot = kapua.post(f"/_/devices/{dev2}/packages/_download",
                             json=_file_request(fleet, "hello-node", reboot=True, rebootDelay=0))
         assert reboot.status_code == 200, reboot.text
@@ -268,8 +283,24 @@ def test_a_reboot_ends_the_operation_of_a_job_it_interrupts(fleet: Fleet) -> Non
         assert "host service stopped" in ended["log"]
     finally:
         fleet.files.release()
-    kapua.wait_connected("dev-2")
+    # The agent reports the interrupted job FAILED as it shuts down, while still connected: wait
+    # for the BIRTH of its restarted service, not for a connection that may be the old one.
+    _wait_reborn(kapua, "dev-2", births_before)
     assert "hello-node" in {p["name"] for p in kapua.get(f"/_/devices/{dev2}/packages").json()["devicePackage"]}
+
+
+def _wait_reborn(kapua: Kapua, client_id: str, births_before: str) -> dict[str, Any]:
+    """Wait until ``client_id`` is connected again after a BIRTH newer than ``births_before``."""
+
+    def reborn() -> dict[str, Any] | None:
+        device = kapua.device_by_client(client_id)
+        if device is None:
+            return None
+        event = device["lastEvent"]
+        fresh = event["resource"] == "BIRTH" and event["receivedOn"] > births_before
+        return device if fresh and device["connection"]["status"] == "CONNECTED" else None
+
+    return wait_until(reborn, timeout=30, what=f"{client_id} to come back after the restart")
 
 
 def test_reboot_restarts_the_host_service_and_running_apps_come_back(fleet: Fleet) -> None:
@@ -286,13 +317,7 @@ def test_reboot_restarts_the_host_service_and_running_apps_come_back(fleet: Flee
         assert kapua.wait_operation_end(dev1, operation_id)["status"] == "COMPLETED"
         before = wait_until(lambda: _running(fleet, "dev-1", "hello-web"), timeout=30, what="hello-web running")
 
-        def rebooted() -> dict[str, Any] | None:
-            device = kapua.device_by_client("dev-1")
-            event = device["lastEvent"]
-            fresh = event["resource"] == "BIRTH" and event["receivedOn"] > births_before
-            return device if fresh and device["connection"]["status"] == "CONNECTED" else None
-
-        wait_until(rebooted, timeout=30, what="dev-1 to come back after the restart")
+        _wait_reborn(kapua, "dev-1", births_before)
         [goodbye] = events.named("device-disconnected", clientId="dev-1", event="DC")
     finally:
         events.close()

@@ -576,7 +576,7 @@ async def test_an_app_and_what_it_forks_are_in_every_hierarchy_of_its_group(iso:
     argv = iso.host.supervisor._apps["forker"].confinement.argv
     assert [str(path) for path in group.join_files()] == argv[argv.index("bolt-join") + 1 : argv.index("--")]
     if support.version == "v1":
-        assert all(path.name == "tasks" for path in group.join_files())
+        assert all(Path(path).name == "tasks" for path in group.join_files())
     for pid in (context["pid"], child):
         assert all(pid in {int(line) for line in (folder / "cgroup.procs").read_text().split()}
                    for folder in group.dirs.values()), (pid, group.dirs)

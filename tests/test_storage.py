@@ -104,6 +104,25 @@ def test_a_batch_of_writes_to_several_tables_is_one_file_write(tmp_path: Path) -
     assert Database(tmp_path / "db.json").table("tasks").all() == [{"id": 1}]
 
 
+def test_an_upsert_is_one_file_write_whether_it_inserts_or_updates(tmp_path: Path) -> None:
+    from tinydb import Query
+    from tinydb.table import Document
+
+    db = Database(tmp_path / "db.json")
+    db.table("apps").insert({"name": "other"})
+    for row, cond in (({"name": "notes", "version": "1"}, Query().name == "notes"),  # a new row
+                      ({"name": "notes", "version": "2"}, Query().name == "notes"),  # that row again
+                      (Document({"source": "local"}, doc_id=7), None)):  # a new row by doc id
+        writes = db.writes
+        with db.transaction():
+            db.table("apps").upsert(row, cond)
+        assert db.writes == writes + 1
+    on_disk = json.loads((tmp_path / "db.json").read_text())
+    assert on_disk == {"apps": {"1": {"name": "other"}, "2": {"name": "notes", "version": "2"},
+                                "7": {"source": "local"}}}
+    db.close()
+
+
 async def test_deferred_changes_are_read_at_once_and_flushed_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -253,3 +253,25 @@ def _end(runner: subprocess.Popen[str]) -> None:
     runner.wait()
     if runner.stdout is not None:
         runner.stdout.close()
+
+
+async def test_boot_ends_an_adopted_process_whose_stop_had_recorded_its_intent(harness: Harness) -> None:
+    app = harness.app("halfway", "http_server.py", health="/health")
+    first_host = harness.supervisor()
+    await first_host.boot()
+    before = await first_host.start_app(app)
+    # A stop naming many apps records each app as meant to be stopped (its pid still in the
+    # record) as soon as it has signalled it; the host dies before the process is gone.
+    record = harness.state.get(SECTION, "halfway")
+    harness.state.put(SECTION, "halfway", {**record, "desired": "stopped"})
+    await harness.state.commit()
+    await first_host.detach()
+    assert not process_gone(before["pid"])
+
+    second_host = harness.supervisor()
+    await second_host.boot()
+
+    assert process_gone(before["pid"]) and marked_pids("halfway") == []
+    assert second_host.context("halfway")["status"] == "stopped"
+    assert harness.state.get(SECTION, "halfway")["desired"] == "stopped"
+    await second_host.shutdown()

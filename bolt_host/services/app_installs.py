@@ -235,6 +235,8 @@ class AppInstalls:
             swapped = await asyncio.to_thread(self._swap_in, root, app)
             with self._db.transaction():
                 self._db.table(TABLE).upsert(app, Query().name == name)
+        if not restart:
+            await self._prepare_confinement(app)
         try:
             if restart:
                 assert previous is not None
@@ -246,6 +248,16 @@ class AppInstalls:
             {"app": without_folder(app), "previousVersion": previous["version"] if previous else None},
         )
         return app
+
+    async def _prepare_confinement(self, app: dict[str, Any]) -> None:
+        """Make ready now what the app's first start would (its data folder, its code handed to its
+        gid, its groups): that start then spawns on the event loop, with no worker thread."""
+        if self.isolation is None:
+            return
+        try:
+            await asyncio.to_thread(self.isolation.prepare, app)
+        except (OSError, RuntimeError) as exc:  # its start tries again, and says why it cannot
+            log.warning("%s: could not prepare its confinement at install: %s", app["name"], exc)
 
     def _install_identity(self, name: str, root: Path) -> dict[str, Any]:
         installed = self.get(name) or {}

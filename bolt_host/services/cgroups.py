@@ -145,30 +145,36 @@ def _enable_v2_controllers(base: Path) -> bool:
     return True
 
 
-def _write(path: Path, value: str) -> None:
-    path.write_text(value)
+def _write(path: str | Path, value: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(value)
 
 
-def _write_if_changed(path: Path, value: str) -> None:
+def _read_text(path: str | Path) -> str:
+    with open(path) as handle:
+        return handle.read()
+
+
+def _write_if_changed(path: str, value: str) -> None:
     """Write ``value`` unless the file says so already.  For the CPU bandwidth files: a write
     takes the kernel's bandwidth lock and walks the group tree even when nothing changes,
     1-3 ms of CPU and 3-15 ms here, and a fresh group already has the values of no limit;
     a host starting 200 apps for the first time spent most of its CPU there."""
     with contextlib.suppress(OSError):
-        if path.read_text().strip() == value:
+        if _read_text(path).strip() == value:
             return
     _write(path, value)
 
 
-def _read_int(path: Path) -> int | None:
+def _read_int(path: str) -> int | None:
     with contextlib.suppress(OSError, ValueError):
-        return int(path.read_text().split()[0])
+        return int(_read_text(path).split()[0])
     return None
 
 
-def _read_keyed(path: Path, key: str) -> int | None:
+def _read_keyed(path: str, key: str) -> int | None:
     with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
+        for line in _read_text(path).splitlines():
             name, _, value = line.partition(" ")
             if name == key:
                 return int(value)
@@ -179,12 +185,21 @@ PROCS_READ = 1 << 16
 
 
 class AppCgroup:
-    """One app's groups (one per v1 hierarchy, or one v2 group)."""
+    """One app's groups (one per v1 hierarchy, or one v2 group).
+
+    Its folders are kept as strings, not ``Path`` objects: a running app holds its group for
+    its whole run, and four ``Path`` objects (each with its parts list and cached string) were
+    about 1 KB per app of the host's memory at N=200, for file names only ever joined once."""
 
     def __init__(self, support: CgroupSupport, name: str) -> None:
         self.version = support.version
-        self.dirs = {controller: base / name for controller, base in support.bases.items()}
-        self._first_procs = os.fsencode(next(iter(self.dirs.values())) / "cgroup.procs") if self.dirs else b""
+        self.folders = {controller: os.path.join(base, name) for controller, base in support.bases.items()}
+        self._first_procs = os.fsencode(f"{next(iter(self.folders.values()))}/cgroup.procs") if self.folders else b""
+
+    @property
+    def dirs(self) -> dict[str, Path]:
+        """The group's folder per controller (v1) or ``"unified"`` (v2)."""
+        return {controller: Path(folder) for controller, folder in self.folders.items()}
 
     def create(self, limits: Mapping[str, Any]) -> None:
         """Make the groups and write the limits (lifting any a reused group still had).
@@ -193,44 +208,44 @@ class AppCgroup:
         (each write is a few tenths of a millisecond in the kernel, and a first start of 200
         apps made 200 groups)."""
         fresh = True
-        for folder in self.dirs.values():
+        for folder in self.folders.values():
             try:
-                folder.mkdir()
+                os.mkdir(folder)
             except FileExistsError:
                 fresh = False
         memory, pids, cpu = limits.get("memory"), limits.get("pids"), limits.get("cpu")
         quota = str(int(cpu * CPU_PERIOD_US)) if cpu else None
         if self.version == "v2":
-            folder = self.dirs["unified"]
+            folder = self.folders["unified"]
             if memory or not fresh:
-                _write(folder / "memory.max", str(memory) if memory else "max")
+                _write(f"{folder}/memory.max", str(memory) if memory else "max")
                 with contextlib.suppress(OSError):  # no swap accounting: nothing to cap
-                    _write(folder / "memory.swap.max", "0" if memory else "max")
+                    _write(f"{folder}/memory.swap.max", "0" if memory else "max")
             if pids or not fresh:
-                _write(folder / "pids.max", str(pids) if pids else "max")
+                _write(f"{folder}/pids.max", str(pids) if pids else "max")
             if cpu or not fresh:
-                _write_if_changed(folder / "cpu.max", f"{quota or 'max'} {CPU_PERIOD_US}")
+                _write_if_changed(f"{folder}/cpu.max", f"{quota or 'max'} {CPU_PERIOD_US}")
             return
-        if "memory" in self.dirs and (memory or not fresh):
-            folder = self.dirs["memory"]
+        if "memory" in self.folders and (memory or not fresh):
+            folder = self.folders["memory"]
             with contextlib.suppress(OSError):  # memsw must not be below the limit: lift it first
-                _write(folder / "memory.memsw.limit_in_bytes", "-1")
-            _write(folder / "memory.limit_in_bytes", str(memory) if memory else "-1")
+                _write(f"{folder}/memory.memsw.limit_in_bytes", "-1")
+            _write(f"{folder}/memory.limit_in_bytes", str(memory) if memory else "-1")
             with contextlib.suppress(OSError):  # swap would let the app pass its limit
-                _write(folder / "memory.memsw.limit_in_bytes", str(memory) if memory else "-1")
-        if "pids" in self.dirs and (pids or not fresh):
-            _write(self.dirs["pids"] / "pids.max", str(pids) if pids else "max")
-        if "cpu" in self.dirs and (cpu or not fresh):
-            _write_if_changed(self.dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-            _write_if_changed(self.dirs["cpu"] / "cpu.cfs_quota_us", quota or "-1")
+                _write(f"{folder}/memory.memsw.limit_in_bytes", str(memory) if memory else "-1")
+        if "pids" in self.folders and (pids or not fresh):
+            _write(f"{self.folders['pids']}/pids.max", str(pids) if pids else "max")
+        if "cpu" in self.folders and (cpu or not fresh):
+            _write_if_changed(f"{self.folders['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write_if_changed(f"{self.folders['cpu']}/cpu.cfs_quota_us", quota or "-1")
 
     def exists(self) -> bool:
-        return all(folder.is_dir() for folder in self.dirs.values())
+        return all(os.path.isdir(folder) for folder in self.folders.values())
 
     def procs_files(self) -> list[Path]:
-        return [folder / "cgroup.procs" for folder in self.dirs.values()]
+        return [Path(folder, "cgroup.procs") for folder in self.folders.values()]
 
-    def join_files(self) -> list[Path]:
+    def join_files(self) -> list[str]:
         """Where the joining shell writes ``0`` (itself), one file per hierarchy, in order.
 
         v1: ``tasks``.  A write to ``cgroup.procs`` takes the kernel's global threadgroup lock,
@@ -239,7 +254,7 @@ class AppCgroup:
         ``tasks``): 0.03 ms on this machine's 6.18 (older ones take it either way, no worse).
         The shell has one thread, so the process moves whole.  v2 has only ``cgroup.procs``."""
         name = "cgroup.procs" if self.version == "v2" else "tasks"
-        return [folder / name for folder in self.dirs.values()]
+        return [f"{folder}/{name}" for folder in self.folders.values()]
 
     def members(self) -> set[int]:
         """The pids in the app's groups, from the first hierarchy's ``cgroup.procs`` alone.
@@ -270,7 +285,7 @@ class AppCgroup:
         if self.version == "v2":
             killed |= self.members()
             with contextlib.suppress(OSError):
-                _write(self.dirs["unified"] / "cgroup.kill", "1")
+                _write(f"{self.folders['unified']}/cgroup.kill", "1")
         end = time.monotonic() + deadline
         while True:
             members = self.members() - {os.getpid()}
@@ -307,32 +322,32 @@ class AppCgroup:
     def oom_kills(self) -> int:
         """How many processes the memory limit has killed in this group so far."""
         if self.version == "v2":
-            return _read_keyed(self.dirs["unified"] / "memory.events", "oom_kill") or 0
-        folder = self.dirs.get("memory")
+            return _read_keyed(f"{self.folders['unified']}/memory.events", "oom_kill") or 0
+        folder = self.folders.get("memory")
         if folder is None:
             return 0
-        counted = _read_keyed(folder / "memory.oom_control", "oom_kill")
+        counted = _read_keyed(f"{folder}/memory.oom_control", "oom_kill")
         if counted is not None:
             return counted
-        return 1 if (_read_int(folder / "memory.failcnt") or 0) > 0 else 0  # kernels before 4.13
+        return 1 if (_read_int(f"{folder}/memory.failcnt") or 0) > 0 else 0  # kernels before 4.13
 
     def usage(self) -> tuple[float, int] | None:
         """``(cpu seconds, memory bytes)`` of the whole group, from the kernel's counters."""
         if self.version == "v2":
-            folder = self.dirs["unified"]
-            cpu_us, memory = _read_keyed(folder / "cpu.stat", "usage_usec"), _read_int(folder / "memory.current")
+            folder = self.folders["unified"]
+            cpu_us, memory = _read_keyed(f"{folder}/cpu.stat", "usage_usec"), _read_int(f"{folder}/memory.current")
             return (cpu_us / 1e6, memory) if cpu_us is not None and memory is not None else None
-        if "cpuacct" not in self.dirs or "memory" not in self.dirs:
+        if "cpuacct" not in self.folders or "memory" not in self.folders:
             return None
-        cpu_ns = _read_int(self.dirs["cpuacct"] / "cpuacct.usage")
-        memory = _read_int(self.dirs["memory"] / "memory.usage_in_bytes")
+        cpu_ns = _read_int(f"{self.folders['cpuacct']}/cpuacct.usage")
+        memory = _read_int(f"{self.folders['memory']}/memory.usage_in_bytes")
         return (cpu_ns / 1e9, memory) if cpu_ns is not None and memory is not None else None
 
     def remove(self) -> None:
         """Remove the (empty) groups; a group still busy stays and is reused by the next start."""
-        for folder in self.dirs.values():
+        for folder in self.folders.values():
             try:
-                folder.rmdir()
+                os.rmdir(folder)
             except FileNotFoundError:
                 pass
             except OSError as exc:

@@ -3,6 +3,12 @@
 Listeners are the plugin hook ``on_event`` (wired by the Host), server-sent
 event streams (one bounded queue each; a slow reader gets an overflow marker
 instead of slowing the publisher) and any in-process callback.
+
+A call that makes many events and must answer fast (a stop of many apps) may hold the bus
+(:meth:`EventBus.held`): events published meanwhile get their ids and times at once but are
+delivered after the hold, in order, by a background task that lets the loop run between
+them, so the call's answer goes out first.  Events published while a backlog is still
+going out queue behind it: every listener and stream sees every event in id order.
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 Listener = Callable[["Event"], Awaitable[None] | None]
 
 STREAM_QUEUE_SIZE = 256
+EVENTS_PER_TURN = 16  # a backlog's events delivered between two turns of the loop
 HOST_PUBLISHER = "bolt"
 
 # The events the host itself publishes (publisher "bolt").  Apps may not publish these
@@ -71,6 +79,9 @@ class EventBus:
         self._streams: set[asyncio.Queue[Event | None]] = set()
         self._ids = itertools.count(1)
         self._pending: set[asyncio.Task[None]] = set()
+        self._holds = 0
+        self._backlog: deque[Event] = deque()
+        self._sending: asyncio.Task[None] | None = None
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -80,20 +91,59 @@ class EventBus:
             self._listeners.remove(listener)
 
     async def publish(self, name: str, body: Any = None, publisher: str = "bolt") -> Event:
-        """Deliver to streams at once and to listeners concurrently; never raises."""
+        """Deliver to streams at once and to listeners concurrently (after a hold and the events
+        held before it: see :meth:`held`); never raises."""
         event = Event(name=name, body=body, publisher=publisher, id=next(self._ids))
+        if self._holds or self._backlog or self._sending is not None:
+            self._backlog.append(event)
+            if not self._holds:
+                self._send_backlog()
+        else:
+            self._deliver(event)
+        return event
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Deliver the events published in the block only after it (in order, from a task)."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds and self._backlog:
+                self._send_backlog()
+
+    def _deliver(self, event: Event) -> None:
         for queue in list(self._streams):
             _offer(queue, event)
         for listener in list(self._listeners):
             task = asyncio.ensure_future(_call_listener(listener, event))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
-        return event
+
+    def _send_backlog(self) -> None:
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(self._deliver_backlog(), name="event backlog")
+
+    async def _deliver_backlog(self) -> None:
+        try:
+            sent = 0
+            while self._backlog and not self._holds:
+                if sent % EVENTS_PER_TURN == 0:
+                    await asyncio.sleep(0)  # first of all: the call that held the bus answers
+                if self._backlog and not self._holds:
+                    self._deliver(self._backlog.popleft())
+                    sent += 1
+        finally:
+            self._sending = None  # what a new hold queues goes when that hold ends
 
     async def drain(self) -> None:
-        """Wait for listener deliveries started so far (tests and shutdown)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        """Wait for the held events' delivery and for listener deliveries started so far (tests and shutdown)."""
+        while self._sending is not None or self._pending:
+            if self._sending is not None:
+                await asyncio.shield(self._sending)
+            if self._pending:
+                await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def stream(self) -> AsyncIterator[asyncio.Queue[Event | None]]:
@@ -105,6 +155,8 @@ class EventBus:
             self._streams.discard(queue)
 
     def close_streams(self) -> None:
+        while self._backlog:  # the streams get what was held for them before they end
+            self._deliver(self._backlog.popleft())
         for queue in list(self._streams):
             _offer(queue, None)
 

@@ -110,14 +110,14 @@ def _tree(pid: int) -> list[int]:
 
 def _holds(pid: int, inodes: set[str]) -> bool | None:
     """Has ``pid`` one of the sockets ``inodes`` open?  None when its files cannot be read."""
-    folder = PROC / str(pid) / "fd"
+    folder = f"{PROC}/{pid}/fd"  # strings, not Paths: this runs once for every app that starts
     try:
         entries = os.listdir(folder)
     except OSError:
         return None
     for entry in entries:
         with contextlib.suppress(OSError):
-            target = os.readlink(folder / entry)
+            target = os.readlink(f"{folder}/{entry}")
             if target.startswith("socket:[") and target[8:-1] in inodes:
                 return True
     return False

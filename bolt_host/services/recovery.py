@@ -54,7 +54,8 @@ async def recover(
             process = AppProcess.adopt(int(record["pid"]), float(record["create_time"]), runtime.marker)
         if process is not None:
             await machine.adopt(runtime, process, record)
-            if load_app is not None and app is None:  # uninstalled while the host was down
+            # uninstalled while the host was down, or a stop had recorded its intent when the host died
+            if (load_app is not None and app is None) or runtime.desired == DESIRED_STOPPED:
                 async with runtime.lock:
                     await machine.stop_locked(runtime, desired_after=DESIRED_STOPPED)
             elif autostart and app is not None and not runtime.instance:

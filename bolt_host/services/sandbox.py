@@ -195,6 +195,16 @@ class Isolation:
 
         Blocking (chown, cgroup files): run it in a worker thread, unless :meth:`confine_again`
         finds it done already."""
+        prepared = self.prepare(app)
+        cgroup = prepared.cgroup
+        return prepared.confinement(argv, prepared.limits, cgroup.oom_kills() if cgroup is not None else 0)
+
+    def prepare(self, app: Mapping[str, Any]) -> _Prepared:
+        """:meth:`confine` without an argv (blocking): the app's data folder, its code handed to its
+        gid, its groups with their limits, and the chain of execs, kept for :meth:`confine_again`.
+        An install calls it once the app is in place, so that even its first start spawns on the
+        event loop: at a first start of 200 apps this worker-thread step was over a millisecond of
+        the host's CPU per app, while the apps being started needed the CPU."""
         name, mode = str(app["name"]), self.mode_for(app)
         limits = self.limits_for(app)
         home = self.home_of(name)
@@ -205,53 +215,53 @@ class Isolation:
         code = code_folder(app)
         shared = uid is not None and self._share_code(code, uid)
         cgroup = self.support.group(name) if self.support is not None else None
-        baseline = 0
         if cgroup is not None:
             cgroup.create(limits)
-            baseline = cgroup.oom_kills()
-        self._prepared[name] = _Prepared(mode, uid, str(code), limits, shared)
-        return self._confinement(app, argv, mode, uid, limits, cgroup, baseline)
+        python = runs_python(app)
+        prefix, env = self._chain(mode, uid, code, home, limits, cgroup, python)
+        prepared = _Prepared(mode, uid, str(code), limits, python, shared, str(home), cgroup, prefix, env)
+        self._prepared[name] = prepared
+        return prepared
 
     def confine_again(self, app: Mapping[str, Any], argv: list[str]) -> Confinement | None:
         """:meth:`confine` without its blocking part, when this host already prepared ``app``
-        as it is now (same uid, code folder and limits; its data folder still its own, its
-        code still its gid's, its group still there): a few ``stat`` calls, cheap enough for
-        the event loop.  None when anything must be done (then :meth:`confine` in a thread).
+        as it is now (same uid, code folder, limits and kind of runtime; its data folder still
+        its own, its code still its gid's, its group still there): a few ``stat`` calls and the
+        chain made then, cheap enough for the event loop.  None when anything must be done
+        (then :meth:`confine` in a thread).
 
         A crash restart used to wait for a worker thread that rewrote the unchanged limits."""
         name, mode = str(app["name"]), self.mode_for(app)
         limits = self.limits_for(app)
         uid = self.identities.known(name) if mode == UID else None
-        code = code_folder(app)
         prepared = self._prepared.get(name)
-        if prepared is None or prepared != _Prepared(mode, uid, str(code), limits, prepared.shared):
+        if prepared is None or not prepared.holds(mode, uid, str(code_folder(app)), limits, runs_python(app)):
             return None
-        cgroup = self.support.group(name) if self.support is not None else None
+        cgroup = prepared.cgroup
         try:
-            home = os.stat(self.home_of(name))
+            home = os.stat(prepared.home)
             if (uid is not None and home.st_uid != uid) or (cgroup is not None and not cgroup.exists()):
                 return None
-            if prepared.shared and os.stat(code).st_gid != uid:
+            if prepared.shared and os.stat(prepared.code).st_gid != uid:
                 return None  # a reinstall swapped in a tree of root's: hand it over again
         except OSError:
             return None
-        baseline = cgroup.oom_kills() if cgroup is not None else 0
-        return self._confinement(app, argv, mode, uid, limits, cgroup, baseline)
+        return prepared.confinement(argv, limits, cgroup.oom_kills() if cgroup is not None else 0)
 
-    def _confinement(
+    def _chain(
         self,
-        app: Mapping[str, Any],
-        argv: list[str],
         mode: str,
         uid: int | None,
+        code: Path,
+        home: Path,
         limits: dict[str, Any],
         cgroup: cgroups.AppCgroup | None,
-        baseline: int,
-    ) -> Confinement:
-        """The chain of execs that confines ``argv`` (see the module's docstring)."""
-        home = self.home_of(str(app["name"]))
-        chain = self._drop_privileges(mode, uid, code_folder(app), home) + argv
-        rlimits = self._rlimit_values(mode, limits, address_space=runs_python(app))
+        python: bool,
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The chain of execs that confines an app's argv, which follows it (see the module's
+        docstring), and the variables it adds to the app's environment."""
+        chain = self._drop_privileges(mode, uid, code, home)
+        rlimits = self._rlimit_values(mode, limits, address_space=python)
         script = JOIN_SCRIPT
         if cgroup is not None and set(rlimits) == {"nofile"}:
             # The shell that joins the groups sets the open-files limit (POSIX ``ulimit -n``, soft
@@ -259,9 +269,8 @@ class Isolation:
             script = f"ulimit -n {rlimits.pop('nofile')} || exit 125; {JOIN_SCRIPT}"
         chain = self._prlimit(rlimits) + chain
         if cgroup is not None:
-            chain = ["/bin/sh", "-c", script, "bolt-join", *map(str, cgroup.join_files()), "--", *chain]
-        env = {"BOLT_APP_DATA": str(home), "HOME": str(home)}
-        return Confinement(chain, env, mode, limits, cgroup, baseline, uid)
+            chain = ["/bin/sh", "-c", script, "bolt-join", *cgroup.join_files(), "--", *chain]
+        return tuple(chain), {"BOLT_APP_DATA": str(home), "HOME": str(home)}
 
     def reattach(self, app: Mapping[str, Any]) -> Confinement:
         """The confinement of a process a previous host started (adopted after a restart)."""
@@ -487,13 +496,27 @@ class Isolation:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """What :meth:`Isolation.confine` last did for an app (compared by :meth:`Isolation.confine_again`)."""
+    """What :meth:`Isolation.prepare` last did for an app (checked by :meth:`Isolation.confine_again`)."""
 
     mode: str
     uid: int | None
     code: str
     limits: dict[str, Any]
+    python: bool  # the chain limits its address space (see runs_python)
     shared: bool  # its code is handed to its gid (it is inside apps/)
+    home: str
+    cgroup: cgroups.AppCgroup | None
+    prefix: tuple[str, ...]  # the chain of execs before the app's argv
+    env: dict[str, str]
+
+    def holds(self, mode: str, uid: int | None, code: str, limits: dict[str, Any], python: bool) -> bool:
+        """Was it prepared for an app confined as this?"""
+        return (self.mode, self.uid, self.code, self.limits, self.python) == (mode, uid, code, limits, python)
+
+    def confinement(self, argv: list[str], limits: dict[str, Any], oom_baseline: int) -> Confinement:
+        """One start's confinement of ``argv``."""
+        chain = [*self.prefix, *argv]
+        return Confinement(chain, dict(self.env), self.mode, limits, self.cgroup, oom_baseline, self.uid)
 
 
 def _host_files_in_tmp() -> list[str]:

@@ -180,14 +180,17 @@ class Spawner:
     def ports(self) -> PortPool:
         return self._ports
 
-    def interrupt(self, runtime: AppRuntime) -> None:
+    def interrupt(self, runtime: AppRuntime, batch: StopBatch | None = None) -> None:
         """Send the app's tree its SIGTERM now when that needs no wait (the tree is its sealed
         cgroup); :meth:`cleanup` ends it.  A stop calls this before its notes and events, so a
-        stop of many apps has signalled every one of them before it writes anything."""
+        stop of many apps has signalled every one of them before it writes anything (and
+        with a ``batch``, recorded that each is meant to be stopped)."""
         process = runtime.process
         if process is not None and process.ending is None:
             process.ending = self._stop_of(runtime, process, self._shares_group(runtime))
             process.ending.begin()
+        if batch is not None:
+            batch.intend(runtime)
 
     async def cleanup(self, runtime: AppRuntime, batch: StopBatch | None = None) -> int | None:
         """Kill what is left of the app's tree, reap it, free its port (``batch``: checked and

@@ -74,6 +74,7 @@ from bolt_host.services.runtimes import Runtimes
 from bolt_host.services.sandbox import Isolation
 from bolt_host.services.scaling import Scaling
 from bolt_host.services.spawner import ExtraEnv, RequestedPort, Spawner, out_of_memory
+from bolt_host.services.start_batch import start_each
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import StatsSampler, TreeUsage
 from bolt_host.services.stop_batch import StopBatch
@@ -153,9 +154,9 @@ class Supervisor:
         )
 
     # public API ----------------------------------------------------------------
-    async def boot(self) -> None:
-        """Adopt recorded processes that are still ours; autostart apps meant to run.  Returns
-        once every autostarted app is ready or has failed."""
+    async def boot(self, start_concurrency: int = 0) -> None:
+        """Adopt recorded processes that are still ours; autostart apps meant to run (that many
+        at once, 0: all, :mod:`start_batch`).  Returns once each is ready or has failed."""
         self._closing = False
         enable_child_subreaper()
         to_start = await recover(
@@ -168,8 +169,7 @@ class Supervisor:
         )
         self._stats.start()
         self._background.run(self._runlog.rotate_periodically(self._apps.values))
-        results = await asyncio.gather(*(self.start_app(app) for app in to_start), return_exceptions=True)
-        for app, result in zip(to_start, results, strict=True):
+        for app, result in zip(to_start, await start_each(to_start, self.start_app, start_concurrency), strict=True):
             if isinstance(result, BaseException):
                 log.warning("autostart of %s failed: %s", app["name"], result)
 
@@ -386,8 +386,8 @@ class Supervisor:
             log.error("%s is running, but its record could not be saved yet: %s", runtime.name, exc)
         port = f", port {runtime.port}" if runtime.port is not None else ""
         self._runlog.note(runtime, f"started (pid {process.pid}{port})")
-        await self.emit("app-started", runtime)
-        return runtime.context(self._usage(runtime, reading=False))  # a new pid has no figures: not a read
+        # as a stop answers: the event's context, its "app" shared (a new pid has no figures: not a read)
+        return dict(await self.emit("app-started", runtime))
 
     async def _spawn(self, runtime: AppRuntime) -> AppProcess:
         # The generation is recorded before its process exists: a host killed between the
@@ -510,18 +510,17 @@ class Supervisor:
             await self.persist(runtime)
             raise BoltError(APP_NOT_RUNNING, f"App {runtime.name!r} is not running")
         runtime.status, runtime.reason, runtime.last_exit = STOPPING, None, None
-        self._spawner.interrupt(runtime)
+        self._spawner.interrupt(runtime, batch)
         await asyncio.sleep(0)  # every app of a bulk stop gets its SIGTERM before any goes on
         self._runlog.note(runtime, f"stopping (by {by})" if by else "stopping")
-        await self.emit("app-stopping", runtime)
+        stopping = await self.emit("app-stopping", runtime)
         had_pid, had_port = (runtime.process.pid if runtime.process is not None else None), runtime.port
         exit_code = await self._spawner.cleanup(runtime, batch)  # sets a reason only if something survived
-        runtime.status, runtime.exit_code = STOPPED, exit_code
+        runtime.status, runtime.exit_code, runtime.next_restart_at = STOPPED, exit_code, None
         self._runlog.note(runtime, "stopped" if exit_code is None else f"stopped ({describe_exit(exit_code)})")
-        runtime.next_restart_at = None
         runtime.crashes.reset()
         await self.persist(runtime, batch)
-        context = dict(await self.emit("app-stopped", runtime))  # its "app" is the event's (one copy fewer)
+        context = dict(await self.emit("app-stopped", runtime, stopping["app"]))  # one copy of the app for all three
         # As Bolt answers a stop: the context the app ran with (that pid and port are gone now).
         context["pid"] = had_pid
         if "port" in context:  # server apps only
@@ -574,9 +573,10 @@ class Supervisor:
         self._state.put(SECTION, runtime.key, runtime.record())
         self._state.commit_soon()
 
-    async def emit(self, event: str, runtime: AppRuntime) -> dict[str, Any]:
-        """Publish ``event`` with the app's context; that context (the listeners have it: copy it to change it)."""
-        context = runtime.context(self._usage(runtime, reading=False))  # the host's own: not a read of the stats
+    async def emit(self, event: str, runtime: AppRuntime, app: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Publish ``event`` with the app's context (``app``: an earlier event's copy of the app, else copied
+        now); that context (the listeners have it: copy it to change it)."""
+        context = runtime.context(self._usage(runtime, reading=False), app)  # the host's own: not a read of the stats
         if self._publish is not None:
             try:
                 await self._publish(event, context)

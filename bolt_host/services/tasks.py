@@ -230,8 +230,7 @@ class Tasks:
         self._done[task_id] = asyncio.Event()
         if dedupe_key is not None:
             self._dedupe[dedupe_key] = task_id
-        self.logs.append(task_id, f"id: {task_id}\ncreate time: {record['create_time']}")
-        self.logs.append(task_id, f"{_title(record)} added")
+        self.logs.append(task_id, f"id: {task_id}\ncreate time: {record['create_time']}\n{_title(record)} added")
         self._queue_for(kind).put_nowait(task_id)
         self._emit("task-queued", record)
         return dict(record)
@@ -422,8 +421,7 @@ class Tasks:
         try:
             with self._db.later():
                 self._table_upsert(record)
-            for line in lines:
-                self.logs.append(record["id"], line)
+            self.logs.append(record["id"], "\n".join(lines))  # one open of the file, not one per line
         except OSError as exc:
             log.error("task %s: could not store its %s state: %s", record["id"], record["status"], exc)
         with contextlib.suppress(RuntimeError):  # no running loop: the next write or flush takes it

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from bolt_host import errors
 from bolt_host.errors import BoltError
 from bolt_host.services.app_runtime import CONTEXT_FIELDS
+from bolt_host.services.start_batch import start_each
 from bolt_host.web.auth import (
     Actor,
     actor,
@@ -75,9 +76,12 @@ async def _operands(request: Request, action: str) -> tuple[list[str], bool]:
     return found, bulk
 
 
-async def _for_each(names: list[str], run: Callable[[str], Awaitable[dict[str, Any]]], done: str) -> dict[str, Any]:
-    """Run ``run`` for every app at once: ``{done: [contexts], failed: {name: {code, message}}}``."""
-    return _outcomes(names, await asyncio.gather(*(run(name) for name in names), return_exceptions=True), done)
+async def _for_each(
+    names: list[str], run: Callable[[str], Awaitable[dict[str, Any]]], done: str, at_once: int
+) -> dict[str, Any]:
+    """Run ``run`` for every app, ``at_once`` at a time (0: all, :mod:`start_batch`):
+    ``{done: [contexts], failed: {name: {code, message}}}``."""
+    return _outcomes(names, await start_each(names, run, at_once), done)
 
 
 def _outcomes(names: list[str], results: list[dict[str, Any] | BaseException], done: str) -> dict[str, Any]:
@@ -101,18 +105,24 @@ async def start(request: Request) -> Response:
     host = host_of(request)
     if not bulk:
         return ok(await host.supervisor.start_app(host.apps.require(names[0])))
-    return ok(await _for_each(names, lambda name: host.supervisor.start_app(host.apps.require(name)), "started"))
+
+    async def start_one(name: str) -> dict[str, Any]:
+        return await host.supervisor.start_app(host.apps.require(name))
+
+    return ok(await _for_each(names, start_one, "started", host.settings.start_concurrency))
 
 
 async def stop(request: Request) -> Response:
     """Stop an app, ``{name}``: its context once its process tree is gone (420 if not running).
     Or several at once, ``{names: [...]}``: ``{stopped: [contexts], failed: {...}}``."""
     names, bulk = await _operands(request, "apps.stop")
-    supervisor = host_of(request).supervisor
+    host = host_of(request)
     by = _who(actor(request))
     if not bulk:
-        return ok(await supervisor.stop_app(names[0], by=by))
-    return ok(_outcomes(names, await supervisor.stop_apps(names, by=by), "stopped"))
+        return ok(await host.supervisor.stop_app(names[0], by=by))
+    with host.events.held():  # the stops' events go out right after the answer, in order
+        stopped = await host.supervisor.stop_apps(names, by=by)
+    return ok(_outcomes(names, stopped, "stopped"))
 
 
 RESTART_MODES = ("stop-start", "rolling")

@@ -32,6 +32,7 @@ from bolt_host.plugin import Host
 
 from . import wire
 from .config import DeviceConfig
+from .downloads import warm as warm_downloads
 from .jobs import BadRequest, DownloadRequest, JobRunner, UninstallRequest, installed_packages
 from .recovery import last_words
 from .transport import MqttLink, NotConnected, Outgoing
@@ -95,6 +96,8 @@ class Agent:
             self.link.restore_outbox(handover["outbox"])
         self._recover()
         self.link.start()
+        # in a worker thread: the connection comes up meanwhile; the imports hold the import lock
+        await asyncio.to_thread(warm_downloads)
 
     def _recover(self) -> None:
         """Follow the jobs a crash cut off (or that ended before this start) to their last word;
