@@ -177,6 +177,7 @@ class StatsSampler:
         self._task: asyncio.Task[None] | None = None
         self._read = asyncio.Event()
         self.passes = 0
+        self.sampling = False  # a pass is running (in its worker thread)
         self.version = 0  # counts the passes whose figures differed from the ones before
 
     def start(self) -> None:
@@ -208,7 +209,11 @@ class StatsSampler:
     async def refresh(self) -> None:
         roots, markers = self._roots(), self._markers()
         groups = self._groups() if self._groups is not None else None
-        usage, orphans = await asyncio.to_thread(self._sampler.sample, roots, markers, groups)
+        self.sampling = True
+        try:
+            usage, orphans = await asyncio.to_thread(self._sampler.sample, roots, markers, groups)
+        finally:
+            self.sampling = False
         self._publish(usage)
         self.passes += 1
         if orphans and self._on_orphans is not None:
