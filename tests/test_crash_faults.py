@@ -47,7 +47,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -65,10 +64,10 @@ import pytest
 from bolt_host.config import BUNDLED_LOCAL_REPO
 from bolt_host.statefile import StateFile
 from bolt_host.storage import Database
+from tests.fixtures.echo_copies import make_app_copy, set_app_version
 from tests.helpers import free_port, make_wheel, wait_until
 from tests.registry_server import RegistryServer
 
-FIXTURE_APPS = Path(__file__).parent / "fixtures" / "apps"
 ROUNDS = int(os.environ.get("BOLT_CRASH_ROUNDS", "200"))
 ADMIN_PASSWORD = "crash-admin-password"
 SEED = int(os.environ.get("BOLT_CRASH_SEED", "20241123"))
@@ -181,31 +180,14 @@ def app_processes(host_url: str) -> list[tuple[int, str]]:
     return found
 
 
-def _make_app(repo: Path, name: str) -> None:
-    """A copy of the echo fixture under another name (a server app with a health path)."""
-    shutil.copytree(FIXTURE_APPS / "echo", repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    manifest = json.loads((repo / name / "package.json").read_text())
-    manifest["name"] = name
-    (repo / name / "package.json").write_text(json.dumps(manifest))
-
-
-def _set_version(repo: Path, name: str, version: str) -> None:
-    path = repo / name / "package.json"
-    manifest = json.loads(path.read_text())
-    manifest["version"] = version
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest))
-    tmp.replace(path)
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
     repo = tmp_path / "repo"
     repo.mkdir()
     for name in ("echo", "up1", "up2"):
-        _make_app(repo, name)
-    _make_app(tmp_path, "pydeps")
-    _make_app(tmp_path, "mkt")
+        make_app_copy(repo, name)
+    make_app_copy(tmp_path, "pydeps")
+    make_app_copy(tmp_path, "mkt")
     port = free_port()
     with RegistryServer() as registry:
         host = HostProcess(tmp_path / "data", repo, registry.url, port, tmp_path / "host.log")
@@ -524,7 +506,7 @@ def test_kill_9_during_installs_db_writes_tasks_and_starts(world: dict[str, Any]
 
     for round_number in range(1, ROUNDS + 1):
         version = _version(round_number)
-        _set_version(repo, "up1", version)
+        set_app_version(repo, "up1", version)
         registry.publish_dir(BUNDLED_LOCAL_REPO / "ticker", version=version)
         _publish_pydeps(registry, world["pydeps"], world["wheels"], version)
         stop = threading.Event()
@@ -622,86 +604,3 @@ def _tasks_failed_by_the_crash(url: str, token: str) -> set[int]:
     with httpx.Client(base_url=url, headers={"X-Bolt-User-Token": token}, timeout=30) as client:
         records = client.get("/api/tasks").json()["body"]
     return {r["id"] for r in records if r["status"] == "failed" and CRASH_REASON in (r.get("error") or "")}
-
-
-# the two windows of an install swap, hit on purpose -------------------------------------
-async def test_boot_puts_back_a_folder_moved_aside_by_a_cut_off_swap(tmp_path: Path) -> None:
-    """Killed between 'move the old version aside' and 'move the new one in': the old one returns."""
-    from bolt_host.testing import running_host
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _make_app(repo, "up1")
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        assert (await bolt.admin.post("/api/apps/local", json={"path": "up1"})).status_code == 201
-    apps_dir = tmp_path / "data" / "apps"
-    (apps_dir / "up1").rename(apps_dir / ".old-up1-ab_cd123")  # the state at the kill
-    (apps_dir / ".staging-x1y2z3w4").mkdir()
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        app = (await bolt.admin.get("/api/apps/up1")).json()["body"]
-        assert json.loads((Path(app["folder"]) / "package.json").read_text())["version"] == app["version"]
-    assert sorted(p.name for p in apps_dir.iterdir()) == ["up1"]
-
-
-async def test_boot_rolls_a_record_forward_to_the_version_its_folder_holds(tmp_path: Path) -> None:
-    """Killed between the swap (new files in place) and the db write: the record follows the files."""
-    from bolt_host.testing import running_host
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _make_app(repo, "up1")
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        assert (await bolt.admin.post("/api/apps/local", json={"path": "up1"})).status_code == 201
-        changed = await bolt.admin.put("/api/apps/up1", json={"order": 7})
-        assert changed.status_code == 200
-    _set_version(tmp_path / "data" / "apps", "up1", "2.0.0")  # the swapped-in files, the old record
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        app = (await bolt.admin.get("/api/apps/up1")).json()["body"]
-    assert app["version"] == "2.0.0" and app["order"] == 7
-
-
-async def test_a_rolled_forward_record_keeps_the_apps_own_python(tmp_path: Path) -> None:
-    """The venv the dependency step made came with the swapped-in folder: the record names it."""
-    from bolt_host.testing import running_host
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _make_app(repo, "up3")
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        assert (await bolt.admin.post("/api/apps/local", json={"path": "up3"})).status_code == 201
-    folder = tmp_path / "data" / "apps" / "up3"
-    (folder / ".venv" / "bin").mkdir(parents=True)
-    (folder / ".venv" / "bin" / "python").symlink_to(sys.executable)
-    _set_version(tmp_path / "data" / "apps", "up3", "2.0.0")
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        app = (await bolt.admin.get("/api/apps/up3")).json()["body"]
-    assert app["version"] == "2.0.0" and app["python"] == str(folder / ".venv" / "bin" / "python")
-
-
-async def test_boot_ends_a_process_spawned_but_never_recorded(tmp_path: Path) -> None:
-    """Killed between the spawn and the record of its pid: boot finds the process by its marker
-    and app token, and ends it, instead of leaving a second, unknown copy of the app running."""
-    from bolt_host.testing import running_host
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _make_app(repo, "up2")
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        assert (await bolt.admin.post("/api/apps/local", json={"path": "up2"})).status_code == 201
-        pid = (await bolt.admin.post("/api/apps/start", json={"name": "up2"})).json()["body"]["pid"]
-        await bolt.host.supervisor.detach()  # the host dies; the app lives on
-    try:
-        state = StateFile(tmp_path / "data" / "runtime.json")
-        record = state.get("supervisor", "up2")
-        state.put("supervisor", "up2", {**record, "pid": None, "create_time": None})  # the write that never happened
-        state.commit_now()
-        async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-            assert bolt.host.supervisor.context("up2") is None or bolt.host.supervisor.context("up2")["pid"] != pid
-
-            def gone() -> bool:
-                return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-
-            wait_until(gone, timeout=15, what="the unrecorded process ended at boot")
-    finally:
-        if psutil.pid_exists(pid):
-            os.kill(pid, signal.SIGKILL)
