@@ -27,10 +27,13 @@ SERVER = """
     signal.pause()
 """
 
-# Ends a second after its SIGTERM, and keeps a child in a session of its own, which only the
-# app's cgroup (or its marker) ties to the app: no killpg of the app's group reaches it.
+# Ends after its SIGTERM only once the test opens the FIFO it makes in its own folder (a slow
+# graceful shutdown, as long as the test wants), and keeps a child in a session of its own, which
+# only the app's cgroup (or its marker) ties to the app: no killpg of the app's group reaches it.
 SLOW_WITH_ESCAPER = """
-    import os, signal, sys, time
+    import os, signal, sys
+    gate = os.path.join(os.environ["HOME"], "gate")
+    os.mkfifo(gate)
     child = os.fork()
     if child == 0:
         os.setsid()
@@ -38,7 +41,8 @@ SLOW_WITH_ESCAPER = """
         os._exit(0)
     def leave(*_):
         print("TERM", flush=True)
-        time.sleep(1.0)  # a slow graceful shutdown
+        with open(gate) as released:
+            released.read()
         sys.exit(0)
     signal.signal(signal.SIGTERM, leave)
     print("FORKED", child, flush=True)
@@ -92,14 +96,25 @@ async def test_a_bulk_stop_ends_every_tree_then_writes_the_stopped_states_once(t
         state = bolt.host.runtime_state
         writes = state.writes
 
-        answer = await bolt.admin.post("/api/apps/stop", json={"names": NAMES})
+        stopping = asyncio.create_task(bolt.admin.post("/api/apps/stop", json={"names": NAMES}))
+        try:  # the slow app ends only after the others are gone
+            await async_wait_until(lambda: _gone(pids["quick"]) and _gone(pids["served"]), what="the fast apps gone")
+            assert not stopping.done()
+            gate = tmp_path / "data" / "home" / "slow" / "gate"
+            await async_wait_until(lambda: _release(gate), timeout=30, what="the slow app reading its gate")
+            answer = await stopping
+        finally:
+            if not stopping.done():
+                stopping.cancel()
+                with contextlib.suppress(BaseException):
+                    await stopping
 
         assert answer.status_code == 200, answer.text
         body = answer.json()["body"]
         assert body["failed"] == {}
         assert {context["name"]: context["pid"] for context in body["stopped"]} == pids
         assert all(context["status"] == "stopped" for context in body["stopped"])
-        # the slow app ended a second after the others, yet the states went to disk in one write
+        # the slow app ended after the others, yet the states went to disk in one write
         assert state.writes == writes + 1
         assert all(_gone(pid) for pid in [*pids.values(), escaper])  # reaped too, not left as zombies
         on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]

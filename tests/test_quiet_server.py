@@ -36,7 +36,7 @@ async def server() -> AsyncIterator[tuple[QuietServer, str, asyncio.Task[None]]]
     quiet = QuietServer(uvicorn.Config(hello, lifespan="off", log_level="warning", server_header=False))
     serving = asyncio.create_task(quiet.serve(sockets=[listener]))
     try:
-        # its main loop has begun: it made the event it waits on
+        # its main loop has begun: it makes the event it waits on and waits on it in one step
         await async_wait_until(lambda: quiet._wake is not None or serving.done(), what="the main loop")
         yield quiet, url, serving
     finally:
@@ -55,7 +55,6 @@ async def test_an_idle_server_keeps_no_timer(server: tuple[QuietServer, str, asy
     """uvicorn's own main loop wakes every 0.1 s (this one did once a second): on a host with
     200 idle apps that tick was most of the host's CPU."""
     quiet, url, serving = server
-    await asyncio.sleep(0)  # let the main loop reach its wait
     assert not serving.done()
     assert pending_timers() == []
     async with httpx.AsyncClient(trust_env=False) as client:  # it still serves
