@@ -41,7 +41,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from supbench_model import app_names, write_local_repo  # noqa: E402
-from supbench_util import free_port  # noqa: E402
+from supbench_util import free_port, login_when_up  # noqa: E402
 
 REPO_ROOT = BENCH_DIR.parent
 
@@ -155,18 +155,8 @@ class Probe:
             command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600, trust_env=False) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    reply = await client.post("/api/users/login", json={"name": "admin", "password": password})
-                    if reply.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the host did not come up; see {self.work / 'host.log'}")
-                await asyncio.sleep(0.1)
-            client.headers["x-bolt-user-token"] = reply.json()["body"]["token"]
+            token = await login_when_up(client, self.proc, password, str(self.work / "host.log"))
+            client.headers["x-bolt-user-token"] = token
             await self.stage("booted, admin logged in")
             semaphore = asyncio.Semaphore(8)
 

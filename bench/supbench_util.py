@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from bolt_host.services import sockdiag
 
@@ -311,3 +312,21 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+async def login_when_up(client: Any, proc: subprocess.Popen[bytes], password: str, what: str) -> str:
+    """Log in as admin on a host just started (``client``: an ``httpx.AsyncClient`` on its URL),
+    polling until it answers: the user token.  Raises when ``proc`` ended or after 120 s."""
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            reply = await client.post("/api/users/login", json={"name": "admin", "password": password})
+            if reply.status_code == 200:
+                return str(reply.json()["body"]["token"])
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the host did not come up; see {what}")
+        await asyncio.sleep(0.1)

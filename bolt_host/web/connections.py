@@ -13,17 +13,22 @@ uvicorn an HTTP protocol (its own h11 one, extended) that
   cannot lock out the same address's real requests), and is refused when none is.
   A connection upgraded to a WebSocket (:class:`~bolt_host.web.ws_connections.GuardedWebSocketProtocol`) still counts
   until it closes; it is never pushed out.
+
+Each connection's writes go through :class:`~bolt_host.web.corked_transport.CorkedTransport`:
+a response's headers and body leave in one write.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
+
+from bolt_host.web.corked_transport import CorkedTransport
 
 Counted = Any  # a GuardedH11Protocol or a GuardedWebSocketProtocol
 
@@ -65,6 +70,7 @@ class GuardedH11Protocol(H11Protocol):
     # connection life ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, CorkedTransport(transport, self.loop))  # one write per response
         self._address = self.client[0] if self.client else None
         if self._address is not None and not self._admit(self._address):
             self.transport.close()
@@ -90,6 +96,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
         self._forget()  # the WebSocket protocol takes the connection over from here
+        if isinstance(self.transport, CorkedTransport):
+            self.transport.flush()
+            self.transport = self.transport.wrapped
         super().handle_websocket_upgrade(event)
 
     # headers -------------------------------------------------------------------------
