@@ -26,6 +26,7 @@ from bolt_host.services.events import Event, EventBus
 from bolt_host.services.integrity import verify_app
 from bolt_host.services.sessions import LoginThrottle, Sessions, load_secret_key
 from bolt_host.services.supervisor import Supervisor
+from bolt_host.services.token_users import TokenUsers
 from bolt_host.services.tokens import SECTION as TOKENS_SECTION
 from bolt_host.services.tokens import AppTokens
 from bolt_host.services.users import Users
@@ -79,6 +80,7 @@ class Host:
         self.runtime_state: StateFile
         self.users: Users
         self.sessions: Sessions
+        self.token_users: TokenUsers
         self.login_throttle: LoginThrottle
         self.tokens: AppTokens
         self.apps: Apps
@@ -143,6 +145,7 @@ class Host:
             self.isolation.secure_data_dir()
         self.users = Users(self.db)
         self.sessions = Sessions(self.db, load_secret_key(data_dir))
+        self.token_users = TokenUsers(self.db, self.sessions, self.users)
         self.login_throttle = LoginThrottle()
         self.tokens = AppTokens(self.runtime_state)
         self.generated_admin_password = self.users.bootstrap_admin(data_dir, self.settings.admin_password)

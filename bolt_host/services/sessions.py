@@ -124,13 +124,19 @@ class Sessions:
 
     def user_for_token(self, token: str | None) -> str | None:
         """The user a valid, unexpired, not-logged-out token speaks for."""
+        found = self.token_user(token)
+        return found[0] if found is not None else None
+
+    def token_user(self, token: str | None) -> tuple[str, float] | None:
+        """The user a valid, unexpired, not-logged-out token speaks for, and until when (the
+        earlier of the token's and its session's end, as a ``time.time()``)."""
         payload = self._payload(token)
         if payload is None:
             return None
         row = self._get_by_digest(str(payload.get("s")))
         if row is None or row["user"] != payload.get("u"):
             return None
-        return str(row["user"])
+        return str(row["user"]), min(float(payload["e"]), float(row["expires"]))
 
     def _payload(self, token: str | None) -> dict[str, Any] | None:
         """The signed, unexpired payload of ``token``, else None."""

@@ -82,11 +82,11 @@ def _resolve_user(request: Request, host: Host, found: Actor) -> None:
         found.user = check_login(request, host, name, password)
         found.via = "basic"
     elif user_token:
-        token_user = host.sessions.user_for_token(user_token)
-        user = host.users.get(token_user) if token_user else None
-        if user is None or user.get("isBlocked"):
+        known = host.token_users.user_for(user_token)
+        if known is None:
             raise BoltError(errors.NOT_LOGGED_IN, "The user token is invalid or has expired")
-        found.user, found.via = user, "token"
+        (found.user, found.is_admin), found.via = known, "token"
+        return  # its admin right came with it
     elif request.cookies.get(SESSION_COOKIE):
         session = host.sessions.get(request.cookies[SESSION_COOKIE])
         user = host.users.get(session.user) if session else None
