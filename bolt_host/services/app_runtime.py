@@ -65,8 +65,15 @@ def encode_json(value: Any) -> bytes:
 
 
 def uptime_json(uptime: float | None) -> bytes:
-    """A context's ``uptime`` as its JSON encoding writes it (milliseconds; 0.0 without a process)."""
-    return repr(round(uptime, 3)).encode() if uptime is not None else b"0.0"
+    """A context's ``uptime`` as its JSON encoding writes it (milliseconds; 0.0 without a process):
+    the bytes of ``repr(round(uptime, 3))``, made in less than half its time (a full ``@live`` writes
+    one per app): both are the value correctly rounded to 3 decimals, repr without trailing zeros."""
+    if uptime is None:
+        return b"0.0"
+    if not 0 <= uptime < 1e15:  # where repr could switch to an exponent
+        return repr(round(uptime, 3)).encode()
+    text = (b"%.3f" % uptime).rstrip(b"0")
+    return text + b"0" if text.endswith(b".") else text
 
 
 def iso_utc(timestamp: float | None) -> str | None:
