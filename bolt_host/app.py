@@ -20,6 +20,7 @@ from bolt_host.web.connections import guarded_protocol, guarded_websocket
 from bolt_host.web.envelope import bolt_error_handler, http_error_handler
 from bolt_host.web.meta import iter_endpoints
 from bolt_host.web.middleware import BodyLimitMiddleware, HostHeaderMiddleware, RequestContextMiddleware
+from bolt_host.web.route_index import IndexedRouter
 
 CORE = "bolt_host"
 
@@ -56,6 +57,7 @@ def create_app(
         exception_handlers={BoltError: bolt_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )
+    app.router = IndexedRouter(routes, lifespan=lifespan)  # Starlette's, trying only the routes that can match
     app.state.host = host
     host.app = app
     return app
