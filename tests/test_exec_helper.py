@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bolt_host.config import settings_from_env
 from bolt_host.services import cgroups, exec_helper
 from bolt_host.testing import RunningHost, running_host
 from tests.helpers import async_wait_until, requires_tool
@@ -278,3 +279,12 @@ def test_the_helper_runs_what_it_can_reach_and_says_what_it_cannot(tmp_path: Pat
     assert ran.returncode == 0, ran.stderr
     assert "Uid:\t70999\t70999\t70999\t70999" in ran.stdout and "NoNewPrivs:\t1" in ran.stdout
     assert run_helper(*uid, "--", "/bin/cat", str(hidden / "cat")).returncode == 1  # its files stay closed
+
+
+def test_the_setting_is_auto_off_or_an_absolute_path() -> None:
+    assert settings_from_env({}).exec_helper == "auto"
+    for value in ("auto", "off", "/usr/local/libexec/bolt-exec"):
+        assert settings_from_env({"BOLT_EXEC_HELPER": value}).exec_helper == value
+    for value in ("bin/bolt-exec", "", "on"):
+        with pytest.raises(ValueError, match=r"BOLT_EXEC_HELPER .*must be auto, off or an absolute path"):
+            settings_from_env({"BOLT_EXEC_HELPER": value})
