@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,13 @@ def test_the_helper_runs_what_it_can_reach_and_says_what_it_cannot(tmp_path: Pat
     assert ran.returncode == 0, ran.stderr
     assert "Uid:\t70999\t70999\t70999\t70999" in ran.stdout and "NoNewPrivs:\t1" in ran.stdout
     assert run_helper(*uid, "--", "/bin/cat", str(hidden / "cat")).returncode == 1  # its files stay closed
+    with tempfile.TemporaryDirectory(dir="/tmp") as open_folder:  # a script without "#!": sh runs it
+        os.chmod(open_folder, 0o755)
+        script = Path(open_folder, "plain-script")
+        script.write_text('echo "ran as $(id -u) with $*"\n')
+        script.chmod(0o755)
+        ran = run_helper(*uid, "--", str(script), "one", "two")
+        assert (ran.returncode, ran.stdout) == (0, "ran as 70999 with one two\n"), ran.stderr
 
 
 def test_the_setting_is_auto_off_or_an_absolute_path() -> None:

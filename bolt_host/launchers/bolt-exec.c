@@ -178,6 +178,20 @@ static const char *find_program(const char *name) {
     fail(EXIT_NOT_FOUND, "cannot run %s: not found in PATH=%s", name, folders);
 }
 
+static void run_with_shell(const char *program, char **command) {
+    size_t count = 0;
+    while (command[count] != NULL)
+        count++;
+    char **shell = calloc(count + 2, sizeof *shell);
+    if (shell == NULL)
+        fail(EXIT_CONFINE, "out of memory");
+    shell[0] = "/bin/sh";
+    shell[1] = (char *)program;
+    memcpy(shell + 2, command + 1, (count - 1) * sizeof *shell);
+    execv(shell[0], shell);
+    errno = ENOEXEC; /* the script's own failure is the one to report */
+}
+
 int main(int argc, char **argv) {
     struct limit limits[] = {
         {"--nofile", RLIMIT_NOFILE, 0, {0, 0}},
@@ -247,5 +261,7 @@ int main(int argc, char **argv) {
     execv(program, command);
     if (errno == EACCES) /* a folder on its way closed to the app: the file itself is checked again */
         syscall(SYS_execveat, program_fd, "", command, environ, AT_EMPTY_PATH);
+    if (errno == ENOEXEC) /* a script without "#!": the shell runs it, as execvp does */
+        run_with_shell(program, command);
     fail(errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_EXEC, "cannot run %s: %s", program, strerror(errno));
 }
