@@ -1,8 +1,9 @@
 """Baselines that separate what isolation costs a start from what the host itself costs.
 
 As root, bolt-host runs each app as its own uid, joins it to its cgroups and sets its rlimits:
-a chain of execs (``sh`` -> ``setpriv`` -> the app, see ``bolt_host/services/sandbox.py``) that
-raw ``Popen`` and the peers do not pay (they run the apps as root, unconfined).
+one exec of the helper ``bolt-exec`` before the app (or, where it is not built, the chain
+``sh`` -> ``setpriv`` -> the app; see ``bolt_host/services/sandbox.py``) that raw ``Popen`` and
+the peers do not pay (they run the apps as root, unconfined).
 
 * **Popen confined**: the benchmark's own ``Popen`` through the very chain the host builds for
   each app (built by the host's own :class:`~bolt_host.services.sandbox.Isolation`, with the
