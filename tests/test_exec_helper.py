@@ -27,6 +27,8 @@ from tests.test_isolation import install_and_start, log_of, needs_root, wait_for
 
 HELPER = str(exec_helper.BUILT)
 built = requires_tool(exec_helper.BUILT.exists(), "the exec helper is not built (./scripts/setup with gcc, libc6-dev)")
+UNTRUSTED = exec_helper.problem(exec_helper.BUILT)
+trusted = requires_tool(UNTRUSTED is None, f"the exec helper is not built or not trusted here: {UNTRUSTED}")
 NOBODY = 65534
 
 
@@ -35,7 +37,7 @@ def spawned_by(argv: list[str] | tuple[str, ...]) -> str:
     return "helper" if argv[0] == os.path.realpath(HELPER) else "chain" if argv[0] == "/bin/sh" else argv[0]
 
 
-@pytest.fixture(params=[pytest.param("helper", marks=built), "chain"])
+@pytest.fixture(params=[pytest.param("helper", marks=trusted), "chain"])
 async def confined(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningHost]:
     """A root host that confines apps with the helper, or with the chain (``BOLT_EXEC_HELPER=off``)."""
     repo = tmp_path / "repo"
@@ -162,13 +164,18 @@ async def test_a_command_that_does_not_exist_fails_the_start_with_the_reason(con
     assert f"{told} no-such-command-bolt-exec" in log_of(confined, "missing")
 
 
-def helper_copy(folder: Path, *, owner: int = 0, mode: int = 0o755, folder_mode: int = 0o755) -> Path:
+def helper_copy(
+    folder: Path, *, owner: int = 0, mode: int = 0o755, folder_mode: int = 0o755, parent_mode: int = 0o755,
+    parent_owner: int = 0,
+) -> Path:
     folder.mkdir(parents=True)
     copy = folder / "bolt-exec"
     shutil.copy(HELPER, copy)
     os.chown(copy, owner, owner)
     os.chmod(copy, mode)
     os.chmod(folder, folder_mode)
+    os.chmod(folder.parent, parent_mode)
+    os.chown(folder.parent, parent_owner, parent_owner)
     return copy
 
 
@@ -185,11 +192,17 @@ def test_only_a_copy_nobody_else_can_change_is_trusted(tmp_path: Path) -> None:
         "owned by uid 65534": helper_copy(tmp_path / "foreign", owner=NOBODY),
         "writable by others (mode 757)": helper_copy(tmp_path / "writable", mode=0o757),
         "writable by others (mode 775)": helper_copy(tmp_path / "open-folder", folder_mode=0o775),
+        "folder {tmp_path}/open-parent is writable by others (mode 777)": helper_copy(
+            tmp_path / "open-parent" / "bin", parent_mode=0o777),
+        "folder {tmp_path}/foreign-parent is owned by uid 65534": helper_copy(
+            tmp_path / "foreign-parent" / "bin", parent_owner=NOBODY),
         "not an executable file": helper_copy(tmp_path / "plain", mode=0o644),
         "No such file or directory": tmp_path / "absent" / "bolt-exec",
     }
+    sticky = helper_copy(tmp_path / "sticky" / "bin", parent_mode=0o1777)  # as /tmp: nobody else can swap it
+    assert exec_helper.problem(sticky) is None
     for reason, path in refused.items():
-        assert reason in (exec_helper.problem(path) or ""), path
+        assert reason.format(tmp_path=tmp_path) in (exec_helper.problem(path) or ""), path
         assert exec_helper.choose(str(path)) is None, path
     assert exec_helper.choose("off") is None
 

@@ -6,9 +6,9 @@ supplementary groups and no new privileges, checks the drop held, and execs the 
 chain ``sh`` -> ``prlimit`` -> ``setpriv`` does in three execs (util-linux's ``setpriv`` loads
 NSS and the locale even for numeric ids), for about a third of the chain's CPU per spawn.
 
-The host runs it as root, so it is used only when it is safe to: a regular executable file owned
-by root (or the host's own uid) that neither it nor its folder can be changed by anyone else,
-checked once at start-up.  Otherwise (not built, no compiler, a copy anyone could swap, or
+The host runs it as root, so it is used only when it is safe to: a regular executable file that
+nobody but root (or the host's own uid) can change or swap (:func:`problem`), checked once at
+start-up.  Otherwise (not built, no compiler, a copy anyone could swap, or
 ``BOLT_EXEC_HELPER=off``) the host spawns through the chain, which does the same.
 """
 
@@ -27,19 +27,25 @@ AUTO, OFF = "auto", "off"
 
 
 def problem(path: str | Path) -> str | None:
-    """Why the host must not run ``path`` as root, or None when it may."""
+    """Why the host must not run ``path`` as root, or None when it may: it must be an executable
+    file that only root (or the host's uid) can change or swap, so it and every folder above it
+    are theirs and not writable by group or others (a sticky folder such as ``/tmp`` may be:
+    nobody else can rename what is in it)."""
+    real = os.path.realpath(path)
     try:
-        real = os.path.realpath(path)
-        helper, folder = os.stat(real), os.stat(os.path.dirname(real))
+        helper = os.stat(real)
+        chain = [("file", real, helper)]
+        for folder in [*Path(real).parents]:
+            chain.append(("folder", str(folder), os.stat(folder)))
     except OSError as exc:
         return exc.strerror or str(exc)
     if not stat.S_ISREG(helper.st_mode) or not helper.st_mode & stat.S_IXUSR:
         return f"{real} is not an executable file"
     owners = {0, os.geteuid()}
-    for what, where, info in (("file", real, helper), ("folder", os.path.dirname(real), folder)):
+    for what, where, info in chain:
         if info.st_uid not in owners:
             return f"the {what} {where} is owned by uid {info.st_uid}, not root"
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (what == "folder" and info.st_mode & stat.S_ISVTX):
             return f"the {what} {where} is writable by others (mode {stat.S_IMODE(info.st_mode):o})"
     return None
 
