@@ -46,7 +46,8 @@ class PopenConfined(PopenBaseline):
         state = StateFile(data_dir / "runtime.json")
         settings = settings_from_env()
         self.isolation = isolation = Isolation(
-            data_dir=data_dir, state=state, uid_range=settings.app_uid_range, default_limits=settings.default_limits
+            data_dir=data_dir, state=state, uid_range=settings.app_uid_range, default_limits=settings.default_limits,
+            exec_helper_setting=settings.exec_helper,  # BOLT_EXEC_HELPER=off: the chain, as the host then spawns
         )
         isolation.secure_data_dir()
         for name in self.names:  # outside the timing, as a host has it after an app's first start
