@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).parent.parent
 
@@ -83,11 +84,12 @@ PROBE = textwrap.dedent(
 )
 
 
-def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: Path) -> None:
+def _probe(script: str, data: Path, modules: list[str]) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter with every plugin loaded; its last line's JSON."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("BOLT_")}  # every plugin loads
     env["BOLT_LOG_LEVEL"] = "warning"
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(tmp_path / "data"), json.dumps(sorted(HEAVY))],
+        [sys.executable, "-c", script, str(data), json.dumps(modules)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -95,8 +97,65 @@ def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: P
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: Path) -> None:
+    report = _probe(PROBE, tmp_path / "data", sorted(HEAVY))
     assert {"robot", "market", "device", "enterprise"} <= set(report["plugins"])
     loaded = {name: HEAVY[name] for name in report["at_start"]}
     assert loaded == {}, f"imported at host start although unused: {loaded}"
     assert report["after_use"] == ["httpx", "joserfc", "markdown_it", "nh3", "psutil", "websockets"]
+
+
+# The Market's route modules (and the operations, views and dashboard behind them) load at the
+# first request for one of their routes; its route table names every path up front.
+ROUTE_PROBE = textwrap.dedent(
+    """
+    import asyncio, base64, json, sys
+    from pathlib import Path
+
+    import httpx
+    import bolt_host.cli
+    from bolt_host.app import create_app
+    from bolt_host.config import settings_from_env
+
+    MODULES = json.loads(sys.argv[2])
+    app = create_app(settings_from_env(data_dir=Path(sys.argv[1]), admin_password="import-weight-test"))
+    host = app.state.host
+    basic = "Basic " + base64.b64encode(b"admin:import-weight-test").decode()
+
+    async def main():
+        await host.start()
+        try:
+            at_start = sorted(name for name in MODULES if name in sys.modules)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                answer = await client.get("/app-store/api/v2/market/hash", headers={"Authorization": basic})
+            after_request = sorted(name for name in MODULES if name in sys.modules)
+        finally:
+            await host.stop()
+        print(json.dumps({"at_start": at_start, "status": answer.status_code, "body": answer.json(),
+                          "after_request": after_request}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_markets_route_modules_load_at_their_first_request(tmp_path: Path) -> None:
+    modules = [
+        "bolt_market.routes_market",
+        "bolt_market.routes_ops",
+        "bolt_market.routes_settings",
+        "bolt_market.routes_payment",
+        "bolt_market.dashboard",
+        "bolt_market.operations",
+    ]
+    report = _probe(ROUTE_PROBE, tmp_path / "data", modules)
+    assert report["at_start"] == []
+    assert report["status"] == 200, report["body"]
+    assert report["body"]["success"] is True and len(report["body"]["data"]["hash"]) == 64
+    # the answering module and what it imports, not the other route modules
+    assert report["after_request"] == ["bolt_market.operations", "bolt_market.routes_market"]
