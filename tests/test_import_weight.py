@@ -109,8 +109,8 @@ def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: P
     assert report["after_use"] == ["httpx", "joserfc", "markdown_it", "nh3", "psutil", "websockets"]
 
 
-# The Market's route modules (and the operations, views and dashboard behind them) load at the
-# first request for one of their routes; its route table names every path up front.
+# A backend's route modules (and what only they import) load at the first request for one of
+# their routes; its route table names every path up front.
 ROUTE_PROBE = textwrap.dedent(
     """
     import asyncio, base64, json, sys
@@ -126,36 +126,52 @@ ROUTE_PROBE = textwrap.dedent(
     host = app.state.host
     basic = "Basic " + base64.b64encode(b"admin:import-weight-test").decode()
 
+    def loaded():
+        return sorted(name for name in MODULES if name in sys.modules)
+
     async def main():
         await host.start()
         try:
-            at_start = sorted(name for name in MODULES if name in sys.modules)
+            at_start = loaded()
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-                answer = await client.get("/app-store/api/v2/market/hash", headers={"Authorization": basic})
-            after_request = sorted(name for name in MODULES if name in sys.modules)
+                market = await client.get("/app-store/api/v2/market/hash", headers={"Authorization": basic})
+                after_market = loaded()
+                exists = await client.post("/store/apis/user/exists", json={"username": "admin"})
+                after_enterprise = loaded()
         finally:
             await host.stop()
-        print(json.dumps({"at_start": at_start, "status": answer.status_code, "body": answer.json(),
-                          "after_request": after_request}))
+        print(json.dumps({"at_start": at_start,
+                          "market": [market.status_code, market.json()], "after_market": after_market,
+                          "enterprise": [exists.status_code, exists.json()], "after_enterprise": after_enterprise}))
 
     asyncio.run(main())
     """
 )
 
 
-def test_the_markets_route_modules_load_at_their_first_request(tmp_path: Path) -> None:
-    modules = [
-        "bolt_market.routes_market",
-        "bolt_market.routes_ops",
-        "bolt_market.routes_settings",
-        "bolt_market.routes_payment",
+def test_the_backends_route_modules_load_at_their_first_request(tmp_path: Path) -> None:
+    market = [
         "bolt_market.dashboard",
         "bolt_market.operations",
+        "bolt_market.routes_market",
+        "bolt_market.routes_ops",
+        "bolt_market.routes_payment",
+        "bolt_market.routes_settings",
     ]
-    report = _probe(ROUTE_PROBE, tmp_path / "data", modules)
+    enterprise = [
+        "bolt_enterprise.asset_routes",
+        "bolt_enterprise.jaxrs_routes",
+        "bolt_enterprise.mobile_routes",
+        "bolt_enterprise.user_routes",
+        "bolt_enterprise.webapp_routes",
+    ]
+    report = _probe(ROUTE_PROBE, tmp_path / "data", market + enterprise)
     assert report["at_start"] == []
-    assert report["status"] == 200, report["body"]
-    assert report["body"]["success"] is True and len(report["body"]["data"]["hash"]) == 64
+    status, body = report["market"]
+    assert status == 200 and body["success"] is True and len(body["data"]["hash"]) == 64, body
     # the answering module and what it imports, not the other route modules
-    assert report["after_request"] == ["bolt_market.operations", "bolt_market.routes_market"]
+    assert report["after_market"] == ["bolt_market.operations", "bolt_market.routes_market"]
+    status, body = report["enterprise"]
+    assert status == 200 and body["exists"] is True and body["error"] is False, body
+    assert report["after_enterprise"] == sorted([*report["after_market"], "bolt_enterprise.user_routes"])
