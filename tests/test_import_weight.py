@@ -139,11 +139,14 @@ ROUTE_PROBE = textwrap.dedent(
                 after_market = loaded()
                 exists = await client.post("/store/apis/user/exists", json={"username": "admin"})
                 after_enterprise = loaded()
+                tasks = await client.get("/app_store/jobs/download/tasks", headers={"Authorization": basic})
+                after_robot = loaded()
         finally:
             await host.stop()
         print(json.dumps({"at_start": at_start,
                           "market": [market.status_code, market.json()], "after_market": after_market,
-                          "enterprise": [exists.status_code, exists.json()], "after_enterprise": after_enterprise}))
+                          "enterprise": [exists.status_code, exists.json()], "after_enterprise": after_enterprise,
+                          "robot": [tasks.status_code, tasks.json()], "after_robot": after_robot}))
 
     asyncio.run(main())
     """
@@ -166,7 +169,8 @@ def test_the_backends_route_modules_load_at_their_first_request(tmp_path: Path) 
         "bolt_enterprise.user_routes",
         "bolt_enterprise.webapp_routes",
     ]
-    report = _probe(ROUTE_PROBE, tmp_path / "data", market + enterprise)
+    robot = ["bolt_robot.firmware", "bolt_robot.jobs", "bolt_robot.packages", "bolt_robot.routes", "bolt_robot.uploads"]
+    report = _probe(ROUTE_PROBE, tmp_path / "data", market + enterprise + robot)
     assert report["at_start"] == []
     status, body = report["market"]
     assert status == 200 and body["success"] is True and len(body["data"]["hash"]) == 64, body
@@ -175,3 +179,6 @@ def test_the_backends_route_modules_load_at_their_first_request(tmp_path: Path) 
     status, body = report["enterprise"]
     assert status == 200 and body["exists"] is True and body["error"] is False, body
     assert report["after_enterprise"] == sorted([*report["after_market"], "bolt_enterprise.user_routes"])
+    status, body = report["robot"]
+    assert (status, body) == (200, []), body  # no download task yet
+    assert report["after_robot"] == sorted([*report["after_enterprise"], *robot])  # routes.py imports the rest
