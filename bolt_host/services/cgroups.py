@@ -58,7 +58,7 @@ class CgroupSupport:
 
     version: str
     bases: Mapping[str, Path]
-    prefix: str = ""
+    prefix: str
 
     @property
     def limited(self) -> frozenset[str]:
@@ -78,18 +78,24 @@ class CgroupSupport:
         """Remove the app groups nothing runs in (at host shut-down: they stay between an
         app's runs while the host is up), a killed host's of the same data dir too; a busy one
         stays.  Also the ``bolt-<id>`` parent of the layout before, once empty."""
+        if not self.prefix:  # never every empty group of the host's cgroup, others' too
+            return
         for base in set(self.bases.values()):  # controllers mounted together share a folder
-            with contextlib.suppress(OSError), os.scandir(base) as entries:
-                ours = [entry.path for entry in entries if entry.name.startswith(self.prefix) and entry.is_dir()]
             former = base / self.prefix[:-1]
-            with contextlib.suppress(OSError), os.scandir(former) as entries:
-                ours += [entry.path for entry in entries if entry.is_dir()] + [str(former)]
+            ours = [*_subfolders(base, self.prefix), *_subfolders(former, ""), str(former)]
             for folder in ours:
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
 
 
-NO_CGROUPS = CgroupSupport("", {})
+def _subfolders(folder: Path, prefix: str) -> list[str]:
+    """The paths of ``folder``'s subfolders whose names start with ``prefix`` (none if it is gone)."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        return [entry.path for entry in entries if entry.name.startswith(prefix) and entry.is_dir()]
+    return []
+
+
+NO_CGROUPS = CgroupSupport("", {}, "")
 
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
