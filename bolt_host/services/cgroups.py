@@ -3,8 +3,10 @@
 Detected at start-up, never assumed:
 
 * **cgroup v2** when the host's own cgroup has ``memory``, ``pids`` and ``cpu`` in its
-  ``cgroup.subtree_control`` and the host may create folders there (a delegated subtree,
-  e.g. systemd's ``Delegate=yes``, or root on a pure v2 machine whose root cgroup is ours).
+  ``cgroup.subtree_control`` and the host may create folders there: in practice root in the
+  root cgroup of a pure v2 machine (only the root may hold processes and hand controllers to
+  children at once; in a systemd unit with ``Delegate=yes`` the host would first have to move
+  itself into a leaf of its own, which it does not).
 * **cgroup v1** per controller (``memory``, ``pids``, ``cpu``, ``cpuacct``) where that
   hierarchy is mounted and the host may create a folder under its own cgroup in it.
 * Otherwise none: :mod:`sandbox` falls back to rlimits.
