@@ -8,6 +8,7 @@ Real hosts, real app processes, the real helper built by ``./scripts/setup``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -25,9 +26,26 @@ from bolt_host.testing import RunningHost, running_host
 from tests.helpers import async_wait_until, requires_tool
 from tests.test_isolation import install_and_start, log_of, needs_root, wait_for_line, write_app
 
-HELPER = str(exec_helper.BUILT)
 built = requires_tool(exec_helper.BUILT.exists(), "the exec helper is not built (./scripts/setup with gcc, libc6-dev)")
-UNTRUSTED = exec_helper.problem(exec_helper.BUILT)
+
+
+def helper_to_test() -> str:
+    """The built helper; where the checkout lies under a folder the host must not trust (another
+    user's), a copy in a private folder of root's, so the helper itself is still tested (the trust
+    rules have tests of their own, with copies)."""
+    if not exec_helper.BUILT.exists() or os.geteuid() != 0 or exec_helper.problem(exec_helper.BUILT) is None:
+        return str(exec_helper.BUILT)
+    private = tempfile.mkdtemp(prefix="bolt-exec-test-", dir="/var/tmp")
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
+    copy = os.path.join(private, "bolt-exec")
+    shutil.copy(exec_helper.BUILT, copy)
+    os.chmod(private, 0o755)
+    os.chmod(copy, 0o755)
+    return copy
+
+
+HELPER = helper_to_test()
+UNTRUSTED = exec_helper.problem(HELPER)
 trusted = requires_tool(UNTRUSTED is None, f"the exec helper is not built or not trusted here: {UNTRUSTED}")
 NOBODY = 65534
 
@@ -42,7 +60,7 @@ async def confined(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     """A root host that confines apps with the helper, or with the chain (``BOLT_EXEC_HELPER=off``)."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    setting = "auto" if request.param == "helper" else "off"
+    setting = ("auto" if HELPER == str(exec_helper.BUILT) else HELPER) if request.param == "helper" else "off"
     async with running_host(tmp_path / "data", local_repo=repo, stop_grace_seconds=2.0, exec_helper=setting) as bolt:
         bolt.host.state["test-repo"] = repo
         bolt.host.state["spawned-by"] = request.param
