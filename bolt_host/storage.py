@@ -389,15 +389,18 @@ class SharedReadTable(Table):
         storage = self.storage
         if not isinstance(storage, AtomicJSONStorage):
             return super().upsert(document, cond)
+        if cond is None and not isinstance(document, Document):
+            return super().upsert(document, cond)  # TinyDB's error for neither
         with storage.batch():
+            rows = self._read_table()
             if isinstance(document, Document):
-                keys = frozenset({str(document.doc_id)})
-            elif cond is not None:
-                keys = frozenset(key for key, row in self._read_table().items() if cond(row))
-            else:
-                return super().upsert(document, cond)  # TinyDB's error for neither
-            with storage.rows_changing(self.name, keys):  # the table's other rows are not copied
-                return super().upsert(document, cond)
+                keys = [str(document.doc_id)] if str(document.doc_id) in rows else []
+            else:  # one look at the rows (TinyDB's update would look at every row again)
+                keys = [key for key, row in rows.items() if cond(row)]
+            with storage.rows_changing(self.name, frozenset(keys)):  # the table's other rows are not copied
+                if keys:
+                    return self.update(document, doc_ids=[int(key) for key in keys])
+                return [self.insert(document)]
 
 
 def _detached(doc: Document) -> Document:
