@@ -125,7 +125,7 @@ class AtomicJSONStorage(Storage):
         self._dirty: Changed = {}  # rows changed since the last write was made
         self._unsaved: list[tuple[int, Changed]] = []  # writes made, perhaps not on disk yet
         self._narrow: tuple[str, frozenset[str]] | None = None  # see rows_changing
-        self._written_snapshot = b""
+        self._bookkeeping = threading.Lock()  # _dirty and _unsaved: a flush (on the loop) and a writer thread
         self.revision = 0  # bumped by every write: lets readers cache what they derive
         self._batching = False
         self.changes = 0  # counts changes, deferred ones too; ``durable`` is the count the file holds
@@ -167,24 +167,24 @@ class AtomicJSONStorage(Storage):
     def _write_file(self, before: dict[str, Any] | None, state: dict[str, Any]) -> None:
         self._note_changes(before, state)
         self.changes += 1
-        write, line_rows = self._next_write(state)
-        try:
-            write()
-            if line_rows is None:  # the whole file written: a private copy, as the file has it
-                state = json.loads(self._written_snapshot)
-            else:  # the rows written, as private copies; the others are cached ones or TinyDB's copies
-                for table, rows in line_rows.items():
-                    for key, row in (rows or {}).items():
-                        if row != b"null":
-                            state[table][key] = json.loads(row)
-        finally:
-            self._written_snapshot = b""
+        write, written = self._next_write(state)
+        write()
+        if isinstance(written, bytes):  # the whole file: a private copy, as the file has it
+            state = json.loads(written)
+        else:  # the rows written, as private copies; the others are cached ones or TinyDB's copies
+            for table, rows in written.items():
+                for key, row in (rows or {}).items():
+                    if row != b"null":
+                        state[table][key] = json.loads(row)
         self._state = state
         self.revision += 1
 
     def _note_changes(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
         """Note which rows differ from ``before`` (the next write carries them)."""
-        before = before or {}
+        with self._bookkeeping:
+            self._note_rows(before or {}, after)
+
+    def _note_rows(self, before: dict[str, Any], after: dict[str, Any]) -> None:
         for table in before.keys() - after.keys():
             self._dirty[table] = None
         for table, rows in after.items():
@@ -199,20 +199,21 @@ class AtomicJSONStorage(Storage):
             if keys:
                 self._dirty.setdefault(table, set()).update(keys)  # type: ignore[union-attr]
 
-    def _next_write(self, state: dict[str, Any]) -> tuple[Callable[[], None], LineRows | None]:
-        """What writes ``state`` (change :attr:`changes`): a journal line of every row changed
-        since the file last had it, with those rows (encoded); or the whole file (and None)."""
+    def _next_write(self, state: dict[str, Any]) -> tuple[Callable[[], None], LineRows | bytes]:
+        """What writes ``state`` (change :attr:`changes`), and what it writes: a journal line of
+        every row changed since the file last had it (those rows, encoded), or the whole file."""
         version = self.changes
-        self._unsaved = [(made, dirty) for made, dirty in self._unsaved if made > self.durable]
-        self._unsaved.append((version, self._dirty))
-        self._dirty = {}
-        changed: Changed = {}
-        for _, dirty in self._unsaved:
-            for table, keys in dirty.items():
-                if keys is None or (table in changed and changed[table] is None):
-                    changed[table] = None
-                else:
-                    changed.setdefault(table, set()).update(keys)  # type: ignore[union-attr]
+        with self._bookkeeping:
+            self._unsaved = [(made, dirty) for made, dirty in self._unsaved if made > self.durable]
+            self._unsaved.append((version, self._dirty))
+            self._dirty = {}
+            changed: Changed = {}
+            for _, dirty in self._unsaved:
+                for table, keys in dirty.items():
+                    if keys is None or (table in changed and changed[table] is None):
+                        changed[table] = None
+                    else:
+                        changed.setdefault(table, set()).update(keys)  # type: ignore[union-attr]
         # a table dropped and made again is written whole (rare: migrations at boot)
         if self.journal.may_append() and all(keys is not None or table not in state for table, keys in changed.items()):
             line_rows: LineRows = {
@@ -222,8 +223,8 @@ class AtomicJSONStorage(Storage):
             line = encode_line(line_rows)
             if self.journal.appends_now(len(line)):
                 return partial(self.write_line, version, line), line_rows
-        self._written_snapshot = encoded = _encode(state)
-        return partial(self.write_encoded, version, encoded), None
+        encoded = _encode(state)
+        return partial(self.write_encoded, version, encoded), encoded
 
     def write_encoded(self, version: int, encoded: bytes) -> None:
         """Put ``encoded`` (the state at change ``version``) in the file, unless a later state
@@ -256,9 +257,7 @@ class AtomicJSONStorage(Storage):
         """The write of the changes not yet in the file (to run in a worker thread), or None."""
         if self.changes <= self.durable or self._state is None:
             return None
-        write, _ = self._next_write(self._state)
-        self._written_snapshot = b""
-        return write
+        return self._next_write(self._state)[0]
 
     @contextmanager
     def rows_changing(self, table: str, keys: frozenset[str]) -> Iterator[None]:
