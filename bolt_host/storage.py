@@ -171,9 +171,11 @@ class AtomicJSONStorage(Storage):
         write()
         if isinstance(written, bytes):  # the whole file: a private copy, as the file has it
             state = json.loads(written)
-        else:  # the rows written, as private copies; the others are cached ones or TinyDB's copies
+        else:  # the rows this write changed, as private copies; the others are cached ones or TinyDB's copies
             for table, rows in written.items():
-                for key, row in (rows or {}).items():
+                if rows is None or state[table] is (before or {}).get(table):  # (an earlier write's rows)
+                    continue
+                for key, row in rows.items():
                     if row != b"null":
                         state[table][key] = json.loads(row)
         self._state = state

@@ -121,3 +121,16 @@ def test_a_small_database_is_one_whole_file_without_a_journal(tmp_path: Path) ->
     assert {row["name"] for row in json.loads(path.read_bytes())["apps"].values()} == set(_names(db))
     assert not path.with_name("db.json.log").exists()
     db.close()
+
+
+def test_a_row_written_to_the_journal_is_the_cache_s_own_copy(tmp_path: Path) -> None:
+    """As with a whole-file write, what the caller passed and changes afterwards is not the cache."""
+    db = Database(tmp_path / "db.json", journal_from=0)
+    _install_like(db, 30)
+    appends = db._db.storage.journal.appends  # type: ignore[attr-defined]
+    document = {"name": "mine", "nested": {"a": 1}, "i": 0}
+    db.table("apps").insert(document)
+    assert db._db.storage.journal.appends == appends + 1  # type: ignore[attr-defined]
+    document["nested"]["a"] = 2
+    assert db.table("apps").get(Query().name == "mine")["nested"] == {"a": 1}
+    db.close()
