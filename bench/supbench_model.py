@@ -240,8 +240,12 @@ class System:
         with profiled(self.opts, self.supervisor_pid(), f"{self.label}-{self.n}-kill", self.tracker):
             await self.measure_restarts()
         print(f"  [{self.label}] stop all", flush=True)
+        cpu_before = _cpu_seconds(supervisor)
         with profiled(self.opts, self.supervisor_pid(), f"{self.label}-{self.n}-stop", self.tracker):
             fig.stop_all_s = await self.stop_all()
+        cpu_after = _cpu_seconds(supervisor)
+        if cpu_before is not None and cpu_after is not None:
+            fig.notes["stop_cpu_s"] = round(cpu_after - cpu_before, 3)  # the supervisor's own, stop all
         fig.notes["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         return fig
 

@@ -8,7 +8,6 @@ where the host could be preempted, and check that the new owner gets no signal.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -110,9 +109,6 @@ def app_cgroup(tmp_path: Path) -> Iterator[cgroups.AppCgroup]:
         yield group
     finally:
         group.remove()
-        for base in support.bases.values():
-            with contextlib.suppress(OSError):
-                base.rmdir()
 
 
 def join(group: cgroups.AppCgroup, pid: int) -> None:
