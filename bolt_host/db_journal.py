@@ -11,7 +11,7 @@ before (a small ``db.json`` always holds the whole state, for whoever reads it).
 
 Crash safety (``kill -9`` or power loss at any moment leaves the previous or the next state):
 
-- the journal's first line names the file it follows (``{"follows": digest}``, a hash of its
+- the journal's first line names the file it follows (``{"follows": fingerprint}``, a hash of its
   bytes); a load replays a journal only onto that file, so a journal left behind by a
   compaction that replaced the file but not yet the journal is ignored;
 - a compaction writes the file (temp file, fsync, rename, fsync of the folder), then replaces
@@ -36,7 +36,7 @@ JOURNAL_SUFFIX = ".log"
 DEFAULT_JOURNAL_FROM = 64 * 1024  # a db.json smaller than this is rewritten whole at each write
 
 
-def digest(snapshot: bytes) -> str:
+def fingerprint(snapshot: bytes) -> str:
     return hashlib.blake2b(snapshot, digest_size=16).hexdigest()
 
 
@@ -66,7 +66,7 @@ class DbJournal:
             header = json.loads(lines[0])
         except ValueError:
             header = None  # a journal whose first write never finished: it follows no file
-        if not isinstance(header, dict) or header.get("follows") != digest(snapshot):
+        if not isinstance(header, dict) or header.get("follows") != fingerprint(snapshot):
             return 0  # a compaction replaced the file after this journal was made: it holds it all
         replayed = 0
         for number, line in enumerate(lines[1:], 2):
@@ -121,7 +121,7 @@ class DbJournal:
         self.bytes_written += len(snapshot)
         self._snapshot_bytes, self._journal_bytes = len(snapshot), 0
         if len(snapshot) >= self.journal_from:
-            header = b'{"follows":"%s"}\n' % digest(snapshot).encode()
+            header = b'{"follows":"%s"}\n' % fingerprint(snapshot).encode()
             atomic_write_bytes(self.path, header)
             self.bytes_written += len(header)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
