@@ -1,8 +1,9 @@
 """Baselines that separate what isolation costs a start from what the host itself costs.
 
 As root, bolt-host runs each app as its own uid, joins it to its cgroups and sets its rlimits:
-a chain of execs (``sh`` -> ``setpriv`` -> the app, see ``bolt_host/services/sandbox.py``) that
-raw ``Popen`` and the peers do not pay (they run the apps as root, unconfined).
+one exec of the helper ``bolt-exec`` before the app (or, where it is not built, the chain
+``sh`` -> ``setpriv`` -> the app; see ``bolt_host/services/sandbox.py``) that raw ``Popen`` and
+the peers do not pay (they run the apps as root, unconfined).
 
 * **Popen confined**: the benchmark's own ``Popen`` through the very chain the host builds for
   each app (built by the host's own :class:`~bolt_host.services.sandbox.Isolation`, with the
@@ -45,7 +46,8 @@ class PopenConfined(PopenBaseline):
         state = StateFile(data_dir / "runtime.json")
         settings = settings_from_env()
         self.isolation = isolation = Isolation(
-            data_dir=data_dir, state=state, uid_range=settings.app_uid_range, default_limits=settings.default_limits
+            data_dir=data_dir, state=state, uid_range=settings.app_uid_range, default_limits=settings.default_limits,
+            exec_helper_setting=settings.exec_helper,  # BOLT_EXEC_HELPER=off: the chain, as the host then spawns
         )
         isolation.secure_data_dir()
         for name in self.names:  # outside the timing, as a host has it after an app's first start

@@ -44,6 +44,12 @@ def _parse_isolation(value: str) -> str:
     return value
 
 
+def _parse_exec_helper(value: str) -> str:
+    if value not in {"auto", "off"} and not os.path.isabs(value):
+        raise ValueError(f"must be auto, off or an absolute path: {value!r}")
+    return value
+
+
 def _parse_uid_range(value: str) -> tuple[int, int]:
     low, _, high = value.partition("-")
     start, end = int(low), int(high or low)
@@ -102,6 +108,7 @@ class Settings:
     log_level: str = "info"
     isolation: str = "auto"  # auto (a uid per app as root, bubblewrap otherwise), bwrap, off
     app_uid_range: tuple[int, int] = (70000, 79999)
+    exec_helper: str = "auto"  # uid mode's one-exec confinement: auto (the one scripts/setup built), off, a path
     limit_memory: str | None = None  # host-wide defaults for apps' bolt.limits
     limit_pids: int | None = 1024
     limit_cpu: float | None = None
@@ -182,6 +189,7 @@ _PARSERS: dict[str, Any] = {
     "allowed_hosts": _parse_list,
     "isolation": _parse_isolation,
     "app_uid_range": _parse_uid_range,
+    "exec_helper": _parse_exec_helper,
     "limit_pids": int,
     "limit_cpu": float,
     "limit_nofile": int,

@@ -259,6 +259,7 @@ class Host:
             uid_range=settings.app_uid_range,
             default_limits=settings.default_limits,
             mode=BWRAP if settings.isolation == "bwrap" else detect_mode(),
+            exec_helper_setting=settings.exec_helper,
         )
 
     @property

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).parent.parent
 
@@ -83,11 +84,12 @@ PROBE = textwrap.dedent(
 )
 
 
-def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: Path) -> None:
+def _probe(script: str, data: Path, modules: list[str]) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter with every plugin loaded; its last line's JSON."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("BOLT_")}  # every plugin loads
     env["BOLT_LOG_LEVEL"] = "warning"
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(tmp_path / "data"), json.dumps(sorted(HEAVY))],
+        [sys.executable, "-c", script, str(data), json.dumps(modules)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -95,8 +97,88 @@ def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: P
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_heavy_libraries_are_imported_at_first_use_not_at_host_start(tmp_path: Path) -> None:
+    report = _probe(PROBE, tmp_path / "data", sorted(HEAVY))
     assert {"robot", "market", "device", "enterprise"} <= set(report["plugins"])
     loaded = {name: HEAVY[name] for name in report["at_start"]}
     assert loaded == {}, f"imported at host start although unused: {loaded}"
     assert report["after_use"] == ["httpx", "joserfc", "markdown_it", "nh3", "psutil", "websockets"]
+
+
+# A backend's route modules (and what only they import) load at the first request for one of
+# their routes; its route table names every path up front.
+ROUTE_PROBE = textwrap.dedent(
+    """
+    import asyncio, base64, json, sys
+    from pathlib import Path
+
+    import httpx
+    import bolt_host.cli
+    from bolt_host.app import create_app
+    from bolt_host.config import settings_from_env
+
+    MODULES = json.loads(sys.argv[2])
+    app = create_app(settings_from_env(data_dir=Path(sys.argv[1]), admin_password="import-weight-test"))
+    host = app.state.host
+    basic = "Basic " + base64.b64encode(b"admin:import-weight-test").decode()
+
+    def loaded():
+        return sorted(name for name in MODULES if name in sys.modules)
+
+    async def main():
+        await host.start()
+        try:
+            at_start = loaded()
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                market = await client.get("/app-store/api/v2/market/hash", headers={"Authorization": basic})
+                after_market = loaded()
+                exists = await client.post("/store/apis/user/exists", json={"username": "admin"})
+                after_enterprise = loaded()
+                tasks = await client.get("/app_store/jobs/download/tasks", headers={"Authorization": basic})
+                after_robot = loaded()
+        finally:
+            await host.stop()
+        print(json.dumps({"at_start": at_start,
+                          "market": [market.status_code, market.json()], "after_market": after_market,
+                          "enterprise": [exists.status_code, exists.json()], "after_enterprise": after_enterprise,
+                          "robot": [tasks.status_code, tasks.json()], "after_robot": after_robot}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_backends_route_modules_load_at_their_first_request(tmp_path: Path) -> None:
+    market = [
+        "bolt_market.dashboard",
+        "bolt_market.operations",
+        "bolt_market.routes_market",
+        "bolt_market.routes_ops",
+        "bolt_market.routes_payment",
+        "bolt_market.routes_settings",
+    ]
+    enterprise = [
+        "bolt_enterprise.asset_routes",
+        "bolt_enterprise.jaxrs_routes",
+        "bolt_enterprise.mobile_routes",
+        "bolt_enterprise.user_routes",
+        "bolt_enterprise.webapp_routes",
+    ]
+    robot = ["bolt_robot.firmware", "bolt_robot.jobs", "bolt_robot.packages", "bolt_robot.routes", "bolt_robot.uploads"]
+    report = _probe(ROUTE_PROBE, tmp_path / "data", market + enterprise + robot)
+    assert report["at_start"] == []
+    status, body = report["market"]
+    assert status == 200 and body["success"] is True and len(body["data"]["hash"]) == 64, body
+    # the answering module and what it imports, not the other route modules
+    assert report["after_market"] == ["bolt_market.operations", "bolt_market.routes_market"]
+    status, body = report["enterprise"]
+    assert status == 200 and body["exists"] is True and body["error"] is False, body
+    assert report["after_enterprise"] == sorted([*report["after_market"], "bolt_enterprise.user_routes"])
+    status, body = report["robot"]
+    assert (status, body) == (200, []), body  # no download task yet
+    assert report["after_robot"] == sorted([*report["after_enterprise"], *robot])  # routes.py imports the rest

@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import PurePath
 from typing import Any
 
-from tests.test_isolation import install_and_start, iso, needs_root, require_cgroups, wait_for_line, write_app
+from tests.test_isolation import (
+    install_and_start,
+    iso,
+    joined_files,
+    needs_root,
+    require_cgroups,
+    wait_for_line,
+    write_app,
+)
 
 __all__ = ["iso"]  # the fixture, used by name
 
@@ -42,7 +50,7 @@ async def test_a_running_apps_cgroup_holds_its_folders_as_strings(iso: Any) -> N
 
     paths = [item for item in _held(group) if isinstance(item, PurePath)]
     assert paths == []
-    joined = confinement.argv[confinement.argv.index("bolt-join") + 1 : confinement.argv.index("--")]
+    joined = joined_files(confinement.argv)
     assert joined and all(type(item) is str for item in joined)
     assert group.members()  # the strings name the live group
     assert (await iso.admin.post("/api/apps/stop", json={"name": "holder"})).status_code == 200

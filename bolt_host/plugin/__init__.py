@@ -36,7 +36,8 @@ Groups:
   ``compare_versions``, ``max_version``, ``sort_key``, ``resolve_version``,
   ``render_readme`` (a README as safe HTML),
   ``now_iso``, ``format_time``, ``is_port_free``, ``load_secret_key``, ``lazy_module`` (a heavy
-  dependency imported at its first use, so an unused backend costs no memory), ``SystemCpu``
+  dependency imported at its first use, so an unused backend costs no memory), ``lazy_endpoint``
+  (a route's handler named ``"module:function"``, its module imported at the first request), ``SystemCpu``
   (the machine's CPU use between two readings, without psutil).
 """
 
@@ -46,7 +47,7 @@ from bolt_host import errors, hookimpl, hookspec, jsondepth
 from bolt_host.errors import BoltError
 from bolt_host.host import Host
 from bolt_host.journal import JournalFile
-from bolt_host.lazy import lazy_module
+from bolt_host.lazy import lazy_endpoint, lazy_module
 from bolt_host.plugin.answers import ErrorFormat, PluginError, current_trace_id, read_json_body, retry_after_headers
 from bolt_host.plugin.installs import install_as_task
 from bolt_host.services.catalog import CatalogError, RegistrySource, UploadSource, is_firmware, read_tarball_manifest
@@ -153,6 +154,7 @@ __all__ = [
     "is_firmware",
     "is_port_free",
     "jsondepth",
+    "lazy_endpoint",
     "lazy_module",
     "load_secret_key",
     "max_version",

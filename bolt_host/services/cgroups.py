@@ -262,13 +262,14 @@ class AppCgroup:
         return [Path(folder, "cgroup.procs") for folder in self.folders.values()]
 
     def join_files(self) -> list[str]:
-        """Where the joining shell writes ``0`` (itself), one file per hierarchy, in order.
+        """Where the joining process (the exec helper, or the chain's shell) writes ``0`` (itself),
+        one file per hierarchy, in order.
 
         v1: ``tasks``.  A write to ``cgroup.procs`` takes the kernel's global threadgroup lock,
         whose write side waits for an RCU grace period (measured here: 10-12 ms a join, more
         under load); recent kernels skip that lock for a thread moving only itself (pid 0 in
         ``tasks``): 0.03 ms on this machine's 6.18 (older ones take it either way, no worse).
-        The shell has one thread, so the process moves whole.  v2 has only ``cgroup.procs``."""
+        Either has one thread, so the process moves whole.  v2 has only ``cgroup.procs``."""
         name = "cgroup.procs" if self.version == "v2" else "tasks"
         return [f"{folder}/{name}" for folder in self.folders.values()]
 

@@ -17,7 +17,6 @@ whether it happened during start or after hours of uptime.
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,7 +57,9 @@ class CrashHistory:
 
     policy: RestartPolicy
     attempt: int = 0
-    recent: deque[float] = field(default_factory=deque)
+    # a list, not a deque: it holds at most a burst's few times, and an empty deque is a 624-byte
+    # block per app where an empty list is 56 bytes (200 running apps: 0.11 MB)
+    recent: list[float] = field(default_factory=list)
 
     def record(self, now: float, uptime: float | None) -> None:
         """Count a crash at monotonic time ``now`` after ``uptime`` seconds up."""
@@ -68,7 +69,7 @@ class CrashHistory:
         self.attempt += 1
         self.recent.append(now)
         while self.recent and now - self.recent[0] > self.policy.window_seconds:
-            self.recent.popleft()
+            del self.recent[0]
 
     @property
     def over_limit(self) -> bool:

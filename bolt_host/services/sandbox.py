@@ -14,12 +14,16 @@ An admin may opt one app out (``isolation: false``); it then runs as the host's 
 
 No ``preexec_fn`` (see :mod:`processes`): the spawned argv is a short chain of execs that
 ends in the app's own command, each doing one thing before the next exec, so the app's
-first instruction already runs confined and nothing it forks escapes:
-``sh`` (joins the app's cgroups; sets the open-files limit with ``ulimit -n`` when that is
-the only rlimit) -> ``prlimit`` (rlimits, only when others apply or there is no ``sh``) ->
-``setpriv`` (drops to the app's uid, no new privileges) or ``bwrap`` -> the app.  The pid
-stays the same throughout.  Each exec costs the start about a millisecond of CPU, so a
-step is left out where another can do its part.
+first instruction already runs confined and nothing it forks escapes.  In ``uid`` mode it is
+one exec of the static helper ``bolt-exec`` (:mod:`exec_helper`: joins the app's cgroups, sets
+its rlimits, drops to its uid and gid with no supplementary groups and no new privileges,
+checks the drop, execs the app) where it was built and is safe to run as root; else, and in
+``bwrap`` mode, the chain ``sh`` (joins the app's cgroups; sets the open-files limit with
+``ulimit -n`` when that is the only rlimit) -> ``prlimit`` (rlimits, only when others apply or
+there is no ``sh``) -> ``setpriv`` (drops to the app's uid, no new privileges) or ``bwrap`` ->
+the app.  The pid stays the same throughout.  Each exec costs the start about a millisecond
+of CPU (``setpriv`` alone 2.5: it loads NSS and the locale), so a step is left out where
+another can do its part.
 
 :meth:`Isolation.confine` prepares folders and groups (blocking; a worker thread);
 :meth:`Isolation.confine_again` gives the same chain on the event loop when nothing has
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bolt_host.services import cgroups
+from bolt_host.services.exec_helper import AUTO, choose, helper_argv
 from bolt_host.services.identities import DEFAULT_UID_RANGE, Identities
 from bolt_host.services.limits import effective_limits, format_bytes
 from bolt_host.services.start_command import command_of
@@ -134,9 +139,12 @@ class Isolation:
     default_limits: Mapping[str, Any] = field(default_factory=dict)
     mode: str = field(default_factory=detect_mode)
     support: cgroups.CgroupSupport | None = None
+    exec_helper_setting: str = AUTO  # auto, off or a path (see exec_helper.choose)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        # uid mode's one-exec confinement, or None for the chain (checked once, here)
+        self.exec_helper = choose(self.exec_helper_setting) if self.mode == UID else None
         self.identities = Identities(self.state, self.uid_range)
         self._prepared: dict[str, _Prepared] = {}  # by app name: what confine() last did
         if self.support is None:
@@ -260,8 +268,12 @@ class Isolation:
     ) -> tuple[tuple[str, ...], dict[str, str]]:
         """The chain of execs that confines an app's argv, which follows it (see the module's
         docstring), and the variables it adds to the app's environment."""
-        chain = self._drop_privileges(mode, uid, code, home)
+        env = {"BOLT_APP_DATA": str(home), "HOME": str(home)}
         rlimits = self._rlimit_values(mode, limits, address_space=python)
+        if self.exec_helper is not None and mode == UID and uid is not None:
+            joins = cgroup.join_files() if cgroup is not None else []
+            return tuple(helper_argv(self.exec_helper, joins, rlimits, uid)), env
+        chain = self._drop_privileges(mode, uid, code, home)
         script = JOIN_SCRIPT
         if cgroup is not None and set(rlimits) == {"nofile"}:
             # The shell that joins the groups sets the open-files limit (POSIX ``ulimit -n``, soft
@@ -270,7 +282,7 @@ class Isolation:
         chain = self._prlimit(rlimits) + chain
         if cgroup is not None:
             chain = ["/bin/sh", "-c", script, "bolt-join", *cgroup.join_files(), "--", *chain]
-        return tuple(chain), {"BOLT_APP_DATA": str(home), "HOME": str(home)}
+        return tuple(chain), env
 
     def reattach(self, app: Mapping[str, Any]) -> Confinement:
         """The confinement of a process a previous host started (adopted after a restart)."""
@@ -310,8 +322,13 @@ class Isolation:
         network, _ = network_namespace(mode == BWRAP)
         own_network = own_network and network is not None
         jail = [sys.executable, "-I", "-S", str(NETJAIL), "--"] if own_network else []
-        chain = self._drop_privileges(mode, uid, code_folder(app), home, extra_writable=extra, own_network=own_network)
-        rlimits = self._rlimits(mode, self.limits_for(app), address_space=address_space)
+        rlimit_values = self._rlimit_values(mode, self.limits_for(app), address_space=address_space)
+        if self.exec_helper is not None and mode == UID and uid is not None:  # one exec drops and limits
+            chain, rlimits = helper_argv(self.exec_helper, [], rlimit_values, uid), []
+        else:
+            chain = self._drop_privileges(mode, uid, code_folder(app), home, extra_writable=extra,
+                                          own_network=own_network)
+            rlimits = self._prlimit(rlimit_values)
         if mode == BWRAP:  # the jail runs inside the sandbox, as its last step before the tool
             return rlimits + chain + jail + argv
         # the jail opens the way out (as root, in uid mode), then the rest drops to the app
@@ -468,11 +485,6 @@ class Isolation:
             # the empty data dir read-only too: nothing written there could look like host state
             return [*bwrap, "--remount-ro", str(self.data_dir), "--chdir", str(code), "--"]
         return []
-
-    def _rlimits(self, mode: str, limits: Mapping[str, Any], *, address_space: bool) -> list[str]:
-        """``prlimit`` for what cgroups do not cover (see :meth:`_rlimit_values`); nothing when
-        nothing applies (no extra exec)."""
-        return self._prlimit(self._rlimit_values(mode, limits, address_space=address_space))
 
     def _rlimit_values(self, mode: str, limits: Mapping[str, Any], *, address_space: bool) -> dict[str, int]:
         """What cgroups do not cover, as rlimits: files always, processes per uid, memory as

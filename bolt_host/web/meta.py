@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from bolt_host.lazy import resolved_endpoint
 from bolt_host.plugins import plugin_infos
 from bolt_host.web.auth import host_of
 from bolt_host.web.envelope import ok
@@ -98,6 +99,7 @@ def _speaks_envelope(path: str, endpoint: Any) -> bool:
 
 
 def _operation(path: str, method: str, endpoint: Any) -> dict[str, Any]:
+    endpoint = resolved_endpoint(endpoint)  # a backend's handler imported at its first request: its docstring
     doc = (getattr(endpoint, "__doc__", None) or "").strip()
     summary = doc.splitlines()[0] if doc else f"{method} {path}"
     operation: dict[str, Any] = {

@@ -20,15 +20,9 @@ class EnterprisePlugin:
 
     @hookimpl
     def register_routes(self, host: Host) -> list[Any]:
-        from . import asset_routes, jaxrs_routes, mobile_routes, user_routes, webapp_routes
+        from .route_table import routes
 
-        return [
-            *user_routes.routes,
-            *asset_routes.routes,
-            *webapp_routes.routes,
-            *mobile_routes.routes,
-            *jaxrs_routes.routes,
-        ]
+        return routes()
 
     @hookimpl
     def startup(self, host: Host) -> None:

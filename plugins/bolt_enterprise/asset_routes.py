@@ -12,7 +12,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from .access import require_admin
 from .assets import asset_type, check_type, non_negative, page, provider_of, store_asset
@@ -53,16 +52,3 @@ async def get_asset(request: Request) -> Response:
     if not found:
         raise EnterpriseError(404, "no matching asset found")
     return reply(store_asset(found[0], enterprise_of(request).base_url))
-
-
-def _both_slashes(path: str, endpoint: Any) -> list[Route]:
-    return [Route(path, endpoint, methods=["GET"]), Route(path + "/", endpoint, methods=["GET"])]
-
-
-BASE = "/store/apis/v1/assets/{type}"
-routes = [
-    *_both_slashes(BASE, list_assets),
-    *_both_slashes(BASE + "/{provider}", list_assets),
-    *_both_slashes(BASE + "/{provider}/{name}", list_assets),
-    *_both_slashes(BASE + "/{provider}/{name}/{version}", get_asset),
-]

@@ -11,7 +11,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from bolt_host.plugin import Actor, jsondepth
 
@@ -111,14 +110,7 @@ def _changer(action: str, target: str) -> Handler:
     return store_endpoint(change)
 
 
-MOBILE = "/api/v1/apps/mobile"
-routes = [
-    Route(MOBILE + "/list/tenant/{tenant}", list_apps, methods=["GET"]),
-    Route(MOBILE + "/subscriptions/tenant/{tenant}/user/{subject}", user_subscriptions, methods=["GET"]),
-    Route(MOBILE + "/subscriptions/tenant/{tenant}/role/{subject}", role_subscriptions, methods=["GET"]),
-    *[
-        Route(f"{MOBILE}/{action}/tenant/{{tenant}}/{target}/{{subject}}", _changer(action, target), methods=["POST"])
-        for action in ("subscribe", "unsubscribe")
-        for target in ("user", "role")
-    ],
-]
+subscribe_user = _changer("subscribe", "user")
+subscribe_role = _changer("subscribe", "role")
+unsubscribe_user = _changer("unsubscribe", "user")
+unsubscribe_role = _changer("unsubscribe", "role")

@@ -12,7 +12,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from bolt_host.plugin import read_body
 
@@ -108,15 +107,3 @@ async def perform(request: Request) -> Response:
     await enterprise.change(action == "install", app["name"], target, subjects, who.user_name,
                             f"enterprise-{action}ed")
     return reply({"status": "success"})
-
-
-routes = [
-    Route("/store/apps/user/install", install_for_user, methods=["POST"]),
-    Route("/store/apps/devices/uninstall", uninstall_from_devices, methods=["POST"]),
-    Route("/store/apps/devices/{device_id}/install", install_on_device, methods=["POST"]),
-    Route("/store/apps/devices/{device_id}/{device_type}/install", install_on_device, methods=["POST"]),
-    Route("/store/apis/enterprise/get-devices", get_devices, methods=["GET"]),
-    Route("/store/apis/enterprise/get-all-roles", get_all_roles, methods=["GET"]),
-    Route("/store/apis/enterprise/get-all-users", get_all_users, methods=["GET"]),
-    Route("/store/apis/enterprise/perform/{action}/{target}", perform, methods=["POST"]),
-]

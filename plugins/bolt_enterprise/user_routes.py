@@ -12,7 +12,6 @@ import time
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from bolt_host.plugin import check_login, client_key, host_of, read_body
 
@@ -96,11 +95,3 @@ async def exists(request: Request) -> Response:
         raise EnterpriseError(400, "'username' is missing")
     taken = host.users.get(name) is not None
     return done(f"User name {name} is taken" if taken else f"User name {name} is free", exists=taken)
-
-
-routes = [
-    Route("/store/apis/user/login", login, methods=["POST"]),
-    Route("/store/apis/user/logout", logout, methods=["GET"]),
-    Route("/store/apis/user/register", register, methods=["POST"]),
-    Route("/store/apis/user/exists", exists, methods=["POST"]),
-]

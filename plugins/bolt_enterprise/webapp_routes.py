@@ -13,7 +13,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from bolt_host.plugin import Actor
 
@@ -161,15 +160,3 @@ async def tags(request: Request) -> Response:
         apps = [app for app in host.apps.list() if not app.get("controlledVisibility")]
     counts = Counter(tag for app in apps if asset_type(app) == kind for tag in app.get("tags") or [])
     return reply([{"name": tag, "count": count} for tag, count in sorted(counts.items())])
-
-
-V1 = "/store/resources/webapp/v1"
-routes = [
-    Route(f"{V1}/subscription/app", subscribe, methods=["POST"]),
-    Route(f"{V1}/unsubscription/app", unsubscribe, methods=["POST"]),
-    Route(f"{V1}/subscriptions/{{provider}}/{{name}}", app_subscriptions, methods=["GET"]),
-    Route(f"{V1}/subscriptions/{{provider}}/{{name}}/", app_subscriptions, methods=["GET"]),
-    Route(f"{V1}/subscriptions/{{provider}}/{{name}}/{{version}}", app_subscriptions, methods=["GET"]),
-    Route(f"{V1}/subscription/{{username}}", user_subscriptions, methods=["GET"]),
-    Route("/store/apis/tag/{type}", tags, methods=["GET"]),
-]

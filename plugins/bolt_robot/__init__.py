@@ -4,7 +4,8 @@ Registered through the `bolt_host` entry-point group like any third-party
 plugin (the host registers its :data:`plugin`).  It imports only
 ``bolt_host.plugin`` and answers in the robot's own format.  See docs/robot.md.
 
-Modules: ``routes`` (HTTP and access), ``packages`` (package list and status),
+Modules: ``route_table`` (every path; the handlers load at the first request), ``routes``
+(HTTP and access), ``packages`` (package list and status),
 ``jobs`` (download/install/uninstall tasks), ``firmware`` (flash tasks),
 ``uploads`` (staging folder), ``state`` (downloads and flashed versions).
 """
@@ -24,13 +25,13 @@ class RobotPlugin:
 
     @hookimpl
     def register_routes(self, host: Host) -> list[Any]:
-        from .routes import routes
+        from .route_table import routes
 
         return routes()
 
     @hookimpl
     def register_upload_paths(self, host: Host) -> list[str]:
-        from .routes import UPLOAD_PATH
+        from .route_table import UPLOAD_PATH
 
         return [UPLOAD_PATH]
 

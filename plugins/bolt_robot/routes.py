@@ -14,7 +14,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from bolt_host.plugin import BoltError, host_of, jsondepth, require_admin
 
@@ -22,11 +21,10 @@ from .answers import ROBOT, RobotError
 from .firmware import queue_firmware
 from .jobs import Outcome, queue_downloads, queue_installs, queue_uninstalls
 from .packages import list_firmware, list_packages
+from .route_table import PREFIX
 from .state import Robot
 from .uploads import install_local_file, receive_upload
 
-PREFIX = "/app_store"
-UPLOAD_PATH = f"{PREFIX}/services/upload_local_file"
 JOB_GROUPS = {"download": ("download",), "install": ("install", "uninstall", "firmware")}
 CATALOG_WAIT = 10.0  # seconds a first package listing waits for the first catalog refresh
 TASK_FIELDS = ("id", "status", "module", "version", "create_time", "start_time", "end_time")
@@ -278,21 +276,3 @@ async def cancel_task(request: Request) -> Response:
         raise RobotError("task not found", 404)
     after = robot_of(request).host.tasks.cancel(record["id"])
     return JSONResponse({key: after[key] for key in TASK_FIELDS}, status_code=201)
-
-
-def routes() -> list[Route]:
-    jobs = f"{PREFIX}/jobs/{{group}}/tasks"
-    return [
-        Route(f"{PREFIX}/packages", get_packages, methods=["GET"]),
-        Route(f"{PREFIX}/services/refresh_store", refresh_store, methods=["POST"]),
-        Route(f"{PREFIX}/services/download_packages", download_packages, methods=["POST"]),
-        Route(f"{PREFIX}/services/install_packages", install_packages, methods=["POST"]),
-        Route(f"{PREFIX}/services/install_local_file", install_local, methods=["POST"]),
-        Route(UPLOAD_PATH, upload_local, methods=["POST"]),
-        Route(f"{PREFIX}/services/uninstall_packages", uninstall_packages, methods=["POST"]),
-        Route(jobs, list_tasks, methods=["GET"]),
-        Route(f"{jobs}/{{task_id}}/log", task_log, methods=["GET", "POST"]),
-        Route(f"{jobs}/{{task_id}}/cancel", cancel_task, methods=["POST"]),
-        Route(f"{PREFIX}/firmware/packages", get_firmware, methods=["GET"]),
-        Route(f"{PREFIX}/firmware/install_packages", install_firmware, methods=["POST"]),
-    ]
