@@ -19,13 +19,14 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from supbench_model import PYTHON, REPO_ROOT, SUPERVISORD_VENV, System, app_environment
+from supbench_model import PYTHON, REPO_ROOT, SUPERVISORD_VENV, System, app_environment, profiled
 from supbench_util import (
     LOOPBACK,
     RUN_VARIABLE,
     free_port,
     median,
     probe_health,
+    process_cpu_s,
     wait_healthy,
     wait_or_kill,
     wait_pidfds_async,
@@ -317,15 +318,17 @@ class BoltHost(System):
             await asyncio.sleep(0.05)
         self.figures.notes["boot_s"] = round(time.monotonic() - t0, 3)
         self.client.headers["x-bolt-user-token"] = self.token
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), process_cpu_s(self.proc.pid)
         semaphore = asyncio.Semaphore(8)
 
         async def install(name: str) -> None:
             async with semaphore:
                 await self.call("POST", "/api/apps/local", {"path": name})
 
-        await asyncio.wait_for(asyncio.gather(*(install(name) for name in self.names)), self.opts.phase_timeout)
+        with profiled(self.opts, self.proc.pid, f"{self.label}-{self.n}-install", self.tracker):
+            await asyncio.wait_for(asyncio.gather(*(install(name) for name in self.names)), self.opts.phase_timeout)
         self.figures.notes["install_s"] = round(time.monotonic() - t0, 3)
+        self.figures.notes["install_cpu_s"] = round(process_cpu_s(self.proc.pid) - cpu0, 3)  # the host's, children not
 
     def dirs(self, data_dir: Path) -> list[str]:
         return ["--data-dir", str(data_dir), "--local-repo", str(self.repo)]
@@ -380,6 +383,20 @@ class BoltHost(System):
                 raise RuntimeError(f"@live: HTTP {reply.status} {body[:200]!r}")
 
         return live
+
+    def measure_status(self) -> None:
+        super().measure_status()
+        if self.status_conn is None:
+            return
+        conn, headers = self.status_conn, {"x-bolt-user-token": self.token}
+        timings = []
+        for _ in range(self.opts.status_calls):  # the light listing (?fields=), on the same connection
+            t0 = time.perf_counter()
+            conn.request("GET", "/api/apps/@live?fields=name,status,pid", headers=headers)
+            conn.getresponse().read()
+            timings.append((time.perf_counter() - t0) * 1000)
+        if timings:
+            self.figures.notes["light_status_median_ms"] = round(median(timings), 3)
 
     async def stop_all(self) -> float:
         running = await self.apps()

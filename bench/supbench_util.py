@@ -303,6 +303,13 @@ def thread_cpu_ns(pid: int) -> dict[int, int] | None:
     return found or None
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` itself (its threads, not its children), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile (no interpolation); ``values`` non-empty."""
     ordered = sorted(values)

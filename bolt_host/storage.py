@@ -16,6 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,11 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
+from bolt_host.db_journal import DEFAULT_JOURNAL_FROM, DbJournal, encode_line
+
 META_TABLE = "_meta"
+Changed = dict[str, set[str] | None]  # table -> doc ids of rows changed (None: the table dropped)
+LineRows = dict[str, dict[str, bytes] | None]  # table -> doc id -> row encoded, b"null" if deleted
 
 
 class CorruptDatabaseError(RuntimeError):
@@ -64,6 +69,11 @@ def load_json_object(path: Path) -> dict[str, Any] | None:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    return parse_json_object(raw, path)
+
+
+def parse_json_object(raw: bytes, path: Path) -> dict[str, Any] | None:
+    """:func:`load_json_object` of bytes read from ``path``."""
     if not raw.strip():
         return None
     try:
@@ -82,6 +92,10 @@ def _encode(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
 
+def _encode_row(row: Any) -> bytes:
+    return b"null" if row is None else _encode(row)
+
+
 def _fsync_dir(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
@@ -97,47 +111,122 @@ def remove_stale_temp_files(folder: Path, name: str) -> None:
 
 
 class AtomicJSONStorage(Storage):
-    """TinyDB storage that writes atomically and caches the last good state."""
+    """TinyDB storage that writes atomically and caches the last good state.
 
-    def __init__(self, path: str | Path) -> None:
+    A large file gets a journal (:mod:`bolt_host.db_journal`): a write then appends the rows
+    that changed instead of rewriting the file."""
+
+    def __init__(self, path: str | Path, journal_from: int = DEFAULT_JOURNAL_FROM) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.journal = DbJournal(self.path, journal_from)
         remove_stale_temp_files(self.path.parent, self.path.name)
-        self._state: dict[str, Any] | None = self._load()
+        remove_stale_temp_files(self.path.parent, self.journal.path.name)
+        self._dirty: Changed = {}  # rows changed since the last write was made
+        self._unsaved: list[tuple[int, Changed]] = []  # writes made, perhaps not on disk yet
+        self._narrow: tuple[str, frozenset[str]] | None = None  # see rows_changing
+        self._bookkeeping = threading.Lock()  # _dirty and _unsaved: a flush (on the loop) and a writer thread
         self.revision = 0  # bumped by every write: lets readers cache what they derive
         self._batching = False
         self.changes = 0  # counts changes, deferred ones too; ``durable`` is the count the file holds
         self.durable = 0
         self.writes = 0  # completed file writes, for tests and benchmarks
         self._file_lock = threading.Lock()  # a deferred write (in a thread) and a direct one never cross
+        self._state: dict[str, Any] | None = self._load()
 
     def _load(self) -> dict[str, Any] | None:
-        return load_json_object(self.path)
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        state = parse_json_object(raw, self.path)
+        if state is not None and self.journal.replay(raw, state):
+            self.write_encoded(1, _encode(state))  # the file whole again; appends start a journal of its own
+            self.durable = self.writes = 0
+        return state
 
     def read(self) -> dict[str, Any] | None:
         # TinyDB mutates what read() returns before calling write(); hand out copies
         # so a failed write cannot leave unsaved changes in the cache.  Only the table
         # being written is copied, not the whole database.
-        return None if self._state is None else _CopyOnAccess(self._state)
+        return None if self._state is None else _CopyOnAccess(self._state, self._narrow)
 
     def read_shared(self) -> dict[str, Any] | None:
         """The cached state itself, for readers that copy only what they return."""
         return self._state
 
     def write(self, data: dict[str, Any]) -> None:
+        # the tables TinyDB changed are its private copies (see _CopyOnAccess), the rest
+        # the cached ones, unchanged: the new state without copying anything
+        state = {name: dict.__getitem__(data, name) for name in data}
         if self._batching:
-            # the tables TinyDB changed are its private copies (see _CopyOnAccess), the rest
-            # the cached ones, unchanged: the new state without copying anything
-            self._state = {name: dict.__getitem__(data, name) for name in data}
+            self._state = state
             return
-        self._write_file(data)
+        self._write_file(self._state, state)
 
-    def _write_file(self, data: dict[str, Any]) -> None:
-        encoded = _encode(data)
+    def _write_file(self, before: dict[str, Any] | None, state: dict[str, Any]) -> None:
+        self._note_changes(before, state)
         self.changes += 1
-        self.write_encoded(self.changes, encoded)
-        self._state = json.loads(encoded)  # a private copy, as the file has it
+        write, written = self._next_write(state)
+        write()
+        if isinstance(written, bytes):  # the whole file: a private copy, as the file has it
+            state = json.loads(written)
+        else:  # the rows this write changed, as private copies; the others are cached ones or TinyDB's copies
+            for table, rows in written.items():
+                if rows is None or state[table] is (before or {}).get(table):  # (an earlier write's rows)
+                    continue
+                for key, row in rows.items():
+                    if row != b"null":
+                        state[table][key] = json.loads(row)
+        self._state = state
         self.revision += 1
+
+    def _note_changes(self, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+        """Note which rows differ from ``before`` (the next write carries them)."""
+        with self._bookkeeping:
+            self._note_rows(before or {}, after)
+
+    def _note_rows(self, before: dict[str, Any], after: dict[str, Any]) -> None:
+        for table in before.keys() - after.keys():
+            self._dirty[table] = None
+        for table, rows in after.items():
+            old = before.get(table)
+            if rows is old or (table in self._dirty and self._dirty[table] is None):
+                continue
+            if old is None:
+                self._dirty[table] = set(rows)
+                continue
+            keys = {key for key, row in rows.items() if row is not old.get(key) and row != old.get(key)}
+            keys.update(old.keys() - rows.keys())
+            if keys:
+                self._dirty.setdefault(table, set()).update(keys)  # type: ignore[union-attr]
+
+    def _next_write(self, state: dict[str, Any]) -> tuple[Callable[[], None], LineRows | bytes]:
+        """What writes ``state`` (change :attr:`changes`), and what it writes: a journal line of
+        every row changed since the file last had it (those rows, encoded), or the whole file."""
+        version = self.changes
+        with self._bookkeeping:
+            self._unsaved = [(made, dirty) for made, dirty in self._unsaved if made > self.durable]
+            self._unsaved.append((version, self._dirty))
+            self._dirty = {}
+            changed: Changed = {}
+            for _, dirty in self._unsaved:
+                for table, keys in dirty.items():
+                    if keys is None or (table in changed and changed[table] is None):
+                        changed[table] = None
+                    else:
+                        changed.setdefault(table, set()).update(keys)  # type: ignore[union-attr]
+        # a table dropped and made again is written whole (rare: migrations at boot)
+        if self.journal.may_append() and all(keys is not None or table not in state for table, keys in changed.items()):
+            line_rows: LineRows = {
+                table: None if table not in state else {key: _encode_row(state[table].get(key)) for key in keys or ()}
+                for table, keys in changed.items()
+            }
+            line = encode_line(line_rows)
+            if self.journal.appends_now(len(line)):
+                return partial(self.write_line, version, line), line_rows
+        encoded = _encode(state)
+        return partial(self.write_encoded, version, encoded), encoded
 
     def write_encoded(self, version: int, encoded: bytes) -> None:
         """Put ``encoded`` (the state at change ``version``) in the file, unless a later state
@@ -145,22 +234,50 @@ class AtomicJSONStorage(Storage):
         with self._file_lock:
             if version <= self.durable:
                 return
-            atomic_write_bytes(self.path, encoded)
+            self.journal.rewrite(self.path, encoded)
             self.durable = version
             self.writes += 1
 
-    def pending(self) -> tuple[int, bytes] | None:
-        """The state with changes not yet in the file, encoded, and its change count; or None."""
+    def write_line(self, version: int, line: bytes) -> None:
+        """Append ``line`` (every row changed up to change ``version``) to the journal, unless a
+        later state is on disk already; may run in a worker thread (a deferred write)."""
+        with self._file_lock:
+            if version <= self.durable:
+                return
+            if not self.journal.may_append():  # a write failed since this one was made
+                raise OSError(f"{self.journal.path}: a write failed; the next one rewrites {self.path.name}")
+            self.journal.append(line)
+            self.durable = version
+            self.writes += 1
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes written to the file and its journal so far (tests and benchmarks)."""
+        return self.journal.bytes_written
+
+    def pending(self) -> Callable[[], None] | None:
+        """The write of the changes not yet in the file (to run in a worker thread), or None."""
         if self.changes <= self.durable or self._state is None:
             return None
-        return self.changes, _encode(self._state)
+        return self._next_write(self._state)[0]
+
+    @contextmanager
+    def rows_changing(self, table: str, keys: frozenset[str]) -> Iterator[None]:
+        """Writes in the block change only the rows ``keys`` of ``table`` (or add rows): TinyDB's
+        copy of that table then copies those rows alone."""
+        self._narrow = (table, keys)
+        try:
+            yield
+        finally:
+            self._narrow = None
 
     def deferred(self) -> AbstractContextManager[None]:
         """Writes in the block change the cache only; they reach the file with the next write,
         or a :meth:`Database.flush`.  A block that raises leaves the cache as before it."""
         return self._holding(self._note_deferred)
 
-    def _note_deferred(self, state: dict[str, Any]) -> None:
+    def _note_deferred(self, before: dict[str, Any] | None, state: dict[str, Any]) -> None:
+        self._note_changes(before, state)
         self.changes += 1
         self.revision += 1
 
@@ -172,9 +289,9 @@ class AtomicJSONStorage(Storage):
         return self._holding(self._write_file)
 
     @contextmanager
-    def _holding(self, changed: Callable[[dict[str, Any]], None]) -> Iterator[None]:
-        """Writes in the block change the cache only; when it ends, ``changed(state)`` if they
-        changed anything.  A block (or a ``changed``) that raises leaves the cache as before."""
+    def _holding(self, changed: Callable[[dict[str, Any] | None, dict[str, Any]], None]) -> Iterator[None]:
+        """Writes in the block change the cache only; when it ends, ``changed(before, state)`` if
+        they changed anything.  A block (or a ``changed``) that raises leaves the cache as before."""
         if self._batching:
             yield
             return
@@ -184,7 +301,7 @@ class AtomicJSONStorage(Storage):
             yield
             self._batching = False
             if self._state is not before and self._state is not None:
-                changed(self._state)
+                changed(before, self._state)
         except BaseException:
             self._state = before
             raise
@@ -193,6 +310,7 @@ class AtomicJSONStorage(Storage):
 
     def close(self) -> None:
         self._state = None
+        self.journal.close()
 
 
 class _CopyOnAccess(dict):  # type: ignore[type-arg]
@@ -202,14 +320,19 @@ class _CopyOnAccess(dict):  # type: ignore[type-arg]
     cached objects, unchanged, and are only serialised again by :meth:`write`.
     """
 
-    def __init__(self, state: dict[str, Any]) -> None:
+    def __init__(self, state: dict[str, Any], narrow: tuple[str, frozenset[str]] | None = None) -> None:
         super().__init__(state)
         self._copied: set[str] = set()
+        self._narrow = narrow
 
     def __getitem__(self, key: str) -> Any:
         value = super().__getitem__(key)
         if key not in self._copied:
-            value = json_copy(value)
+            if self._narrow is not None and self._narrow[0] == key:  # only these rows change
+                rows = self._narrow[1]
+                value = {doc_id: json_copy(row) if doc_id in rows else row for doc_id, row in value.items()}
+            else:
+                value = json_copy(value)
             super().__setitem__(key, value)
             self._copied.add(key)
         return value
@@ -267,8 +390,18 @@ class SharedReadTable(Table):
         storage = self.storage
         if not isinstance(storage, AtomicJSONStorage):
             return super().upsert(document, cond)
+        if cond is None and not isinstance(document, Document):
+            return super().upsert(document, cond)  # TinyDB's error for neither
         with storage.batch():
-            return super().upsert(document, cond)
+            rows = self._read_table()
+            if isinstance(document, Document):
+                keys = [str(document.doc_id)] if str(document.doc_id) in rows else []
+            else:  # one look at the rows (TinyDB's update would look at every row again)
+                keys = [key for key, row in rows.items() if cond(row)]
+            with storage.rows_changing(self.name, frozenset(keys)):  # the table's other rows are not copied
+                if keys:
+                    return self.update(document, doc_ids=[int(key) for key in keys])
+                return [self.insert(document)]
 
 
 def _detached(doc: Document) -> Document:
@@ -297,10 +430,10 @@ class Database:
     the registered migrations up to the wanted version at boot.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, journal_from: int = DEFAULT_JOURNAL_FROM) -> None:
         self.path = Path(path)
         self.lock = threading.RLock()
-        self._db = TinyDB(self.path, storage=AtomicJSONStorage)
+        self._db = TinyDB(self.path, storage=AtomicJSONStorage, journal_from=journal_from)
         self._db.table_class = SharedReadTable
         self._indexes: dict[tuple[str, str], tuple[Any, dict[Any, int]]] = {}
         self._flushing: asyncio.Future[None] | None = None
@@ -309,6 +442,11 @@ class Database:
     def writes(self) -> int:
         """File writes completed so far (tests and benchmarks)."""
         return int(self._db.storage.writes)  # type: ignore[attr-defined]
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes written to the file and its journal so far (tests and benchmarks)."""
+        return int(self._db.storage.bytes_written)  # type: ignore[attr-defined]
 
     @property
     def revision(self) -> int:
@@ -330,6 +468,12 @@ class Database:
             cached = (rows, {row.get(field): int(doc_id) for doc_id, row in rows.items()})
             self._indexes[(table, field)] = cached
         return cached[1]
+
+    def shared_rows(self, table: str) -> list[dict[str, Any]]:
+        """The rows of ``table`` themselves, uncopied: for callers that only read them."""
+        storage = self._db.storage
+        assert isinstance(storage, AtomicJSONStorage)  # the only storage a Database opens
+        return list((storage.read_shared() or {}).get(table, {}).values())
 
     def drop_table(self, name: str) -> None:
         with self.lock:
@@ -378,10 +522,10 @@ class Database:
     async def _write_pending(storage: AtomicJSONStorage) -> None:
         if storage.changes <= storage.durable:
             return
-        pending = storage.pending()  # encoded here, on the event loop: the state cannot change meanwhile
-        if pending is None:
+        write = storage.pending()  # encoded here, on the event loop: the state cannot change meanwhile
+        if write is None:
             raise OSError(f"{storage.path}: the database was closed before its last changes were written")
-        await asyncio.to_thread(storage.write_encoded, *pending)
+        await asyncio.to_thread(write)
 
     def schema_version(self, table: str) -> int:
         with self.lock:

@@ -40,8 +40,13 @@ def _check_state(path: Path) -> int:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(
     ("kind", "extra"),
-    [("db.json", []), ("runtime.json", ["--statefile"]), ("runtime.json", ["--statefile", "--visible"])],
-    ids=["db.json", "runtime.json", "runtime.json-visible"],
+    [
+        ("db.json", []),
+        ("db.json", ["--journal"]),
+        ("runtime.json", ["--statefile"]),
+        ("runtime.json", ["--statefile", "--visible"]),
+    ],
+    ids=["db.json", "db.json-journal", "runtime.json", "runtime.json-visible"],
 )
 def test_kill_9_at_random_moments_leaves_old_or_new_state(tmp_path: Path, kind: str, extra: list[str]) -> None:
     path = tmp_path / kind

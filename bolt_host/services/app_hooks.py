@@ -62,7 +62,7 @@ class AppHookDelivery:
         """(name, hooks) of the installed apps that have hooks, re-read only after a db write."""
         revision = self._apps.revision
         if self._cached is None or self._cached[0] != revision:
-            found = [(app["name"], app["hooks"]) for app in self._apps.list() if app.get("hooks")]
+            found = self._apps.with_field("hooks")
             self._cached = (revision, found)
         return self._cached[1]
 

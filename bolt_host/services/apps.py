@@ -32,7 +32,7 @@ from bolt_host.services.manifest import (
     without_folder,
 )
 from bolt_host.services.python_env import venv_python
-from bolt_host.storage import Database
+from bolt_host.storage import Database, json_copy
 
 if TYPE_CHECKING:
     from bolt_host.services.appdb import AppDatabases
@@ -96,6 +96,13 @@ class Apps(AppInstalls):
         for key, wanted in (criteria or {}).items():
             found = [app for app in found if matches(app.get(key), wanted)]
         return sorted(found, key=lambda app: (app.get("order", 0), app["name"]))
+
+    def with_field(self, field: str) -> builtins.list[tuple[str, Any]]:
+        """``(name, its field)`` of each app whose record sets ``field``, in :meth:`list`'s order; only
+        those values are copied (an event's fan-out to app hooks copied every record, at each install)."""
+        found = [row for row in self._db.shared_rows(TABLE) if row.get(field)]
+        found.sort(key=lambda app: (app.get("order", 0), app["name"]))
+        return [(app["name"], json_copy(app[field])) for app in found]
 
     def lock_for(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

@@ -29,7 +29,7 @@ class Identities:
         row = self._state.get(SECTION, name)
         if row is not None:
             return int(row["uid"])
-        taken = {int(row["uid"]) for row in self._state.rows(SECTION)}
+        taken = {int(row["uid"]) for row in self._state.shared_rows(SECTION)}  # not copied: N new apps, N^2 copies
         uid = next((uid for uid in range(self._low, self._high + 1) if uid not in taken), None)
         if uid is None:
             raise IdentitiesExhausted(f"every uid of {self._low}-{self._high} is taken; widen BOLT_APP_UID_RANGE")
