@@ -6,7 +6,8 @@ bytes (at 1000 apps, gigabytes).  Once the file is large (``journal_from`` bytes
 appends one line to ``db.json.log`` instead — ``{table: {doc id: row | null}}``, the rows
 changed since the last write, or ``{table: null}`` for a table dropped — and fsyncs it.  The
 file is rewritten (compaction) when the journal has grown past it, so the bytes written stay
-a constant times what changed.  Below ``journal_from`` every write rewrites the file as
+a constant times what changed, and when the database is closed (a stopped host's file holds
+its whole state: a copy of it is a backup).  Below ``journal_from`` every write rewrites the file as
 before (a small ``db.json`` always holds the whole state, for whoever reads it).
 
 Crash safety (``kill -9`` or power loss at any moment leaves the previous or the next state):
@@ -129,6 +130,11 @@ class DbJournal:
             self.path.unlink(missing_ok=True)
         self.must_compact = False
         self.compactions += 1
+
+    @property
+    def holds_rows(self) -> bool:
+        """Whether this process appended lines since the file was last written whole."""
+        return self._journal_bytes > 0
 
     def close(self) -> None:
         if self._fd is not None:

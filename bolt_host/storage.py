@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -26,6 +27,7 @@ from tinydb.table import Document, Table
 
 from bolt_host.db_journal import DEFAULT_JOURNAL_FROM, DbJournal, encode_line
 
+log = logging.getLogger("bolt_host.storage")
 META_TABLE = "_meta"
 Changed = dict[str, set[str] | None]  # table -> doc ids of rows changed (None: the table dropped)
 LineRows = dict[str, dict[str, bytes] | None]  # table -> doc id -> row encoded, b"null" if deleted
@@ -309,6 +311,16 @@ class AtomicJSONStorage(Storage):
             self._batching = False
 
     def close(self) -> None:
+        """The file is written whole first when the journal holds rows: a closed database (a
+        stopped host's) is its file alone, which a copy backs up and a hand edit may change."""
+        if self._state is not None and self.journal.holds_rows:
+            try:
+                with self._file_lock:
+                    self.journal.rewrite(self.path, _encode(self._state))
+                    self.durable = self.changes
+            except OSError as exc:  # the journal still holds every change: the next load replays it
+                log.warning("%s not written whole at close (%s); %s holds the changes",
+                            self.path, exc, self.journal.path.name)
         self._state = None
         self.journal.close()
 

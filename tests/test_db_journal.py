@@ -26,6 +26,11 @@ def _names(db: Database) -> dict[str, int]:
     return {row["name"]: row["i"] for row in db.table("apps").all()}
 
 
+def _killed(db: Database) -> None:
+    """Leave ``db`` as a host killed now leaves it: not closed (a close writes the file whole)."""
+    db._db.storage.journal.close()  # type: ignore[attr-defined]  # only its open descriptor
+
+
 @pytest.mark.parametrize("journal_from", [0, 64 * 1024])
 def test_n_inserts_into_a_growing_database_write_bytes_linear_in_n(tmp_path: Path, journal_from: int) -> None:
     """Each write used to rewrite the whole file: N installs wrote about N^2/2 rows' worth of bytes
@@ -55,7 +60,7 @@ def test_the_journal_holds_every_change_a_reload_finds(tmp_path: Path) -> None:
     expected = _names(db)
     assert db._db.storage.journal.appends > 0  # type: ignore[attr-defined]
     assert json.loads(path.read_bytes())["apps"] != db._db.storage.read_shared()["apps"]  # type: ignore[attr-defined]
-    db.close()
+    _killed(db)
     again = Database(path, journal_from=0)
     assert _names(again) == expected and expected["app-3"] == -3 and "app-5" not in expected
     assert again.table("tasks").all() == []
@@ -76,8 +81,23 @@ def _journaled(path: Path) -> tuple[dict[str, int], bytes]:
     journal = path.with_name(path.name + ".log")
     assert len(journal.read_bytes().splitlines()) == 3  # its first line and two writes
     state = _names(db)
-    db.close()
+    _killed(db)
     return state, journal.read_bytes()
+
+
+def test_a_closed_database_is_its_file_alone(tmp_path: Path) -> None:
+    """A stopped host's ``db.json`` holds everything (a copy of it is a backup, a hand edit loses
+    nothing): the close writes it whole when the journal holds rows, and leaves the journal empty."""
+    path = tmp_path / "db.json"
+    state, _ = _journaled(path)
+    db = Database(path, journal_from=0)  # replays, writes the file whole
+    db.table("apps").update({"i": 7}, Query().name == "last")
+    assert db._db.storage.journal.holds_rows  # type: ignore[attr-defined]
+    db.close()
+    journal = path.with_name("db.json.log")
+    assert len(journal.read_bytes().splitlines()) == 1  # its first line only
+    journal.unlink()
+    assert _names(Database(path, journal_from=0)) == {**state, "last": 7}
 
 
 def test_a_torn_last_line_was_never_acknowledged_and_is_ignored(tmp_path: Path) -> None:
