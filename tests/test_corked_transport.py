@@ -107,6 +107,14 @@ async def _pair() -> tuple[CorkedTransport, Recording, asyncio.StreamReader, Any
     return corked, recording, await accepted, server
 
 
+async def _after_flush() -> None:
+    """Wait for a callback queued now: the loop runs its callbacks in order, so the flush a write
+    queued before it has run."""
+    queued = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(queued.set_result, None)
+    await queued
+
+
 async def test_the_writes_of_one_turn_are_one_write_in_order() -> None:
     corked, recording, reader, server = await _pair()
     try:
@@ -114,10 +122,10 @@ async def test_the_writes_of_one_turn_are_one_write_in_order() -> None:
         corked.write(bytearray(b"body"))
         assert recording.writes == []  # nothing before the turn ends
         assert corked.get_write_buffer_size() == 23
-        await asyncio.sleep(0)  # the turn ends
+        await _after_flush()  # the turn ends
         assert recording.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
         corked.write(b"next")
-        await asyncio.sleep(0)
+        await _after_flush()
         assert recording.writes[1:] == [b"next"]  # a later turn: a write of its own
         assert await reader.readexactly(27) == b"HTTP/1.1 200 OK\r\n\r\nbodynext"
     finally:
@@ -140,7 +148,7 @@ async def test_close_sends_what_is_pending_and_abort_drops_it() -> None:
     try:
         corked.write(b"never sent")
         corked.abort()
-        await asyncio.sleep(0)
+        await _after_flush()
         assert recording.writes == []
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
             await reader.readexactly(1)
