@@ -8,12 +8,14 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bolt_host.services import sockdiag
-from bolt_host.testing import running_host
+from bolt_host.testing import RunningHost, running_host
 from tests.helpers import async_wait_until
 from tests.test_isolation import log_of, needs_root, wait_for_line, write_app
 
@@ -96,18 +98,12 @@ async def test_a_bulk_stop_ends_every_tree_then_writes_the_stopped_states_once(t
         state = bolt.host.runtime_state
         writes = state.writes
 
-        stopping = asyncio.create_task(bolt.admin.post("/api/apps/stop", json={"names": NAMES}))
-        try:  # the slow app ends only after the others are gone
+        async def fast_apps_gone(stopping: asyncio.Task[httpx.Response]) -> None:
             await async_wait_until(lambda: _gone(pids["quick"]) and _gone(pids["served"]), what="the fast apps gone")
             assert not stopping.done()
-            gate = tmp_path / "data" / "home" / "slow" / "gate"
-            await async_wait_until(lambda: _release(gate), timeout=30, what="the slow app reading its gate")
-            answer = await stopping
-        finally:
-            if not stopping.done():
-                stopping.cancel()
-                with contextlib.suppress(BaseException):
-                    await stopping
+
+        # the slow app ends only after the others are gone
+        answer = await _stop_opening_gate(bolt, NAMES, tmp_path / "data" / "home" / "slow" / "gate", fast_apps_gone)
 
         assert answer.status_code == 200, answer.text
         body = answer.json()["body"]
@@ -235,18 +231,28 @@ async def test_a_bulk_stop_records_every_app_as_stopped_on_disk_while_the_trees_
             records = json.loads(runtime_json.read_text())["supervisor"]
             return all(records[name]["desired"] == "stopped" for name in names)
 
-        stopping = asyncio.create_task(bolt.admin.post("/api/apps/stop", json={"names": names}))
-        try:
+        async def intents_on_disk(stopping: asyncio.Task[httpx.Response]) -> None:
             await async_wait_until(stopped_on_disk, timeout=30, what="the stop's intents on disk")
             assert not _gone(gated) and not stopping.done()  # its tree cannot end before the gate opens
-            gate = tmp_path / "data" / "home" / "gated" / "gate"
-            await async_wait_until(lambda: _release(gate), timeout=30, what="the gated app reading its gate")
-            answer = await stopping
-        finally:
-            if not stopping.done():
-                stopping.cancel()
-                with contextlib.suppress(BaseException):
-                    await stopping
+
+        answer = await _stop_opening_gate(bolt, names, tmp_path / "data" / "home" / "gated" / "gate", intents_on_disk)
         body = answer.json()["body"]
         assert body["failed"] == {} and sorted(context["name"] for context in body["stopped"]) == sorted(names)
         assert _gone(gated)
+
+
+async def _stop_opening_gate(
+    bolt: RunningHost, names: list[str], gate: Path, before: Callable[[asyncio.Task[httpx.Response]], Awaitable[None]]
+) -> httpx.Response:
+    """Stop ``names`` in one call; once ``before(the call)`` has returned, open the gated app's
+    ``gate`` (its FIFO: the app ends when it can read it); the call's answer."""
+    stopping = asyncio.create_task(bolt.admin.post("/api/apps/stop", json={"names": names}))
+    try:
+        await before(stopping)
+        await async_wait_until(lambda: _release(gate), timeout=30, what="the gated app reading its gate")
+        return await stopping
+    finally:
+        if not stopping.done():
+            stopping.cancel()
+            with contextlib.suppress(BaseException):
+                await stopping
