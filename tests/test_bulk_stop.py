@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -175,10 +176,7 @@ async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after
     for name in names:
         write_app(repo, name, "import signal\nsignal.pause()\n")
     async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        for name in names:
-            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
-        started = (await bolt.admin.post("/api/apps/start", json={"names": names})).json()["body"]
-        pids = {context["name"]: context["pid"] for context in started["started"]}
+        pids = await _installed_and_started(bolt, names)
         await bolt.host.events.drain()
         heard: list[tuple[int, str, str, str, int | None]] = []
         bolt.host.events.subscribe(
@@ -201,6 +199,15 @@ async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after
         assert [what for _, what, app, _, _ in heard if app == "one"][2:] == ["app-starting", "app-started"]
         assert heard[-1][4] == again["pid"]
         await bolt.admin.post("/api/apps/stop", json={"name": "one"})
+
+
+async def _installed_and_started(bolt: RunningHost, names: list[str]) -> dict[str, int]:
+    """Install ``names`` from the host's local repository and start them in one call: their pids."""
+    for name in names:
+        assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+    started = (await bolt.admin.post("/api/apps/start", json={"names": names})).json()["body"]
+    assert started["failed"] == {}
+    return {context["name"]: context["pid"] for context in started["started"]}
 
 
 def _release(gate: Path) -> bool:
@@ -256,3 +263,75 @@ async def _stop_opening_gate(
             stopping.cancel()
             with contextlib.suppress(BaseException):
                 await stopping
+
+
+@needs_root
+async def test_a_bulk_stop_signals_every_app_before_it_records_any(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each SIGTERM'd app wakes and competes with the host for the CPU (its cgroup is the host's
+    # sibling), so the host's bookkeeping must not sit between two signals of one call.
+    repo = tmp_path / "repo"
+    names = [f"app{i}" for i in range(4)]
+    for name in names:
+        write_app(repo, name, "import signal\nprint('UP', flush=True)\nsignal.pause()\n")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        groups = set((await _installed_and_started(bolt, names)).values())  # each main process leads its group
+        seen: list[tuple[str, object]] = []
+        killpg, state = os.killpg, bolt.host.runtime_state
+        put = state.put
+
+        def signalling(pgid: int, sig: int) -> None:
+            if sig == signal.SIGTERM:
+                seen.append(("SIGTERM", pgid))
+            killpg(pgid, sig)
+
+        def recording(section: str, key: str, row: dict[str, object]) -> bool:
+            if section == "supervisor":
+                seen.append(("record", key))
+            return put(section, key, row)
+
+        monkeypatch.setattr(os, "killpg", signalling)  # the real calls, in the order they are made
+        monkeypatch.setattr(state, "put", recording)
+        body = (await bolt.admin.post("/api/apps/stop", json={"names": names})).json()["body"]
+        monkeypatch.undo()
+
+        assert body["failed"] == {} and len(body["stopped"]) == len(names)
+        assert {what for kind, what in seen if kind == "SIGTERM"} == groups
+        signals = [at for at, (kind, _) in enumerate(seen) if kind == "SIGTERM"]
+        records = [at for at, (kind, _) in enumerate(seen) if kind == "record"]
+        assert {key for kind, key in seen if kind == "record"} == set(names)
+        assert max(signals) < min(records), seen
+        assert all(_gone(pid) for pid in groups)
+
+
+async def test_a_bulk_stop_of_a_running_and_a_starting_app_stops_both_and_frees_their_locks(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_app(repo, "running", "import signal\nsignal.pause()\n")
+    never_listens = "import signal\nprint('UP', flush=True)\nsignal.pause()\n"
+    write_app(repo, "starting", never_listens, server=True)
+    names = ["running", "starting"]
+    async with running_host(tmp_path / "data", local_repo=repo, ready_timeout_seconds=60.0) as bolt:
+        for name in names:
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        await bolt.admin.post("/api/apps/start", json={"name": "running"})
+        starting = asyncio.create_task(bolt.admin.post("/api/apps/start", json={"name": "starting"}))
+        try:
+            await wait_for_line(bolt, "starting", "UP")
+            supervisor = bolt.host.supervisor
+            assert (supervisor.context("starting") or {}).get("status") == "starting"
+            body = (await bolt.admin.post("/api/apps/stop", json={"names": names})).json()["body"]
+            refused = (await starting).json()
+        finally:
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
+        assert body["failed"] == {}
+        assert {context["name"]: context["status"] for context in body["stopped"]} == dict.fromkeys(names, "stopped")
+        assert refused["code"] != 0 and "cancelled by a stop" in refused["error"]["message"]
+        assert all(_gone(context["pid"]) for context in body["stopped"])
+        assert [supervisor._apps[name].lock.locked() for name in names] == [False, False]
+        again = (await bolt.admin.post("/api/apps/start", json={"name": "running"})).json()["body"]
+        assert again["status"] == "running"
+        await bolt.admin.post("/api/apps/stop", json={"name": "running"})

@@ -157,6 +157,13 @@ class AppRuntime:
             return False
         return self.status in ERRORED_STATUSES and self.last_exit.get("code") != 0
 
+    def cancel_restart(self) -> None:
+        """Forget a pending automatic restart (a backoff's timer)."""
+        if self.restart_task is not None:
+            self.restart_task.cancel()
+            self.restart_task = None
+        self.next_restart_at = None
+
     def keep_exit(self, code: int | None, summary: str, log_tail: list[str]) -> None:
         """Remember how the process ended: code or signal, what it means, when, its last log lines."""
         signal_name = None

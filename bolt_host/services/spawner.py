@@ -185,12 +185,22 @@ class Spawner:
         cgroup); :meth:`cleanup` ends it.  A stop calls this before its notes and events, so a
         stop of many apps has signalled every one of them before it writes anything (and
         with a ``batch``, recorded that each is meant to be stopped)."""
-        process = runtime.process
-        if process is not None and process.ending is None:
-            process.ending = self._stop_of(runtime, process, self._shares_group(runtime))
-            process.ending.begin()
+        stop = self.ending(runtime)
+        if stop is not None:
+            stop.begin()
         if batch is not None:
             batch.intend(runtime)
+
+    def ending(self, runtime: AppRuntime) -> TreeStop | None:
+        """The end of the app's tree (one per process; None without one), its members read now when
+        that needs no wait: :meth:`TreeStop.begin` then sends its SIGTERM at once (:mod:`stop_pass`)."""
+        process = runtime.process
+        if process is None:
+            return None
+        if process.ending is None:
+            process.ending = self._stop_of(runtime, process, self._shares_group(runtime))
+            process.ending.look()
+        return process.ending
 
     async def cleanup(self, runtime: AppRuntime, batch: StopBatch | None = None) -> int | None:
         """Kill what is left of the app's tree, reap it, free its port (``batch``: checked and

@@ -60,6 +60,7 @@ from bolt_host.services.app_runtime import (
     AppRuntime,
 )
 from bolt_host.services.background import Background, retrieve_exception
+from bolt_host.services.heap_freeze import frozen_heap
 from bolt_host.services.instances import DEFAULT_MAX_INSTANCES
 from bolt_host.services.live_listing import LiveListing
 from bolt_host.services.ports import PortPool
@@ -78,6 +79,7 @@ from bolt_host.services.start_batch import start_each
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import StatsSampler, TreeUsage
 from bolt_host.services.stop_batch import StopBatch
+from bolt_host.services.stop_pass import signal_first
 from bolt_host.services.tokens import AppTokens
 from bolt_host.services.traffic import Lease
 from bolt_host.statefile import StateFile
@@ -243,7 +245,8 @@ class Supervisor:
         """:meth:`stop_app` for each of ``names`` at once: a context or an error for each, once every
         tree is gone, with one check of their ports and one write of their states (:mod:`stop_batch`)."""
         batch = StopBatch(self._state, self._spawner.ports)
-        return await batch.run(self.stop_app(name, by, batch) for name in names)
+        with frozen_heap():
+            return await batch.run(await signal_first(names, self, self._apps, self._spawner, batch, by))
 
     async def restart_app(
         self, app: dict[str, Any], by: str | None = None, rolling: bool = False, only: list[int] | None = None
@@ -503,7 +506,7 @@ class Supervisor:
             start_task.cancel()
             await asyncio.wait({start_task})
         await self._scaling.end_retiring(runtime)  # no drain: a stop ends every process of the app
-        self._cancel_restart_timer(runtime)
+        runtime.cancel_restart()
         runtime.desired = desired_after
         serverless_open = runtime.status == RUNNING and runtime.process is None
         if runtime.process is None and runtime.port is None and not was_pending and not serverless_open:
@@ -512,6 +515,10 @@ class Supervisor:
         runtime.status, runtime.reason, runtime.last_exit = STOPPING, None, None
         self._spawner.interrupt(runtime, batch)
         await asyncio.sleep(0)  # every app of a bulk stop gets its SIGTERM before any goes on
+        return await self.finish_stop(runtime, by, batch)
+
+    async def finish_stop(self, runtime: AppRuntime, by: str | None, batch: StopBatch | None) -> dict[str, Any]:
+        """The rest of a stop once ``runtime`` is ``stopping`` and its tree signalled where that needs no wait."""
         self._runlog.note(runtime, f"stopping (by {by})" if by else "stopping")
         stopping = await self.emit("app-stopping", runtime)
         had_pid, had_port = (runtime.process.pid if runtime.process is not None else None), runtime.port
@@ -529,15 +536,9 @@ class Supervisor:
 
     async def _discard_leftovers(self, runtime: AppRuntime) -> None:
         """Before a new start: cancel a pending restart, sweep a crashed tree not yet swept."""
-        self._cancel_restart_timer(runtime)
+        runtime.cancel_restart()
         if runtime.process is not None or runtime.port is not None:
             await self._spawner.cleanup(runtime)
-
-    def _cancel_restart_timer(self, runtime: AppRuntime) -> None:
-        if runtime.restart_task is not None:
-            runtime.restart_task.cancel()
-            runtime.restart_task = None
-        runtime.next_restart_at = None
 
     # adoption ------------------------------------------------------------------
     async def adopt(self, runtime: AppRuntime, process: AppProcess, record: dict[str, Any]) -> None:

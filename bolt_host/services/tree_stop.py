@@ -133,13 +133,22 @@ class TreeStop:
         self._kill_wait = kill_wait
         self._group_members = group_members
         self._tree = _WatchedTree()
+        self._looked = False  # the members were read for :meth:`begin` (see :meth:`look`)
         self._signalled = False
         self.group_empty = False  # the last look at the sealed group listed no process at all
+
+    def look(self) -> None:
+        """Read the tree's members now for :meth:`begin`, if that needs no wait (a sealed cgroup):
+        a stop of many apps reads every tree first, so that its SIGTERMs go out in one tight pass."""
+        if self._group_members is not None and not self._looked:
+            self._tree.add(self._group_others())
+            self._looked = True
 
     def begin(self) -> None:
         """SIGTERM the tree now if reading it needs no wait; else :meth:`finish` does."""
         if self._group_members is not None and not self._signalled:
-            self._signal(self._group_others())
+            self.look()
+            self._signal([])
 
     async def finish(self) -> list[int]:
         """End the tree; the pids still alive at the end (normally none; a process stuck in the
