@@ -12,7 +12,7 @@ allocator's arenas) and the allocation sites that grew the most since the previo
 run without it). Each stage also splits RSS into mapped files and anonymous memory, and the
 anonymous part into what the two allocators hold: pymalloc's arenas (objects of up to 512 bytes:
 blocks in use, and free blocks and empty pools kept for reuse) and glibc malloc's (larger blocks:
-in use and free), so a stage's growth reads as live data or as allocator slack.
+in use and free; not with ``--trace``), so a stage's growth reads as live data or as allocator slack.
 ``--mid-start SECONDS`` adds a stage that many seconds into the start call (its in-flight state).
 
     python bench/host_apps_memory.py --n 200
@@ -226,8 +226,8 @@ class Probe:
             answer = await starting
             answer.raise_for_status()
             self.start_cpu, self.start_wall = cpu_seconds(self.proc.pid) - cpu_before, time.monotonic() - began
-            if answer.json()["body"]["failed"]:
-                raise RuntimeError(f"apps failed to start: {answer.json()['body']['failed'][:3]}")
+            if failed := answer.json()["body"]["failed"]:
+                raise RuntimeError(f"{len(failed)} apps failed to start, e.g. {list(failed.items())[:3]}")
             await asyncio.sleep(opts.settle)
             await self.stage(f"{opts.n} apps running, {opts.settle:g} s later")
             for _ in range(200):
@@ -254,17 +254,21 @@ class Probe:
             print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {anonymous:.1f} | {modules} |")
             previous = rss
         print(f"the start call: {self.start_wall:.2f} s, host CPU {self.start_cpu:.2f} s")
-        print("\nThe anonymous part by allocator (MB): pymalloc (objects up to 512 bytes) in 1 MiB arenas,")
-        print("glibc malloc (larger blocks, in the heap or mmapped); 'free' is what each keeps for reuse")
-        print("| stage | pymalloc arenas | in use | free | glibc in use | free |\n|---|---|---|---|---|---|")
-        for (name, _, _), (arenas, used, free, glibc_used, glibc_free) in zip(self.rows, self.allocators, strict=True):
-            print(f"| {name} | {arenas:.0f} | {used:.1f} | {free:.1f} | {glibc_used:.1f} | {glibc_free:.1f} |")
+        if not self.opts.trace:  # tracemalloc's hooks hide pymalloc's statistics (and cost memory)
+            self.report_allocators()
         if self.opts.trace:
             print("\nPython allocations (tracemalloc): live at each stage, the highest point since the one before")
             print("| stage | live (MB) | peak (MB) |\n|---|---|---|")
             for (name, _, _), (live, peak) in zip(self.rows, self.traced, strict=True):
                 print(f"| {name} | {live:.2f} | {peak:.2f} |")
             self.report_growth()
+
+    def report_allocators(self) -> None:
+        print("\nThe anonymous part by allocator (MB): pymalloc (objects up to 512 bytes) in 1 MiB arenas,")
+        print("glibc malloc (larger blocks, in the heap or mmapped); 'free' is what each keeps for reuse")
+        print("| stage | pymalloc arenas | in use | free | glibc in use | free |\n|---|---|---|---|---|---|")
+        for (name, _, _), (arenas, used, free, glibc_used, glibc_free) in zip(self.rows, self.allocators, strict=True):
+            print(f"| {name} | {arenas:.0f} | {used:.1f} | {free:.1f} | {glibc_used:.1f} | {glibc_free:.1f} |")
 
     def report_growth(self) -> None:
         ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
