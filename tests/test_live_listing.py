@@ -311,6 +311,7 @@ async def test_a_listing_without_uptimes_is_kept_whole_until_a_start_stop_crash_
     def figures_moved() -> bool:
         with contextlib.suppress(OSError):  # work for the app, so its cpu time moves
             urllib.request.urlopen(f"http://127.0.0.1:{again['port']}/whoami", timeout=5).read()
+        assert_light_answer_is_fresh(supervisor, FIGURES)  # a reader of the figures keeps the sampler going
         return supervisor._stats.version != version
 
     await async_wait_until(figures_moved, timeout=20, what="a stats pass with new figures")
