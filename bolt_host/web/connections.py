@@ -91,6 +91,8 @@ class GuardedH11Protocol(H11Protocol):
             self._cancel_body_timer()
 
     def on_response_complete(self) -> None:
+        if isinstance(self.transport, CorkedTransport):
+            self.transport.flush()  # the whole answer now, not at the end of this loop turn
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm_header_timer()  # the next request's headers get the same limit
