@@ -20,8 +20,9 @@ import pytest
 from bolt_host.services.extract import pack_directory
 from tests.fixtures.device.fleet import PASSWORDS, ROOT_ACCOUNT, Fleet, running_fleet, sha256_of
 from tests.fixtures.device.mosquitto import NEEDS_MOSQUITTO
-from tests.fixtures.device.packages import pack_sample
+from tests.fixtures.device.packages import GatedFiles, pack_sample
 from tests.helpers import free_port, wait_until
+from tests.servers import serve
 
 pytestmark = [
     NEEDS_MOSQUITTO,
@@ -261,3 +262,22 @@ def test_an_agent_appends_its_install_records_and_a_kill_loses_none(fleet: Fleet
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
 
+
+def test_an_agent_downloads_with_one_client_for_its_life(fleet: Fleet, tmp_path: Path) -> None:
+    """Two installs one after the other: the second download reuses the first one's connection
+    (one client built as the agent started, not one per download)."""
+    files = GatedFiles()
+    pids: list[int] = []
+    with serve(files.app, timeout_keep_alive=120) as server, agent_process(fleet, tmp_path / "dev-3") as agent:
+        try:
+            device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
+            for name in ("first-sleeper", "second-sleeper"):
+                data, manifest = _sleeper_package(tmp_path / "packages", name)
+                _install(fleet, device_id, server.url + files.add(f"{name}.tgz", data), data, manifest)
+            pids = wait_until(lambda: agent.app_pids() if len(agent.app_pids()) == 2 else None,
+                              timeout=30, what="both apps running on the agent")
+        finally:
+            for pid in set(pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+    assert len(files.client_ports) == 2 and len(set(files.client_ports)) == 1, files.client_ports
