@@ -193,3 +193,18 @@ def test_a_killed_hosts_groups_go_when_the_next_host_of_its_data_dir_shuts_down(
         runner.kill_all()  # ends the runner if a host did not
         support.remove_empty_groups()
         another.remove_empty_groups()
+
+
+def test_controllers_mounted_together_make_one_folder_and_a_new_group_stays_new(
+    two_data_dirs: tuple[cgroups.CgroupSupport, cgroups.CgroupSupport],
+) -> None:
+    """Where ``cpu`` and ``cpuacct`` share one mount, both name the same folder: it is made once,
+    and the group counts as new (no limits to lift), not as one a previous run left."""
+    ours, _ = two_data_dirs
+    base = next(iter(ours.bases.values()))
+    together = cgroups.CgroupSupport("v1", {"cpu": base, "cpuacct": base}, ours.prefix)
+    group = together.group("paired")
+    assert group is not None and len(set(group.folders.values())) == 1
+    assert group.make_folders() is True
+    assert group.exists()
+    assert group.make_folders() is False  # a group that is there is not new

@@ -23,6 +23,7 @@ import psutil
 
 from bolt_host.services.proctable import read_marker
 from bolt_host.services.restarts import RestartPolicy
+from bolt_host.services.sandbox import Isolation
 from bolt_host.services.supervisor import Supervisor
 from bolt_host.services.tokens import AppTokens
 from bolt_host.statefile import StateFile
@@ -68,6 +69,7 @@ class Harness:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.apps: dict[str, dict[str, Any]] = {}
         self.supervisors: list[Supervisor] = []
+        self.isolations: list[Isolation] = []  # their app cgroups are removed at close, as a stopping host does
         self.tracked: dict[int, float | None] = {}
         low = random.randrange(10000, 19900, 100)  # below the ephemeral range
         self.port_range = (low, low + 99)
@@ -108,6 +110,8 @@ class Harness:
             "restart_policy": RestartPolicy(),
         }
         options.update(overrides)
+        if options.get("isolation") is not None:
+            self.isolations.append(options["isolation"])
         supervisor = Supervisor(**options)
         self.supervisors.append(supervisor)
         return supervisor
@@ -141,6 +145,8 @@ class Harness:
         for supervisor in self.supervisors:
             with contextlib.suppress(Exception):
                 await supervisor.shutdown()
+        for isolation in self.isolations:
+            isolation.remove_empty_groups()
         survivors = [pid for pid in self.tracked if not process_gone(pid)]
         for pid in survivors:
             kill_if_same(pid, self.tracked[pid])

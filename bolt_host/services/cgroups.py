@@ -223,12 +223,7 @@ class AppCgroup:
         A group this call made has no limit yet: only the limits asked for are written then
         (each write is a few tenths of a millisecond in the kernel, and a first start of 200
         apps made 200 groups)."""
-        fresh = True
-        for folder in self.folders.values():
-            try:
-                os.mkdir(folder)
-            except FileExistsError:
-                fresh = False
+        fresh = self.make_folders()
         memory, pids, cpu = limits.get("memory"), limits.get("pids"), limits.get("cpu")
         quota = str(int(cpu * CPU_PERIOD_US)) if cpu else None
         if self.version == "v2":
@@ -254,6 +249,17 @@ class AppCgroup:
         if "cpu" in self.folders and (cpu or not fresh):
             _write_if_changed(f"{self.folders['cpu']}/cpu.cfs_period_us", str(CPU_PERIOD_US))
             _write_if_changed(f"{self.folders['cpu']}/cpu.cfs_quota_us", quota or "-1")
+
+    def make_folders(self) -> bool:
+        """Make the group's folders; True if none was there (a new group has no limit yet).
+        Controllers mounted together (``cpu,cpuacct``) share one folder, made once."""
+        fresh = True
+        for folder in dict.fromkeys(self.folders.values()):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                fresh = False
+        return fresh
 
     def exists(self) -> bool:
         return all(os.path.isdir(folder) for folder in self.folders.values())
