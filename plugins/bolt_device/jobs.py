@@ -195,7 +195,7 @@ class JobRunner:
         return self.http
 
     async def close_client(self) -> None:
-        http, self.http = self.http, None
+        http, self.http = await self._client(), None  # (one still being built is closed too)
         if http is not None:
             await http.aclose()
 
