@@ -9,7 +9,11 @@ the host runs under tracemalloc and each stage also gives Python's live allocati
 peak since the stage before (RSS follows the peaks: what a stage frees mostly stays in the
 allocator's arenas) and the allocation sites that grew the most since the previous stage
 (tracing slows the host several times and costs memory itself: take the RSS figures from a
-run without it).
+run without it). Each stage also splits RSS into mapped files and anonymous memory, and the
+anonymous part into what the two allocators hold: pymalloc's arenas (objects of up to 512 bytes:
+blocks in use, and free blocks and empty pools kept for reuse) and glibc malloc's (larger blocks:
+in use and free; not with ``--trace``), so a stage's growth reads as live data or as allocator slack.
+``--mid-start SECONDS`` adds a stage that many seconds into the start call (its in-flight state).
 
     python bench/host_apps_memory.py --n 200
     python bench/host_apps_memory.py --n 200 --trace 1 --top 15
@@ -44,6 +48,7 @@ from supbench_model import app_names, write_local_repo  # noqa: E402
 from supbench_util import free_port, login_when_up  # noqa: E402
 
 REPO_ROOT = BENCH_DIR.parent
+ARENA_MB = 1.0  # pymalloc's arena size on 64-bit Python 3.10+
 
 # Runs in the host process: the stage handler, then bolt-host's own entry point.
 WRAPPER = textwrap.dedent(
@@ -64,9 +69,31 @@ WRAPPER = textwrap.dedent(
             live, peak = tracemalloc.get_traced_memory()  # before the snapshot, which is traced too
             tracemalloc.take_snapshot().dump(path + ".snapshot")
             tracemalloc.reset_peak()  # the next stage's peak is its own
+        allocators(path)
         with open(path + ".tmp", "w") as out:
             out.write(f"{len(sys.modules)} {live} {peak}")
         os.rename(path + ".tmp", path + ".done")
+    def allocators(path):
+        # pymalloc's statistics go to fd 2 only: point it at a file for the call
+        fd = os.open(path + ".pymalloc", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        saved = os.dup(2)
+        os.dup2(fd, 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(fd)
+        import ctypes
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in
+                        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+        mallinfo2 = getattr(ctypes.CDLL(None), "mallinfo2", None)  # glibc 2.33+
+        with open(path + ".glibc", "w") as out:
+            if mallinfo2 is not None:
+                mallinfo2.restype = MallInfo2
+                info = mallinfo2()
+                out.write(f"{info.uordblks + info.hblkhd} {info.fordblks}")  # in use (heap + mmapped), free
     signal.signal(signal.SIGUSR1, report)
     sys.argv = ["bolt_host", *sys.argv[1:]]
     runpy.run_module("bolt_host", run_name="__main__", alter_sys=True)
@@ -92,6 +119,24 @@ def anonymous_mb(pid: int) -> float:
     return _field_mb(f"/proc/{pid}/smaps_rollup", "Anonymous")
 
 
+def pymalloc_mb(report: str) -> tuple[float, float, float]:
+    """From ``sys._debugmallocstats`` output: pymalloc's arenas, the bytes in its blocks in use,
+    and the bytes it keeps free (free blocks in used pools, empty pools), in MiB."""
+
+    def value(line: str) -> int:
+        return int(line.rpartition("=")[2].replace(",", ""))
+
+    arenas = used = free = 0
+    for line in report.splitlines():
+        if line.startswith("# arenas allocated current"):
+            arenas = value(line)
+        elif line.startswith("# bytes in allocated blocks"):
+            used = value(line)
+        elif line.startswith("# bytes in available blocks") or " unused pools * " in line:
+            free += value(line)
+    return arenas * ARENA_MB, used / 2**20, free / 2**20
+
+
 def cpu_seconds(pid: int) -> float:
     """The process's user + system CPU seconds so far."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -108,6 +153,8 @@ class Probe:
         self.proc: subprocess.Popen[bytes] | None = None
         self.rows: list[tuple[str, float, int]] = []
         self.anonymous: list[float] = []
+        # per stage: pymalloc's arenas, in use, free; glibc's in use, free (MiB)
+        self.allocators: list[tuple[float, float, float, float, float]] = []
         self.start_cpu = self.start_wall = 0.0
         self.traced: list[tuple[float, float]] = []  # with --trace: Python's live and peak MB per stage
 
@@ -124,6 +171,10 @@ class Probe:
         modules, live, peak = done.read_text().split()
         self.rows.append((name, vm_rss_mb(self.proc.pid), int(modules)))
         self.anonymous.append(anonymous_mb(self.proc.pid))
+        glibc = (self.stages_dir / f"stage-{index}.glibc").read_text().split() or ["nan", "nan"]  # not glibc
+        glibc_used, glibc_free = (float(part) / 2**20 for part in glibc)
+        pymalloc = pymalloc_mb((self.stages_dir / f"stage-{index}.pymalloc").read_text())
+        self.allocators.append((*pymalloc, glibc_used, glibc_free))
         self.traced.append((int(live) / 2**20, int(peak) / 2**20))
         print(f"  {name}: {self.rows[-1][1]:.1f} MB", flush=True)
 
@@ -168,11 +219,15 @@ class Probe:
             await asyncio.gather(*(install(name) for name in names))
             await self.stage(f"{opts.n} apps installed")
             cpu_before, began = cpu_seconds(self.proc.pid), time.monotonic()
-            answer = await client.post("/api/apps/start", json={"names": names})
+            starting = asyncio.ensure_future(client.post("/api/apps/start", json={"names": names}))
+            if opts.mid_start:
+                await asyncio.sleep(opts.mid_start)
+                await self.stage(f"{opts.mid_start:g} s into the start call")
+            answer = await starting
             answer.raise_for_status()
             self.start_cpu, self.start_wall = cpu_seconds(self.proc.pid) - cpu_before, time.monotonic() - began
-            if answer.json()["body"]["failed"]:
-                raise RuntimeError(f"apps failed to start: {answer.json()['body']['failed'][:3]}")
+            if failed := answer.json()["body"]["failed"]:
+                raise RuntimeError(f"{len(failed)} apps failed to start, e.g. {list(failed.items())[:3]}")
             await asyncio.sleep(opts.settle)
             await self.stage(f"{opts.n} apps running, {opts.settle:g} s later")
             for _ in range(200):
@@ -199,12 +254,21 @@ class Probe:
             print(f"| {name} | {rss:.1f} | {rss - previous:+.1f} | {anonymous:.1f} | {modules} |")
             previous = rss
         print(f"the start call: {self.start_wall:.2f} s, host CPU {self.start_cpu:.2f} s")
+        if not self.opts.trace:  # tracemalloc's hooks hide pymalloc's statistics (and cost memory)
+            self.report_allocators()
         if self.opts.trace:
             print("\nPython allocations (tracemalloc): live at each stage, the highest point since the one before")
             print("| stage | live (MB) | peak (MB) |\n|---|---|---|")
             for (name, _, _), (live, peak) in zip(self.rows, self.traced, strict=True):
                 print(f"| {name} | {live:.2f} | {peak:.2f} |")
             self.report_growth()
+
+    def report_allocators(self) -> None:
+        print("\nThe anonymous part by allocator (MB): pymalloc (objects up to 512 bytes) in 1 MiB arenas,")
+        print("glibc malloc (larger blocks, in the heap or mmapped); 'free' is what each keeps for reuse")
+        print("| stage | pymalloc arenas | in use | free | glibc in use | free |\n|---|---|---|---|---|---|")
+        for (name, _, _), (arenas, used, free, glibc_used, glibc_free) in zip(self.rows, self.allocators, strict=True):
+            print(f"| {name} | {arenas:.0f} | {used:.1f} | {free:.1f} | {glibc_used:.1f} | {glibc_free:.1f} |")
 
     def report_growth(self) -> None:
         ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -230,6 +294,7 @@ def main() -> int:
     parser.add_argument("--start-concurrency", type=int, default=0, help="BOLT_START_CONCURRENCY (0: all at once)")
     parser.add_argument("--trace", type=int, default=0, metavar="FRAMES", help="tracemalloc frames (0: off)")
     parser.add_argument("--top", type=int, default=12, help="with --trace: sites listed per stage")
+    parser.add_argument("--mid-start", type=float, default=0.0, help="a stage this far into the start call (s)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after start all")
     parser.add_argument("--port-base", type=int, default=14000, help="app ports from here")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="per start (tracing is slow)")

@@ -23,6 +23,7 @@ from bolt_host.log_levels import LOG_LEVELS, configure_logging
 from bolt_host.plugins import PluginLoadError, discover
 from bolt_host.statefile import RUNTIME_STATE_FILE, StateFile
 from bolt_host.storage import CorruptDatabaseError, Database
+from bolt_host.uvicorn_package import defer_uvicorn_init
 
 
 def _settings(**flags: Any) -> Settings:
@@ -128,7 +129,8 @@ def serve(**flags: Any) -> None:
     # are installed, as they are for this CLI; a server never runs it, so its import fails over to
     # httpx's own stub (None in sys.modules makes an import raise ModuleNotFoundError)
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    import uvicorn
+    defer_uvicorn_init()  # its package import loads its command line, which a server never runs
+    from uvicorn.config import Config
 
     # Check every setting and bind the socket before the data dir is touched: a refused
     # start leaves no folder, no password and no half-run start-up behind.
@@ -168,7 +170,7 @@ def serve(**flags: Any) -> None:
     except PluginLoadError as exc:
         raise click.ClickException(str(exc)) from exc
 
-    config = uvicorn.Config(
+    config = Config(
         app,
         host=settings.host,
         port=settings.port,

@@ -18,14 +18,14 @@ import time
 from email.utils import formatdate
 from types import FrameType
 
-import uvicorn
-from uvicorn.server import ServerState
+from uvicorn.config import Config
+from uvicorn.server import Server, ServerState
 
 
 class DatedServerState(ServerState):
     """``default_headers`` (``Date`` and the configured ones) made on demand, once per second."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: Config) -> None:
         self._config = config
         self._second: int | None = None
         self._headers: list[tuple[bytes, bytes]] = []
@@ -46,11 +46,11 @@ class DatedServerState(ServerState):
         """uvicorn's own tick would set them; they are made on demand here."""
 
 
-class QuietServer(uvicorn.Server):
+class QuietServer(Server):
     _wake: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.server_state = DatedServerState(config)
 

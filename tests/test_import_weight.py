@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import end_process, free_port, wait_until
 
 ROOT = Path(__file__).parent.parent
 
@@ -182,3 +188,56 @@ def test_the_backends_route_modules_load_at_their_first_request(tmp_path: Path) 
     status, body = report["robot"]
     assert (status, body) == (200, []), body  # no download task yet
     assert report["after_robot"] == sorted([*report["after_enterprise"], *robot])  # routes.py imports the rest
+
+
+# The real `bolt-host serve`; SIGUSR1 (handled in its main thread) writes what it has imported,
+# then reads one of uvicorn's top-level names, as any other user of `import uvicorn` would.
+SERVE_PROBE = textwrap.dedent(
+    """
+    import json, os, runpy, signal, sys
+    answer, watched = sys.argv[1], json.loads(sys.argv[2])
+    def report(signum, frame):
+        at_serve = sorted(name for name in watched if name in sys.modules)
+        import uvicorn
+        run = uvicorn.run  # uvicorn's own __init__ runs here
+        after_use = sorted(name for name in watched if name in sys.modules)
+        with open(answer + ".tmp", "w") as out:
+            json.dump({"at_serve": at_serve, "after_use": after_use, "run": run.__module__}, out)
+        os.rename(answer + ".tmp", answer)
+    signal.signal(signal.SIGUSR1, report)
+    sys.argv = ["bolt_host", *sys.argv[3:]]
+    runpy.run_module("bolt_host", run_name="__main__", alter_sys=True)
+    """
+)
+
+
+@pytest.mark.timeout(90)
+def test_serve_leaves_uvicorns_command_line_unimported_until_its_package_is_used(tmp_path: Path) -> None:
+    watched = ["multiprocessing", "uvicorn.main", "uvicorn.supervisors"]
+    port = free_port()
+    answer = tmp_path / "modules.json"
+    command = [sys.executable, "-c", SERVE_PROBE, str(answer), json.dumps(watched)]
+    command += ["serve", "--port", str(port), "--host", "127.0.0.1", "--data-dir", str(tmp_path / "data")]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BOLT_")}  # every plugin loads
+    env.update({"BOLT_ADMIN_PASSWORD": "import-weight-test", "BOLT_LOG_LEVEL": "warning"})
+    log = tmp_path / "host.log"
+    with log.open("wb") as output:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/api/apps", auth=("admin", "import-weight-test")).is_success
+            except httpx.HTTPError:
+                return False
+
+        wait_until(lambda: answers() or proc.poll() is not None, timeout=60, what="the host's answer")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: answer.exists() or proc.poll() is not None, timeout=30, what="the host's modules")
+        report = json.loads(answer.read_text())
+    finally:
+        end_process(proc)
+    assert report["at_serve"] == [], log.read_text()[-2000:]
+    assert report["after_use"] == watched
+    assert report["run"] == "uvicorn.main"
