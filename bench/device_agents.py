@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import signal
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,10 @@ async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if args.cprofile:  # the event loop thread's CPU by function, from SIGUSR1 to SIGUSR2
+        profile = cProfile.Profile(time.thread_time)
+        loop.add_signal_handler(signal.SIGUSR1, profile.enable)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: (profile.disable(), profile.dump_stats(args.cprofile)))
     await stop.wait()
     for host in hosts:
         with contextlib.suppress(Exception):
@@ -69,4 +75,5 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--password-prefix", default="pw-")
+    parser.add_argument("--cprofile", default=None, help="cProfile file (SIGUSR1 starts, SIGUSR2 stops and writes)")
     asyncio.run(main(parser.parse_args()))

@@ -347,7 +347,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             agent_log = (work / f"agents-{first}.log").open("wb")
             agents.append(subprocess.Popen(
                 [sys.executable, str(ROOT / "bench" / "device_agents.py"), "--broker", broker.url,
-                 "--first", str(first), "--count", str(count), "--data-root", str(work / "agents")],
+                 "--first", str(first), "--count", str(count), "--data-root", str(work / "agents"),
+                 *(["--cprofile", str(args.cprofile_agent)] if args.cprofile_agent and first == 0 else [])],
                 stdout=agent_log, stderr=subprocess.STDOUT, start_new_session=True,
             ))
 
@@ -373,6 +374,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             profilers.append(py_spy(agents[0].pid, args.profile_agent))
         if args.strace_agent is not None:
             profilers.append(strace_count(agents[-1].pid, args.strace_agent))
+        if args.cprofile_agent is not None:
+            os.kill(agents[0].pid, signal.SIGUSR1)
         if reports is not None:
             reports.take(f"idle, {len(devices)} devices connected")
             reports.take_when(lambda: len(counter.requested) >= len(devices),
@@ -382,6 +385,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             restart.start()
         messages_before = counter.count
         cpu_before = cpu_seconds([manager.pid]), cpu_seconds([a.pid for a in agents])
+        # the registry serving the 500 downloads, and the broker (a restart makes a new one: not counted)
+        broker_pid = broker.process.pid if broker.process is not None and restart is None else None
+        others_before = cpu_seconds([registry.process.pid]), cpu_seconds([broker_pid] if broker_pid else [])
         sampler.start()
         fan_wall, fan_started = time.time(), time.monotonic()
         load_at_burst = os.getloadavg()
@@ -410,12 +416,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         messages = counter.count - messages_before
         window = [t for t in counter.times if t >= fan_started]
         peak_rate = max((sum(1 for u in window if t <= u < t + 1.0) for t in window), default=0)
-        cpu_spent = (cpu_seconds([manager.pid]) - cpu_before[0], cpu_seconds([a.pid for a in agents]) - cpu_before[1])
+        cpu_spent = (cpu_seconds([manager.pid]) - cpu_before[0], cpu_seconds([a.pid for a in agents]) - cpu_before[1],
+                     cpu_seconds([registry.process.pid]) - others_before[0],
+                     cpu_seconds([broker_pid]) - others_before[1] if broker_pid else None)
         sampler.halt.set()
         sampler.join()
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(timeout=60)
+        if args.cprofile_agent is not None:
+            os.kill(agents[0].pid, signal.SIGUSR2)
+            wait_for(args.cprofile_agent.exists, 60, "the agent's profile")
         if reports is not None:
             reports.take("after: every operation ended")
             reports.trim()
@@ -468,7 +479,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "managerCpuPercent": {"mean": round(statistics.mean(cpu), 1), "peak": round(max(cpu), 1)},
             # CPU time used from the burst's start until every operation had ended, to tell the
             # manager's own work from the agents' (their processes, not the apps they start)
-            "cpuSecondsDuringFanOut": {"manager": round(cpu_spent[0], 1), "agentProcesses": round(cpu_spent[1], 1)},
+            "cpuSecondsDuringFanOut": {"manager": round(cpu_spent[0], 1), "agentProcesses": round(cpu_spent[1], 1),
+                                       "registry": round(cpu_spent[2], 1),
+                                       "broker": None if cpu_spent[3] is None else round(cpu_spent[3], 1)},
             "benchCpuSecondsWhileCalling": round(client_cpu, 1),
             "brokerMessages": messages,
             "brokerMessagesPerSecond": round(messages / fan_seconds, 1) if fan_seconds > 0 else None,
@@ -509,6 +522,8 @@ def main() -> None:
                         help="record the manager with py-spy during the burst (raw folded stacks)")
     parser.add_argument("--profile-agent", type=Path, default=None, metavar="FILE",
                         help="record the first agent process with py-spy during the burst (raw folded stacks)")
+    parser.add_argument("--cprofile-agent", type=Path, default=None, metavar="FILE",
+                        help="cProfile the first agent process's event loop (CPU time) during the burst")
     parser.add_argument("--strace-agent", type=Path, default=None, metavar="FILE",
                         help="count the last agent process's system calls during the burst (strace -c -f)")
     parser.add_argument("--memory-reports", type=Path, default=None, metavar="DIR",

@@ -8,7 +8,10 @@ changed since the last write, or ``{table: null}`` for a table dropped — and f
 file is rewritten (compaction) when the journal has grown past it, so the bytes written stay
 a constant times what changed, and when the database is closed (a stopped host's file holds
 its whole state: a copy of it is a backup).  Below ``journal_from`` every write rewrites the file as
-before (a small ``db.json`` always holds the whole state, for whoever reads it).
+before (a small ``db.json`` always holds the whole state, for whoever reads it), unless its owner
+asked for appends at any size (``Database.append_writes``: a device agent, whose small database
+takes seven writes per install); its journal then grows to ``journal_floor`` bytes before a
+compaction.
 
 Crash safety (``kill -9`` or power loss at any moment leaves the previous or the next state):
 
@@ -47,6 +50,7 @@ class DbJournal:
     def __init__(self, path: Path, journal_from: int = DEFAULT_JOURNAL_FROM) -> None:
         self.path = path.with_name(path.name + JOURNAL_SUFFIX)
         self.journal_from = journal_from
+        self.journal_floor = 0  # the journal may grow to the file's size, or to this if larger
         self._fd: int | None = None  # open for appends after this process's first compaction
         self._journal_bytes = 0
         self._snapshot_bytes = 0
@@ -95,7 +99,8 @@ class DbJournal:
     def appends_now(self, line_bytes: int) -> bool:
         """Whether the next write appends a line of this size (else it rewrites the file: the
         journal would outgrow it)."""
-        return self.may_append() and self._journal_bytes + line_bytes <= self._snapshot_bytes
+        limit = max(self._snapshot_bytes, self.journal_floor)
+        return self.may_append() and self._journal_bytes + line_bytes <= limit
 
     def append(self, line: bytes) -> None:
         """Append ``line`` (ending in a newline) and fsync it; may run in a worker thread."""

@@ -182,6 +182,10 @@ class Hooks:
         hook = getattr(self._pm.hook, name, None)
         return hook is not None and hook.spec is not None
 
+    def implemented(self, name: str) -> bool:
+        """Whether any loaded plugin implements hook ``name`` (asked now: registrations may change)."""
+        return bool(self.caller(name).get_hookimpls())
+
     def _arguments(self, hook: pluggy.HookCaller, kwargs: dict[str, Any]) -> dict[str, Any]:
         if hook.spec is not None and "host" in hook.spec.argnames:
             kwargs.setdefault("host", self._host)

@@ -34,10 +34,12 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def serve(app: Starlette, port: int = 0, timeout: float = 30.0) -> Iterator[LiveServer]:
-    """Serve ``app`` until the block ends; the lifespan (host start/stop) runs as in production."""
+def serve(app: Starlette, port: int = 0, timeout: float = 30.0, **config: Any) -> Iterator[LiveServer]:
+    """Serve ``app`` until the block ends; the lifespan (host start/stop) runs as in production.
+    ``config``: more uvicorn settings (``timeout_keep_alive``, say)."""
     host = getattr(app.state, "host", None)  # a bolt host, or any other Starlette app (a test's peer)
     options = server_options(host.settings) if host is not None else {"proxy_headers": False}
+    options.update(config)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)

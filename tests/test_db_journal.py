@@ -143,6 +143,19 @@ def test_a_small_database_is_one_whole_file_without_a_journal(tmp_path: Path) ->
     db.close()
 
 
+def test_a_small_database_that_appends_its_writes_compacts_at_its_journal_size(tmp_path: Path) -> None:
+    """``append_writes`` (a device agent's database): the small file's writes append, the file is
+    rewritten once the journal holds the given bytes, and a load (a killed host) finds every row."""
+    path = tmp_path / "db.json"
+    db = Database(path)
+    db.append_writes(journal_bytes=8 * len(ROW))
+    _install_like(db, 20)  # the first write opens the journal; the next ones append, 8 rows or so each
+    journal = db._db.storage.journal  # type: ignore[attr-defined]
+    assert journal.appends >= 15 and 2 <= journal.compactions <= 4, (journal.appends, journal.compactions)
+    _killed(db)
+    assert _names(Database(path)) == {f"app-{i}": i for i in range(20)}
+
+
 def test_a_row_written_to_the_journal_is_the_cache_s_own_copy(tmp_path: Path) -> None:
     """As with a whole-file write, what the caller passed and changes afterwards is not the cache."""
     db = Database(tmp_path / "db.json", journal_from=0)

@@ -20,8 +20,9 @@ import pytest
 from bolt_host.services.extract import pack_directory
 from tests.fixtures.device.fleet import PASSWORDS, ROOT_ACCOUNT, Fleet, running_fleet, sha256_of
 from tests.fixtures.device.mosquitto import NEEDS_MOSQUITTO
-from tests.fixtures.device.packages import pack_sample
+from tests.fixtures.device.packages import GatedFiles, pack_sample
 from tests.helpers import free_port, wait_until
+from tests.servers import serve
 
 pytestmark = [
     NEEDS_MOSQUITTO,
@@ -110,6 +111,16 @@ def _start_gated_download(fleet: Fleet, device_id: str, name: str) -> dict[str, 
     return response.json()
 
 
+def _install(fleet: Fleet, device_id: str, url: str, data: bytes, manifest: dict[str, Any]) -> None:
+    """Install the package at ``url`` (``data``) on the device; returns once it COMPLETED."""
+    body = {"uri": url, "name": manifest["name"], "version": manifest["version"], "fileHash": sha256_of(data),
+            "install": True}
+    response = fleet.kapua.post(f"/_/devices/{device_id}/packages/_download", json=body)
+    assert response.status_code == 200, response.text
+    done = fleet.kapua.wait_operation_end(device_id, response.json()["id"], timeout=60)
+    assert done["status"] == "COMPLETED", done["log"]
+
+
 def _notes(fleet: Fleet, device_id: str, operation_id: str) -> list[dict[str, Any]]:
     return fleet.kapua.get(f"/_/devices/{device_id}/operations/{operation_id}/notifications").json()["items"]
 
@@ -180,17 +191,12 @@ def _stubborn_package(folder: Path) -> tuple[bytes, dict[str, Any]]:
 def test_an_agent_killed_mid_uninstall_reports_the_cut_on_restart(fleet: Fleet, tmp_path: Path) -> None:
     data_dir = tmp_path / "dev-3"
     data, manifest = _stubborn_package(tmp_path / "package")
-    body = {"uri": fleet.files_url + fleet.files.add("stubborn.tgz", data), "name": manifest["name"],
-            "version": manifest["version"], "fileHash": sha256_of(data), "install": True}
     released = data_dir / "apps" / "stubborn" / "release"
     pids: list[int] = []
     try:
         with agent_process(fleet, data_dir) as agent:
             device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
-            installed = fleet.kapua.post(f"/_/devices/{device_id}/packages/_download", json=body)
-            assert installed.status_code == 200, installed.text
-            done = fleet.kapua.wait_operation_end(device_id, installed.json()["id"], timeout=60)
-            assert done["status"] == "COMPLETED", done["log"]
+            _install(fleet, device_id, fleet.files_url + fleet.files.add("stubborn.tgz", data), data, manifest)
             pids = wait_until(agent.app_pids, timeout=30, what="stubborn running on the agent")
             response = fleet.kapua.post(f"/_/devices/{device_id}/packages/_uninstall",
                                         json={"name": "stubborn", "version": "1.0.0"})
@@ -216,3 +222,62 @@ def test_an_agent_killed_mid_uninstall_reports_the_cut_on_restart(fleet: Fleet, 
     assert CRASH_REASON in ended["log"]
     last = _notes(fleet, device_id, operation["id"])[-1]
     assert (last["resource"], last.get("status"), last["message"]) == ("uninstall", "FAILED", CRASH_REASON)
+
+
+def _sleeper_package(folder: Path, name: str = "sleeper") -> tuple[bytes, dict[str, Any]]:
+    manifest = {"name": name, "version": "1.0.0", "keywords": ["bolt-app"],
+                "bolt": {"start": "sleep 86400", "server": False}}
+    source = folder / name
+    source.mkdir(parents=True)
+    (source / "package.json").write_text(json.dumps(manifest))
+    return pack_directory(source, folder / f"{name}.tgz").read_bytes(), manifest
+
+
+def test_an_agent_appends_its_install_records_and_a_kill_loses_none(fleet: Fleet, tmp_path: Path) -> None:
+    """An agent's db.json is small, yet its writes go to the journal (one fsynced line each, not a
+    rewrite of the file through a new temp file): what an install wrote is in the journal alone
+    when the agent is killed, and the restarted agent has it all."""
+    data_dir = tmp_path / "dev-3"
+    data, manifest = _sleeper_package(tmp_path / "package")
+    pids: list[int] = []
+    try:
+        with agent_process(fleet, data_dir) as agent:
+            device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
+            _install(fleet, device_id, fleet.files_url + fleet.files.add("sleeper.tgz", data), data, manifest)
+            pids = wait_until(agent.app_pids, timeout=30, what="sleeper running on the agent")
+            agent.kill()
+        journal = (data_dir / "db.json.log").read_text()
+        assert '"sleeper"' in journal and '"succeeded"' in journal  # the app's record, the tasks' ends
+        assert '"sleeper"' not in (data_dir / "db.json").read_text()  # appended, never rewritten
+        with agent_process(fleet, data_dir) as agent:
+            fleet.kapua.wait_connected(CLIENT, timeout=90)
+            response = httpx.get(agent.url + "/api/apps", auth=("admin", ADMIN_PASSWORD), timeout=10)
+            assert response.status_code == 200, response.text
+            assert [app["name"] for app in response.json()["body"]] == ["sleeper"]
+            ended = {(t["kind"], t["status"]) for t in agent.tasks()}
+            assert ended == {("download", "succeeded"), ("install", "succeeded")}, ended
+            pids += agent.app_pids()
+    finally:
+        for pid in set(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_an_agent_downloads_with_one_client_for_its_life(fleet: Fleet, tmp_path: Path) -> None:
+    """Two installs one after the other: the second download reuses the first one's connection
+    (one client built as the agent started, not one per download)."""
+    files = GatedFiles()
+    pids: list[int] = []
+    with serve(files.app, timeout_keep_alive=120) as server, agent_process(fleet, tmp_path / "dev-3") as agent:
+        try:
+            device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
+            for name in ("first-sleeper", "second-sleeper"):
+                data, manifest = _sleeper_package(tmp_path / "packages", name)
+                _install(fleet, device_id, server.url + files.add(f"{name}.tgz", data), data, manifest)
+            pids = wait_until(lambda: agent.app_pids() if len(agent.app_pids()) == 2 else None,
+                              timeout=30, what="both apps running on the agent")
+        finally:
+            for pid in set(pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+    assert len(files.client_ports) == 2 and len(set(files.client_ports)) == 1, files.client_ports

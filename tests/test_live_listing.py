@@ -3,10 +3,13 @@ and ``fields`` selects members."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from bolt_host.errors import APP_START_FAILED, BoltError
 from bolt_host.services.app_runtime import LIVE_STATUSES, AppRuntime, encode_json
 from bolt_host.services.stats import TreeUsage
 from bolt_host.services.supervisor import Supervisor
+from bolt_host.web.envelope import OK_HEAD, OK_TAIL
 from tests.helpers import async_wait_until
 from tests.test_supervisor_harness import Harness, supervisor_harness
 
@@ -248,3 +252,68 @@ async def test_field_selections_kept_are_bounded(harness: Harness) -> None:
         now = time.monotonic()
         assert supervisor._listing.encode(fields, now=now) == fresh_encoding(supervisor, fields, now)
     assert len(supervisor._listing._kept) <= 4
+
+
+LIGHT = frozenset({"name", "status", "pid", "port", "restarts"})  # no uptime: one body per state
+FIGURES = frozenset({"name", "pid", "memory", "cpu"})
+
+
+def assert_light_answer_is_fresh(supervisor: Supervisor, fields: frozenset[str]) -> bytes:
+    """The enveloped listing without uptimes: a fresh encoding's bytes, and the very same object
+    on the next call while nothing changed in between."""
+    answer = supervisor.contexts_json(fields, OK_HEAD, OK_TAIL)
+    assert answer == OK_HEAD + fresh_encoding(supervisor, fields, time.monotonic()) + OK_TAIL
+    assert supervisor.contexts_json(fields, OK_HEAD, OK_TAIL) is answer  # joined once, kept
+    assert supervisor.contexts_json(fields) == fresh_encoding(supervisor, fields, time.monotonic())
+    return answer
+
+
+async def test_a_listing_without_uptimes_is_kept_whole_until_a_start_stop_crash_port_or_figure_changes(
+    harness: Harness,
+) -> None:
+    web = harness.app("web", "http_server.py")
+    supervisor = harness.supervisor(stats_interval=0.05)
+    await supervisor.boot()
+    empty = assert_light_answer_is_fresh(supervisor, LIGHT)
+    assert json.loads(empty)["body"] == []
+
+    started = await supervisor.start_app(web)  # start
+    harness.track(started["pid"])
+    shown = assert_light_answer_is_fresh(supervisor, LIGHT)
+    assert json.loads(shown)["body"] == [{key: started[key] for key in sorted(LIGHT, key=list(started).index)}]
+
+    os.kill(started["pid"], signal.SIGKILL)  # crash: status, pid and restarts change
+
+    def replaced() -> bool:
+        listed = json.loads(assert_light_answer_is_fresh(supervisor, LIGHT))["body"]
+        return listed[0]["status"] == "running" and listed[0]["pid"] != started["pid"]
+
+    await async_wait_until(replaced, timeout=20, what="web restarted after kill -9")
+    after_crash = json.loads(assert_light_answer_is_fresh(supervisor, LIGHT))["body"][0]
+    harness.track(after_crash["pid"])
+    assert after_crash["restarts"] == 1
+
+    await supervisor.stop_app("web")  # stop
+    assert json.loads(assert_light_answer_is_fresh(supervisor, LIGHT))["body"] == []
+
+    with socket.socket() as holder:  # its last port taken: the next start gets another one
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", after_crash["port"]))
+        holder.listen()
+        again = await supervisor.start_app(web)
+        harness.track(again["pid"])
+        moved = json.loads(assert_light_answer_is_fresh(supervisor, LIGHT))["body"][0]
+    assert moved["port"] == again["port"] != after_crash["port"] and moved["pid"] == again["pid"]
+
+    figures = assert_light_answer_is_fresh(supervisor, FIGURES)  # stats: a pass with new figures
+    version = supervisor._stats.version
+
+    def figures_moved() -> bool:
+        with contextlib.suppress(OSError):  # work for the app, so its cpu time moves
+            urllib.request.urlopen(f"http://127.0.0.1:{again['port']}/whoami", timeout=5).read()
+        assert_light_answer_is_fresh(supervisor, FIGURES)  # a reader of the figures keeps the sampler going
+        return supervisor._stats.version != version
+
+    await async_wait_until(figures_moved, timeout=20, what="a stats pass with new figures")
+    assert_light_answer_is_fresh(supervisor, FIGURES)
+    assert supervisor.contexts_json(FIGURES, OK_HEAD, OK_TAIL) is not figures

@@ -15,6 +15,8 @@ import pytest
 
 from bolt_host import errors
 from bolt_host.config import BUNDLED_LOCAL_REPO
+from bolt_host.errors import BoltError
+from bolt_host.web.processes import _fields_of_query
 from tests.helpers import wait_until
 from tests.servers import LiveServer, live_host
 
@@ -86,6 +88,22 @@ def test_live_listing_with_fields_returns_only_those_members(live: LiveServer) -
         spec = admin.get("/openapi.json").json()["paths"]["/api/apps/@live"]["get"]
         assert [p["name"] for p in spec["parameters"]] == ["fields"]
         admin.post("/api/apps/stop", json={"name": "echo"})
+
+
+def test_a_fields_query_is_read_once_as_starlette_reads_it_and_a_refused_one_every_time() -> None:
+    """A poller sends the same ``?fields=`` each time: it is parsed once (the parse was a tenth of
+    a light call's Python), with Starlette's rules; a refusal is never remembered."""
+    _fields_of_query.cache_clear()
+    query = b"fields=name,%20status,pid"
+    first = _fields_of_query(query)
+    assert first == frozenset({"name", "status", "pid"}) and _fields_of_query(query) is first
+    assert _fields_of_query.cache_info().hits == 1
+    assert _fields_of_query(b"fields=name&fields=pid") == frozenset({"pid"})  # the last value, as QueryParams.get
+    assert _fields_of_query(b"other=1") is None and _fields_of_query(b"fields=") is None
+    for _ in range(2):
+        with pytest.raises(BoltError) as refused:
+            _fields_of_query(b"fields=name,token")
+        assert refused.value.code == errors.BAD_REQUEST and "token" in refused.value.message
 
 
 def test_start_unknown_app_and_missing_name(live: LiveServer) -> None:

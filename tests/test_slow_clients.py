@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -73,6 +74,43 @@ def test_a_connection_that_answered_gets_the_same_limit_for_its_next_headers(liv
         sock.sendall(b"GET /-/health HTTP/1.1\r\n")  # the next request, never finished
         wait_until(lambda: closed_by_server(sock), timeout=30, what="the server to close the connection")
 
+
+
+def test_a_kept_alive_connection_keeps_one_header_timer_across_its_answers(tmp_path: Path) -> None:
+    """Each answer moves the deadline of the connection's pending timer instead of cancelling it
+    and making another (a timer per call on a polled connection); the limit itself is the test above."""
+    # a limit far beyond the calls below: the timer never fires early and re-arms during them
+    with live_host(tmp_path / "data", header_timeout_seconds=600) as live:
+        _answers_on_one_connection(live)
+
+
+def _answers_on_one_connection(live: LiveServer) -> None:
+    address = urlsplit(live.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        mine = sock.getsockname()[1]
+        timers = []
+        for _ in range(5):
+            sock.sendall(b"GET /-/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert _one_answer(sock).startswith(b"HTTP/1.1 200")
+            wait_until(lambda: _protocol_of(live, mine)._header_timer is not None, timeout=10, what="a timer")
+            timers.append(_protocol_of(live, mine)._header_timer)
+        assert all(timer is timers[0] for timer in timers)
+
+
+def _one_answer(sock: socket.socket) -> bytes:
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(4096)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return answer
+
+
+def _protocol_of(live: LiveServer, client_port: int) -> Any:
+    return next(c for c in list(live.server.server_state.connections) if c.client and c.client[1] == client_port)
 
 
 def test_a_new_connection_is_refused_when_every_one_of_its_address_is_busy(tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ class _Kept:
     # per app: its JSON before the uptime's value (separator included), its runtime, its JSON
     # after the uptime's value (None: no uptime selected, the first part is all of it)
     entries: list[tuple[bytes, AppRuntime, bytes | None]]
+    # no uptime selected: the whole answer is the same bytes until the stamp moves, kept for
+    # the (head, tail) it was joined with
+    whole: tuple[bytes, bytes, bytes] | None = None
 
 
 class LiveListing:
@@ -55,6 +58,8 @@ class LiveListing:
             kept = self._build(key, with_usage, stamp)
         elif kept.shows_usage:
             self._stats.mark_read()
+        if "uptime" not in key:
+            return self._whole(kept, head, tail)
         now = time.monotonic() if now is None else now
         out = [head, b"["]
         for before, runtime, after in kept.entries:
@@ -65,6 +70,14 @@ class LiveListing:
         out.append(b"]")
         out.append(tail)
         return b"".join(out)
+
+    @staticmethod
+    def _whole(kept: _Kept, head: bytes, tail: bytes) -> bytes:
+        """A listing without uptimes: joined once per stamp, the same bytes for every call until then."""
+        if kept.whole is None or kept.whole[0] is not head or kept.whole[1] is not tail:
+            body = b"".join([head, b"[", *(before for before, _runtime, _after in kept.entries), b"]", tail])
+            kept.whole = (head, tail, body)
+        return kept.whole[2]
 
     def _build(self, key: frozenset[str], with_usage: bool, stamp: tuple[int, int]) -> _Kept:
         listed = [rt for rt in self._runtimes.values() if rt.status in LIVE_STATUSES or rt.errored]

@@ -64,6 +64,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._headers_due = 0.0  # loop time by which the next request's headers must be complete
         self._body_timer: asyncio.TimerHandle | None = None
         self._address: str | None = None
 
@@ -90,6 +91,8 @@ class GuardedH11Protocol(H11Protocol):
             self._cancel_body_timer()
 
     def on_response_complete(self) -> None:
+        if isinstance(self.transport, CorkedTransport):
+            self.transport.flush()  # the whole answer now, not at the end of this loop turn
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm_header_timer()  # the next request's headers get the same limit
@@ -107,8 +110,12 @@ class GuardedH11Protocol(H11Protocol):
         return idle and self.conn.their_state in (h11.IDLE, h11.DONE)
 
     def _arm_header_timer(self) -> None:
-        self._cancel_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._on_header_timeout)
+        """The next headers are due ``header_timeout`` from now.  A timer still pending is kept and
+        only its deadline moves (it re-arms itself for the rest when it fires early): a kept-alive
+        connection answering call after call made and cancelled a timer for each one."""
+        self._headers_due = self.loop.time() + self.header_timeout
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_at(self._headers_due, self._on_header_timeout)
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -117,6 +124,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def _on_header_timeout(self) -> None:
         self._header_timer = None
+        if self.loop.time() < self._headers_due:  # an answer since it was armed moved the deadline
+            self._header_timer = self.loop.call_at(self._headers_due, self._on_header_timeout)
+            return
         if self.waiting_for_headers() and not self.transport.is_closing():
             self.logger.debug("closing a connection from %s: no complete request headers in time", self._address)
             self.transport.close()

@@ -7,6 +7,8 @@ and blocks again for the body.  A Starlette response sends both messages without
 to the loop, so :class:`CorkedTransport` keeps what is written during one turn of the loop
 and sends it in one write at the end of that turn (or at once when the connection closes).
 The bytes and their order are the same; nothing waits longer than the turn it was written in.
+The host's protocol flushes a response as soon as its last part is written (the callback
+queued for the end of the turn then has nothing to do, and is cancelled).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class CorkedTransport:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
 
     @property
     def wrapped(self) -> asyncio.Transport:
@@ -38,9 +40,8 @@ class CorkedTransport:
         if not data:
             return
         self._pending.append(bytes(data) if not isinstance(data, bytes) else data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self.flush)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -48,7 +49,9 @@ class CorkedTransport:
 
     def flush(self) -> None:
         """Send what this turn wrote, in one write."""
-        self._flush_scheduled = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         pending, self._pending = self._pending, []
         if not pending or self._transport.is_closing():
             return

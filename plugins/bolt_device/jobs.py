@@ -7,6 +7,7 @@ reports to the manager through Kura-style notifications.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 
 from bolt_host.plugin import Host, read_manifest
 
-from .downloads import display_uri, fetch, parse_hash
+from .downloads import display_uri, fetch, new_client, parse_hash, warm
 from .reboot import schedule_reboot
 
 NOTIFY_EVERY_PERCENT = 10
@@ -174,6 +175,29 @@ class JobRunner:
     def __init__(self, host: Host, notifier: Notifier) -> None:
         self.host = host
         self.notifier = notifier
+        self.http: Any = None  # the downloads' client (open_client); without it, one per download
+        self._opening: asyncio.Future[None] | None = None
+
+    async def open_client(self) -> None:
+        """Load what a download needs and build the client every download of this runner uses, in a
+        worker thread (the agent's connection comes up meanwhile; a download waits for it)."""
+        self._opening = asyncio.ensure_future(asyncio.to_thread(self._build_client))
+        await asyncio.shield(self._opening)
+
+    def _build_client(self) -> None:
+        warm()
+        self.http = new_client()
+
+    async def _client(self) -> Any:
+        if self._opening is not None:
+            with contextlib.suppress(Exception):  # (it failed: each download builds its own)
+                await asyncio.shield(self._opening)
+        return self.http
+
+    async def close_client(self) -> None:
+        http, self.http = await self._client(), None  # (one still being built is closed too)
+        if http is not None:
+            await http.aclose()
 
     async def _run_task(
         self, kind: str, name: str, version: str | None, job: Any, job_id: str, **meta: Any
@@ -207,6 +231,7 @@ class JobRunner:
                     notify(job_id, "download", "IN_PROGRESS", percent, "", **{"dp.download.size": total or 0})
 
             auth = (request.username, request.password or "") if request.username else None
+            http = await self._client()
             size = await fetch(
                 request.uri,
                 dest,
@@ -214,6 +239,7 @@ class JobRunner:
                 auth=auth,
                 expected_hash=request.file_hash,
                 on_progress=progress,
+                client=http,
             )
             sizes["received"] = size
             task.log(f"=== downloaded {size} bytes" + (", hash verified" if request.file_hash else ", no hash given"))
