@@ -357,12 +357,16 @@ class _CopyOnAccess(dict):  # type: ignore[type-arg]
         return self[key] if key in self else default  # noqa: SIM401 (must copy, as [] does)
 
 
+_CONTAINERS = (dict, list)
+
+
 def json_copy(value: Any) -> Any:
-    """A deep copy of JSON data (dicts, lists, scalars): several times faster than ``deepcopy``."""
+    """A deep copy of JSON data (dicts, lists, scalars): several times faster than ``deepcopy``.
+    Scalars are shared without a call each (most of an app's values are scalars)."""
     if isinstance(value, dict):
-        return {key: json_copy(item) for key, item in value.items()}
+        return {key: json_copy(item) if isinstance(item, _CONTAINERS) else item for key, item in value.items()}
     if isinstance(value, list):
-        return [json_copy(item) for item in value]
+        return [json_copy(item) if isinstance(item, _CONTAINERS) else item for item in value]
     return value
 
 

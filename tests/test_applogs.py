@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bolt_host.errors import BoltError
 from bolt_host.services import applogs
 from bolt_host.services.applogs import follow, read_range, rotate_if_needed, tail_lines
 
@@ -139,3 +140,17 @@ async def _until(condition: Callable[[], bool], event: asyncio.Event, timeout: f
             if condition():
                 return
             await event.wait()
+
+
+def test_notes_create_the_folder_append_whole_lines_and_refuse_names_leaving_it(tmp_path: Path) -> None:
+    folder = tmp_path / "logs" / "apps"  # not there yet: the first note makes it
+    files = applogs.AppLogFiles(folder)
+    files.note("web", "stopping")
+    files.note("web", "stopped (exit code 0)")
+    lines = (folder / "web.log").read_text().splitlines()
+    assert [line.split(f" {applogs.NOTE_TAG} ")[1] for line in lines] == ["stopping", "stopped (exit code 0)"]
+    assert files.path("web") == folder / "web.log"
+    for bad in ("", "..", "a/b", "a\0b"):
+        with pytest.raises(BoltError):
+            files.note(bad, "x")
+    assert sorted(path.name for path in tmp_path.rglob("*") if path.is_file()) == ["web.log"]

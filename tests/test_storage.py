@@ -419,3 +419,19 @@ async def test_a_fresh_host_gives_every_table_a_schema_version(tmp_path: Path) -
     versioned = {row["table"] for row in stored["_meta"].values()}
     assert set(stored) - {"_meta"} <= versioned, "tables without a schema version"
     assert {"users", "sessions", "apps", "app_roles", "app_users"} <= set(stored)
+
+
+def test_json_copy_copies_every_container_and_shares_only_scalars() -> None:
+    from bolt_host.storage import json_copy
+
+    def app() -> dict[str, Any]:
+        return {"name": "web", "command": ["node", "app.js"], "health": {"path": "/", "codes": [200, 204]}, "n": 1}
+
+    original = app()
+    copied = json_copy(original)
+    assert copied == original
+    copied["command"].append("--x")
+    copied["health"]["codes"].append(500)
+    copied["health"]["path"] = "/other"
+    assert original == app()
+    assert json_copy([{"a": [1]}, 2]) == [{"a": [1]}, 2] and json_copy("s") == "s"

@@ -59,12 +59,11 @@ class AppLogFiles:
         self.folder = folder
         self.max_bytes = max_bytes
         self.keep = keep
+        self._folder_text = str(folder)  # notes join their path as text: a pathlib join cost more than the write
 
     def path(self, name: str) -> Path:
         """The log of app ``name`` (a name that could leave the folder is refused)."""
-        if not name or "/" in name or "\0" in name or name in (".", ".."):
-            raise BoltError(APP_NAME_INVALID, f"Invalid app name {name!r}")
-        return self.folder / f"{name}.log"
+        return self.folder / _log_name(name)
 
     def open_for_spawn(self, name: str) -> tuple[int, int]:
         """Rotate the log if it is over the cap (nothing writes to it yet), open it for the new
@@ -97,20 +96,27 @@ class AppLogFiles:
         One ``write`` on an ``O_APPEND`` descriptor: it lands whole between the app's own writes.
         """
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        fd = open_for_append(self.path(name))
+        fd = open_for_append(f"{self._folder_text}/{_log_name(name)}")
         try:
             os.write(fd, f"{stamp} {NOTE_TAG} {text}\n".encode())
         finally:
             os.close(fd)
 
 
-def open_for_append(path: Path) -> int:
+def _log_name(name: str) -> str:
+    """The file name of app ``name``'s log (a name that could leave the folder is refused)."""
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise BoltError(APP_NAME_INVALID, f"Invalid app name {name!r}")
+    return f"{name}.log"
+
+
+def open_for_append(path: Path | str) -> int:
     """A write-only O_APPEND descriptor for an app's stdout and stderr."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     try:  # the folder is there but for the first log: no mkdir per supervisor note
         return os.open(path, flags, 0o640)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         return os.open(path, flags, 0o640)
 
 
