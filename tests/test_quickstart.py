@@ -62,8 +62,11 @@ def _running(argv: list[str], env: dict[str, str], url: str, log_path: Path, **p
         if proc.poll() is None and popen.get("start_new_session"):
             os.killpg(proc.pid, signal.SIGTERM)  # a script's group: it, the host and its helpers
         end_process(proc)
-        for child in children:  # apps or helpers that outlived it, by pid
-            if child.is_running():
+        # the host got the group's SIGTERM too: its shutdown (apps stopped, their cgroups removed) ends
+        # first; only then is anything that outlived it killed, by pid
+        _, alive = psutil.wait_procs(children, timeout=30)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
                 child.kill()
         log.close()
 
