@@ -121,6 +121,17 @@ def _install(fleet: Fleet, device_id: str, url: str, data: bytes, manifest: dict
     assert done["status"] == "COMPLETED", done["log"]
 
 
+def _running_on_new_agent(
+    fleet: Fleet, agent: AgentProcess, data: bytes, manifest: dict[str, Any]
+) -> tuple[str, list[int]]:
+    """Once the agent is connected, install the package (``data``) from the fleet's file server and
+    wait for its app: the device's id and the app's pids."""
+    device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
+    name = manifest["name"]
+    _install(fleet, device_id, fleet.files_url + fleet.files.add(f"{name}.tgz", data), data, manifest)
+    return device_id, wait_until(agent.app_pids, timeout=30, what=f"{name} running on the agent")
+
+
 def _notes(fleet: Fleet, device_id: str, operation_id: str) -> list[dict[str, Any]]:
     return fleet.kapua.get(f"/_/devices/{device_id}/operations/{operation_id}/notifications").json()["items"]
 
@@ -195,9 +206,7 @@ def test_an_agent_killed_mid_uninstall_reports_the_cut_on_restart(fleet: Fleet, 
     pids: list[int] = []
     try:
         with agent_process(fleet, data_dir) as agent:
-            device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
-            _install(fleet, device_id, fleet.files_url + fleet.files.add("stubborn.tgz", data), data, manifest)
-            pids = wait_until(agent.app_pids, timeout=30, what="stubborn running on the agent")
+            device_id, pids = _running_on_new_agent(fleet, agent, data, manifest)
             response = fleet.kapua.post(f"/_/devices/{device_id}/packages/_uninstall",
                                         json={"name": "stubborn", "version": "1.0.0"})
             assert response.status_code == 200, response.text
@@ -242,9 +251,7 @@ def test_an_agent_appends_its_install_records_and_a_kill_loses_none(fleet: Fleet
     pids: list[int] = []
     try:
         with agent_process(fleet, data_dir) as agent:
-            device_id = fleet.kapua.wait_connected(CLIENT, timeout=90)["id"]
-            _install(fleet, device_id, fleet.files_url + fleet.files.add("sleeper.tgz", data), data, manifest)
-            pids = wait_until(agent.app_pids, timeout=30, what="sleeper running on the agent")
+            _, pids = _running_on_new_agent(fleet, agent, data, manifest)
             agent.kill()
         journal = (data_dir / "db.json.log").read_text()
         assert '"sleeper"' in journal and '"succeeded"' in journal  # the app's record, the tasks' ends
