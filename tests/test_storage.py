@@ -45,8 +45,11 @@ def _check_state(path: Path) -> int:
         ("db.json", ["--journal"]),
         ("runtime.json", ["--statefile"]),
         ("runtime.json", ["--statefile", "--visible"]),
+        ("runtime.json", ["--statefile", "--append"]),
+        ("runtime.json", ["--statefile", "--visible", "--append"]),
     ],
-    ids=["db.json", "db.json-journal", "runtime.json", "runtime.json-visible"],
+    ids=["db.json", "db.json-journal", "runtime.json", "runtime.json-visible", "runtime.json-append",
+         "runtime.json-append-visible"],
 )
 def test_kill_9_at_random_moments_leaves_old_or_new_state(tmp_path: Path, kind: str, extra: list[str]) -> None:
     path = tmp_path / kind
