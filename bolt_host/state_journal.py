@@ -10,7 +10,8 @@ instead writes each commit as one line at the end of ``runtime.json.log`` —
 last line — on the event loop into the page cache (visible to a host started after this one
 is killed), and a durable commit fsyncs that open file in a worker thread: no new inode, no
 rename, no folder fsync.  ``runtime.json`` is rewritten (compaction) at the first write of
-the process and when the journal outgrows ``floor`` bytes (or the file).
+the process and when the journal outgrows ``floor`` bytes (or the file), and written whole
+when the host closes it (the journal then goes: a stopped host's file alone holds its state).
 
 Crash safety (``kill -9`` or power loss at any moment leaves the previous or the next state):
 
@@ -167,6 +168,11 @@ class StateJournal:
 
     def close(self) -> None:
         self._fd = self._close(self._fd)
+
+    def remove(self) -> None:
+        """Delete the journal's files (the file was written whole since their last line)."""
+        self.path.unlink(missing_ok=True)
+        self.next_path.unlink(missing_ok=True)
 
     @staticmethod
     def _close(fd: int | None) -> None:

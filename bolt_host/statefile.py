@@ -84,9 +84,20 @@ class StateFile:
         self.journal = StateJournal(self.path, floor)
 
     def close(self) -> None:
-        """Close the journal's file (after the last commit)."""
-        if self.journal is not None:
-            self.journal.close()
+        """After the last commit.  In append mode the file is written whole once more and the
+        journal goes: a stopped host's ``runtime.json`` alone holds its state, as its ``db.json``
+        does (a failure is logged; the journal then stays for the next load)."""
+        journal, self.journal = self.journal, None
+        if journal is None:
+            return
+        journal.close()
+        try:
+            atomic_write_bytes(self.path, self._snapshot(self._version))
+        except OSError as exc:
+            log.error("%s could not be written whole at close (its journal is kept): %s", self.path.name, exc)
+            return
+        self._saved(self._version)
+        journal.remove()
 
     @property
     def pending_path(self) -> Path:

@@ -276,6 +276,33 @@ async def test_state_file_commits_concurrent_changes_together_and_off_the_loop(t
     assert StateFile(tmp_path / "runtime.json").get("apps", "app-1") is None
 
 
+async def test_a_state_file_in_append_mode_appends_each_commit_and_is_whole_after_close(tmp_path: Path) -> None:
+    """A device agent's runtime.json: after the first write (the file whole), each commit is one
+    line of the journal (the file is not rewritten: same inode), any load replays the lines, and
+    at close the file is written whole and the journal goes."""
+    path = tmp_path / "runtime.json"
+    state = StateFile(path)
+    state.append_writes()
+    state.put("apps", "a", {"v": 1})
+    await state.commit()
+    inode = path.stat().st_ino
+    for version in range(2, 6):
+        state.put("apps", "a", {"v": version})
+        await state.commit_visible()
+        await state.commit()
+    assert path.stat().st_ino == inode
+    assert len((tmp_path / "runtime.json.log").read_text().splitlines()) == 4
+    assert not (tmp_path / "runtime.json.pending").exists()
+    assert StateFile(path).get("apps", "a") == {"v": 5}  # a load (in any mode) replays the journal
+    state.delete("apps", "a")
+    state.put("apps", "b", {"v": 1})
+    await state.commit()
+    assert StateFile(path).rows("apps") == [{"v": 1}]
+    state.close()
+    assert not (tmp_path / "runtime.json.log").exists()
+    assert json.loads(path.read_text())["apps"] == {"b": {"v": 1}}
+
+
 async def test_a_commit_made_while_its_changes_are_being_written_shares_that_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
