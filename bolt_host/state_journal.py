@@ -9,8 +9,9 @@ instead writes each commit as one line at the end of ``runtime.json.log`` —
 ``{"#write": N, "rows": {section: {key: row | null}}}``, every row put or deleted since the
 last line — on the event loop into the page cache (visible to a host started after this one
 is killed), and a durable commit fsyncs that open file in a worker thread: no new inode, no
-rename, no folder fsync.  ``runtime.json`` is rewritten (compaction) at the first write of
-the process and when the journal outgrows ``floor`` bytes (or the file), and written whole
+rename, no folder fsync.  ``runtime.json`` is written whole as append mode begins (the
+host's start; also the next write after a failed one), rewritten (compaction) when the journal
+outgrows ``floor`` bytes (or the file), and written whole
 when the host closes it (the journal then goes: a stopped host's file alone holds its state).
 
 Crash safety (``kill -9`` or power loss at any moment leaves the previous or the next state):
@@ -19,12 +20,14 @@ Crash safety (``kill -9`` or power loss at any moment leaves the previous or the
   pending file), only the lines numbered above what it holds, in order, so lines a compaction
   already took in are skipped whether or not the journal was emptied after it;
 - a compaction first moves the appends to a new journal (``runtime.json.log.next``, opened on
-  the event loop, so every line lands in order), then writes the snapshot (temp file, fsync,
-  rename, fsync of the folder) and renames the new journal over the old one; a load replays
-  the old journal, then the new one;
+  the event loop, so every line lands in order) and writes there at once the changes no line
+  holds yet (a visible commit made while the snapshot is being written finds them there), then
+  writes the snapshot (temp file, fsync, rename, fsync of the folder) and renames the new
+  journal over the old one; a load replays the old journal, then the new one;
 - a line is one ``write``; a torn or unreadable line ends the replay (what follows it was never
-  acknowledged as durable: a durable commit fsyncs every line before its own), and an append
-  that failed (disk full) makes the next write a compaction, so appends only follow whole lines.
+  acknowledged as durable: a durable commit fsyncs every line before its own), and after a
+  write that failed (disk full) the next one writes the whole file and starts an empty journal
+  (in that order, on the event loop), so appends only follow whole lines.
 
 A host without append mode still replays a journal it finds (its first commit then rewrites the
 whole file, numbered above every line).
@@ -126,21 +129,41 @@ class StateJournal:
     def next_write(self, version: int, snapshot: Callable[[], bytes]) -> Callable[[], None]:
         """The durable write of everything up to ``version`` (built on the event loop, run in a
         worker thread): the changes appended now and the journal fsynced, or a compaction."""
-        if self._fd is not None and self._bytes <= max(self.floor, self._snapshot_bytes):
+        if self._fd is None:  # the first write, or one after a failure: on the event loop, once
+            try:
+                self._start(snapshot())
+            except OSError as exc:
+                return _raise(exc)
+            return _done
+        if self._bytes <= max(self.floor, self._snapshot_bytes):
             try:
                 self.append(version)
             except OSError as exc:
                 return _raise(exc)
             return self._sync(self._fd)
-        self._changes.clear()  # the snapshot holds them
         data = snapshot()
         try:  # from here on appends go to the new journal, behind this snapshot's number
             fd = os.open(self.next_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             return _raise(exc)
         old, self._fd, self._bytes, self._snapshot_bytes = self._fd, fd, 0, len(data)
+        try:  # the changes no line holds yet: visible now (the snapshot is written later, in a thread)
+            self.append(version)
+        except OSError as exc:
+            self._close(old)
+            return _raise(exc)
         self.compactions += 1
         return lambda: self._compact(data, old)
+
+    def _start(self, data: bytes) -> None:
+        """The whole file first (every line of any journal is in it), then an empty journal: a kill
+        at any point leaves the files a load needs."""
+        self._changes.clear()  # the snapshot holds them
+        atomic_write_bytes(self.target, data)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.next_path.unlink(missing_ok=True)
+        self._fd, self._bytes, self._snapshot_bytes = fd, 0, len(data)
+        self.compactions += 1
 
     @staticmethod
     def _sync(fd: int) -> Callable[[], None]:
@@ -178,6 +201,10 @@ class StateJournal:
     def _close(fd: int | None) -> None:
         if fd is not None:
             os.close(fd)
+
+
+def _done() -> None:
+    """A write already made (on the event loop)."""
 
 
 def _raise(exc: OSError) -> Callable[[], None]:

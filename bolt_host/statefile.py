@@ -80,8 +80,14 @@ class StateFile:
     def append_writes(self, floor: int = DEFAULT_FLOOR) -> None:
         """From the next commit on, append what changed to ``<file>.log`` instead of rewriting the
         file (:mod:`bolt_host.state_journal`): for a host that starts apps often (a device agent
-        starts one at every install, each start two or three whole-file writes, each a new inode)."""
+        starts one at every install, each start two or three whole-file writes, each a new inode).
+        The file is written whole now, opening the journal (a write of the host's start, not of its
+        first app start)."""
         self.journal = StateJournal(self.path, floor)
+        try:
+            self.commit_now()
+        except OSError as exc:  # (disk full) the first commit compacts instead
+            log.error("%s could not be written whole for its journal yet: %s", self.path.name, exc)
 
     def close(self) -> None:
         """After the last commit.  In append mode the file is written whole once more and the
