@@ -184,14 +184,7 @@ async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after
     async with running_host(tmp_path / "data", local_repo=repo) as bolt:
         pids = await _installed_and_started(bolt, names)
         await bolt.host.events.drain()
-        heard: list[tuple[int, str, str, str, int | None]] = []
-        bolt.host.events.subscribe(
-            lambda event: heard.append(
-                (event.id, event.name, event.body["name"], event.body["status"], event.body["pid"])
-            )
-            if event.name.startswith("app-")
-            else None
-        )
+        heard = _hear_app_events(bolt)
 
         body = (await bolt.admin.post("/api/apps/stop", json={"names": names})).json()["body"]
         assert body["failed"] == {} and len(body["stopped"]) == len(names)
@@ -205,6 +198,17 @@ async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after
         assert [what for _, what, app, _, _ in heard if app == "one"][2:] == ["app-starting", "app-started"]
         assert heard[-1][4] == again["pid"]
         await bolt.admin.post("/api/apps/stop", json={"name": "one"})
+
+
+def _hear_app_events(bolt: RunningHost) -> list[tuple[int, str, str, str, int | None]]:
+    """Every ``app-*`` event from now on, as it reaches a listener: (id, name, app, status, pid)."""
+    heard: list[tuple[int, str, str, str, int | None]] = []
+    bolt.host.events.subscribe(
+        lambda event: heard.append((event.id, event.name, event.body["name"], event.body["status"], event.body["pid"]))
+        if event.name.startswith("app-")
+        else None
+    )
+    return heard
 
 
 async def _installed_and_started(bolt: RunningHost, names: list[str]) -> dict[str, int]:
@@ -349,9 +353,9 @@ async def test_a_bulk_stop_of_a_running_and_a_starting_app_stops_both_and_frees_
 async def test_a_bulk_stop_answers_before_its_notes_yet_a_read_and_a_start_right_after_see_it_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What a client can observe (the trees gone, the apps stopped, their intents on disk) comes
-    # before the answer; the log notes, events and pid-less records follow it, under each app's
-    # lock, so a start right after the answer waits for them.
+    # What a client can observe (the trees gone, the apps stopped, their intents on disk, the
+    # events' places in the bus's order) comes before the answer; the log notes and pid-less
+    # records follow it, under each app's lock, so a start right after the answer waits for them.
     repo = tmp_path / "repo"
     names = ["one", "two", "three"]
     for name in names:
@@ -359,12 +363,7 @@ async def test_a_bulk_stop_answers_before_its_notes_yet_a_read_and_a_start_right
     async with running_host(tmp_path / "data", local_repo=repo) as bolt:
         pids = await _installed_and_started(bolt, names)
         await bolt.host.events.drain()
-        heard: list[tuple[str, str, str, int | None]] = []
-        bolt.host.events.subscribe(
-            lambda event: heard.append((event.name, event.body["name"], event.body["status"], event.body["pid"]))
-            if event.name.startswith("app-")
-            else None
-        )
+        heard = _hear_app_events(bolt)
         supervisor = bolt.host.supervisor
         seen: list[tuple[str, str]] = []
         stop_apps, runlog = supervisor.stop_apps, supervisor._runlog
@@ -400,7 +399,7 @@ async def test_a_bulk_stop_answers_before_its_notes_yet_a_read_and_a_start_right
         assert [text.split(" ")[0] for text in noted] == ["stopping", "stopped", "starting", "started"], noted
         assert re.search(r"stopping \(by admin\)\n.*stopped.*\n.*starting\n", log_of(bolt, "one"), re.S)
         for name in names:  # each event once, as before: stopping (with the pid), stopped, then the start's
-            told = [(what, status, pid) for what, app, status, pid in heard if app == name]
+            told = [(what, status, pid) for _, what, app, status, pid in heard if app == name]
             assert told[:2] == [("app-stopping", "stopping", pids[name]), ("app-stopped", "stopped", None)], told
             assert [what for what, *_ in told[2:]] == (["app-starting", "app-started"] if name == "one" else [])
         await bolt.admin.post("/api/apps/stop", json={"name": "one"})
