@@ -21,8 +21,8 @@ From the claim on, an exit of a claimed app finds ``stopping``: it is the stop's
 as a crash, and a start or a crash handler waits for the lock.  The rest of each claimed stop
 (:meth:`StopFinish.claimed`: its events, the wait for the tree, the ``stopped`` state) runs as a
 task that holds that lock; its log notes and pid-less record follow the call's answer
-(:meth:`StopBatch.follow`), and the lock goes back after them, or when the task fails or is cancelled.  Apps not claimed
-take the single stop's way (``stop_app``) in the same call.
+(:meth:`StopBatch.follow`), and the lock goes back after them, or when the task fails or is
+cancelled.  Apps not claimed take the single stop's way (``stop_app``) in the same call.
 """
 
 from __future__ import annotations

@@ -524,7 +524,7 @@ class Supervisor:
         return await self._finish.finish(runtime, by, batch)
 
     async def finish_claimed(self, runtime: AppRuntime, by: str | None, batch: StopBatch) -> dict[str, Any]:
-        """:meth:`finish_stop` for an app a stop of many claimed: answered before its notes and events."""
+        """:meth:`finish_stop` for an app a stop of many claimed: answered before its log notes (:mod:`stop_finish`)."""
         return await self._finish.claimed(runtime, by, batch)
 
     async def _discard_leftovers(self, runtime: AppRuntime) -> None:
