@@ -79,6 +79,7 @@ from bolt_host.services.start_batch import start_each
 from bolt_host.services.start_command import is_serverless
 from bolt_host.services.stats import StatsSampler, TreeUsage
 from bolt_host.services.stop_batch import StopBatch
+from bolt_host.services.stop_finish import StopFinish
 from bolt_host.services.stop_pass import signal_first
 from bolt_host.services.tokens import AppTokens
 from bolt_host.services.traffic import Lease
@@ -150,6 +151,7 @@ class Supervisor:
         self._listing = LiveListing(self._apps, self._stats)
         self._background = Background()
         self._closing = False
+        self._finish = StopFinish(self, self._runlog, self._spawner, state)
         self._rollovers = Rollovers(self._spawner, tokens, grace_seconds, self._runlog.note)
         self._scaling = Scaling(
             self, self._apps, self._rollovers, self._spawner, state, max_instances, grace_seconds, health_interval
@@ -244,7 +246,7 @@ class Supervisor:
     async def stop_apps(self, names: list[str], by: str | None = None) -> list[dict[str, Any] | BaseException]:
         """:meth:`stop_app` for each of ``names`` at once: a context or an error for each, once every
         tree is gone, with one check of their ports and one write of their states (:mod:`stop_batch`)."""
-        batch = StopBatch(self._state, self._spawner.ports)
+        batch = StopBatch(self._state, self._spawner.ports, self._background)
         with frozen_heap():
             return await batch.run(await signal_first(names, self, self._apps, self._spawner, batch, by))
 
@@ -519,20 +521,11 @@ class Supervisor:
 
     async def finish_stop(self, runtime: AppRuntime, by: str | None, batch: StopBatch | None) -> dict[str, Any]:
         """The rest of a stop once ``runtime`` is ``stopping`` and its tree signalled where that needs no wait."""
-        self._runlog.note(runtime, f"stopping (by {by})" if by else "stopping")
-        stopping = await self.emit("app-stopping", runtime)
-        had_pid, had_port = (runtime.process.pid if runtime.process is not None else None), runtime.port
-        exit_code = await self._spawner.cleanup(runtime, batch)  # sets a reason only if something survived
-        runtime.status, runtime.exit_code, runtime.next_restart_at = STOPPED, exit_code, None
-        self._runlog.note(runtime, "stopped" if exit_code is None else f"stopped ({describe_exit(exit_code)})")
-        runtime.crashes.reset()
-        await self.persist(runtime, batch)
-        context = dict(await self.emit("app-stopped", runtime, stopping["app"]))  # one copy of the app for all three
-        # As Bolt answers a stop: the context the app ran with (that pid and port are gone now).
-        context["pid"] = had_pid
-        if "port" in context:  # server apps only
-            context["port"] = had_port
-        return context
+        return await self._finish.finish(runtime, by, batch)
+
+    async def finish_claimed(self, runtime: AppRuntime, by: str | None, batch: StopBatch) -> dict[str, Any]:
+        """:meth:`finish_stop` for an app a stop of many claimed: answered before its log notes (:mod:`stop_finish`)."""
+        return await self._finish.claimed(runtime, by, batch)
 
     async def _discard_leftovers(self, runtime: AppRuntime) -> None:
         """Before a new start: cancel a pending restart, sweep a crashed tree not yet swept."""
@@ -577,13 +570,19 @@ class Supervisor:
     async def emit(self, event: str, runtime: AppRuntime, app: dict[str, Any] | None = None) -> dict[str, Any]:
         """Publish ``event`` with the app's context (``app``: an earlier event's copy of the app, else copied
         now); that context (the listeners have it: copy it to change it)."""
-        context = runtime.context(self._usage(runtime, reading=False), app)  # the host's own: not a read of the stats
+        context = self.event_context(runtime, app)
+        await self.publish_context(event, runtime, context)
+        return context
+
+    def event_context(self, runtime: AppRuntime, app: dict[str, Any] | None = None) -> dict[str, Any]:
+        return runtime.context(self._usage(runtime, reading=False), app)  # the host's own: not a read of the stats
+
+    async def publish_context(self, event: str, runtime: AppRuntime, context: dict[str, Any]) -> None:
         if self._publish is not None:
             try:
                 await self._publish(event, context)
             except Exception:  # a broken listener must not break supervision
                 log.exception("publishing %s for %s failed", event, runtime.name)
-        return context
 
 
 def _app_name(app: dict[str, Any]) -> str:
