@@ -135,6 +135,11 @@ class Spawner:
             runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         return process
 
+    @property
+    def launches_queued(self) -> int:
+        """Launches waiting for their turn (:mod:`launch_turns`)."""
+        return self._turns.queued
+
     async def fixed_port(self, app: dict[str, Any]) -> int | None:
         """The one port the app must listen on (a plugin's ``requested_port``), or None."""
         return await self._requested_port(app) if self._requested_port is not None else None
