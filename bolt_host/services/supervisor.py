@@ -9,28 +9,24 @@
          +------------------------- failed   stopping --> stopped   backoff -> starting
                                                                      (or failed: crash loop)
 
-Every command on an app (start, stop, restart, a crash being handled, a
-backoff timer firing) runs under that app's lock, so they serialise.  A start
-reserves ``starting`` and creates its start task under the lock, then waits
-for it outside the lock: a concurrent start joins the same task (one process,
-never two), a stop cancels it and kills what it spawned.  Each start bumps
-the app's generation; an exit event of an older generation is ignored.
+Every command on an app (start, stop, restart, a crash being handled, a backoff timer firing) runs under that app's
+lock, so they serialise.  A start reserves ``starting`` and creates its start task under the lock, then waits for it
+outside the lock: a concurrent start joins the same task (one process, never two), a stop cancels it and kills what
+it spawned.  Each start bumps the app's generation; an exit event of an older generation is ignored.
 
 An app may run several processes ("instances", each an :class:`AppRuntime` with its own
 machine, kept in :class:`Runtimes`); :class:`Scaling` starts, stops and restarts them and
 hands an app over from one process to the next in a rolling restart, and :func:`recover`
 adopts what a previous host left; both drive this machine only through :class:`Machine`.
 
-Mechanics live next door: spawn and sweep in :mod:`spawner`; pidfd exit watch, tree kill,
-adoption checks in :mod:`processes`; restart arithmetic in :mod:`restarts`; readiness in
-:mod:`readiness`; log notes in :mod:`runlog`; ports in :mod:`ports`; CPU/memory in :mod:`stats`.
+Mechanics live next door: spawn and sweep in :mod:`spawner` (one launch per turn of the loop: :mod:`launch_turns`);
+pidfd exit watch, tree kill, adoption checks in :mod:`processes`; restart arithmetic in :mod:`restarts`; readiness
+in :mod:`readiness`; log notes in :mod:`runlog`; ports in :mod:`ports`; CPU/memory in :mod:`stats`.
 
-Persistence: section ``supervisor`` of the host's :class:`StateFile`
-(``runtime.json``) holds per app ``{name, pid, create_time, port, generation,
-desired, startedAt, restarts}``, written at start, exit and stop; concurrent
-starts share writes (group commit) and the event loop never waits on fsync.
-``boot()`` adopts a recorded process only when its pid, start time and
-``BOLT_SUPERVISOR_ID`` marker all match; otherwise it never signals that pid.
+Persistence: section ``supervisor`` of the host's :class:`StateFile` (``runtime.json``) holds per app ``{name, pid,
+create_time, port, generation, desired, startedAt, restarts}``, written at start, exit and stop; concurrent starts
+share writes (group commit) and the event loop never waits on fsync. ``boot()`` adopts a recorded process only when
+its pid, start time and ``BOLT_SUPERVISOR_ID`` marker all match; otherwise it never signals that pid.
 """
 
 from __future__ import annotations
@@ -370,6 +366,7 @@ class Supervisor:
             if automatic:  # a crash restart passes the checks a caller's start passes
                 await self.verify(runtime.app)
             process = await self._spawn(runtime)
+            recorded = self._state.version  # with the pid's record
             await wait_until_ready(
                 exited=process.exited,
                 pid=process.pid,
@@ -386,7 +383,7 @@ class Supervisor:
         # No await since the check above: any later exit finds RUNNING and goes through _on_exit.
         runtime.status = RUNNING
         try:
-            await self._state.commit()  # the pid, written while the app got ready: on disk before we answer
+            await self._state.commit(recorded)  # the pid, written while the app got ready: on disk before we answer
         except OSError as exc:
             log.error("%s is running, but its record could not be saved yet: %s", runtime.name, exc)
         port = f", port {runtime.port}" if runtime.port is not None else ""
@@ -399,7 +396,9 @@ class Supervisor:
         # spawn and the write after it leaves a process that boot() still finds by its marker.
         process = await self._spawner.spawn(runtime, before_launch=functools.partial(self.persist, runtime))
         process.exited.add_done_callback(functools.partial(self._on_exit, runtime, runtime.generation))
-        self.persist_soon(runtime)  # written while the app gets ready
+        self._state.put(SECTION, runtime.key, runtime.record())  # written while the app gets ready, by the last
+        if not self._spawner.launches_queued:  # launch of a bulk start (a write per launch: ~0.7 ms of CPU each)
+            self._state.commit_soon()
         return process
 
     async def _start_failed(self, runtime: AppRuntime, exc: Exception, automatic: bool) -> dict[str, Any]:
