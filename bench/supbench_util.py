@@ -169,6 +169,21 @@ async def wait_healthy(ports: Iterable[int], deadline: float, sweep: float = 0.0
     return last
 
 
+async def watch_healthy(low: int, high: int, answered: dict[int, float], sweep: float = 0.002) -> None:
+    """Until cancelled: as :func:`wait_healthy` does, probe every port from ``low`` to ``high``
+    that begins to listen, and note in ``answered`` the monotonic time each first answered
+    /health.  For a supervisor that picks its apps' ports from a range (bolt-host): the apps
+    are verified while they start, as raw's are, not in one extra round after the call."""
+    while True:
+        listening = {port for port in listening_ports() if low <= port <= high} - answered.keys()
+        if listening:
+            listed = sorted(listening)
+            answers = await asyncio.gather(*(probe_health(port) for port in listed))
+            now = time.monotonic()
+            answered.update((port, now) for port, ok in zip(listed, answers, strict=True) if ok)
+        await asyncio.sleep(sweep)
+
+
 # pidfds -------------------------------------------------------------------------
 def pidfd_exited(pidfd: int) -> bool:
     poller = select.poll()

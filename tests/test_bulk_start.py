@@ -6,6 +6,7 @@ every app is started in the end."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 from bolt_host.app import create_app
@@ -21,6 +22,16 @@ GATED = """
     gate = socket.create_connection(("127.0.0.1", {gate_port}))
     gate.sendall(os.environ["BOLT_APP_NAME"].encode() + b"\\n")
     gate.recv(1)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", int(os.environ["PORT"])))
+    server.listen()
+    signal.pause()
+"""
+
+
+LISTENS = """
+    import os, signal, socket
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", int(os.environ["PORT"])))
@@ -136,3 +147,38 @@ async def test_the_autostart_at_boot_runs_a_bounded_number_of_starts_at_once(tmp
             gate.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_the_event_loop_turns_between_the_launches_of_a_bulk_start(tmp_path: Path) -> None:
+    """Each launch of a bulk start waits for a turn of the event loop (I/O, requests, the readiness
+    sweep run between two launches): before, every launch ran in one turn, and nothing else ran
+    until the last app had been spawned."""
+    names = [f"turns{i}" for i in range(5)]
+    repo = tmp_path / "repo"
+    for name in names:
+        write_app(repo, name, LISTENS, server=True)
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        for name in names:
+            assert (await bolt.admin.post("/api/apps/local", json={"path": name})).status_code == 201
+        supervisor = bolt.host.supervisor
+        loop = asyncio.get_running_loop()
+        seen: list[int] = []  # apps with a process, as an I/O callback saw it at each turn of the loop
+        readable, writable = socket.socketpair()
+
+        def on_readable() -> None:
+            readable.recv(1)
+            seen.append(sum(1 for name in names if (supervisor.context(name) or {}).get("pid")))
+            writable.send(b"t")  # readable again at the next turn
+
+        loop.add_reader(readable, on_readable)
+        writable.send(b"t")
+        try:
+            started = await bolt.admin.post("/api/apps/start", json={"names": names}, timeout=120)
+        finally:
+            loop.remove_reader(readable)
+            readable.close()
+            writable.close()
+        assert started.status_code == 200 and started.json()["body"]["failed"] == {}, started.text
+        assert any(0 < launched < len(names) for launched in seen), seen
+        stopped = await bolt.admin.post("/api/apps/stop", json={"names": names})
+        assert stopped.status_code == 200 and stopped.json()["body"]["failed"] == {}

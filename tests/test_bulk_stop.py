@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,8 +18,8 @@ import httpx
 import pytest
 
 from bolt_host.services import sockdiag
-from bolt_host.testing import RunningHost, running_host
-from tests.helpers import async_wait_until
+from bolt_host.testing import ADMIN_PASSWORD, RunningHost, running_host
+from tests.helpers import async_wait_until, free_port
 from tests.test_isolation import log_of, needs_root, wait_for_line, write_app
 
 SERVER = """
@@ -98,6 +100,8 @@ async def test_a_bulk_stop_ends_every_tree_then_writes_the_stopped_states_once(t
         escaper = int(found.group(1))
         state = bolt.host.runtime_state
         writes = state.writes
+        told: list[str] = []
+        bolt.host.events.subscribe(lambda event: told.append(event.body["name"]) if event.name == "app-stopped" else 0)
 
         async def fast_apps_gone(stopping: asyncio.Task[httpx.Response]) -> None:
             await async_wait_until(lambda: _gone(pids["quick"]) and _gone(pids["served"]), what="the fast apps gone")
@@ -116,7 +120,9 @@ async def test_a_bulk_stop_ends_every_tree_then_writes_the_stopped_states_once(t
         assert all(_gone(pid) for pid in [*pids.values(), escaper])  # reaped too, not left as zombies
         on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
         assert {name: on_disk[name]["desired"] for name in NAMES} == {name: "stopped" for name in NAMES}
-        await state.commit()  # the records without a pid follow the answer
+        # the records without a pid, the notes and the events follow the answer
+        await async_wait_until(lambda: sorted(told) == sorted(NAMES), what="app-stopped for every app")
+        await state.commit()
         on_disk = json.loads((tmp_path / "data" / "runtime.json").read_text())["supervisor"]
         assert {name: (on_disk[name]["desired"], on_disk[name]["pid"]) for name in NAMES} == {
             name: ("stopped", None) for name in NAMES
@@ -178,14 +184,7 @@ async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after
     async with running_host(tmp_path / "data", local_repo=repo) as bolt:
         pids = await _installed_and_started(bolt, names)
         await bolt.host.events.drain()
-        heard: list[tuple[int, str, str, str, int | None]] = []
-        bolt.host.events.subscribe(
-            lambda event: heard.append(
-                (event.id, event.name, event.body["name"], event.body["status"], event.body["pid"])
-            )
-            if event.name.startswith("app-")
-            else None
-        )
+        heard = _hear_app_events(bolt)
 
         body = (await bolt.admin.post("/api/apps/stop", json={"names": names})).json()["body"]
         assert body["failed"] == {} and len(body["stopped"]) == len(names)
@@ -199,6 +198,17 @@ async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after
         assert [what for _, what, app, _, _ in heard if app == "one"][2:] == ["app-starting", "app-started"]
         assert heard[-1][4] == again["pid"]
         await bolt.admin.post("/api/apps/stop", json={"name": "one"})
+
+
+def _hear_app_events(bolt: RunningHost) -> list[tuple[int, str, str, str, int | None]]:
+    """Every ``app-*`` event from now on, as it reaches a listener: (id, name, app, status, pid)."""
+    heard: list[tuple[int, str, str, str, int | None]] = []
+    bolt.host.events.subscribe(
+        lambda event: heard.append((event.id, event.name, event.body["name"], event.body["status"], event.body["pid"]))
+        if event.name.startswith("app-")
+        else None
+    )
+    return heard
 
 
 async def _installed_and_started(bolt: RunningHost, names: list[str]) -> dict[str, int]:
@@ -331,7 +341,134 @@ async def test_a_bulk_stop_of_a_running_and_a_starting_app_stops_both_and_frees_
         assert {context["name"]: context["status"] for context in body["stopped"]} == dict.fromkeys(names, "stopped")
         assert refused["code"] != 0 and "cancelled by a stop" in refused["error"]["message"]
         assert all(_gone(context["pid"]) for context in body["stopped"])
-        assert [supervisor._apps[name].lock.locked() for name in names] == [False, False]
+        # each lock goes back once what follows the answer (the app's notes and events) is done
+        await async_wait_until(
+            lambda: [supervisor._apps[name].lock.locked() for name in names] == [False, False], what="both locks free"
+        )
         again = (await bolt.admin.post("/api/apps/start", json={"name": "running"})).json()["body"]
         assert again["status"] == "running"
         await bolt.admin.post("/api/apps/stop", json={"name": "running"})
+
+
+async def test_a_bulk_stop_answers_before_its_notes_yet_a_read_and_a_start_right_after_see_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a client can observe (the trees gone, the apps stopped, their intents on disk, the
+    # events' places in the bus's order) comes before the answer; the log notes and pid-less
+    # records follow it, under each app's lock, so a start right after the answer waits for them.
+    repo = tmp_path / "repo"
+    names = ["one", "two", "three"]
+    for name in names:
+        write_app(repo, name, "import signal\nprint('UP', flush=True)\nsignal.pause()\n")
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        pids = await _installed_and_started(bolt, names)
+        await bolt.host.events.drain()
+        heard = _hear_app_events(bolt)
+        supervisor = bolt.host.supervisor
+        seen: list[tuple[str, str]] = []
+        stop_apps, runlog = supervisor.stop_apps, supervisor._runlog
+        note = runlog.note
+
+        async def stopping_apps(names: list[str], by: str | None = None) -> list[object]:
+            results = await stop_apps(names, by=by)
+            seen.append(("", "answered"))  # the handler encodes the answer from these, without a wait
+            return list(results)
+
+        def noting(runtime: object, text: str) -> None:
+            seen.append((getattr(runtime, "name", ""), text))
+            note(runtime, text)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(supervisor, "stop_apps", stopping_apps)  # the real calls, in the order made
+        monkeypatch.setattr(runlog, "note", noting)
+        body = (await bolt.admin.post("/api/apps/stop", json={"names": names})).json()["body"]
+        live = (await bolt.admin.get("/api/apps/@live")).json()["body"]
+        again = (await bolt.admin.post("/api/apps/start", json={"name": "one"})).json()["body"]
+        await async_wait_until(
+            lambda: {name for name, text in seen if text.startswith("stopped")} == set(names), what="the stopped notes"
+        )
+        await bolt.host.events.drain()
+        monkeypatch.undo()
+
+        assert body["failed"] == {}
+        assert {c["name"]: (c["status"], c["pid"]) for c in body["stopped"]} == {n: ("stopped", pids[n]) for n in names}
+        assert not {context["name"] for context in live} & set(names)  # stopped, not "stopping", right after
+        assert again["status"] == "running" and again["pid"] != pids["one"]
+        answered = seen.index(("", "answered"))
+        assert all(seen.index((name, "stopping (by admin)")) > answered for name in names), seen
+        noted = [text for name, text in seen if name == "one"]
+        assert [text.split(" ")[0] for text in noted] == ["stopping", "stopped", "starting", "started"], noted
+        assert re.search(r"stopping \(by admin\)\n.*stopped.*\n.*starting\n", log_of(bolt, "one"), re.S)
+        for name in names:  # each event once, as before: stopping (with the pid), stopped, then the start's
+            told = [(what, status, pid) for _, what, app, status, pid in heard if app == name]
+            assert told[:2] == [("app-stopping", "stopping", pids[name]), ("app-stopped", "stopped", None)], told
+            assert [what for what, *_ in told[2:]] == (["app-starting", "app-started"] if name == "one" else [])
+        await bolt.admin.post("/api/apps/stop", json={"name": "one"})
+
+
+@needs_root
+async def test_a_host_killed_right_after_a_bulk_stops_answer_boots_with_the_apps_stopped(tmp_path: Path) -> None:
+    # The answer comes before the stop's notes and pid-less records: a host killed right after it
+    # must still find every app meant to be stopped (its intent was on disk before the answer).
+    repo, data = tmp_path / "repo", tmp_path / "data"
+    names = ["one", "two", "three"]
+    for name in names:
+        write_app(repo, name, "import signal\nprint('UP', flush=True)\nsignal.pause()\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    first = _serve(data, repo, port, tmp_path / "first.log")
+    try:
+        async with httpx.AsyncClient(base_url=url, auth=("admin", ADMIN_PASSWORD), timeout=60) as admin:
+            await _answering(admin, first)
+            for name in names:
+                assert (await admin.post("/api/apps/local", json={"path": name})).status_code == 201
+            started = (await admin.post("/api/apps/start", json={"names": names})).json()["body"]
+            pids = [context["pid"] for context in started["started"]]
+            assert started["failed"] == {} and len(pids) == len(names)
+            answer = await admin.post("/api/apps/stop", json={"names": names})
+            first.kill()  # right after the answer: what follows it may not have run
+            assert answer.json()["body"]["failed"] == {}
+        first.wait(timeout=30)
+        assert all(_gone(pid) for pid in pids)
+        records = json.loads((data / "runtime.json").read_text())["supervisor"]
+        assert {name: records[name]["desired"] for name in names} == dict.fromkeys(names, "stopped")
+
+        second = _serve(data, repo, port, tmp_path / "second.log")  # autostart on: starts what is meant to run
+        try:
+            async with httpx.AsyncClient(base_url=url, auth=("admin", ADMIN_PASSWORD), timeout=60) as admin:
+                await _answering(admin, second)
+                assert (await admin.get("/api/apps/@live")).json()["body"] == []
+                again = (await admin.post("/api/apps/start", json={"name": "one"})).json()["body"]
+                assert again["status"] == "running" and again["pid"] not in pids
+                assert (await admin.post("/api/apps/stop", json={"name": "one"})).status_code == 200
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn ends by its signal once shut down
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait(timeout=30)
+
+
+def _serve(data: Path, repo: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``python -m bolt_host serve`` on ``data`` in a session of its own, its output in ``log``."""
+    argv = [sys.executable, "-m", "bolt_host", "serve", "--port", str(port), "--data-dir", str(data)]
+    env = {**os.environ, "BOLT_ADMIN_PASSWORD": ADMIN_PASSWORD, "BOLT_DEVICE_MODE": "off"}
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [*argv, "--local-repo", str(repo), "--log-level", "warning"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+
+
+async def _answering(admin: httpx.AsyncClient, host: subprocess.Popen[bytes]) -> None:
+    async def up() -> bool:
+        assert host.poll() is None, f"the host exited with {host.returncode}"
+        with contextlib.suppress(httpx.HTTPError):
+            return (await admin.get("/-/health")).status_code == 200
+        return False
+
+    await async_wait_until(up, timeout=60, what="the host answering")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from bolt_host.errors import APP_START_FAILED, BoltError
 from bolt_host.services import applogs
 from bolt_host.services.app_runtime import AppRuntime
+from bolt_host.services.launch_turns import LaunchTurns
 from bolt_host.services.limits import out_of_memory_reason
 from bolt_host.services.ports import PORT_FREE_TIMEOUT, PortPool, wait_port_free
 from bolt_host.services.processes import (
@@ -75,6 +76,7 @@ class Spawner:
         self._extra_env = extra_env
         self._requested_port = requested_port
         self._isolation = isolation
+        self._turns = LaunchTurns()  # one launch per turn of the event loop
 
     async def end_unrecorded(self, runtimes: list[AppRuntime]) -> None:
         """End what was spawned for ``runtimes`` but never recorded (the host was killed between a
@@ -121,15 +123,22 @@ class Spawner:
             await recorded
         env = app_environment(app, extra, name=name, port=runtime.port, token=token, host_url=self._host_url)
         env[MARKER_VARIABLE] = runtime.marker
-        try:
-            launched, runtime.log_offset = self._launch(runtime, argv, folder, env)
-        except OSError as exc:
-            if not Path(folder).is_dir():  # a delete won the race since the check above
-                raise removed(name) from exc
-            raise BoltError(APP_START_FAILED, f"Could not run {Path(argv[0]).name!r}: {exc.strerror or exc}") from exc
-        process = runtime.process = AppProcess.watch(launched)
-        runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
+        async with self._turns.turn():  # no await from the launch to runtime.process: a stop finds it
+            try:
+                launched, runtime.log_offset = self._launch(runtime, argv, folder, env)
+            except OSError as exc:
+                if not Path(folder).is_dir():  # a delete won the race since the check above
+                    raise removed(name) from exc
+                program = Path(argv[0]).name
+                raise BoltError(APP_START_FAILED, f"Could not run {program!r}: {exc.strerror or exc}") from exc
+            process = runtime.process = AppProcess.watch(launched)
+            runtime.started_at, runtime.started_monotonic = time.time(), time.monotonic()
         return process
+
+    @property
+    def launches_queued(self) -> int:
+        """Launches waiting for their turn (:mod:`launch_turns`)."""
+        return self._turns.queued
 
     async def fixed_port(self, app: dict[str, Any]) -> int | None:
         """The one port the app must listen on (a plugin's ``requested_port``), or None."""

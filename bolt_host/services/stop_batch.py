@@ -7,7 +7,8 @@ record), and one group commit writes those records while the trees end (not one 
 or per batch of apps that happened to end together).  After every tree is gone: the check
 that nothing listens on their ports any more (one round of test binds, not a wait per app)
 before the ports go back to the pool, and the wait for that write.  The call answers then;
-the records without a pid follow without being waited for.  A host killed after the answer
+the records without a pid follow without being waited for, and so do the log notes of the apps
+it claimed (:meth:`StopBatch.follow`, :mod:`stop_finish`).  A host killed after the answer
 finds each app stopped and a pid that is gone (or another process's), which boot forgets; one
 killed in the middle of the stop finds the app stopped and its process maybe still alive,
 which boot adopts and ends (:mod:`recovery`).
@@ -17,20 +18,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from bolt_host.services.app_runtime import SECTION, AppRuntime
+from bolt_host.services.background import Background
 from bolt_host.services.ports import PORT_FREE_TIMEOUT, PortPool, wait_ports_free
 from bolt_host.statefile import StateFile
 
 log = logging.getLogger("bolt_host.supervisor")
 
+APPS_NOTED_PER_TURN = 16  # stops whose notes are written between two turns of the loop
+
 
 class StopBatch:
-    def __init__(self, state: StateFile, ports: PortPool) -> None:
+    def __init__(self, state: StateFile, ports: PortPool, background: Background) -> None:
         self._state = state
         self._ports = ports
+        self._background = background
+        self._following: deque[tuple[AppRuntime, Callable[[], None]]] = deque()
+        self._answered = False
+        self._noting = False
         self._freed: dict[int, str] = {}  # port -> the app that listened on it
         self._intended = 0  # the state's version once every stop so far recorded its intent
         self._writing = False
@@ -48,9 +57,49 @@ class StopBatch:
         """``name``'s tree is gone: check ``port`` and give it back with the others of the call."""
         self._freed[port] = name
 
+    def follow(self, runtime: AppRuntime, noted: Callable[[], None]) -> None:
+        """``runtime``'s stop is answered; after the call's answer, ``noted()`` (its log notes and
+        record), then give ``runtime``'s lock back (held by its stop until then)."""
+        self._following.append((runtime, noted))
+        if self._answered and not self._noting:  # the call was answered (or cancelled) before this stop
+            self._note_soon()
+
     async def run(self, stops: Iterable[Awaitable[dict[str, Any]]]) -> list[dict[str, Any] | BaseException]:
         """Run ``stops`` at once; each one's context or error once all are done, their ports free
         and their intents on disk.  If the write fails, no stop is answered as done."""
+        try:
+            return await self._answers(stops)
+        finally:  # the notes follow the answer (from a task: the answer goes out first)
+            self._answered = True
+            if self._following:
+                self._note_soon()
+
+    def _note_soon(self) -> None:
+        self._noting = True
+        self._background.run(self._note())
+
+    async def _note(self) -> None:
+        """Each followed stop's ``noted()`` in the order they were answered, a few per turn of the loop,
+        each app's lock given back after its own; their records written with the batch's next write."""
+        following = self._following
+        try:
+            while following:
+                for _ in range(min(APPS_NOTED_PER_TURN, len(following))):
+                    runtime, noted = following.popleft()
+                    try:
+                        noted()
+                    except Exception:  # its stop is done: a failed note must not keep its lock
+                        log.exception("%s: the notes of its stop failed", runtime.name)
+                    finally:
+                        runtime.lock.release()
+                self._state.commit_soon()
+                await asyncio.sleep(0)  # requests (a GET, a start waiting for one of these locks) go on
+        finally:
+            while following:  # cancelled (host shut down): the locks go back all the same
+                following.popleft()[0].lock.release()
+            self._noting = False
+
+    async def _answers(self, stops: Iterable[Awaitable[dict[str, Any]]]) -> list[dict[str, Any] | BaseException]:
         try:
             results = await asyncio.gather(*stops, return_exceptions=True)
             busy = await wait_ports_free(self._freed, PORT_FREE_TIMEOUT)

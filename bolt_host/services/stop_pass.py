@@ -19,9 +19,10 @@ So, with no wait between its steps, the pass
 
 From the claim on, an exit of a claimed app finds ``stopping``: it is the stop's, never read
 as a crash, and a start or a crash handler waits for the lock.  The rest of each claimed stop
-(:meth:`finish_stop`: notes, events, the wait for the tree, the record) runs as a task that
-holds that lock and gives it back when it ends, however it ends.  Apps not claimed take the
-single stop's way (``stop_app``) in the same call.
+(:meth:`StopFinish.claimed`: its events, the wait for the tree, the ``stopped`` state) runs as a
+task that holds that lock; its log notes and pid-less record follow the call's answer
+(:meth:`StopBatch.follow`), and the lock goes back after them, or when the task fails or is
+cancelled.  Apps not claimed take the single stop's way (``stop_app``) in the same call.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Stops(Protocol):
 
     async def stop_app(self, name: str, by: str | None = None, batch: StopBatch | None = None) -> Context: ...
 
-    async def finish_stop(self, runtime: AppRuntime, by: str | None, batch: StopBatch | None) -> Context: ...
+    async def finish_claimed(self, runtime: AppRuntime, by: str | None, batch: StopBatch) -> Context: ...
 
 
 async def signal_first(
@@ -72,7 +73,7 @@ async def signal_first(
             ending.begin()
     for runtime in claimed.values():
         batch.intend(runtime)
-    finishing = {name: _holding_lock(rt, stops.finish_stop(rt, by, batch)) for name, rt in claimed.items()}
+    finishing = {name: _holding_lock(rt, stops.finish_claimed(rt, by, batch)) for name, rt in claimed.items()}
     return [finishing.pop(name) if name in finishing else stops.stop_app(name, by, batch) for name in names]
 
 
@@ -90,12 +91,14 @@ def _claimable(runtime: AppRuntime, runtimes: Runtimes) -> bool:
 
 
 def _holding_lock(runtime: AppRuntime, finish: Awaitable[Context]) -> asyncio.Future[Context]:
-    """Run ``finish`` as a task that gives ``runtime``'s lock back when it ends (also when it is
+    """Run ``finish`` as a task holding ``runtime``'s lock: one that answers hands the lock to its
+    batch (:meth:`StopBatch.follow`); one that fails gives it back when it ends (also when it is
     cancelled before its first step, where a ``finally`` inside it would never run)."""
     task = asyncio.ensure_future(finish)
-    task.add_done_callback(functools.partial(_release, runtime))
+    task.add_done_callback(functools.partial(_release_unless_answered, runtime))
     return task
 
 
-def _release(runtime: AppRuntime, _: asyncio.Future[Context]) -> None:
-    runtime.lock.release()
+def _release_unless_answered(runtime: AppRuntime, task: asyncio.Future[Context]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        runtime.lock.release()
