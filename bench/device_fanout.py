@@ -253,6 +253,13 @@ def py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
                              "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
+def perf_record(out: Path) -> subprocess.Popen[bytes]:
+    """The whole machine's CPU samples with call graphs (``perf record -a -g``) until interrupted:
+    every process, the app processes' execs and the kernel included."""
+    return subprocess.Popen(["perf", "record", "-a", "-g", "-F", "999", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
 def strace_count(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """System calls of a process and its threads, counted (``strace -c -f``) until interrupted."""
     return subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", str(out)],
@@ -374,6 +381,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             profilers.append(py_spy(agents[0].pid, args.profile_agent))
         if args.strace_agent is not None:
             profilers.append(strace_count(agents[-1].pid, args.strace_agent))
+        if args.perf is not None:
+            profilers.append(perf_record(args.perf))
         if args.cprofile_agent is not None:
             os.kill(agents[0].pid, signal.SIGUSR1)
         if reports is not None:
@@ -526,6 +535,8 @@ def main() -> None:
                         help="cProfile the first agent process's event loop (CPU time) during the burst")
     parser.add_argument("--strace-agent", type=Path, default=None, metavar="FILE",
                         help="count the last agent process's system calls during the burst (strace -c -f)")
+    parser.add_argument("--perf", type=Path, default=None, metavar="FILE",
+                        help="perf record -a -g of the whole machine during the burst (perf report -i FILE)")
     parser.add_argument("--memory-reports", type=Path, default=None, metavar="DIR",
                         help="the manager traces its allocations and writes memory reports into DIR: idle, at "
                              "the burst's peak, after it, after malloc_trim (bolt_device/memory.py)")

@@ -138,6 +138,7 @@ class Host:
         stack.push_async_callback(self._close_events)
         self.db.migrate_all(HOST_SCHEMAS)
         self.runtime_state = StateFile(data_dir / RUNTIME_STATE_FILE)
+        stack.callback(self.runtime_state.close)
         move_tables_from(self.db, self.runtime_state, {SUPERVISOR_SECTION: "name", TOKENS_SECTION: "app"})
         self.isolation = self._isolation()
         self.admin_env = AdminEnv(self.runtime_state)

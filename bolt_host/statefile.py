@@ -39,6 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bolt_host.state_journal import DEFAULT_FLOOR, StateJournal, replay
 from bolt_host.storage import (
     CorruptDatabaseError,
     Database,
@@ -74,6 +75,35 @@ class StateFile:
         self._visible_waiters: list[asyncio.Future[None]] = []
         self.writes = 0  # completed writes, for tests and benchmarks
         self._background: set[asyncio.Task[None]] = set()
+        self.journal: StateJournal | None = None  # append mode (append_writes)
+
+    def append_writes(self, floor: int = DEFAULT_FLOOR) -> None:
+        """From the next commit on, append what changed to ``<file>.log`` instead of rewriting the
+        file (:mod:`bolt_host.state_journal`): for a host that starts apps often (a device agent
+        starts one at every install, each start two or three whole-file writes, each a new inode).
+        The file is written whole now, opening the journal (a write of the host's start, not of its
+        first app start)."""
+        self.journal = StateJournal(self.path, floor)
+        try:
+            self.commit_now()
+        except OSError as exc:  # (disk full) the first commit compacts instead
+            log.error("%s could not be written whole for its journal yet: %s", self.path.name, exc)
+
+    def close(self) -> None:
+        """After the last commit.  In append mode the file is written whole once more and the
+        journal goes: a stopped host's ``runtime.json`` alone holds its state, as its ``db.json``
+        does (a failure is logged; the journal then stays for the next load)."""
+        journal, self.journal = self.journal, None
+        if journal is None:
+            return
+        journal.close()
+        try:
+            atomic_write_bytes(self.path, self._snapshot(self._version))
+        except OSError as exc:
+            log.error("%s could not be written whole at close (its journal is kept): %s", self.path.name, exc)
+            return
+        self._saved(self._version)
+        journal.remove()
 
     @property
     def pending_path(self) -> Path:
@@ -89,6 +119,7 @@ class StateFile:
         data.pop(WRITE_NUMBER, None)
         if not all(isinstance(rows, dict) for rows in data.values()):
             raise CorruptDatabaseError(f"{self.path} does not hold JSON objects of rows; it was left as it is.")
+        self._version = replay(self.path, data, self._version)  # what a host in append mode wrote after it
         return data
 
     # reading (from memory) ---------------------------------------------------
@@ -114,7 +145,9 @@ class StateFile:
         if rows.get(key) == row:
             return False
         rows[key] = json_copy(row)
-        self._fragments.setdefault(section, {})[key] = _fragment(key, row)
+        fragment = self._fragments.setdefault(section, {})[key] = _fragment(key, row)
+        if self.journal is not None:
+            self.journal.note(section, key, fragment)
         self._version += 1
         return True
 
@@ -126,6 +159,8 @@ class StateFile:
         del self._fragments[section][key]
         if not rows:
             del self._sections[section], self._fragments[section]
+        if self.journal is not None:
+            self.journal.note(section, key, _encode_json(key) + b":null")
         self._version += 1
         return True
 
@@ -171,7 +206,10 @@ class StateFile:
         version = self._version
         if self._visible < version:
             try:
-                atomic_write_bytes(self.pending_path, self._snapshot(version), durable=False)
+                if self.journal is not None and self.journal.appending:
+                    self.journal.append(version)  # one line into the page cache: no new inode
+                else:
+                    atomic_write_bytes(self.pending_path, self._snapshot(version), durable=False)
             except OSError as exc:
                 _settle(waiters, exc)
                 return
@@ -221,10 +259,15 @@ class StateFile:
 
     def _next_write(self) -> Callable[[], None]:
         """What the next write does (built on the event loop, run in a worker thread)."""
-        return partial(atomic_write_bytes, self.path, self._snapshot(self._version))
+        version = self._version
+        if self.journal is not None:
+            return self.journal.next_write(version, lambda: self._snapshot(version))
+        return partial(atomic_write_bytes, self.path, self._snapshot(version))
 
     def _write_failed(self) -> None:
         """A write failed: nothing to undo here, the next write holds every change again."""
+        if self.journal is not None:
+            self.journal.failed()
 
     def _saved(self, version: int) -> None:
         self._durable = max(self._durable, version)

@@ -242,17 +242,23 @@ def _sleeper_package(folder: Path, name: str = "sleeper") -> tuple[bytes, dict[s
     return pack_directory(source, folder / f"{name}.tgz").read_bytes(), manifest
 
 
+def _sleeper_running_then_agent_killed(fleet: Fleet, data_dir: Path, package_folder: Path) -> list[int]:
+    """An agent on ``data_dir`` installs the sleeper and runs it, then is killed (kill -9): the app's pids."""
+    data, manifest = _sleeper_package(package_folder)
+    with agent_process(fleet, data_dir) as agent:
+        _, pids = _running_on_new_agent(fleet, agent, data, manifest)
+        agent.kill()
+    return pids
+
+
 def test_an_agent_appends_its_install_records_and_a_kill_loses_none(fleet: Fleet, tmp_path: Path) -> None:
     """An agent's db.json is small, yet its writes go to the journal (one fsynced line each, not a
     rewrite of the file through a new temp file): what an install wrote is in the journal alone
     when the agent is killed, and the restarted agent has it all."""
     data_dir = tmp_path / "dev-3"
-    data, manifest = _sleeper_package(tmp_path / "package")
     pids: list[int] = []
     try:
-        with agent_process(fleet, data_dir) as agent:
-            _, pids = _running_on_new_agent(fleet, agent, data, manifest)
-            agent.kill()
+        pids = _sleeper_running_then_agent_killed(fleet, data_dir, tmp_path / "package")
         journal = (data_dir / "db.json.log").read_text()
         assert '"sleeper"' in journal and '"succeeded"' in journal  # the app's record, the tasks' ends
         assert '"sleeper"' not in (data_dir / "db.json").read_text()  # appended, never rewritten
@@ -264,6 +270,33 @@ def test_an_agent_appends_its_install_records_and_a_kill_loses_none(fleet: Fleet
             ended = {(t["kind"], t["status"]) for t in agent.tasks()}
             assert ended == {("download", "succeeded"), ("install", "succeeded")}, ended
             pids += agent.app_pids()
+    finally:
+        for pid in set(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_an_agent_appends_its_app_starts_to_the_runtime_journal_and_adopts_after_a_kill(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """An agent's app start writes its process record into runtime.json's journal (lines appended
+    to an open file, not whole-file rewrites through new temp files): the record is in the journal
+    alone when the agent is killed, and the restarted agent adopts the same process from it."""
+    data_dir = tmp_path / "dev-3"
+    pids: list[int] = []
+    try:
+        pids = _sleeper_running_then_agent_killed(fleet, data_dir, tmp_path / "package")
+        journal = [json.loads(line) for line in (data_dir / "runtime.json.log").read_text().splitlines()]
+        recorded = [rows["supervisor"]["sleeper"] for rows in (line["rows"] for line in journal)
+                    if "sleeper" in rows.get("supervisor", {})]
+        assert recorded and recorded[-1]["pid"] == pids[0], recorded
+        assert "sleeper" not in json.loads((data_dir / "runtime.json").read_text()).get("supervisor", {})
+        assert not (data_dir / "runtime.json.pending").exists()  # no whole-file visible writes either
+        with agent_process(fleet, data_dir) as agent:
+            fleet.kapua.wait_connected(CLIENT, timeout=90)
+            adopted = wait_until(agent.app_pids, timeout=30, what="the app adopted by the restarted agent")
+            pids += adopted
+            assert adopted == pids[:1], (adopted, pids)
     finally:
         for pid in set(pids):
             with contextlib.suppress(ProcessLookupError):

@@ -45,8 +45,11 @@ def _check_state(path: Path) -> int:
         ("db.json", ["--journal"]),
         ("runtime.json", ["--statefile"]),
         ("runtime.json", ["--statefile", "--visible"]),
+        ("runtime.json", ["--statefile", "--append"]),
+        ("runtime.json", ["--statefile", "--visible", "--append"]),
     ],
-    ids=["db.json", "db.json-journal", "runtime.json", "runtime.json-visible"],
+    ids=["db.json", "db.json-journal", "runtime.json", "runtime.json-visible", "runtime.json-append",
+         "runtime.json-append-visible"],
 )
 def test_kill_9_at_random_moments_leaves_old_or_new_state(tmp_path: Path, kind: str, extra: list[str]) -> None:
     path = tmp_path / kind
@@ -271,6 +274,57 @@ async def test_state_file_commits_concurrent_changes_together_and_off_the_loop(t
     assert state.delete("apps", "app-1") and not state.delete("apps", "app-1")
     await state.commit()
     assert StateFile(tmp_path / "runtime.json").get("apps", "app-1") is None
+
+
+async def test_a_state_file_in_append_mode_appends_each_commit_and_is_whole_after_close(tmp_path: Path) -> None:
+    """A device agent's runtime.json: written whole as append mode begins (the host's start), then
+    each commit is one line of the journal (the file is not rewritten: same inode), any load
+    replays the lines, and at close the file is written whole and the journal goes."""
+    path = tmp_path / "runtime.json"
+    state = StateFile(path)
+    state.append_writes()
+    inode = path.stat().st_ino
+    for version in range(1, 6):
+        state.put("apps", "a", {"v": version})
+        await state.commit_visible()
+        await state.commit()
+    assert path.stat().st_ino == inode
+    assert len((tmp_path / "runtime.json.log").read_text().splitlines()) == 5
+    assert not (tmp_path / "runtime.json.pending").exists()
+    assert StateFile(path).get("apps", "a") == {"v": 5}  # a load (in any mode) replays the journal
+    state.delete("apps", "a")
+    state.put("apps", "b", {"v": 1})
+    await state.commit()
+    assert StateFile(path).rows("apps") == [{"v": 1}]
+    state.close()
+    assert not (tmp_path / "runtime.json.log").exists()
+    assert json.loads(path.read_text())["apps"] == {"b": {"v": 1}}
+
+
+async def test_a_failed_journal_append_fails_the_commit_and_the_next_one_writes_the_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "runtime.json"
+    state = StateFile(path)
+    state.append_writes()
+    state.put("apps", "kept", {"v": 1})
+    await state.commit()
+
+    def disk_full(*args: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("bolt_host.state_journal.os.write", disk_full)
+    state.put("apps", "kept", {"v": 2})
+    with pytest.raises(OSError, match="No space"):
+        await state.commit()
+    assert StateFile(path).get("apps", "kept") == {"v": 1}
+    monkeypatch.undo()
+    await state.commit()
+    assert json.loads(path.read_text())["apps"]["kept"] == {"v": 2}  # written whole, not appended
+    assert (tmp_path / "runtime.json.log").read_bytes() == b""  # a fresh journal: no torn line to append after
+    state.put("apps", "kept", {"v": 3})
+    await state.commit()
+    assert StateFile(path).get("apps", "kept") == {"v": 3}
 
 
 async def test_a_commit_made_while_its_changes_are_being_written_shares_that_write(

@@ -89,6 +89,43 @@ async def test_a_job_runs_and_its_record_log_and_events_tell_the_story(service) 
     assert (Path(tasks.logs.folder) / f"{done['id']}.log").is_file()
 
 
+def _open_files() -> set[str]:
+    """The files this process holds open (its descriptors, read from /proc)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the descriptor listdir itself used, closed meanwhile
+            continue
+    return found
+
+
+async def test_a_task_log_stays_open_while_its_task_runs_and_is_closed_at_its_end(service) -> None:
+    """Each append was an open, a write and a close of the file; now the file is opened at the
+    task's first line and closed at its end, and a reader sees every line as it is written."""
+    tasks, _ = service
+    gate, started = asyncio.Event(), []
+
+    async def job(task: TaskHandle) -> str:
+        task.log("first line")
+        started.append(task.id)
+        await gate.wait()
+        task.log("second line")
+        return "done"
+
+    record = tasks.submit("install", "app", "1.0.0", job)
+    await async_wait_until(lambda: started, timeout=10, what="the job to log its first line")
+    log_path = str(tasks.logs.path(record["id"]))
+    assert log_path in _open_files()
+    assert "first line" in tasks.read_log(record["id"])[0]  # written through at once
+    gate.set()
+    done = await tasks.wait(record["id"], timeout=10)
+    assert done["status"] == "succeeded"
+    assert log_path not in _open_files()
+    text = tasks.read_log(record["id"])[0]
+    assert text.index("first line") < text.index("second line") < text.index("succeeded")
+
+
 async def test_a_failing_job_records_its_reason(service) -> None:
     tasks, recorder = service
 

@@ -198,6 +198,7 @@ class Tasks:
         for record in list(self._records.values()):
             if record["status"] in ACTIVE:
                 self._finish(record, "failed", error=SHUTDOWN_REASON)
+        self.logs.close()  # (a cancel requested after a task's end left its file open)
         await self.drain_events()
         await self._stored()
 
@@ -352,6 +353,7 @@ class Tasks:
             record["progress"] = 1.0
         outcome = f"failed: {error}" if status == "failed" and error else status
         self._keep(record, f"end time: {record['end_time']}", f"{_title(record)} {outcome}")
+        self.logs.finished(task_id)
         self._cancel_requested.pop(task_id, None)
         self._jobs.pop(task_id, None)
         if self._dedupe.get(record.get("dedupe_key") or "") == task_id:

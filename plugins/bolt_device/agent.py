@@ -93,6 +93,9 @@ class Agent:
         # record): appended to its journal, each is one fsynced line instead of a new temp file,
         # two fsyncs and a rename (a third of a 50-host agent process's CPU per install)
         self.host.db.append_writes()
+        # and each app start's two or three whole-file writes of runtime.json (a new inode each):
+        # appended to its journal, one line on the event loop and an fsync of an open file
+        self.host.runtime_state.append_writes()
         handover = self.host.state.pop(HANDOVER_KEY, None)
         if handover:
             self.jobs.update(handover["jobs"])
