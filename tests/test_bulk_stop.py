@@ -11,7 +11,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -177,15 +177,8 @@ async def test_a_bulk_stop_whose_state_write_fails_answers_no_app_as_stopped(
 async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after_it_comes_after(
     tmp_path: Path,
 ) -> None:
-    repo = tmp_path / "repo"
     names = ["one", "two", "three"]
-    for name in names:
-        write_app(repo, name, "import signal\nsignal.pause()\n")
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        pids = await _installed_and_started(bolt, names)
-        await bolt.host.events.drain()
-        heard = _hear_app_events(bolt)
-
+    async with _three_running_and_heard(tmp_path, "import signal\nsignal.pause()\n") as (bolt, pids, heard):
         body = (await bolt.admin.post("/api/apps/stop", json={"names": names})).json()["body"]
         assert body["failed"] == {} and len(body["stopped"]) == len(names)
         again = (await bolt.admin.post("/api/apps/start", json={"name": "one"})).json()["body"]
@@ -198,6 +191,22 @@ async def test_a_bulk_stops_events_reach_a_subscriber_in_order_and_a_start_after
         assert [what for _, what, app, _, _ in heard if app == "one"][2:] == ["app-starting", "app-started"]
         assert heard[-1][4] == again["pid"]
         await bolt.admin.post("/api/apps/stop", json={"name": "one"})
+
+
+@contextlib.asynccontextmanager
+async def _three_running_and_heard(
+    tmp_path: Path, code: str
+) -> AsyncIterator[tuple[RunningHost, dict[str, int], list[tuple[int, str, str, str, int | None]]]]:
+    """A host running apps ``one``, ``two`` and ``three`` (``code``), their pids, and the app
+    events heard from here on."""
+    repo = tmp_path / "repo"
+    names = ["one", "two", "three"]
+    for name in names:
+        write_app(repo, name, code)
+    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
+        pids = await _installed_and_started(bolt, names)
+        await bolt.host.events.drain()
+        yield bolt, pids, _hear_app_events(bolt)
 
 
 def _hear_app_events(bolt: RunningHost) -> list[tuple[int, str, str, str, int | None]]:
@@ -356,14 +365,9 @@ async def test_a_bulk_stop_answers_before_its_notes_yet_a_read_and_a_start_right
     # What a client can observe (the trees gone, the apps stopped, their intents on disk, the
     # events' places in the bus's order) comes before the answer; the log notes and pid-less
     # records follow it, under each app's lock, so a start right after the answer waits for them.
-    repo = tmp_path / "repo"
     names = ["one", "two", "three"]
-    for name in names:
-        write_app(repo, name, "import signal\nprint('UP', flush=True)\nsignal.pause()\n")
-    async with running_host(tmp_path / "data", local_repo=repo) as bolt:
-        pids = await _installed_and_started(bolt, names)
-        await bolt.host.events.drain()
-        heard = _hear_app_events(bolt)
+    code = "import signal\nprint('UP', flush=True)\nsignal.pause()\n"
+    async with _three_running_and_heard(tmp_path, code) as (bolt, pids, heard):
         supervisor = bolt.host.supervisor
         seen: list[tuple[str, str]] = []
         stop_apps, runlog = supervisor.stop_apps, supervisor._runlog
