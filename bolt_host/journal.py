@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from bolt_host.state_journal import apply_line, drop_empty_sections
 from bolt_host.statefile import Row, StateFile, _encode_json
 from bolt_host.storage import CorruptDatabaseError, atomic_write_bytes, load_json_object
 
@@ -85,15 +86,9 @@ class JournalFile(StateFile):
                     return
                 problem = f"{journal} line {number} is not valid JSON; it was left as it is."
                 raise CorruptDatabaseError(problem) from None
-            for section, rows in changes.items():
-                for key, row in rows.items():
-                    if row is None:
-                        sections.get(section, {}).pop(key, None)
-                    else:
-                        sections.setdefault(section, {})[key] = row
+            apply_line(sections, changes)
             self._replayed += 1
-        for section in [name for name, rows in sections.items() if not rows]:
-            del sections[section]
+        drop_empty_sections(sections)
 
     # changing -------------------------------------------------------------------
     def put(self, section: str, key: str, row: Row) -> bool:

@@ -71,16 +71,26 @@ def replay(path: Path, sections: dict[str, Any], version: int) -> int:
                 return version
             if number <= version:
                 continue  # a compaction holds it
-            for section, changes in rows.items():
-                for key, row in changes.items():
-                    if row is None:
-                        sections.get(section, {}).pop(key, None)
-                    else:
-                        sections.setdefault(section, {})[key] = row
+            apply_line(sections, rows)
             version = number
+    drop_empty_sections(sections)
+    return version
+
+
+def apply_line(sections: dict[str, Any], changes: dict[str, Any]) -> None:
+    """Apply one journal line's ``{section: {key: row | null}}`` to ``sections`` (a null deletes)."""
+    for section, rows in changes.items():
+        for key, row in rows.items():
+            if row is None:
+                sections.get(section, {}).pop(key, None)
+            else:
+                sections.setdefault(section, {})[key] = row
+
+
+def drop_empty_sections(sections: dict[str, Any]) -> None:
+    """A section whose last row a journal deleted is gone, as in a file written whole."""
     for section in [name for name, rows in sections.items() if not rows]:
         del sections[section]
-    return version
 
 
 class StateJournal:
